@@ -1,0 +1,19 @@
+//! caregraph's database migrations.
+//!
+//! Each migration is self-contained: it names its tables and columns itself and never imports
+//! the application's entities, so old migrations keep meaning what they meant. Every migration
+//! runs on both SQLite (the embedded default) and PostgreSQL.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261121_000001_people;
+
+/// The ordered list of caregraph migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261121_000001_people::Migration)]
+    }
+}

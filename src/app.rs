@@ -1,0 +1,137 @@
+//! [`App::build`]: wires configuration, database, services, schema and router. Production and the
+//! tests boot exactly this.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    db, graphql,
+    graphql::persisted::PersistedQueries,
+    http::{self, AppState},
+    services::{self, Services},
+};
+
+/// A built, bound, not yet serving caregraph.
+pub struct App {
+    /// The shared state (services, schema, configuration).
+    pub state: AppState,
+    router: Router,
+    listener: TcpListener,
+    /// What the demo seed created on this start, if it ran.
+    pub demo: Option<services::demo::DemoSeed>,
+}
+
+impl App {
+    /// Connects and migrates the database, seeds demo data when configured, builds everything
+    /// and binds the listener (`CAREGRAPH_BIND`; port 0 picks a free port).
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let db = db::connect(&config.database).await?;
+        db::migrate(&db).await?;
+        let http_client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        let auth = Authenticator::new(&config.auth, db.clone(), http_client);
+        let services = Services::new(config.clone(), db.clone(), auth);
+        let demo = if config.seeds_demo() {
+            services::demo::seed_if_empty(&db)
+                .await
+                .map_err(|e| anyhow::anyhow!("seeding demo data failed: {e:?}"))?
+        } else {
+            None
+        };
+        let schema = graphql::build(services.clone(), &config.graphql);
+        let state = AppState {
+            schema,
+            services,
+            persisted: Arc::new(PersistedQueries::new(config.graphql.apq_cache_size)),
+            config: config.clone(),
+            shutdown: CancellationToken::new(),
+            sockets: TaskTracker::new(),
+        };
+        let router = http::router(state.clone());
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot bind {}", config.bind))?;
+        Ok(Self {
+            state,
+            router,
+            listener,
+            demo,
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.state.config.bind)
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, closes WebSockets with 1001 and
+    /// lets in-flight requests finish (up to `CAREGRAPH_SHUTDOWN_GRACE_SECONDS`).
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let token = self.state.shutdown.clone();
+        let sockets = self.state.sockets.clone();
+        let grace = self.state.config.shutdown_grace;
+        let signal_token = token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            signal_token.cancel();
+        });
+        let server = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(token.clone().cancelled_owned());
+        let serving = tokio::spawn(async move { server.await });
+        token.cancelled().await;
+        sockets.close();
+        let drained = tokio::time::timeout(grace, async {
+            sockets.wait().await;
+            serving.await
+        })
+        .await;
+        match drained {
+            Ok(Ok(result)) => result.context("server error"),
+            Ok(Err(join)) => Err(anyhow::anyhow!("server task failed: {join}")),
+            Err(_) => {
+                tracing::warn!(?grace, "grace period over; exiting with requests in flight");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,57 @@
+//! The [`Viewer`]: who is calling, resolved the same way from an HTTP bearer header and from a
+//! WebSocket `connection_init` payload.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+use crate::{
+    domain::User,
+    error::{AppError, AppResult},
+};
+
+/// The caller of one request or WebSocket connection.
+#[derive(Clone, Debug, Default)]
+pub struct Viewer {
+    user: Option<User>,
+    /// When the caller's access token expires (subscriptions end then).
+    pub token_expires_at: Option<DateTime<Utc>>,
+    /// The client's network address, for rate limits.
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Viewer {
+    /// A caller without credentials.
+    pub fn anonymous(client_ip: Option<IpAddr>) -> Self {
+        Self {
+            user: None,
+            token_expires_at: None,
+            client_ip,
+        }
+    }
+
+    /// A signed-in caller.
+    pub fn signed_in(
+        user: User,
+        token_expires_at: DateTime<Utc>,
+        client_ip: Option<IpAddr>,
+    ) -> Self {
+        Self {
+            user: Some(user),
+            token_expires_at: Some(token_expires_at),
+            client_ip,
+        }
+    }
+
+    /// The signed-in user, or `UNAUTHENTICATED`.
+    pub fn user(&self) -> AppResult<&User> {
+        self.user
+            .as_ref()
+            .ok_or_else(|| AppError::Unauthenticated("sign in first".into()))
+    }
+
+    /// The signed-in user, if any.
+    pub fn user_opt(&self) -> Option<&User> {
+        self.user.as_ref()
+    }
+}

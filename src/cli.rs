@@ -1,0 +1,202 @@
+//! The command line: `serve` (the default), `migrate`, `schema`, `bootstrap`, `token`.
+
+use std::{io::Write, time::Duration};
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+use crate::{app::App, config::Config, db, graphql, services::demo::DEMO_PASSWORD, telemetry};
+
+/// caregraph: a GraphQL backend-for-frontend for care coordination.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+pub struct Cli {
+    /// What to do (default: serve).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// The commands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the service (migrates first; seeds demo data on the embedded default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the GraphQL schema (SDL).
+    Schema,
+    /// Create an organisation and make a user (created when new) its OWNER.
+    Bootstrap {
+        /// The organisation's name.
+        #[arg(long)]
+        org: String,
+        /// The owner's email.
+        #[arg(long)]
+        email: String,
+        /// The owner's password (at least 10 characters).
+        #[arg(long, env = "CAREGRAPH_BOOTSTRAP_PASSWORD", hide_env_values = true)]
+        password: String,
+        /// Given name of a new user.
+        #[arg(long)]
+        given_name: Option<String>,
+        /// Family name of a new user.
+        #[arg(long)]
+        family_name: Option<String>,
+    },
+    /// Mint an access token for local use; the JWT is the last line printed.
+    Token {
+        /// Whose token.
+        #[arg(long)]
+        email: String,
+        /// Lifetime, e.g. 30m, 1h, 2d (default 1h).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+/// Parses `90s`, `30m`, `1h`, `2d` or plain seconds.
+pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (digits, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("not a duration: {raw:?}"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("unknown unit in {raw:?}; use s, m, h or d")),
+    };
+    if seconds == 0 || seconds > 30 * 86_400 {
+        return Err("a token lives between 1 second and 30 days".into());
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+fn out(line: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{line}");
+}
+
+/// Runs the command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Schema) = cli.command {
+        out(graphql::sdl().trim_end());
+        return Ok(());
+    }
+    let config = Config::from_env()?;
+    telemetry::init(config.log_json);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            let conn = db::connect(&config.database).await?;
+            db::migrate(&conn).await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Command::Schema => Ok(()),
+        Command::Bootstrap {
+            org,
+            email,
+            password,
+            given_name,
+            family_name,
+        } => {
+            let app = build_offline(config).await?;
+            let (org, user) = app
+                .state
+                .services
+                .accounts
+                .bootstrap(
+                    &org,
+                    &email,
+                    password,
+                    given_name.as_deref(),
+                    family_name.as_deref(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            out(&format!(
+                "organization {} ({}) created; {} is its OWNER (user id {})",
+                org.name, org.id, user.email, user.id
+            ));
+            Ok(())
+        }
+        Command::Token { email, ttl } => {
+            let app = build_offline(config).await?;
+            let token = app
+                .state
+                .services
+                .accounts
+                .token_for_email(&email, ttl)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+            out(&token.token);
+            Ok(())
+        }
+    }
+}
+
+/// Builds the app for a one-off command: no demo seeding, any free port.
+async fn build_offline(mut config: Config) -> anyhow::Result<App> {
+    config.demo = Some(false);
+    config.bind = "127.0.0.1:0".parse().context("loopback address")?;
+    App::build(config).await
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let demo_mode = config.seeds_demo();
+    let app = App::build(config).await?;
+    let addr = app.local_addr();
+    let base = app.state.config.public_base_url(addr);
+    tracing::info!(%addr, "caregraph listening");
+    if demo_mode {
+        print_demo_banner(&app, &base).await?;
+    } else {
+        out(&format!(
+            "caregraph is listening on {base}/graphql (GraphiQL: {base}/graphiql)"
+        ));
+    }
+    app.serve(crate::app::shutdown_signal()).await
+}
+
+async fn print_demo_banner(app: &App, base: &str) -> anyhow::Result<()> {
+    let owner_email = match &app.demo {
+        Some(seed) => seed.owner.email.clone(),
+        None => crate::services::demo::OWNER_EMAIL.to_owned(),
+    };
+    let token = match app
+        .state
+        .services
+        .accounts
+        .token_for_email(&owner_email, Duration::from_secs(12 * 3600))
+        .await
+    {
+        Ok(t) => t,
+        Err(_) => {
+            out(&format!(
+                "caregraph is listening on {base}/graphql (GraphiQL: {base}/graphiql)"
+            ));
+            return Ok(());
+        }
+    };
+    if token.token.is_empty() {
+        bail!("empty token");
+    }
+    out("");
+    out("  caregraph is running on its embedded default (SQLite file, demo data).");
+    out("");
+    out(&format!(
+        "  GraphiQL (signed in as {owner_email}, valid 12 h):"
+    ));
+    out(&format!("    {base}/graphiql#token={}", token.token));
+    out("");
+    out(&format!("  GraphQL endpoint: {base}/graphql"));
+    out(&format!("  Authorization: Bearer {}", token.token));
+    out(&format!(
+        "  Demo accounts use the password {DEMO_PASSWORD:?} (Mutation.login)."
+    ));
+    out("");
+    Ok(())
+}

@@ -1,0 +1,365 @@
+//! Typed configuration, read once at start from the environment (and an optional `.env`).
+//!
+//! Every variable is listed in the README's configuration table and in `.env.example`.
+//! Secrets are [`SecretString`]s: they never appear in `Debug` output or logs.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::{Context, bail};
+use secrecy::{ExposeSecret, SecretString};
+
+/// The JWT secret used when none is configured outside production. Production refuses it.
+pub const DEV_JWT_SECRET: &str = "caregraph-insecure-development-secret-do-not-deploy";
+
+/// The embedded default database: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://caregraph.db?mode=rwc";
+
+/// Where the service runs: a developer machine or production.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Environment {
+    /// Anything but production: demo data allowed, the development JWT secret allowed.
+    Development,
+    /// `CAREGRAPH_ENV=production`: strict secrets, no demo data, introspection off by default.
+    Production,
+}
+
+/// The whole configuration of one caregraph process.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `CAREGRAPH_ENV`.
+    pub env: Environment,
+    /// `CAREGRAPH_BIND` (`host:port`, default `127.0.0.1:8080`).
+    pub bind: SocketAddr,
+    /// `CAREGRAPH_PUBLIC_URL`: the URL printed for GraphiQL (default derived from the bind address).
+    pub public_url: Option<String>,
+    /// Database settings.
+    pub database: DatabaseConfig,
+    /// Authentication settings.
+    pub auth: AuthConfig,
+    /// GraphQL limits and switches.
+    pub graphql: GraphqlConfig,
+    /// `CAREGRAPH_DEMO`: `Some(true)` forces demo data into an empty database, `Some(false)` forbids it.
+    pub demo: Option<bool>,
+    /// `CAREGRAPH_OPEN_SIGNUP` (default true): any signed-in user may create an organisation.
+    pub open_signup: bool,
+    /// `CAREGRAPH_SHUTDOWN_GRACE_SECONDS` (default 20): how long in-flight work may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// `CAREGRAPH_LOG_FORMAT` (`pretty` | `json`; default pretty, json in production).
+    pub log_json: bool,
+}
+
+/// Database settings.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `CAREGRAPH_DATABASE_URL` (`sqlite://…` or `postgres://…`); may hold a password.
+    pub url: SecretString,
+    /// Whether the URL was left unset (the embedded default).
+    pub embedded_default: bool,
+    /// `CAREGRAPH_DATABASE_MAX_CONNECTIONS` (default 10).
+    pub max_connections: u32,
+}
+
+/// Authentication settings.
+#[derive(Clone, Debug)]
+pub struct AuthConfig {
+    /// `CAREGRAPH_JWT_SECRET`: the HS256 secret for caregraph's own tokens.
+    pub jwt_secret: SecretString,
+    /// `CAREGRAPH_JWKS_URL`: verify RS256/ES256 tokens of an identity provider against this key set.
+    pub jwks_url: Option<String>,
+    /// `CAREGRAPH_JWT_ISSUER`: required `iss` when set (also written into tokens caregraph mints).
+    pub issuer: Option<String>,
+    /// `CAREGRAPH_JWT_AUDIENCE`: required `aud` when set (also written into tokens caregraph mints).
+    pub audience: Option<String>,
+    /// `CAREGRAPH_ACCESS_TOKEN_TTL_SECONDS` (default 3600): lifetime of tokens from `login`.
+    pub access_token_ttl: Duration,
+    /// `CAREGRAPH_JWKS_CACHE_SECONDS` (default 300): how long a fetched key set is trusted.
+    pub jwks_cache_ttl: Duration,
+    /// `CAREGRAPH_LOGIN_PER_EMAIL_PER_MINUTE` (default 5).
+    pub login_per_email_per_minute: u32,
+    /// `CAREGRAPH_LOGIN_PER_ADDRESS_PER_MINUTE` (default 20).
+    pub login_per_address_per_minute: u32,
+}
+
+/// GraphQL limits and switches.
+#[derive(Clone, Debug)]
+pub struct GraphqlConfig {
+    /// `CAREGRAPH_MAX_DEPTH` (default 12). Introspection fields are measured separately (depth 20)
+    /// so that GraphiQL's schema query passes.
+    pub max_depth: usize,
+    /// `CAREGRAPH_MAX_COMPLEXITY` (default 2000).
+    pub max_complexity: usize,
+    /// `CAREGRAPH_MAX_BODY_BYTES` (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// `CAREGRAPH_INTROSPECTION`: introspection and field suggestions (default on, off in production).
+    pub introspection: bool,
+    /// `CAREGRAPH_APQ_CACHE_SIZE` (default 1024): how many persisted queries are remembered.
+    pub apq_cache_size: usize,
+    /// `CAREGRAPH_WS_INIT_TIMEOUT_SECONDS` (default 10): time allowed for `connection_init`.
+    pub ws_init_timeout: Duration,
+    /// `CAREGRAPH_WS_KEEPALIVE_SECONDS` (default 15): interval of server pings / `ka` messages.
+    pub ws_keepalive: Duration,
+    /// `CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS` (default 60): a socket silent this long is closed.
+    pub ws_idle_timeout: Duration,
+}
+
+/// Reads variables from a lookup function, so tests can configure without touching the process
+/// environment.
+pub struct Vars<'a>(Box<Lookup<'a>>);
+
+/// A function from a variable's name to its value.
+type Lookup<'a> = dyn Fn(&str) -> Option<String> + 'a;
+
+impl<'a> Vars<'a> {
+    /// Variables from a lookup function.
+    pub fn new(lookup: impl Fn(&str) -> Option<String> + 'a) -> Self {
+        Self(Box::new(lookup))
+    }
+
+    /// Variables from the process environment.
+    pub fn from_env() -> Vars<'static> {
+        Vars::new(|k| std::env::var(k).ok())
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        (self.0)(key).filter(|v| !v.trim().is_empty())
+    }
+
+    fn parse<T: std::str::FromStr>(&self, key: &str, default: T) -> anyhow::Result<T>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.get(key) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{key}: cannot parse {raw:?}: {e}")),
+        }
+    }
+
+    fn flag(&self, key: &str) -> anyhow::Result<Option<bool>> {
+        match self.get(key).map(|v| v.trim().to_ascii_lowercase()) {
+            None => Ok(None),
+            Some(v) if matches!(v.as_str(), "1" | "true" | "yes" | "on") => Ok(Some(true)),
+            Some(v) if matches!(v.as_str(), "0" | "false" | "no" | "off") => Ok(Some(false)),
+            Some(v) => bail!("{key}: expected true or false, got {v:?}"),
+        }
+    }
+
+    fn seconds(&self, key: &str, default: u64) -> anyhow::Result<Duration> {
+        Ok(Duration::from_secs(self.parse(key, default)?))
+    }
+}
+
+impl Config {
+    /// Reads `.env` (when present) and the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        // A missing .env is normal; a malformed one is an error worth stopping for.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(e).context("reading .env"),
+        }
+        Self::from_vars(&Vars::from_env())
+    }
+
+    /// Builds the configuration from a set of variables, validating it.
+    pub fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let env = match vars.get("CAREGRAPH_ENV").as_deref().map(str::trim) {
+            Some("production") => Environment::Production,
+            None | Some("development") | Some("dev") | Some("test") => Environment::Development,
+            Some(other) => bail!("CAREGRAPH_ENV: expected `production` or unset, got {other:?}"),
+        };
+        let production = env == Environment::Production;
+
+        let jwt_secret = match vars.get("CAREGRAPH_JWT_SECRET") {
+            Some(s) if production && (s == DEV_JWT_SECRET || s.len() < 32) => {
+                bail!(
+                    "CAREGRAPH_JWT_SECRET: production needs a secret of at least 32 characters that is not the development default"
+                )
+            }
+            Some(s) => SecretString::from(s),
+            None if production => bail!("CAREGRAPH_JWT_SECRET: required in production"),
+            None => SecretString::from(DEV_JWT_SECRET),
+        };
+
+        let db_url = vars.get("CAREGRAPH_DATABASE_URL");
+        let database = DatabaseConfig {
+            embedded_default: db_url.is_none(),
+            url: SecretString::from(db_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())),
+            max_connections: vars.parse("CAREGRAPH_DATABASE_MAX_CONNECTIONS", 10)?,
+        };
+        let scheme = database.url.expose_secret();
+        if !(scheme.starts_with("sqlite:") || scheme.starts_with("postgres")) {
+            bail!("CAREGRAPH_DATABASE_URL: expected a sqlite:// or postgres:// URL");
+        }
+
+        let graphql = GraphqlConfig {
+            max_depth: vars.parse("CAREGRAPH_MAX_DEPTH", 12)?,
+            max_complexity: vars.parse("CAREGRAPH_MAX_COMPLEXITY", 2000)?,
+            max_body_bytes: vars.parse("CAREGRAPH_MAX_BODY_BYTES", 1024 * 1024)?,
+            introspection: vars.flag("CAREGRAPH_INTROSPECTION")?.unwrap_or(!production),
+            apq_cache_size: vars.parse("CAREGRAPH_APQ_CACHE_SIZE", 1024)?,
+            ws_init_timeout: vars.seconds("CAREGRAPH_WS_INIT_TIMEOUT_SECONDS", 10)?,
+            ws_keepalive: vars.seconds("CAREGRAPH_WS_KEEPALIVE_SECONDS", 15)?,
+            ws_idle_timeout: vars.seconds("CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS", 60)?,
+        };
+        if graphql.apq_cache_size == 0 {
+            bail!("CAREGRAPH_APQ_CACHE_SIZE: must be at least 1");
+        }
+
+        let auth = AuthConfig {
+            jwt_secret,
+            jwks_url: vars.get("CAREGRAPH_JWKS_URL"),
+            issuer: vars.get("CAREGRAPH_JWT_ISSUER"),
+            audience: vars.get("CAREGRAPH_JWT_AUDIENCE"),
+            access_token_ttl: vars.seconds("CAREGRAPH_ACCESS_TOKEN_TTL_SECONDS", 3600)?,
+            jwks_cache_ttl: vars.seconds("CAREGRAPH_JWKS_CACHE_SECONDS", 300)?,
+            login_per_email_per_minute: vars.parse("CAREGRAPH_LOGIN_PER_EMAIL_PER_MINUTE", 5)?,
+            login_per_address_per_minute: vars
+                .parse("CAREGRAPH_LOGIN_PER_ADDRESS_PER_MINUTE", 20)?,
+        };
+        if auth.login_per_email_per_minute == 0 || auth.login_per_address_per_minute == 0 {
+            bail!("CAREGRAPH_LOGIN_PER_*_PER_MINUTE: must be at least 1");
+        }
+
+        let demo = vars.flag("CAREGRAPH_DEMO")?;
+        if production && demo == Some(true) {
+            bail!("CAREGRAPH_DEMO: demo data is never seeded in production");
+        }
+
+        Ok(Self {
+            env,
+            bind: vars.parse("CAREGRAPH_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            public_url: vars.get("CAREGRAPH_PUBLIC_URL"),
+            database,
+            auth,
+            graphql,
+            demo,
+            open_signup: vars.flag("CAREGRAPH_OPEN_SIGNUP")?.unwrap_or(true),
+            shutdown_grace: vars.seconds("CAREGRAPH_SHUTDOWN_GRACE_SECONDS", 20)?,
+            log_json: match vars.get("CAREGRAPH_LOG_FORMAT").as_deref() {
+                Some("json") => true,
+                Some("pretty") => false,
+                None => production,
+                Some(other) => {
+                    bail!("CAREGRAPH_LOG_FORMAT: expected pretty or json, got {other:?}")
+                }
+            },
+        })
+    }
+
+    /// Whether this is a production deployment.
+    pub fn is_production(&self) -> bool {
+        self.env == Environment::Production
+    }
+
+    /// Whether demo data should be seeded into an empty database.
+    pub fn seeds_demo(&self) -> bool {
+        !self.is_production() && self.demo.unwrap_or(self.database.embedded_default)
+    }
+
+    /// The base URL people use to reach this service.
+    pub fn public_base_url(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_vars(&Vars::new(move |k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn production_refuses_a_missing_or_default_secret() {
+        assert!(config(&[("CAREGRAPH_ENV", "production")]).is_err());
+        assert!(
+            config(&[
+                ("CAREGRAPH_ENV", "production"),
+                ("CAREGRAPH_JWT_SECRET", DEV_JWT_SECRET)
+            ])
+            .is_err()
+        );
+        let ok = config(&[
+            ("CAREGRAPH_ENV", "production"),
+            (
+                "CAREGRAPH_JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-prod",
+            ),
+        ])
+        .expect("a strong secret is accepted");
+        assert!(!ok.seeds_demo());
+        assert!(!ok.graphql.introspection);
+    }
+
+    #[test]
+    fn production_never_seeds_demo_data() {
+        let err = config(&[
+            ("CAREGRAPH_ENV", "production"),
+            (
+                "CAREGRAPH_JWT_SECRET",
+                "0123456789abcdef0123456789abcdef-prod",
+            ),
+            ("CAREGRAPH_DEMO", "true"),
+        ]);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn demo_follows_the_embedded_default_unless_told() {
+        assert!(config(&[]).expect("defaults").seeds_demo());
+        assert!(
+            !config(&[("CAREGRAPH_DATABASE_URL", "postgres://localhost/x")])
+                .expect("pg")
+                .seeds_demo()
+        );
+        assert!(
+            config(&[
+                ("CAREGRAPH_DATABASE_URL", "postgres://localhost/x"),
+                ("CAREGRAPH_DEMO", "true")
+            ])
+            .expect("pg demo")
+            .seeds_demo()
+        );
+        assert!(
+            !config(&[("CAREGRAPH_DEMO", "false")])
+                .expect("off")
+                .seeds_demo()
+        );
+    }
+
+    #[test]
+    fn secrets_do_not_appear_in_debug_output() {
+        let c = config(&[
+            ("CAREGRAPH_JWT_SECRET", "super-secret-value-1234567890"),
+            (
+                "CAREGRAPH_DATABASE_URL",
+                "postgres://u:hunter2@localhost/db",
+            ),
+        ])
+        .expect("config");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("super-secret-value"));
+        assert!(!debug.contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = config(&[("CAREGRAPH_BIND", "nonsense")]).expect_err("bad bind");
+        assert!(err.to_string().contains("CAREGRAPH_BIND"));
+        let err = config(&[("CAREGRAPH_DEMO", "maybe")]).expect_err("bad flag");
+        assert!(err.to_string().contains("CAREGRAPH_DEMO"));
+    }
+}

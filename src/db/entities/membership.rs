@@ -1,0 +1,29 @@
+//! The `memberships` table: a user's role in an organisation.
+
+use sea_orm::entity::prelude::*;
+
+/// One membership.
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "memberships")]
+pub struct Model {
+    /// The organisation.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub org_id: String,
+    /// The member.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub user_id: String,
+    /// `OWNER`, `ADMIN`, `PRACTITIONER` or `STAFF`.
+    pub role: String,
+    /// Job title, e.g. "Veterinary technician".
+    pub title: Option<String>,
+    /// Inactive members keep their history but take part in nothing new.
+    pub active: bool,
+    /// When the membership began.
+    pub created_at: DateTimeUtc,
+}
+
+/// No relations are navigated through the ORM; repositories join explicitly.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,134 @@
+//! The users repository.
+
+use chrono::Utc;
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+
+use super::entities::user;
+use crate::{
+    domain::{Email, User, UserId},
+    error::AppResult,
+};
+
+fn to_domain(m: user::Model) -> AppResult<User> {
+    Ok(User {
+        id: UserId::from_db(&m.id)?,
+        email: m.email,
+        external_id: m.external_id,
+        given_name: m.given_name,
+        family_name: m.family_name,
+        display_name: m.display_name,
+        avatar_url: m.avatar_url,
+        created_at: m.created_at,
+    })
+}
+
+/// What is needed to create a user.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    /// The normalised email.
+    pub email: Email,
+    /// Given name.
+    pub given_name: String,
+    /// Family name.
+    pub family_name: String,
+    /// An argon2 PHC string, for built-in accounts.
+    pub password_hash: Option<String>,
+}
+
+/// Inserts a user.
+pub async fn insert(db: &impl ConnectionTrait, new: NewUser) -> AppResult<User> {
+    let display = crate::domain::people::display_name(&new.given_name, &new.family_name);
+    let model = user::ActiveModel {
+        id: Set(UserId::new().as_string()),
+        email: Set(new.email.as_str().to_owned()),
+        external_id: Set(None),
+        given_name: Set(new.given_name),
+        family_name: Set(new.family_name),
+        display_name: Set(display),
+        avatar_url: Set(None),
+        password_hash: Set(new.password_hash),
+        created_at: Set(Utc::now()),
+    };
+    let inserted = user::Entity::insert(model).exec_with_returning(db).await?;
+    to_domain(inserted)
+}
+
+/// Finds a user by id.
+pub async fn find(db: &impl ConnectionTrait, id: UserId) -> AppResult<Option<User>> {
+    user::Entity::find_by_id(id.as_string())
+        .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Finds many users by id, in no particular order (for loaders).
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[UserId]) -> AppResult<Vec<User>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    user::Entity::find()
+        .filter(user::Column::Id.is_in(ids.iter().map(UserId::as_string)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// Finds a user and their password hash by email.
+pub async fn find_by_email(
+    db: &impl ConnectionTrait,
+    email: &Email,
+) -> AppResult<Option<(User, Option<String>)>> {
+    match user::Entity::find()
+        .filter(user::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await?
+    {
+        None => Ok(None),
+        Some(m) => {
+            let hash = m.password_hash.clone();
+            Ok(Some((to_domain(m)?, hash)))
+        }
+    }
+}
+
+/// Finds the user a token's `sub` names: caregraph's own id, or an identity provider's
+/// `externalId`.
+pub async fn find_by_subject(db: &impl ConnectionTrait, sub: &str) -> AppResult<Option<User>> {
+    // caregraph's own ids are UUIDs; an identity provider's subject may be anything,
+    // UUIDs included, so a UUID that is no user id is still tried as an external id.
+    let by_id = if uuid::Uuid::parse_str(sub).is_ok() {
+        user::Entity::find_by_id(sub).one(db).await?
+    } else {
+        None
+    };
+    let found = match by_id {
+        Some(m) => Some(m),
+        None => {
+            user::Entity::find()
+                .filter(user::Column::ExternalId.eq(sub))
+                .one(db)
+                .await?
+        }
+    };
+    found.map(to_domain).transpose()
+}
+
+/// Sets a user's password hash.
+pub async fn set_password_hash(
+    db: &impl ConnectionTrait,
+    id: UserId,
+    hash: String,
+) -> AppResult<()> {
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::PasswordHash,
+            sea_orm::sea_query::Expr::value(hash),
+        )
+        .filter(user::Column::Id.eq(id.as_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,86 @@
+//! Identifier newtypes. Raw strings become these at the edge (`parse`); only these travel inward.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::error::AppError;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A new, time-ordered identifier.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Parses an identifier sent by a client; `field` names the argument for the error.
+            pub fn parse(raw: &str, field: &str) -> Result<Self, AppError> {
+                Uuid::parse_str(raw.trim())
+                    .map(Self)
+                    .map_err(|_| AppError::bad_input(field, concat!("not a valid ", $what, " id")))
+            }
+
+            /// Reads an identifier stored by caregraph itself.
+            pub fn from_db(raw: &str) -> Result<Self, AppError> {
+                Uuid::parse_str(raw)
+                    .map(Self)
+                    .map_err(|e| AppError::internal(anyhow::anyhow!("corrupt {} id {raw:?}: {e}", $what)))
+            }
+
+            /// The canonical lowercase hyphenated form, as stored and sent.
+            pub fn as_string(&self) -> String {
+                self.0.hyphenated().to_string()
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.hyphenated(), f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// A person's id; the same id is the person's user id at the chat provider.
+    UserId,
+    "user"
+);
+id_type!(
+    /// An organisation's id.
+    OrgId,
+    "organization"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parsing_rejects_garbage_and_names_the_field() {
+        let err = UserId::parse("x'; drop table users", "userId").expect_err("garbage");
+        match err {
+            AppError::BadUserInput { field, .. } => assert_eq!(field.as_deref(), Some("userId")),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ids_round_trip_in_lowercase() {
+        let id = OrgId::new();
+        let text = id.to_string();
+        assert_eq!(text, text.to_lowercase());
+        assert_eq!(OrgId::parse(&text.to_uppercase(), "id").expect("parse"), id);
+    }
+}

@@ -1,0 +1,324 @@
+//! GraphQL for people and organisations: `viewer`, `organization`, the organisation mutations.
+
+use async_graphql::{Context, Enum, ID, InputObject, MaybeUndefined, Object};
+use chrono::{DateTime, Utc};
+
+use super::{
+    context::{loader, services, viewer},
+    errors::GqlResult,
+};
+use crate::{
+    domain::{self, Membership, OrgId, UserId},
+    error::AppError,
+    services::organizations::{MemberChange, NewMember},
+};
+
+/// A member's role in an organisation.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(name = "OrgRole")]
+pub enum OrgRole {
+    /// Owns the organisation.
+    Owner,
+    /// Manages members and settings.
+    Admin,
+    /// Vet, doctor or nurse practitioner.
+    Practitioner,
+    /// Technician, receptionist, peer-support specialist, …; `title` says which.
+    Staff,
+}
+
+impl From<OrgRole> for domain::OrgRole {
+    fn from(r: OrgRole) -> Self {
+        match r {
+            OrgRole::Owner => Self::Owner,
+            OrgRole::Admin => Self::Admin,
+            OrgRole::Practitioner => Self::Practitioner,
+            OrgRole::Staff => Self::Staff,
+        }
+    }
+}
+
+impl From<domain::OrgRole> for OrgRole {
+    fn from(r: domain::OrgRole) -> Self {
+        match r {
+            domain::OrgRole::Owner => Self::Owner,
+            domain::OrgRole::Admin => Self::Admin,
+            domain::OrgRole::Practitioner => Self::Practitioner,
+            domain::OrgRole::Staff => Self::Staff,
+        }
+    }
+}
+
+/// One person.
+pub struct User(pub domain::User);
+
+#[Object]
+impl User {
+    /// The user's id; also their user id at the chat provider.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// Email address (lowercase).
+    async fn email(&self) -> &str {
+        &self.0.email
+    }
+    /// Given name.
+    async fn given_name(&self) -> &str {
+        &self.0.given_name
+    }
+    /// Family name.
+    async fn family_name(&self) -> &str {
+        &self.0.family_name
+    }
+    /// Name shown to others.
+    async fn display_name(&self) -> &str {
+        &self.0.display_name
+    }
+    /// Avatar image URL.
+    async fn avatar_url(&self) -> Option<&str> {
+        self.0.avatar_url.as_deref()
+    }
+}
+
+/// A clinic, practice or case team.
+pub struct Organization(pub domain::Organization);
+
+#[Object]
+impl Organization {
+    /// The organisation's id.
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+    /// Display name.
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// Unique slug.
+    async fn slug(&self) -> &str {
+        &self.0.slug
+    }
+    /// Whether members may open network chats with other organisations.
+    async fn cross_org_messaging(&self) -> bool {
+        self.0.cross_org_messaging
+    }
+    /// When the organisation was created.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+}
+
+/// A user's membership of an organisation.
+pub struct Colleague(pub Membership);
+
+#[Object]
+impl Colleague {
+    /// The member.
+    async fn user(&self, ctx: &Context<'_>) -> GqlResult<User> {
+        loader(ctx)
+            .load_one(self.0.user_id)
+            .await?
+            .map(User)
+            .ok_or_else(|| AppError::NotFound("user").into())
+    }
+    /// Their role.
+    async fn role(&self) -> OrgRole {
+        self.0.role.into()
+    }
+    /// Job title, e.g. "Veterinary technician".
+    async fn title(&self) -> Option<&str> {
+        self.0.title.as_deref()
+    }
+    /// Inactive members keep their history but take part in nothing new.
+    async fn active(&self) -> bool {
+        self.0.active
+    }
+    /// The organisation.
+    async fn organization(&self, ctx: &Context<'_>) -> GqlResult<Organization> {
+        loader(ctx)
+            .load_one(self.0.org_id)
+            .await?
+            .map(Organization)
+            .ok_or_else(|| AppError::NotFound("organization").into())
+    }
+}
+
+/// The caller.
+pub struct Viewer;
+
+#[Object]
+impl Viewer {
+    /// The signed-in user.
+    async fn user(&self, ctx: &Context<'_>) -> GqlResult<User> {
+        Ok(User(viewer(ctx).user()?.clone()))
+    }
+    /// The caller's memberships, active and inactive.
+    async fn memberships(&self, ctx: &Context<'_>) -> GqlResult<Vec<Colleague>> {
+        let list = services(ctx)
+            .organizations
+            .viewer_memberships(viewer(ctx))
+            .await?;
+        Ok(list.into_iter().map(Colleague).collect())
+    }
+}
+
+/// Organisation queries.
+#[derive(Default)]
+pub struct OrganizationQuery;
+
+#[Object]
+impl OrganizationQuery {
+    /// The caller (UNAUTHENTICATED without a valid token).
+    async fn viewer(&self, ctx: &Context<'_>) -> GqlResult<Viewer> {
+        viewer(ctx).user()?;
+        Ok(Viewer)
+    }
+
+    /// An organisation the caller is an active member of.
+    async fn organization(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Organization> {
+        let id = OrgId::parse(&id, "id")?;
+        let org = services(ctx)
+            .organizations
+            .organization(viewer(ctx), id)
+            .await?;
+        Ok(Organization(org))
+    }
+}
+
+/// Input of `createOrganization`.
+#[derive(InputObject)]
+pub struct CreateOrganizationInput {
+    /// Display name.
+    pub name: String,
+    /// Unique slug: 2 to 64 characters of a-z, 0-9 and '-'.
+    pub slug: String,
+}
+
+/// Input of `addOrganizationMember`.
+#[derive(InputObject)]
+pub struct AddOrganizationMemberInput {
+    /// Email; a new email creates the user.
+    pub email: String,
+    /// Given name.
+    pub given_name: String,
+    /// Family name.
+    pub family_name: String,
+    /// Role in the organisation.
+    pub role: OrgRole,
+    /// Job title.
+    pub title: Option<String>,
+    /// Initial password of a new built-in account (at least 10 characters).
+    #[graphql(secret)]
+    pub password: Option<String>,
+}
+
+/// Input of `updateOrganizationMember`; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateOrganizationMemberInput {
+    /// New role.
+    pub role: Option<OrgRole>,
+    /// New title; `null` clears it.
+    pub title: MaybeUndefined<String>,
+    /// Activate or deactivate the membership.
+    pub active: Option<bool>,
+}
+
+/// Input of `updateOrganization`; omitted fields stay as they are.
+#[derive(InputObject)]
+pub struct UpdateOrganizationInput {
+    /// New display name.
+    pub name: Option<String>,
+    /// Allow network chats with other organisations.
+    pub cross_org_messaging: Option<bool>,
+}
+
+/// Organisation mutations.
+#[derive(Default)]
+pub struct OrganizationMutation;
+
+#[Object]
+impl OrganizationMutation {
+    /// Creates an organisation; the caller becomes its OWNER.
+    async fn create_organization(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateOrganizationInput,
+    ) -> GqlResult<Organization> {
+        let org = services(ctx)
+            .organizations
+            .create_organization(viewer(ctx), &input.name, &input.slug)
+            .await?;
+        Ok(Organization(org))
+    }
+
+    /// Adds a member (OWNER/ADMIN), creating the user when the email is new.
+    async fn add_organization_member(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        input: AddOrganizationMemberInput,
+    ) -> GqlResult<Colleague> {
+        let org_id = OrgId::parse(&org_id, "orgId")?;
+        let membership = services(ctx)
+            .organizations
+            .add_member(
+                viewer(ctx),
+                org_id,
+                NewMember {
+                    email: input.email,
+                    given_name: input.given_name,
+                    family_name: input.family_name,
+                    role: input.role.into(),
+                    title: input.title,
+                    password: input.password,
+                },
+            )
+            .await?;
+        Ok(Colleague(membership))
+    }
+
+    /// Changes a member's role, title or active flag (OWNER/ADMIN).
+    async fn update_organization_member(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        user_id: ID,
+        input: UpdateOrganizationMemberInput,
+    ) -> GqlResult<Colleague> {
+        let org_id = OrgId::parse(&org_id, "orgId")?;
+        let user_id = UserId::parse(&user_id, "userId")?;
+        let change = MemberChange {
+            role: input.role.map(Into::into),
+            title: match input.title {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(t) => Some(Some(t)),
+            },
+            active: input.active,
+        };
+        let membership = services(ctx)
+            .organizations
+            .update_member(viewer(ctx), org_id, user_id, change)
+            .await?;
+        Ok(Colleague(membership))
+    }
+
+    /// Changes an organisation's name or network-messaging switch (OWNER/ADMIN).
+    async fn update_organization(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        input: UpdateOrganizationInput,
+    ) -> GqlResult<Organization> {
+        let org_id = OrgId::parse(&org_id, "orgId")?;
+        let org = services(ctx)
+            .organizations
+            .update_organization(
+                viewer(ctx),
+                org_id,
+                input.name.as_deref(),
+                input.cross_org_messaging,
+            )
+            .await?;
+        Ok(Organization(org))
+    }
+}

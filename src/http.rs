@@ -1,0 +1,98 @@
+//! The HTTP surface: router and layers. `/graphql` (GET, POST and WebSocket upgrade),
+//! `/graphiql`, `/healthz`, `/readyz`.
+
+pub mod graphiql;
+pub mod graphql;
+pub mod health;
+pub mod ws;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower_http::{
+    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+
+use crate::{
+    config::Config,
+    error::AppError,
+    graphql::{AppSchema, persisted::PersistedQueries},
+    services::Services,
+};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    /// The executable schema.
+    pub schema: AppSchema,
+    /// The services.
+    pub services: Services,
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Apollo persisted queries.
+    pub persisted: Arc<PersistedQueries>,
+    /// Cancelled when the process shuts down; WebSockets close cleanly then.
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket connections, so shutdown can wait for them to close.
+    pub sockets: TaskTracker,
+}
+
+/// The router with every route and layer.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.graphql.max_body_bytes;
+    Router::new()
+        .route("/graphql", get(graphql::get_or_upgrade).post(graphql::post))
+        .route("/graphiql", get(graphiql::page))
+        .route("/graphiql/assets/{name}", get(graphiql::asset))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .with_state(state)
+        .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        self.log_cause();
+        let status = match self.code() {
+            crate::error::ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
+            crate::error::ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            crate::error::ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            crate::error::ErrorCode::BadUserInput => StatusCode::BAD_REQUEST,
+            crate::error::ErrorCode::Conflict => StatusCode::CONFLICT,
+            crate::error::ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            crate::error::ErrorCode::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            crate::error::ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let body = serde_json::json!({
+            "errors": [{
+                "message": self.message(),
+                "extensions": { "code": self.code().as_str() },
+            }]
+        });
+        let mut response = (status, Json(body)).into_response();
+        if let AppError::RateLimited {
+            retry_after_seconds,
+        } = &self
+            && let Ok(v) = retry_after_seconds.to_string().parse()
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        response
+    }
+}

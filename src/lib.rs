@@ -1,0 +1,17 @@
+//! caregraph: a GraphQL backend-for-frontend for care coordination.
+//!
+//! Requests enter through [`http`], resolve a [`auth::Viewer`], and run the [`graphql`] schema,
+//! whose thin resolvers call [`services`]. Services hold the use cases over [`domain`] types and
+//! read and write through [`db`]. [`app::App::build`] wires it all, for production and tests alike.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod graphql;
+pub mod http;
+pub mod services;
+pub mod telemetry;

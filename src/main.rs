@@ -1,0 +1,8 @@
+//! The `caregraph` binary: parse the command line and run it.
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    caregraph::cli::run(caregraph::cli::Cli::parse()).await
+}

@@ -1,0 +1,75 @@
+//! Authorization capabilities: values a service can only obtain after the check passed.
+//!
+//! A non-member learns nothing about an organisation: every failed membership check is
+//! `NOT_FOUND`, whether or not the organisation exists.
+
+use sea_orm::ConnectionTrait;
+
+use crate::{
+    auth::Viewer,
+    db,
+    domain::{Membership, OrgId, User},
+    error::{AppError, AppResult},
+};
+
+/// Proof that the viewer is an active member of an organisation.
+#[derive(Clone, Debug)]
+pub struct MemberOf {
+    /// The viewer's membership.
+    pub membership: Membership,
+}
+
+/// Proof that the viewer is an active OWNER or ADMIN of an organisation.
+#[derive(Clone, Debug)]
+pub struct ManagerOf {
+    /// The viewer's membership.
+    pub membership: Membership,
+}
+
+impl MemberOf {
+    /// The organisation.
+    pub fn org_id(&self) -> OrgId {
+        self.membership.org_id
+    }
+}
+
+impl ManagerOf {
+    /// The organisation.
+    pub fn org_id(&self) -> OrgId {
+        self.membership.org_id
+    }
+}
+
+/// Checks that the viewer is an active member of `org_id`.
+pub async fn member_of(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    org_id: OrgId,
+) -> AppResult<(User, MemberOf)> {
+    let user = viewer.user()?.clone();
+    match db::organizations::find_membership(db, org_id, user.id).await? {
+        Some(membership) if membership.active => Ok((user, MemberOf { membership })),
+        _ => Err(AppError::NotFound("organization")),
+    }
+}
+
+/// Checks that the viewer is an active OWNER or ADMIN of `org_id`. A member without that role
+/// gets `FORBIDDEN` (they already know the organisation exists).
+pub async fn manager_of(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    org_id: OrgId,
+) -> AppResult<(User, ManagerOf)> {
+    let (user, member) = member_of(db, viewer, org_id).await?;
+    if !member.membership.role.manages_organization() {
+        return Err(AppError::Forbidden(
+            "only an OWNER or ADMIN of the organization may do this".into(),
+        ));
+    }
+    Ok((
+        user,
+        ManagerOf {
+            membership: member.membership,
+        },
+    ))
+}

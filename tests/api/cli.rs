@@ -1,0 +1,205 @@
+//! The binary as a person runs it: the quick start on the embedded default (demo data and a
+//! printed token that works), the schema file, bootstrap and token.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_caregraph");
+
+fn caregraph(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_remove("CAREGRAPH_DATABASE_URL")
+        .env_remove("CAREGRAPH_ENV")
+        .env_remove("CAREGRAPH_DEMO")
+        .env_remove("CAREGRAPH_JWT_SECRET")
+        .env("RUST_LOG", "warn");
+    cmd
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `caregraph` (serve) and returns the printed GraphiQL link once it appears.
+fn start(dir: &std::path::Path) -> (Running, String) {
+    let mut child = caregraph(dir)
+        .env("CAREGRAPH_BIND", "127.0.0.1:0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("caregraph starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let running = Running(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("/graphiql#token=") {
+                let _ = tx.send(line.trim().to_owned());
+            }
+        }
+    });
+    let link = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the GraphiQL link is printed");
+    (running, link)
+}
+
+#[tokio::test]
+async fn the_quick_start_serves_graphiql_and_the_printed_token_works() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_running, link) = start(dir.path());
+    let (base, token) = link.split_once("/graphiql#token=").expect("link shape");
+    let http = reqwest::Client::new();
+    let page = http
+        .get(format!("{base}/graphiql"))
+        .send()
+        .await
+        .expect("graphiql");
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.expect("html").contains("graphiql.min.js"));
+
+    let body: serde_json::Value = http
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": "{ viewer { user { email } memberships { role organization { name } } } }"}))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        body["data"]["viewer"]["user"]["email"], "olivia.hart@riverside-vets.example",
+        "{body}"
+    );
+    assert_eq!(body["data"]["viewer"]["memberships"][0]["role"], "OWNER");
+    assert_eq!(
+        body["data"]["viewer"]["memberships"][0]["organization"]["name"],
+        "Riverside Veterinary Clinic"
+    );
+    assert!(
+        dir.path().join("caregraph.db").exists(),
+        "the SQLite file is created"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_data_and_does_not_seed_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (first, _) = start(dir.path());
+    drop(first);
+    let (_second, link) = start(dir.path());
+    let (base, token) = link.split_once("/graphiql#token=").expect("link");
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(format!("{base}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": "{ viewer { memberships { organization { name } } } }"}))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        body["data"]["viewer"]["memberships"]
+            .as_array()
+            .expect("list")
+            .len(),
+        1,
+        "{body}"
+    );
+}
+
+#[test]
+fn the_committed_schema_file_matches_the_code() {
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+        .expect("schema.graphql exists");
+    let generated = caregraph::graphql::sdl();
+    assert!(
+        committed.trim_end() == generated.trim_end(),
+        "schema.graphql is stale: run `cargo run -- schema > schema.graphql`"
+    );
+    let printed = caregraph(std::path::Path::new("."))
+        .arg("schema")
+        .output()
+        .expect("schema");
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim_end(),
+        generated.trim_end()
+    );
+}
+
+#[test]
+fn bootstrap_then_token_prints_a_jwt_for_the_new_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = caregraph(dir.path())
+        .args([
+            "bootstrap",
+            "--org",
+            "Northside Clinic",
+            "--email",
+            "boss@northside.example",
+            "--password",
+            "correct horse battery",
+        ])
+        .env("CAREGRAPH_DEMO", "false")
+        .output()
+        .expect("bootstrap");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Northside Clinic"));
+
+    let out = caregraph(dir.path())
+        .args(["token", "--email", "boss@northside.example", "--ttl", "30m"])
+        .output()
+        .expect("token");
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let jwt = stdout.lines().last().expect("a line");
+    assert_eq!(jwt.split('.').count(), 3, "{jwt}");
+
+    let out = caregraph(dir.path())
+        .args(["token", "--email", "nobody@northside.example"])
+        .output()
+        .expect("token");
+    assert!(!out.status.success());
+    let out = caregraph(dir.path())
+        .args([
+            "bootstrap",
+            "--org",
+            "Weak",
+            "--email",
+            "weak@northside.example",
+            "--password",
+            "short",
+        ])
+        .output()
+        .expect("bootstrap");
+    assert!(!out.status.success());
+}
+
+#[test]
+fn production_refuses_to_start_without_a_real_secret() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = caregraph(dir.path())
+        .env("CAREGRAPH_ENV", "production")
+        .env("CAREGRAPH_BIND", "127.0.0.1:0")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CAREGRAPH_JWT_SECRET"));
+}

@@ -1,0 +1,269 @@
+//! Test harness: spawn the app with a fresh database, call GraphQL, mint tokens, seed people.
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use caregraph::{
+    app::App,
+    config::{Config, Vars},
+    domain::User,
+    http::AppState,
+};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::{sync::oneshot, task::JoinHandle};
+
+/// The HS256 secret the tests configure.
+pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new() -> Self {
+        match std::env::var("CAREGRAPH_TEST_POSTGRES_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+        {
+            Some(admin) => {
+                let name = format!("cg_test_{}", uuid::Uuid::new_v4().simple());
+                let conn = Database::connect(&admin)
+                    .await
+                    .expect("connect to PostgreSQL");
+                conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                Self {
+                    url: format!("{base}/{name}"),
+                    _dir: None,
+                    pg: Some((admin.clone(), name)),
+                }
+            }
+            None => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
+                Self {
+                    url,
+                    _dir: Some(dir),
+                    pg: None,
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg.take() {
+            // Drop from a separate thread with its own runtime: Drop cannot await.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async {
+                    if let Ok(conn) = Database::connect(&admin).await {
+                        let _ = conn
+                            .execute_unprepared(&format!(
+                                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                            ))
+                            .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// A running caregraph.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    pub http: reqwest::Client,
+    _db: TestDb,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The variables every test app starts from.
+pub fn base_vars(db: &TestDb) -> HashMap<String, String> {
+    let mut vars = HashMap::new();
+    vars.insert("CAREGRAPH_BIND".into(), "127.0.0.1:0".into());
+    vars.insert("CAREGRAPH_DATABASE_URL".into(), db.url.clone());
+    vars.insert("CAREGRAPH_DATABASE_MAX_CONNECTIONS".into(), "5".into());
+    vars.insert("CAREGRAPH_JWT_SECRET".into(), SECRET.into());
+    vars.insert("CAREGRAPH_DEMO".into(), "false".into());
+    vars.insert("CAREGRAPH_SHUTDOWN_GRACE_SECONDS".into(), "5".into());
+    vars
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(configure: impl FnOnce(&mut HashMap<String, String>)) -> Self {
+        let db = TestDb::new().await;
+        let mut vars = base_vars(&db);
+        configure(&mut vars);
+        let config = Config::from_vars(&Vars::new(move |k| vars.get(k).cloned())).expect("config");
+        let app = App::build(config).await.expect("app builds");
+        let addr = app.local_addr();
+        let state = app.state.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.serve(async {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            state,
+            http: reqwest::Client::new(),
+            _db: db,
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/graphql", self.addr)
+    }
+
+    /// POSTs a GraphQL request and returns the JSON body (whatever the status).
+    pub async fn gql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let mut req = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+            .await
+            .expect("request")
+            .json()
+            .await
+            .expect("json body")
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        match self.server.take() {
+            Some(handle) => tokio::time::timeout(Duration::from_secs(15), handle)
+                .await
+                .expect("server stops in time")
+                .expect("server task"),
+            None => Ok(()),
+        }
+    }
+
+    /// Creates a user with an organisation they own; returns the user, org id and a token.
+    pub async fn owner(&self, org_name: &str, email: &str) -> (User, String, String) {
+        let (org, user) = self
+            .state
+            .services
+            .accounts
+            .bootstrap(
+                org_name,
+                email,
+                "a long password 1".into(),
+                Some("Test"),
+                Some("Owner"),
+            )
+            .await
+            .expect("bootstrap");
+        let token = self.token(&user);
+        (user, org.id.to_string(), token)
+    }
+
+    /// Adds a member to an organisation through the API, as `by`; returns the new user's id.
+    pub async fn member(
+        &self,
+        by: &str,
+        org_id: &str,
+        email: &str,
+        role: &str,
+    ) -> (String, String) {
+        let body = self
+            .gql(
+                Some(by),
+                "mutation($org: ID!, $input: AddOrganizationMemberInput!) {
+                   addOrganizationMember(orgId: $org, input: $input) { user { id } }
+                 }",
+                json!({ "org": org_id, "input": {
+                    "email": email, "givenName": "Given", "familyName": email.split('@').next().unwrap_or("x"),
+                    "role": role, "password": "a long password 1"
+                }}),
+            )
+            .await;
+        let id = body["data"]["addOrganizationMember"]["user"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("member added: {body}"))
+            .to_owned();
+        let token = self.token_for_email(email).await;
+        (id, token)
+    }
+
+    pub fn token(&self, user: &User) -> String {
+        self.state
+            .services
+            .accounts
+            .mint(user.clone(), Duration::from_secs(3600))
+            .expect("mint")
+            .token
+    }
+
+    pub async fn token_for_email(&self, email: &str) -> String {
+        self.state
+            .services
+            .accounts
+            .token_for_email(email, Duration::from_secs(3600))
+            .await
+            .expect("token")
+            .token
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.abort();
+        }
+    }
+}
+
+/// The `extensions.code` of the first error.
+pub fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+}
+
+/// Signs arbitrary claims with HS256 and an arbitrary secret.
+pub fn hs256(secret: &[u8], claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("sign")
+}
+
+pub fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

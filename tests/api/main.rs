@@ -1,0 +1,10 @@
+//! caregraph's integration tests: one binary, each test boots the real app (`App::build`) on
+//! port 0 with its own database (a SQLite file, or a fresh PostgreSQL database when
+//! `CAREGRAPH_TEST_POSTGRES_URL` is set).
+
+mod auth;
+mod cli;
+mod helpers;
+mod organizations;
+mod transport;
+mod websocket;
