@@ -10,12 +10,21 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::Authenticator,
+    clock::{SharedClock, SystemClock},
     config::Config,
     db, graphql,
     graphql::persisted::PersistedQueries,
     http::{self, AppState},
-    services::{self, Services},
+    providers::meetings::{MeetingLinks, jitsi::Jitsi},
+    services::{self, Parts, Services},
 };
+
+/// Parts of the app that tests replace.
+#[derive(Default)]
+pub struct Overrides {
+    /// The clock (default: the system clock).
+    pub clock: Option<SharedClock>,
+}
 
 /// A built, bound, not yet serving caregraph.
 pub struct App {
@@ -31,8 +40,13 @@ impl App {
     /// Connects and migrates the database, seeds demo data when configured, builds everything
     /// and binds the listener (`CAREGRAPH_BIND`; port 0 picks a free port).
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        Self::build_with(config, Overrides::default()).await
+    }
+
+    /// [`App::build`] with parts replaced (tests use a manual clock).
+    pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
         let config = Arc::new(config);
-        let db = db::connect(&config.database).await?;
+        let (db, stats) = db::connect_counted(&config.database).await?;
         db::migrate(&db).await?;
         let http_client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -40,7 +54,26 @@ impl App {
             .build()
             .context("building the HTTP client")?;
         let auth = Authenticator::new(&config.auth, db.clone(), http_client);
-        let services = Services::new(config.clone(), db.clone(), auth);
+        let clock: SharedClock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
+        // The room-name key is derived from the JWT secret, apart from it by domain separation.
+        let room_key = {
+            use hmac::{Hmac, Mac};
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(
+                secrecy::ExposeSecret::expose_secret(&config.auth.jwt_secret).as_bytes(),
+            )
+            .context("room key")?;
+            mac.update(b"caregraph meeting room names");
+            secrecy::SecretString::from(hex::encode(mac.finalize().into_bytes()))
+        };
+        let meetings: Arc<dyn MeetingLinks> = Arc::new(Jitsi::new(&config.jitsi, room_key));
+        let services = Services::new(Parts {
+            config: config.clone(),
+            db: db.clone(),
+            stats,
+            auth,
+            clock,
+            meetings,
+        });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
                 .await

@@ -46,6 +46,25 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `CAREGRAPH_LOG_FORMAT` (`pretty` | `json`; default pretty, json in production).
     pub log_json: bool,
+    /// Video meeting links.
+    pub jitsi: JitsiConfig,
+}
+
+/// Jitsi meeting links.
+#[derive(Clone, Debug)]
+pub struct JitsiConfig {
+    /// `JITSI_DOMAIN` (default `meet.jit.si`).
+    pub domain: String,
+    /// `JITSI_ROOM_PREFIX` (default `caregraph`; `a-z 0-9 -`).
+    pub room_prefix: String,
+    /// `JITSI_APP_ID`: with the secret, links carry a signed token.
+    pub app_id: Option<String>,
+    /// `JITSI_APP_SECRET`.
+    pub app_secret: Option<SecretString>,
+    /// `JITSI_ALLOW_EARLY_MINUTES` (default 15): the room opens this long before the start.
+    pub allow_early_minutes: i64,
+    /// `JITSI_MAX_LATE_MINUTES` (default 120): the room closes this long after the start.
+    pub max_late_minutes: i64,
 }
 
 /// Database settings.
@@ -228,8 +247,50 @@ impl Config {
             bail!("CAREGRAPH_DEMO: demo data is never seeded in production");
         }
 
+        let jitsi = JitsiConfig {
+            domain: vars
+                .get("JITSI_DOMAIN")
+                .unwrap_or_else(|| "meet.jit.si".into())
+                .trim()
+                .to_lowercase(),
+            room_prefix: vars
+                .get("JITSI_ROOM_PREFIX")
+                .unwrap_or_else(|| "caregraph".into())
+                .trim()
+                .to_owned(),
+            app_id: vars.get("JITSI_APP_ID"),
+            app_secret: vars.get("JITSI_APP_SECRET").map(SecretString::from),
+            allow_early_minutes: vars.parse("JITSI_ALLOW_EARLY_MINUTES", 15)?,
+            max_late_minutes: vars.parse("JITSI_MAX_LATE_MINUTES", 120)?,
+        };
+        if jitsi.domain.is_empty()
+            || !jitsi
+                .domain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b':')
+        {
+            bail!("JITSI_DOMAIN: expected a host name such as meet.jit.si");
+        }
+        if !(1..=20).contains(&jitsi.room_prefix.len())
+            || !jitsi
+                .room_prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            bail!("JITSI_ROOM_PREFIX: 1 to 20 characters of a-z, 0-9 and '-'");
+        }
+        if jitsi.app_id.is_some() != jitsi.app_secret.is_some() {
+            bail!("JITSI_APP_ID and JITSI_APP_SECRET: set both or neither");
+        }
+        if !(0..=1440).contains(&jitsi.allow_early_minutes)
+            || !(1..=1440).contains(&jitsi.max_late_minutes)
+        {
+            bail!("JITSI_ALLOW_EARLY_MINUTES / JITSI_MAX_LATE_MINUTES: minutes between 0 and 1440");
+        }
+
         Ok(Self {
             env,
+            jitsi,
             bind: vars.parse("CAREGRAPH_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             public_url: vars.get("CAREGRAPH_PUBLIC_URL"),
             database,

@@ -1,43 +1,88 @@
 //! Persistence: connecting, migrating, entities (no GraphQL derives) and one repository module
 //! per aggregate. Works on SQLite (the embedded default) and PostgreSQL.
 
+pub mod appointments;
+pub mod care_teams;
+pub mod cases;
+pub mod consents;
 pub mod entities;
 pub mod organizations;
+pub mod patients;
 pub mod users;
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
+use chrono::{DateTime, Utc};
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, sqlx};
 use secrecy::ExposeSecret;
 
 use crate::config::DatabaseConfig;
 
+/// Counts the SQL statements this process runs (for metrics and batching tests).
+#[derive(Clone, Debug, Default)]
+pub struct QueryStats {
+    statements: Arc<AtomicU64>,
+}
+
+impl QueryStats {
+    /// Statements run so far.
+    pub fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+/// A page cursor's form of a time: RFC 3339 with nanoseconds, so it round-trips exactly.
+pub fn key_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Reads a time from a page cursor.
+pub fn parse_key_time(raw: &str) -> crate::error::AppResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| crate::error::AppError::bad_input("after", "not a valid cursor"))
+}
+
 /// Connects to the configured database (creating a SQLite file when needed).
 pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+    Ok(connect_counted(config).await?.0)
+}
+
+/// Connects and counts the statements run through the connection.
+pub async fn connect_counted(
+    config: &DatabaseConfig,
+) -> anyhow::Result<(DatabaseConnection, QueryStats)> {
     let url = config.url.expose_secret();
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(config.max_connections)
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
-        .sqlx_logging(false);
-    let db = Database::connect(options)
+        .sqlx_logging(false)
+        // For every pooled SQLite connection: WAL lets readers and the single writer proceed
+        // together; foreign keys are off by default in SQLite; a busy writer is waited for.
+        .map_sqlx_sqlite_opts(|opts| {
+            opts.journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5))
+                .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+        });
+    let mut db = Database::connect(options)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;
-    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-        // WAL lets readers and the single writer proceed together; foreign keys are off by
-        // default in SQLite; busy_timeout makes concurrent writers wait instead of failing.
-        for pragma in [
-            "PRAGMA journal_mode = WAL",
-            "PRAGMA foreign_keys = ON",
-            "PRAGMA busy_timeout = 5000",
-            "PRAGMA synchronous = NORMAL",
-        ] {
-            db.execute_unprepared(pragma).await?;
-        }
-    }
-    Ok(db)
+    let stats = QueryStats::default();
+    let counter = stats.statements.clone();
+    db.set_metric_callback(move |_| {
+        counter.fetch_add(1, Ordering::Relaxed);
+    });
+    Ok((db, stats))
 }
 
 /// Applies every pending migration.

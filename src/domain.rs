@@ -1,7 +1,12 @@
 //! Domain types: identifiers, roles and values with their rules. Nothing here does I/O.
 
+pub mod care;
 pub mod ids;
+pub mod pagination;
 pub mod people;
 
-pub use ids::{OrgId, UserId};
+pub use ids::{
+    AppointmentId, CareTeamId, CareTeamMemberId, CaseId, ComplianceGroupId, ConsentId, OrgId,
+    PatientId, UserId,
+};
 pub use people::{Email, Membership, OrgRole, Organization, Slug, User};

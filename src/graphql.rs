@@ -1,11 +1,16 @@
 //! The GraphQL schema: roots, limits (depth, complexity), error codes, persisted queries.
 
 pub mod accounts;
+pub mod appointments;
+pub mod cases;
 pub mod context;
+pub mod enums;
 pub mod errors;
 pub mod limits;
 pub mod loaders;
 pub mod organizations;
+pub mod pagination;
+pub mod patients;
 pub mod persisted;
 pub mod roots;
 pub mod subscriptions;

@@ -7,11 +7,13 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod providers;
 pub mod services;
 pub mod telemetry;

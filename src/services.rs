@@ -3,33 +3,95 @@
 
 pub mod access;
 pub mod accounts;
+pub mod appointments;
+pub mod care_teams;
+pub mod cases;
+pub mod consent;
 pub mod demo;
+pub mod lookups;
 pub mod organizations;
+pub mod patients;
 
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use crate::{auth::Authenticator, config::Config};
+use crate::{
+    auth::Authenticator, clock::SharedClock, config::Config, db::QueryStats,
+    providers::meetings::MeetingLinks,
+};
 
 /// Every service, cheap to clone; built once by `App::build`.
 #[derive(Clone)]
 pub struct Services {
     /// Sign-in, tokens and account bootstrap.
     pub accounts: accounts::AccountService,
-    /// Organisations and memberships.
+    /// Organisations, memberships and colleague search.
     pub organizations: organizations::OrganizationService,
-    /// The database, for readiness checks and loaders.
+    /// Patients and guardians.
+    pub patients: patients::PatientService,
+    /// Consent and compliance groups.
+    pub consent: consent::ConsentService,
+    /// Care teams.
+    pub care_teams: care_teams::CareTeamService,
+    /// Cases.
+    pub cases: cases::CaseService,
+    /// Appointments and meetings.
+    pub appointments: appointments::AppointmentService,
+    /// Batch lookups for the dataloaders.
+    pub lookups: lookups::Lookups,
+    /// The clock.
+    pub clock: SharedClock,
+    /// The database, for readiness checks.
     pub db: DatabaseConnection,
+    /// SQL statement counts.
+    pub stats: QueryStats,
+}
+
+/// What the services are built from.
+pub struct Parts {
+    /// Configuration.
+    pub config: Arc<Config>,
+    /// The database.
+    pub db: DatabaseConnection,
+    /// Its statement counter.
+    pub stats: QueryStats,
+    /// Token verification and minting.
+    pub auth: Authenticator,
+    /// The clock.
+    pub clock: SharedClock,
+    /// Meeting links.
+    pub meetings: Arc<dyn MeetingLinks>,
 }
 
 impl Services {
     /// Wires the services.
-    pub fn new(config: Arc<Config>, db: DatabaseConnection, auth: Authenticator) -> Self {
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            config,
+            db,
+            stats,
+            auth,
+            clock,
+            meetings,
+        } = parts;
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
-            organizations: organizations::OrganizationService::new(config, db.clone()),
+            organizations: organizations::OrganizationService::new(config.clone(), db.clone()),
+            patients: patients::PatientService::new(db.clone()),
+            consent: consent::ConsentService::new(db.clone(), clock.clone()),
+            care_teams: care_teams::CareTeamService::new(db.clone(), clock.clone()),
+            cases: cases::CaseService::new(db.clone()),
+            appointments: appointments::AppointmentService::new(
+                db.clone(),
+                clock.clone(),
+                meetings,
+                &config.jitsi,
+            ),
+            lookups: lookups::Lookups::new(db.clone()),
+            clock,
             db,
+            stats,
         }
     }
 }

@@ -7,6 +7,7 @@
 pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_people;
+mod m20261121_000002_care;
 
 /// The ordered list of caregraph migrations.
 pub struct Migrator;
@@ -14,6 +15,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261121_000001_people::Migration)]
+        vec![
+            Box::new(m20261121_000001_people::Migration),
+            Box::new(m20261121_000002_care::Migration),
+        ]
     }
 }

@@ -2,15 +2,34 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+    sea_query::{Expr, ExprTrait, LikeExpr},
 };
 
 use super::entities::{membership, organization};
 use crate::{
-    domain::{Membership, OrgId, OrgRole, Organization, Slug, UserId},
+    domain::{
+        Membership, OrgId, OrgRole, Organization, Slug, User, UserId,
+        pagination::{Key, Page, PageRequest},
+    },
     error::AppResult,
 };
+
+/// The largest character, so that `[q, q + MAX)` is the range of strings starting with `q` in
+/// byte order.
+const PREFIX_END: char = '\u{10FFFF}';
+
+/// The search columns of a member: lowercased given, family and display name, and all of it
+/// with the email.
+fn search_fields(user: &User) -> (String, String, String, String) {
+    let given = user.given_name.to_lowercase();
+    let family = user.family_name.to_lowercase();
+    let display = user.display_name.to_lowercase();
+    let text = format!("{given} {family} {display} {}", user.email.to_lowercase());
+    (given, family, display, text)
+}
 
 fn org_to_domain(m: organization::Model) -> AppResult<Organization> {
     Ok(Organization {
@@ -112,17 +131,22 @@ pub async fn update(
 pub async fn insert_membership(
     db: &impl ConnectionTrait,
     org_id: OrgId,
-    user_id: UserId,
+    user: &User,
     role: OrgRole,
     title: Option<String>,
 ) -> AppResult<Membership> {
+    let (given, family, display, text) = search_fields(user);
     let model = membership::ActiveModel {
         org_id: Set(org_id.as_string()),
-        user_id: Set(user_id.as_string()),
+        user_id: Set(user.id.as_string()),
         role: Set(role.as_str().to_owned()),
         title: Set(title),
         active: Set(true),
         created_at: Set(Utc::now()),
+        search_given: Set(given),
+        search_family: Set(family),
+        search_display: Set(display),
+        search_text: Set(text),
     };
     membership_to_domain(
         membership::Entity::insert(model)
@@ -159,6 +183,24 @@ pub async fn memberships_of_user(
         .collect()
 }
 
+/// The memberships of many users (for loaders).
+pub async fn memberships_of_users(
+    db: &impl ConnectionTrait,
+    users: &[UserId],
+) -> AppResult<Vec<Membership>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    membership::Entity::find()
+        .filter(membership::Column::UserId.is_in(users.iter().map(UserId::as_string)))
+        .order_by_asc(membership::Column::CreatedAt)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(membership_to_domain)
+        .collect()
+}
+
 /// Stores a membership's role, title and active flag.
 pub async fn update_membership(db: &impl ConnectionTrait, m: &Membership) -> AppResult<()> {
     membership::Entity::update_many()
@@ -180,4 +222,114 @@ pub async fn active_owner_count(db: &impl ConnectionTrait, org_id: OrgId) -> App
         .filter(membership::Column::Active.eq(true))
         .count(db)
         .await?)
+}
+
+/// A page of an organisation's members, ordered by display name.
+pub async fn list_members(
+    db: &impl ConnectionTrait,
+    org_id: OrgId,
+    include_inactive: bool,
+    page: &PageRequest,
+) -> AppResult<Page<Membership>> {
+    let mut filter = Condition::all().add(membership::Column::OrgId.eq(org_id.as_string()));
+    if !include_inactive {
+        filter = filter.add(membership::Column::Active.eq(true));
+    }
+    let total = membership::Entity::find()
+        .filter(filter.clone())
+        .count(db)
+        .await?;
+    let mut query = membership::Entity::find().filter(filter);
+    if let Some(after) = &page.after {
+        query = query.filter(
+            Condition::any()
+                .add(membership::Column::SearchDisplay.gt(after.sort.as_str()))
+                .add(
+                    Condition::all()
+                        .add(membership::Column::SearchDisplay.eq(after.sort.as_str()))
+                        .add(membership::Column::UserId.gt(after.id.as_str())),
+                ),
+        );
+    }
+    let rows = query
+        .order_by_asc(membership::Column::SearchDisplay)
+        .order_by_asc(membership::Column::UserId)
+        .limit(page.fetch())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let key = Key {
+                sort: m.search_display.clone(),
+                id: m.user_id.clone(),
+            };
+            membership_to_domain(m).map(|d| (key, d))
+        })
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok(Page::from_fetched(rows, page, total))
+}
+
+/// Active members (but `exclude`) whose given, family or display name starts with `query`
+/// (already trimmed and lowercased), then, to fill `limit`, those whose names or email contain
+/// it; each group ordered by display name. Every condition is a bound value: the query is data.
+pub async fn search_members(
+    db: &impl ConnectionTrait,
+    org_id: OrgId,
+    exclude: UserId,
+    query: &str,
+    limit: u64,
+) -> AppResult<Vec<Membership>> {
+    let end = format!("{query}{PREFIX_END}");
+    let in_range = |col: membership::Column| {
+        Condition::all()
+            .add(col.gte(query))
+            .add(col.lt(end.as_str()))
+    };
+    let prefix = Condition::any()
+        .add(in_range(membership::Column::SearchGiven))
+        .add(in_range(membership::Column::SearchFamily))
+        .add(in_range(membership::Column::SearchDisplay));
+    let scope = Condition::all()
+        .add(membership::Column::OrgId.eq(org_id.as_string()))
+        .add(membership::Column::Active.eq(true))
+        .add(membership::Column::UserId.ne(exclude.as_string()));
+    let mut found = membership::Entity::find()
+        .filter(scope.clone().add(prefix.clone()))
+        .order_by_asc(membership::Column::SearchDisplay)
+        .order_by_asc(membership::Column::UserId)
+        .limit(limit)
+        .all(db)
+        .await?;
+    let missing = limit.saturating_sub(found.len() as u64);
+    if missing > 0 {
+        let pattern = format!("%{}%", escape_like(query));
+        let more = membership::Entity::find()
+            .filter(
+                scope
+                    .add(
+                        Expr::col(membership::Column::SearchText)
+                            .like(LikeExpr::new(pattern).escape('\\')),
+                    )
+                    .add(prefix.not()),
+            )
+            .order_by_asc(membership::Column::SearchDisplay)
+            .order_by_asc(membership::Column::UserId)
+            .limit(missing)
+            .all(db)
+            .await?;
+        found.extend(more);
+    }
+    found.into_iter().map(membership_to_domain).collect()
+}
+
+/// Escapes `%`, `_` and `\` so that they match themselves in a `LIKE … ESCAPE '\'` pattern.
+pub fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

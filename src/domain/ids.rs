@@ -63,6 +63,42 @@ id_type!(
     "organization"
 );
 
+id_type!(
+    /// A patient's id (a person or an animal).
+    PatientId,
+    "patient"
+);
+id_type!(
+    /// A consent record's id.
+    ConsentId,
+    "consent"
+);
+id_type!(
+    /// A compliance group's id.
+    ComplianceGroupId,
+    "compliance group"
+);
+id_type!(
+    /// A care team's id.
+    CareTeamId,
+    "care team"
+);
+id_type!(
+    /// A care team membership's id.
+    CareTeamMemberId,
+    "care team member"
+);
+id_type!(
+    /// A case's id.
+    CaseId,
+    "case"
+);
+id_type!(
+    /// An appointment's id.
+    AppointmentId,
+    "appointment"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

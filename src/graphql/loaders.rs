@@ -6,7 +6,13 @@ use std::collections::HashMap;
 use async_graphql::dataloader::{DataLoader, Loader};
 
 use crate::{
-    domain::{OrgId, Organization, User, UserId},
+    domain::{
+        AppointmentId, CareTeamId, CaseId, ComplianceGroupId, Membership, OrgId, Organization,
+        PatientId, User, UserId,
+        care::{
+            CareTeam, CareTeamMember, CaseParticipant, ComplianceGroup, Consent, Guardian, Patient,
+        },
+    },
     services::Services,
 };
 
@@ -27,22 +33,69 @@ pub fn per_request(services: &Services) -> DataLoader<AppLoader> {
     .max_batch_size(500)
 }
 
-impl Loader<UserId> for AppLoader {
-    type Value = User;
-    type Error = async_graphql::Error;
-
-    async fn load(&self, keys: &[UserId]) -> Result<HashMap<UserId, User>, Self::Error> {
-        let users = self.services.organizations.users(keys).await?;
-        Ok(users.into_iter().map(|u| (u.id, u)).collect())
-    }
+/// Keys of "rows belonging to a parent" lookups.
+macro_rules! of_key {
+    ($($(#[$doc:meta])* $name:ident($inner:ty);)+) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            pub struct $name(pub $inner);
+        )+
+    };
 }
 
-impl Loader<OrgId> for AppLoader {
-    type Value = Organization;
-    type Error = async_graphql::Error;
-
-    async fn load(&self, keys: &[OrgId]) -> Result<HashMap<OrgId, Organization>, Self::Error> {
-        let orgs = self.services.organizations.organizations(keys).await?;
-        Ok(orgs.into_iter().map(|o| (o.id, o)).collect())
-    }
+of_key! {
+    /// The guardians of a patient.
+    GuardiansOf(PatientId);
+    /// The consents of a patient.
+    ConsentsOf(PatientId);
+    /// The care teams of a patient.
+    CareTeamsOf(PatientId);
+    /// The members of a care team.
+    MembersOf(CareTeamId);
+    /// The participants of a case.
+    ParticipantsOf(CaseId);
+    /// The support staff of an appointment.
+    SupportStaffOf(AppointmentId);
+    /// The memberships of a user.
+    MembershipsOf(UserId);
 }
+
+/// Implements `Loader<K>` by calling one batch lookup.
+macro_rules! loader {
+    ($key:ty => $value:ty, |$services:ident, $keys:ident| $body:expr) => {
+        impl Loader<$key> for AppLoader {
+            type Value = $value;
+            type Error = async_graphql::Error;
+
+            async fn load(&self, $keys: &[$key]) -> Result<HashMap<$key, $value>, Self::Error> {
+                let $services = &self.services;
+                Ok($body)
+            }
+        }
+    };
+    (of $key:ident($inner:ty) => $value:ty, $method:ident) => {
+        impl Loader<$key> for AppLoader {
+            type Value = $value;
+            type Error = async_graphql::Error;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, $value>, Self::Error> {
+                let inner: Vec<$inner> = keys.iter().map(|k| k.0).collect();
+                let found = self.services.lookups.$method(&inner).await?;
+                Ok(found.into_iter().map(|(k, v)| ($key(k), v)).collect())
+            }
+        }
+    };
+}
+
+loader!(UserId => User, |s, keys| s.lookups.users(keys).await?);
+loader!(OrgId => Organization, |s, keys| s.lookups.organizations(keys).await?);
+loader!(PatientId => Patient, |s, keys| s.lookups.patients(keys).await?);
+loader!(ComplianceGroupId => ComplianceGroup, |s, keys| s.lookups.compliance_groups(keys).await?);
+loader!(of GuardiansOf(PatientId) => Vec<Guardian>, guardians);
+loader!(of ConsentsOf(PatientId) => Vec<Consent>, consents);
+loader!(of CareTeamsOf(PatientId) => Vec<CareTeam>, care_teams);
+loader!(of MembersOf(CareTeamId) => Vec<CareTeamMember>, care_team_members);
+loader!(of ParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
+loader!(of SupportStaffOf(AppointmentId) => Vec<UserId>, support_staff);
+loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);

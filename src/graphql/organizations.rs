@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use super::{
     context::{loader, services, viewer},
     errors::GqlResult,
+    pagination::{self, Conn},
+    patients::Patient,
 };
 use crate::{
     domain::{self, Membership, OrgId, UserId},
@@ -159,6 +161,11 @@ impl Viewer {
             .await?;
         Ok(list.into_iter().map(Colleague).collect())
     }
+    /// The patients the caller is a guardian of (for the mobile app).
+    async fn patients(&self, ctx: &Context<'_>) -> GqlResult<Vec<Patient>> {
+        let list = services(ctx).patients.of_viewer(viewer(ctx)).await?;
+        Ok(list.into_iter().map(Patient).collect())
+    }
 }
 
 /// Organisation queries.
@@ -181,6 +188,43 @@ impl OrganizationQuery {
             .organization(viewer(ctx), id)
             .await?;
         Ok(Organization(org))
+    }
+
+    /// The organisation's members by name (members only); inactive ones on request.
+    async fn colleagues(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        first: Option<i32>,
+        after: Option<String>,
+        #[graphql(default)] include_inactive: bool,
+    ) -> GqlResult<Conn<Colleague>> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let request = pagination::request(first, after)?;
+        let has_previous = request.after.is_some();
+        let page = services(ctx)
+            .organizations
+            .colleagues(viewer(ctx), org, include_inactive, &request)
+            .await?;
+        Ok(pagination::connection(page, has_previous, Colleague))
+    }
+
+    /// Typeahead over active colleagues' names and email (at least 2 characters; limit 1 to 50,
+    /// default 10). Name prefixes rank first; the caller is left out; the query is matched as
+    /// plain text.
+    async fn search_colleagues(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        query: String,
+        limit: Option<i32>,
+    ) -> GqlResult<Vec<Colleague>> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let found = services(ctx)
+            .organizations
+            .search_colleagues(viewer(ctx), org, &query, limit)
+            .await?;
+        Ok(found.into_iter().map(Colleague).collect())
     }
 }
 

@@ -4,15 +4,24 @@ use async_graphql::MergedObject;
 
 use super::{
     accounts::AccountMutation,
+    appointments::{AppointmentMutation, AppointmentQuery},
+    cases::{CaseMutation, CaseQuery},
     organizations::{OrganizationMutation, OrganizationQuery},
+    patients::{PatientMutation, PatientQuery},
 };
 
 pub use super::subscriptions::Subscription;
 
 /// Every query.
 #[derive(MergedObject, Default)]
-pub struct Query(OrganizationQuery);
+pub struct Query(OrganizationQuery, PatientQuery, CaseQuery, AppointmentQuery);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
-pub struct Mutation(AccountMutation, OrganizationMutation);
+pub struct Mutation(
+    AccountMutation,
+    OrganizationMutation,
+    PatientMutation,
+    CaseMutation,
+    AppointmentMutation,
+);

@@ -73,3 +73,52 @@ pub async fn manager_of(
         },
     ))
 }
+
+/// How the viewer may see a patient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PatientReader {
+    /// An active member of the patient's organisation (may also edit).
+    Staff(Membership),
+    /// A guardian of the patient (reads only).
+    Guardian(crate::domain::care::Guardian),
+}
+
+/// Checks that the viewer is staff of the patient's organisation or a guardian of the patient;
+/// anyone else gets `NOT_FOUND`.
+pub async fn patient_reader(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    patient_id: crate::domain::PatientId,
+) -> AppResult<(crate::domain::care::Patient, PatientReader)> {
+    let user = viewer.user()?;
+    let patient = db::patients::find(db, patient_id)
+        .await?
+        .ok_or(AppError::NotFound("patient"))?;
+    if let Some(m) = db::organizations::find_membership(db, patient.org_id, user.id).await?
+        && m.active
+    {
+        return Ok((patient, PatientReader::Staff(m)));
+    }
+    match db::patients::find_guardian(db, patient_id, user.id).await? {
+        Some(g) => Ok((patient, PatientReader::Guardian(g))),
+        None => Err(AppError::NotFound("patient")),
+    }
+}
+
+/// Checks that the viewer is staff of the patient's organisation. A guardian gets `FORBIDDEN`
+/// (they know the patient); anyone else `NOT_FOUND`.
+pub async fn patient_staff(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    patient_id: crate::domain::PatientId,
+) -> AppResult<(crate::domain::care::Patient, User, MemberOf)> {
+    let (patient, reader) = patient_reader(db, viewer, patient_id).await?;
+    match reader {
+        PatientReader::Staff(membership) => {
+            Ok((patient, viewer.user()?.clone(), MemberOf { membership }))
+        }
+        PatientReader::Guardian(_) => Err(AppError::Forbidden(
+            "only staff of the patient's organization may do this".into(),
+        )),
+    }
+}

@@ -146,7 +146,7 @@ impl AccountService {
                 .await?
             }
         };
-        let org = create_with_owner(&self.db, org_name, &slug, user.id).await?;
+        let org = create_with_owner(&self.db, org_name, &slug, &user).await?;
         Ok((org, user))
     }
 }

@@ -1,13 +1,17 @@
 //! Demo data for the embedded default: a veterinary clinic with an owner, two practitioners,
-//! two staff and two clients. Seeded only into an empty database and never in production.
+//! two staff and two clients with their pets. Seeded only into an empty database and never in
+//! production.
 
 use sea_orm::DatabaseConnection;
 
 use super::organizations::create_with_owner;
 use crate::{
     auth::passwords,
-    db::{self, users::NewUser},
-    domain::{Email, OrgRole, Slug, User},
+    db::{self, patients::PatientFields, users::NewUser},
+    domain::{
+        Email, OrgRole, Slug, User,
+        care::{Guardian, GuardianRelationship, RiskLevel},
+    },
     error::AppResult,
 };
 
@@ -57,9 +61,16 @@ const STAFF: &[(&str, &str, &str, OrgRole, Option<&str>)] = &[
     ),
 ];
 
-const CLIENTS: &[(&str, &str, &str)] = &[
-    ("alex.morgan@example.com", "Alex", "Morgan"),
-    ("priya.shah@example.com", "Priya", "Shah"),
+/// Clients and their pets: (email, given, family, pet, species).
+const CLIENTS: &[(&str, &str, &str, &str, &str)] = &[
+    (
+        "alex.morgan@example.com",
+        "Alex",
+        "Morgan",
+        "Biscuit",
+        "Dog",
+    ),
+    ("priya.shah@example.com", "Priya", "Shah", "Mochi", "Cat"),
 ];
 
 async fn user(
@@ -92,21 +103,40 @@ pub async fn seed_if_empty(db: &DatabaseConnection) -> AppResult<Option<DemoSeed
         db,
         "Riverside Veterinary Clinic".into(),
         &Slug::parse("riverside-vets", "slug")?,
-        owner.id,
+        &owner,
     )
     .await?;
     let mut people = Vec::new();
     for (email, given, family, role, title) in STAFF {
         let u = user(db, email, given, family, &hash).await?;
-        db::organizations::insert_membership(db, org.id, u.id, *role, title.map(str::to_owned))
+        db::organizations::insert_membership(db, org.id, &u, *role, title.map(str::to_owned))
             .await?;
         people.push((role.as_str().to_lowercase(), u));
     }
-    for (email, given, family) in CLIENTS {
-        people.push((
-            "client".into(),
-            user(db, email, given, family, &hash).await?,
-        ));
+    for (email, given, family, pet, species) in CLIENTS {
+        let client = user(db, email, given, family, &hash).await?;
+        let patient = db::patients::insert(
+            db,
+            org.id,
+            PatientFields {
+                name: (*pet).into(),
+                species: Some((*species).into()),
+                risk_level: RiskLevel::Low,
+                date_of_birth: None,
+            },
+        )
+        .await?;
+        db::patients::upsert_guardian(
+            db,
+            &Guardian {
+                patient_id: patient.id,
+                user_id: client.id,
+                relationship: GuardianRelationship::Primary,
+                can_chat: true,
+            },
+        )
+        .await?;
+        people.push(("client".into(), client));
     }
     tracing::info!(org = %org.id, "demo data seeded");
     Ok(Some(DemoSeed { owner, people }))

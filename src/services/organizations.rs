@@ -11,6 +11,7 @@ use crate::{
     db::{self, users::NewUser},
     domain::{
         Email, Membership, OrgId, OrgRole, Organization, Slug, User, UserId,
+        pagination::{Page, PageRequest},
         people::{optional_text, required_text},
     },
     error::{AppError, AppResult},
@@ -86,7 +87,7 @@ impl OrganizationService {
         }
         let name = required_text(name, "name", 200)?;
         let slug = Slug::parse(slug, "slug")?;
-        create_with_owner(&self.db, name, &slug, user.id).await
+        create_with_owner(&self.db, name, &slug, &user).await
     }
 
     /// Changes an organisation's name or network-messaging switch (OWNER/ADMIN).
@@ -150,7 +151,7 @@ impl OrganizationService {
             ));
         }
         let membership =
-            db::organizations::insert_membership(&txn, org_id, user.id, input.role, title).await?;
+            db::organizations::insert_membership(&txn, org_id, &user, input.role, title).await?;
         txn.commit().await?;
         tracing::info!(org = %org_id, user = %user.id, role = input.role.as_str(), "member added");
         Ok(membership)
@@ -200,14 +201,41 @@ impl OrganizationService {
         Ok(member)
     }
 
-    /// Looks up users by id (for loaders; no authorization: callers already hold ids they may see).
-    pub async fn users(&self, ids: &[UserId]) -> AppResult<Vec<User>> {
-        db::users::find_many(&self.db, ids).await
+    /// A page of the organisation's members by display name (members only).
+    pub async fn colleagues(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        include_inactive: bool,
+        page: &PageRequest,
+    ) -> AppResult<Page<Membership>> {
+        member_of(&self.db, viewer, org_id).await?;
+        db::organizations::list_members(&self.db, org_id, include_inactive, page).await
     }
 
-    /// Looks up organisations by id (for loaders).
-    pub async fn organizations(&self, ids: &[OrgId]) -> AppResult<Vec<Organization>> {
-        db::organizations::find_many(&self.db, ids).await
+    /// Typeahead over active colleagues' names and email (members only; the caller excluded):
+    /// name prefixes first, then other matches, each by name. The query is data, never a pattern.
+    pub async fn search_colleagues(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        query: &str,
+        limit: Option<i32>,
+    ) -> AppResult<Vec<Membership>> {
+        let (me, _) = member_of(&self.db, viewer, org_id).await?;
+        let query = query.trim().to_lowercase();
+        if query.chars().count() < 2 {
+            return Err(AppError::bad_input("query", "type at least 2 characters"));
+        }
+        if query.chars().count() > 100 {
+            return Err(AppError::bad_input("query", "at most 100 characters"));
+        }
+        let limit = match limit {
+            None => 10,
+            Some(n @ 1..=50) => n as u64,
+            Some(_) => return Err(AppError::bad_input("limit", "must be between 1 and 50")),
+        };
+        db::organizations::search_members(&self.db, org_id, me.id, &query, limit).await
     }
 }
 
@@ -226,7 +254,7 @@ pub async fn create_with_owner(
     db: &DatabaseConnection,
     name: String,
     slug: &Slug,
-    owner: UserId,
+    owner: &User,
 ) -> AppResult<Organization> {
     let txn = db.begin().await?;
     if db::organizations::slug_taken(&txn, slug).await? {

@@ -267,3 +267,137 @@ pub fn hs256(secret: &[u8], claims: &Value) -> String {
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
+
+/// A person in a fixture: user id and access token.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub id: String,
+    pub token: String,
+}
+
+/// A clinic with staff, a client and a patient, and a second organisation with its own staff.
+#[derive(Clone, Debug)]
+pub struct Clinic {
+    /// The clinic's id.
+    pub org: String,
+    /// OWNER of the clinic.
+    pub owner: Person,
+    /// A PRACTITIONER of the clinic.
+    pub vet: Person,
+    /// STAFF of the clinic (a technician).
+    pub tech: Person,
+    /// A client: PRIMARY guardian of `patient`.
+    pub client: Person,
+    /// A co-guardian of `patient` without chat rights.
+    pub co_guardian: Person,
+    /// The patient (a dog).
+    pub patient: String,
+    /// Another organisation's id.
+    pub other_org: String,
+    /// The other organisation's OWNER.
+    pub outsider: Person,
+    /// A user who is nobody's guardian and nobody's colleague.
+    pub stranger: Person,
+}
+
+impl TestApp {
+    /// Builds a [`Clinic`]; `tag` keeps emails and slugs unique within a test.
+    pub async fn clinic(&self, tag: &str) -> Clinic {
+        let (owner_user, org, owner_token) = self
+            .owner(&format!("{tag} Clinic"), &format!("owner@{tag}.example"))
+            .await;
+        let (vet_id, vet_token) = self
+            .member(
+                &owner_token,
+                &org,
+                &format!("vet@{tag}.example"),
+                "PRACTITIONER",
+            )
+            .await;
+        let (tech_id, tech_token) = self
+            .member(&owner_token, &org, &format!("tech@{tag}.example"), "STAFF")
+            .await;
+        let body = self
+            .gql(
+                Some(&owner_token),
+                "mutation($org: ID!, $input: CreatePatientInput!) { createPatient(orgId: $org, input: $input) { id guardians { user { id email } relationship } } }",
+                json!({ "org": org, "input": {
+                    "name": "Rex", "species": "Dog", "riskLevel": "MEDIUM",
+                    "guardians": [
+                        { "email": format!("client@{tag}.example"), "givenName": "Casey", "familyName": "Client", "relationship": "PRIMARY" },
+                        { "email": format!("co@{tag}.example"), "givenName": "Cody", "familyName": "Co", "relationship": "CO_GUARDIAN", "canChat": false }
+                    ]
+                }}),
+            )
+            .await;
+        let patient = body["data"]["createPatient"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("patient created: {body}"))
+            .to_owned();
+        let guardian_id = |email: &str| -> String {
+            body["data"]["createPatient"]["guardians"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|g| g["user"]["email"] == email))
+                .and_then(|g| g["user"]["id"].as_str())
+                .expect("guardian present")
+                .to_owned()
+        };
+        let client_email = format!("client@{tag}.example");
+        let co_email = format!("co@{tag}.example");
+        let client = Person {
+            id: guardian_id(&client_email),
+            token: self.token_for_email(&client_email).await,
+        };
+        let co_guardian = Person {
+            id: guardian_id(&co_email),
+            token: self.token_for_email(&co_email).await,
+        };
+        let (outsider_user, other_org, outsider_token) = self
+            .owner(
+                &format!("{tag} Other"),
+                &format!("owner@other-{tag}.example"),
+            )
+            .await;
+        let (stranger_user, _, stranger_token) = self
+            .owner(
+                &format!("{tag} Stranger"),
+                &format!("stranger@{tag}.example"),
+            )
+            .await;
+        // The stranger's own organisation is irrelevant; they hold no role in the clinic.
+        Clinic {
+            org,
+            owner: Person {
+                id: owner_user.id.to_string(),
+                token: owner_token,
+            },
+            vet: Person {
+                id: vet_id,
+                token: vet_token,
+            },
+            tech: Person {
+                id: tech_id,
+                token: tech_token,
+            },
+            client,
+            co_guardian,
+            patient,
+            other_org,
+            outsider: Person {
+                id: outsider_user.id.to_string(),
+                token: outsider_token,
+            },
+            stranger: Person {
+                id: stranger_user.id.to_string(),
+                token: stranger_token,
+            },
+        }
+    }
+
+    /// Runs a query and returns `data.<field>`, panicking with the body on errors.
+    pub async fn ok(&self, token: &str, query: &str, variables: Value, field: &str) -> Value {
+        let body = self.gql(Some(token), query, variables).await;
+        assert!(body.get("errors").is_none(), "{field}: {body}");
+        body["data"][field].clone()
+    }
+}

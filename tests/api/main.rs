@@ -2,8 +2,12 @@
 //! port 0 with its own database (a SQLite file, or a fresh PostgreSQL database when
 //! `CAREGRAPH_TEST_POSTGRES_URL` is set).
 
+mod appointments;
 mod auth;
+mod care;
+mod cases;
 mod cli;
+mod colleagues;
 mod helpers;
 mod organizations;
 mod transport;

@@ -20,6 +20,14 @@ pub struct Model {
     pub active: bool,
     /// When the membership began.
     pub created_at: DateTimeUtc,
+    /// Lowercased given name (typeahead prefix search).
+    pub search_given: String,
+    /// Lowercased family name (typeahead prefix search).
+    pub search_family: String,
+    /// Lowercased display name (typeahead prefix search and list order).
+    pub search_display: String,
+    /// Lowercased names and email (typeahead substring search).
+    pub search_text: String,
 }
 
 /// No relations are navigated through the ORM; repositories join explicitly.

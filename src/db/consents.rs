@@ -1,0 +1,210 @@
+//! The consents repository: consent records and compliance groups.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::Expr,
+};
+
+use super::entities::{compliance_group, compliance_group_member, consent};
+use crate::{
+    domain::{
+        ComplianceGroupId, ConsentId, OrgId, PatientId, UserId,
+        care::{ComplianceGroup, Consent, ConsentScope},
+    },
+    error::AppResult,
+};
+
+fn to_domain(m: consent::Model) -> AppResult<Consent> {
+    Ok(Consent {
+        id: ConsentId::from_db(&m.id)?,
+        patient_id: PatientId::from_db(&m.patient_id)?,
+        scope: ConsentScope::from_db(&m.scope)?,
+        granted_to: m
+            .granted_to_org_id
+            .as_deref()
+            .map(OrgId::from_db)
+            .transpose()?,
+        compliance_group: m
+            .compliance_group_id
+            .as_deref()
+            .map(ComplianceGroupId::from_db)
+            .transpose()?,
+        granted_at: m.granted_at,
+        expires_at: m.expires_at,
+        revoked_at: m.revoked_at,
+    })
+}
+
+/// A consent to record.
+#[derive(Clone, Debug)]
+pub struct NewConsent {
+    /// The patient.
+    pub patient_id: PatientId,
+    /// What it allows.
+    pub scope: ConsentScope,
+    /// Granted to this organisation…
+    pub granted_to: Option<OrgId>,
+    /// …or to this compliance group.
+    pub compliance_group: Option<ComplianceGroupId>,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Who recorded it.
+    pub recorded_by: UserId,
+}
+
+/// Records a consent.
+pub async fn insert(db: &impl ConnectionTrait, new: NewConsent) -> AppResult<Consent> {
+    let model = consent::ActiveModel {
+        id: Set(ConsentId::new().as_string()),
+        patient_id: Set(new.patient_id.as_string()),
+        scope: Set(new.scope.as_str().to_owned()),
+        granted_to_org_id: Set(new.granted_to.map(|o| o.as_string())),
+        compliance_group_id: Set(new.compliance_group.map(|g| g.as_string())),
+        granted_at: Set(Utc::now()),
+        expires_at: Set(new.expires_at),
+        revoked_at: Set(None),
+        recorded_by: Set(new.recorded_by.as_string()),
+    };
+    to_domain(
+        consent::Entity::insert(model)
+            .exec_with_returning(db)
+            .await?,
+    )
+}
+
+/// Finds a consent.
+pub async fn find(db: &impl ConnectionTrait, id: ConsentId) -> AppResult<Option<Consent>> {
+    consent::Entity::find_by_id(id.as_string())
+        .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Marks a consent revoked (once; a second revocation keeps the first time).
+pub async fn revoke(db: &impl ConnectionTrait, id: ConsentId) -> AppResult<()> {
+    consent::Entity::update_many()
+        .col_expr(consent::Column::RevokedAt, Expr::value(Utc::now()))
+        .filter(consent::Column::Id.eq(id.as_string()))
+        .filter(consent::Column::RevokedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// The consents of many patients, oldest first (for loaders).
+pub async fn of_patients(
+    db: &impl ConnectionTrait,
+    patients: &[PatientId],
+) -> AppResult<Vec<Consent>> {
+    if patients.is_empty() {
+        return Ok(Vec::new());
+    }
+    consent::Entity::find()
+        .filter(consent::Column::PatientId.is_in(patients.iter().map(PatientId::as_string)))
+        .order_by_asc(consent::Column::GrantedAt)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// A patient's unrevoked consents of one scope (expiry is the caller's to judge).
+pub async fn unrevoked(
+    db: &impl ConnectionTrait,
+    patient: PatientId,
+    scope: ConsentScope,
+) -> AppResult<Vec<Consent>> {
+    consent::Entity::find()
+        .filter(consent::Column::PatientId.eq(patient.as_string()))
+        .filter(consent::Column::Scope.eq(scope.as_str()))
+        .filter(consent::Column::RevokedAt.is_null())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// Creates a compliance group with its organisations.
+pub async fn insert_group(
+    db: &impl ConnectionTrait,
+    name: String,
+    owner: OrgId,
+    orgs: &[OrgId],
+) -> AppResult<ComplianceGroup> {
+    let id = ComplianceGroupId::new();
+    compliance_group::Entity::insert(compliance_group::ActiveModel {
+        id: Set(id.as_string()),
+        name: Set(name.clone()),
+        owner_org_id: Set(owner.as_string()),
+        created_at: Set(Utc::now()),
+    })
+    .exec(db)
+    .await?;
+    compliance_group_member::Entity::insert_many(orgs.iter().map(|o| {
+        compliance_group_member::ActiveModel {
+            group_id: Set(id.as_string()),
+            org_id: Set(o.as_string()),
+        }
+    }))
+    .exec(db)
+    .await?;
+    Ok(ComplianceGroup {
+        id,
+        name,
+        owner_org_id: owner,
+        org_ids: orgs.to_vec(),
+    })
+}
+
+/// Finds compliance groups with their organisations.
+pub async fn find_groups(
+    db: &impl ConnectionTrait,
+    ids: &[ComplianceGroupId],
+) -> AppResult<Vec<ComplianceGroup>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let keys: Vec<String> = ids.iter().map(ComplianceGroupId::as_string).collect();
+    let groups = compliance_group::Entity::find()
+        .filter(compliance_group::Column::Id.is_in(keys.clone()))
+        .all(db)
+        .await?;
+    let members = compliance_group_member::Entity::find()
+        .filter(compliance_group_member::Column::GroupId.is_in(keys))
+        .all(db)
+        .await?;
+    groups
+        .into_iter()
+        .map(|g| {
+            let org_ids = members
+                .iter()
+                .filter(|m| m.group_id == g.id)
+                .map(|m| OrgId::from_db(&m.org_id))
+                .collect::<AppResult<Vec<_>>>()?;
+            Ok(ComplianceGroup {
+                id: ComplianceGroupId::from_db(&g.id)?,
+                name: g.name,
+                owner_org_id: OrgId::from_db(&g.owner_org_id)?,
+                org_ids,
+            })
+        })
+        .collect()
+}
+
+/// The compliance groups an organisation belongs to.
+pub async fn groups_of_org(
+    db: &impl ConnectionTrait,
+    org: OrgId,
+) -> AppResult<Vec<ComplianceGroupId>> {
+    compliance_group_member::Entity::find()
+        .filter(compliance_group_member::Column::OrgId.eq(org.as_string()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| ComplianceGroupId::from_db(&m.group_id))
+        .collect()
+}

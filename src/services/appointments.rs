@@ -1,0 +1,533 @@
+//! Appointments and their video meetings. Staff of the organisation schedule and manage them;
+//! the client, guardians with chat rights, the practitioner and support staff may read them and,
+//! inside the meeting window, join the meeting.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{DatabaseConnection, TransactionTrait};
+
+use super::{access::member_of, consent};
+use crate::{
+    auth::Viewer,
+    clock::SharedClock,
+    config::JitsiConfig,
+    db,
+    domain::{
+        AppointmentId, Membership, OrgId, PatientId, User, UserId,
+        care::{self, Appointment, AppointmentStatus, ConsentScope, Guardian, SessionType},
+        pagination::{Page, PageRequest},
+        people::optional_text,
+    },
+    error::{AppError, AppResult},
+    providers::meetings::{MeetingLinks, Participant},
+};
+
+pub use crate::db::appointments::AppointmentFilter;
+
+/// Input of `scheduleAppointment`.
+#[derive(Clone, Debug)]
+pub struct ScheduleInput {
+    /// The patient.
+    pub patient_id: PatientId,
+    /// The client: a guardian of the patient.
+    pub client_id: UserId,
+    /// The practitioner: an active member.
+    pub practitioner_id: UserId,
+    /// Support staff: active members, or staff of another organisation with VIDEO consent.
+    pub support_staff_ids: Vec<UserId>,
+    /// Start.
+    pub starts_at: DateTime<Utc>,
+    /// Length in minutes (5 to 480).
+    pub duration_minutes: i32,
+    /// In person or by video.
+    pub session_type: SessionType,
+    /// Why.
+    pub reason: Option<String>,
+    /// The PMS's own id.
+    pub external_ref: Option<String>,
+    /// Minutes before the start that the chat opens (0 to 240).
+    pub activation_minutes: Option<i32>,
+    /// REQUESTED or UPCOMING (default).
+    pub status: Option<AppointmentStatus>,
+}
+
+/// Whether a meeting can be joined now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MeetingState {
+    /// Before the window.
+    NotYetOpen,
+    /// Inside the window.
+    Open,
+    /// After the window, or the appointment is over or called off.
+    Closed,
+}
+
+/// An appointment's meeting as one viewer sees it.
+#[derive(Clone, Debug)]
+pub struct MeetingView {
+    /// `jitsi`.
+    pub provider: &'static str,
+    /// The room.
+    pub room_name: String,
+    /// Window start.
+    pub joinable_from: DateTime<Utc>,
+    /// Window end.
+    pub joinable_until: DateTime<Utc>,
+    /// State now.
+    pub state: MeetingState,
+    /// The viewer's own link: participants only, while open.
+    pub join_url: Option<String>,
+}
+
+/// Appointments.
+#[derive(Clone)]
+pub struct AppointmentService {
+    db: DatabaseConnection,
+    clock: SharedClock,
+    meetings: Arc<dyn MeetingLinks>,
+    early: Duration,
+    late: Duration,
+}
+
+impl AppointmentService {
+    /// Builds the service.
+    pub fn new(
+        db: DatabaseConnection,
+        clock: SharedClock,
+        meetings: Arc<dyn MeetingLinks>,
+        jitsi: &JitsiConfig,
+    ) -> Self {
+        Self {
+            db,
+            clock,
+            meetings,
+            early: Duration::minutes(jitsi.allow_early_minutes),
+            late: Duration::minutes(jitsi.max_late_minutes),
+        }
+    }
+
+    /// Checks the support staff: active members of `org`, or of another organisation holding
+    /// the patient's VIDEO consent.
+    async fn check_support(
+        &self,
+        org: OrgId,
+        patient: &care::Patient,
+        practitioner: UserId,
+        ids: &[UserId],
+    ) -> AppResult<Vec<UserId>> {
+        let mut out: Vec<UserId> = Vec::new();
+        for id in ids {
+            if *id == practitioner || out.contains(id) {
+                continue;
+            }
+            match db::organizations::find_membership(&self.db, org, *id).await? {
+                Some(m) if m.active => {}
+                _ => {
+                    let other = db::organizations::memberships_of_user(&self.db, *id)
+                        .await?
+                        .into_iter()
+                        .find(|m| m.active)
+                        .ok_or_else(|| {
+                            AppError::bad_input(
+                                "input.supportStaffIds",
+                                "support staff must be active staff of an organization",
+                            )
+                        })?;
+                    consent::require(
+                        &self.db,
+                        patient,
+                        other.org_id,
+                        ConsentScope::Video,
+                        self.clock.now(),
+                    )
+                    .await?;
+                }
+            }
+            out.push(*id);
+        }
+        Ok(out)
+    }
+
+    /// Schedules an appointment (staff). A teleconference gets its room name now.
+    pub async fn schedule(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        input: ScheduleInput,
+    ) -> AppResult<Appointment> {
+        member_of(&self.db, viewer, org_id).await?;
+        let patient = match db::patients::find(&self.db, input.patient_id).await? {
+            Some(p) if p.org_id == org_id => p,
+            _ => {
+                return Err(AppError::bad_input(
+                    "input.patientId",
+                    "no such patient in this organization",
+                ));
+            }
+        };
+        if db::patients::find_guardian(&self.db, patient.id, input.client_id)
+            .await?
+            .is_none()
+        {
+            return Err(AppError::bad_input(
+                "input.clientId",
+                "the client must be a guardian of the patient",
+            ));
+        }
+        match db::organizations::find_membership(&self.db, org_id, input.practitioner_id).await? {
+            Some(m) if m.active => {}
+            _ => {
+                return Err(AppError::bad_input(
+                    "input.practitionerId",
+                    "the practitioner must be an active member of the organization",
+                ));
+            }
+        }
+        let support = self
+            .check_support(
+                org_id,
+                &patient,
+                input.practitioner_id,
+                &input.support_staff_ids,
+            )
+            .await?;
+        let length = care::duration(input.duration_minutes).map_err(|_| {
+            AppError::bad_input("input.durationMinutes", "must be between 5 and 480")
+        })?;
+        if input.starts_at < self.clock.now() - Duration::hours(24) {
+            return Err(AppError::bad_input(
+                "input.startsAt",
+                "must not be more than a day in the past",
+            ));
+        }
+        if input
+            .activation_minutes
+            .is_some_and(|m| !(0..=240).contains(&m))
+        {
+            return Err(AppError::bad_input(
+                "input.activationMinutes",
+                "must be between 0 and 240",
+            ));
+        }
+        let status = input.status.unwrap_or(AppointmentStatus::Upcoming);
+        if !matches!(
+            status,
+            AppointmentStatus::Requested | AppointmentStatus::Upcoming
+        ) {
+            return Err(AppError::bad_input(
+                "input.status",
+                "a new appointment is REQUESTED or UPCOMING",
+            ));
+        }
+        let id = AppointmentId::new();
+        let appointment = Appointment {
+            id,
+            org_id,
+            patient_id: patient.id,
+            client_id: input.client_id,
+            practitioner_id: input.practitioner_id,
+            starts_at: input.starts_at,
+            ends_at: input.starts_at + length,
+            duration_minutes: input.duration_minutes,
+            session_type: input.session_type,
+            status,
+            reason: optional_text(input.reason.as_deref(), "input.reason", 1000)?,
+            external_ref: optional_text(input.external_ref.as_deref(), "input.externalRef", 200)?,
+            activation_minutes: input.activation_minutes,
+            room_name: (input.session_type == SessionType::Teleconference)
+                .then(|| self.meetings.room_name(id)),
+        };
+        let txn = self.db.begin().await?;
+        db::appointments::insert(&txn, &appointment, &support).await?;
+        txn.commit().await?;
+        Ok(appointment)
+    }
+
+    async fn staff_appointment(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+    ) -> AppResult<Appointment> {
+        let (appointment, reader) = self.read(viewer, id).await?;
+        if !reader.staff {
+            return Err(AppError::Forbidden(
+                "only staff of the organization may change appointments".into(),
+            ));
+        }
+        Ok(appointment)
+    }
+
+    /// Moves an appointment (staff); finished or cancelled ones cannot move.
+    pub async fn reschedule(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+        starts_at: DateTime<Utc>,
+        duration_minutes: i32,
+    ) -> AppResult<Appointment> {
+        let mut appointment = self.staff_appointment(viewer, id).await?;
+        if appointment.status.is_terminal() {
+            return Err(AppError::bad_input(
+                "id",
+                format!(
+                    "a {} appointment cannot be rescheduled",
+                    appointment.status.as_str()
+                ),
+            ));
+        }
+        let length = care::duration(duration_minutes)?;
+        if starts_at < self.clock.now() - Duration::hours(24) {
+            return Err(AppError::bad_input(
+                "startsAt",
+                "must not be more than a day in the past",
+            ));
+        }
+        appointment.starts_at = starts_at;
+        appointment.ends_at = starts_at + length;
+        appointment.duration_minutes = duration_minutes;
+        db::appointments::update_schedule(&self.db, &appointment).await?;
+        Ok(appointment)
+    }
+
+    /// Changes the status along a legal transition (staff).
+    pub async fn set_status(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+        status: AppointmentStatus,
+    ) -> AppResult<Appointment> {
+        let mut appointment = self.staff_appointment(viewer, id).await?;
+        appointment.status = appointment.status.transition(status)?;
+        db::appointments::update_schedule(&self.db, &appointment).await?;
+        Ok(appointment)
+    }
+
+    /// Cancels (staff).
+    pub async fn cancel(&self, viewer: &Viewer, id: AppointmentId) -> AppResult<Appointment> {
+        self.set_status(viewer, id, AppointmentStatus::Cancelled)
+            .await
+    }
+
+    /// An appointment with how the viewer relates to it; `NOT_FOUND` for anyone else.
+    pub async fn read(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+    ) -> AppResult<(Appointment, AppointmentReader)> {
+        let user = viewer.user()?;
+        let appointment = db::appointments::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("appointment"))?;
+        let staff = matches!(
+            db::organizations::find_membership(&self.db, appointment.org_id, user.id).await?,
+            Some(m) if m.active
+        );
+        let support = db::appointments::support_staff_of(&self.db, &[id]).await?;
+        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
+        let participant = is_participant(
+            &appointment,
+            user.id,
+            support.iter().map(|(_, u)| *u),
+            &guardians,
+        );
+        if !staff && !participant {
+            return Err(AppError::NotFound("appointment"));
+        }
+        Ok((appointment, AppointmentReader { staff, participant }))
+    }
+
+    /// A page of appointments by start time (staff).
+    pub async fn list(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        filter: &AppointmentFilter,
+        page: &PageRequest,
+    ) -> AppResult<Page<Appointment>> {
+        member_of(&self.db, viewer, org_id).await?;
+        if let (Some(from), Some(to)) = (filter.from, filter.to)
+            && to <= from
+        {
+            return Err(AppError::bad_input("to", "must be after from"));
+        }
+        db::appointments::list(&self.db, org_id, filter, page).await
+    }
+
+    /// The meeting window of an appointment.
+    pub fn window(&self, appointment: &Appointment) -> (DateTime<Utc>, DateTime<Utc>) {
+        (
+            appointment.starts_at - self.early,
+            appointment.starts_at + self.late,
+        )
+    }
+
+    fn state(&self, appointment: &Appointment, now: DateTime<Utc>) -> MeetingState {
+        let (from, until) = self.window(appointment);
+        if appointment.status.is_terminal() || now >= until {
+            MeetingState::Closed
+        } else if now < from {
+            MeetingState::NotYetOpen
+        } else {
+            MeetingState::Open
+        }
+    }
+
+    /// The meeting as `viewer` sees it (the caller already may read the appointment; support
+    /// staff and guardians come from the per-request loaders). `None` unless a teleconference.
+    pub async fn meeting(
+        &self,
+        viewer: &Viewer,
+        appointment: &Appointment,
+        support: &[UserId],
+        guardians: &[Guardian],
+        viewer_memberships: &[Membership],
+    ) -> AppResult<Option<MeetingView>> {
+        let Some(room) = appointment.room_name.clone() else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let (from, until) = self.window(appointment);
+        let state = self.state(appointment, now);
+        let user = viewer.user()?;
+        let join_url = if state == MeetingState::Open
+            && is_participant(appointment, user.id, support.iter().copied(), guardians)
+            && self
+                .consent_for(user, appointment, viewer_memberships)
+                .await?
+                .is_ok()
+        {
+            Some(
+                self.meetings
+                    .join_url(&room, &participant(user, appointment), from, until)?,
+            )
+        } else {
+            None
+        };
+        Ok(Some(MeetingView {
+            provider: self.meetings.provider(),
+            room_name: room,
+            joinable_from: from,
+            joinable_until: until,
+            state,
+            join_url,
+        }))
+    }
+
+    /// Staff of another organisation need the patient's VIDEO consent (only they cost a query).
+    async fn consent_for(
+        &self,
+        user: &User,
+        appointment: &Appointment,
+        memberships: &[Membership],
+    ) -> AppResult<AppResult<()>> {
+        if appointment.client_id == user.id || appointment.practitioner_id == user.id {
+            return Ok(Ok(()));
+        }
+        let active: Vec<&Membership> = memberships.iter().filter(|m| m.active).collect();
+        if active.iter().any(|m| m.org_id == appointment.org_id) {
+            return Ok(Ok(()));
+        }
+        let Some(other) = active.first() else {
+            return Ok(Ok(())); // a guardian without a staff role
+        };
+        let patient = db::patients::find(&self.db, appointment.patient_id)
+            .await?
+            .ok_or(AppError::NotFound("patient"))?;
+        Ok(consent::require(
+            &self.db,
+            &patient,
+            other.org_id,
+            ConsentScope::Video,
+            self.clock.now(),
+        )
+        .await
+        .map(|_| ()))
+    }
+
+    /// `joinMeeting`: the viewer's link, or why not now.
+    pub async fn join(&self, viewer: &Viewer, id: AppointmentId) -> AppResult<MeetingView> {
+        let (appointment, reader) = self.read(viewer, id).await?;
+        if appointment.session_type != SessionType::Teleconference
+            || appointment.room_name.is_none()
+        {
+            return Err(AppError::bad_input(
+                "appointmentId",
+                "this appointment is not a teleconference",
+            ));
+        }
+        if !reader.participant {
+            return Err(AppError::Forbidden(
+                "only the appointment's participants join its meeting".into(),
+            ));
+        }
+        let user = viewer.user()?;
+        let memberships = db::organizations::memberships_of_user(&self.db, user.id).await?;
+        self.consent_for(user, &appointment, &memberships).await??;
+        let now = self.clock.now();
+        let (from, _) = self.window(&appointment);
+        match self.state(&appointment, now) {
+            MeetingState::Open => {}
+            MeetingState::NotYetOpen => {
+                return Err(AppError::MeetingNotOpen {
+                    message: format!("the meeting opens at {}", from.to_rfc3339()),
+                    opens_at: Some(from),
+                });
+            }
+            MeetingState::Closed => {
+                return Err(AppError::MeetingNotOpen {
+                    message: if appointment.status.is_terminal() {
+                        format!("the appointment is {}", appointment.status.as_str())
+                    } else {
+                        "the meeting window has ended".into()
+                    },
+                    opens_at: None,
+                });
+            }
+        }
+        let support: Vec<UserId> = db::appointments::support_staff_of(&self.db, &[id])
+            .await?
+            .into_iter()
+            .map(|(_, u)| u)
+            .collect();
+        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
+        self.meeting(viewer, &appointment, &support, &guardians, &memberships)
+            .await?
+            .ok_or(AppError::NotFound("meeting"))
+    }
+}
+
+/// How the viewer relates to an appointment.
+#[derive(Clone, Copy, Debug)]
+pub struct AppointmentReader {
+    /// An active member of its organisation.
+    pub staff: bool,
+    /// A participant: client, guardian with chat rights, practitioner, support staff.
+    pub participant: bool,
+}
+
+/// Whether `user` takes part: the client, a guardian with chat rights, the practitioner or
+/// support staff.
+pub fn is_participant(
+    appointment: &Appointment,
+    user: UserId,
+    mut support: impl Iterator<Item = UserId>,
+    guardians: &[Guardian],
+) -> bool {
+    appointment.client_id == user
+        || appointment.practitioner_id == user
+        || support.any(|s| s == user)
+        || guardians
+            .iter()
+            .any(|g| g.patient_id == appointment.patient_id && g.user_id == user && g.may_chat())
+}
+
+fn participant(user: &User, appointment: &Appointment) -> Participant {
+    Participant {
+        id: user.id.to_string(),
+        name: user.display_name.clone(),
+        email: user.email.clone(),
+        avatar: user.avatar_url.clone(),
+        moderator: appointment.practitioner_id == user.id,
+    }
+}

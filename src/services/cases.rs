@@ -1,0 +1,260 @@
+//! Cases (claims, encounters): create-or-get on `(orgId, reference)`, participants, close.
+//! Staff of the organisation manage cases; participants may read their own.
+
+use sea_orm::{DatabaseConnection, TransactionTrait};
+
+use super::access::member_of;
+use crate::{
+    auth::Viewer,
+    db::{self, cases::NewCase},
+    domain::{
+        CaseId, OrgId, PatientId, UserId,
+        care::{Case, CaseKind, CaseParticipant, CaseRole, CaseStatus},
+        pagination::{Page, PageRequest},
+        people::required_text,
+    },
+    error::{AppError, AppResult},
+};
+
+/// Input of `createCase`.
+#[derive(Clone, Debug)]
+pub struct NewCaseInput {
+    /// The caller's own id of the case, claim or encounter.
+    pub reference: String,
+    /// Kind.
+    pub kind: CaseKind,
+    /// Title.
+    pub title: String,
+    /// Patient.
+    pub patient_id: Option<PatientId>,
+    /// Participants.
+    pub participants: Vec<(UserId, CaseRole)>,
+}
+
+/// Cases.
+#[derive(Clone)]
+pub struct CaseService {
+    db: DatabaseConnection,
+}
+
+impl CaseService {
+    /// Builds the service.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Checks participants: ADMIN and PRACTITIONER must be active members; PATIENT any user.
+    async fn check_participants(
+        &self,
+        org: OrgId,
+        list: &[(UserId, CaseRole)],
+        field: &str,
+    ) -> AppResult<()> {
+        for (i, (user, role)) in list.iter().enumerate() {
+            let field = format!("{field}.{i}.userId");
+            match role {
+                CaseRole::Admin | CaseRole::Practitioner => {
+                    match db::organizations::find_membership(&self.db, org, *user).await? {
+                        Some(m) if m.active => {}
+                        _ => {
+                            return Err(AppError::bad_input(
+                                field,
+                                "staff participants must be active members of the organization",
+                            ));
+                        }
+                    }
+                }
+                CaseRole::Patient => {
+                    if db::users::find(&self.db, *user).await?.is_none() {
+                        return Err(AppError::bad_input(field, "no such user"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a case, or returns the existing one with the same reference after adding the
+    /// participants it misses (existing participants keep their roles).
+    pub async fn create(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        input: NewCaseInput,
+    ) -> AppResult<(Case, bool)> {
+        let (me, _) = member_of(&self.db, viewer, org_id).await?;
+        let reference = required_text(&input.reference, "input.reference", 200)?;
+        let title = required_text(&input.title, "input.title", 300)?;
+        if let Some(p) = input.patient_id {
+            match db::patients::find(&self.db, p).await? {
+                Some(patient) if patient.org_id == org_id => {}
+                _ => {
+                    return Err(AppError::bad_input(
+                        "input.patientId",
+                        "no such patient in this organization",
+                    ));
+                }
+            }
+        }
+        self.check_participants(org_id, &input.participants, "input.participants")
+            .await?;
+        let txn = self.db.begin().await?;
+        let (case, created) = match db::cases::find_by_reference(&txn, org_id, &reference).await? {
+            Some(existing) => (existing, false),
+            None => {
+                let inserted = db::cases::insert(
+                    &txn,
+                    NewCase {
+                        org_id,
+                        reference: reference.clone(),
+                        kind: input.kind,
+                        title,
+                        patient_id: input.patient_id,
+                        created_by: me.id,
+                    },
+                )
+                .await;
+                match inserted {
+                    Ok(case) => (case, true),
+                    // A concurrent create won the unique (org, reference): use its case.
+                    Err(AppError::Conflict(_)) => {
+                        drop(txn);
+                        return Box::pin(self.create(
+                            viewer,
+                            org_id,
+                            NewCaseInput { reference, ..input },
+                        ))
+                        .await;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        let present: Vec<UserId> = db::cases::participants_of(&txn, &[case.id])
+            .await?
+            .into_iter()
+            .map(|p| p.user_id)
+            .collect();
+        for (user, role) in &input.participants {
+            if !present.contains(user) {
+                db::cases::upsert_participant(
+                    &txn,
+                    &CaseParticipant {
+                        case_id: case.id,
+                        user_id: *user,
+                        role: *role,
+                    },
+                )
+                .await?;
+            }
+        }
+        txn.commit().await?;
+        Ok((case, created))
+    }
+
+    async fn staff_case(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
+        let case = db::cases::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("case"))?;
+        member_of(&self.db, viewer, case.org_id)
+            .await
+            .map_err(|e| match e {
+                AppError::NotFound(_) => AppError::NotFound("case"),
+                other => other,
+            })?;
+        Ok(case)
+    }
+
+    /// Adds a participant or changes their role (staff).
+    pub async fn add_participant(
+        &self,
+        viewer: &Viewer,
+        id: CaseId,
+        user: UserId,
+        role: CaseRole,
+    ) -> AppResult<Case> {
+        let case = self.staff_case(viewer, id).await?;
+        if case.status == CaseStatus::Closed {
+            return Err(AppError::Conflict("the case is closed".into()));
+        }
+        self.check_participants(case.org_id, &[(user, role)], "input")
+            .await?;
+        db::cases::upsert_participant(
+            &self.db,
+            &CaseParticipant {
+                case_id: id,
+                user_id: user,
+                role,
+            },
+        )
+        .await?;
+        Ok(case)
+    }
+
+    /// Removes a participant (staff).
+    pub async fn remove_participant(
+        &self,
+        viewer: &Viewer,
+        id: CaseId,
+        user: UserId,
+    ) -> AppResult<Case> {
+        let case = self.staff_case(viewer, id).await?;
+        if !db::cases::remove_participant(&self.db, id, user).await? {
+            return Err(AppError::NotFound("case participant"));
+        }
+        Ok(case)
+    }
+
+    /// Closes a case (staff); closing a closed case changes nothing.
+    pub async fn close(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
+        self.staff_case(viewer, id).await?;
+        db::cases::close(&self.db, id).await?;
+        db::cases::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("case"))
+    }
+
+    /// A case: staff of its organisation or its participants.
+    pub async fn case(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
+        let user = viewer.user()?;
+        let case = db::cases::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("case"))?;
+        if let Some(m) = db::organizations::find_membership(&self.db, case.org_id, user.id).await?
+            && m.active
+        {
+            return Ok(case);
+        }
+        let participants = db::cases::participants_of(&self.db, &[id]).await?;
+        if participants.iter().any(|p| p.user_id == user.id) {
+            Ok(case)
+        } else {
+            Err(AppError::NotFound("case"))
+        }
+    }
+
+    /// A case by reference (staff).
+    pub async fn by_reference(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        reference: &str,
+    ) -> AppResult<Case> {
+        member_of(&self.db, viewer, org_id).await?;
+        db::cases::find_by_reference(&self.db, org_id, reference.trim())
+            .await?
+            .ok_or(AppError::NotFound("case"))
+    }
+
+    /// A page of cases, newest first (staff).
+    pub async fn list(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        status: Option<CaseStatus>,
+        page: &PageRequest,
+    ) -> AppResult<Page<Case>> {
+        member_of(&self.db, viewer, org_id).await?;
+        db::cases::list(&self.db, org_id, status, page).await
+    }
+}

@@ -1,0 +1,226 @@
+//! Consent and compliance groups, and the compliance rule every feature calls before it puts
+//! another organisation's staff into a patient's conversation or meeting:
+//!
+//! a chat or meeting about a patient may include staff of an organisation other than the
+//! patient's own only while that organisation holds an active consent of the right scope,
+//! directly or through a compliance group; otherwise `CONSENT_REQUIRED`.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+
+use super::access::{PatientReader, manager_of, patient_reader};
+use crate::{
+    auth::Viewer,
+    clock::SharedClock,
+    db::{self, consents::NewConsent},
+    domain::{
+        ComplianceGroupId, ConsentId, OrgId, UserId,
+        care::{ComplianceGroup, Consent, ConsentScope, GuardianRelationship, Patient},
+        people::required_text,
+    },
+    error::{AppError, AppResult},
+};
+
+/// Proof that an organisation may take part in a patient's care in one scope.
+#[derive(Clone, Copy, Debug)]
+pub struct ConsentProof {
+    /// The organisation.
+    pub org_id: OrgId,
+    /// The scope.
+    pub scope: ConsentScope,
+}
+
+/// The compliance rule: `Ok` when `org` is the patient's own organisation or holds an active
+/// consent of `scope` (directly or through a compliance group), else `CONSENT_REQUIRED`.
+pub async fn require(
+    db: &impl ConnectionTrait,
+    patient: &Patient,
+    org: OrgId,
+    scope: ConsentScope,
+    now: DateTime<Utc>,
+) -> AppResult<ConsentProof> {
+    if org == patient.org_id {
+        return Ok(ConsentProof { org_id: org, scope });
+    }
+    let consents = db::consents::unrevoked(db, patient.id, scope).await?;
+    let active: Vec<&Consent> = consents.iter().filter(|c| c.is_active(now)).collect();
+    if active.iter().any(|c| c.granted_to == Some(org)) {
+        return Ok(ConsentProof { org_id: org, scope });
+    }
+    if active.iter().any(|c| c.compliance_group.is_some()) {
+        let groups = db::consents::groups_of_org(db, org).await?;
+        if active
+            .iter()
+            .any(|c| c.compliance_group.is_some_and(|g| groups.contains(&g)))
+        {
+            return Ok(ConsentProof { org_id: org, scope });
+        }
+    }
+    Err(AppError::ConsentRequired(format!(
+        "the patient has no active {} consent for that organization",
+        scope.as_str()
+    )))
+}
+
+/// Input of `recordConsent`.
+#[derive(Clone, Debug)]
+pub struct ConsentInput {
+    /// What it allows.
+    pub scope: ConsentScope,
+    /// Granted to an organisation…
+    pub granted_to: Option<OrgId>,
+    /// …or to a compliance group.
+    pub compliance_group: Option<ComplianceGroupId>,
+    /// When it lapses.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// Consent records and compliance groups.
+#[derive(Clone)]
+pub struct ConsentService {
+    db: DatabaseConnection,
+    clock: SharedClock,
+}
+
+impl ConsentService {
+    /// Builds the service.
+    pub fn new(db: DatabaseConnection, clock: SharedClock) -> Self {
+        Self { db, clock }
+    }
+
+    /// Who may record or revoke: staff of the patient's organisation, or the patient themself /
+    /// the primary guardian.
+    async fn consent_manager(
+        &self,
+        viewer: &Viewer,
+        patient: crate::domain::PatientId,
+    ) -> AppResult<(Patient, UserId)> {
+        let (patient, reader) = patient_reader(&self.db, viewer, patient).await?;
+        let allowed = match &reader {
+            PatientReader::Staff(_) => true,
+            PatientReader::Guardian(g) => matches!(
+                g.relationship,
+                GuardianRelationship::SelfCare | GuardianRelationship::Primary
+            ),
+        };
+        if !allowed {
+            return Err(AppError::Forbidden(
+                "only staff, the patient or the primary guardian manage consent".into(),
+            ));
+        }
+        Ok((patient, viewer.user()?.id))
+    }
+
+    /// Records a consent for a patient.
+    pub async fn record(
+        &self,
+        viewer: &Viewer,
+        patient_id: crate::domain::PatientId,
+        input: ConsentInput,
+    ) -> AppResult<Consent> {
+        let (patient, by) = self.consent_manager(viewer, patient_id).await?;
+        match (input.granted_to, input.compliance_group) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err(AppError::bad_input(
+                    "input.grantedToOrgId",
+                    "give exactly one of grantedToOrgId and complianceGroupId",
+                ));
+            }
+            (Some(org), None) => {
+                if org == patient.org_id {
+                    return Err(AppError::bad_input(
+                        "input.grantedToOrgId",
+                        "the patient's own organization needs no consent",
+                    ));
+                }
+                if db::organizations::find(&self.db, org).await?.is_none() {
+                    return Err(AppError::bad_input(
+                        "input.grantedToOrgId",
+                        "no such organization",
+                    ));
+                }
+            }
+            (None, Some(group)) => {
+                if db::consents::find_groups(&self.db, &[group])
+                    .await?
+                    .is_empty()
+                {
+                    return Err(AppError::bad_input(
+                        "input.complianceGroupId",
+                        "no such compliance group",
+                    ));
+                }
+            }
+        }
+        if input.expires_at.is_some_and(|e| e <= self.clock.now()) {
+            return Err(AppError::bad_input(
+                "input.expiresAt",
+                "must be in the future",
+            ));
+        }
+        db::consents::insert(
+            &self.db,
+            NewConsent {
+                patient_id: patient.id,
+                scope: input.scope,
+                granted_to: input.granted_to,
+                compliance_group: input.compliance_group,
+                expires_at: input.expires_at,
+                recorded_by: by,
+            },
+        )
+        .await
+    }
+
+    /// Revokes a consent (revoking twice keeps the first time).
+    pub async fn revoke(&self, viewer: &Viewer, consent_id: ConsentId) -> AppResult<Consent> {
+        let consent = db::consents::find(&self.db, consent_id)
+            .await?
+            .ok_or(AppError::NotFound("consent"))?;
+        self.consent_manager(viewer, consent.patient_id)
+            .await
+            .map_err(|e| match e {
+                AppError::NotFound(_) => AppError::NotFound("consent"),
+                other => other,
+            })?;
+        db::consents::revoke(&self.db, consent_id).await?;
+        db::consents::find(&self.db, consent_id)
+            .await?
+            .ok_or(AppError::NotFound("consent"))
+    }
+
+    /// Creates a compliance group of `org_id` (OWNER/ADMIN) and other organisations.
+    pub async fn create_group(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        name: &str,
+        others: &[OrgId],
+    ) -> AppResult<ComplianceGroup> {
+        manager_of(&self.db, viewer, org_id).await?;
+        let name = required_text(name, "input.name", 200)?;
+        let mut orgs = vec![org_id];
+        for o in others {
+            if !orgs.contains(o) {
+                orgs.push(*o);
+            }
+        }
+        if orgs.len() < 2 {
+            return Err(AppError::bad_input(
+                "input.organizationIds",
+                "a compliance group joins at least one other organization",
+            ));
+        }
+        let txn = self.db.begin().await?;
+        let found = db::organizations::find_many(&txn, &orgs).await?;
+        if found.len() != orgs.len() {
+            return Err(AppError::bad_input(
+                "input.organizationIds",
+                "no such organization",
+            ));
+        }
+        let group = db::consents::insert_group(&txn, name, org_id, &orgs).await?;
+        txn.commit().await?;
+        Ok(group)
+    }
+}

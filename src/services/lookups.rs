@@ -1,0 +1,163 @@
+//! Batch lookups behind the per-request dataloaders. They check nothing: a resolver only asks
+//! for rows hanging off a parent the viewer was already allowed to read.
+
+use std::collections::HashMap;
+
+use sea_orm::DatabaseConnection;
+
+use crate::{
+    db,
+    domain::{
+        AppointmentId, CareTeamId, CaseId, ComplianceGroupId, Membership, OrgId, Organization,
+        PatientId, User, UserId,
+        care::{
+            CareTeam, CareTeamMember, CaseParticipant, ComplianceGroup, Consent, Guardian, Patient,
+        },
+    },
+    error::AppResult,
+};
+
+/// Groups rows by a key, keeping every requested key (with an empty list when nothing matched).
+fn group<K: std::hash::Hash + Eq + Copy, V>(
+    keys: &[K],
+    rows: Vec<V>,
+    key: impl Fn(&V) -> K,
+) -> HashMap<K, Vec<V>> {
+    let mut map: HashMap<K, Vec<V>> = keys.iter().map(|k| (*k, Vec::new())).collect();
+    for row in rows {
+        map.entry(key(&row)).or_default().push(row);
+    }
+    map
+}
+
+/// Batch lookups.
+#[derive(Clone)]
+pub struct Lookups {
+    db: DatabaseConnection,
+}
+
+impl Lookups {
+    /// Builds the lookups.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Users by id.
+    pub async fn users(&self, ids: &[UserId]) -> AppResult<HashMap<UserId, User>> {
+        Ok(db::users::find_many(&self.db, ids)
+            .await?
+            .into_iter()
+            .map(|u| (u.id, u))
+            .collect())
+    }
+
+    /// Organisations by id.
+    pub async fn organizations(&self, ids: &[OrgId]) -> AppResult<HashMap<OrgId, Organization>> {
+        Ok(db::organizations::find_many(&self.db, ids)
+            .await?
+            .into_iter()
+            .map(|o| (o.id, o))
+            .collect())
+    }
+
+    /// Patients by id.
+    pub async fn patients(&self, ids: &[PatientId]) -> AppResult<HashMap<PatientId, Patient>> {
+        Ok(db::patients::find_many(&self.db, ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect())
+    }
+
+    /// Guardians of patients.
+    pub async fn guardians(
+        &self,
+        ids: &[PatientId],
+    ) -> AppResult<HashMap<PatientId, Vec<Guardian>>> {
+        Ok(group(
+            ids,
+            db::patients::guardians_of(&self.db, ids).await?,
+            |g| g.patient_id,
+        ))
+    }
+
+    /// Consents of patients.
+    pub async fn consents(&self, ids: &[PatientId]) -> AppResult<HashMap<PatientId, Vec<Consent>>> {
+        Ok(group(
+            ids,
+            db::consents::of_patients(&self.db, ids).await?,
+            |c| c.patient_id,
+        ))
+    }
+
+    /// Care teams of patients.
+    pub async fn care_teams(
+        &self,
+        ids: &[PatientId],
+    ) -> AppResult<HashMap<PatientId, Vec<CareTeam>>> {
+        Ok(group(
+            ids,
+            db::care_teams::of_patients(&self.db, ids).await?,
+            |t| t.patient_id,
+        ))
+    }
+
+    /// Members of care teams.
+    pub async fn care_team_members(
+        &self,
+        ids: &[CareTeamId],
+    ) -> AppResult<HashMap<CareTeamId, Vec<CareTeamMember>>> {
+        Ok(group(
+            ids,
+            db::care_teams::members_of(&self.db, ids).await?,
+            |m| m.care_team_id,
+        ))
+    }
+
+    /// Participants of cases.
+    pub async fn case_participants(
+        &self,
+        ids: &[CaseId],
+    ) -> AppResult<HashMap<CaseId, Vec<CaseParticipant>>> {
+        Ok(group(
+            ids,
+            db::cases::participants_of(&self.db, ids).await?,
+            |p| p.case_id,
+        ))
+    }
+
+    /// Support staff of appointments.
+    pub async fn support_staff(
+        &self,
+        ids: &[AppointmentId],
+    ) -> AppResult<HashMap<AppointmentId, Vec<UserId>>> {
+        let rows = db::appointments::support_staff_of(&self.db, ids).await?;
+        let mut map: HashMap<AppointmentId, Vec<UserId>> =
+            ids.iter().map(|k| (*k, Vec::new())).collect();
+        for (a, u) in rows {
+            map.entry(a).or_default().push(u);
+        }
+        Ok(map)
+    }
+
+    /// Memberships of users.
+    pub async fn memberships(&self, ids: &[UserId]) -> AppResult<HashMap<UserId, Vec<Membership>>> {
+        Ok(group(
+            ids,
+            db::organizations::memberships_of_users(&self.db, ids).await?,
+            |m| m.user_id,
+        ))
+    }
+
+    /// Compliance groups by id.
+    pub async fn compliance_groups(
+        &self,
+        ids: &[ComplianceGroupId],
+    ) -> AppResult<HashMap<ComplianceGroupId, ComplianceGroup>> {
+        Ok(db::consents::find_groups(&self.db, ids)
+            .await?
+            .into_iter()
+            .map(|g| (g.id, g))
+            .collect())
+    }
+}

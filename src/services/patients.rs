@@ -1,0 +1,245 @@
+//! Patients and their guardians. Staff of the patient's organisation read and edit; a guardian
+//! reads their own patients; anyone else learns nothing (`NOT_FOUND`).
+
+use chrono::NaiveDate;
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+
+use super::access::{member_of, patient_reader, patient_staff};
+use crate::{
+    auth::Viewer,
+    db::{self, patients::PatientFields, users::NewUser},
+    domain::{
+        Email, OrgId, PatientId, User, UserId,
+        care::{Guardian, GuardianRelationship, Patient, RiskLevel},
+        pagination::{Page, PageRequest},
+        people::{optional_text, required_text},
+    },
+    error::{AppError, AppResult},
+};
+
+/// A guardian to add: an existing user by email, or a new client account.
+#[derive(Clone, Debug)]
+pub struct GuardianInput {
+    /// Email (a new email creates the user, without a password).
+    pub email: String,
+    /// Given name of a new user.
+    pub given_name: String,
+    /// Family name of a new user.
+    pub family_name: String,
+    /// Relationship.
+    pub relationship: GuardianRelationship,
+    /// Whether a co-guardian takes part in client chats.
+    pub can_chat: bool,
+}
+
+/// Input of `createPatient`.
+#[derive(Clone, Debug)]
+pub struct NewPatient {
+    /// Name.
+    pub name: String,
+    /// Species, for animals.
+    pub species: Option<String>,
+    /// Risk level (default LOW).
+    pub risk_level: Option<RiskLevel>,
+    /// Date of birth.
+    pub date_of_birth: Option<NaiveDate>,
+    /// Guardians.
+    pub guardians: Vec<GuardianInput>,
+}
+
+/// Input of `updatePatient`: `None` leaves a field; `Some(None)` clears an optional one.
+#[derive(Clone, Debug, Default)]
+pub struct PatientChange {
+    /// New name.
+    pub name: Option<String>,
+    /// New species.
+    pub species: Option<Option<String>>,
+    /// New risk level.
+    pub risk_level: Option<RiskLevel>,
+    /// New date of birth.
+    pub date_of_birth: Option<Option<NaiveDate>>,
+}
+
+/// Patients and guardians.
+#[derive(Clone)]
+pub struct PatientService {
+    db: DatabaseConnection,
+}
+
+fn check_birth(date: Option<NaiveDate>) -> AppResult<()> {
+    if date.is_some_and(|d| d > chrono::Utc::now().date_naive()) {
+        return Err(AppError::bad_input(
+            "input.dateOfBirth",
+            "must not be in the future",
+        ));
+    }
+    Ok(())
+}
+
+/// Finds the user with this email or creates a client account (no password) for them.
+pub async fn find_or_create_user(
+    db: &impl ConnectionTrait,
+    email: &str,
+    given: &str,
+    family: &str,
+    field: &str,
+) -> AppResult<User> {
+    let email = Email::parse(email, &format!("{field}.email"))?;
+    if let Some((user, _)) = db::users::find_by_email(db, &email).await? {
+        return Ok(user);
+    }
+    let given = required_text(given, &format!("{field}.givenName"), 200)?;
+    let family = required_text(family, &format!("{field}.familyName"), 200)?;
+    db::users::insert(
+        db,
+        NewUser {
+            email,
+            given_name: given,
+            family_name: family,
+            password_hash: None,
+        },
+    )
+    .await
+}
+
+impl PatientService {
+    /// Builds the service.
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self { db }
+    }
+
+    /// Creates a patient with its guardians (staff of the organisation).
+    pub async fn create(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        input: NewPatient,
+    ) -> AppResult<Patient> {
+        member_of(&self.db, viewer, org_id).await?;
+        let name = required_text(&input.name, "input.name", 200)?;
+        let species = optional_text(input.species.as_deref(), "input.species", 100)?;
+        check_birth(input.date_of_birth)?;
+        let txn = self.db.begin().await?;
+        let patient = db::patients::insert(
+            &txn,
+            org_id,
+            PatientFields {
+                name,
+                species,
+                risk_level: input.risk_level.unwrap_or(RiskLevel::Low),
+                date_of_birth: input.date_of_birth,
+            },
+        )
+        .await?;
+        for (i, g) in input.guardians.iter().enumerate() {
+            let field = format!("input.guardians.{i}");
+            let user =
+                find_or_create_user(&txn, &g.email, &g.given_name, &g.family_name, &field).await?;
+            db::patients::upsert_guardian(
+                &txn,
+                &Guardian {
+                    patient_id: patient.id,
+                    user_id: user.id,
+                    relationship: g.relationship,
+                    can_chat: g.can_chat,
+                },
+            )
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(patient)
+    }
+
+    /// Changes a patient (staff).
+    pub async fn update(
+        &self,
+        viewer: &Viewer,
+        id: PatientId,
+        change: PatientChange,
+    ) -> AppResult<Patient> {
+        let (mut patient, _, _) = patient_staff(&self.db, viewer, id).await?;
+        if let Some(name) = change.name {
+            patient.name = required_text(&name, "input.name", 200)?;
+        }
+        if let Some(species) = change.species {
+            patient.species = optional_text(species.as_deref(), "input.species", 100)?;
+        }
+        if let Some(risk) = change.risk_level {
+            patient.risk_level = risk;
+        }
+        if let Some(dob) = change.date_of_birth {
+            check_birth(dob)?;
+            patient.date_of_birth = dob;
+        }
+        db::patients::update(&self.db, &patient).await?;
+        Ok(patient)
+    }
+
+    /// Adds (or changes) a guardian (staff).
+    pub async fn add_guardian(
+        &self,
+        viewer: &Viewer,
+        id: PatientId,
+        g: GuardianInput,
+    ) -> AppResult<Patient> {
+        let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
+        let txn = self.db.begin().await?;
+        let user =
+            find_or_create_user(&txn, &g.email, &g.given_name, &g.family_name, "input").await?;
+        db::patients::upsert_guardian(
+            &txn,
+            &Guardian {
+                patient_id: patient.id,
+                user_id: user.id,
+                relationship: g.relationship,
+                can_chat: g.can_chat,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok(patient)
+    }
+
+    /// Removes a guardian (staff).
+    pub async fn remove_guardian(
+        &self,
+        viewer: &Viewer,
+        id: PatientId,
+        user: UserId,
+    ) -> AppResult<Patient> {
+        let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
+        if !db::patients::remove_guardian(&self.db, id, user).await? {
+            return Err(AppError::NotFound("guardian"));
+        }
+        Ok(patient)
+    }
+
+    /// One patient (staff or guardian).
+    pub async fn patient(&self, viewer: &Viewer, id: PatientId) -> AppResult<Patient> {
+        Ok(patient_reader(&self.db, viewer, id).await?.0)
+    }
+
+    /// A page of an organisation's patients, optionally those whose name contains `search`.
+    pub async fn list(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        search: Option<&str>,
+        page: &PageRequest,
+    ) -> AppResult<Page<Patient>> {
+        member_of(&self.db, viewer, org_id).await?;
+        let search = search
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_lowercase);
+        if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
+            return Err(AppError::bad_input("search", "at most 200 characters"));
+        }
+        db::patients::list(&self.db, org_id, search.as_deref(), page).await
+    }
+
+    /// The patients the viewer is guardian of.
+    pub async fn of_viewer(&self, viewer: &Viewer) -> AppResult<Vec<Patient>> {
+        db::patients::of_guardian(&self.db, viewer.user()?.id).await
+    }
+}
