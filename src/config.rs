@@ -48,6 +48,169 @@ pub struct Config {
     pub log_json: bool,
     /// Video meeting links.
     pub jitsi: JitsiConfig,
+    /// The chat provider.
+    pub chat: ChatConfig,
+}
+
+/// Which chat provider, and its settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChatProviderKind {
+    /// caregraph's own database (the embedded default).
+    Local,
+    /// Stream Chat.
+    Stream,
+    /// Sendbird.
+    Sendbird,
+    /// Ethora.
+    Ethora,
+}
+
+/// Chat settings.
+#[derive(Clone, Debug)]
+pub struct ChatConfig {
+    /// `CAREGRAPH_CHAT_PROVIDER` = `local` (default) | `stream` | `sendbird` | `ethora`.
+    pub provider: ChatProviderKind,
+    /// Stream settings (required when the provider is `stream`).
+    pub stream: Option<StreamConfig>,
+    /// Sendbird settings (required when the provider is `sendbird`).
+    pub sendbird: Option<SendbirdConfig>,
+    /// Ethora settings (required when the provider is `ethora`).
+    pub ethora: Option<EthoraConfig>,
+    /// `CAREGRAPH_CHAT_TOKEN_TTL_SECONDS` (default 3600): lifetime of chat user tokens
+    /// (`STREAM_TOKEN_TTL` is read too, for Stream).
+    pub token_ttl: Duration,
+    /// `CAREGRAPH_PROVIDER_TIMEOUT_SECONDS` (default 10): one provider call's timeout.
+    pub timeout: Duration,
+    /// `CAREGRAPH_PROVIDER_RETRIES` (default 2): retries of a failing call within a request.
+    pub retries: u32,
+}
+
+/// Stream Chat.
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// `STREAM_API_KEY`.
+    pub api_key: String,
+    /// `STREAM_API_SECRET` (secret).
+    pub api_secret: SecretString,
+    /// `STREAM_BASE_URL` (default `https://chat.stream-io-api.com`).
+    pub base_url: String,
+}
+
+/// Sendbird.
+#[derive(Clone, Debug)]
+pub struct SendbirdConfig {
+    /// `SENDBIRD_APP_ID`.
+    pub app_id: String,
+    /// `SENDBIRD_API_TOKEN` (secret).
+    pub api_token: SecretString,
+    /// `SENDBIRD_BASE_URL` (default `https://api-{APP_ID}.sendbird.com`).
+    pub base_url: String,
+}
+
+/// Ethora.
+#[derive(Clone, Debug)]
+pub struct EthoraConfig {
+    /// `ETHORA_CHAT_API_URL`.
+    pub api_url: String,
+    /// `ETHORA_CHAT_APP_ID`.
+    pub app_id: String,
+    /// `ETHORA_CHAT_APP_SECRET` (secret).
+    pub app_secret: SecretString,
+    /// `ETHORA_CONFERENCE_HOST` (default `conference.xmpp.ethoradev.com`): the MUC host of room JIDs.
+    pub conference_host: String,
+    /// `ETHORA_XMPP_SERVICE` (default `wss://xmpp.ethoradev.com:5443/ws`): what client SDKs connect to.
+    pub xmpp_service: String,
+}
+
+fn required(vars: &Vars<'_>, key: &str, provider: &str) -> anyhow::Result<String> {
+    vars.get(key)
+        .ok_or_else(|| anyhow::anyhow!("{key}: required when CAREGRAPH_CHAT_PROVIDER={provider}"))
+}
+
+fn base_url(raw: String, key: &str) -> anyhow::Result<String> {
+    let url = raw.trim().trim_end_matches('/').to_owned();
+    if !(url.starts_with("https://") || url.starts_with("http://")) {
+        bail!("{key}: expected an http(s) URL");
+    }
+    Ok(url)
+}
+
+impl ChatConfig {
+    fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let provider = match vars
+            .get("CAREGRAPH_CHAT_PROVIDER")
+            .map(|p| p.trim().to_lowercase())
+            .as_deref()
+        {
+            None | Some("local") => ChatProviderKind::Local,
+            Some("stream") => ChatProviderKind::Stream,
+            Some("sendbird") => ChatProviderKind::Sendbird,
+            Some("ethora") => ChatProviderKind::Ethora,
+            Some(other) => bail!(
+                "CAREGRAPH_CHAT_PROVIDER: expected local, stream, sendbird or ethora, got {other:?}"
+            ),
+        };
+        let stream = match provider {
+            ChatProviderKind::Stream => Some(StreamConfig {
+                api_key: required(vars, "STREAM_API_KEY", "stream")?,
+                api_secret: SecretString::from(required(vars, "STREAM_API_SECRET", "stream")?),
+                base_url: base_url(
+                    vars.get("STREAM_BASE_URL")
+                        .unwrap_or_else(|| "https://chat.stream-io-api.com".into()),
+                    "STREAM_BASE_URL",
+                )?,
+            }),
+            _ => None,
+        };
+        let sendbird = match provider {
+            ChatProviderKind::Sendbird => {
+                let app_id = required(vars, "SENDBIRD_APP_ID", "sendbird")?;
+                Some(SendbirdConfig {
+                    api_token: SecretString::from(required(
+                        vars,
+                        "SENDBIRD_API_TOKEN",
+                        "sendbird",
+                    )?),
+                    base_url: base_url(
+                        vars.get("SENDBIRD_BASE_URL")
+                            .unwrap_or_else(|| format!("https://api-{app_id}.sendbird.com")),
+                        "SENDBIRD_BASE_URL",
+                    )?,
+                    app_id,
+                })
+            }
+            _ => None,
+        };
+        let ethora = match provider {
+            ChatProviderKind::Ethora => Some(EthoraConfig {
+                api_url: base_url(
+                    required(vars, "ETHORA_CHAT_API_URL", "ethora")?,
+                    "ETHORA_CHAT_API_URL",
+                )?,
+                app_id: required(vars, "ETHORA_CHAT_APP_ID", "ethora")?,
+                app_secret: SecretString::from(required(vars, "ETHORA_CHAT_APP_SECRET", "ethora")?),
+                conference_host: vars
+                    .get("ETHORA_CONFERENCE_HOST")
+                    .unwrap_or_else(|| "conference.xmpp.ethoradev.com".into()),
+                xmpp_service: vars
+                    .get("ETHORA_XMPP_SERVICE")
+                    .unwrap_or_else(|| "wss://xmpp.ethoradev.com:5443/ws".into()),
+            }),
+            _ => None,
+        };
+        let ttl_default = vars.parse("STREAM_TOKEN_TTL", 3600u64)?;
+        Ok(Self {
+            provider,
+            stream,
+            sendbird,
+            ethora,
+            token_ttl: Duration::from_secs(
+                vars.parse("CAREGRAPH_CHAT_TOKEN_TTL_SECONDS", ttl_default)?,
+            ),
+            timeout: vars.seconds("CAREGRAPH_PROVIDER_TIMEOUT_SECONDS", 10)?,
+            retries: vars.parse("CAREGRAPH_PROVIDER_RETRIES", 2)?,
+        })
+    }
 }
 
 /// Jitsi meeting links.
@@ -288,9 +451,12 @@ impl Config {
             bail!("JITSI_ALLOW_EARLY_MINUTES / JITSI_MAX_LATE_MINUTES: minutes between 0 and 1440");
         }
 
+        let chat = ChatConfig::from_vars(vars)?;
+
         Ok(Self {
             env,
             jitsi,
+            chat,
             bind: vars.parse("CAREGRAPH_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             public_url: vars.get("CAREGRAPH_PUBLIC_URL"),
             database,

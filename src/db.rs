@@ -20,7 +20,10 @@ use std::{
 
 use chrono::{DateTime, Utc};
 use migrations::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, sqlx};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, TransactionTrait, sqlx,
+};
 use secrecy::ExposeSecret;
 
 use crate::config::DatabaseConfig;
@@ -83,6 +86,19 @@ pub async fn connect_counted(
         counter.fetch_add(1, Ordering::Relaxed);
     });
     Ok((db, stats))
+}
+
+/// Begins a transaction that may write. On SQLite it takes the write lock at once (like `BEGIN
+/// IMMEDIATE`), waiting for other writers through the busy timeout, so that a transaction which
+/// reads before it writes never fails with "database is locked" when another writer commits
+/// meanwhile. PostgreSQL needs nothing of the kind.
+pub async fn begin(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
+    let txn = db.begin().await?;
+    if txn.get_database_backend() == DatabaseBackend::Sqlite {
+        txn.execute_unprepared("UPDATE write_lock SET id = id WHERE 1 = 0")
+            .await?;
+    }
+    Ok(txn)
 }
 
 /// Applies every pending migration.

@@ -179,3 +179,14 @@ impl From<sea_orm::DbErr> for AppError {
 
 /// The result type of services.
 pub type AppResult<T> = Result<T, AppError>;
+
+/// For command-line tools: an `AppError` as an `anyhow::Error` ("CODE: message", or the internal
+/// cause itself).
+impl From<AppError> for anyhow::Error {
+    fn from(e: AppError) -> Self {
+        match e {
+            AppError::Internal(cause) => cause,
+            other => anyhow::anyhow!("{}: {}", other.code().as_str(), other.message()),
+        }
+    }
+}

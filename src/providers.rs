@@ -1,4 +1,8 @@
-//! The outside world behind traits: video meeting links (Jitsi); chat providers arrive with the
-//! chat features.
+//! The outside world behind traits: chat providers (local, Stream, Sendbird, Ethora) and video
+//! meeting links (Jitsi). Failures are classified at each adapter's edge ([`error`]); every
+//! HTTP adapter goes through one resilient client ([`http`]).
 
+pub mod chat;
+pub mod error;
+pub mod http;
 pub mod meetings;

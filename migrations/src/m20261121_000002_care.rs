@@ -15,6 +15,7 @@ impl MigrationName for Migration {
 #[derive(DeriveIden)]
 enum Memberships {
     Table,
+    SearchId,
     SearchGiven,
     SearchFamily,
     SearchDisplay,
@@ -151,6 +152,12 @@ enum AppointmentSupportStaff {
 }
 
 #[derive(DeriveIden)]
+enum WriteLock {
+    Table,
+    Id,
+}
+
+#[derive(DeriveIden)]
 enum Users {
     Table,
     Id,
@@ -204,6 +211,21 @@ async fn index(
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        // An empty table that SQLite transactions touch first to take the write lock at once
+        // (see `db::begin`).
+        manager
+            .create_table(
+                Table::create()
+                    .table(WriteLock::Table)
+                    .col(
+                        ColumnDef::new(WriteLock::Id)
+                            .integer()
+                            .not_null()
+                            .primary_key(),
+                    )
+                    .to_owned(),
+            )
+            .await?;
         let backend = manager.get_database_backend();
         let postgres = backend == DatabaseBackend::Postgres;
         // Byte-order comparison so that prefix ranges (`>= q AND < q || U+10FFFF`) are exact on
@@ -257,12 +279,14 @@ impl MigrationTrait for Migration {
                  search_text = (SELECT lower(given_name || ' ' || family_name || ' ' || display_name || ' ' || email) FROM users WHERE users.id = memberships.user_id)",
             )
             .await?;
-        for (name, col) in [
-            ("idx_memberships_search_given", "search_given"),
-            ("idx_memberships_search_family", "search_family"),
-        ] {
-            index(manager, name, Memberships::Table, &["org_id", col], false).await?;
-        }
+        index(
+            manager,
+            "idx_memberships_search_family",
+            Memberships::Table,
+            &["org_id", "search_family", "search_display", "user_id"],
+            false,
+        )
+        .await?;
         index(
             manager,
             "idx_memberships_search_display",
@@ -271,14 +295,61 @@ impl MigrationTrait for Migration {
             false,
         )
         .await?;
+        // Substring search, index-backed: a trigram GIN index on PostgreSQL; on SQLite an FTS5
+        // trigram table keyed by `search_id` (a stable integer, unlike SQLite's rowid), kept in
+        // step by triggers.
+        manager
+            .alter_table(
+                Table::alter()
+                    .table(Memberships::Table)
+                    .add_column(
+                        ColumnDef::new(Memberships::SearchId)
+                            .big_integer()
+                            .not_null()
+                            .default(0),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        let conn = manager.get_connection();
         if postgres {
-            let conn = manager.get_connection();
+            conn.execute_unprepared(
+                "UPDATE memberships SET search_id = (random() * 9.2e18)::bigint",
+            )
+            .await?;
+        } else {
+            conn.execute_unprepared("UPDATE memberships SET search_id = rowid")
+                .await?;
+        }
+        index(
+            manager,
+            "uq_memberships_search_id",
+            Memberships::Table,
+            &["search_id"],
+            true,
+        )
+        .await?;
+        if postgres {
             conn.execute_unprepared("CREATE EXTENSION IF NOT EXISTS pg_trgm")
                 .await?;
             conn.execute_unprepared(
                 "CREATE INDEX idx_memberships_search_text ON memberships USING gin (search_text gin_trgm_ops)",
             )
             .await?;
+        } else {
+            for sql in [
+                "CREATE VIRTUAL TABLE member_search USING fts5(search_text, tokenize = 'trigram')",
+                "INSERT INTO member_search (rowid, search_text) SELECT search_id, search_text FROM memberships",
+                "CREATE TRIGGER member_search_insert AFTER INSERT ON memberships BEGIN \
+                 INSERT INTO member_search (rowid, search_text) VALUES (new.search_id, new.search_text); END",
+                "CREATE TRIGGER member_search_delete AFTER DELETE ON memberships BEGIN \
+                 DELETE FROM member_search WHERE rowid = old.search_id; END",
+                "CREATE TRIGGER member_search_update AFTER UPDATE OF search_text, search_id ON memberships BEGIN \
+                 DELETE FROM member_search WHERE rowid = old.search_id; \
+                 INSERT INTO member_search (rowid, search_text) VALUES (new.search_id, new.search_text); END",
+            ] {
+                conn.execute_unprepared(sql).await?;
+            }
         }
 
         manager
@@ -720,6 +791,24 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        if manager.get_database_backend() == DatabaseBackend::Sqlite {
+            for sql in [
+                "DROP TRIGGER IF EXISTS member_search_insert",
+                "DROP TRIGGER IF EXISTS member_search_delete",
+                "DROP TRIGGER IF EXISTS member_search_update",
+                "DROP TABLE IF EXISTS member_search",
+            ] {
+                manager.get_connection().execute_unprepared(sql).await?;
+            }
+        }
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("uq_memberships_search_id")
+                    .table(Memberships::Table)
+                    .to_owned(),
+            )
+            .await?;
         for table in [
             AppointmentSupportStaff::Table.into_iden(),
             Appointments::Table.into_iden(),
@@ -732,12 +821,14 @@ impl MigrationTrait for Migration {
             ComplianceGroups::Table.into_iden(),
             Guardians::Table.into_iden(),
             Patients::Table.into_iden(),
+            WriteLock::Table.into_iden(),
         ] {
             manager
                 .drop_table(Table::drop().table(table).to_owned())
                 .await?;
         }
         for col in [
+            Memberships::SearchId,
             Memberships::SearchGiven,
             Memberships::SearchFamily,
             Memberships::SearchDisplay,

@@ -83,9 +83,9 @@ pub async fn find(db: &impl ConnectionTrait, id: ConsentId) -> AppResult<Option<
 }
 
 /// Marks a consent revoked (once; a second revocation keeps the first time).
-pub async fn revoke(db: &impl ConnectionTrait, id: ConsentId) -> AppResult<()> {
+pub async fn revoke(db: &impl ConnectionTrait, id: ConsentId, at: DateTime<Utc>) -> AppResult<()> {
     consent::Entity::update_many()
-        .col_expr(consent::Column::RevokedAt, Expr::value(Utc::now()))
+        .col_expr(consent::Column::RevokedAt, Expr::value(at))
         .filter(consent::Column::Id.eq(id.as_string()))
         .filter(consent::Column::RevokedAt.is_null())
         .exec(db)

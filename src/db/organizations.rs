@@ -127,16 +127,15 @@ pub async fn update(
     Ok(())
 }
 
-/// Inserts a membership.
-pub async fn insert_membership(
-    db: &impl ConnectionTrait,
+/// The row of a new, active membership, with its search columns filled from the user.
+pub fn membership_row(
     org_id: OrgId,
     user: &User,
     role: OrgRole,
     title: Option<String>,
-) -> AppResult<Membership> {
+) -> membership::ActiveModel {
     let (given, family, display, text) = search_fields(user);
-    let model = membership::ActiveModel {
+    membership::ActiveModel {
         org_id: Set(org_id.as_string()),
         user_id: Set(user.id.as_string()),
         role: Set(role.as_str().to_owned()),
@@ -147,9 +146,20 @@ pub async fn insert_membership(
         search_family: Set(family),
         search_display: Set(display),
         search_text: Set(text),
-    };
+        search_id: Set(rand::random::<i64>() & i64::MAX),
+    }
+}
+
+/// Inserts a membership.
+pub async fn insert_membership(
+    db: &impl ConnectionTrait,
+    org_id: OrgId,
+    user: &User,
+    role: OrgRole,
+    title: Option<String>,
+) -> AppResult<Membership> {
     membership_to_domain(
-        membership::Entity::insert(model)
+        membership::Entity::insert(membership_row(org_id, user, role, title))
             .exec_with_returning(db)
             .await?,
     )
@@ -269,9 +279,15 @@ pub async fn list_members(
     Ok(Page::from_fetched(rows, page, total))
 }
 
-/// Active members (but `exclude`) whose given, family or display name starts with `query`
-/// (already trimmed and lowercased), then, to fill `limit`, those whose names or email contain
-/// it; each group ordered by display name. Every condition is a bound value: the query is data.
+/// Typeahead over active members but `exclude`, for `query` (already trimmed and lowercased),
+/// in three index-backed phases until `limit` is filled:
+///
+/// 1. full names (`given family`, so also given names) starting with `query`, by name;
+/// 2. family names starting with it, by family name then name;
+/// 3. names or email containing it, by name.
+///
+/// Each phase is one range or index lookup with a `LIMIT`, so a large organisation costs no
+/// more than a small one. Every condition is a bound value: the query is data.
 pub async fn search_members(
     db: &impl ConnectionTrait,
     org_id: OrgId,
@@ -285,33 +301,41 @@ pub async fn search_members(
             .add(col.gte(query))
             .add(col.lt(end.as_str()))
     };
-    let prefix = Condition::any()
-        .add(in_range(membership::Column::SearchGiven))
-        .add(in_range(membership::Column::SearchFamily))
-        .add(in_range(membership::Column::SearchDisplay));
     let scope = Condition::all()
         .add(membership::Column::OrgId.eq(org_id.as_string()))
         .add(membership::Column::Active.eq(true))
         .add(membership::Column::UserId.ne(exclude.as_string()));
+    let by_name = in_range(membership::Column::SearchDisplay);
+    let by_family = in_range(membership::Column::SearchFamily);
     let mut found = membership::Entity::find()
-        .filter(scope.clone().add(prefix.clone()))
+        .filter(scope.clone().add(by_name.clone()))
         .order_by_asc(membership::Column::SearchDisplay)
         .order_by_asc(membership::Column::UserId)
         .limit(limit)
         .all(db)
         .await?;
-    let missing = limit.saturating_sub(found.len() as u64);
+    let mut missing = limit.saturating_sub(found.len() as u64);
     if missing > 0 {
-        let pattern = format!("%{}%", escape_like(query));
         let more = membership::Entity::find()
             .filter(
                 scope
-                    .add(
-                        Expr::col(membership::Column::SearchText)
-                            .like(LikeExpr::new(pattern).escape('\\')),
-                    )
-                    .add(prefix.not()),
+                    .clone()
+                    .add(by_family.clone())
+                    .add(by_name.clone().not()),
             )
+            .order_by_asc(membership::Column::SearchFamily)
+            .order_by_asc(membership::Column::SearchDisplay)
+            .order_by_asc(membership::Column::UserId)
+            .limit(missing)
+            .all(db)
+            .await?;
+        found.extend(more);
+        missing = limit.saturating_sub(found.len() as u64);
+    }
+    if missing > 0 {
+        let prefixes = Condition::any().add(by_name).add(by_family);
+        let more = membership::Entity::find()
+            .filter(scope.add(substring(db, query)).add(prefixes.not()))
             .order_by_asc(membership::Column::SearchDisplay)
             .order_by_asc(membership::Column::UserId)
             .limit(missing)
@@ -320,6 +344,24 @@ pub async fn search_members(
         found.extend(more);
     }
     found.into_iter().map(membership_to_domain).collect()
+}
+
+/// Members whose names or email contain `query`. On SQLite a query of three or more characters
+/// goes through the FTS5 trigram index as one quoted phrase (a quote inside is doubled); on
+/// PostgreSQL `LIKE` uses the trigram index. Shorter queries scan the organisation's rows.
+fn substring(db: &impl ConnectionTrait, query: &str) -> Condition {
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite && query.chars().count() >= 3 {
+        let phrase = format!("\"{}\"", query.replace('"', "\"\""));
+        Condition::all().add(Expr::cust_with_values(
+            r#""memberships"."search_id" IN (SELECT rowid FROM member_search WHERE member_search MATCH ?)"#,
+            [phrase],
+        ))
+    } else {
+        let pattern = format!("%{}%", escape_like(query));
+        Condition::all().add(
+            Expr::col(membership::Column::SearchText).like(LikeExpr::new(pattern).escape('\\')),
+        )
+    }
 }
 
 /// Escapes `%`, `_` and `\` so that they match themselves in a `LIKE … ESCAPE '\'` pattern.

@@ -265,3 +265,20 @@ pub async fn guardians_of(
         .map(guardian_to_domain)
         .collect()
 }
+
+/// The guardian links of many users (for loaders).
+pub async fn guardianships_of(
+    db: &impl ConnectionTrait,
+    users: &[UserId],
+) -> AppResult<Vec<Guardian>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    guardian::Entity::find()
+        .filter(guardian::Column::UserId.is_in(users.iter().map(UserId::as_string)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(guardian_to_domain)
+        .collect()
+}

@@ -35,22 +35,37 @@ pub struct NewUser {
     pub password_hash: Option<String>,
 }
 
-/// Inserts a user.
-pub async fn insert(db: &impl ConnectionTrait, new: NewUser) -> AppResult<User> {
+/// The row of a new user, and the user it stores.
+pub fn user_row(new: NewUser) -> (user::ActiveModel, User) {
     let display = crate::domain::people::display_name(&new.given_name, &new.family_name);
-    let model = user::ActiveModel {
-        id: Set(UserId::new().as_string()),
-        email: Set(new.email.as_str().to_owned()),
+    let domain = User {
+        id: UserId::new(),
+        email: new.email.as_str().to_owned(),
+        external_id: None,
+        given_name: new.given_name,
+        family_name: new.family_name,
+        display_name: display,
+        avatar_url: None,
+        created_at: Utc::now(),
+    };
+    let row = user::ActiveModel {
+        id: Set(domain.id.as_string()),
+        email: Set(domain.email.clone()),
         external_id: Set(None),
-        given_name: Set(new.given_name),
-        family_name: Set(new.family_name),
-        display_name: Set(display),
+        given_name: Set(domain.given_name.clone()),
+        family_name: Set(domain.family_name.clone()),
+        display_name: Set(domain.display_name.clone()),
         avatar_url: Set(None),
         password_hash: Set(new.password_hash),
-        created_at: Set(Utc::now()),
+        created_at: Set(domain.created_at),
     };
-    let inserted = user::Entity::insert(model).exec_with_returning(db).await?;
-    to_domain(inserted)
+    (row, domain)
+}
+
+/// Inserts a user.
+pub async fn insert(db: &impl ConnectionTrait, new: NewUser) -> AppResult<User> {
+    let (row, _) = user_row(new);
+    to_domain(user::Entity::insert(row).exec_with_returning(db).await?)
 }
 
 /// Finds a user by id.

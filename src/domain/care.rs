@@ -338,6 +338,13 @@ pub struct Appointment {
     pub room_name: Option<String>,
 }
 
+/// Cuts a client's time to microseconds, the precision both databases store, so that what a
+/// mutation returns equals what a later read returns.
+pub fn stored_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    t.trunc_subsecs(6)
+}
+
 /// Validates an appointment length.
 pub fn duration(minutes: i32) -> AppResult<Duration> {
     if !(5..=480).contains(&minutes) {

@@ -7,7 +7,7 @@ use super::{
     context::{loader, services, viewer},
     enums::{AppointmentStatus, MeetingState, SessionType},
     errors::GqlResult,
-    loaders::{GuardiansOf, MembershipsOf, SupportStaffOf},
+    loaders::{GuardianshipsOf, MembershipsOf, SupportStaffOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     patients::{Patient, org_of, parse_ids, patient_of, user_of},
@@ -44,15 +44,11 @@ impl Appointment {
     }
     /// Support staff.
     async fn support_staff(&self, ctx: &Context<'_>) -> GqlResult<Vec<User>> {
-        let ids = loader(ctx)
+        let users = loader(ctx)
             .load_one(SupportStaffOf(self.0.id))
             .await?
             .unwrap_or_default();
-        let users = loader(ctx).load_many(ids.iter().copied()).await?;
-        Ok(ids
-            .iter()
-            .filter_map(|id| users.get(id).cloned().map(User))
-            .collect())
+        Ok(users.into_iter().map(User).collect())
     }
     /// Start.
     async fn starts_at(&self) -> DateTime<Utc> {
@@ -94,18 +90,22 @@ impl Appointment {
         }
         let viewer = viewer(ctx);
         let me = viewer.user()?.id;
-        let (support, guardians, memberships) = futures_util::try_join!(
+        // Only per-viewer and per-row keys that the list itself triggers, so that every loader
+        // runs once per page (the viewer's own guardian links stand in for the patient's).
+        let (support, guardianships, memberships) = futures_util::try_join!(
             loader(ctx).load_one(SupportStaffOf(self.0.id)),
-            loader(ctx).load_one(GuardiansOf(self.0.patient_id)),
+            loader(ctx).load_one(GuardianshipsOf(me)),
             loader(ctx).load_one(MembershipsOf(me)),
         )?;
+        let support: Vec<UserId> = support.unwrap_or_default().iter().map(|u| u.id).collect();
+        let guardians = guardianships.unwrap_or_default();
         let view = services(ctx)
             .appointments
             .meeting(
                 viewer,
                 &self.0,
-                &support.unwrap_or_default(),
-                &guardians.unwrap_or_default(),
+                &support,
+                &guardians,
                 &memberships.unwrap_or_default(),
             )
             .await?;

@@ -59,6 +59,8 @@ of_key! {
     SupportStaffOf(AppointmentId);
     /// The memberships of a user.
     MembershipsOf(UserId);
+    /// The guardian links of a user (the patients they are guardian of).
+    GuardianshipsOf(UserId);
 }
 
 /// Implements `Loader<K>` by calling one batch lookup.
@@ -92,10 +94,11 @@ loader!(UserId => User, |s, keys| s.lookups.users(keys).await?);
 loader!(OrgId => Organization, |s, keys| s.lookups.organizations(keys).await?);
 loader!(PatientId => Patient, |s, keys| s.lookups.patients(keys).await?);
 loader!(ComplianceGroupId => ComplianceGroup, |s, keys| s.lookups.compliance_groups(keys).await?);
-loader!(of GuardiansOf(PatientId) => Vec<Guardian>, guardians);
+loader!(of GuardiansOf(PatientId) => Vec<(Guardian, User)>, guardians);
 loader!(of ConsentsOf(PatientId) => Vec<Consent>, consents);
 loader!(of CareTeamsOf(PatientId) => Vec<CareTeam>, care_teams);
 loader!(of MembersOf(CareTeamId) => Vec<CareTeamMember>, care_team_members);
 loader!(of ParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
-loader!(of SupportStaffOf(AppointmentId) => Vec<UserId>, support_staff);
+loader!(of SupportStaffOf(AppointmentId) => Vec<User>, support_staff);
 loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);
+loader!(of GuardianshipsOf(UserId) => Vec<Guardian>, guardianships);

@@ -197,8 +197,9 @@ impl OrganizationQuery {
         org_id: ID,
         first: Option<i32>,
         after: Option<String>,
-        #[graphql(default)] include_inactive: bool,
+        #[graphql(default_with = "Some(false)")] include_inactive: Option<bool>,
     ) -> GqlResult<Conn<Colleague>> {
+        let include_inactive = include_inactive.unwrap_or(false);
         let org = OrgId::parse(&org_id, "orgId")?;
         let request = pagination::request(first, after)?;
         let has_previous = request.after.is_some();
@@ -209,15 +210,15 @@ impl OrganizationQuery {
         Ok(pagination::connection(page, has_previous, Colleague))
     }
 
-    /// Typeahead over active colleagues' names and email (at least 2 characters; limit 1 to 50,
-    /// default 10). Name prefixes rank first; the caller is left out; the query is matched as
-    /// plain text.
+    /// Typeahead over active colleagues (at least 2 characters; limit 1 to 50, default 10):
+    /// full names starting with the text first, then family names starting with it, then names
+    /// or email containing it. The caller is left out; the query is matched as plain text.
     async fn search_colleagues(
         &self,
         ctx: &Context<'_>,
         org_id: ID,
         query: String,
-        limit: Option<i32>,
+        #[graphql(default_with = "Some(10)")] limit: Option<i32>,
     ) -> GqlResult<Vec<Colleague>> {
         let org = OrgId::parse(&org_id, "orgId")?;
         let found = services(ctx)

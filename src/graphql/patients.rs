@@ -94,7 +94,7 @@ impl Patient {
             .load_one(GuardiansOf(self.0.id))
             .await?
             .unwrap_or_default();
-        Ok(list.into_iter().map(Guardian).collect())
+        Ok(list.into_iter().map(|(g, u)| Guardian(g, u)).collect())
     }
     /// Care teams.
     async fn care_teams(&self, ctx: &Context<'_>) -> GqlResult<Vec<CareTeam>> {
@@ -114,14 +114,14 @@ impl Patient {
     }
 }
 
-/// A guardian of a patient.
-pub struct Guardian(pub domain::care::Guardian);
+/// A guardian of a patient, with their user.
+pub struct Guardian(pub domain::care::Guardian, pub domain::User);
 
 #[Object]
 impl Guardian {
     /// The guardian.
-    async fn user(&self, ctx: &Context<'_>) -> GqlResult<User> {
-        user_of(ctx, self.0.user_id).await
+    async fn user(&self) -> User {
+        User(self.1.clone())
     }
     /// How they relate to the patient.
     async fn relationship(&self) -> GuardianRelationship {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use super::{access::member_of, consent};
 use crate::{
@@ -221,14 +221,15 @@ impl AppointmentService {
             ));
         }
         let id = AppointmentId::new();
+        let starts_at = care::stored_precision(input.starts_at);
         let appointment = Appointment {
             id,
             org_id,
             patient_id: patient.id,
             client_id: input.client_id,
             practitioner_id: input.practitioner_id,
-            starts_at: input.starts_at,
-            ends_at: input.starts_at + length,
+            starts_at,
+            ends_at: starts_at + length,
             duration_minutes: input.duration_minutes,
             session_type: input.session_type,
             status,
@@ -238,7 +239,7 @@ impl AppointmentService {
             room_name: (input.session_type == SessionType::Teleconference)
                 .then(|| self.meetings.room_name(id)),
         };
-        let txn = self.db.begin().await?;
+        let txn = db::begin(&self.db).await?;
         db::appointments::insert(&txn, &appointment, &support).await?;
         txn.commit().await?;
         Ok(appointment)
@@ -283,6 +284,7 @@ impl AppointmentService {
                 "must not be more than a day in the past",
             ));
         }
+        let starts_at = care::stored_precision(starts_at);
         appointment.starts_at = starts_at;
         appointment.ends_at = starts_at + length;
         appointment.duration_minutes = duration_minutes;

@@ -90,7 +90,7 @@ impl CareTeamService {
                 member_org_id: org,
             });
         }
-        let txn = sea_orm::TransactionTrait::begin(&self.db).await?;
+        let txn = db::begin(&self.db).await?;
         let team = db::care_teams::insert(&txn, patient.id, patient.org_id, name).await?;
         for mut m in planned {
             m.care_team_id = team.id;
@@ -159,6 +159,7 @@ impl CareTeamService {
     }
 
     async fn staff_team(&self, viewer: &Viewer, id: CareTeamId) -> AppResult<(CareTeam, Patient)> {
+        viewer.user()?;
         let team = db::care_teams::find(&self.db, id)
             .await?
             .ok_or(AppError::NotFound("care team"))?;
@@ -256,6 +257,7 @@ impl CareTeamService {
     /// A care team: staff of the patient's organisation, the patient's guardians, and the team's
     /// own members may read it.
     pub async fn team(&self, viewer: &Viewer, id: CareTeamId) -> AppResult<CareTeam> {
+        viewer.user()?;
         let team = db::care_teams::find(&self.db, id)
             .await?
             .ok_or(AppError::NotFound("care team"))?;

@@ -1,7 +1,7 @@
 //! Cases (claims, encounters): create-or-get on `(orgId, reference)`, participants, close.
 //! Staff of the organisation manage cases; participants may read their own.
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use super::access::member_of;
 use crate::{
@@ -44,14 +44,15 @@ impl CaseService {
     }
 
     /// Checks participants: ADMIN and PRACTITIONER must be active members; PATIENT any user.
+    /// `field` names the input field of the i-th participant.
     async fn check_participants(
         &self,
         org: OrgId,
         list: &[(UserId, CaseRole)],
-        field: &str,
+        field: impl Fn(usize) -> String,
     ) -> AppResult<()> {
         for (i, (user, role)) in list.iter().enumerate() {
-            let field = format!("{field}.{i}.userId");
+            let field = field(i);
             match role {
                 CaseRole::Admin | CaseRole::Practitioner => {
                     match db::organizations::find_membership(&self.db, org, *user).await? {
@@ -96,9 +97,11 @@ impl CaseService {
                 }
             }
         }
-        self.check_participants(org_id, &input.participants, "input.participants")
-            .await?;
-        let txn = self.db.begin().await?;
+        self.check_participants(org_id, &input.participants, |i| {
+            format!("input.participants.{i}.userId")
+        })
+        .await?;
+        let txn = db::begin(&self.db).await?;
         let (case, created) = match db::cases::find_by_reference(&txn, org_id, &reference).await? {
             Some(existing) => (existing, false),
             None => {
@@ -135,6 +138,15 @@ impl CaseService {
             .into_iter()
             .map(|p| p.user_id)
             .collect();
+        let missing = input
+            .participants
+            .iter()
+            .any(|(user, _)| !present.contains(user));
+        if missing && case.status == CaseStatus::Closed {
+            return Err(AppError::Conflict(
+                "the case is closed; it takes no new participants".into(),
+            ));
+        }
         for (user, role) in &input.participants {
             if !present.contains(user) {
                 db::cases::upsert_participant(
@@ -153,6 +165,7 @@ impl CaseService {
     }
 
     async fn staff_case(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
+        viewer.user()?;
         let case = db::cases::find(&self.db, id)
             .await?
             .ok_or(AppError::NotFound("case"))?;
@@ -177,7 +190,7 @@ impl CaseService {
         if case.status == CaseStatus::Closed {
             return Err(AppError::Conflict("the case is closed".into()));
         }
-        self.check_participants(case.org_id, &[(user, role)], "input")
+        self.check_participants(case.org_id, &[(user, role)], |_| "input.userId".into())
             .await?;
         db::cases::upsert_participant(
             &self.db,

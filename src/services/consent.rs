@@ -6,7 +6,7 @@
 //! directly or through a compliance group; otherwise `CONSENT_REQUIRED`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::access::{PatientReader, manager_of, patient_reader};
 use crate::{
@@ -165,7 +165,7 @@ impl ConsentService {
                 scope: input.scope,
                 granted_to: input.granted_to,
                 compliance_group: input.compliance_group,
-                expires_at: input.expires_at,
+                expires_at: input.expires_at.map(crate::domain::care::stored_precision),
                 recorded_by: by,
             },
         )
@@ -174,6 +174,7 @@ impl ConsentService {
 
     /// Revokes a consent (revoking twice keeps the first time).
     pub async fn revoke(&self, viewer: &Viewer, consent_id: ConsentId) -> AppResult<Consent> {
+        viewer.user()?;
         let consent = db::consents::find(&self.db, consent_id)
             .await?
             .ok_or(AppError::NotFound("consent"))?;
@@ -183,7 +184,7 @@ impl ConsentService {
                 AppError::NotFound(_) => AppError::NotFound("consent"),
                 other => other,
             })?;
-        db::consents::revoke(&self.db, consent_id).await?;
+        db::consents::revoke(&self.db, consent_id, self.clock.now()).await?;
         db::consents::find(&self.db, consent_id)
             .await?
             .ok_or(AppError::NotFound("consent"))
@@ -211,7 +212,7 @@ impl ConsentService {
                 "a compliance group joins at least one other organization",
             ));
         }
-        let txn = self.db.begin().await?;
+        let txn = db::begin(&self.db).await?;
         let found = db::organizations::find_many(&txn, &orgs).await?;
         if found.len() != orgs.len() {
             return Err(AppError::bad_input(

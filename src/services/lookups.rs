@@ -69,16 +69,20 @@ impl Lookups {
             .collect())
     }
 
-    /// Guardians of patients.
+    /// Guardians of patients, each with their user, so that a page never waits on a later
+    /// wave of user lookups (keeping the statements per page constant).
     pub async fn guardians(
         &self,
         ids: &[PatientId],
-    ) -> AppResult<HashMap<PatientId, Vec<Guardian>>> {
-        Ok(group(
-            ids,
-            db::patients::guardians_of(&self.db, ids).await?,
-            |g| g.patient_id,
-        ))
+    ) -> AppResult<HashMap<PatientId, Vec<(Guardian, User)>>> {
+        let guardians = db::patients::guardians_of(&self.db, ids).await?;
+        let user_ids: Vec<UserId> = guardians.iter().map(|g| g.user_id).collect();
+        let users = self.users(&user_ids).await?;
+        let pairs = guardians
+            .into_iter()
+            .filter_map(|g| users.get(&g.user_id).cloned().map(|u| (g, u)))
+            .collect();
+        Ok(group(ids, pairs, |(g, _)| g.patient_id))
     }
 
     /// Consents of patients.
@@ -126,18 +130,31 @@ impl Lookups {
         ))
     }
 
-    /// Support staff of appointments.
+    /// Support staff of appointments, with their users.
     pub async fn support_staff(
         &self,
         ids: &[AppointmentId],
-    ) -> AppResult<HashMap<AppointmentId, Vec<UserId>>> {
+    ) -> AppResult<HashMap<AppointmentId, Vec<User>>> {
         let rows = db::appointments::support_staff_of(&self.db, ids).await?;
-        let mut map: HashMap<AppointmentId, Vec<UserId>> =
+        let user_ids: Vec<UserId> = rows.iter().map(|(_, u)| *u).collect();
+        let users = self.users(&user_ids).await?;
+        let mut map: HashMap<AppointmentId, Vec<User>> =
             ids.iter().map(|k| (*k, Vec::new())).collect();
         for (a, u) in rows {
-            map.entry(a).or_default().push(u);
+            if let Some(user) = users.get(&u) {
+                map.entry(a).or_default().push(user.clone());
+            }
         }
         Ok(map)
+    }
+
+    /// The guardian links of users (which patients each is guardian of).
+    pub async fn guardianships(&self, ids: &[UserId]) -> AppResult<HashMap<UserId, Vec<Guardian>>> {
+        Ok(group(
+            ids,
+            db::patients::guardianships_of(&self.db, ids).await?,
+            |g| g.user_id,
+        ))
     }
 
     /// Memberships of users.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, TransactionTrait};
+use sea_orm::DatabaseConnection;
 
 use super::access::{ManagerOf, manager_of, member_of};
 use crate::{
@@ -126,7 +126,7 @@ impl OrganizationService {
             }
             None => None,
         };
-        let txn = self.db.begin().await?;
+        let txn = db::begin(&self.db).await?;
         let user = match db::users::find_by_email(&txn, &email).await? {
             Some((user, _)) => user,
             None => {
@@ -167,7 +167,7 @@ impl OrganizationService {
         change: MemberChange,
     ) -> AppResult<Membership> {
         let (_, manager) = manager_of(&self.db, viewer, org_id).await?;
-        let txn = self.db.begin().await?;
+        let txn = db::begin(&self.db).await?;
         let mut member = db::organizations::find_membership(&txn, org_id, user_id)
             .await?
             .ok_or(AppError::NotFound("member"))?;
@@ -256,7 +256,7 @@ pub async fn create_with_owner(
     slug: &Slug,
     owner: &User,
 ) -> AppResult<Organization> {
-    let txn = db.begin().await?;
+    let txn = db::begin(db).await?;
     if db::organizations::slug_taken(&txn, slug).await? {
         return Err(AppError::Conflict(format!(
             "the slug {:?} is taken",

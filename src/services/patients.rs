@@ -2,7 +2,7 @@
 //! reads their own patients; anyone else learns nothing (`NOT_FOUND`).
 
 use chrono::NaiveDate;
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::access::{member_of, patient_reader, patient_staff};
 use crate::{
@@ -119,7 +119,7 @@ impl PatientService {
         let name = required_text(&input.name, "input.name", 200)?;
         let species = optional_text(input.species.as_deref(), "input.species", 100)?;
         check_birth(input.date_of_birth)?;
-        let txn = self.db.begin().await?;
+        let txn = db::begin(&self.db).await?;
         let patient = db::patients::insert(
             &txn,
             org_id,
@@ -183,7 +183,7 @@ impl PatientService {
         g: GuardianInput,
     ) -> AppResult<Patient> {
         let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
-        let txn = self.db.begin().await?;
+        let txn = db::begin(&self.db).await?;
         let user =
             find_or_create_user(&txn, &g.email, &g.given_name, &g.family_name, "input").await?;
         db::patients::upsert_guardian(

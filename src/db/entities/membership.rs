@@ -28,6 +28,8 @@ pub struct Model {
     pub search_display: String,
     /// Lowercased names and email (typeahead substring search).
     pub search_text: String,
+    /// A stable integer key of the substring index (SQLite's FTS5 table).
+    pub search_id: i64,
 }
 
 /// No relations are navigated through the ORM; repositories join explicitly.

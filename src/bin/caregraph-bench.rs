@@ -1,0 +1,334 @@
+//! Benchmarks that print figures: `search` seeds one organisation with many members and times
+//! `searchColleagues` through the service layer, on SQLite and (given a URL) PostgreSQL.
+//!
+//! `cargo run --release --bin caregraph-bench -- search --members 100000 [--postgres URL]`
+
+use std::{sync::Arc, time::Instant};
+
+use anyhow::Context;
+use caregraph::{
+    auth::{Authenticator, Viewer},
+    clock::SystemClock,
+    config::{Config, Vars},
+    db::{
+        self,
+        entities::{membership, user},
+        users::NewUser,
+    },
+    domain::{Email, OrgRole, Slug},
+    providers::meetings::jitsi::Jitsi,
+    services::{Parts, Services, organizations::create_with_owner},
+};
+use clap::{Parser, Subcommand};
+use sea_orm::{ConnectionTrait, EntityTrait};
+
+/// caregraph benchmarks.
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Colleague typeahead over one large organisation.
+    Search {
+        /// Members to seed.
+        #[arg(long, default_value_t = 100_000)]
+        members: usize,
+        /// Searches per query (after 20 warm-up runs).
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+        /// Also run on this PostgreSQL server (a fresh database is created and dropped).
+        #[arg(long, env = "CAREGRAPH_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
+    },
+}
+
+const GIVEN: &[&str] = &[
+    "James",
+    "Mary",
+    "John",
+    "Patricia",
+    "Robert",
+    "Jennifer",
+    "Michael",
+    "Linda",
+    "William",
+    "Elizabeth",
+    "David",
+    "Barbara",
+    "Richard",
+    "Susan",
+    "Joseph",
+    "Jessica",
+    "Thomas",
+    "Sarah",
+    "Charles",
+    "Karen",
+    "Christopher",
+    "Nancy",
+    "Daniel",
+    "Lisa",
+    "Matthew",
+    "Margaret",
+    "Anthony",
+    "Betty",
+    "Mark",
+    "Sandra",
+    "Donald",
+    "Ashley",
+    "Steven",
+    "Dorothy",
+    "Paul",
+    "Kimberly",
+    "Andrew",
+    "Emily",
+    "Joshua",
+    "Donna",
+    "Amara",
+    "Tomás",
+    "Priya",
+    "Olivia",
+    "Noah",
+    "Chen",
+    "Fatima",
+    "Mateo",
+    "Aisha",
+    "Lars",
+];
+const FAMILY: &[&str] = &[
+    "Smith",
+    "Johnson",
+    "Williams",
+    "Brown",
+    "Jones",
+    "Garcia",
+    "Miller",
+    "Davis",
+    "Rodriguez",
+    "Martinez",
+    "Hernandez",
+    "Lopez",
+    "Gonzalez",
+    "Wilson",
+    "Anderson",
+    "Thomas",
+    "Taylor",
+    "Moore",
+    "Jackson",
+    "Martin",
+    "Lee",
+    "Perez",
+    "Thompson",
+    "White",
+    "Harris",
+    "Sanchez",
+    "Clark",
+    "Ramirez",
+    "Lewis",
+    "Robinson",
+    "Walker",
+    "Young",
+    "Allen",
+    "King",
+    "Wright",
+    "Scott",
+    "Torres",
+    "Nguyen",
+    "Hill",
+    "Flores",
+    "Okafor",
+    "Lindqvist",
+    "Shah",
+    "Hart",
+    "Kim",
+    "Patel",
+    "Morgan",
+    "Rivera",
+    "Chen",
+    "Novak",
+];
+
+/// Small deterministic generator (xorshift), so every run seeds the same names.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as usize
+    }
+}
+
+fn config(url: &str) -> anyhow::Result<Config> {
+    let url = url.to_owned();
+    Config::from_vars(&Vars::new(move |k| match k {
+        "CAREGRAPH_DATABASE_URL" => Some(url.clone()),
+        "CAREGRAPH_DEMO" => Some("false".into()),
+        _ => None,
+    }))
+}
+
+async fn run(label: &str, url: &str, members: usize, runs: usize) -> anyhow::Result<()> {
+    let config = Arc::new(config(url)?);
+    let (conn, stats) = db::connect_counted(&config.database).await?;
+    db::migrate(&conn).await?;
+    let started = Instant::now();
+    let owner = db::users::insert(
+        &conn,
+        NewUser {
+            email: Email::parse("bench.owner@example.org", "email")?,
+            given_name: "Bench".into(),
+            family_name: "Owner".into(),
+            password_hash: None,
+        },
+    )
+    .await?;
+    let org = create_with_owner(
+        &conn,
+        "Bench Clinic".into(),
+        &Slug::parse("bench-clinic", "slug")?,
+        &owner,
+    )
+    .await?;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let batch = 1000;
+    for start in (0..members).step_by(batch) {
+        let txn = db::begin(&conn).await?;
+        let mut users = Vec::with_capacity(batch);
+        let mut rows = Vec::with_capacity(batch);
+        for i in start..(start + batch).min(members) {
+            let given = GIVEN[rng.next() % GIVEN.len()];
+            let family = FAMILY[rng.next() % FAMILY.len()];
+            let (row, u) = db::users::user_row(NewUser {
+                email: Email::parse(
+                    &format!(
+                        "{}.{}.{i}@bench.example",
+                        given.to_lowercase(),
+                        family.to_lowercase()
+                    ),
+                    "email",
+                )?,
+                given_name: given.into(),
+                family_name: family.into(),
+                password_hash: None,
+            });
+            rows.push(db::organizations::membership_row(
+                org.id,
+                &u,
+                OrgRole::Staff,
+                None,
+            ));
+            users.push(row);
+        }
+        user::Entity::insert_many(users).exec(&txn).await?;
+        membership::Entity::insert_many(rows).exec(&txn).await?;
+        txn.commit().await?;
+        if (start / batch) % 20 == 0 {
+            eprintln!(
+                "[{label}] seeded {} / {members} members",
+                (start + batch).min(members)
+            );
+        }
+    }
+    // Fresh statistics, as a production database would have.
+    conn.execute_unprepared("ANALYZE").await?;
+    eprintln!(
+        "[{label}] seeded {members} members in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let http = reqwest::Client::new();
+    let auth = Authenticator::new(&config.auth, conn.clone(), http);
+    let meetings = Arc::new(Jitsi::new(
+        &config.jitsi,
+        secrecy::SecretString::from("bench"),
+    ));
+    let services = Services::new(Parts {
+        config: config.clone(),
+        db: conn.clone(),
+        stats,
+        auth,
+        clock: Arc::new(SystemClock),
+        meetings,
+    });
+    let viewer = Viewer::signed_in(owner, chrono::Utc::now() + chrono::Duration::hours(1), None);
+    println!(
+        "{label}: {members} members, {runs} searches per query (limit 10), through the service layer"
+    );
+    println!(
+        "{:<10} {:>9} {:>9} {:>9} {:>8}",
+        "query", "p50 ms", "p99 ms", "max ms", "results"
+    );
+    for query in [
+        "ma", "sa", "joh", "smi", "will", "ok", "lindq", "arr", "son.", "zzz",
+    ] {
+        let mut found = 0;
+        for _ in 0..20 {
+            found = services
+                .organizations
+                .search_colleagues(&viewer, org.id, query, None)
+                .await?
+                .len();
+        }
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            let t = Instant::now();
+            let r = services
+                .organizations
+                .search_colleagues(&viewer, org.id, query, None)
+                .await?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            found = r.len();
+        }
+        times.sort_by(f64::total_cmp);
+        let pct = |p: f64| times[((times.len() - 1) as f64 * p).round() as usize];
+        println!(
+            "{query:<10} {:>9.2} {:>9.2} {:>9.2} {found:>8}",
+            pct(0.5),
+            pct(0.99),
+            pct(1.0)
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.bench {
+        Bench::Search {
+            members,
+            runs,
+            postgres,
+        } => {
+            let dir = tempfile_dir()?;
+            let sqlite = format!("sqlite://{}/bench.db?mode=rwc", dir.display());
+            run("sqlite", &sqlite, members, runs).await?;
+            let _ = std::fs::remove_dir_all(&dir);
+            if let Some(admin) = postgres {
+                let name = format!("cg_bench_{}", uuid::Uuid::new_v4().simple());
+                let conn = sea_orm::Database::connect(&admin)
+                    .await
+                    .context("connect to PostgreSQL")?;
+                conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                let result = run("postgres", &format!("{base}/{name}"), members, runs).await;
+                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+                result?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+    let dir =
+        std::env::temp_dir().join(format!("caregraph-bench-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

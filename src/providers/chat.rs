@@ -1,0 +1,207 @@
+//! The chat provider behind one object-safe trait, [`ChatProvider`], with four adapters: `local`
+//! (caregraph's own database, the embedded default), Stream, Sendbird and Ethora.
+//!
+//! Every method is batch-friendly (many users in one call, many channels read in one call) and
+//! idempotent where the outbox may repeat it: creating an existing channel, adding a member who
+//! is in, deleting what is gone, and posting a system message whose id was used all succeed.
+
+pub mod ethora;
+pub mod local;
+pub mod sendbird;
+pub mod stream;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+pub use super::error::ProviderError;
+
+/// A person as the chat provider knows them (the id is caregraph's user id).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatUser {
+    /// caregraph's user id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// Avatar URL.
+    pub image: Option<String>,
+}
+
+/// Which channel: the provider's channel type and id (`cid` = `type:id`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChannelRef {
+    /// The channel type (Stream's type, Sendbird's `custom_type`; Ethora ignores it).
+    pub channel_type: String,
+    /// The channel id: at most 64 characters of `a-z 0-9 _ -`.
+    pub channel_id: String,
+}
+
+impl ChannelRef {
+    /// `type:id`.
+    pub fn cid(&self) -> String {
+        format!("{}:{}", self.channel_type, self.channel_id)
+    }
+}
+
+/// A channel to create (or get, when it exists).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChannelSpec {
+    /// Which channel.
+    pub channel: ChannelRef,
+    /// Who creates it (a caregraph user id, upserted first).
+    pub created_by: String,
+    /// Its members' user ids.
+    pub members: Vec<String>,
+    /// Channel name shown in clients.
+    pub name: Option<String>,
+    /// Channel image.
+    pub image: Option<String>,
+    /// Custom data (`chatCategory`, `orgId`, …), flattened or stored as the provider does.
+    pub metadata: Map<String, Value>,
+    /// Whether it starts frozen.
+    pub frozen: bool,
+}
+
+/// A system message: `id` makes posting it idempotent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemMessage {
+    /// A deterministic id (a repeat with the same id posts nothing new).
+    pub id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A message as previews show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// The provider's message id.
+    pub id: String,
+    /// Text.
+    pub text: String,
+    /// When it was sent.
+    pub sent_at: DateTime<Utc>,
+    /// The author's user id (`None` for the system).
+    pub author: Option<String>,
+    /// Whether it is a system message.
+    pub system: bool,
+}
+
+/// A channel's state, read in batches for lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelState {
+    /// Which channel.
+    pub channel: ChannelRef,
+    /// The latest message.
+    pub last_message: Option<ChatMessage>,
+    /// Members.
+    pub member_count: u32,
+    /// Whether it is frozen.
+    pub frozen: bool,
+    /// Unread messages of the user the read was made for.
+    pub unread_count: u32,
+}
+
+/// What a client SDK needs to connect as one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatCredentials {
+    /// `local`, `stream`, `sendbird` or `ethora`.
+    pub provider: &'static str,
+    /// The user id at the provider.
+    pub user_id: String,
+    /// The token.
+    pub token: String,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Stream's API key.
+    pub api_key: Option<String>,
+    /// Sendbird's or Ethora's app id.
+    pub app_id: Option<String>,
+    /// Further connection settings (Ethora's XMPP host and conference domain, …).
+    pub connection: Value,
+}
+
+/// A chat provider.
+#[async_trait]
+pub trait ChatProvider: Send + Sync + 'static {
+    /// `local`, `stream`, `sendbird` or `ethora`.
+    fn name(&self) -> &'static str;
+
+    /// How many channels one `read_channels` call may ask for.
+    fn read_batch_limit(&self) -> usize;
+
+    /// The Ethora room JID of a channel (`None` elsewhere).
+    fn room_jid(&self, _channel: &ChannelRef) -> Option<String> {
+        None
+    }
+
+    /// Creates or updates many users in as few calls as the provider allows.
+    async fn upsert_users(&self, users: &[ChatUser]) -> Result<(), ProviderError>;
+
+    /// Deletes many users (retention); unknown users count as deleted.
+    async fn delete_users(&self, user_ids: &[String]) -> Result<(), ProviderError>;
+
+    /// Creates a channel, or leaves an existing one as it is (members are added).
+    async fn create_channel(&self, spec: &ChannelSpec) -> Result<(), ProviderError>;
+
+    /// Sets and unsets custom data without touching other keys.
+    async fn update_metadata(
+        &self,
+        channel: &ChannelRef,
+        set: &Map<String, Value>,
+        unset: &[String],
+    ) -> Result<(), ProviderError>;
+
+    /// Adds members, optionally with a system message.
+    async fn add_members(
+        &self,
+        channel: &ChannelRef,
+        user_ids: &[String],
+        message: Option<&SystemMessage>,
+    ) -> Result<(), ProviderError>;
+
+    /// Removes members, optionally with a system message.
+    async fn remove_members(
+        &self,
+        channel: &ChannelRef,
+        user_ids: &[String],
+        message: Option<&SystemMessage>,
+    ) -> Result<(), ProviderError>;
+
+    /// Freezes (nobody may post) or unfreezes a channel.
+    async fn set_frozen(&self, channel: &ChannelRef, frozen: bool) -> Result<(), ProviderError>;
+
+    /// Posts a system message once (a repeated id posts nothing).
+    async fn send_system_message(
+        &self,
+        channel: &ChannelRef,
+        message: &SystemMessage,
+    ) -> Result<(), ProviderError>;
+
+    /// Deletes a channel; one that is gone already counts as deleted.
+    async fn delete_channel(&self, channel: &ChannelRef) -> Result<(), ProviderError>;
+
+    /// Issues a user token valid for `ttl`.
+    async fn issue_token(
+        &self,
+        user: &ChatUser,
+        ttl: Duration,
+    ) -> Result<ChatCredentials, ProviderError>;
+
+    /// Reads many channels' state for one user, in one logical call (at most
+    /// `read_batch_limit` channels). Channels the provider does not know are left out.
+    async fn read_channels(
+        &self,
+        channels: &[ChannelRef],
+        for_user: &str,
+    ) -> Result<Vec<ChannelState>, ProviderError>;
+
+    /// The latest messages of a channel, newest last.
+    async fn recent_messages(
+        &self,
+        channel: &ChannelRef,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, ProviderError>;
+}

@@ -1,0 +1,1 @@
+//! The ethora chat provider.

@@ -1,0 +1,1 @@
+//! The sendbird chat provider.

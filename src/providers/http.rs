@@ -1,0 +1,246 @@
+//! One resilient HTTP client for every provider adapter: a per-call timeout, retries with
+//! exponential backoff and jitter on 429, 5xx and timeouts (honouring `Retry-After`,
+//! `X-RateLimit-Reset` and `X-RateLimit-RetryAfter`), no retry on other 4xx, a circuit breaker
+//! so that an outage fails fast, and a tracing span per call with provider, operation and
+//! status. Adapters classify failures here, at their edge.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use rand::Rng;
+use reqwest::{RequestBuilder, Response, StatusCode, header::HeaderMap};
+use tracing::Instrument;
+
+use super::error::ProviderError;
+
+/// Retry and breaker settings.
+#[derive(Clone, Debug)]
+pub struct Resilience {
+    /// Timeout of one attempt.
+    pub timeout: Duration,
+    /// Attempts per call (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubles per attempt, with full jitter.
+    pub base_backoff: Duration,
+    /// Longest single wait (also caps a provider's `Retry-After`).
+    pub max_backoff: Duration,
+    /// Consecutive failed calls that open the breaker.
+    pub breaker_threshold: u32,
+    /// How long an open breaker refuses calls before letting one through.
+    pub breaker_cooldown: Duration,
+}
+
+impl Default for Resilience {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            base_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Breaker {
+    failures: u32,
+    open_until: Option<Instant>,
+}
+
+/// A provider's HTTP client.
+#[derive(Clone, Debug)]
+pub struct ProviderHttp {
+    provider: &'static str,
+    client: reqwest::Client,
+    settings: Resilience,
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+/// The wait a provider asked for: `Retry-After` (seconds), `X-RateLimit-RetryAfter`
+/// (milliseconds when large, else seconds) or `X-RateLimit-Reset` (Unix seconds).
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    if let Some(secs) = get("retry-after").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Some(v) = get("x-ratelimit-retryafter").and_then(|v| v.parse::<u64>().ok()) {
+        return Some(if v > 1000 {
+            Duration::from_millis(v)
+        } else {
+            Duration::from_secs(v)
+        });
+    }
+    if let Some(reset) = get("x-ratelimit-reset").and_then(|v| v.parse::<i64>().ok()) {
+        let now = chrono::Utc::now().timestamp();
+        return Some(Duration::from_secs(u64::try_from(reset - now).unwrap_or(0)));
+    }
+    None
+}
+
+/// Classifies a non-success response (its body is read for the message only).
+pub async fn classify(response: Response) -> ProviderError {
+    let status = response.status();
+    let wait = retry_after(response.headers());
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            v.get("message")
+                .and_then(|m| m.as_str())
+                .map(str::to_owned)
+                .or_else(|| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+        })
+        .unwrap_or_else(|| body.chars().take(200).collect());
+    match status {
+        StatusCode::TOO_MANY_REQUESTS => ProviderError::RateLimited { retry_after: wait },
+        StatusCode::NOT_FOUND => ProviderError::NotFound,
+        StatusCode::REQUEST_TIMEOUT => ProviderError::Unavailable(format!("{status}: {message}")),
+        s if s.is_server_error() => ProviderError::Unavailable(format!("{status}: {message}")),
+        s => ProviderError::Rejected {
+            status: s.as_u16(),
+            message,
+        },
+    }
+}
+
+impl ProviderHttp {
+    /// A client for `provider` sharing the process's connection pool.
+    pub fn new(provider: &'static str, client: reqwest::Client, settings: Resilience) -> Self {
+        Self {
+            provider,
+            client,
+            settings,
+            breaker: Arc::default(),
+        }
+    }
+
+    /// The underlying client, to build requests.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn breaker_open(&self) -> bool {
+        let mut b = self
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match b.open_until {
+            Some(until) if Instant::now() < until => true,
+            Some(_) => {
+                // Half-open: let this call through; a failure re-opens at once.
+                b.open_until = None;
+                b.failures = self.settings.breaker_threshold.saturating_sub(1);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record(&self, transient_failure: bool) {
+        let mut b = self
+            .breaker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if transient_failure {
+            b.failures += 1;
+            if b.failures >= self.settings.breaker_threshold {
+                b.open_until = Some(Instant::now() + self.settings.breaker_cooldown);
+                tracing::warn!(provider = self.provider, "circuit breaker opened");
+            }
+        } else {
+            b.failures = 0;
+            b.open_until = None;
+        }
+    }
+
+    fn backoff(&self, attempt: u32, asked: Option<Duration>) -> Duration {
+        if let Some(wait) = asked {
+            return wait.min(self.settings.max_backoff);
+        }
+        let exp = self
+            .settings
+            .base_backoff
+            .saturating_mul(1 << attempt.min(16));
+        let cap = exp.min(self.settings.max_backoff);
+        let jitter = rand::rng().random_range(0..=cap.as_millis().max(1) as u64);
+        Duration::from_millis(jitter)
+    }
+
+    /// Sends the request `build` makes, retrying transient failures; a 2xx response is returned
+    /// for the adapter to read.
+    pub async fn send(
+        &self,
+        operation: &'static str,
+        build: impl Fn(&reqwest::Client) -> RequestBuilder,
+    ) -> Result<Response, ProviderError> {
+        let span = tracing::info_span!(
+            "provider_call",
+            provider = self.provider,
+            operation,
+            status = tracing::field::Empty,
+            attempts = tracing::field::Empty,
+        );
+        async {
+            if self.breaker_open() {
+                tracing::Span::current().record("status", "breaker_open");
+                return Err(ProviderError::Unavailable("circuit breaker open".into()));
+            }
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let result = match build(&self.client)
+                    .timeout(self.settings.timeout)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => Ok(r),
+                    Ok(r) => Err(classify(r).await),
+                    Err(e) if e.is_timeout() => Err(ProviderError::Unavailable("timed out".into())),
+                    Err(e) => Err(ProviderError::Unavailable(format!(
+                        "request failed: {}",
+                        e.without_url()
+                    ))),
+                };
+                let span = tracing::Span::current();
+                span.record("attempts", attempt);
+                match result {
+                    Ok(response) => {
+                        span.record("status", response.status().as_u16());
+                        self.record(false);
+                        return Ok(response);
+                    }
+                    Err(e) if e.is_transient() && attempt < self.settings.attempts => {
+                        let wait = self.backoff(
+                            attempt - 1,
+                            match &e {
+                                ProviderError::RateLimited { retry_after } => *retry_after,
+                                _ => None,
+                            },
+                        );
+                        tracing::debug!(error = %e, ?wait, "retrying provider call");
+                        tokio::time::sleep(wait).await;
+                    }
+                    Err(e) => {
+                        span.record("status", e.class());
+                        self.record(e.is_transient());
+                        if e.is_transient() {
+                            tracing::warn!(error = %e, "provider call failed");
+                        }
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}

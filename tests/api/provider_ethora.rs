@@ -1,0 +1,1 @@
+//! Wire-level tests of the ethora adapter.
