@@ -15,6 +15,7 @@ use crate::{
     db, graphql,
     graphql::persisted::PersistedQueries,
     http::{self, AppState},
+    outbox::{Outbox, Settings as OutboxSettings},
     providers::meetings::{MeetingLinks, jitsi::Jitsi},
     services::{self, Parts, Services},
 };
@@ -53,19 +54,25 @@ impl App {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        let auth = Authenticator::new(&config.auth, db.clone(), http_client);
+        let auth = Authenticator::new(&config.auth, db.clone(), http_client.clone());
         let clock: SharedClock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         // The room-name key is derived from the JWT secret, apart from it by domain separation.
-        let room_key = {
-            use hmac::{Hmac, Mac};
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(
-                secrecy::ExposeSecret::expose_secret(&config.auth.jwt_secret).as_bytes(),
-            )
-            .context("room key")?;
-            mac.update(b"caregraph meeting room names");
-            secrecy::SecretString::from(hex::encode(mac.finalize().into_bytes()))
-        };
+        let room_key =
+            crate::auth::derive_key(&config.auth.jwt_secret, "caregraph meeting room names");
         let meetings: Arc<dyn MeetingLinks> = Arc::new(Jitsi::new(&config.jitsi, room_key));
+        let chat = crate::providers::chat::build(&config, db.clone(), http_client.clone())?;
+        let outbox = Outbox::new(
+            db.clone(),
+            chat.provider.clone(),
+            clock.clone(),
+            OutboxSettings {
+                max_attempts: config.chat.outbox_max_attempts,
+                base_backoff: config.chat.outbox_backoff,
+                max_backoff: config.chat.outbox_max_backoff,
+                poll: config.chat.outbox_poll,
+                ..OutboxSettings::default()
+            },
+        );
         let services = Services::new(Parts {
             config: config.clone(),
             db: db.clone(),
@@ -73,6 +80,8 @@ impl App {
             auth,
             clock,
             meetings,
+            chat,
+            outbox,
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
@@ -115,6 +124,7 @@ impl App {
     ) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let sockets = self.state.sockets.clone();
+        let worker = tokio::spawn(self.state.services.outbox.clone().run(token.clone()));
         let grace = self.state.config.shutdown_grace;
         let signal_token = token.clone();
         tokio::spawn(async move {
@@ -133,6 +143,7 @@ impl App {
         sockets.close();
         let drained = tokio::time::timeout(grace, async {
             sockets.wait().await;
+            let _ = worker.await;
             serving.await
         })
         .await;

@@ -46,6 +46,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// `CAREGRAPH_LOG_FORMAT` (`pretty` | `json`; default pretty, json in production).
     pub log_json: bool,
+    /// `CAREGRAPH_METRICS_TOKEN`: when set, `/metrics` needs `Authorization: Bearer <token>`.
+    pub metrics_token: Option<SecretString>,
     /// Video meeting links.
     pub jitsi: JitsiConfig,
     /// The chat provider.
@@ -83,6 +85,20 @@ pub struct ChatConfig {
     pub timeout: Duration,
     /// `CAREGRAPH_PROVIDER_RETRIES` (default 2): retries of a failing call within a request.
     pub retries: u32,
+    /// `CAREGRAPH_PROVIDER_BREAKER_THRESHOLD` (default 5): failed calls in a row that open the
+    /// circuit breaker.
+    pub breaker_threshold: u32,
+    /// `CAREGRAPH_PROVIDER_BREAKER_COOLDOWN_SECONDS` (default 15): how long an open breaker
+    /// fails calls fast.
+    pub breaker_cooldown: Duration,
+    /// `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (default 12): deliveries tried before a row is dead.
+    pub outbox_max_attempts: i32,
+    /// `CAREGRAPH_OUTBOX_BACKOFF_MS` (default 500): first retry delay, doubling per attempt.
+    pub outbox_backoff: Duration,
+    /// `CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS` (default 300): longest retry delay.
+    pub outbox_max_backoff: Duration,
+    /// `CAREGRAPH_OUTBOX_POLL_MS` (default 1000): how often the worker looks for due rows.
+    pub outbox_poll: Duration,
 }
 
 /// Stream Chat.
@@ -209,6 +225,15 @@ impl ChatConfig {
             ),
             timeout: vars.seconds("CAREGRAPH_PROVIDER_TIMEOUT_SECONDS", 10)?,
             retries: vars.parse("CAREGRAPH_PROVIDER_RETRIES", 2)?,
+            breaker_threshold: vars.parse("CAREGRAPH_PROVIDER_BREAKER_THRESHOLD", 5)?,
+            breaker_cooldown: Duration::from_millis(
+                (vars.parse::<f64>("CAREGRAPH_PROVIDER_BREAKER_COOLDOWN_SECONDS", 15.0)? * 1000.0)
+                    as u64,
+            ),
+            outbox_max_attempts: vars.parse("CAREGRAPH_OUTBOX_MAX_ATTEMPTS", 12)?,
+            outbox_backoff: Duration::from_millis(vars.parse("CAREGRAPH_OUTBOX_BACKOFF_MS", 500)?),
+            outbox_max_backoff: vars.seconds("CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS", 300)?,
+            outbox_poll: Duration::from_millis(vars.parse("CAREGRAPH_OUTBOX_POLL_MS", 1000)?),
         })
     }
 }
@@ -464,6 +489,7 @@ impl Config {
             graphql,
             demo,
             open_signup: vars.flag("CAREGRAPH_OPEN_SIGNUP")?.unwrap_or(true),
+            metrics_token: vars.get("CAREGRAPH_METRICS_TOKEN").map(SecretString::from),
             shutdown_grace: vars.seconds("CAREGRAPH_SHUTDOWN_GRACE_SECONDS", 20)?,
             log_json: match vars.get("CAREGRAPH_LOG_FORMAT").as_deref() {
                 Some("json") => true,

@@ -6,6 +6,7 @@ pub mod care_teams;
 pub mod cases;
 pub mod consents;
 pub mod entities;
+pub mod local_chat;
 pub mod organizations;
 pub mod patients;
 pub mod users;

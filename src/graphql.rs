@@ -12,6 +12,7 @@ pub mod organizations;
 pub mod pagination;
 pub mod patients;
 pub mod persisted;
+pub mod provider_ops;
 pub mod roots;
 pub mod subscriptions;
 

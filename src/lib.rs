@@ -14,6 +14,7 @@ pub mod domain;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod outbox;
 pub mod providers;
 pub mod services;
 pub mod telemetry;

@@ -11,14 +11,19 @@ pub mod demo;
 pub mod lookups;
 pub mod organizations;
 pub mod patients;
+pub mod provider_ops;
 
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
 use crate::{
-    auth::Authenticator, clock::SharedClock, config::Config, db::QueryStats,
-    providers::meetings::MeetingLinks,
+    auth::Authenticator,
+    clock::SharedClock,
+    config::Config,
+    db::QueryStats,
+    outbox::Outbox,
+    providers::{chat::ChatStack, meetings::MeetingLinks},
 };
 
 /// Every service, cheap to clone; built once by `App::build`.
@@ -42,6 +47,12 @@ pub struct Services {
     pub lookups: lookups::Lookups,
     /// The clock.
     pub clock: SharedClock,
+    /// The chat provider (and the local one, when configured).
+    pub chat: ChatStack,
+    /// The outbox of provider side effects, and its worker.
+    pub outbox: Outbox,
+    /// Admins' view of failed provider operations.
+    pub provider_ops: provider_ops::ProviderOpsService,
     /// The database, for readiness checks.
     pub db: DatabaseConnection,
     /// SQL statement counts.
@@ -62,6 +73,10 @@ pub struct Parts {
     pub clock: SharedClock,
     /// Meeting links.
     pub meetings: Arc<dyn MeetingLinks>,
+    /// The chat provider.
+    pub chat: ChatStack,
+    /// The outbox of provider side effects.
+    pub outbox: Outbox,
 }
 
 impl Services {
@@ -74,6 +89,8 @@ impl Services {
             auth,
             clock,
             meetings,
+            chat,
+            outbox,
         } = parts;
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
@@ -90,6 +107,9 @@ impl Services {
             ),
             lookups: lookups::Lookups::new(db.clone()),
             clock,
+            chat,
+            provider_ops: provider_ops::ProviderOpsService::new(db.clone(), outbox.clone()),
+            outbox,
             db,
             stats,
         }

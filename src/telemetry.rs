@@ -17,3 +17,99 @@ pub fn init(json: bool) {
         registry.with(fmt::layer().compact()).try_init()
     };
 }
+
+/// Process-wide metrics, rendered as Prometheus text at `/metrics`.
+pub mod metrics {
+    use std::sync::LazyLock;
+
+    use prometheus_client::{
+        encoding::{EncodeLabelSet, text::encode},
+        metrics::{counter::Counter, family::Family, gauge::Gauge},
+        registry::Registry,
+    };
+
+    /// Labels of a provider call.
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct ProviderCall {
+        /// `stream`, `sendbird`, `ethora`.
+        pub provider: String,
+        /// The operation.
+        pub operation: String,
+        /// `ok` or the failure class.
+        pub outcome: String,
+    }
+
+    /// The metrics.
+    pub struct Metrics {
+        registry: Registry,
+        /// Provider HTTP calls by provider, operation and outcome.
+        pub provider_calls: Family<ProviderCall, Counter>,
+        /// Outbox rows waiting (set at each scrape).
+        pub outbox_pending: Gauge,
+        /// Outbox rows given up on (set at each scrape).
+        pub outbox_dead: Gauge,
+        /// SQL statements run (set at each scrape).
+        pub sql_statements: Gauge,
+    }
+
+    static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+        let mut registry = Registry::with_prefix("caregraph");
+        let provider_calls = Family::<ProviderCall, Counter>::default();
+        let outbox_pending = Gauge::default();
+        let outbox_dead = Gauge::default();
+        let sql_statements = Gauge::default();
+        registry.register(
+            "provider_calls",
+            "Chat-provider HTTP calls",
+            provider_calls.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Provider side effects waiting for delivery",
+            outbox_pending.clone(),
+        );
+        registry.register(
+            "outbox_dead",
+            "Provider side effects given up on (admins can retry them)",
+            outbox_dead.clone(),
+        );
+        registry.register(
+            "sql_statements",
+            "SQL statements run by this process",
+            sql_statements.clone(),
+        );
+        Metrics {
+            registry,
+            provider_calls,
+            outbox_pending,
+            outbox_dead,
+            sql_statements,
+        }
+    });
+
+    /// The process's metrics.
+    pub fn get() -> &'static Metrics {
+        &METRICS
+    }
+
+    /// Counts one provider call.
+    pub fn provider_call(provider: &str, operation: &str, outcome: &str) {
+        get()
+            .provider_calls
+            .get_or_create(&ProviderCall {
+                provider: provider.to_owned(),
+                operation: operation.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render() -> String {
+        let mut out = String::new();
+        if encode(&mut out, &get().registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

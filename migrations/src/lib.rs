@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261121_000001_people;
 mod m20261121_000002_care;
+mod m20261121_000003_chat;
 
 /// The ordered list of caregraph migrations.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261121_000001_people::Migration),
             Box::new(m20261121_000002_care::Migration),
+            Box::new(m20261121_000003_chat::Migration),
         ]
     }
 }

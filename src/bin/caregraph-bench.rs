@@ -3,12 +3,14 @@
 //!
 //! `cargo run --release --bin caregraph-bench -- search --members 100000 [--postgres URL]`
 
+#![expect(clippy::print_stdout, reason = "a benchmark's figures are its output")]
+
 use std::{sync::Arc, time::Instant};
 
 use anyhow::Context;
 use caregraph::{
-    auth::{Authenticator, Viewer},
-    clock::SystemClock,
+    app::App,
+    auth::Viewer,
     config::{Config, Vars},
     db::{
         self,
@@ -16,8 +18,7 @@ use caregraph::{
         users::NewUser,
     },
     domain::{Email, OrgRole, Slug},
-    providers::meetings::jitsi::Jitsi,
-    services::{Parts, Services, organizations::create_with_owner},
+    services::organizations::create_with_owner,
 };
 use clap::{Parser, Subcommand};
 use sea_orm::{ConnectionTrait, EntityTrait};
@@ -167,13 +168,14 @@ fn config(url: &str) -> anyhow::Result<Config> {
     Config::from_vars(&Vars::new(move |k| match k {
         "CAREGRAPH_DATABASE_URL" => Some(url.clone()),
         "CAREGRAPH_DEMO" => Some("false".into()),
+        "CAREGRAPH_BIND" => Some("127.0.0.1:0".into()),
         _ => None,
     }))
 }
 
 async fn run(label: &str, url: &str, members: usize, runs: usize) -> anyhow::Result<()> {
     let config = Arc::new(config(url)?);
-    let (conn, stats) = db::connect_counted(&config.database).await?;
+    let conn = db::connect(&config.database).await?;
     db::migrate(&conn).await?;
     let started = Instant::now();
     let owner = db::users::insert(
@@ -240,20 +242,9 @@ async fn run(label: &str, url: &str, members: usize, runs: usize) -> anyhow::Res
         started.elapsed().as_secs_f64()
     );
 
-    let http = reqwest::Client::new();
-    let auth = Authenticator::new(&config.auth, conn.clone(), http);
-    let meetings = Arc::new(Jitsi::new(
-        &config.jitsi,
-        secrecy::SecretString::from("bench"),
-    ));
-    let services = Services::new(Parts {
-        config: config.clone(),
-        db: conn.clone(),
-        stats,
-        auth,
-        clock: Arc::new(SystemClock),
-        meetings,
-    });
+    // The same wiring as production (its listener is never served).
+    let app = App::build(config.as_ref().clone()).await?;
+    let services = app.state.services.clone();
     let viewer = Viewer::signed_in(owner, chrono::Utc::now() + chrono::Duration::hours(1), None);
     println!(
         "{label}: {members} members, {runs} searches per query (limit 10), through the service layer"

@@ -102,3 +102,41 @@ loader!(of ParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
 loader!(of SupportStaffOf(AppointmentId) => Vec<User>, support_staff);
 loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);
 loader!(of GuardianshipsOf(UserId) => Vec<Guardian>, guardianships);
+
+/// Reads channel state at the chat provider for one user, batched to the provider's own limit:
+/// a page of N chat sessions costs ceil(N / limit) provider calls (one for the local provider).
+pub struct ChannelReads {
+    provider: std::sync::Arc<dyn crate::providers::chat::ChatProvider>,
+    for_user: String,
+}
+
+/// Builds the per-request channel-state loader for `for_user`.
+pub fn channel_reads(services: &Services, for_user: &UserId) -> DataLoader<ChannelReads> {
+    let provider = services.chat.provider.clone();
+    let limit = provider.read_batch_limit().max(1);
+    DataLoader::new(
+        ChannelReads {
+            provider,
+            for_user: for_user.to_string(),
+        },
+        tokio::spawn,
+    )
+    .max_batch_size(limit)
+}
+
+impl Loader<crate::providers::chat::ChannelRef> for ChannelReads {
+    type Value = crate::providers::chat::ChannelState;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[crate::providers::chat::ChannelRef],
+    ) -> Result<HashMap<crate::providers::chat::ChannelRef, Self::Value>, Self::Error> {
+        let states = self
+            .provider
+            .read_channels(keys, &self.for_user)
+            .await
+            .map_err(|e| async_graphql::Error::from(e.into_app(self.provider.name())))?;
+        Ok(states.into_iter().map(|s| (s.channel.clone(), s)).collect())
+    }
+}

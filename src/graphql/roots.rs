@@ -8,13 +8,20 @@ use super::{
     cases::{CaseMutation, CaseQuery},
     organizations::{OrganizationMutation, OrganizationQuery},
     patients::{PatientMutation, PatientQuery},
+    provider_ops::{ProviderOpsMutation, ProviderOpsQuery},
 };
 
 pub use super::subscriptions::Subscription;
 
 /// Every query.
 #[derive(MergedObject, Default)]
-pub struct Query(OrganizationQuery, PatientQuery, CaseQuery, AppointmentQuery);
+pub struct Query(
+    OrganizationQuery,
+    PatientQuery,
+    CaseQuery,
+    AppointmentQuery,
+    ProviderOpsQuery,
+);
 
 /// Every mutation.
 #[derive(MergedObject, Default)]
@@ -24,4 +31,5 @@ pub struct Mutation(
     PatientMutation,
     CaseMutation,
     AppointmentMutation,
+    ProviderOpsMutation,
 );

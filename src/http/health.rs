@@ -1,4 +1,5 @@
-//! `/healthz` (the process is up) and `/readyz` (the database answers).
+//! `/healthz` (the process is up), `/readyz` (the database answers) and `/metrics`
+//! (Prometheus text; behind a bearer token when `CAREGRAPH_METRICS_TOKEN` is set).
 
 use axum::{extract::State, http::StatusCode};
 
@@ -20,4 +21,44 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
     }
+}
+
+/// Prometheus metrics: provider calls, outbox backlog and dead rows, SQL statements.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Some(expected) = &state.config.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        let ok: bool = subtle::ConstantTimeEq::ct_eq(
+            given.as_bytes(),
+            secrecy::ExposeSecret::expose_secret(expected).as_bytes(),
+        )
+        .into();
+        if !ok {
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+    }
+    let m = crate::telemetry::metrics::get();
+    if let Ok(counts) = state.services.outbox.counts().await {
+        m.outbox_pending
+            .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
+        m.outbox_dead
+            .set(i64::try_from(counts.dead).unwrap_or(i64::MAX));
+    }
+    m.sql_statements
+        .set(i64::try_from(state.services.stats.statements()).unwrap_or(i64::MAX));
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::telemetry::metrics::render(),
+    )
+        .into_response()
 }

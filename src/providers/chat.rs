@@ -10,7 +10,7 @@ pub mod local;
 pub mod sendbird;
 pub mod stream;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -123,11 +123,40 @@ pub struct ChatCredentials {
     pub connection: Value,
 }
 
+/// What a provider can do beyond the common core (every provider creates channels, manages
+/// members, keeps custom data and the frozen flag, posts system messages and issues tokens).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// `recent_messages` and `ChannelState::last_message` come from the provider.
+    pub message_history: bool,
+    /// `ChannelState::unread_count` comes from the provider.
+    pub unread_counts: bool,
+    /// The provider itself refuses messages in a frozen channel (not only caregraph's apps).
+    pub enforces_freeze: bool,
+    /// A repeated system-message id posts nothing even after a restart.
+    pub durable_message_dedup: bool,
+}
+
+impl Capabilities {
+    /// Everything.
+    pub const FULL: Self = Self {
+        message_history: true,
+        unread_counts: true,
+        enforces_freeze: true,
+        durable_message_dedup: true,
+    };
+}
+
 /// A chat provider.
 #[async_trait]
 pub trait ChatProvider: Send + Sync + 'static {
     /// `local`, `stream`, `sendbird` or `ethora`.
     fn name(&self) -> &'static str;
+
+    /// What this provider can do beyond the common core.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::FULL
+    }
 
     /// How many channels one `read_channels` call may ask for.
     fn read_batch_limit(&self) -> usize;
@@ -204,4 +233,69 @@ pub trait ChatProvider: Send + Sync + 'static {
         channel: &ChannelRef,
         limit: u32,
     ) -> Result<Vec<ChatMessage>, ProviderError>;
+}
+
+/// The configured provider, and the local one when that is it (it also serves
+/// `sendChatMessage`).
+#[derive(Clone)]
+pub struct ChatStack {
+    /// The provider.
+    pub provider: Arc<dyn ChatProvider>,
+    /// The local provider, when configured.
+    pub local: Option<local::LocalChat>,
+}
+
+/// Builds the provider `CAREGRAPH_CHAT_PROVIDER` names.
+pub fn build(
+    config: &crate::config::Config,
+    db: sea_orm::DatabaseConnection,
+    client: reqwest::Client,
+) -> anyhow::Result<ChatStack> {
+    use super::http::{ProviderHttp, Resilience};
+    use crate::config::ChatProviderKind;
+    let chat = &config.chat;
+    let resilience = Resilience {
+        timeout: chat.timeout,
+        attempts: chat.retries + 1,
+        breaker_threshold: chat.breaker_threshold.max(1),
+        breaker_cooldown: chat.breaker_cooldown,
+        ..Resilience::default()
+    };
+    let missing = |what: &str| anyhow::anyhow!("{what} settings are missing");
+    Ok(match chat.provider {
+        ChatProviderKind::Local => {
+            let local = local::LocalChat::new(
+                db,
+                crate::auth::derive_key(&config.auth.jwt_secret, "caregraph local chat tokens"),
+            );
+            ChatStack {
+                provider: Arc::new(local.clone()),
+                local: Some(local),
+            }
+        }
+        ChatProviderKind::Stream => ChatStack {
+            provider: Arc::new(stream::StreamChat::new(
+                chat.stream.as_ref().ok_or_else(|| missing("Stream"))?,
+                chat.token_ttl,
+                ProviderHttp::new("stream", client, resilience),
+            )),
+            local: None,
+        },
+        ChatProviderKind::Sendbird => ChatStack {
+            provider: Arc::new(sendbird::Sendbird::new(
+                chat.sendbird.as_ref().ok_or_else(|| missing("Sendbird"))?,
+                chat.token_ttl,
+                ProviderHttp::new("sendbird", client, resilience),
+            )),
+            local: None,
+        },
+        ChatProviderKind::Ethora => ChatStack {
+            provider: Arc::new(ethora::Ethora::new(
+                chat.ethora.as_ref().ok_or_else(|| missing("Ethora"))?,
+                chat.token_ttl,
+                ProviderHttp::new("ethora", client, resilience),
+            )),
+            local: None,
+        },
+    })
 }

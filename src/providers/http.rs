@@ -192,6 +192,7 @@ impl ProviderHttp {
         async {
             if self.breaker_open() {
                 tracing::Span::current().record("status", "breaker_open");
+                crate::telemetry::metrics::provider_call(self.provider, operation, "breaker_open");
                 return Err(ProviderError::Unavailable("circuit breaker open".into()));
             }
             let mut attempt = 0;
@@ -215,6 +216,7 @@ impl ProviderHttp {
                 match result {
                     Ok(response) => {
                         span.record("status", response.status().as_u16());
+                        crate::telemetry::metrics::provider_call(self.provider, operation, "ok");
                         self.record(false);
                         return Ok(response);
                     }
@@ -231,6 +233,11 @@ impl ProviderHttp {
                     }
                     Err(e) => {
                         span.record("status", e.class());
+                        crate::telemetry::metrics::provider_call(
+                            self.provider,
+                            operation,
+                            e.class(),
+                        );
                         self.record(e.is_transient());
                         if e.is_transient() {
                             tracing::warn!(error = %e, "provider call failed");

@@ -86,7 +86,9 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub state: AppState,
     pub http: reqwest::Client,
-    _db: TestDb,
+    /// The variables this app was configured with.
+    pub vars: HashMap<String, String>,
+    db: Option<TestDb>,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
@@ -112,7 +114,23 @@ impl TestApp {
         let db = TestDb::new().await;
         let mut vars = base_vars(&db);
         configure(&mut vars);
-        let config = Config::from_vars(&Vars::new(move |k| vars.get(k).cloned())).expect("config");
+        Self::start(db, vars).await
+    }
+
+    /// Stops this process and starts a new one on the same database (a restart), with the
+    /// variables changed by `configure`.
+    pub async fn restart(mut self, configure: impl FnOnce(&mut HashMap<String, String>)) -> Self {
+        self.stop().await.expect("clean stop");
+        let db = self.db.take().expect("database");
+        let mut vars = self.vars.clone();
+        configure(&mut vars);
+        Self::start(db, vars).await
+    }
+
+    async fn start(db: TestDb, vars: HashMap<String, String>) -> Self {
+        let lookup = vars.clone();
+        let config =
+            Config::from_vars(&Vars::new(move |k| lookup.get(k).cloned())).expect("config");
         let app = App::build(config).await.expect("app builds");
         let addr = app.local_addr();
         let state = app.state.clone();
@@ -124,7 +142,8 @@ impl TestApp {
             addr,
             state,
             http: reqwest::Client::new(),
-            _db: db,
+            vars,
+            db: Some(db),
             shutdown: Some(tx),
             server: Some(server),
         }

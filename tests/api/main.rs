@@ -4,13 +4,16 @@
 
 mod appointments;
 mod auth;
+mod browser;
 mod care;
 mod cases;
+mod chat_providers;
 mod cli;
 mod colleagues;
 mod fakes;
 mod helpers;
 mod organizations;
+mod outbox;
 mod provider_ethora;
 mod provider_sendbird;
 mod provider_stream;

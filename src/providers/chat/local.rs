@@ -1,1 +1,353 @@
-//! The local chat provider.
+//! The local chat provider: channels, members and messages in caregraph's own database, with
+//! HS256 user tokens, so every chat feature works end to end without an account anywhere. It
+//! behaves like the real providers: creating is idempotent, a frozen channel refuses messages,
+//! a repeated system-message id posts nothing, deleting what is gone succeeds.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use sea_orm::{DatabaseConnection, DbErr};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value, json};
+
+use super::{
+    ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage, ChatProvider, ChatUser,
+    ProviderError, SystemMessage,
+};
+use crate::db::{self, local_chat};
+
+/// The audience of local chat tokens.
+pub const TOKEN_AUDIENCE: &str = "caregraph-local-chat";
+
+/// The local chat provider.
+#[derive(Clone)]
+pub struct LocalChat {
+    db: DatabaseConnection,
+    token_key: SecretString,
+}
+
+fn store(e: DbErr) -> ProviderError {
+    ProviderError::Unavailable(format!("local chat storage: {e}"))
+}
+
+fn to_message(m: local_chat::MessageRow) -> ChatMessage {
+    ChatMessage {
+        id: m.id,
+        text: m.text,
+        sent_at: m.created_at,
+        author: m.user_id,
+        system: m.system,
+    }
+}
+
+impl LocalChat {
+    /// Stores chat in `db`; tokens are signed with `token_key`.
+    pub fn new(db: DatabaseConnection, token_key: SecretString) -> Self {
+        Self { db, token_key }
+    }
+
+    async fn existing(
+        &self,
+        channel: &ChannelRef,
+    ) -> Result<local_chat::ChannelRow, ProviderError> {
+        local_chat::find_channel(&self.db, &channel.cid())
+            .await
+            .map_err(store)?
+            .ok_or(ProviderError::NotFound)
+    }
+
+    /// A member posts a message (the local stand-in for a client SDK). Refused when the channel
+    /// is frozen or the user is no member.
+    pub async fn post_user_message(
+        &self,
+        channel: &ChannelRef,
+        user_id: &str,
+        text: &str,
+    ) -> Result<ChatMessage, ProviderError> {
+        let row = self.existing(channel).await?;
+        if row.frozen {
+            return Err(ProviderError::Rejected {
+                status: 403,
+                message: "the channel is frozen".into(),
+            });
+        }
+        let cid = channel.cid();
+        let members = local_chat::members(&self.db, &cid).await.map_err(store)?;
+        if !members.iter().any(|m| m == user_id) {
+            return Err(ProviderError::Rejected {
+                status: 403,
+                message: "not a member of the channel".into(),
+            });
+        }
+        let id = uuid::Uuid::now_v7().to_string();
+        let txn = db::begin(&self.db).await.map_err(store)?;
+        let posted = local_chat::post(&txn, &cid, &id, Some(user_id), text, false, Utc::now())
+            .await
+            .map_err(store)?;
+        local_chat::mark_read(&txn, &cid, user_id, posted.seq)
+            .await
+            .map_err(store)?;
+        txn.commit().await.map_err(store)?;
+        Ok(to_message(posted))
+    }
+
+    /// Marks a channel read up to now for a member.
+    pub async fn mark_read(
+        &self,
+        channel: &ChannelRef,
+        user_id: &str,
+    ) -> Result<(), ProviderError> {
+        let cid = channel.cid();
+        let last = local_chat::recent(&self.db, &cid, 1).await.map_err(store)?;
+        if let Some(m) = last.last() {
+            local_chat::mark_read(&self.db, &cid, user_id, m.seq)
+                .await
+                .map_err(store)?;
+        }
+        Ok(())
+    }
+
+    /// The channel's custom data and members (for tests and support tooling).
+    pub async fn inspect(
+        &self,
+        channel: &ChannelRef,
+    ) -> Result<Option<(Map<String, Value>, Vec<String>, bool)>, ProviderError> {
+        let Some(row) = local_chat::find_channel(&self.db, &channel.cid())
+            .await
+            .map_err(store)?
+        else {
+            return Ok(None);
+        };
+        let metadata =
+            serde_json::from_str::<Map<String, Value>>(&row.metadata).unwrap_or_default();
+        let members = local_chat::members(&self.db, &row.cid)
+            .await
+            .map_err(store)?;
+        Ok(Some((metadata, members, row.frozen)))
+    }
+
+    async fn post_system(
+        &self,
+        channel: &ChannelRef,
+        message: &SystemMessage,
+    ) -> Result<(), ProviderError> {
+        local_chat::post(
+            &self.db,
+            &channel.cid(),
+            &message.id,
+            None,
+            &message.text,
+            true,
+            Utc::now(),
+        )
+        .await
+        .map_err(store)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ChatProvider for LocalChat {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn read_batch_limit(&self) -> usize {
+        100
+    }
+
+    async fn upsert_users(&self, users: &[ChatUser]) -> Result<(), ProviderError> {
+        let rows: Vec<(String, String, Option<String>)> = users
+            .iter()
+            .map(|u| (u.id.clone(), u.name.clone(), u.image.clone()))
+            .collect();
+        local_chat::upsert_users(&self.db, &rows)
+            .await
+            .map_err(store)
+    }
+
+    async fn delete_users(&self, user_ids: &[String]) -> Result<(), ProviderError> {
+        local_chat::delete_users(&self.db, user_ids)
+            .await
+            .map_err(store)
+    }
+
+    async fn create_channel(&self, spec: &ChannelSpec) -> Result<(), ProviderError> {
+        let cid = spec.channel.cid();
+        let txn = db::begin(&self.db).await.map_err(store)?;
+        local_chat::create_channel(
+            &txn,
+            local_chat::NewChannel {
+                cid: cid.clone(),
+                channel_type: &spec.channel.channel_type,
+                channel_id: &spec.channel.channel_id,
+                created_by: &spec.created_by,
+                name: spec.name.clone(),
+                image: spec.image.clone(),
+                metadata: &spec.metadata,
+                frozen: spec.frozen,
+            },
+        )
+        .await
+        .map_err(store)?;
+        local_chat::add_members(&txn, &cid, &spec.members)
+            .await
+            .map_err(store)?;
+        txn.commit().await.map_err(store)
+    }
+
+    async fn update_metadata(
+        &self,
+        channel: &ChannelRef,
+        set: &Map<String, Value>,
+        unset: &[String],
+    ) -> Result<(), ProviderError> {
+        let txn = db::begin(&self.db).await.map_err(store)?;
+        let row = local_chat::find_channel(&txn, &channel.cid())
+            .await
+            .map_err(store)?
+            .ok_or(ProviderError::NotFound)?;
+        let mut metadata =
+            serde_json::from_str::<Map<String, Value>>(&row.metadata).unwrap_or_default();
+        for key in unset {
+            metadata.remove(key);
+        }
+        for (k, v) in set {
+            metadata.insert(k.clone(), v.clone());
+        }
+        local_chat::update_channel(&txn, &row.cid, &metadata, row.frozen)
+            .await
+            .map_err(store)?;
+        txn.commit().await.map_err(store)
+    }
+
+    async fn add_members(
+        &self,
+        channel: &ChannelRef,
+        user_ids: &[String],
+        message: Option<&SystemMessage>,
+    ) -> Result<(), ProviderError> {
+        let row = self.existing(channel).await?;
+        local_chat::add_members(&self.db, &row.cid, user_ids)
+            .await
+            .map_err(store)?;
+        if let Some(m) = message {
+            self.post_system(channel, m).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_members(
+        &self,
+        channel: &ChannelRef,
+        user_ids: &[String],
+        message: Option<&SystemMessage>,
+    ) -> Result<(), ProviderError> {
+        let row = self.existing(channel).await?;
+        local_chat::remove_members(&self.db, &row.cid, user_ids)
+            .await
+            .map_err(store)?;
+        if let Some(m) = message {
+            self.post_system(channel, m).await?;
+        }
+        Ok(())
+    }
+
+    async fn set_frozen(&self, channel: &ChannelRef, frozen: bool) -> Result<(), ProviderError> {
+        let row = self.existing(channel).await?;
+        let metadata =
+            serde_json::from_str::<Map<String, Value>>(&row.metadata).unwrap_or_default();
+        local_chat::update_channel(&self.db, &row.cid, &metadata, frozen)
+            .await
+            .map_err(store)
+    }
+
+    async fn send_system_message(
+        &self,
+        channel: &ChannelRef,
+        message: &SystemMessage,
+    ) -> Result<(), ProviderError> {
+        self.existing(channel).await?;
+        self.post_system(channel, message).await
+    }
+
+    async fn delete_channel(&self, channel: &ChannelRef) -> Result<(), ProviderError> {
+        let txn = db::begin(&self.db).await.map_err(store)?;
+        local_chat::delete_channel(&txn, &channel.cid())
+            .await
+            .map_err(store)?;
+        txn.commit().await.map_err(store)
+    }
+
+    async fn issue_token(
+        &self,
+        user: &ChatUser,
+        ttl: Duration,
+    ) -> Result<ChatCredentials, ProviderError> {
+        let now = Utc::now();
+        let expires = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+        let claims = json!({
+            "sub": user.id,
+            "aud": TOKEN_AUDIENCE,
+            "iat": now.timestamp(),
+            "exp": expires.timestamp(),
+        });
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(self.token_key.expose_secret().as_bytes()),
+        )
+        .map_err(|e| ProviderError::Unavailable(format!("signing a chat token: {e}")))?;
+        Ok(ChatCredentials {
+            provider: "local",
+            user_id: user.id.clone(),
+            token,
+            expires_at: Some(expires),
+            api_key: None,
+            app_id: None,
+            connection: json!({ "transport": "graphql", "endpoint": "/graphql" }),
+        })
+    }
+
+    async fn read_channels(
+        &self,
+        channels: &[ChannelRef],
+        for_user: &str,
+    ) -> Result<Vec<ChannelState>, ProviderError> {
+        let cids: Vec<String> = channels.iter().map(ChannelRef::cid).collect();
+        let rows = local_chat::read(&self.db, &cids, for_user)
+            .await
+            .map_err(store)?;
+        Ok(rows
+            .into_iter()
+            .map(|(c, members, last, unread)| ChannelState {
+                channel: ChannelRef {
+                    channel_type: c.channel_type,
+                    channel_id: c.channel_id,
+                },
+                last_message: last.map(to_message),
+                member_count: members,
+                frozen: c.frozen,
+                unread_count: unread,
+            })
+            .collect())
+    }
+
+    async fn recent_messages(
+        &self,
+        channel: &ChannelRef,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>, ProviderError> {
+        self.existing(channel).await?;
+        Ok(
+            local_chat::recent(&self.db, &channel.cid(), u64::from(limit))
+                .await
+                .map_err(store)?
+                .into_iter()
+                .map(to_message)
+                .collect(),
+        )
+    }
+}

@@ -1,0 +1,596 @@
+//! The outbox: every side effect at the chat provider that follows a change in caregraph is
+//! written as a row in the same database transaction as the change, with an idempotency key,
+//! and delivered by a worker that retries with backoff until it succeeds, or marks the row dead
+//! after `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (visible to admins and in metrics).
+//!
+//! Rows of one partition (one channel, or the user directory) are delivered in order, one at a
+//! time; partitions proceed in parallel. A row is claimed with a lease, so a process that dies
+//! mid-delivery loses nothing: the lease expires and another worker delivers it. Delivery is at
+//! least once, and every operation is idempotent at the provider, so the effect happens once.
+
+use std::{sync::Arc, time::Duration};
+
+use chrono::{DateTime, Utc};
+use futures_util::{StreamExt, stream};
+use rand::Rng;
+use sea_orm::{
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+    sea_query::{Expr, OnConflict},
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::SharedClock,
+    db::entities::outbox,
+    providers::chat::{
+        ChannelRef, ChannelSpec, ChatProvider, ChatUser, ProviderError, SystemMessage,
+    },
+};
+
+/// A side effect at the chat provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Operation {
+    /// Create or update users.
+    UpsertUsers {
+        /// The users.
+        users: Vec<ChatUser>,
+    },
+    /// Delete users.
+    DeleteUsers {
+        /// Their ids.
+        user_ids: Vec<String>,
+    },
+    /// Create (or get) a channel, upserting its members first (so it never waits on another
+    /// partition).
+    CreateChannel {
+        /// The channel.
+        spec: ChannelSpec,
+        /// The members and creator as the provider should know them.
+        users: Vec<ChatUser>,
+    },
+    /// Set and unset custom data.
+    UpdateMetadata {
+        /// The channel.
+        channel: ChannelRef,
+        /// Keys to set.
+        set: Map<String, Value>,
+        /// Keys to remove.
+        unset: Vec<String>,
+    },
+    /// Add members, upserting them first.
+    AddMembers {
+        /// The channel.
+        channel: ChannelRef,
+        /// The new members.
+        users: Vec<ChatUser>,
+        /// A system message to post with it.
+        message: Option<SystemMessage>,
+    },
+    /// Remove members.
+    RemoveMembers {
+        /// The channel.
+        channel: ChannelRef,
+        /// Their ids.
+        user_ids: Vec<String>,
+        /// A system message to post with it.
+        message: Option<SystemMessage>,
+    },
+    /// Freeze or unfreeze.
+    SetFrozen {
+        /// The channel.
+        channel: ChannelRef,
+        /// Frozen or not.
+        frozen: bool,
+    },
+    /// Post a system message.
+    SystemMessage {
+        /// The channel.
+        channel: ChannelRef,
+        /// The message (its id makes it idempotent).
+        message: SystemMessage,
+    },
+    /// Delete a channel.
+    DeleteChannel {
+        /// The channel.
+        channel: ChannelRef,
+    },
+}
+
+impl Operation {
+    /// Rows with the same partition key are delivered in order.
+    pub fn partition_key(&self) -> String {
+        match self {
+            Self::UpsertUsers { .. } | Self::DeleteUsers { .. } => "users".into(),
+            Self::CreateChannel { spec, .. } => spec.channel.cid(),
+            Self::UpdateMetadata { channel, .. }
+            | Self::AddMembers { channel, .. }
+            | Self::RemoveMembers { channel, .. }
+            | Self::SetFrozen { channel, .. }
+            | Self::SystemMessage { channel, .. }
+            | Self::DeleteChannel { channel } => channel.cid(),
+        }
+    }
+
+    /// The operation's name, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::UpsertUsers { .. } => "upsert_users",
+            Self::DeleteUsers { .. } => "delete_users",
+            Self::CreateChannel { .. } => "create_channel",
+            Self::UpdateMetadata { .. } => "update_metadata",
+            Self::AddMembers { .. } => "add_members",
+            Self::RemoveMembers { .. } => "remove_members",
+            Self::SetFrozen { .. } => "set_frozen",
+            Self::SystemMessage { .. } => "system_message",
+            Self::DeleteChannel { .. } => "delete_channel",
+        }
+    }
+
+    /// Carries the operation out at the provider.
+    pub async fn apply(&self, provider: &dyn ChatProvider) -> Result<(), ProviderError> {
+        match self {
+            Self::UpsertUsers { users } => provider.upsert_users(users).await,
+            Self::DeleteUsers { user_ids } => provider.delete_users(user_ids).await,
+            Self::CreateChannel { spec, users } => {
+                if !users.is_empty() {
+                    provider.upsert_users(users).await?;
+                }
+                provider.create_channel(spec).await
+            }
+            Self::UpdateMetadata {
+                channel,
+                set,
+                unset,
+            } => provider.update_metadata(channel, set, unset).await,
+            Self::AddMembers {
+                channel,
+                users,
+                message,
+            } => {
+                provider.upsert_users(users).await?;
+                let ids: Vec<String> = users.iter().map(|u| u.id.clone()).collect();
+                provider.add_members(channel, &ids, message.as_ref()).await
+            }
+            Self::RemoveMembers {
+                channel,
+                user_ids,
+                message,
+            } => {
+                provider
+                    .remove_members(channel, user_ids, message.as_ref())
+                    .await
+            }
+            Self::SetFrozen { channel, frozen } => provider.set_frozen(channel, *frozen).await,
+            Self::SystemMessage { channel, message } => {
+                provider.send_system_message(channel, message).await
+            }
+            Self::DeleteChannel { channel } => provider.delete_channel(channel).await,
+        }
+    }
+}
+
+/// Row states.
+pub mod status {
+    /// Waiting for delivery.
+    pub const PENDING: &str = "pending";
+    /// Delivered.
+    pub const DONE: &str = "done";
+    /// Given up on; an admin may retry it.
+    pub const DEAD: &str = "dead";
+}
+
+/// One row to write: an idempotency key (a repeat of the key writes nothing) and the operation.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    /// Unique per effect, e.g. `case:<id>:create`.
+    pub key: String,
+    /// The organisation whose admins see the row if it dies.
+    pub org_id: Option<String>,
+    /// The effect.
+    pub op: Operation,
+}
+
+impl Entry {
+    /// An entry on behalf of an organisation.
+    pub fn new(key: impl Into<String>, org_id: Option<String>, op: Operation) -> Self {
+        Self {
+            key: key.into(),
+            org_id,
+            op,
+        }
+    }
+}
+
+/// Writes entries in the caller's transaction; returns the keys written (an existing key is
+/// skipped, so retried requests never duplicate an effect).
+pub async fn enqueue(
+    db: &impl ConnectionTrait,
+    entries: &[Entry],
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, sea_orm::DbErr> {
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = entries
+        .iter()
+        .map(|e| {
+            Ok(outbox::ActiveModel {
+                id: Set(uuid::Uuid::now_v7().to_string()),
+                idempotency_key: Set(e.key.clone()),
+                org_id: Set(e.org_id.clone()),
+                partition_key: Set(e.op.partition_key()),
+                operation: Set(serde_json::to_string(&e.op)
+                    .map_err(|err| sea_orm::DbErr::Custom(err.to_string()))?),
+                status: Set(status::PENDING.into()),
+                attempts: Set(0),
+                next_attempt_at: Set(now),
+                locked_until: Set(None),
+                last_error: Set(None),
+                created_at: Set(now),
+                updated_at: Set(now),
+                ..Default::default()
+            })
+        })
+        .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
+    // One row per statement keeps the sequence in the order given.
+    for row in rows {
+        outbox::Entity::insert(row)
+            .on_conflict(
+                OnConflict::column(outbox::Column::IdempotencyKey)
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .exec_without_returning(db)
+            .await?;
+    }
+    Ok(entries.iter().map(|e| e.key.clone()).collect())
+}
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Attempts before a row is dead.
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt with jitter.
+    pub base_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// How long a claim holds before another worker may take the row.
+    pub lease: Duration,
+    /// Rows claimed per round.
+    pub batch: u64,
+    /// Partitions delivered at once.
+    pub concurrency: usize,
+    /// How often the worker looks when nobody wakes it.
+    pub poll: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_attempts: 12,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(300),
+            lease: Duration::from_secs(60),
+            batch: 64,
+            concurrency: 8,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counts for metrics and admins.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Waiting.
+    pub pending: u64,
+    /// Given up.
+    pub dead: u64,
+}
+
+/// The outbox: writes rows, delivers them, reports on them.
+#[derive(Clone)]
+pub struct Outbox {
+    db: DatabaseConnection,
+    provider: Arc<dyn ChatProvider>,
+    clock: SharedClock,
+    settings: Settings,
+    wake: Arc<Notify>,
+}
+
+fn chrono(d: Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(60))
+}
+
+impl Outbox {
+    /// Builds the outbox over `provider`.
+    pub fn new(
+        db: DatabaseConnection,
+        provider: Arc<dyn ChatProvider>,
+        clock: SharedClock,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            db,
+            provider,
+            clock,
+            settings,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The provider rows are delivered to.
+    pub fn provider(&self) -> &Arc<dyn ChatProvider> {
+        &self.provider
+    }
+
+    /// Wakes the worker (after a transaction with new rows committed).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Delivers now what is due of these keys (the caller waits for its own effects; what fails
+    /// stays for the worker). Returns whether every key is delivered.
+    pub async fn deliver_now(&self, keys: &[String]) -> Result<bool, sea_orm::DbErr> {
+        if keys.is_empty() {
+            return Ok(true);
+        }
+        // Deliver in rounds: a key may wait behind earlier rows of its partition.
+        for _ in 0..keys.len().max(1) * 2 {
+            let delivered = self.round(Some(keys)).await?;
+            let open = outbox::Entity::find()
+                .filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()))
+                .filter(outbox::Column::Status.eq(status::PENDING))
+                .count(&self.db)
+                .await?;
+            if open == 0 {
+                return Ok(true);
+            }
+            if delivered == 0 {
+                break;
+            }
+        }
+        self.wake();
+        Ok(false)
+    }
+
+    /// Runs until `stop` is cancelled: delivers due rows, sleeps until woken or the poll period.
+    pub async fn run(self, stop: CancellationToken) {
+        tracing::info!(provider = self.provider.name(), "outbox worker started");
+        loop {
+            match self.round(None).await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "outbox round failed"),
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.settings.poll) => {}
+            }
+        }
+        tracing::info!("outbox worker stopped");
+    }
+
+    /// Claims due partition heads (optionally only some keys) and delivers them; returns how many
+    /// rows it finished (delivered or dead).
+    async fn round(&self, only: Option<&[String]>) -> Result<usize, sea_orm::DbErr> {
+        let now = self.clock.now();
+        let mut query = outbox::Entity::find()
+            .filter(outbox::Column::Status.eq(status::PENDING))
+            .filter(outbox::Column::NextAttemptAt.lte(now))
+            .filter(
+                Condition::any()
+                    .add(outbox::Column::LockedUntil.is_null())
+                    .add(outbox::Column::LockedUntil.lt(now)),
+            )
+            .filter(Expr::cust(
+                r#""outbox"."seq" = (SELECT MIN("o2"."seq") FROM "outbox" "o2" WHERE "o2"."partition_key" = "outbox"."partition_key" AND "o2"."status" = 'pending')"#,
+            ));
+        if let Some(keys) = only {
+            query = query.filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()));
+        }
+        let due = query
+            .order_by_asc(outbox::Column::Seq)
+            .limit(self.settings.batch)
+            .all(&self.db)
+            .await?;
+        let mut claimed = Vec::new();
+        for row in due {
+            let lease = outbox::Entity::update_many()
+                .col_expr(
+                    outbox::Column::LockedUntil,
+                    Expr::value(now + chrono(self.settings.lease)),
+                )
+                .filter(outbox::Column::Seq.eq(row.seq))
+                .filter(outbox::Column::Status.eq(status::PENDING))
+                .filter(
+                    Condition::any()
+                        .add(outbox::Column::LockedUntil.is_null())
+                        .add(outbox::Column::LockedUntil.lt(now)),
+                )
+                .exec(&self.db)
+                .await?;
+            if lease.rows_affected == 1 {
+                claimed.push(row);
+            }
+        }
+        let finished = stream::iter(claimed)
+            .map(|row| self.deliver(row))
+            .buffer_unordered(self.settings.concurrency)
+            .collect::<Vec<_>>()
+            .await;
+        let mut done = 0;
+        for result in finished {
+            done += usize::from(result?);
+        }
+        Ok(done)
+    }
+
+    /// Delivers one claimed row; whether it finished (delivered or dead).
+    async fn deliver(&self, row: outbox::Model) -> Result<bool, sea_orm::DbErr> {
+        let op: Result<Operation, _> = serde_json::from_str(&row.operation);
+        let attempts = row.attempts + 1;
+        let result = match &op {
+            Ok(op) => op.apply(self.provider.as_ref()).await,
+            Err(e) => Err(ProviderError::Rejected {
+                status: 0,
+                message: format!("unreadable operation: {e}"),
+            }),
+        };
+        let now = self.clock.now();
+        let name = op.as_ref().map_or("unknown", Operation::name);
+        let mut update = outbox::Entity::update_many()
+            .col_expr(outbox::Column::Attempts, Expr::value(attempts))
+            .col_expr(
+                outbox::Column::LockedUntil,
+                Expr::value(Option::<DateTime<Utc>>::None),
+            )
+            .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
+            .filter(outbox::Column::Seq.eq(row.seq));
+        let finished = match result {
+            Ok(()) => {
+                tracing::debug!(op = name, key = %row.idempotency_key, "outbox row delivered");
+                update = update.col_expr(outbox::Column::Status, Expr::value(status::DONE));
+                true
+            }
+            Err(e) => {
+                let dead = matches!(e, ProviderError::Rejected { .. })
+                    || attempts >= self.settings.max_attempts;
+                let message: String = e.to_string().chars().take(1000).collect();
+                update = update.col_expr(outbox::Column::LastError, Expr::value(message));
+                if dead {
+                    tracing::error!(op = name, key = %row.idempotency_key, attempts, error = %e, "outbox row is dead");
+                    update = update.col_expr(outbox::Column::Status, Expr::value(status::DEAD));
+                } else {
+                    let wait = self.backoff(attempts, &e);
+                    tracing::warn!(op = name, key = %row.idempotency_key, attempts, ?wait, error = %e, "outbox delivery failed; will retry");
+                    update = update.col_expr(
+                        outbox::Column::NextAttemptAt,
+                        Expr::value(now + chrono(wait)),
+                    );
+                }
+                dead
+            }
+        };
+        update.exec(&self.db).await?;
+        Ok(finished)
+    }
+
+    fn backoff(&self, attempts: i32, error: &ProviderError) -> Duration {
+        if let ProviderError::RateLimited {
+            retry_after: Some(wait),
+        } = error
+        {
+            return (*wait).min(self.settings.max_backoff);
+        }
+        let exp = self
+            .settings
+            .base_backoff
+            .saturating_mul(1u32 << attempts.clamp(0, 16) as u32)
+            .min(self.settings.max_backoff);
+        // Jitter in [exp/2, exp].
+        let half = exp.as_millis() as u64 / 2;
+        Duration::from_millis(half + rand::rng().random_range(0..=half.max(1)))
+    }
+
+    /// Pending and dead rows.
+    pub async fn counts(&self) -> Result<Counts, sea_orm::DbErr> {
+        let pending = outbox::Entity::find()
+            .filter(outbox::Column::Status.eq(status::PENDING))
+            .count(&self.db)
+            .await?;
+        let dead = outbox::Entity::find()
+            .filter(outbox::Column::Status.eq(status::DEAD))
+            .count(&self.db)
+            .await?;
+        Ok(Counts { pending, dead })
+    }
+}
+
+/// A row as admins see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The row's id.
+    pub id: String,
+    /// The idempotency key.
+    pub key: String,
+    /// The operation's name.
+    pub operation: &'static str,
+    /// `pending`, `done` or `dead`.
+    pub status: String,
+    /// Deliveries tried.
+    pub attempts: i32,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// Written.
+    pub created_at: DateTime<Utc>,
+    /// Last tried.
+    pub updated_at: DateTime<Utc>,
+}
+
+fn to_row(m: outbox::Model) -> Row {
+    let operation =
+        serde_json::from_str::<Operation>(&m.operation).map_or("unknown", |op| op.name());
+    Row {
+        id: m.id,
+        key: m.idempotency_key,
+        operation,
+        status: m.status,
+        attempts: m.attempts,
+        last_error: m.last_error,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+    }
+}
+
+impl Outbox {
+    /// An organisation's rows in one status, newest first (at most `limit`).
+    pub async fn rows(
+        &self,
+        org_id: &str,
+        status: &str,
+        limit: u64,
+    ) -> Result<Vec<Row>, sea_orm::DbErr> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::OrgId.eq(org_id))
+            .filter(outbox::Column::Status.eq(status))
+            .order_by_desc(outbox::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(to_row)
+            .collect())
+    }
+
+    /// Puts a dead row of `org_id` back in the queue; `None` when there is no such dead row.
+    pub async fn retry(&self, org_id: &str, id: &str) -> Result<Option<Row>, sea_orm::DbErr> {
+        let now = self.clock.now();
+        let updated = outbox::Entity::update_many()
+            .col_expr(outbox::Column::Status, Expr::value(status::PENDING))
+            .col_expr(outbox::Column::Attempts, Expr::value(0))
+            .col_expr(outbox::Column::NextAttemptAt, Expr::value(now))
+            .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
+            .filter(outbox::Column::Id.eq(id))
+            .filter(outbox::Column::OrgId.eq(org_id))
+            .filter(outbox::Column::Status.eq(status::DEAD))
+            .exec(&self.db)
+            .await?;
+        if updated.rows_affected == 0 {
+            return Ok(None);
+        }
+        self.wake();
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Id.eq(id))
+            .one(&self.db)
+            .await?
+            .map(to_row))
+    }
+}
