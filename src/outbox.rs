@@ -175,6 +175,9 @@ impl Operation {
     }
 }
 
+/// The condition that a row is the oldest pending row of its partition.
+const HEAD_OF_PARTITION: &str = r#""outbox"."seq" = (SELECT MIN("o2"."seq") FROM "outbox" "o2" WHERE "o2"."partition_key" = "outbox"."partition_key" AND "o2"."status" = 'pending')"#;
+
 /// Row states.
 pub mod status {
     /// Waiting for delivery.
@@ -369,13 +372,36 @@ impl Outbox {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox round failed"),
             }
+            // Sleep until the earliest retry is due (a backed-off row must not wait a whole poll
+            // period), a new row wakes the worker, or the poll period passes.
+            let nap = match self.next_due().await {
+                Ok(Some(due)) => (due - self.clock.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(self.settings.poll),
+                _ => self.settings.poll,
+            };
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.settings.poll) => {}
+                () = tokio::time::sleep(nap) => {}
             }
         }
         tracing::info!("outbox worker stopped");
+    }
+
+    /// When the earliest pending partition head is due (rows behind a head wait for it).
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, sea_orm::DbErr> {
+        Ok(outbox::Entity::find()
+            .filter(outbox::Column::Status.eq(status::PENDING))
+            .filter(Expr::cust(HEAD_OF_PARTITION))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .one(&self.db)
+            .await?
+            .map(|row| match row.locked_until {
+                Some(lease) if lease > row.next_attempt_at => lease,
+                _ => row.next_attempt_at,
+            }))
     }
 
     /// Claims due partition heads (optionally only some keys) and delivers them; returns how many
@@ -390,9 +416,7 @@ impl Outbox {
                     .add(outbox::Column::LockedUntil.is_null())
                     .add(outbox::Column::LockedUntil.lt(now)),
             )
-            .filter(Expr::cust(
-                r#""outbox"."seq" = (SELECT MIN("o2"."seq") FROM "outbox" "o2" WHERE "o2"."partition_key" = "outbox"."partition_key" AND "o2"."status" = 'pending')"#,
-            ));
+            .filter(Expr::cust(HEAD_OF_PARTITION));
         if let Some(keys) = only {
             query = query.filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()));
         }

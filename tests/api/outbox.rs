@@ -437,3 +437,57 @@ async fn admins_see_failed_provider_operations_retry_them_and_metrics_count_them
         .await;
     assert_eq!(list, serde_json::json!([]));
 }
+
+#[tokio::test]
+async fn a_caller_can_deliver_its_own_rows_at_once_and_falls_back_to_the_worker() {
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick_outbox(v, &fake);
+        // The worker stays asleep unless woken, so only deliver_now can deliver here.
+        v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "600000".into());
+    })
+    .await;
+    let outbox = &app.state.services.outbox;
+    let txn = caregraph::db::begin(&app.state.services.db)
+        .await
+        .expect("begin");
+    let keys = enqueue(&txn, &provisioning(1)[1..], chrono::Utc::now())
+        .await
+        .expect("enqueue");
+    txn.commit().await.expect("commit");
+    assert!(
+        outbox.deliver_now(&keys).await.expect("deliver"),
+        "delivered before returning"
+    );
+    assert_eq!(
+        fake.control()
+            .calls("POST", "/channels/messaging/appointment-outage-001/query")
+            .len(),
+        1
+    );
+
+    // With the provider down, the caller gets `false` at once and the row waits for the worker.
+    fake.control().fail(503, "down", usize::MAX);
+    let txn = caregraph::db::begin(&app.state.services.db)
+        .await
+        .expect("begin");
+    let keys = enqueue(&txn, &provisioning(2)[1..], chrono::Utc::now())
+        .await
+        .expect("enqueue");
+    txn.commit().await.expect("commit");
+    let started = Instant::now();
+    assert!(!outbox.deliver_now(&keys).await.expect("deliver"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the caller is not held up"
+    );
+    assert_eq!(outbox.counts().await.expect("counts").pending, 1);
+    fake.control().heal();
+    wait_until_delivered(&app, Duration::from_secs(10)).await;
+    assert_eq!(
+        fake.control()
+            .calls("POST", "/channels/messaging/appointment-outage-002/query")
+            .len(),
+        1
+    );
+}

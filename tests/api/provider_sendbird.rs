@@ -274,6 +274,7 @@ async fn creating_a_channel_posts_its_url_custom_type_name_cover_members_and_dat
             "name": "Care team of Ada",
             "cover_url": "https://img.example/ada.png",
             "user_ids": ["u-1", "u-2"],
+            "invitation_status": {"u-1": "joined", "u-2": "joined"},
             "data": body["data"],
             "is_distinct": false,
         })
@@ -330,7 +331,10 @@ async fn creating_an_existing_channel_succeeds_leaves_it_as_it_is_and_invites_th
     assert_eq!(requests.len(), 2, "create, then invite; no freeze");
     assert_wire(&requests[0], "POST", "/v3/group_channels");
     assert_wire(&requests[1], "POST", "/v3/group_channels/case-42/invite");
-    assert_eq!(requests[1].json(), json!({ "user_ids": ["u-2", "u-3"] }));
+    assert_eq!(
+        requests[1].json(),
+        json!({ "user_ids": ["u-2", "u-3"], "invitation_status": {"u-2": "joined", "u-3": "joined"} })
+    );
 
     assert_eq!(fake.state().channels.len(), 1);
     let channel = fake.channel("case-42").expect("channel");
@@ -433,7 +437,10 @@ async fn adding_members_invites_them_then_posts_the_system_message() {
     let requests = fake.control().requests();
     assert_eq!(requests.len(), 3, "invite, look for the message, post it");
     assert_wire(&requests[0], "POST", "/v3/group_channels/case-1/invite");
-    assert_eq!(requests[0].json(), json!({ "user_ids": ["u-2", "u-3"] }));
+    assert_eq!(
+        requests[0].json(),
+        json!({ "user_ids": ["u-2", "u-3"], "invitation_status": {"u-2": "joined", "u-3": "joined"} })
+    );
     assert_wire(&requests[1], "GET", "/v3/group_channels/case-1/messages");
     assert_wire(&requests[2], "POST", "/v3/group_channels/case-1/messages");
     assert_eq!(

@@ -275,7 +275,8 @@ impl Sendbird {
         }
     }
 
-    /// Invites users into a channel (`POST …/invite`).
+    /// Invites users into a channel (`POST …/invite`), already joined so that they can post even
+    /// where the app does not auto-accept invitations.
     async fn invite(&self, channel: &ChannelRef, user_ids: &[String]) -> Result<(), ProviderError> {
         if user_ids.is_empty() {
             return Ok(());
@@ -285,7 +286,7 @@ impl Sendbird {
             Method::POST,
             self.url(&["group_channels", &channel.channel_id, "invite"]),
             &[],
-            Some(&json!({ "user_ids": user_ids })),
+            Some(&json!({ "user_ids": user_ids, "invitation_status": joined(user_ids) })),
         )
         .await
         .map(drop)
@@ -453,6 +454,7 @@ impl ChatProvider for Sendbird {
             body.insert("cover_url".into(), json!(image));
         }
         body.insert("user_ids".into(), json!(spec.members));
+        body.insert("invitation_status".into(), joined(&spec.members));
         body.insert("data".into(), json!(data));
         body.insert("is_distinct".into(), json!(false));
         let body = Value::Object(body);
@@ -705,4 +707,14 @@ impl ChatProvider for Sendbird {
         out.sort_by_key(|m| m.sent_at);
         Ok(out)
     }
+}
+
+/// `invitation_status` marking every user as joined.
+fn joined(user_ids: &[String]) -> Value {
+    Value::Object(
+        user_ids
+            .iter()
+            .map(|u| (u.clone(), Value::String("joined".into())))
+            .collect(),
+    )
 }
