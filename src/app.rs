@@ -59,6 +59,12 @@ impl App {
         // The room-name key is derived from the JWT secret, apart from it by domain separation.
         let room_key =
             crate::auth::derive_key(&config.auth.jwt_secret, "caregraph meeting room names");
+        if config.is_production() && config.jitsi.app_id.is_none() {
+            tracing::warn!(
+                domain = %config.jitsi.domain,
+                "JITSI_APP_ID/JITSI_APP_SECRET are unset: meeting links are plain room URLs that anyone holding one can open at any time"
+            );
+        }
         let meetings: Arc<dyn MeetingLinks> = Arc::new(Jitsi::new(&config.jitsi, room_key));
         let chat = crate::providers::chat::build(&config, db.clone(), http_client.clone())?;
         let outbox = Outbox::new(

@@ -430,6 +430,20 @@ impl Config {
             bail!("CAREGRAPH_LOGIN_PER_*_PER_MINUTE: must be at least 1");
         }
 
+        if production && auth.jwks_url.is_some() {
+            if auth.issuer.is_none() || auth.audience.is_none() {
+                bail!(
+                    "CAREGRAPH_JWT_ISSUER and CAREGRAPH_JWT_AUDIENCE: required in production with CAREGRAPH_JWKS_URL, or tokens the identity provider issued for other applications would be accepted"
+                );
+            }
+            if !auth
+                .jwks_url
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+            {
+                bail!("CAREGRAPH_JWKS_URL: production needs an https URL");
+            }
+        }
         let demo = vars.flag("CAREGRAPH_DEMO")?;
         if production && demo == Some(true) {
             bail!("CAREGRAPH_DEMO: demo data is never seeded in production");

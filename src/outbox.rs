@@ -175,8 +175,9 @@ impl Operation {
     }
 }
 
-/// The condition that a row is the oldest pending row of its partition.
-const HEAD_OF_PARTITION: &str = r#""outbox"."seq" = (SELECT MIN("o2"."seq") FROM "outbox" "o2" WHERE "o2"."partition_key" = "outbox"."partition_key" AND "o2"."status" = 'pending')"#;
+/// The condition that a row is the oldest undelivered row of its partition. A dead row holds its
+/// partition: later rows wait until an admin retries it, so effects never apply out of order.
+const HEAD_OF_PARTITION: &str = r#""outbox"."seq" = (SELECT MIN("o2"."seq") FROM "outbox" "o2" WHERE "o2"."partition_key" = "outbox"."partition_key" AND "o2"."status" IN ('pending', 'dead'))"#;
 
 /// Row states.
 pub mod status {
@@ -210,8 +211,8 @@ impl Entry {
     }
 }
 
-/// Writes entries in the caller's transaction; returns the keys written (an existing key is
-/// skipped, so retried requests never duplicate an effect).
+/// Writes entries in the caller's transaction; returns their keys (an existing key is skipped,
+/// so retried requests never duplicate an effect).
 pub async fn enqueue(
     db: &impl ConnectionTrait,
     entries: &[Entry],
@@ -241,6 +242,21 @@ pub async fn enqueue(
             })
         })
         .collect::<Result<Vec<_>, sea_orm::DbErr>>()?;
+    // On PostgreSQL a sequence number is taken at insert, not at commit: serialise writers of a
+    // partition until commit, so that rows of one partition are numbered in commit order.
+    if db.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        let mut partitions: Vec<String> = entries.iter().map(|e| e.op.partition_key()).collect();
+        partitions.sort();
+        partitions.dedup();
+        for p in partitions {
+            db.execute_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DatabaseBackend::Postgres,
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                [p.into()],
+            ))
+            .await?;
+        }
+    }
     // One row per statement keeps the sequence in the order given.
     for row in rows {
         outbox::Entity::insert(row)
@@ -353,7 +369,13 @@ impl Outbox {
                 .count(&self.db)
                 .await?;
             if open == 0 {
-                return Ok(true);
+                // Delivered only if none of them died.
+                let dead = outbox::Entity::find()
+                    .filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()))
+                    .filter(outbox::Column::Status.eq(status::DEAD))
+                    .count(&self.db)
+                    .await?;
+                return Ok(dead == 0);
             }
             if delivered == 0 {
                 break;
@@ -368,7 +390,7 @@ impl Outbox {
         tracing::info!(provider = self.provider.name(), "outbox worker started");
         loop {
             match self.round(None).await {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 && !stop.is_cancelled() => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox round failed"),
             }
@@ -420,20 +442,25 @@ impl Outbox {
         if let Some(keys) = only {
             query = query.filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()));
         }
+        // Claim no more than can be delivered at once, so no lease runs down in a queue.
         let due = query
             .order_by_asc(outbox::Column::Seq)
-            .limit(self.settings.batch)
+            .limit(self.settings.concurrency as u64)
             .all(&self.db)
             .await?;
         let mut claimed = Vec::new();
         for row in due {
+            // The lease's expiry, at the precision both databases store, doubles as this
+            // claim's token: only the holder may write the outcome.
+            let lease_until = crate::domain::care::stored_precision(
+                now + chrono(self.settings.lease)
+                    + chrono::Duration::microseconds(rand::rng().random_range(0..1_000_000)),
+            );
             let lease = outbox::Entity::update_many()
-                .col_expr(
-                    outbox::Column::LockedUntil,
-                    Expr::value(now + chrono(self.settings.lease)),
-                )
+                .col_expr(outbox::Column::LockedUntil, Expr::value(lease_until))
                 .filter(outbox::Column::Seq.eq(row.seq))
                 .filter(outbox::Column::Status.eq(status::PENDING))
+                .filter(outbox::Column::NextAttemptAt.lte(now))
                 .filter(
                     Condition::any()
                         .add(outbox::Column::LockedUntil.is_null())
@@ -442,11 +469,11 @@ impl Outbox {
                 .exec(&self.db)
                 .await?;
             if lease.rows_affected == 1 {
-                claimed.push(row);
+                claimed.push((row, lease_until));
             }
         }
         let finished = stream::iter(claimed)
-            .map(|row| self.deliver(row))
+            .map(|(row, lease)| self.deliver(row, lease))
             .buffer_unordered(self.settings.concurrency)
             .collect::<Vec<_>>()
             .await;
@@ -457,12 +484,28 @@ impl Outbox {
         Ok(done)
     }
 
-    /// Delivers one claimed row; whether it finished (delivered or dead).
-    async fn deliver(&self, row: outbox::Model) -> Result<bool, sea_orm::DbErr> {
+    /// Delivers one claimed row; whether it finished (delivered or dead). A delivery that
+    /// outlasts its lease is cut off, and its outcome is written only while the lease is still
+    /// this worker's.
+    async fn deliver(
+        &self,
+        row: outbox::Model,
+        lease: DateTime<Utc>,
+    ) -> Result<bool, sea_orm::DbErr> {
         let op: Result<Operation, _> = serde_json::from_str(&row.operation);
         let attempts = row.attempts + 1;
+        let budget = self
+            .settings
+            .lease
+            .saturating_sub(Duration::from_secs(5))
+            .max(Duration::from_secs(1));
         let result = match &op {
-            Ok(op) => op.apply(self.provider.as_ref()).await,
+            Ok(op) => match tokio::time::timeout(budget, op.apply(self.provider.as_ref())).await {
+                Ok(result) => result,
+                Err(_) => Err(ProviderError::Unavailable(
+                    "delivery outlasted its lease".into(),
+                )),
+            },
             Err(e) => Err(ProviderError::Rejected {
                 status: 0,
                 message: format!("unreadable operation: {e}"),
@@ -477,7 +520,8 @@ impl Outbox {
                 Expr::value(Option::<DateTime<Utc>>::None),
             )
             .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
-            .filter(outbox::Column::Seq.eq(row.seq));
+            .filter(outbox::Column::Seq.eq(row.seq))
+            .filter(outbox::Column::LockedUntil.eq(lease));
         let finished = match result {
             Ok(()) => {
                 tracing::debug!(op = name, key = %row.idempotency_key, "outbox row delivered");
@@ -485,8 +529,10 @@ impl Outbox {
                 true
             }
             Err(e) => {
-                let dead = matches!(e, ProviderError::Rejected { .. })
-                    || attempts >= self.settings.max_attempts;
+                // A refusal is final, but not a credentials problem (401/403: a rotated key
+                // comes back) nor "not found" (an earlier row of the partition may be missing).
+                let refused = matches!(&e, ProviderError::Rejected { status, .. } if *status != 401 && *status != 403);
+                let dead = refused || attempts >= self.settings.max_attempts;
                 let message: String = e.to_string().chars().take(1000).collect();
                 update = update.col_expr(outbox::Column::LastError, Expr::value(message));
                 if dead {
@@ -503,7 +549,10 @@ impl Outbox {
                 dead
             }
         };
-        update.exec(&self.db).await?;
+        if update.exec(&self.db).await?.rows_affected == 0 {
+            tracing::warn!(key = %row.idempotency_key, "outbox lease was lost; another worker owns the row");
+            return Ok(false);
+        }
         Ok(finished)
     }
 

@@ -26,6 +26,12 @@ pub async fn upsert_users(
     db: &impl ConnectionTrait,
     users: &[(String, String, Option<String>)],
 ) -> Result<(), sea_orm::DbErr> {
+    // One row per id: PostgreSQL refuses an upsert that touches a row twice.
+    let mut seen = std::collections::HashSet::new();
+    let users: Vec<_> = users
+        .iter()
+        .filter(|(id, _, _)| seen.insert(id.clone()))
+        .collect();
     if users.is_empty() {
         return Ok(());
     }

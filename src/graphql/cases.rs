@@ -7,7 +7,7 @@ use super::{
     context::{loader, services, viewer},
     enums::{CaseKind, CaseRole, CaseStatus},
     errors::GqlResult,
-    loaders::ParticipantsOf,
+    loaders::{GuardianshipsOf, MembershipsOf, ParticipantsOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     patients::{Patient, org_of, patient_of, user_of},
@@ -46,12 +46,29 @@ impl Case {
     async fn status(&self) -> CaseStatus {
         self.0.status.into()
     }
-    /// The patient, when there is one.
+    /// The patient, when there is one and the caller may see the patient's record (staff of the
+    /// organisation, or a guardian): other participants see the case without it.
     async fn patient(&self, ctx: &Context<'_>) -> GqlResult<Option<Patient>> {
-        match self.0.patient_id {
-            Some(p) => patient_of(ctx, p).await.map(Some),
-            None => Ok(None),
+        let Some(patient) = self.0.patient_id else {
+            return Ok(None);
+        };
+        let me = viewer(ctx).user()?.id;
+        let (memberships, guardianships) = futures_util::try_join!(
+            loader(ctx).load_one(MembershipsOf(me)),
+            loader(ctx).load_one(GuardianshipsOf(me)),
+        )?;
+        let staff = memberships
+            .unwrap_or_default()
+            .iter()
+            .any(|m| m.active && m.org_id == self.0.org_id);
+        let guardian = guardianships
+            .unwrap_or_default()
+            .iter()
+            .any(|g| g.patient_id == patient);
+        if !(staff || guardian) {
+            return Ok(None);
         }
+        patient_of(ctx, patient).await.map(Some)
     }
     /// Participants.
     async fn participants(&self, ctx: &Context<'_>) -> GqlResult<Vec<CaseParticipant>> {

@@ -13,6 +13,9 @@ use sha2::{Digest, Sha256};
 
 use super::errors::request_error;
 
+/// The largest document that is remembered (bounds the cache at capacity × 32 KiB).
+const MAX_PERSISTED_BYTES: usize = 32 * 1024;
+
 /// The remembered queries, by SHA-256 hex digest.
 pub struct PersistedQueries {
     cache: Mutex<LruCache<String, String>>,
@@ -57,6 +60,15 @@ impl PersistedQueries {
                 None => return Err(request_error("PersistedQueryNotFound")),
             }
         } else {
+            // Only documents worth remembering: small, and valid GraphQL syntax.
+            if request.query.len() > MAX_PERSISTED_BYTES {
+                return Err(request_error("a persisted query may have at most 32 KiB"));
+            }
+            if async_graphql::parser::parse_query(&request.query).is_err() {
+                return Err(request_error(
+                    "a persisted query must be a valid GraphQL document",
+                ));
+            }
             let digest = hex::encode(Sha256::digest(request.query.as_bytes()));
             if digest != hash {
                 return Err(request_error(

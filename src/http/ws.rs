@@ -80,6 +80,9 @@ pub fn upgrade(
     let tracker = state.sockets.clone();
     upgrade
         .protocols([protocol.name()])
+        // Messages are GraphQL requests: the HTTP body limit applies to them too.
+        .max_message_size(state.config.graphql.max_body_bytes)
+        .max_frame_size(state.config.graphql.max_body_bytes)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 Connection::new(state, protocol, client, header_token)
@@ -90,6 +93,9 @@ pub fn upgrade(
 }
 
 type OpStream = Pin<Box<dyn Stream<Item = Option<GqlResponse>> + Send>>;
+
+/// Operations one socket may run at once.
+const MAX_OPERATIONS: usize = 100;
 
 enum Flow {
     Continue,
@@ -154,7 +160,13 @@ impl Connection {
             let expiry = self.token_deadline();
             let flow = tokio::select! {
                 message = incoming.next() => match message {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break (1000, "bye"),
+                    None | Some(Ok(Message::Close(_))) => break (1000, "bye"),
+                    // Over CAREGRAPH_MAX_BODY_BYTES: 1009 (message too big); any other read
+                    // error means the peer is gone.
+                    Some(Err(e)) if e.to_string().contains("Space limit exceeded") => {
+                        break (1009, "Message too big")
+                    }
+                    Some(Err(_)) => break (1000, "bye"),
                     Some(Ok(message)) => {
                         idle_deadline = Instant::now() + cfg.ws_idle_timeout;
                         self.on_message(message, &mut sink).await
@@ -164,6 +176,12 @@ impl Connection {
                     self.on_result(id, item, &mut sink).await
                 }
                 _ = keepalive.tick() => {
+                    // A WebSocket ping frame too: every client answers it with a pong frame,
+                    // which keeps a live connection from looking idle (legacy clients send
+                    // nothing of their own).
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break (1000, "bye");
+                    }
                     let ka = match self.protocol {
                         Protocol::TransportWs => json!({"type": "ping"}),
                         Protocol::LegacyWs if self.viewer.is_some() => json!({"type": "ka"}),
@@ -241,10 +259,16 @@ impl Connection {
         let token = token_from_payload(&payload).or_else(|| self.header_token.clone());
         let auth = self.state.services.accounts.authenticator();
         let viewer = match token {
-            Some(token) => auth
-                .viewer_from_token(&token, Some(self.client.ip()))
-                .await
-                .ok(),
+            Some(token) => match auth.viewer_from_token(&token, Some(self.client.ip())).await {
+                Ok(viewer) => Some(viewer),
+                // Our own failure (database, JWKS) is not the client's: 4500, which clients
+                // retry, instead of 4403, which they treat as final.
+                Err(e) if e.code() == crate::error::ErrorCode::Internal => {
+                    e.log_cause();
+                    return Flow::Close(4500, "Internal server error");
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         let Some(viewer) = viewer else {
@@ -281,6 +305,9 @@ impl Connection {
         };
         if self.ops.contains_key(&id) {
             return Flow::Close(4409, "Subscriber for this id already exists");
+        }
+        if self.ops.len() >= MAX_OPERATIONS {
+            return Flow::Close(4400, "Too many operations on one socket");
         }
         let Some(mut request) = request_from_payload(&payload) else {
             return Flow::Close(4400, "Invalid message: bad subscribe payload");

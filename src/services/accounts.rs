@@ -15,8 +15,8 @@ use crate::{
     error::{AppError, AppResult},
 };
 
-/// A minted access token.
-#[derive(Clone, Debug)]
+/// A minted access token (its `Debug` leaves the token out).
+#[derive(Clone)]
 pub struct AccessToken {
     /// The JWT.
     pub token: String,
@@ -24,6 +24,16 @@ pub struct AccessToken {
     pub expires_at: DateTime<Utc>,
     /// Whose it is.
     pub user: User,
+}
+
+impl std::fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("token", &"<redacted>")
+            .field("expires_at", &self.expires_at)
+            .field("user", &self.user.id)
+            .finish()
+    }
 }
 
 /// Sign-in and tokens.

@@ -321,10 +321,10 @@ impl AppointmentService {
         let appointment = db::appointments::find(&self.db, id)
             .await?
             .ok_or(AppError::NotFound("appointment"))?;
-        let staff = matches!(
-            db::organizations::find_membership(&self.db, appointment.org_id, user.id).await?,
-            Some(m) if m.active
-        );
+        let memberships = db::organizations::memberships_of_user(&self.db, user.id).await?;
+        let staff = memberships
+            .iter()
+            .any(|m| m.active && m.org_id == appointment.org_id);
         let support = db::appointments::support_staff_of(&self.db, &[id]).await?;
         let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
         let participant = is_participant(
@@ -332,6 +332,7 @@ impl AppointmentService {
             user.id,
             support.iter().map(|(_, u)| *u),
             &guardians,
+            &memberships,
         );
         if !staff && !participant {
             return Err(AppError::NotFound("appointment"));
@@ -393,7 +394,13 @@ impl AppointmentService {
         let state = self.state(appointment, now);
         let user = viewer.user()?;
         let join_url = if state == MeetingState::Open
-            && is_participant(appointment, user.id, support.iter().copied(), guardians)
+            && is_participant(
+                appointment,
+                user.id,
+                support.iter().copied(),
+                guardians,
+                viewer_memberships,
+            )
             && self
                 .consent_for(user, appointment, viewer_memberships)
                 .await?
@@ -430,8 +437,9 @@ impl AppointmentService {
         if active.iter().any(|m| m.org_id == appointment.org_id) {
             return Ok(Ok(()));
         }
+        // Without a staff role only a guardian takes part (`is_participant` checked which).
         let Some(other) = active.first() else {
-            return Ok(Ok(())); // a guardian without a staff role
+            return Ok(Ok(()));
         };
         let patient = db::patients::find(&self.db, appointment.patient_id)
             .await?
@@ -508,20 +516,29 @@ pub struct AppointmentReader {
     pub participant: bool,
 }
 
-/// Whether `user` takes part: the client, a guardian with chat rights, the practitioner or
-/// support staff.
+/// Whether `user` takes part now: the client or a guardian with chat rights while still a
+/// guardian of the patient, the practitioner while an active member of the organisation, support
+/// staff while active staff somewhere (outside staff also need consent, checked apart).
+/// `guardians` holds guardian links (of the patient, or the user's own); `memberships` are the
+/// user's.
 pub fn is_participant(
     appointment: &Appointment,
     user: UserId,
     mut support: impl Iterator<Item = UserId>,
     guardians: &[Guardian],
+    memberships: &[Membership],
 ) -> bool {
-    appointment.client_id == user
-        || appointment.practitioner_id == user
-        || support.any(|s| s == user)
-        || guardians
-            .iter()
-            .any(|g| g.patient_id == appointment.patient_id && g.user_id == user && g.may_chat())
+    let guardian = guardians
+        .iter()
+        .find(|g| g.patient_id == appointment.patient_id && g.user_id == user);
+    let active_here = memberships
+        .iter()
+        .any(|m| m.active && m.user_id == user && m.org_id == appointment.org_id);
+    let active_anywhere = memberships.iter().any(|m| m.active && m.user_id == user);
+    (appointment.client_id == user && guardian.is_some())
+        || guardian.is_some_and(Guardian::may_chat)
+        || (appointment.practitioner_id == user && active_here)
+        || (support.any(|s| s == user) && active_anywhere)
 }
 
 fn participant(user: &User, appointment: &Appointment) -> Participant {

@@ -254,8 +254,40 @@ impl CareTeamService {
         Ok(team)
     }
 
+    /// Whether a listed member may still see the team: staff of the patient's organisation while
+    /// active there; a member of another organisation while active there and while that
+    /// organisation holds the patient's MESSAGING consent.
+    async fn still_entitled(&self, team: &CareTeam, member: &CareTeamMember) -> AppResult<bool> {
+        let Some(user) = member.user_id else {
+            return Ok(false);
+        };
+        let org = member.member_org_id.unwrap_or(team.org_id);
+        let active = matches!(
+            db::organizations::find_membership(&self.db, org, user).await?,
+            Some(m) if m.active
+        );
+        if !active {
+            return Ok(false);
+        }
+        if member.member_org_id.is_none() {
+            return Ok(true);
+        }
+        let patient = db::patients::find(&self.db, team.patient_id)
+            .await?
+            .ok_or(AppError::NotFound("care team"))?;
+        Ok(consent::require(
+            &self.db,
+            &patient,
+            org,
+            ConsentScope::Messaging,
+            self.clock.now(),
+        )
+        .await
+        .is_ok())
+    }
+
     /// A care team: staff of the patient's organisation, the patient's guardians, and the team's
-    /// own members may read it.
+    /// own members while still entitled may read it.
     pub async fn team(&self, viewer: &Viewer, id: CareTeamId) -> AppResult<CareTeam> {
         viewer.user()?;
         let team = db::care_teams::find(&self.db, id)
@@ -263,7 +295,9 @@ impl CareTeamService {
             .ok_or(AppError::NotFound("care team"))?;
         let user = viewer.user()?;
         let members = db::care_teams::members_of(&self.db, &[team.id]).await?;
-        if members.iter().any(|m| m.user_id == Some(user.id)) {
+        if let Some(me) = members.iter().find(|m| m.user_id == Some(user.id))
+            && self.still_entitled(&team, me).await?
+        {
             return Ok(team);
         }
         match patient_reader(&self.db, viewer, team.patient_id).await {

@@ -17,5 +17,6 @@ mod outbox;
 mod provider_ethora;
 mod provider_sendbird;
 mod provider_stream;
+mod security;
 mod transport;
 mod websocket;

@@ -351,7 +351,7 @@ async fn the_socket_closes_when_the_access_token_expires() {
 }
 
 #[tokio::test]
-async fn the_server_pings_and_closes_idle_sockets() {
+async fn the_server_pings_keeps_live_sockets_and_closes_dead_ones() {
     let app = TestApp::spawn_with(|v| {
         v.insert("CAREGRAPH_WS_KEEPALIVE_SECONDS".into(), "1".into());
         v.insert("CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS".into(), "3".into());
@@ -359,19 +359,67 @@ async fn the_server_pings_and_closes_idle_sockets() {
     .await;
     let (_, _, token) = app.owner("Idle", "idle@example.org").await;
     let mut ws = acked(&app, "graphql-transport-ws", &token).await;
-    // A server ping arrives within the keep-alive interval.
-    let ping = tokio::time::timeout(Duration::from_secs(3), ws.next())
-        .await
-        .expect("ping in time");
-    match ping {
-        Some(Ok(Message::Text(t))) => assert_eq!(
-            serde_json::from_str::<Value>(&t).expect("json")["type"],
-            "ping"
-        ),
-        other => panic!("{other:?}"),
+    // A WebSocket ping frame and a protocol ping arrive within the keep-alive interval.
+    let mut frame_ping = false;
+    let mut protocol_ping = false;
+    while !(frame_ping && protocol_ping) {
+        match tokio::time::timeout(Duration::from_secs(3), ws.next())
+            .await
+            .expect("pings in time")
+        {
+            Some(Ok(Message::Ping(_))) => frame_ping = true,
+            Some(Ok(Message::Text(t))) => {
+                assert_eq!(
+                    serde_json::from_str::<Value>(&t).expect("json")["type"],
+                    "ping"
+                );
+                protocol_ping = true;
+            }
+            other => panic!("{other:?}"),
+        }
     }
-    // A client that never answers is closed after the idle timeout.
-    expect_close(&mut ws, 1000).await;
+
+    // A legacy client that only reads (its library answers ping frames) stays connected past
+    // the idle timeout.
+    let mut legacy = connect(&app, "graphql-ws").await;
+    send(
+        &mut legacy,
+        json!({"type": "connection_init", "payload": {"token": token}}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut legacy).await,
+        Event::Msg(json!({"type": "connection_ack"}))
+    );
+    let alive_until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < alive_until {
+        if let Ok(Some(Ok(Message::Close(frame)))) =
+            tokio::time::timeout(Duration::from_millis(500), legacy.next()).await
+        {
+            panic!("a live legacy socket was closed: {frame:?}");
+        }
+    }
+
+    // The first client stopped reading (so it answered nothing) while we waited: the server
+    // closed it after the idle timeout, with 1000 (or the client finds the connection gone when
+    // its library tries to answer the queued pings).
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("closed in time")
+        {
+            Some(Ok(Message::Close(frame))) => {
+                assert_eq!(frame.map(|f| u16::from(f.code)), Some(1000));
+                break;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => break,
+        }
+    }
+    assert!(
+        ws.send(Message::Text("{}".into())).await.is_err(),
+        "the socket is closed"
+    );
 }
 
 #[tokio::test]
