@@ -130,7 +130,14 @@ impl App {
     ) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let sockets = self.state.sockets.clone();
-        let worker = tokio::spawn(self.state.services.outbox.clone().run(token.clone()));
+        let outbox = self.state.services.outbox.clone();
+        let worker_stop = token.clone();
+        let worker = tokio::spawn(async move {
+            // A panic in the worker is logged at once, not only at shutdown.
+            if let Err(e) = tokio::spawn(outbox.run(worker_stop)).await {
+                tracing::error!(error = %e, "the outbox worker stopped unexpectedly");
+            }
+        });
         let grace = self.state.config.shutdown_grace;
         let signal_token = token.clone();
         tokio::spawn(async move {

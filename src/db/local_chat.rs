@@ -143,6 +143,21 @@ pub async fn update_channel(
     Ok(())
 }
 
+/// Sets only the frozen flag (so a concurrent metadata change is not lost).
+pub async fn set_frozen(
+    db: &impl ConnectionTrait,
+    cid: &str,
+    frozen: bool,
+) -> Result<(), sea_orm::DbErr> {
+    channel::Entity::update_many()
+        .col_expr(channel::Column::Frozen, Expr::value(frozen))
+        .col_expr(channel::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(channel::Column::Cid.eq(cid))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 /// Deletes a channel with its members and messages; whether it existed.
 pub async fn delete_channel(db: &impl ConnectionTrait, cid: &str) -> Result<bool, sea_orm::DbErr> {
     message::Entity::delete_many()

@@ -10,7 +10,7 @@ use super::{
     loaders::{GuardianshipsOf, MembershipsOf, ParticipantsOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
-    patients::{Patient, org_of, patient_of, user_of},
+    patients::{Patient, check_len, org_of, patient_of, user_of},
 };
 use crate::{
     domain::{self, CaseId, OrgId, PatientId, UserId},
@@ -192,6 +192,7 @@ impl CaseMutation {
         input: CreateCaseInput,
     ) -> GqlResult<Case> {
         let org = OrgId::parse(&org_id, "orgId")?;
+        check_len(input.participants.len(), "input.participants")?;
         let participants = input
             .participants
             .iter()

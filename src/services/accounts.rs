@@ -72,6 +72,11 @@ impl AccountService {
         password: String,
         client_ip: Option<IpAddr>,
     ) -> AppResult<AccessToken> {
+        // Forget recovered keys now and then, so the limiters' memory stays bounded.
+        if rand::random::<u8>() == 0 {
+            self.per_address.forget_idle();
+            self.per_email.forget_idle();
+        }
         if let Some(ip) = client_ip {
             self.per_address.check(&ip)?;
         }

@@ -205,3 +205,35 @@ async fn a_socket_refuses_oversized_messages_and_too_many_operations() {
     }
     assert_eq!(close_code(&mut ws).await, Some(4400));
 }
+
+#[tokio::test]
+async fn list_arguments_are_bounded_and_named_when_too_long() {
+    let app = TestApp::spawn().await;
+    let c = app.clinic("lists").await;
+    let ids: Vec<String> = (0..51)
+        .map(|_| caregraph::domain::UserId::new().to_string())
+        .collect();
+    let body = app
+        .gql(
+            Some(&c.owner.token),
+            "mutation($p: ID!, $m: [ID!]!) { createCareTeam(patientId: $p, input: {name: \"Big\", memberIds: $m}) { id } }",
+            json!({"p": c.patient, "m": ids}),
+        )
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "input.memberIds");
+    let participants: Vec<Value> = (0..51)
+        .map(|_| json!({"userId": c.client.id, "role": "PATIENT"}))
+        .collect();
+    let body = app
+        .gql(
+            Some(&c.owner.token),
+            "mutation($o: ID!, $i: CreateCaseInput!) { createCase(orgId: $o, input: $i) { id } }",
+            json!({"o": c.org, "i": {"reference": "BIG", "title": "Big", "participants": participants}}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"],
+        "input.participants"
+    );
+}

@@ -257,9 +257,7 @@ impl ChatProvider for LocalChat {
 
     async fn set_frozen(&self, channel: &ChannelRef, frozen: bool) -> Result<(), ProviderError> {
         let row = self.existing(channel).await?;
-        let metadata =
-            serde_json::from_str::<Map<String, Value>>(&row.metadata).unwrap_or_default();
-        local_chat::update_channel(&self.db, &row.cid, &metadata, frozen)
+        local_chat::set_frozen(&self.db, &row.cid, frozen)
             .await
             .map_err(store)
     }
