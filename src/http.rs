@@ -64,6 +64,29 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
+        // Outermost, so that it sees the answers of the limit and timeout layers too.
+        .layer(axum::middleware::map_response(graphql_bodies_for_limits))
+}
+
+/// Gives the plain answers of the body-size and timeout layers (413, 408) a GraphQL error body
+/// with `extensions.code`, like every other error.
+async fn graphql_bodies_for_limits(response: Response) -> Response {
+    let (code, message) = match response.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ("BAD_USER_INPUT", "the request body is too large"),
+        StatusCode::REQUEST_TIMEOUT => ("INTERNAL", "the request took too long"),
+        _ => return response,
+    };
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    if is_json {
+        return response;
+    }
+    let body =
+        serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] });
+    (response.status(), Json(body)).into_response()
 }
 
 impl IntoResponse for AppError {

@@ -244,6 +244,8 @@ async fn batched_requests_and_oversized_bodies_are_refused() {
         .await
         .expect("post");
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body: Value = res.json().await.expect("a GraphQL error body");
+    assert_eq!(code(&body), "BAD_USER_INPUT");
     let res = app
         .http
         .get(app.url("/healthz"))
