@@ -388,7 +388,18 @@ impl Outbox {
     /// Runs until `stop` is cancelled: delivers due rows, sleeps until woken or the poll period.
     pub async fn run(self, stop: CancellationToken) {
         tracing::info!(provider = self.provider.name(), "outbox worker started");
+        let mut last_prune: Option<tokio::time::Instant> = None;
         loop {
+            if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                last_prune = Some(tokio::time::Instant::now());
+                match self.prune(Duration::from_secs(7 * 86_400)).await {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(rows = n, "pruned delivered outbox rows older than 7 days")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pruning the outbox failed"),
+                }
+            }
             match self.round(None).await {
                 Ok(n) if n > 0 && !stop.is_cancelled() => continue,
                 Ok(_) => {}
@@ -571,6 +582,17 @@ impl Outbox {
         // Jitter in [exp/2, exp].
         let half = exp.as_millis() as u64 / 2;
         Duration::from_millis(half + rand::rng().random_range(0..=half.max(1)))
+    }
+
+    /// Deletes delivered rows older than `age` (kept that long for support); returns how many.
+    pub async fn prune(&self, age: Duration) -> Result<u64, sea_orm::DbErr> {
+        let before = self.clock.now() - chrono(age);
+        Ok(outbox::Entity::delete_many()
+            .filter(outbox::Column::Status.eq(status::DONE))
+            .filter(outbox::Column::UpdatedAt.lt(before))
+            .exec(&self.db)
+            .await?
+            .rows_affected)
     }
 
     /// Pending and dead rows.

@@ -801,14 +801,21 @@ impl MigrationTrait for Migration {
                 manager.get_connection().execute_unprepared(sql).await?;
             }
         }
-        manager
-            .drop_index(
-                Index::drop()
-                    .name("uq_memberships_search_id")
-                    .table(Memberships::Table)
-                    .to_owned(),
-            )
-            .await?;
+        // SQLite refuses to drop an indexed column: the search indexes go first.
+        for name in [
+            "uq_memberships_search_id",
+            "idx_memberships_search_family",
+            "idx_memberships_search_display",
+        ] {
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name(name)
+                        .table(Memberships::Table)
+                        .to_owned(),
+                )
+                .await?;
+        }
         for table in [
             AppointmentSupportStaff::Table.into_iden(),
             Appointments::Table.into_iden(),

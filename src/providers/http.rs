@@ -49,6 +49,8 @@ impl Default for Resilience {
 struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
+    /// A half-open probe is under way: other calls still fail fast until it answers.
+    probing: bool,
 }
 
 /// A provider's HTTP client.
@@ -69,8 +71,18 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
             .and_then(|v| v.to_str().ok())
             .map(str::trim)
     };
-    if let Some(secs) = get("retry-after").and_then(|v| v.parse::<u64>().ok()) {
-        return Some(Duration::from_secs(secs));
+    if let Some(value) = get("retry-after") {
+        if let Ok(secs) = value.parse::<f64>()
+            && secs.is_finite()
+            && secs >= 0.0
+        {
+            return Some(Duration::from_secs_f64(secs));
+        }
+        // The HTTP-date form, e.g. `Wed, 21 Oct 2026 07:28:00 GMT`.
+        if let Ok(at) = chrono::DateTime::parse_from_rfc2822(value) {
+            let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+            return Some(wait.to_std().unwrap_or_default());
+        }
     }
     if let Some(v) = get("x-ratelimit-retryafter").and_then(|v| v.parse::<u64>().ok()) {
         return Some(if v > 1000 {
@@ -135,9 +147,10 @@ impl ProviderHttp {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match b.open_until {
             Some(until) if Instant::now() < until => true,
+            Some(_) if b.probing => true,
             Some(_) => {
-                // Half-open: let this call through; a failure re-opens at once.
-                b.open_until = None;
+                // Half-open: this one call probes; its failure re-opens the breaker at once.
+                b.probing = true;
                 b.failures = self.settings.breaker_threshold.saturating_sub(1);
                 false
             }
@@ -150,6 +163,7 @@ impl ProviderHttp {
             .breaker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.probing = false;
         if transient_failure {
             b.failures += 1;
             if b.failures >= self.settings.breaker_threshold {
@@ -249,5 +263,64 @@ impl ProviderHttp {
         }
         .instrument(span)
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_fractions_and_http_dates() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "7".into())])),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "1.5".into())])),
+            Some(Duration::from_millis(1500))
+        );
+        let later = (chrono::Utc::now() + chrono::Duration::seconds(30))
+            .to_rfc2822()
+            .replace("+0000", "GMT");
+        let wait = retry_after(&headers(&[("retry-after", later)])).expect("a wait");
+        assert!((25..=30).contains(&wait.as_secs()), "{wait:?}");
+        assert_eq!(
+            retry_after(&headers(&[("x-ratelimit-retryafter", "2500".into())])),
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(retry_after(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn a_half_open_breaker_lets_one_probe_through() {
+        let http = ProviderHttp::new(
+            "test",
+            reqwest::Client::new(),
+            Resilience {
+                breaker_threshold: 1,
+                breaker_cooldown: Duration::from_millis(0),
+                ..Resilience::default()
+            },
+        );
+        http.record(true);
+        assert!(
+            !http.breaker_open(),
+            "the first caller after the cooldown probes"
+        );
+        assert!(
+            http.breaker_open(),
+            "others fail fast while the probe is out"
+        );
+        http.record(false);
+        assert!(!http.breaker_open(), "a good probe closes the breaker");
     }
 }

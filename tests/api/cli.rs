@@ -203,3 +203,19 @@ fn production_refuses_to_start_without_a_real_secret() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("CAREGRAPH_JWT_SECRET"));
 }
+
+#[tokio::test]
+async fn migrations_roll_back_and_forward_on_this_database() {
+    use migrations::{Migrator, MigratorTrait};
+    let db = crate::helpers::TestDb::new().await;
+    let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
+    Migrator::up(&conn, None).await.expect("up");
+    Migrator::down(&conn, None).await.expect("down to nothing");
+    Migrator::up(&conn, None).await.expect("up again");
+    assert!(
+        Migrator::get_pending_migrations(&conn)
+            .await
+            .expect("pending")
+            .is_empty()
+    );
+}
