@@ -42,6 +42,30 @@ impl QueryStats {
     }
 }
 
+/// The keyset condition "after this row" for a list ordered by `sort` then `id`, ascending or
+/// descending: `sort > v OR (sort = v AND id > last_id)` (or `<` both ways).
+pub fn after_row<C, V>(
+    sort: C,
+    id: C,
+    value: V,
+    last_id: &str,
+    descending: bool,
+) -> sea_orm::Condition
+where
+    C: sea_orm::ColumnTrait,
+    V: Into<sea_orm::Value> + Clone,
+{
+    use sea_orm::Condition;
+    let (past, past_id) = if descending {
+        (sort.lt(value.clone()), id.lt(last_id))
+    } else {
+        (sort.gt(value.clone()), id.gt(last_id))
+    };
+    Condition::any()
+        .add(past)
+        .add(Condition::all().add(sort.eq(value)).add(past_id))
+}
+
 /// A page cursor's form of a time: RFC 3339 with nanoseconds, so it round-trips exactly.
 pub fn key_time(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)

@@ -180,15 +180,13 @@ pub async fn list(
     let mut query = appointment::Entity::find().filter(filter);
     if let Some(after) = &page.after {
         let at = super::parse_key_time(&after.sort)?;
-        query = query.filter(
-            Condition::any()
-                .add(appointment::Column::StartsAt.gt(at))
-                .add(
-                    Condition::all()
-                        .add(appointment::Column::StartsAt.eq(at))
-                        .add(appointment::Column::Id.gt(after.id.as_str())),
-                ),
-        );
+        query = query.filter(super::after_row(
+            appointment::Column::StartsAt,
+            appointment::Column::Id,
+            at,
+            &after.id,
+            false,
+        ));
     }
     let rows = query
         .order_by_asc(appointment::Column::StartsAt)

@@ -133,13 +133,13 @@ pub async fn list(
     let mut query = case::Entity::find().filter(filter);
     if let Some(after) = &page.after {
         let at = super::parse_key_time(&after.sort)?;
-        query = query.filter(
-            Condition::any().add(case::Column::CreatedAt.lt(at)).add(
-                Condition::all()
-                    .add(case::Column::CreatedAt.eq(at))
-                    .add(case::Column::Id.lt(after.id.as_str())),
-            ),
-        );
+        query = query.filter(super::after_row(
+            case::Column::CreatedAt,
+            case::Column::Id,
+            at,
+            &after.id,
+            true,
+        ));
     }
     let rows = query
         .order_by_desc(case::Column::CreatedAt)

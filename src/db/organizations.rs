@@ -251,15 +251,13 @@ pub async fn list_members(
         .await?;
     let mut query = membership::Entity::find().filter(filter);
     if let Some(after) = &page.after {
-        query = query.filter(
-            Condition::any()
-                .add(membership::Column::SearchDisplay.gt(after.sort.as_str()))
-                .add(
-                    Condition::all()
-                        .add(membership::Column::SearchDisplay.eq(after.sort.as_str()))
-                        .add(membership::Column::UserId.gt(after.id.as_str())),
-                ),
-        );
+        query = query.filter(super::after_row(
+            membership::Column::SearchDisplay,
+            membership::Column::UserId,
+            after.sort.as_str(),
+            &after.id,
+            false,
+        ));
     }
     let rows = query
         .order_by_asc(membership::Column::SearchDisplay)

@@ -141,15 +141,13 @@ pub async fn list(
         .await?;
     let mut query = patient::Entity::find().filter(filter);
     if let Some(after) = &page.after {
-        query = query.filter(
-            Condition::any()
-                .add(patient::Column::SearchName.gt(after.sort.as_str()))
-                .add(
-                    Condition::all()
-                        .add(patient::Column::SearchName.eq(after.sort.as_str()))
-                        .add(patient::Column::Id.gt(after.id.as_str())),
-                ),
-        );
+        query = query.filter(super::after_row(
+            patient::Column::SearchName,
+            patient::Column::Id,
+            after.sort.as_str(),
+            &after.id,
+            false,
+        ));
     }
     let rows = query
         .order_by_asc(patient::Column::SearchName)
