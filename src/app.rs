@@ -130,6 +130,13 @@ impl App {
     ) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let sockets = self.state.sockets.clone();
+        let scheduler = tokio::spawn(
+            self.state
+                .services
+                .chat_sessions
+                .clone()
+                .run_scheduler(token.clone(), self.state.config.chat.scheduler_poll),
+        );
         let outbox = self.state.services.outbox.clone();
         let worker_stop = token.clone();
         let worker = tokio::spawn(async move {
@@ -157,6 +164,7 @@ impl App {
         let drained = tokio::time::timeout(grace, async {
             sockets.wait().await;
             let _ = worker.await;
+            let _ = scheduler.await;
             serving.await
         })
         .await;

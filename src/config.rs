@@ -93,6 +93,16 @@ pub struct ChatConfig {
     pub breaker_cooldown: Duration,
     /// `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (default 12): deliveries tried before a row is dead.
     pub outbox_max_attempts: i32,
+    /// `CAREGRAPH_CHAT_TOKENS_PER_MINUTE` (default 10): chat tokens a user may get per minute.
+    pub tokens_per_minute: u32,
+    /// `CAREGRAPH_CHAT_ACTIVATION_MINUTES` (default 5): how long before an appointment its chat
+    /// opens, unless the appointment says otherwise.
+    pub default_activation_minutes: i64,
+    /// `CAREGRAPH_CHAT_AFTER_END_MINUTES` (default 120): how long after an appointment its chat
+    /// stays open.
+    pub after_end_minutes: i64,
+    /// `CAREGRAPH_CHAT_SCHEDULER_POLL_MS` (default 30000): the scheduler's safety-net poll.
+    pub scheduler_poll: Duration,
     /// `CAREGRAPH_OUTBOX_BACKOFF_MS` (default 500): first retry delay, doubling per attempt.
     pub outbox_backoff: Duration,
     /// `CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS` (default 300): longest retry delay.
@@ -231,6 +241,12 @@ impl ChatConfig {
                     as u64,
             ),
             outbox_max_attempts: vars.parse("CAREGRAPH_OUTBOX_MAX_ATTEMPTS", 12)?,
+            tokens_per_minute: vars.parse("CAREGRAPH_CHAT_TOKENS_PER_MINUTE", 10)?,
+            default_activation_minutes: vars.parse("CAREGRAPH_CHAT_ACTIVATION_MINUTES", 5)?,
+            after_end_minutes: vars.parse("CAREGRAPH_CHAT_AFTER_END_MINUTES", 120)?,
+            scheduler_poll: Duration::from_millis(
+                vars.parse("CAREGRAPH_CHAT_SCHEDULER_POLL_MS", 30_000)?,
+            ),
             outbox_backoff: Duration::from_millis(vars.parse("CAREGRAPH_OUTBOX_BACKOFF_MS", 500)?),
             outbox_max_backoff: vars.seconds("CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS", 300)?,
             outbox_poll: Duration::from_millis(vars.parse("CAREGRAPH_OUTBOX_POLL_MS", 1000)?),

@@ -4,6 +4,7 @@
 pub mod appointments;
 pub mod care_teams;
 pub mod cases;
+pub mod chat_sessions;
 pub mod consents;
 pub mod entities;
 pub mod local_chat;

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod appointments;
 pub mod cases;
+pub mod chat;
 pub mod context;
 pub mod enums;
 pub mod errors;

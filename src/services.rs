@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod appointments;
 pub mod care_teams;
 pub mod cases;
+pub mod chat;
 pub mod consent;
 pub mod demo;
 pub mod lookups;
@@ -43,6 +44,8 @@ pub struct Services {
     pub cases: cases::CaseService,
     /// Appointments and meetings.
     pub appointments: appointments::AppointmentService,
+    /// Chat sessions.
+    pub chat_sessions: chat::ChatService,
     /// Batch lookups for the dataloaders.
     pub lookups: lookups::Lookups,
     /// The clock.
@@ -92,6 +95,25 @@ impl Services {
             chat,
             outbox,
         } = parts;
+        let appointments = appointments::AppointmentService::new(
+            db.clone(),
+            clock.clone(),
+            meetings,
+            &config.jitsi,
+        );
+        let chat_sessions = chat::ChatService::new(
+            db.clone(),
+            outbox.clone(),
+            chat.clone(),
+            clock.clone(),
+            appointments.clone(),
+            chat::ChatSettings {
+                token_ttl: config.chat.token_ttl,
+                tokens_per_minute: config.chat.tokens_per_minute,
+                default_activation_minutes: config.chat.default_activation_minutes,
+                after_end_minutes: config.chat.after_end_minutes,
+            },
+        );
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
             organizations: organizations::OrganizationService::new(config.clone(), db.clone()),
@@ -99,12 +121,8 @@ impl Services {
             consent: consent::ConsentService::new(db.clone(), clock.clone()),
             care_teams: care_teams::CareTeamService::new(db.clone(), clock.clone()),
             cases: cases::CaseService::new(db.clone()),
-            appointments: appointments::AppointmentService::new(
-                db.clone(),
-                clock.clone(),
-                meetings,
-                &config.jitsi,
-            ),
+            appointments,
+            chat_sessions,
             lookups: lookups::Lookups::new(db.clone()),
             clock,
             chat,

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261121_000001_people;
 mod m20261121_000002_care;
 mod m20261121_000003_chat;
+mod m20261121_000004_chat_sessions;
 
 /// The ordered list of caregraph migrations.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000001_people::Migration),
             Box::new(m20261121_000002_care::Migration),
             Box::new(m20261121_000003_chat::Migration),
+            Box::new(m20261121_000004_chat_sessions::Migration),
         ]
     }
 }

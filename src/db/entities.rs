@@ -7,6 +7,8 @@ pub mod care_team;
 pub mod care_team_member;
 pub mod case;
 pub mod case_participant;
+pub mod chat_session;
+pub mod chat_session_member;
 pub mod compliance_group;
 pub mod compliance_group_member;
 pub mod consent;

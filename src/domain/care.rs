@@ -27,10 +27,10 @@ macro_rules! stored_enum {
             }
 
             /// Reads the stored form.
-            pub fn from_db(raw: &str) -> AppResult<Self> {
+            pub fn from_db(raw: &str) -> $crate::error::AppResult<Self> {
                 match raw {
                     $($text => Ok(Self::$variant),)+
-                    other => Err(AppError::internal(anyhow::anyhow!(
+                    other => Err($crate::error::AppError::internal(anyhow::anyhow!(
                         concat!("corrupt ", stringify!($name), " {:?}"), other
                     ))),
                 }
@@ -38,6 +38,7 @@ macro_rules! stored_enum {
         }
     };
 }
+pub(crate) use stored_enum;
 
 stored_enum!(
     /// How closely a patient needs watching.

@@ -111,6 +111,13 @@ impl Appointment {
             .await?;
         Ok(view.map(MeetingLink))
     }
+    /// The appointment's chat, once opened (`openAppointmentChat`).
+    async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
+        Ok(loader(ctx)
+            .load_one(super::loaders::ChatOfAppointment(self.0.id))
+            .await?
+            .map(super::chat::ChatSession))
+    }
 }
 
 /// A video meeting link.

@@ -61,6 +61,8 @@ of_key! {
     MembershipsOf(UserId);
     /// The guardian links of a user (the patients they are guardian of).
     GuardianshipsOf(UserId);
+    /// The chat session of an appointment.
+    ChatOfAppointment(AppointmentId);
 }
 
 /// Implements `Loader<K>` by calling one batch lookup.
@@ -102,6 +104,62 @@ loader!(of ParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
 loader!(of SupportStaffOf(AppointmentId) => Vec<User>, support_staff);
 loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);
 loader!(of GuardianshipsOf(UserId) => Vec<Guardian>, guardianships);
+
+impl Loader<ChatOfAppointment> for AppLoader {
+    type Value = crate::domain::chat::ChatSession;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ChatOfAppointment],
+    ) -> Result<HashMap<ChatOfAppointment, Self::Value>, Self::Error> {
+        let ids: Vec<_> = keys.iter().map(|k| k.0).collect();
+        let sessions = self.services.chat_sessions.of_appointments(&ids).await?;
+        Ok(sessions
+            .into_iter()
+            .filter_map(|s| s.appointment_id.map(|a| (ChatOfAppointment(a), s)))
+            .collect())
+    }
+}
+
+/// The members of a chat session (by session id).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChatMembersOf(pub String);
+
+impl Loader<ChatMembersOf> for AppLoader {
+    type Value = Vec<(UserId, crate::domain::chat::ChatRole)>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ChatMembersOf],
+    ) -> Result<HashMap<ChatMembersOf, Self::Value>, Self::Error> {
+        let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let rows = self.services.chat_sessions.members_of(&ids).await?;
+        let mut map: HashMap<ChatMembersOf, Self::Value> =
+            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        for (session, user, role) in rows {
+            map.entry(ChatMembersOf(session))
+                .or_default()
+                .push((user, role));
+        }
+        Ok(map)
+    }
+}
+
+/// Adds the per-request loaders to a request: the database loader always, the provider-read
+/// loader for a signed-in viewer.
+pub fn attach(
+    request: async_graphql::Request,
+    services: &Services,
+    viewer: &crate::auth::Viewer,
+) -> async_graphql::Request {
+    let request = request.data(per_request(services));
+    match viewer.user_opt() {
+        Some(user) => request.data(channel_reads(services, &user.id)),
+        None => request,
+    }
+}
 
 /// Reads channel state at the chat provider for one user, batched to the provider's own limit:
 /// a page of N chat sessions costs ceil(N / limit) provider calls (one for the local provider).

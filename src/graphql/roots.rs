@@ -6,6 +6,7 @@ use super::{
     accounts::AccountMutation,
     appointments::{AppointmentMutation, AppointmentQuery},
     cases::{CaseMutation, CaseQuery},
+    chat::{ChatMutation, ChatQuery},
     organizations::{OrganizationMutation, OrganizationQuery},
     patients::{PatientMutation, PatientQuery},
     provider_ops::{ProviderOpsMutation, ProviderOpsQuery},
@@ -21,6 +22,7 @@ pub struct Query(
     CaseQuery,
     AppointmentQuery,
     ProviderOpsQuery,
+    ChatQuery,
 );
 
 /// Every mutation.
@@ -32,4 +34,5 @@ pub struct Mutation(
     CaseMutation,
     AppointmentMutation,
     ProviderOpsMutation,
+    ChatMutation,
 );

@@ -215,9 +215,7 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let request = request
-        .data(viewer)
-        .data(loaders::per_request(&state.services));
+    let request = loaders::attach(request, &state.services, &viewer).data(viewer);
     let response = state.schema.execute(request).await;
 
     // A request error (parse, validation, limits, variables): nothing executed, no error path.

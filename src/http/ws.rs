@@ -316,9 +316,7 @@ impl Connection {
             let errors = serde_json::to_value(vec![e]).unwrap_or(Json::Null);
             return send(sink, json!({"type": "error", "id": id, "payload": errors})).await;
         }
-        let request = request
-            .data(viewer)
-            .data(loaders::per_request(&self.state.services));
+        let request = loaders::attach(request, &self.state.services, &viewer).data(viewer);
         let stream = self
             .state
             .schema

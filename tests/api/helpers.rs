@@ -114,7 +114,18 @@ impl TestApp {
         let db = TestDb::new().await;
         let mut vars = base_vars(&db);
         configure(&mut vars);
-        Self::start(db, vars).await
+        Self::start(db, vars, None).await
+    }
+
+    /// Spawns with a clock the test moves.
+    pub async fn spawn_with_clock(
+        clock: caregraph::clock::ManualClock,
+        configure: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Self {
+        let db = TestDb::new().await;
+        let mut vars = base_vars(&db);
+        configure(&mut vars);
+        Self::start(db, vars, Some(clock)).await
     }
 
     /// Stops this process and starts a new one on the same database (a restart), with the
@@ -124,14 +135,23 @@ impl TestApp {
         let db = self.db.take().expect("database");
         let mut vars = self.vars.clone();
         configure(&mut vars);
-        Self::start(db, vars).await
+        Self::start(db, vars, None).await
     }
 
-    async fn start(db: TestDb, vars: HashMap<String, String>) -> Self {
+    async fn start(
+        db: TestDb,
+        vars: HashMap<String, String>,
+        clock: Option<caregraph::clock::ManualClock>,
+    ) -> Self {
         let lookup = vars.clone();
         let config =
             Config::from_vars(&Vars::new(move |k| lookup.get(k).cloned())).expect("config");
-        let app = App::build(config).await.expect("app builds");
+        let overrides = caregraph::app::Overrides {
+            clock: clock.map(|c| std::sync::Arc::new(c) as caregraph::clock::SharedClock),
+        };
+        let app = App::build_with(config, overrides)
+            .await
+            .expect("app builds");
         let addr = app.local_addr();
         let state = app.state.clone();
         let (tx, rx) = oneshot::channel::<()>();

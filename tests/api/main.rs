@@ -8,6 +8,7 @@ mod browser;
 mod care;
 mod cases;
 mod chat_providers;
+mod chat_sessions;
 mod cli;
 mod colleagues;
 mod fakes;

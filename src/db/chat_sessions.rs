@@ -1,0 +1,338 @@
+//! The chat sessions repository: sessions and their members.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, sea_query::Expr,
+};
+
+use super::entities::{chat_session as session, chat_session_member as member};
+use crate::{
+    domain::{
+        AppointmentId, OrgId, UserId,
+        chat::{ChatCategory, ChatRole, ChatSession, ChatStatus, StatusReason, reason_from_db},
+        pagination::{Key, Page, PageRequest},
+    },
+    error::AppResult,
+};
+
+fn to_domain(m: session::Model) -> AppResult<ChatSession> {
+    Ok(ChatSession {
+        org_id: OrgId::from_db(&m.org_id)?,
+        category: ChatCategory::from_db(&m.category)?,
+        created_by: UserId::from_db(&m.created_by)?,
+        appointment_id: m
+            .appointment_id
+            .as_deref()
+            .map(AppointmentId::from_db)
+            .transpose()?,
+        status: ChatStatus::from_db(&m.status)?,
+        closed_by: m.closed_by.as_deref().map(UserId::from_db).transpose()?,
+        close_reason: reason_from_db(m.close_reason.as_deref())?,
+        id: m.id,
+        channel_type: m.channel_type,
+        channel_id: m.channel_id,
+        title: m.title,
+        allowed_from: m.allowed_from,
+        allowed_until: m.allowed_until,
+        closed_at: m.closed_at,
+        last_activity_at: m.last_activity_at,
+        created_at: m.created_at,
+    })
+}
+
+/// Inserts a session (its natural key is unique: a concurrent twin fails with CONFLICT) and its
+/// members.
+pub async fn insert(
+    db: &impl ConnectionTrait,
+    s: &ChatSession,
+    natural_key: &str,
+    members: &[(UserId, ChatRole)],
+) -> AppResult<()> {
+    let now = s.created_at;
+    session::Entity::insert(session::ActiveModel {
+        id: Set(s.id.clone()),
+        org_id: Set(s.org_id.as_string()),
+        counterpart_org_id: Set(None),
+        category: Set(s.category.as_str().to_owned()),
+        natural_key: Set(natural_key.to_owned()),
+        channel_type: Set(s.channel_type.clone()),
+        channel_id: Set(s.channel_id.clone()),
+        title: Set(s.title.clone()),
+        image_url: Set(None),
+        read_only: Set(false),
+        is_group: Set(false),
+        created_by: Set(s.created_by.as_string()),
+        appointment_id: Set(s.appointment_id.map(|a| a.as_string())),
+        case_id: Set(None),
+        patient_id: Set(None),
+        care_team_id: Set(None),
+        allowed_from: Set(s.allowed_from),
+        allowed_until: Set(s.allowed_until),
+        status: Set(s.status.as_str().to_owned()),
+        closed_at: Set(None),
+        closed_by: Set(None),
+        close_reason: Set(None),
+        last_activity_at: Set(now),
+        created_at: Set(now),
+        updated_at: Set(now),
+    })
+    .exec_without_returning(db)
+    .await?;
+    if !members.is_empty() {
+        member::Entity::insert_many(members.iter().map(|(u, role)| member::ActiveModel {
+            session_id: Set(s.id.clone()),
+            user_id: Set(u.as_string()),
+            role: Set(role.as_str().to_owned()),
+            created_at: Set(now),
+        }))
+        .exec_without_returning(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Finds a session.
+pub async fn find(db: &impl ConnectionTrait, id: &str) -> AppResult<Option<ChatSession>> {
+    session::Entity::find_by_id(id.to_owned())
+        .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Finds a session by its natural key (e.g. `appointment:<id>`).
+pub async fn find_by_key(db: &impl ConnectionTrait, key: &str) -> AppResult<Option<ChatSession>> {
+    session::Entity::find()
+        .filter(session::Column::NaturalKey.eq(key))
+        .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Sessions by id (for loaders).
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[String]) -> AppResult<Vec<ChatSession>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    session::Entity::find()
+        .filter(session::Column::Id.is_in(ids.iter().cloned()))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// Sessions of appointments (for loaders).
+pub async fn of_appointments(
+    db: &impl ConnectionTrait,
+    ids: &[AppointmentId],
+) -> AppResult<Vec<ChatSession>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    session::Entity::find()
+        .filter(session::Column::AppointmentId.is_in(ids.iter().map(AppointmentId::as_string)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// The members of many sessions.
+pub async fn members_of(
+    db: &impl ConnectionTrait,
+    ids: &[String],
+) -> AppResult<Vec<(String, UserId, ChatRole)>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    member::Entity::find()
+        .filter(member::Column::SessionId.is_in(ids.iter().cloned()))
+        .order_by_asc(member::Column::CreatedAt)
+        .order_by_asc(member::Column::UserId)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            Ok((
+                m.session_id,
+                UserId::from_db(&m.user_id)?,
+                ChatRole::from_db(&m.role)?,
+            ))
+        })
+        .collect()
+}
+
+/// Closes a session unless it is closed; whether this call closed it.
+pub async fn close(
+    db: &impl ConnectionTrait,
+    id: &str,
+    by: Option<UserId>,
+    reason: StatusReason,
+    at: DateTime<Utc>,
+) -> AppResult<bool> {
+    let res = session::Entity::update_many()
+        .col_expr(
+            session::Column::Status,
+            Expr::value(ChatStatus::Closed.as_str()),
+        )
+        .col_expr(session::Column::ClosedAt, Expr::value(at))
+        .col_expr(
+            session::Column::ClosedBy,
+            Expr::value(by.map(|u| u.as_string())),
+        )
+        .col_expr(session::Column::CloseReason, Expr::value(reason.as_str()))
+        .col_expr(session::Column::UpdatedAt, Expr::value(at))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::ClosedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Moves a session from one status to another; whether it was in `from`.
+pub async fn transition(
+    db: &impl ConnectionTrait,
+    id: &str,
+    from: ChatStatus,
+    to: ChatStatus,
+    at: DateTime<Utc>,
+) -> AppResult<bool> {
+    let res = session::Entity::update_many()
+        .col_expr(session::Column::Status, Expr::value(to.as_str()))
+        .col_expr(session::Column::UpdatedAt, Expr::value(at))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::Status.eq(from.as_str()))
+        .filter(session::Column::ClosedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// Records activity (a message) for list order.
+pub async fn touch(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> AppResult<()> {
+    session::Entity::update_many()
+        .col_expr(session::Column::LastActivityAt, Expr::value(at))
+        .filter(session::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Sessions whose window opens (PENDING, `allowed_from <= now`) or ends (ACTIVE,
+/// `allowed_until <= now`).
+pub async fn due(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> AppResult<Vec<ChatSession>> {
+    session::Entity::find()
+        .filter(session::Column::ClosedAt.is_null())
+        .filter(
+            Condition::any()
+                .add(
+                    Condition::all()
+                        .add(session::Column::Status.eq(ChatStatus::Pending.as_str()))
+                        .add(session::Column::AllowedFrom.lte(now)),
+                )
+                .add(
+                    Condition::all()
+                        .add(session::Column::Status.eq(ChatStatus::Active.as_str()))
+                        .add(session::Column::AllowedUntil.lte(now)),
+                ),
+        )
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// When the next window opens or ends.
+pub async fn next_due(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<Utc>>> {
+    let opening = session::Entity::find()
+        .filter(session::Column::ClosedAt.is_null())
+        .filter(session::Column::Status.eq(ChatStatus::Pending.as_str()))
+        .filter(session::Column::AllowedFrom.is_not_null())
+        .order_by_asc(session::Column::AllowedFrom)
+        .one(db)
+        .await?
+        .and_then(|s| s.allowed_from);
+    let ending = session::Entity::find()
+        .filter(session::Column::ClosedAt.is_null())
+        .filter(session::Column::Status.eq(ChatStatus::Active.as_str()))
+        .filter(session::Column::AllowedUntil.is_not_null())
+        .order_by_asc(session::Column::AllowedUntil)
+        .one(db)
+        .await?
+        .and_then(|s| s.allowed_until);
+    Ok(match (opening, ending) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
+}
+
+/// A page of a user's sessions in an organisation, newest activity first.
+pub async fn list_for_member(
+    db: &impl ConnectionTrait,
+    org: OrgId,
+    user: UserId,
+    category: Option<ChatCategory>,
+    include_closed: bool,
+    page: &PageRequest,
+) -> AppResult<Page<ChatSession>> {
+    let mine = member::Entity::find()
+        .select_only()
+        .column(member::Column::SessionId)
+        .filter(member::Column::UserId.eq(user.as_string()))
+        .into_query();
+    let mut filter = Condition::all()
+        .add(
+            Condition::any()
+                .add(session::Column::OrgId.eq(org.as_string()))
+                .add(session::Column::CounterpartOrgId.eq(org.as_string())),
+        )
+        .add(session::Column::Id.in_subquery(mine));
+    if let Some(c) = category {
+        filter = filter.add(session::Column::Category.eq(c.as_str()));
+    }
+    if !include_closed {
+        filter = filter.add(session::Column::Status.ne(ChatStatus::Closed.as_str()));
+    }
+    let total = session::Entity::find()
+        .filter(filter.clone())
+        .count(db)
+        .await?;
+    let mut query = session::Entity::find().filter(filter);
+    if let Some(after) = &page.after {
+        let at = super::parse_key_time(&after.sort)?;
+        query = query.filter(super::after_row(
+            session::Column::LastActivityAt,
+            session::Column::Id,
+            at,
+            &after.id,
+            true,
+        ));
+    }
+    let rows = query
+        .order_by_desc(session::Column::LastActivityAt)
+        .order_by_desc(session::Column::Id)
+        .limit(page.fetch())
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| {
+            let key = Key {
+                sort: super::key_time(m.last_activity_at),
+                id: m.id.clone(),
+            };
+            to_domain(m).map(|s| (key, s))
+        })
+        .collect::<AppResult<Vec<_>>>()?;
+    Ok(Page::from_fetched(rows, page, total))
+}

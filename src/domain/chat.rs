@@ -1,0 +1,203 @@
+//! Chat sessions: categories, the status machine (`PENDING` → `ACTIVE` → `CLOSED`), close
+//! reasons, and channel ids valid at every provider.
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::{AppointmentId, OrgId, UserId, care::stored_enum};
+use crate::error::AppResult;
+
+stored_enum!(
+    /// Which audience a session belongs to (the PMS's pills).
+    ChatCategory {
+        /// Appointment chats with a client.
+        Client => "CLIENT",
+        /// 1:1 staff chats.
+        Colleague => "COLLEAGUE",
+        /// Group channels.
+        Group => "GROUP",
+        /// A case's room.
+        Case => "CASE",
+        /// A care team's staff conversation.
+        CareTeam => "CARE_TEAM",
+    }
+);
+
+impl ChatCategory {
+    /// The provider metadata value (`chatCategory`).
+    pub fn metadata_value(self) -> &'static str {
+        match self {
+            Self::Client => "client",
+            Self::Colleague => "colleague",
+            Self::Group => "group",
+            Self::Case => "case",
+            Self::CareTeam => "care_team",
+        }
+    }
+}
+
+stored_enum!(
+    /// Where a session is in its life.
+    ChatStatus {
+        /// Before its window opens.
+        Pending => "PENDING",
+        /// Open for messages.
+        Active => "ACTIVE",
+        /// Closed for good.
+        Closed => "CLOSED",
+    }
+);
+
+stored_enum!(
+    /// Why a session's status changed.
+    StatusReason {
+        /// The state as it is (first event of a subscription).
+        Current => "CURRENT",
+        /// The window opened.
+        WindowOpened => "WINDOW_OPENED",
+        /// A person closed it.
+        ClosedByUser => "CLOSED_BY_USER",
+        /// The window ended.
+        WindowEnded => "WINDOW_ENDED",
+        /// The appointment was cancelled.
+        AppointmentCancelled => "APPOINTMENT_CANCELLED",
+        /// The appointment moved.
+        Rescheduled => "RESCHEDULED",
+        /// Someone froze the channel at the provider.
+        ProviderFrozen => "PROVIDER_FROZEN",
+        /// The channel was deleted at the provider.
+        ProviderDeleted => "PROVIDER_DELETED",
+    }
+);
+
+stored_enum!(
+    /// A member's part in a session.
+    ChatRole {
+        /// Owns a group.
+        Owner => "OWNER",
+        /// Staff of the organisation.
+        Staff => "STAFF",
+        /// A client (guardian) of the patient.
+        Client => "CLIENT",
+    }
+);
+
+/// A chat session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatSession {
+    /// Id.
+    pub id: String,
+    /// The organisation.
+    pub org_id: OrgId,
+    /// Category.
+    pub category: ChatCategory,
+    /// Provider channel type.
+    pub channel_type: String,
+    /// Provider channel id.
+    pub channel_id: String,
+    /// Title.
+    pub title: Option<String>,
+    /// Who opened it.
+    pub created_by: UserId,
+    /// The appointment of a client chat.
+    pub appointment_id: Option<AppointmentId>,
+    /// The window's start (client chats).
+    pub allowed_from: Option<DateTime<Utc>>,
+    /// The window's end (client chats).
+    pub allowed_until: Option<DateTime<Utc>>,
+    /// Stored status (the scheduler keeps it in step with the window).
+    pub status: ChatStatus,
+    /// When it was closed.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Who closed it.
+    pub closed_by: Option<UserId>,
+    /// Why it closed.
+    pub close_reason: Option<StatusReason>,
+    /// Last activity (for lists).
+    pub last_activity_at: DateTime<Utc>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The status a window gives at `now` (a closed session stays closed).
+pub fn status_at(
+    closed: bool,
+    from: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> ChatStatus {
+    if closed {
+        return ChatStatus::Closed;
+    }
+    match (from, until) {
+        (Some(from), _) if now < from => ChatStatus::Pending,
+        (_, Some(until)) if now >= until => ChatStatus::Closed,
+        _ => ChatStatus::Active,
+    }
+}
+
+/// A channel id valid at every provider: at most 64 characters of `a-z 0-9 _ -`; a longer or
+/// odd natural id is replaced by `prefix-<hash>`.
+pub fn channel_id(prefix: &str, natural: &str) -> String {
+    let candidate = format!("{prefix}-{natural}").to_lowercase();
+    let valid = candidate.len() <= 64
+        && candidate
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        candidate
+    } else {
+        let digest = hex::encode(Sha256::digest(natural.as_bytes()));
+        format!("{prefix}-{}", &digest[..40])
+    }
+}
+
+/// Reads a stored optional reason.
+pub fn reason_from_db(raw: Option<&str>) -> AppResult<Option<StatusReason>> {
+    raw.map(StatusReason::from_db).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn the_window_drives_the_status_and_a_close_is_final() {
+        let now = Utc::now();
+        let (from, until) = (
+            Some(now + Duration::minutes(5)),
+            Some(now + Duration::hours(1)),
+        );
+        assert_eq!(status_at(false, from, until, now), ChatStatus::Pending);
+        assert_eq!(
+            status_at(false, from, until, now + Duration::minutes(5)),
+            ChatStatus::Active
+        );
+        assert_eq!(
+            status_at(false, from, until, now + Duration::hours(1)),
+            ChatStatus::Closed
+        );
+        assert_eq!(
+            status_at(true, from, until, now + Duration::minutes(10)),
+            ChatStatus::Closed
+        );
+        assert_eq!(status_at(false, None, None, now), ChatStatus::Active);
+    }
+
+    #[test]
+    fn channel_ids_fit_every_provider() {
+        let id = AppointmentId::new();
+        assert_eq!(
+            channel_id("appointment", &id.to_string()),
+            format!("appointment-{id}")
+        );
+        let long = channel_id("group", &"x".repeat(100));
+        assert!(long.len() <= 64 && long.starts_with("group-"));
+        let odd = channel_id("group", "Café Team!");
+        assert!(
+            odd.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        );
+    }
+}

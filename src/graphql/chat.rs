@@ -1,0 +1,409 @@
+//! GraphQL for chat sessions: appointment chats, tokens, closing, lists, `sendChatMessage`.
+
+use async_graphql::{Context, ID, Json, Object, SimpleObject, dataloader::DataLoader};
+use chrono::{DateTime, Utc};
+
+use super::{
+    appointments::Appointment,
+    context::{loader, services, viewer},
+    errors::GqlResult,
+    loaders::{ChannelReads, ChatMembersOf},
+    organizations::{Organization, User},
+    pagination::{self, Conn},
+    patients::{org_of, user_of},
+};
+use crate::{
+    domain::{self, AppointmentId, OrgId},
+    error::AppError,
+    providers::chat::ChatMessage as ProviderMessage,
+    services::chat::channel_of,
+};
+
+macro_rules! chat_enum {
+    ($(#[$doc:meta])* $name:ident => $domain:ty { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Debug)]
+        pub enum $name { $($(#[$vdoc])* $variant),+ }
+        impl From<$domain> for $name {
+            fn from(v: $domain) -> Self {
+                match v { $(<$domain>::$variant => Self::$variant),+ }
+            }
+        }
+        impl From<$name> for $domain {
+            fn from(v: $name) -> Self {
+                match v { $($name::$variant => <$domain>::$variant),+ }
+            }
+        }
+    };
+}
+
+chat_enum!(
+    /// The audience of a chat (the PMS's pills).
+    ChatCategory => domain::chat::ChatCategory {
+        /// Appointment chats with a client.
+        Client,
+        /// 1:1 staff chats.
+        Colleague,
+        /// Group channels.
+        Group,
+        /// A case's room.
+        Case,
+        /// A care team's staff conversation.
+        CareTeam,
+    }
+);
+chat_enum!(
+    /// Where a chat is in its life.
+    ChatStatus => domain::chat::ChatStatus {
+        /// Before its window opens (the channel is frozen).
+        Pending,
+        /// Open.
+        Active,
+        /// Closed for good (the channel is frozen).
+        Closed,
+    }
+);
+chat_enum!(
+    /// Why a chat's status changed.
+    ChatStatusReason => domain::chat::StatusReason {
+        /// The state as it is.
+        Current,
+        /// The window opened.
+        WindowOpened,
+        /// A person closed it.
+        ClosedByUser,
+        /// The window ended.
+        WindowEnded,
+        /// The appointment was cancelled.
+        AppointmentCancelled,
+        /// The appointment moved.
+        Rescheduled,
+        /// Frozen at the provider by someone outside caregraph.
+        ProviderFrozen,
+        /// Deleted at the provider.
+        ProviderDeleted,
+    }
+);
+chat_enum!(
+    /// A member's part in a chat.
+    ChatRole => domain::chat::ChatRole {
+        /// Owns a group.
+        Owner,
+        /// Staff.
+        Staff,
+        /// A client.
+        Client,
+    }
+);
+
+/// A chat member.
+pub struct ChatMember(domain::UserId, domain::chat::ChatRole);
+
+#[Object]
+impl ChatMember {
+    /// The member.
+    async fn user(&self, ctx: &Context<'_>) -> GqlResult<User> {
+        user_of(ctx, self.0).await
+    }
+    /// Their part.
+    async fn role(&self) -> ChatRole {
+        self.1.into()
+    }
+}
+
+/// A message as previews show it.
+#[derive(SimpleObject)]
+pub struct ChatMessage {
+    /// The provider's id.
+    pub id: ID,
+    /// Text.
+    pub text: String,
+    /// Sent.
+    pub sent_at: DateTime<Utc>,
+    /// The author's user id (null for the system).
+    pub author: Option<ID>,
+    /// Whether it is a system message.
+    pub system: bool,
+}
+
+impl From<ProviderMessage> for ChatMessage {
+    fn from(m: ProviderMessage) -> Self {
+        Self {
+            id: ID(m.id),
+            text: m.text,
+            sent_at: m.sent_at,
+            author: m.author.map(ID),
+            system: m.system,
+        }
+    }
+}
+
+/// What a provider's client SDK needs to connect as the caller.
+#[derive(SimpleObject)]
+pub struct ChatCredentials {
+    /// `local`, `stream`, `sendbird` or `ethora`.
+    pub provider: String,
+    /// The caller's user id at the provider.
+    pub user_id: ID,
+    /// The token.
+    pub token: String,
+    /// When it expires.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Stream's API key.
+    pub api_key: Option<String>,
+    /// Sendbird's or Ethora's app id.
+    pub app_id: Option<String>,
+    /// Further connection settings (Ethora's XMPP service and conference host, …).
+    pub connection: Json<serde_json::Value>,
+}
+
+/// A conversation mirrored to one provider channel.
+pub struct ChatSession(pub domain::chat::ChatSession);
+
+impl ChatSession {
+    async fn state(
+        &self,
+        ctx: &Context<'_>,
+    ) -> GqlResult<Option<crate::providers::chat::ChannelState>> {
+        let Some(reads) = ctx.data_opt::<DataLoader<ChannelReads>>() else {
+            return Ok(None);
+        };
+        reads.load_one(channel_of(&self.0)).await
+    }
+}
+
+#[Object]
+impl ChatSession {
+    /// Id.
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+    /// Category.
+    async fn category(&self) -> ChatCategory {
+        self.0.category.into()
+    }
+    /// Status now.
+    async fn status(&self, ctx: &Context<'_>) -> ChatStatus {
+        services(ctx).chat_sessions.status_now(&self.0).into()
+    }
+    /// The organisation.
+    async fn organization(&self, ctx: &Context<'_>) -> GqlResult<Organization> {
+        org_of(ctx, self.0.org_id).await
+    }
+    /// Title.
+    async fn title(&self) -> Option<&str> {
+        self.0.title.as_deref()
+    }
+    /// Whether it is a group.
+    async fn is_group(&self) -> bool {
+        false
+    }
+    /// Members.
+    async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<ChatMember>> {
+        let list = loader(ctx)
+            .load_one(ChatMembersOf(self.0.id.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(list.into_iter().map(|(u, r)| ChatMember(u, r)).collect())
+    }
+    /// How many members.
+    async fn member_count(&self, ctx: &Context<'_>) -> GqlResult<i32> {
+        let list = loader(ctx)
+            .load_one(ChatMembersOf(self.0.id.clone()))
+            .await?
+            .unwrap_or_default();
+        Ok(i32::try_from(list.len()).unwrap_or(i32::MAX))
+    }
+    /// Who opened it.
+    async fn created_by(&self, ctx: &Context<'_>) -> GqlResult<User> {
+        user_of(ctx, self.0.created_by).await
+    }
+    /// The appointment of a client chat.
+    async fn appointment(&self, ctx: &Context<'_>) -> GqlResult<Option<Appointment>> {
+        match self.0.appointment_id {
+            Some(id) => Ok(Some(Appointment(
+                services(ctx).appointments.read(viewer(ctx), id).await?.0,
+            ))),
+            None => Ok(None),
+        }
+    }
+    /// When the window opens (client chats).
+    async fn allowed_from(&self) -> Option<DateTime<Utc>> {
+        self.0.allowed_from
+    }
+    /// When the window ends (client chats).
+    async fn allowed_until(&self) -> Option<DateTime<Utc>> {
+        self.0.allowed_until
+    }
+    /// When it closed.
+    async fn closed_at(&self) -> Option<DateTime<Utc>> {
+        self.0.closed_at
+    }
+    /// Why it closed.
+    async fn close_reason(&self) -> Option<ChatStatusReason> {
+        self.0.close_reason.map(Into::into)
+    }
+    /// Who closed it.
+    async fn closed_by(&self, ctx: &Context<'_>) -> GqlResult<Option<User>> {
+        match self.0.closed_by {
+            Some(u) => user_of(ctx, u).await.map(Some),
+            None => Ok(None),
+        }
+    }
+    /// The chat provider.
+    async fn provider(&self, ctx: &Context<'_>) -> &'static str {
+        services(ctx).chat_sessions.provider_name()
+    }
+    /// The provider's channel type.
+    async fn channel_type(&self) -> &str {
+        &self.0.channel_type
+    }
+    /// The provider's channel id.
+    async fn channel_id(&self) -> &str {
+        &self.0.channel_id
+    }
+    /// `type:id`.
+    async fn cid(&self) -> String {
+        channel_of(&self.0).cid()
+    }
+    /// The Ethora room JID (null elsewhere).
+    async fn room_jid(&self, ctx: &Context<'_>) -> Option<String> {
+        services(ctx).chat_sessions.room_jid(&self.0)
+    }
+    /// The latest message (read from the provider, batched per page).
+    async fn last_message(&self, ctx: &Context<'_>) -> GqlResult<Option<ChatMessage>> {
+        Ok(self
+            .state(ctx)
+            .await?
+            .and_then(|s| s.last_message)
+            .map(Into::into))
+    }
+    /// The caller's unread messages (read from the provider, batched per page).
+    async fn unread_count(&self, ctx: &Context<'_>) -> GqlResult<i32> {
+        Ok(self
+            .state(ctx)
+            .await?
+            .map_or(0, |s| i32::try_from(s.unread_count).unwrap_or(i32::MAX)))
+    }
+    /// The latest messages, newest last (limit 1 to 100).
+    async fn recent_messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] limit: i32,
+    ) -> GqlResult<Vec<ChatMessage>> {
+        if !(1..=100).contains(&limit) {
+            return Err(AppError::bad_input("limit", "must be between 1 and 100").into());
+        }
+        let list = services(ctx)
+            .chat_sessions
+            .recent_messages(&self.0, u32::try_from(limit).unwrap_or(20))
+            .await?;
+        Ok(list.into_iter().map(Into::into).collect())
+    }
+}
+
+/// Chat queries.
+#[derive(Default)]
+pub struct ChatQuery;
+
+#[Object]
+impl ChatQuery {
+    /// A chat session: its members and the OWNER/ADMIN of its organisation may read it.
+    async fn chat_session(&self, ctx: &Context<'_>, id: ID) -> GqlResult<ChatSession> {
+        let (session, _) = services(ctx)
+            .chat_sessions
+            .session(viewer(ctx), &id)
+            .await?;
+        Ok(ChatSession(session))
+    }
+
+    /// The caller's chat sessions in an organisation, newest activity first.
+    async fn chat_sessions(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        category: Option<ChatCategory>,
+        #[graphql(default_with = "Some(false)")] include_closed: Option<bool>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> GqlResult<Conn<ChatSession>> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let request = pagination::request(first, after)?;
+        let has_previous = request.after.is_some();
+        let page = services(ctx)
+            .chat_sessions
+            .list(
+                viewer(ctx),
+                org,
+                category.map(Into::into),
+                include_closed.unwrap_or(false),
+                &request,
+            )
+            .await?;
+        Ok(pagination::connection(page, has_previous, ChatSession))
+    }
+}
+
+/// Chat mutations.
+#[derive(Default)]
+pub struct ChatMutation;
+
+#[Object]
+impl ChatMutation {
+    /// Opens (creates or gets) an appointment's chat.
+    async fn open_appointment_chat(
+        &self,
+        ctx: &Context<'_>,
+        appointment_id: ID,
+    ) -> GqlResult<ChatSession> {
+        let id = AppointmentId::parse(&appointment_id, "appointmentId")?;
+        Ok(ChatSession(
+            services(ctx)
+                .chat_sessions
+                .open_appointment_chat(viewer(ctx), id)
+                .await?,
+        ))
+    }
+
+    /// The caller's chat token and what the provider SDK needs (rate limited per user).
+    async fn issue_chat_token(&self, ctx: &Context<'_>) -> GqlResult<ChatCredentials> {
+        let c = services(ctx).chat_sessions.issue_token(viewer(ctx)).await?;
+        Ok(ChatCredentials {
+            provider: c.provider.to_owned(),
+            user_id: ID(c.user_id),
+            token: c.token,
+            expires_at: c.expires_at,
+            api_key: c.api_key,
+            app_id: c.app_id,
+            connection: Json(c.connection),
+        })
+    }
+
+    /// Closes a chat once (staff member of it or an org admin; a client gets FORBIDDEN).
+    async fn close_chat_session(
+        &self,
+        ctx: &Context<'_>,
+        session_id: ID,
+    ) -> GqlResult<ChatSession> {
+        Ok(ChatSession(
+            services(ctx)
+                .chat_sessions
+                .close(viewer(ctx), &session_id)
+                .await?,
+        ))
+    }
+
+    /// Posts a message as the caller (the local chat provider only; the session must be ACTIVE).
+    async fn send_chat_message(
+        &self,
+        ctx: &Context<'_>,
+        session_id: ID,
+        text: String,
+    ) -> GqlResult<ChatMessage> {
+        Ok(services(ctx)
+            .chat_sessions
+            .send_message(viewer(ctx), &session_id, &text)
+            .await?
+            .into())
+    }
+}

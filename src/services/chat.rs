@@ -1,0 +1,542 @@
+//! Chat sessions. This part covers appointment chats (create-or-get, a window from
+//! `startsAt - activationMinutes` to `endsAt + 120 min`), tokens, closing, lists,
+//! `sendChatMessage` on the local provider, and the scheduler that opens and ends windows. Every
+//! provider side effect goes through the outbox.
+
+use std::{sync::Arc, time::Duration};
+
+use serde_json::{Map, Value, json};
+
+use super::{access::member_of, appointments::AppointmentService};
+use crate::{
+    auth::{Viewer, rate_limit::KeyedLimit},
+    clock::SharedClock,
+    db,
+    domain::{
+        AppointmentId, OrgId, User, UserId,
+        chat::{self, ChatCategory, ChatRole, ChatSession, ChatStatus, StatusReason, status_at},
+        pagination::{Page, PageRequest},
+    },
+    error::{AppError, AppResult},
+    outbox::{Entry, Operation, Outbox},
+    providers::chat::{
+        ChannelRef, ChannelSpec, ChatCredentials, ChatMessage, ChatStack, ChatUser, SystemMessage,
+    },
+};
+
+/// The channel type of every caregraph channel.
+pub const CHANNEL_TYPE: &str = "messaging";
+
+/// Chat sessions.
+#[derive(Clone)]
+pub struct ChatService {
+    db: sea_orm::DatabaseConnection,
+    outbox: Outbox,
+    chat: ChatStack,
+    clock: SharedClock,
+    appointments: AppointmentService,
+    token_limit: Arc<KeyedLimit<UserId>>,
+    token_ttl: Duration,
+    default_activation_minutes: i64,
+    after_end: chrono::Duration,
+}
+
+/// Settings of chat sessions.
+#[derive(Clone, Copy, Debug)]
+pub struct ChatSettings {
+    /// Lifetime of chat tokens.
+    pub token_ttl: Duration,
+    /// Tokens per user per minute.
+    pub tokens_per_minute: u32,
+    /// Minutes before the start that an appointment chat opens (when the appointment says none).
+    pub default_activation_minutes: i64,
+    /// Minutes after the end that an appointment chat stays open.
+    pub after_end_minutes: i64,
+}
+
+fn chat_user(u: &User) -> ChatUser {
+    ChatUser {
+        id: u.id.to_string(),
+        name: u.display_name.clone(),
+        image: u.avatar_url.clone(),
+    }
+}
+
+/// The channel of a session.
+pub fn channel_of(s: &ChatSession) -> ChannelRef {
+    ChannelRef {
+        channel_type: s.channel_type.clone(),
+        channel_id: s.channel_id.clone(),
+    }
+}
+
+fn status_metadata(status: ChatStatus) -> Map<String, Value> {
+    let mut set = Map::new();
+    set.insert(
+        "status".into(),
+        json!(if status == ChatStatus::Closed {
+            "ended"
+        } else {
+            "active"
+        }),
+    );
+    set.insert("frozen".into(), json!(status != ChatStatus::Active));
+    set
+}
+
+impl ChatService {
+    /// Builds the service.
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        outbox: Outbox,
+        chat: ChatStack,
+        clock: SharedClock,
+        appointments: AppointmentService,
+        settings: ChatSettings,
+    ) -> Self {
+        Self {
+            db,
+            outbox,
+            chat,
+            clock,
+            appointments,
+            token_limit: Arc::new(KeyedLimit::per_minute(settings.tokens_per_minute)),
+            token_ttl: settings.token_ttl,
+            default_activation_minutes: settings.default_activation_minutes,
+            after_end: chrono::Duration::minutes(settings.after_end_minutes),
+        }
+    }
+
+    /// The provider's name.
+    pub fn provider_name(&self) -> &'static str {
+        self.chat.provider.name()
+    }
+
+    /// The Ethora room JID of a session's channel (`None` elsewhere).
+    pub fn room_jid(&self, s: &ChatSession) -> Option<String> {
+        self.chat.provider.room_jid(&channel_of(s))
+    }
+
+    /// A session's status now (the window decides between scheduler ticks).
+    pub fn status_now(&self, s: &ChatSession) -> ChatStatus {
+        status_at(
+            s.closed_at.is_some(),
+            s.allowed_from,
+            s.allowed_until,
+            self.clock.now(),
+        )
+    }
+
+    /// Opens (creates or gets) an appointment's chat: its client and guardians with chat rights,
+    /// practitioner and support staff, or an OWNER/ADMIN of the organisation may.
+    pub async fn open_appointment_chat(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+    ) -> AppResult<ChatSession> {
+        let (appointment, reader) = self.appointments.read(viewer, id).await?;
+        let me = viewer.user()?.clone();
+        if !reader.participant {
+            let membership =
+                db::organizations::find_membership(&self.db, appointment.org_id, me.id).await?;
+            if !membership.is_some_and(|m| m.active && m.role.manages_organization()) {
+                return Err(AppError::Forbidden(
+                    "only the appointment's participants or an organization admin open its chat"
+                        .into(),
+                ));
+            }
+        }
+        let key = format!("appointment:{id}");
+        if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
+            return Ok(existing);
+        }
+        if appointment.status.is_terminal() {
+            return Err(AppError::ChatNotOpen(format!(
+                "the appointment is {}",
+                appointment.status.as_str()
+            )));
+        }
+        // Members: the client and guardians with chat rights, the practitioner, support staff.
+        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
+        let support = db::appointments::support_staff_of(&self.db, &[id]).await?;
+        let mut members: Vec<(UserId, ChatRole)> = vec![(appointment.client_id, ChatRole::Client)];
+        for g in guardians.iter().filter(|g| g.may_chat()) {
+            if !members.iter().any(|(u, _)| *u == g.user_id) {
+                members.push((g.user_id, ChatRole::Client));
+            }
+        }
+        for u in std::iter::once(appointment.practitioner_id).chain(support.iter().map(|(_, u)| *u))
+        {
+            if !members.iter().any(|(m, _)| *m == u) {
+                members.push((u, ChatRole::Staff));
+            }
+        }
+        let users = db::users::find_many(
+            &self.db,
+            &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        )
+        .await?;
+        let patient = db::patients::find(&self.db, appointment.patient_id)
+            .await?
+            .ok_or(AppError::NotFound("patient"))?;
+        let client = users.iter().find(|u| u.id == appointment.client_id);
+        let activation = appointment
+            .activation_minutes
+            .map_or(self.default_activation_minutes, i64::from);
+        let from = appointment.starts_at - chrono::Duration::minutes(activation);
+        let until = appointment.ends_at + self.after_end;
+        let now = self.clock.now();
+        let status = status_at(false, Some(from), Some(until), now);
+        let session = ChatSession {
+            id: uuid::Uuid::now_v7().to_string(),
+            org_id: appointment.org_id,
+            category: ChatCategory::Client,
+            channel_type: CHANNEL_TYPE.into(),
+            channel_id: chat::channel_id("appointment", &id.to_string()),
+            title: Some(format!("Appointment: {}", patient.name)),
+            created_by: me.id,
+            appointment_id: Some(id),
+            allowed_from: Some(from),
+            allowed_until: Some(until),
+            status,
+            closed_at: None,
+            closed_by: None,
+            close_reason: None,
+            last_activity_at: now,
+            created_at: now,
+        };
+        let mut metadata = status_metadata(status);
+        metadata.insert(
+            "chatCategory".into(),
+            json!(ChatCategory::Client.metadata_value()),
+        );
+        metadata.insert("orgId".into(), json!(appointment.org_id.to_string()));
+        metadata.insert(
+            "organisationIds".into(),
+            json!([appointment.org_id.to_string()]),
+        );
+        metadata.insert("isGroup".into(), json!(false));
+        metadata.insert("appointmentId".into(), json!(id.to_string()));
+        metadata.insert("activationMinutes".into(), json!(activation));
+        if patient.species.is_some() {
+            metadata.insert("petName".into(), json!(patient.name));
+            metadata.insert(
+                "petOwnerName".into(),
+                json!(client.map(|c| c.display_name.clone())),
+            );
+        } else {
+            metadata.insert("patientName".into(), json!(patient.name));
+        }
+        let spec = ChannelSpec {
+            channel: channel_of(&session),
+            created_by: me.id.to_string(),
+            members: members.iter().map(|(u, _)| u.to_string()).collect(),
+            name: session.title.clone(),
+            image: None,
+            metadata,
+            frozen: status != ChatStatus::Active,
+        };
+        let mut chat_users: Vec<ChatUser> = users.iter().map(chat_user).collect();
+        if !users.iter().any(|u| u.id == me.id) {
+            chat_users.push(chat_user(&me));
+        }
+        let create = Entry::new(
+            format!("chat:{}:create", session.id),
+            Some(appointment.org_id.to_string()),
+            Operation::CreateChannel {
+                spec,
+                users: chat_users,
+            },
+        );
+        let txn = db::begin(&self.db).await?;
+        match db::chat_sessions::insert(&txn, &session, &key, &members).await {
+            Ok(()) => {}
+            // A concurrent open won the natural key: its session is the one.
+            Err(AppError::Conflict(_)) => {
+                drop(txn);
+                return db::chat_sessions::find_by_key(&self.db, &key)
+                    .await?
+                    .ok_or(AppError::NotFound("chat session"));
+            }
+            Err(e) => return Err(e),
+        }
+        let keys = crate::outbox::enqueue(&txn, &[create], now).await?;
+        txn.commit().await?;
+        // The client is about to open the channel: deliver now (the worker retries if down).
+        self.outbox.deliver_now(&keys).await?;
+        Ok(session)
+    }
+
+    /// A session the viewer may read: a member, or an OWNER/ADMIN of its organisation.
+    pub async fn session(
+        &self,
+        viewer: &Viewer,
+        id: &str,
+    ) -> AppResult<(ChatSession, Option<ChatRole>)> {
+        let me = viewer.user()?;
+        let session = db::chat_sessions::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("chat session"))?;
+        let members =
+            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
+        let role = members
+            .iter()
+            .find(|(_, u, _)| *u == me.id)
+            .map(|(_, _, r)| *r);
+        if role.is_some() {
+            return Ok((session, role));
+        }
+        let admin = db::organizations::find_membership(&self.db, session.org_id, me.id)
+            .await?
+            .is_some_and(|m| m.active && m.role.manages_organization());
+        if admin {
+            Ok((session, None))
+        } else {
+            Err(AppError::NotFound("chat session"))
+        }
+    }
+
+    /// The viewer's sessions in an organisation, newest activity first.
+    pub async fn list(
+        &self,
+        viewer: &Viewer,
+        org: OrgId,
+        category: Option<ChatCategory>,
+        include_closed: bool,
+        page: &PageRequest,
+    ) -> AppResult<Page<ChatSession>> {
+        let (me, _) = member_of(&self.db, viewer, org).await?;
+        db::chat_sessions::list_for_member(&self.db, org, me.id, category, include_closed, page)
+            .await
+    }
+
+    /// Issues the viewer's chat token (rate limited per user).
+    pub async fn issue_token(&self, viewer: &Viewer) -> AppResult<ChatCredentials> {
+        let me = viewer.user()?;
+        self.token_limit.check(&me.id)?;
+        self.chat
+            .provider
+            .issue_token(&chat_user(me), self.token_ttl)
+            .await
+            .map_err(|e| e.into_app(self.chat.provider.name()))
+    }
+
+    /// Closes a session once: a staff member of it or an org admin may (a client gets
+    /// FORBIDDEN); closing a closed session changes and posts nothing.
+    pub async fn close(&self, viewer: &Viewer, id: &str) -> AppResult<ChatSession> {
+        let (session, role) = self.session(viewer, id).await?;
+        if role == Some(ChatRole::Client) {
+            return Err(AppError::Forbidden("clients cannot close a chat".into()));
+        }
+        let me = viewer.user()?.clone();
+        self.close_for(&session, Some(&me), StatusReason::ClosedByUser)
+            .await?;
+        db::chat_sessions::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("chat session"))
+    }
+
+    /// Closes a session for a reason, posting one system message and freezing the channel.
+    async fn close_for(
+        &self,
+        session: &ChatSession,
+        by: Option<&User>,
+        reason: StatusReason,
+    ) -> AppResult<bool> {
+        let now = self.clock.now();
+        let text = match (reason, by) {
+            (StatusReason::ClosedByUser, Some(u)) => {
+                format!("This chat was closed by {}.", u.display_name)
+            }
+            (StatusReason::WindowEnded, _) => "This chat has ended.".to_owned(),
+            (StatusReason::AppointmentCancelled, _) => {
+                "The appointment was cancelled; this chat is closed.".to_owned()
+            }
+            _ => "This chat is closed.".to_owned(),
+        };
+        let channel = channel_of(session);
+        let org = Some(session.org_id.to_string());
+        let entries = vec![
+            Entry::new(
+                format!("chat:{}:close:message", session.id),
+                org.clone(),
+                Operation::SystemMessage {
+                    channel: channel.clone(),
+                    message: SystemMessage {
+                        id: format!("close-{}", session.id),
+                        text,
+                    },
+                },
+            ),
+            Entry::new(
+                format!("chat:{}:close:metadata", session.id),
+                org.clone(),
+                Operation::UpdateMetadata {
+                    channel: channel.clone(),
+                    set: status_metadata(ChatStatus::Closed),
+                    unset: Vec::new(),
+                },
+            ),
+            Entry::new(
+                format!("chat:{}:close:freeze", session.id),
+                org,
+                Operation::SetFrozen {
+                    channel,
+                    frozen: true,
+                },
+            ),
+        ];
+        let txn = db::begin(&self.db).await?;
+        if !db::chat_sessions::close(&txn, &session.id, by.map(|u| u.id), reason, now).await? {
+            return Ok(false);
+        }
+        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
+        txn.commit().await?;
+        self.outbox.deliver_now(&keys).await?;
+        Ok(true)
+    }
+
+    /// Posts a message as the viewer (the local provider only; other providers' messages go
+    /// through their own SDKs). The session must be ACTIVE.
+    pub async fn send_message(
+        &self,
+        viewer: &Viewer,
+        id: &str,
+        text: &str,
+    ) -> AppResult<ChatMessage> {
+        let Some(local) = &self.chat.local else {
+            return Err(AppError::bad_input(
+                "sessionId",
+                "messages are sent through the chat provider's SDK",
+            ));
+        };
+        let (session, role) = self.session(viewer, id).await?;
+        if role.is_none() {
+            return Err(AppError::Forbidden("only members post in a chat".into()));
+        }
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > 4000 {
+            return Err(AppError::bad_input(
+                "text",
+                "a message has 1 to 4000 characters",
+            ));
+        }
+        let status = self.status_now(&session);
+        if status != ChatStatus::Active {
+            return Err(AppError::ChatNotOpen(format!(
+                "the chat is {}",
+                status.as_str()
+            )));
+        }
+        let me = viewer.user()?;
+        let message = local
+            .post_user_message(&channel_of(&session), &me.id.to_string(), text)
+            .await
+            .map_err(|e| match e {
+                crate::providers::chat::ProviderError::Rejected { message, .. } => {
+                    AppError::ChatNotOpen(message)
+                }
+                other => other.into_app("local"),
+            })?;
+        db::chat_sessions::touch(&self.db, &session.id, message.sent_at).await?;
+        Ok(message)
+    }
+
+    /// Opens and ends due windows (mirroring the freeze at the provider); returns how many
+    /// sessions changed.
+    pub async fn tick(&self) -> AppResult<usize> {
+        let now = self.clock.now();
+        let mut changed = 0;
+        for session in db::chat_sessions::due(&self.db, now, 200).await? {
+            let target = status_at(false, session.allowed_from, session.allowed_until, now);
+            if target == session.status {
+                continue;
+            }
+            if target == ChatStatus::Closed {
+                if self
+                    .close_for(&session, None, StatusReason::WindowEnded)
+                    .await?
+                {
+                    changed += 1;
+                }
+                continue;
+            }
+            let channel = channel_of(&session);
+            let org = Some(session.org_id.to_string());
+            let entries = vec![
+                Entry::new(
+                    format!("chat:{}:open:metadata", session.id),
+                    org.clone(),
+                    Operation::UpdateMetadata {
+                        channel: channel.clone(),
+                        set: status_metadata(ChatStatus::Active),
+                        unset: Vec::new(),
+                    },
+                ),
+                Entry::new(
+                    format!("chat:{}:open:unfreeze", session.id),
+                    org,
+                    Operation::SetFrozen {
+                        channel,
+                        frozen: false,
+                    },
+                ),
+            ];
+            let txn = db::begin(&self.db).await?;
+            if db::chat_sessions::transition(&txn, &session.id, session.status, target, now).await?
+            {
+                crate::outbox::enqueue(&txn, &entries, now).await?;
+                changed += 1;
+            }
+            txn.commit().await?;
+        }
+        if changed > 0 {
+            self.outbox.wake();
+        }
+        Ok(changed)
+    }
+
+    /// Runs the scheduler until `stop`: one timer for the next window change, read from the
+    /// database (so restarts lose nothing), and a poll as a safety net.
+    pub async fn run_scheduler(self, stop: tokio_util::sync::CancellationToken, poll: Duration) {
+        loop {
+            if let Err(e) = self.tick().await {
+                e.log_cause();
+            }
+            let nap = match db::chat_sessions::next_due(&self.db).await {
+                Ok(Some(due)) => (due - self.clock.now())
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(poll),
+                _ => poll,
+            };
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(nap.max(Duration::from_millis(50))) => {}
+            }
+        }
+    }
+
+    /// Sessions of appointments (for loaders).
+    pub async fn of_appointments(&self, ids: &[AppointmentId]) -> AppResult<Vec<ChatSession>> {
+        db::chat_sessions::of_appointments(&self.db, ids).await
+    }
+
+    /// Members of sessions (for loaders).
+    pub async fn members_of(&self, ids: &[String]) -> AppResult<Vec<(String, UserId, ChatRole)>> {
+        db::chat_sessions::members_of(&self.db, ids).await
+    }
+
+    /// The latest messages of a session the viewer may read.
+    pub async fn recent_messages(
+        &self,
+        s: &ChatSession,
+        limit: u32,
+    ) -> AppResult<Vec<ChatMessage>> {
+        self.chat
+            .provider
+            .recent_messages(&channel_of(s), limit)
+            .await
+            .map_err(|e| e.into_app(self.chat.provider.name()))
+    }
+}

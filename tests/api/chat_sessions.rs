@@ -1,0 +1,489 @@
+//! Chat sessions (API.md section 6), appointment chats so far: create-or-get (race-free),
+//! members and provider metadata, the window and its scheduler with a controllable clock, the
+//! provider channel frozen outside the window, closing once, tokens, lists with provider state,
+//! `sendChatMessage` on the local provider, and the authorization matrix.
+
+use std::time::Duration;
+
+use caregraph::{clock::ManualClock, providers::chat::ChannelRef};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::{
+    fakes::{self, FakeProvider},
+    helpers::{Clinic, TestApp, code},
+};
+
+const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
+const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id category status channelId cid provider allowedFrom allowedUntil members { user { id } role } memberCount appointment { id } } }";
+const CLOSE: &str = "mutation($id: ID!) { closeChatSession(sessionId: $id) { id status closedAt closeReason closedBy { id } } }";
+const SEND: &str = "mutation($id: ID!, $t: String!) { sendChatMessage(sessionId: $id, text: $t) { id text author system } }";
+const READ: &str = "query($id: ID!) { chatSession(id: $id) { id status closeReason recentMessages { text system author } lastMessage { text } unreadCount } }";
+
+async fn appointment(app: &TestApp, c: &Clinic, starts_at: DateTime<Utc>) -> String {
+    let a = app
+        .ok(
+            &c.owner.token,
+            SCHEDULE,
+            json!({"org": c.org, "input": {
+                "patientId": c.patient, "clientId": c.client.id, "practitionerId": c.vet.id,
+                "supportStaffIds": [c.tech.id], "startsAt": starts_at.to_rfc3339(),
+                "durationMinutes": 30, "sessionType": "TELECONFERENCE"
+            }}),
+            "scheduleAppointment",
+        )
+        .await;
+    a["id"].as_str().expect("id").to_owned()
+}
+
+fn quick(v: &mut std::collections::HashMap<String, String>) {
+    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
+    v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "20".into());
+    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
+}
+
+async fn settle(app: &TestApp) {
+    for _ in 0..200 {
+        if app
+            .state
+            .services
+            .outbox
+            .counts()
+            .await
+            .expect("counts")
+            .pending
+            == 0
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the outbox did not drain");
+}
+
+#[tokio::test]
+async fn opening_an_appointment_chat_is_create_or_get_even_when_concurrent() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("open").await;
+    let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+    let vars = json!({"id": id});
+    let (a, b) = tokio::join!(
+        app.gql(Some(&c.client.token), OPEN, vars.clone()),
+        app.gql(Some(&c.vet.token), OPEN, vars.clone())
+    );
+    let a = &a["data"]["openAppointmentChat"];
+    let b = &b["data"]["openAppointmentChat"];
+    assert_eq!(a["id"], b["id"], "one session: {a} {b}");
+    assert_eq!(a["category"], "CLIENT");
+    assert_eq!(
+        a["status"], "ACTIVE",
+        "the window opened 5 minutes before the start"
+    );
+    assert_eq!(a["channelId"], format!("appointment-{id}"));
+    assert_eq!(a["provider"], "local");
+    assert_eq!(a["memberCount"], 3);
+    let roles: Vec<(String, String)> = a["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| {
+            (
+                m["user"]["id"].as_str().expect("id").to_owned(),
+                m["role"].as_str().expect("role").to_owned(),
+            )
+        })
+        .collect();
+    assert!(roles.contains(&(c.client.id.clone(), "CLIENT".into())));
+    assert!(roles.contains(&(c.vet.id.clone(), "STAFF".into())));
+    assert!(roles.contains(&(c.tech.id.clone(), "STAFF".into())));
+    assert!(
+        !roles.iter().any(|(u, _)| *u == c.co_guardian.id),
+        "a co-guardian without canChat is no member"
+    );
+    let from: DateTime<Utc> = a["allowedFrom"]
+        .as_str()
+        .expect("from")
+        .parse()
+        .expect("time");
+    let until: DateTime<Utc> = a["allowedUntil"]
+        .as_str()
+        .expect("until")
+        .parse()
+        .expect("time");
+    assert_eq!(until - from, chrono::Duration::minutes(5 + 30 + 120));
+
+    // The provider channel exists once, open, with the metadata the web client groups by.
+    settle(&app).await;
+    let local = app
+        .state
+        .services
+        .chat
+        .local
+        .clone()
+        .expect("local provider");
+    let channel = ChannelRef {
+        channel_type: "messaging".into(),
+        channel_id: format!("appointment-{id}"),
+    };
+    let (meta, members, frozen) = local
+        .inspect(&channel)
+        .await
+        .expect("inspect")
+        .expect("channel");
+    assert!(!frozen);
+    assert_eq!(members.len(), 3);
+    assert_eq!(meta["chatCategory"], "client");
+    assert_eq!(meta["orgId"], c.org.as_str());
+    assert_eq!(meta["appointmentId"], id.as_str());
+    assert_eq!(meta["petName"], "Rex");
+    assert_eq!(meta["petOwnerName"], "Casey Client");
+    assert_eq!(meta["status"], "active");
+    assert_eq!(meta["frozen"], false);
+    assert_eq!(meta["activationMinutes"], 5);
+
+    // appointment.chat finds it.
+    let seen = app
+        .ok(
+            &c.client.token,
+            "query($id: ID!) { appointment(id: $id) { chat { id } } }",
+            vars,
+            "appointment",
+        )
+        .await;
+    assert_eq!(seen["chat"]["id"], a["id"]);
+}
+
+#[tokio::test]
+async fn the_window_opens_and_ends_on_time_and_the_provider_is_frozen_outside_it() {
+    let start = Utc::now();
+    let clock = ManualClock::new(start);
+    let app = TestApp::spawn_with_clock(clock.clone(), quick).await;
+    let c = app.clinic("window").await;
+    let id = appointment(&app, &c, start + chrono::Duration::minutes(60)).await;
+    let session = app
+        .ok(
+            &c.client.token,
+            OPEN,
+            json!({"id": id}),
+            "openAppointmentChat",
+        )
+        .await;
+    let sid = session["id"].as_str().expect("id").to_owned();
+    assert_eq!(session["status"], "PENDING");
+    settle(&app).await;
+    let local = app.state.services.chat.local.clone().expect("local");
+    let channel = ChannelRef {
+        channel_type: "messaging".into(),
+        channel_id: format!("appointment-{id}"),
+    };
+    assert!(
+        local
+            .inspect(&channel)
+            .await
+            .expect("inspect")
+            .expect("channel")
+            .2,
+        "frozen before the window"
+    );
+    let body = app
+        .gql(
+            Some(&c.client.token),
+            SEND,
+            json!({"id": sid, "t": "Hello?"}),
+        )
+        .await;
+    assert_eq!(code(&body), "CHAT_NOT_OPEN");
+
+    // Five minutes before the start, the scheduler opens the window.
+    clock.set(start + chrono::Duration::minutes(55));
+    assert_eq!(
+        app.state.services.chat_sessions.tick().await.expect("tick"),
+        1
+    );
+    settle(&app).await;
+    let (meta, _, frozen) = local
+        .inspect(&channel)
+        .await
+        .expect("inspect")
+        .expect("channel");
+    assert!(!frozen, "unfrozen inside the window");
+    assert_eq!(meta["status"], "active");
+    let sent = app
+        .ok(
+            &c.client.token,
+            SEND,
+            json!({"id": sid, "t": "Rex is limping"}),
+            "sendChatMessage",
+        )
+        .await;
+    assert_eq!(sent["author"], c.client.id.as_str());
+    let vet_view = app
+        .ok(&c.vet.token, READ, json!({"id": sid}), "chatSession")
+        .await;
+    assert_eq!(vet_view["status"], "ACTIVE");
+    assert_eq!(vet_view["lastMessage"]["text"], "Rex is limping");
+    assert_eq!(vet_view["unreadCount"], 1);
+
+    // 120 minutes after the end, it closes for good.
+    clock.set(start + chrono::Duration::minutes(60 + 30 + 120));
+    assert_eq!(
+        app.state.services.chat_sessions.tick().await.expect("tick"),
+        1
+    );
+    assert_eq!(
+        app.state.services.chat_sessions.tick().await.expect("tick"),
+        0,
+        "once"
+    );
+    settle(&app).await;
+    let closed = app
+        .ok(&c.vet.token, READ, json!({"id": sid}), "chatSession")
+        .await;
+    assert_eq!(closed["status"], "CLOSED");
+    assert_eq!(closed["closeReason"], "WINDOW_ENDED");
+    let (meta, _, frozen) = local
+        .inspect(&channel)
+        .await
+        .expect("inspect")
+        .expect("channel");
+    assert!(frozen);
+    assert_eq!(meta["status"], "ended");
+    let ends = closed["recentMessages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["system"] == true)
+        .count();
+    assert_eq!(ends, 1);
+}
+
+#[tokio::test]
+async fn closing_twice_posts_one_system_message_and_clients_cannot_close() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("close").await;
+    let id = appointment(&app, &c, Utc::now()).await;
+    let session = app
+        .ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
+        .await;
+    let sid = session["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.client.token), CLOSE, json!({"id": sid}))
+                .await
+        ),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.outsider.token), CLOSE, json!({"id": sid}))
+                .await
+        ),
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        code(&app.gql(None, CLOSE, json!({"id": sid})).await),
+        "UNAUTHENTICATED"
+    );
+    let first = app
+        .ok(&c.tech.token, CLOSE, json!({"id": sid}), "closeChatSession")
+        .await;
+    assert_eq!(first["status"], "CLOSED");
+    assert_eq!(first["closeReason"], "CLOSED_BY_USER");
+    assert_eq!(first["closedBy"]["id"], c.tech.id.as_str());
+    let second = app
+        .ok(
+            &c.owner.token,
+            CLOSE,
+            json!({"id": sid}),
+            "closeChatSession",
+        )
+        .await;
+    assert_eq!(
+        second["closedAt"], first["closedAt"],
+        "closing again changes nothing"
+    );
+    settle(&app).await;
+    let seen = app
+        .ok(&c.vet.token, READ, json!({"id": sid}), "chatSession")
+        .await;
+    let system: Vec<&Value> = seen["recentMessages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["system"] == true)
+        .collect();
+    assert_eq!(system.len(), 1, "one close message: {system:?}");
+    assert!(
+        system[0]["text"]
+            .as_str()
+            .expect("text")
+            .contains("closed by")
+    );
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.client.token), SEND, json!({"id": sid, "t": "late"}))
+                .await
+        ),
+        "CHAT_NOT_OPEN"
+    );
+}
+
+#[tokio::test]
+async fn only_members_and_admins_read_chats_and_lists_are_per_caller() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("chatauthz").await;
+    let id = appointment(&app, &c, Utc::now()).await;
+    let sid = app
+        .ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
+        .await["id"]
+        .clone();
+    for (who, token, expected) in [
+        ("outsider", Some(c.outsider.token.as_str()), "NOT_FOUND"),
+        ("stranger", Some(c.stranger.token.as_str()), "NOT_FOUND"),
+        (
+            "co-guardian",
+            Some(c.co_guardian.token.as_str()),
+            "NOT_FOUND",
+        ),
+        ("anonymous", None, "UNAUTHENTICATED"),
+    ] {
+        assert_eq!(
+            code(&app.gql(token, READ, json!({"id": sid})).await),
+            expected,
+            "{who} reads"
+        );
+        assert_eq!(
+            code(&app.gql(token, OPEN, json!({"id": id})).await),
+            expected,
+            "{who} opens"
+        );
+    }
+    // The owner is no member but an admin: may read.
+    app.ok(&c.owner.token, READ, json!({"id": sid}), "chatSession")
+        .await;
+    let list = "query($o: ID!) { chatSessions(orgId: $o) { totalCount edges { node { id lastMessage { text } unreadCount } } } }";
+    app.ok(
+        &c.client.token,
+        SEND,
+        json!({"id": sid, "t": "hi"}),
+        "sendChatMessage",
+    )
+    .await;
+    let vet = app
+        .ok(&c.vet.token, list, json!({"o": c.org}), "chatSessions")
+        .await;
+    assert_eq!(vet["totalCount"], 1);
+    assert_eq!(vet["edges"][0]["node"]["lastMessage"]["text"], "hi");
+    assert_eq!(vet["edges"][0]["node"]["unreadCount"], 1);
+    let owner = app
+        .ok(&c.owner.token, list, json!({"o": c.org}), "chatSessions")
+        .await;
+    assert_eq!(owner["totalCount"], 0, "lists show the caller's own chats");
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.outsider.token), list, json!({"o": c.org}))
+                .await
+        ),
+        "NOT_FOUND"
+    );
+}
+
+#[tokio::test]
+async fn chat_tokens_are_for_the_caller_and_rate_limited() {
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.insert("CAREGRAPH_CHAT_TOKENS_PER_MINUTE".into(), "2".into());
+    })
+    .await;
+    let c = app.clinic("tokens").await;
+    let q = "mutation { issueChatToken { provider userId token expiresAt connection } }";
+    for _ in 0..2 {
+        let creds = app
+            .ok(&c.client.token, q, json!({}), "issueChatToken")
+            .await;
+        assert_eq!(creds["provider"], "local");
+        assert_eq!(creds["userId"], c.client.id.as_str());
+        assert!(
+            creds["token"]
+                .as_str()
+                .is_some_and(|t| t.split('.').count() == 3)
+        );
+    }
+    let body = app.gql(Some(&c.client.token), q, json!({})).await;
+    assert_eq!(code(&body), "RATE_LIMITED");
+    assert!(
+        body["errors"][0]["extensions"]["retryAfterSeconds"]
+            .as_u64()
+            .is_some()
+    );
+    assert_eq!(code(&app.gql(None, q, json!({})).await), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn with_stream_the_channel_is_created_once_and_a_page_reads_in_one_call() {
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        for (k, val) in fake.vars() {
+            v.insert(k, val);
+        }
+    })
+    .await;
+    let c = app.clinic("streamchat").await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let id = appointment(&app, &c, Utc::now()).await;
+        let s = app
+            .ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
+            .await;
+        app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
+            .await;
+        assert_eq!(s["provider"], "stream");
+        sessions.push((id, s["id"].as_str().expect("id").to_owned()));
+    }
+    settle(&app).await;
+    for (id, _) in &sessions {
+        let creates = fake.control().calls(
+            "POST",
+            &format!("/channels/messaging/appointment-{id}/query"),
+        );
+        assert_eq!(creates.len(), 1, "created once");
+        let body = creates[0].json();
+        assert_eq!(
+            body["data"]["chatCategory"], "client",
+            "metadata is flattened: {body}"
+        );
+        assert_eq!(body["data"]["frozen"], false);
+    }
+    fake.control().clear();
+    let list = "query($o: ID!) { chatSessions(orgId: $o, first: 10) { edges { node { id lastMessage { text } unreadCount } } } }";
+    let page = app
+        .ok(&c.vet.token, list, json!({"o": c.org}), "chatSessions")
+        .await;
+    assert_eq!(page["edges"].as_array().expect("edges").len(), 3);
+    assert_eq!(
+        fake.control().calls("POST", "/channels").len(),
+        1,
+        "one provider read per page"
+    );
+    app.ok(
+        &c.vet.token,
+        CLOSE,
+        json!({"id": sessions[0].1}),
+        "closeChatSession",
+    )
+    .await;
+    app.ok(
+        &c.vet.token,
+        CLOSE,
+        json!({"id": sessions[0].1}),
+        "closeChatSession",
+    )
+    .await;
+    settle(&app).await;
+    let messages = fake.control().calls(
+        "POST",
+        &format!("/channels/messaging/appointment-{}/message", sessions[0].0),
+    );
+    assert_eq!(messages.len(), 1, "one close message at Stream");
+}
