@@ -114,6 +114,7 @@ impl Services {
                 after_end_minutes: config.chat.after_end_minutes,
             },
         );
+        appointments.set_hooks(Arc::new(chat_sessions.clone()));
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
             organizations: organizations::OrganizationService::new(config.clone(), db.clone()),

@@ -213,6 +213,27 @@ pub async fn transition(
     Ok(res.rows_affected == 1)
 }
 
+/// Moves an open session's window (and its stored status); whether it was open.
+pub async fn set_window(
+    db: &impl ConnectionTrait,
+    id: &str,
+    from: DateTime<Utc>,
+    until: DateTime<Utc>,
+    status: ChatStatus,
+    at: DateTime<Utc>,
+) -> AppResult<bool> {
+    let res = session::Entity::update_many()
+        .col_expr(session::Column::AllowedFrom, Expr::value(from))
+        .col_expr(session::Column::AllowedUntil, Expr::value(until))
+        .col_expr(session::Column::Status, Expr::value(status.as_str()))
+        .col_expr(session::Column::UpdatedAt, Expr::value(at))
+        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::ClosedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
 /// Records activity (a message) for list order.
 pub async fn touch(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> AppResult<()> {
     session::Entity::update_many()

@@ -80,9 +80,17 @@ pub struct MeetingView {
     pub join_url: Option<String>,
 }
 
+/// What other features do when an appointment moves or changes status (the chat follows).
+#[async_trait::async_trait]
+pub trait AppointmentHooks: Send + Sync {
+    /// Called after an appointment's times or status changed.
+    async fn appointment_changed(&self, appointment: &Appointment) -> AppResult<()>;
+}
+
 /// Appointments.
 #[derive(Clone)]
 pub struct AppointmentService {
+    hooks: Arc<std::sync::OnceLock<Arc<dyn AppointmentHooks>>>,
     db: DatabaseConnection,
     clock: SharedClock,
     meetings: Arc<dyn MeetingLinks>,
@@ -99,11 +107,24 @@ impl AppointmentService {
         jitsi: &JitsiConfig,
     ) -> Self {
         Self {
+            hooks: Arc::default(),
             db,
             clock,
             meetings,
             early: Duration::minutes(jitsi.allow_early_minutes),
             late: Duration::minutes(jitsi.max_late_minutes),
+        }
+    }
+
+    /// Registers what follows an appointment's changes (set once, at start).
+    pub fn set_hooks(&self, hooks: Arc<dyn AppointmentHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    async fn changed(&self, appointment: &Appointment) -> AppResult<()> {
+        match self.hooks.get() {
+            Some(h) => h.appointment_changed(appointment).await,
+            None => Ok(()),
         }
     }
 
@@ -289,6 +310,7 @@ impl AppointmentService {
         appointment.ends_at = starts_at + length;
         appointment.duration_minutes = duration_minutes;
         db::appointments::update_schedule(&self.db, &appointment).await?;
+        self.changed(&appointment).await?;
         Ok(appointment)
     }
 
@@ -302,6 +324,7 @@ impl AppointmentService {
         let mut appointment = self.staff_appointment(viewer, id).await?;
         appointment.status = appointment.status.transition(status)?;
         db::appointments::update_schedule(&self.db, &appointment).await?;
+        self.changed(&appointment).await?;
         Ok(appointment)
     }
 

@@ -183,8 +183,7 @@ impl ChatService {
         let activation = appointment
             .activation_minutes
             .map_or(self.default_activation_minutes, i64::from);
-        let from = appointment.starts_at - chrono::Duration::minutes(activation);
-        let until = appointment.ends_at + self.after_end;
+        let (from, until) = self.window_of(&appointment);
         let now = self.clock.now();
         let status = status_at(false, Some(from), Some(until), now);
         let session = ChatSession {
@@ -517,6 +516,20 @@ impl ChatService {
         }
     }
 
+    /// The window an appointment gives its chat.
+    fn window_of(
+        &self,
+        a: &crate::domain::care::Appointment,
+    ) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+        let activation = a
+            .activation_minutes
+            .map_or(self.default_activation_minutes, i64::from);
+        (
+            a.starts_at - chrono::Duration::minutes(activation),
+            a.ends_at + self.after_end,
+        )
+    }
+
     /// Sessions of appointments (for loaders).
     pub async fn of_appointments(&self, ids: &[AppointmentId]) -> AppResult<Vec<ChatSession>> {
         db::chat_sessions::of_appointments(&self.db, ids).await
@@ -538,5 +551,68 @@ impl ChatService {
             .recent_messages(&channel_of(s), limit)
             .await
             .map_err(|e| e.into_app(self.chat.provider.name()))
+    }
+}
+
+#[async_trait::async_trait]
+impl super::appointments::AppointmentHooks for ChatService {
+    /// A cancelled appointment closes its chat; a moved one moves the chat's window (a chat
+    /// closed by a person stays closed), refreezing or unfreezing the channel as the window says.
+    async fn appointment_changed(&self, a: &crate::domain::care::Appointment) -> AppResult<()> {
+        let Some(session) =
+            db::chat_sessions::find_by_key(&self.db, &format!("appointment:{}", a.id)).await?
+        else {
+            return Ok(());
+        };
+        if session.closed_at.is_some() {
+            return Ok(());
+        }
+        if a.status == crate::domain::care::AppointmentStatus::Cancelled {
+            self.close_for(&session, None, StatusReason::AppointmentCancelled)
+                .await?;
+            return Ok(());
+        }
+        let (from, until) = self.window_of(a);
+        if session.allowed_from == Some(from) && session.allowed_until == Some(until) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let status = status_at(false, Some(from), Some(until), now);
+        if status == ChatStatus::Closed {
+            db::chat_sessions::set_window(&self.db, &session.id, from, until, session.status, now)
+                .await?;
+            self.close_for(&session, None, StatusReason::WindowEnded)
+                .await?;
+            return Ok(());
+        }
+        let channel = channel_of(&session);
+        let org = Some(session.org_id.to_string());
+        let stamp = now.timestamp_micros();
+        let mut entries = vec![Entry::new(
+            format!("chat:{}:window:{stamp}:metadata", session.id),
+            org.clone(),
+            Operation::UpdateMetadata {
+                channel: channel.clone(),
+                set: status_metadata(status),
+                unset: Vec::new(),
+            },
+        )];
+        if status != session.status {
+            entries.push(Entry::new(
+                format!("chat:{}:window:{stamp}:freeze", session.id),
+                org,
+                Operation::SetFrozen {
+                    channel,
+                    frozen: status != ChatStatus::Active,
+                },
+            ));
+        }
+        let txn = db::begin(&self.db).await?;
+        if db::chat_sessions::set_window(&txn, &session.id, from, until, status, now).await? {
+            crate::outbox::enqueue(&txn, &entries, now).await?;
+        }
+        txn.commit().await?;
+        self.outbox.wake();
+        Ok(())
     }
 }

@@ -487,3 +487,83 @@ async fn with_stream_the_channel_is_created_once_and_a_page_reads_in_one_call() 
     );
     assert_eq!(messages.len(), 1, "one close message at Stream");
 }
+
+#[tokio::test]
+async fn rescheduling_moves_the_window_and_cancelling_closes_the_chat() {
+    let start = Utc::now();
+    let clock = ManualClock::new(start);
+    let app = TestApp::spawn_with_clock(clock.clone(), quick).await;
+    let c = app.clinic("move").await;
+    let id = appointment(&app, &c, start + chrono::Duration::minutes(2)).await;
+    let session = app
+        .ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
+        .await;
+    let sid = session["id"].as_str().expect("id").to_owned();
+    assert_eq!(session["status"], "ACTIVE");
+    settle(&app).await;
+    let local = app.state.services.chat.local.clone().expect("local");
+    let channel = ChannelRef {
+        channel_type: "messaging".into(),
+        channel_id: format!("appointment-{id}"),
+    };
+
+    // Moved to tomorrow: the window moves and the channel freezes until then.
+    let tomorrow = chrono::SubsecRound::trunc_subsecs(start + chrono::Duration::days(1), 6);
+    app.ok(
+        &c.owner.token,
+        "mutation($id: ID!, $at: DateTime!) { rescheduleAppointment(id: $id, startsAt: $at, durationMinutes: 45) { id } }",
+        json!({"id": id, "at": tomorrow.to_rfc3339()}),
+        "rescheduleAppointment",
+    )
+    .await;
+    let moved = app
+        .ok(
+            &c.vet.token,
+            "query($id: ID!) { chatSession(id: $id) { status allowedFrom allowedUntil } }",
+            json!({"id": sid}),
+            "chatSession",
+        )
+        .await;
+    assert_eq!(moved["status"], "PENDING");
+    let from: DateTime<Utc> = moved["allowedFrom"]
+        .as_str()
+        .expect("from")
+        .parse()
+        .expect("time");
+    assert_eq!(tomorrow - from, chrono::Duration::minutes(5));
+    settle(&app).await;
+    let (meta, _, frozen) = local
+        .inspect(&channel)
+        .await
+        .expect("inspect")
+        .expect("channel");
+    assert!(frozen, "frozen until the new window");
+    assert_eq!(meta["frozen"], true);
+
+    // Cancelled: closed with the reason, one system message.
+    app.ok(
+        &c.owner.token,
+        "mutation($id: ID!) { cancelAppointment(id: $id) { status } }",
+        json!({"id": id}),
+        "cancelAppointment",
+    )
+    .await;
+    settle(&app).await;
+    let closed = app
+        .ok(&c.vet.token, READ, json!({"id": sid}), "chatSession")
+        .await;
+    assert_eq!(closed["status"], "CLOSED");
+    assert_eq!(closed["closeReason"], "APPOINTMENT_CANCELLED");
+    let system = closed["recentMessages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|m| m["system"] == true)
+        .count();
+    assert_eq!(system, 1);
+    // A closed chat stays closed whatever happens to the appointment.
+    assert_eq!(
+        app.state.services.chat_sessions.tick().await.expect("tick"),
+        0
+    );
+}
