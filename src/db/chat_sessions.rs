@@ -19,6 +19,14 @@ use crate::{
 fn to_domain(m: session::Model) -> AppResult<ChatSession> {
     Ok(ChatSession {
         org_id: OrgId::from_db(&m.org_id)?,
+        counterpart_org_id: m
+            .counterpart_org_id
+            .as_deref()
+            .map(OrgId::from_db)
+            .transpose()?,
+        is_group: m.is_group,
+        read_only: m.read_only,
+        image_url: m.image_url.clone(),
         category: ChatCategory::from_db(&m.category)?,
         created_by: UserId::from_db(&m.created_by)?,
         appointment_id: m
@@ -53,15 +61,15 @@ pub async fn insert(
     session::Entity::insert(session::ActiveModel {
         id: Set(s.id.clone()),
         org_id: Set(s.org_id.as_string()),
-        counterpart_org_id: Set(None),
+        counterpart_org_id: Set(s.counterpart_org_id.map(|o| o.as_string())),
         category: Set(s.category.as_str().to_owned()),
         natural_key: Set(natural_key.to_owned()),
         channel_type: Set(s.channel_type.clone()),
         channel_id: Set(s.channel_id.clone()),
         title: Set(s.title.clone()),
-        image_url: Set(None),
-        read_only: Set(false),
-        is_group: Set(false),
+        image_url: Set(s.image_url.clone()),
+        read_only: Set(s.read_only),
+        is_group: Set(s.is_group),
         created_by: Set(s.created_by.as_string()),
         appointment_id: Set(s.appointment_id.map(|a| a.as_string())),
         case_id: Set(None),

@@ -89,6 +89,14 @@ pub struct ChatSession {
     pub id: String,
     /// The organisation.
     pub org_id: OrgId,
+    /// The other organisation of a network chat.
+    pub counterpart_org_id: Option<OrgId>,
+    /// Whether it is a group.
+    pub is_group: bool,
+    /// Broadcast mode: only owners and admins post.
+    pub read_only: bool,
+    /// Image.
+    pub image_url: Option<String>,
     /// Category.
     pub category: ChatCategory,
     /// Provider channel type.

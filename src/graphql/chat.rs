@@ -194,9 +194,24 @@ impl ChatSession {
     async fn title(&self) -> Option<&str> {
         self.0.title.as_deref()
     }
+    /// The other organisation of a network chat.
+    async fn counterpart_organization(&self, ctx: &Context<'_>) -> GqlResult<Option<Organization>> {
+        match self.0.counterpart_org_id {
+            Some(o) => org_of(ctx, o).await.map(Some),
+            None => Ok(None),
+        }
+    }
     /// Whether it is a group.
     async fn is_group(&self) -> bool {
-        false
+        self.0.is_group
+    }
+    /// Broadcast mode: only the owner and admins post.
+    async fn read_only(&self) -> bool {
+        self.0.read_only
+    }
+    /// Image.
+    async fn image_url(&self) -> Option<&str> {
+        self.0.image_url.as_deref()
     }
     /// Members.
     async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<ChatMember>> {
@@ -361,6 +376,43 @@ impl ChatMutation {
             services(ctx)
                 .chat_sessions
                 .open_appointment_chat(viewer(ctx), id)
+                .await?,
+        ))
+    }
+
+    /// Opens (creates or gets) the 1:1 chat with a colleague of the same organisation.
+    async fn open_direct_chat(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        colleague_id: ID,
+    ) -> GqlResult<ChatSession> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let colleague = domain::UserId::parse(&colleague_id, "colleagueId")?;
+        Ok(ChatSession(
+            services(ctx)
+                .chat_sessions
+                .open_direct_chat(viewer(ctx), org, colleague)
+                .await?,
+        ))
+    }
+
+    /// Opens (creates or gets) a 1:1 chat with staff of another organisation; both organisations
+    /// must allow network messaging.
+    async fn open_network_direct_chat(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        colleague_id: ID,
+        colleague_org_id: ID,
+    ) -> GqlResult<ChatSession> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let colleague = domain::UserId::parse(&colleague_id, "colleagueId")?;
+        let other = OrgId::parse(&colleague_org_id, "colleagueOrgId")?;
+        Ok(ChatSession(
+            services(ctx)
+                .chat_sessions
+                .open_network_direct_chat(viewer(ctx), org, colleague, other)
                 .await?,
         ))
     }

@@ -189,6 +189,10 @@ impl ChatService {
         let session = ChatSession {
             id: uuid::Uuid::now_v7().to_string(),
             org_id: appointment.org_id,
+            counterpart_org_id: None,
+            is_group: false,
+            read_only: false,
+            image_url: None,
             category: ChatCategory::Client,
             channel_type: CHANNEL_TYPE.into(),
             channel_id: chat::channel_id("appointment", &id.to_string()),
@@ -226,34 +230,50 @@ impl ChatService {
         } else {
             metadata.insert("patientName".into(), json!(patient.name));
         }
+        let mut chat_users: Vec<User> = users;
+        if !chat_users.iter().any(|u| u.id == me.id) {
+            chat_users.push(me.clone());
+        }
+        self.create(session, &key, &members, metadata, &chat_users, &me)
+            .await
+    }
+
+    /// Creates a session with its provider channel (create-or-get on `key`: a concurrent twin
+    /// returns the winner's session), delivering the channel before it returns when it can.
+    async fn create(
+        &self,
+        session: ChatSession,
+        key: &str,
+        members: &[(UserId, ChatRole)],
+        metadata: Map<String, Value>,
+        users: &[User],
+        me: &User,
+    ) -> AppResult<ChatSession> {
+        let now = session.created_at;
         let spec = ChannelSpec {
             channel: channel_of(&session),
             created_by: me.id.to_string(),
             members: members.iter().map(|(u, _)| u.to_string()).collect(),
             name: session.title.clone(),
-            image: None,
+            image: session.image_url.clone(),
             metadata,
-            frozen: status != ChatStatus::Active,
+            frozen: session.status != ChatStatus::Active,
         };
-        let mut chat_users: Vec<ChatUser> = users.iter().map(chat_user).collect();
-        if !users.iter().any(|u| u.id == me.id) {
-            chat_users.push(chat_user(&me));
-        }
         let create = Entry::new(
             format!("chat:{}:create", session.id),
-            Some(appointment.org_id.to_string()),
+            Some(session.org_id.to_string()),
             Operation::CreateChannel {
                 spec,
-                users: chat_users,
+                users: users.iter().map(chat_user).collect(),
             },
         );
         let txn = db::begin(&self.db).await?;
-        match db::chat_sessions::insert(&txn, &session, &key, &members).await {
+        match db::chat_sessions::insert(&txn, &session, key, members).await {
             Ok(()) => {}
             // A concurrent open won the natural key: its session is the one.
             Err(AppError::Conflict(_)) => {
                 drop(txn);
-                return db::chat_sessions::find_by_key(&self.db, &key)
+                return db::chat_sessions::find_by_key(&self.db, key)
                     .await?
                     .ok_or(AppError::NotFound("chat session"));
             }
@@ -264,6 +284,144 @@ impl ChatService {
         // The client is about to open the channel: deliver now (the worker retries if down).
         self.outbox.deliver_now(&keys).await?;
         Ok(session)
+    }
+
+    /// Opens (creates or gets) the 1:1 chat of two active members of an organisation.
+    pub async fn open_direct_chat(
+        &self,
+        viewer: &Viewer,
+        org: OrgId,
+        colleague: UserId,
+    ) -> AppResult<ChatSession> {
+        let (me, _) = member_of(&self.db, viewer, org)
+            .await
+            .map_err(|e| match e {
+                AppError::NotFound(_) => AppError::Forbidden(
+                    "only active members of the organization open colleague chats".into(),
+                ),
+                other => other,
+            })?;
+        if colleague == me.id {
+            return Err(AppError::bad_input(
+                "colleagueId",
+                "a chat needs someone else",
+            ));
+        }
+        match db::organizations::find_membership(&self.db, org, colleague).await? {
+            Some(m) if m.active => {}
+            _ => {
+                return Err(AppError::bad_input(
+                    "colleagueId",
+                    "not an active member of the organization",
+                ));
+            }
+        }
+        self.direct(org, None, &me, colleague).await
+    }
+
+    /// Opens (creates or gets) a 1:1 chat across two organisations that both allow network
+    /// messaging; it shows in both organisations' lists.
+    pub async fn open_network_direct_chat(
+        &self,
+        viewer: &Viewer,
+        org: OrgId,
+        colleague: UserId,
+        colleague_org: OrgId,
+    ) -> AppResult<ChatSession> {
+        let (me, _) = member_of(&self.db, viewer, org).await?;
+        if colleague == me.id {
+            return Err(AppError::bad_input(
+                "colleagueId",
+                "a chat needs someone else",
+            ));
+        }
+        match db::organizations::find_membership(&self.db, colleague_org, colleague).await? {
+            Some(m) if m.active => {}
+            _ => {
+                return Err(AppError::bad_input(
+                    "colleagueId",
+                    "not an active member of that organization",
+                ));
+            }
+        }
+        for o in [org, colleague_org] {
+            let allowed = db::organizations::find(&self.db, o)
+                .await?
+                .is_some_and(|x| x.cross_org_messaging);
+            if !allowed {
+                return Err(AppError::Forbidden(
+                    "both organizations must allow network messaging (crossOrgMessaging)".into(),
+                ));
+            }
+        }
+        let counterpart = (colleague_org != org).then_some(colleague_org);
+        self.direct(org, counterpart, &me, colleague).await
+    }
+
+    /// The 1:1 session of an unordered pair (in either order the same).
+    async fn direct(
+        &self,
+        org: OrgId,
+        counterpart: Option<OrgId>,
+        me: &User,
+        colleague: UserId,
+    ) -> AppResult<ChatSession> {
+        let (a, b) = if me.id < colleague {
+            (me.id, colleague)
+        } else {
+            (colleague, me.id)
+        };
+        let (o1, o2) = match counterpart {
+            Some(c) if c < org => (c, Some(org)),
+            Some(c) => (org, Some(c)),
+            None => (org, None),
+        };
+        let key = match o2 {
+            Some(o2) => format!("dm:{o1}:{o2}:{a}:{b}"),
+            None => format!("dm:{o1}:{a}:{b}"),
+        };
+        if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
+            return Ok(existing);
+        }
+        let users = db::users::find_many(&self.db, &[a, b]).await?;
+        let now = self.clock.now();
+        let session = ChatSession {
+            id: uuid::Uuid::now_v7().to_string(),
+            org_id: o1,
+            counterpart_org_id: o2,
+            is_group: false,
+            read_only: false,
+            image_url: None,
+            category: ChatCategory::Colleague,
+            channel_type: CHANNEL_TYPE.into(),
+            channel_id: chat::channel_id("dm", &key),
+            title: None,
+            created_by: me.id,
+            appointment_id: None,
+            allowed_from: None,
+            allowed_until: None,
+            status: ChatStatus::Active,
+            closed_at: None,
+            closed_by: None,
+            close_reason: None,
+            last_activity_at: now,
+            created_at: now,
+        };
+        let mut metadata = status_metadata(ChatStatus::Active);
+        metadata.insert(
+            "chatCategory".into(),
+            json!(ChatCategory::Colleague.metadata_value()),
+        );
+        metadata.insert("orgId".into(), json!(o1.to_string()));
+        let orgs: Vec<String> = std::iter::once(o1)
+            .chain(o2)
+            .map(|o| o.to_string())
+            .collect();
+        metadata.insert("organisationIds".into(), json!(orgs));
+        metadata.insert("isGroup".into(), json!(false));
+        let members = [(a, ChatRole::Staff), (b, ChatRole::Staff)];
+        self.create(session, &key, &members, metadata, &users, me)
+            .await
     }
 
     /// A session the viewer may read: a member, or an OWNER/ADMIN of its organisation.

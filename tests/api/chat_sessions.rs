@@ -567,3 +567,147 @@ async fn rescheduling_moves_the_window_and_cancelling_closes_the_chat() {
         0
     );
 }
+
+const DM: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id category status memberCount organization { id } counterpartOrganization { id } } }";
+const NETWORK: &str = "mutation($o: ID!, $c: ID!, $co: ID!) { openNetworkDirectChat(orgId: $o, colleagueId: $c, colleagueOrgId: $co) { id category counterpartOrganization { id } } }";
+
+#[tokio::test]
+async fn a_direct_chat_is_one_per_pair_in_either_order() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("dm").await;
+    let ab = app
+        .ok(
+            &c.vet.token,
+            DM,
+            json!({"o": c.org, "c": c.tech.id}),
+            "openDirectChat",
+        )
+        .await;
+    let ba = app
+        .ok(
+            &c.tech.token,
+            DM,
+            json!({"o": c.org, "c": c.vet.id}),
+            "openDirectChat",
+        )
+        .await;
+    assert_eq!(ab["id"], ba["id"]);
+    assert_eq!(ab["category"], "COLLEAGUE");
+    assert_eq!(ab["status"], "ACTIVE");
+    assert_eq!(ab["memberCount"], 2);
+    let me = app
+        .gql(Some(&c.vet.token), DM, json!({"o": c.org, "c": c.vet.id}))
+        .await;
+    assert_eq!(code(&me), "BAD_USER_INPUT");
+    assert_eq!(me["errors"][0]["extensions"]["field"], "colleagueId");
+    // A client is no colleague; an outsider may not open chats in the organisation.
+    let client = app
+        .gql(
+            Some(&c.vet.token),
+            DM,
+            json!({"o": c.org, "c": c.client.id}),
+        )
+        .await;
+    assert_eq!(client["errors"][0]["extensions"]["field"], "colleagueId");
+    assert_eq!(
+        code(
+            &app.gql(
+                Some(&c.outsider.token),
+                DM,
+                json!({"o": c.org, "c": c.vet.id})
+            )
+            .await
+        ),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(&app.gql(None, DM, json!({"o": c.org, "c": c.vet.id})).await),
+        "UNAUTHENTICATED"
+    );
+    // The owner is no member of this chat and sees it in no list of theirs.
+    let list =
+        "query($o: ID!, $c: ChatCategory) { chatSessions(orgId: $o, category: $c) { totalCount } }";
+    assert_eq!(
+        app.ok(
+            &c.vet.token,
+            list,
+            json!({"o": c.org, "c": "COLLEAGUE"}),
+            "chatSessions"
+        )
+        .await["totalCount"],
+        1
+    );
+    assert_eq!(
+        app.ok(
+            &c.vet.token,
+            list,
+            json!({"o": c.org, "c": "CLIENT"}),
+            "chatSessions"
+        )
+        .await["totalCount"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_network_chat_needs_both_organizations_and_shows_in_both_lists() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("network").await;
+    let vars = json!({"o": c.org, "c": c.outsider.id, "co": c.other_org});
+    assert_eq!(
+        code(&app.gql(Some(&c.vet.token), NETWORK, vars.clone()).await),
+        "FORBIDDEN"
+    );
+    let enable = "mutation($o: ID!) { updateOrganization(orgId: $o, input: {crossOrgMessaging: true}) { crossOrgMessaging } }";
+    app.ok(
+        &c.owner.token,
+        enable,
+        json!({"o": c.org}),
+        "updateOrganization",
+    )
+    .await;
+    assert_eq!(
+        code(&app.gql(Some(&c.vet.token), NETWORK, vars.clone()).await),
+        "FORBIDDEN",
+        "the other side must allow it too"
+    );
+    app.ok(
+        &c.outsider.token,
+        enable,
+        json!({"o": c.other_org}),
+        "updateOrganization",
+    )
+    .await;
+    let chat = app
+        .ok(&c.vet.token, NETWORK, vars, "openNetworkDirectChat")
+        .await;
+    assert_eq!(chat["category"], "COLLEAGUE");
+    let back = app
+        .ok(
+            &c.outsider.token,
+            NETWORK,
+            json!({"o": c.other_org, "c": c.vet.id, "co": c.org}),
+            "openNetworkDirectChat",
+        )
+        .await;
+    assert_eq!(
+        back["id"], chat["id"],
+        "the same pair in either order is one chat"
+    );
+    let list = "query($o: ID!) { chatSessions(orgId: $o) { totalCount edges { node { id } } } }";
+    assert_eq!(
+        app.ok(&c.vet.token, list, json!({"o": c.org}), "chatSessions")
+            .await["totalCount"],
+        1
+    );
+    assert_eq!(
+        app.ok(
+            &c.outsider.token,
+            list,
+            json!({"o": c.other_org}),
+            "chatSessions"
+        )
+        .await["totalCount"],
+        1
+    );
+}

@@ -445,6 +445,8 @@ async fn a_caller_can_deliver_its_own_rows_at_once_and_falls_back_to_the_worker(
         quick_outbox(v, &fake);
         // The worker stays asleep unless woken, so only deliver_now can deliver here.
         v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "600000".into());
+        // A loaded test machine must not turn a slow answer into a failure here.
+        v.insert("CAREGRAPH_PROVIDER_TIMEOUT_SECONDS".into(), "20".into());
     })
     .await;
     let outbox = &app.state.services.outbox;
