@@ -365,3 +365,77 @@ pub async fn list_for_member(
         .collect::<AppResult<Vec<_>>>()?;
     Ok(Page::from_fetched(rows, page, total))
 }
+
+/// Stores a group's title, image and broadcast mode.
+pub async fn update_group(
+    db: &impl ConnectionTrait,
+    id: &str,
+    title: Option<String>,
+    image_url: Option<String>,
+    read_only: bool,
+    at: DateTime<Utc>,
+) -> AppResult<()> {
+    session::Entity::update_many()
+        .col_expr(session::Column::Title, Expr::value(title))
+        .col_expr(session::Column::ImageUrl, Expr::value(image_url))
+        .col_expr(session::Column::ReadOnly, Expr::value(read_only))
+        .col_expr(session::Column::UpdatedAt, Expr::value(at))
+        .filter(session::Column::Id.eq(id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Adds members (those in stay as they are).
+pub async fn add_members(
+    db: &impl ConnectionTrait,
+    id: &str,
+    users: &[(UserId, ChatRole)],
+    at: DateTime<Utc>,
+) -> AppResult<()> {
+    for (u, role) in users {
+        member::Entity::insert(member::ActiveModel {
+            session_id: Set(id.to_owned()),
+            user_id: Set(u.as_string()),
+            role: Set(role.as_str().to_owned()),
+            created_at: Set(at),
+        })
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::columns([
+                member::Column::SessionId,
+                member::Column::UserId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// Removes members.
+pub async fn remove_members(
+    db: &impl ConnectionTrait,
+    id: &str,
+    users: &[UserId],
+) -> AppResult<()> {
+    member::Entity::delete_many()
+        .filter(member::Column::SessionId.eq(id))
+        .filter(member::Column::UserId.is_in(users.iter().map(UserId::as_string)))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deletes a session and its members.
+pub async fn delete(db: &impl ConnectionTrait, id: &str) -> AppResult<()> {
+    member::Entity::delete_many()
+        .filter(member::Column::SessionId.eq(id))
+        .exec(db)
+        .await?;
+    session::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}

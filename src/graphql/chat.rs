@@ -359,6 +359,33 @@ impl ChatQuery {
     }
 }
 
+/// Input of `createGroupChat`.
+#[derive(async_graphql::InputObject)]
+pub struct CreateGroupChatInput {
+    /// Title.
+    pub title: String,
+    /// Members besides the caller (who owns the group).
+    pub member_ids: Vec<ID>,
+    /// Broadcast mode: only the owner and admins post.
+    #[graphql(default)]
+    pub read_only: bool,
+    /// Image.
+    pub image_url: Option<String>,
+    /// The channel id to use (else the slug of the title); create-or-get on it.
+    pub channel_id: Option<String>,
+}
+
+/// Input of `updateGroupChat`; omitted fields stay, `imageUrl: null` clears.
+#[derive(async_graphql::InputObject)]
+pub struct UpdateGroupChatInput {
+    /// Title.
+    pub title: Option<String>,
+    /// Image.
+    pub image_url: async_graphql::MaybeUndefined<String>,
+    /// Broadcast mode.
+    pub read_only: Option<bool>,
+}
+
 /// Chat mutations.
 #[derive(Default)]
 pub struct ChatMutation;
@@ -415,6 +442,90 @@ impl ChatMutation {
                 .open_network_direct_chat(viewer(ctx), org, colleague, other)
                 .await?,
         ))
+    }
+
+    /// Creates (or gets, by channel id or the title's slug) a group; the caller owns it.
+    async fn create_group_chat(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        input: CreateGroupChatInput,
+    ) -> GqlResult<ChatSession> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let member_ids = super::patients::parse_ids(
+            &input.member_ids,
+            "input.memberIds",
+            domain::UserId::parse,
+        )?;
+        let group = crate::services::chat::GroupInput {
+            title: input.title,
+            member_ids,
+            read_only: input.read_only,
+            image_url: input.image_url,
+            channel_id: input.channel_id,
+        };
+        Ok(ChatSession(
+            services(ctx)
+                .chat_sessions
+                .create_group(viewer(ctx), org, group)
+                .await?,
+        ))
+    }
+
+    /// Changes a group's title, image or broadcast mode (owner or org admin).
+    async fn update_group_chat(
+        &self,
+        ctx: &Context<'_>,
+        session_id: ID,
+        input: UpdateGroupChatInput,
+    ) -> GqlResult<ChatSession> {
+        let change = crate::services::chat::GroupChange {
+            title: input.title,
+            image_url: match input.image_url {
+                async_graphql::MaybeUndefined::Undefined => None,
+                async_graphql::MaybeUndefined::Null => Some(None),
+                async_graphql::MaybeUndefined::Value(v) => Some(Some(v)),
+            },
+            read_only: input.read_only,
+        };
+        Ok(ChatSession(
+            services(ctx)
+                .chat_sessions
+                .update_group(viewer(ctx), &session_id, change)
+                .await?,
+        ))
+    }
+
+    /// Adds and removes group members (owner or org admin); a system message records it.
+    async fn update_group_members(
+        &self,
+        ctx: &Context<'_>,
+        session_id: ID,
+        add: Option<Vec<ID>>,
+        remove: Option<Vec<ID>>,
+    ) -> GqlResult<ChatSession> {
+        let add =
+            super::patients::parse_ids(&add.unwrap_or_default(), "add", domain::UserId::parse)?;
+        let remove = super::patients::parse_ids(
+            &remove.unwrap_or_default(),
+            "remove",
+            domain::UserId::parse,
+        )?;
+        Ok(ChatSession(
+            services(ctx)
+                .chat_sessions
+                .update_group_members(viewer(ctx), &session_id, &add, &remove)
+                .await?,
+        ))
+    }
+
+    /// Deletes a group here and at the provider (owner or org admin).
+    async fn delete_group_chat(&self, ctx: &Context<'_>, session_id: ID) -> GqlResult<bool> {
+        services(ctx)
+            .chat_sessions
+            .delete_group(viewer(ctx), &session_id)
+            .await?;
+        Ok(true)
     }
 
     /// The caller's chat token and what the provider SDK needs (rate limited per user).

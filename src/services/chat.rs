@@ -41,6 +41,32 @@ pub struct ChatService {
     after_end: chrono::Duration,
 }
 
+/// Input of `createGroupChat`.
+#[derive(Clone, Debug)]
+pub struct GroupInput {
+    /// Title.
+    pub title: String,
+    /// Members besides the creator.
+    pub member_ids: Vec<UserId>,
+    /// Broadcast mode.
+    pub read_only: bool,
+    /// Image.
+    pub image_url: Option<String>,
+    /// The channel id to use (else the slug of the title).
+    pub channel_id: Option<String>,
+}
+
+/// Input of `updateGroupChat`: `None` leaves a field.
+#[derive(Clone, Debug, Default)]
+pub struct GroupChange {
+    /// Title.
+    pub title: Option<String>,
+    /// Image (`Some(None)` clears it).
+    pub image_url: Option<Option<String>>,
+    /// Broadcast mode.
+    pub read_only: Option<bool>,
+}
+
 /// Settings of chat sessions.
 #[derive(Clone, Copy, Debug)]
 pub struct ChatSettings {
@@ -356,6 +382,328 @@ impl ChatService {
         }
         let counterpart = (colleague_org != org).then_some(colleague_org);
         self.direct(org, counterpart, &me, colleague).await
+    }
+
+    /// Creates (or gets, by channel id or the slug of the title) a group: the creator owns it and
+    /// every member is active in the organisation; at least two members in all.
+    pub async fn create_group(
+        &self,
+        viewer: &Viewer,
+        org: OrgId,
+        input: GroupInput,
+    ) -> AppResult<ChatSession> {
+        let (me, _) = member_of(&self.db, viewer, org).await?;
+        let title = crate::domain::people::required_text(&input.title, "input.title", 200)?;
+        let slug = match input.channel_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => {
+                let valid = id.len() <= 48
+                    && id.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
+                    });
+                if !valid {
+                    return Err(AppError::bad_input(
+                        "input.channelId",
+                        "1 to 48 characters of a-z, 0-9, '-' and '_'",
+                    ));
+                }
+                id.to_owned()
+            }
+            _ => super::accounts::slugify(&title),
+        };
+        if slug.is_empty() {
+            return Err(AppError::bad_input(
+                "input.title",
+                "the title needs letters or digits (or give a channelId)",
+            ));
+        }
+        let mut members: Vec<(UserId, ChatRole)> = vec![(me.id, ChatRole::Owner)];
+        for (i, u) in input.member_ids.iter().enumerate() {
+            if members.iter().any(|(m, _)| m == u) {
+                continue;
+            }
+            match db::organizations::find_membership(&self.db, org, *u).await? {
+                Some(m) if m.active => members.push((*u, ChatRole::Staff)),
+                _ => {
+                    return Err(AppError::bad_input(
+                        format!("input.memberIds.{i}"),
+                        "not an active member of the organization",
+                    ));
+                }
+            }
+        }
+        if members.len() < 2 {
+            return Err(AppError::bad_input(
+                "input.memberIds",
+                "a group has at least 2 members",
+            ));
+        }
+        let key = format!("group:{org}:{slug}");
+        if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
+            return Ok(existing);
+        }
+        let image = crate::domain::people::optional_text(
+            input.image_url.as_deref(),
+            "input.imageUrl",
+            2048,
+        )?;
+        let users = db::users::find_many(
+            &self.db,
+            &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        )
+        .await?;
+        let now = self.clock.now();
+        let session = ChatSession {
+            id: uuid::Uuid::now_v7().to_string(),
+            org_id: org,
+            counterpart_org_id: None,
+            is_group: true,
+            read_only: input.read_only,
+            image_url: image,
+            category: ChatCategory::Group,
+            channel_type: CHANNEL_TYPE.into(),
+            channel_id: chat::channel_id("group", &format!("{}-{slug}", &org.to_string()[..8])),
+            title: Some(title),
+            created_by: me.id,
+            appointment_id: None,
+            allowed_from: None,
+            allowed_until: None,
+            status: ChatStatus::Active,
+            closed_at: None,
+            closed_by: None,
+            close_reason: None,
+            last_activity_at: now,
+            created_at: now,
+        };
+        let mut metadata = status_metadata(ChatStatus::Active);
+        metadata.insert(
+            "chatCategory".into(),
+            json!(ChatCategory::Group.metadata_value()),
+        );
+        metadata.insert("orgId".into(), json!(org.to_string()));
+        metadata.insert("organisationIds".into(), json!([org.to_string()]));
+        metadata.insert("isGroup".into(), json!(true));
+        metadata.insert("readOnly".into(), json!(input.read_only));
+        self.create(session, &key, &members, metadata, &users, &me)
+            .await
+    }
+
+    /// A group the viewer may manage: its owner or an OWNER/ADMIN of the organisation.
+    async fn managed_group(&self, viewer: &Viewer, id: &str) -> AppResult<ChatSession> {
+        let (session, role) = self.session(viewer, id).await?;
+        if !session.is_group {
+            return Err(AppError::NotFound("group chat"));
+        }
+        let me = viewer.user()?;
+        let admin = db::organizations::find_membership(&self.db, session.org_id, me.id)
+            .await?
+            .is_some_and(|m| m.active && m.role.manages_organization());
+        if role != Some(ChatRole::Owner) && !admin {
+            return Err(AppError::Forbidden(
+                "only the group's owner or an organization admin may".into(),
+            ));
+        }
+        Ok(session)
+    }
+
+    /// Changes a group's title, image or broadcast mode.
+    pub async fn update_group(
+        &self,
+        viewer: &Viewer,
+        id: &str,
+        change: GroupChange,
+    ) -> AppResult<ChatSession> {
+        let session = self.managed_group(viewer, id).await?;
+        if session.closed_at.is_some() {
+            return Err(AppError::ChatNotOpen("the group is closed".into()));
+        }
+        let title = match change.title {
+            Some(t) => Some(crate::domain::people::required_text(
+                &t,
+                "input.title",
+                200,
+            )?),
+            None => session.title.clone(),
+        };
+        let image = match change.image_url {
+            Some(i) => crate::domain::people::optional_text(i.as_deref(), "input.imageUrl", 2048)?,
+            None => session.image_url.clone(),
+        };
+        let read_only = change.read_only.unwrap_or(session.read_only);
+        let now = self.clock.now();
+        let mut set = Map::new();
+        set.insert("name".into(), json!(title));
+        set.insert("image".into(), json!(image));
+        set.insert("readOnly".into(), json!(read_only));
+        let entry = Entry::new(
+            format!("chat:{}:update:{}", session.id, now.timestamp_micros()),
+            Some(session.org_id.to_string()),
+            Operation::UpdateMetadata {
+                channel: channel_of(&session),
+                set,
+                unset: Vec::new(),
+            },
+        );
+        let txn = db::begin(&self.db).await?;
+        db::chat_sessions::update_group(&txn, &session.id, title, image, read_only, now).await?;
+        crate::outbox::enqueue(&txn, &[entry], now).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        db::chat_sessions::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("group chat"))
+    }
+
+    /// Adds and removes group members: new ones active in the organisation, never the owner
+    /// removed, at least two left; a system message says who changed what.
+    pub async fn update_group_members(
+        &self,
+        viewer: &Viewer,
+        id: &str,
+        add: &[UserId],
+        remove: &[UserId],
+    ) -> AppResult<ChatSession> {
+        let session = self.managed_group(viewer, id).await?;
+        if session.closed_at.is_some() {
+            return Err(AppError::ChatNotOpen("the group is closed".into()));
+        }
+        let current =
+            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
+        if remove.iter().any(|u| {
+            current
+                .iter()
+                .any(|(_, m, r)| m == u && *r == ChatRole::Owner)
+        }) {
+            return Err(AppError::bad_input("remove", "the owner cannot be removed"));
+        }
+        for (i, u) in add.iter().enumerate() {
+            match db::organizations::find_membership(&self.db, session.org_id, *u).await? {
+                Some(m) if m.active => {}
+                _ => {
+                    return Err(AppError::bad_input(
+                        format!("add.{i}"),
+                        "not an active member of the organization",
+                    ));
+                }
+            }
+        }
+        let after: Vec<UserId> = current
+            .iter()
+            .map(|(_, u, _)| *u)
+            .chain(add.iter().copied())
+            .filter(|u| !remove.contains(u))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if after.len() < 2 {
+            return Err(AppError::bad_input(
+                "remove",
+                "a group keeps at least 2 members",
+            ));
+        }
+        let added: Vec<UserId> = add
+            .iter()
+            .copied()
+            .filter(|u| !current.iter().any(|(_, m, _)| m == u))
+            .collect();
+        let removed: Vec<UserId> = remove
+            .iter()
+            .copied()
+            .filter(|u| current.iter().any(|(_, m, _)| m == u))
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(session);
+        }
+        let me = viewer.user()?;
+        let names = db::users::find_many(
+            &self.db,
+            &added
+                .iter()
+                .chain(removed.iter())
+                .copied()
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+        let name = |u: &UserId| {
+            names
+                .iter()
+                .find(|n| n.id == *u)
+                .map_or_else(|| u.to_string(), |n| n.display_name.clone())
+        };
+        let now = self.clock.now();
+        let stamp = now.timestamp_micros();
+        let channel = channel_of(&session);
+        let org = Some(session.org_id.to_string());
+        let mut entries = Vec::new();
+        if !added.is_empty() {
+            let text = format!(
+                "{} added {}.",
+                me.display_name,
+                added.iter().map(name).collect::<Vec<_>>().join(", ")
+            );
+            entries.push(Entry::new(
+                format!("chat:{}:members:{stamp}:add", session.id),
+                org.clone(),
+                Operation::AddMembers {
+                    channel: channel.clone(),
+                    users: names
+                        .iter()
+                        .filter(|n| added.contains(&n.id))
+                        .map(chat_user)
+                        .collect(),
+                    message: Some(SystemMessage {
+                        id: format!("members-{}-{stamp}-add", session.id),
+                        text,
+                    }),
+                },
+            ));
+        }
+        if !removed.is_empty() {
+            let text = format!(
+                "{} removed {}.",
+                me.display_name,
+                removed.iter().map(name).collect::<Vec<_>>().join(", ")
+            );
+            entries.push(Entry::new(
+                format!("chat:{}:members:{stamp}:remove", session.id),
+                org,
+                Operation::RemoveMembers {
+                    channel,
+                    user_ids: removed.iter().map(UserId::to_string).collect(),
+                    message: Some(SystemMessage {
+                        id: format!("members-{}-{stamp}-remove", session.id),
+                        text,
+                    }),
+                },
+            ));
+        }
+        let txn = db::begin(&self.db).await?;
+        let new_rows: Vec<(UserId, ChatRole)> =
+            added.iter().map(|u| (*u, ChatRole::Staff)).collect();
+        db::chat_sessions::add_members(&txn, &session.id, &new_rows, now).await?;
+        db::chat_sessions::remove_members(&txn, &session.id, &removed).await?;
+        crate::outbox::enqueue(&txn, &entries, now).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        Ok(session)
+    }
+
+    /// Deletes a group here and at the provider; it is NOT_FOUND afterwards.
+    pub async fn delete_group(&self, viewer: &Viewer, id: &str) -> AppResult<()> {
+        let session = self.managed_group(viewer, id).await?;
+        let now = self.clock.now();
+        let entry = Entry::new(
+            format!("chat:{}:delete", session.id),
+            Some(session.org_id.to_string()),
+            Operation::DeleteChannel {
+                channel: channel_of(&session),
+            },
+        );
+        let txn = db::begin(&self.db).await?;
+        db::chat_sessions::delete(&txn, &session.id).await?;
+        crate::outbox::enqueue(&txn, &[entry], now).await?;
+        txn.commit().await?;
+        self.outbox.wake();
+        Ok(())
     }
 
     /// The 1:1 session of an unordered pair (in either order the same).

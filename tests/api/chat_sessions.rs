@@ -711,3 +711,164 @@ async fn a_network_chat_needs_both_organizations_and_shows_in_both_lists() {
         1
     );
 }
+
+const GROUP: &str = "mutation($o: ID!, $i: CreateGroupChatInput!) { createGroupChat(orgId: $o, input: $i) { id category isGroup readOnly title memberCount members { user { id } role } channelId } }";
+const MEMBERS: &str = "mutation($id: ID!, $a: [ID!], $r: [ID!]) { updateGroupMembers(sessionId: $id, add: $a, remove: $r) { id memberCount } }";
+
+#[tokio::test]
+async fn groups_are_created_once_managed_by_their_owner_and_deleted_for_good() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("groups").await;
+    let input = json!({"title": "Night Shift", "memberIds": [c.tech.id], "readOnly": true});
+    let g = app
+        .ok(
+            &c.vet.token,
+            GROUP,
+            json!({"o": c.org, "i": input}),
+            "createGroupChat",
+        )
+        .await;
+    assert_eq!(g["category"], "GROUP");
+    assert_eq!(g["isGroup"], true);
+    assert_eq!(g["readOnly"], true);
+    assert_eq!(g["memberCount"], 2);
+    let again = app
+        .ok(
+            &c.tech.token,
+            GROUP,
+            json!({"o": c.org, "i": {"title": "night shift!", "memberIds": [c.vet.id]}}),
+            "createGroupChat",
+        )
+        .await;
+    assert_eq!(again["id"], g["id"], "create-or-get on the slug");
+    let sid = g["id"].as_str().expect("id").to_owned();
+
+    for (input, field) in [
+        (json!({"title": "Solo", "memberIds": []}), "input.memberIds"),
+        (
+            json!({"title": "Odd", "memberIds": [c.client.id]}),
+            "input.memberIds.0",
+        ),
+        (
+            json!({"title": "Bad id", "memberIds": [c.tech.id], "channelId": "Not Valid!"}),
+            "input.channelId",
+        ),
+    ] {
+        let body = app
+            .gql(Some(&c.vet.token), GROUP, json!({"o": c.org, "i": input}))
+            .await;
+        assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+    }
+
+    // Members: the owner or an admin; never the owner removed; at least two left.
+    assert_eq!(
+        code(
+            &app.gql(
+                Some(&c.tech.token),
+                MEMBERS,
+                json!({"id": sid, "a": [c.owner.id]})
+            )
+            .await
+        ),
+        "FORBIDDEN"
+    );
+    let added = app
+        .ok(
+            &c.vet.token,
+            MEMBERS,
+            json!({"id": sid, "a": [c.owner.id]}),
+            "updateGroupMembers",
+        )
+        .await;
+    assert_eq!(added["memberCount"], 3);
+    let body = app
+        .gql(
+            Some(&c.owner.token),
+            MEMBERS,
+            json!({"id": sid, "r": [c.vet.id]}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "remove",
+        "the owner stays"
+    );
+    let body = app
+        .gql(
+            Some(&c.vet.token),
+            MEMBERS,
+            json!({"id": sid, "r": [c.tech.id, c.owner.id]}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "remove",
+        "two stay"
+    );
+    let body = app
+        .gql(
+            Some(&c.vet.token),
+            MEMBERS,
+            json!({"id": sid, "a": [c.client.id]}),
+        )
+        .await;
+    assert_eq!(body["errors"][0]["extensions"]["field"], "add.0");
+    settle(&app).await;
+    let local = app.state.services.chat.local.clone().expect("local");
+    let channel = ChannelRef {
+        channel_type: "messaging".into(),
+        channel_id: g["channelId"].as_str().expect("channel").into(),
+    };
+    assert_eq!(
+        local
+            .inspect(&channel)
+            .await
+            .expect("inspect")
+            .expect("channel")
+            .1
+            .len(),
+        3
+    );
+    let read = "query($id: ID!) { chatSession(id: $id) { recentMessages { text system } } }";
+    let messages = app
+        .ok(&c.vet.token, read, json!({"id": sid}), "chatSession")
+        .await;
+    assert!(messages["recentMessages"].as_array().expect("list").iter().any(|m| m["system"] == true
+        && m["text"].as_str().is_some_and(|t| t.contains("added"))), "{messages}");
+
+    let update = "mutation($id: ID!) { updateGroupChat(sessionId: $id, input: {title: \"Nights\", readOnly: false}) { title readOnly } }";
+    let updated = app
+        .ok(
+            &c.owner.token,
+            update,
+            json!({"id": sid}),
+            "updateGroupChat",
+        )
+        .await;
+    assert_eq!(updated, json!({"title": "Nights", "readOnly": false}));
+
+    let delete = "mutation($id: ID!) { deleteGroupChat(sessionId: $id) }";
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.tech.token), delete, json!({"id": sid}))
+                .await
+        ),
+        "FORBIDDEN"
+    );
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.outsider.token), delete, json!({"id": sid}))
+                .await
+        ),
+        "NOT_FOUND"
+    );
+    app.ok(&c.vet.token, delete, json!({"id": sid}), "deleteGroupChat")
+        .await;
+    assert_eq!(
+        code(&app.gql(Some(&c.vet.token), read, json!({"id": sid})).await),
+        "NOT_FOUND"
+    );
+    settle(&app).await;
+    assert!(
+        local.inspect(&channel).await.expect("inspect").is_none(),
+        "gone at the provider"
+    );
+}
