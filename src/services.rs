@@ -115,13 +115,15 @@ impl Services {
             },
         );
         appointments.set_hooks(Arc::new(chat_sessions.clone()));
+        let cases = cases::CaseService::new(db.clone());
+        cases.set_hooks(Arc::new(chat_sessions.clone()));
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
             organizations: organizations::OrganizationService::new(config.clone(), db.clone()),
             patients: patients::PatientService::new(db.clone()),
             consent: consent::ConsentService::new(db.clone(), clock.clone()),
             care_teams: care_teams::CareTeamService::new(db.clone(), clock.clone()),
-            cases: cases::CaseService::new(db.clone()),
+            cases,
             appointments,
             chat_sessions,
             lookups: lookups::Lookups::new(db.clone()),

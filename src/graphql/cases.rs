@@ -78,6 +78,14 @@ impl Case {
             .unwrap_or_default();
         Ok(list.into_iter().map(CaseParticipant).collect())
     }
+    /// The case's chat room.
+    async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
+        Ok(services(ctx)
+            .chat_sessions
+            .case_room(&self.0.id)
+            .await?
+            .map(super::chat::ChatSession))
+    }
     /// Created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -253,9 +261,20 @@ impl CaseMutation {
         ))
     }
 
-    /// Closes a case (staff); closing a closed case changes nothing.
-    async fn close_case(&self, ctx: &Context<'_>, case_id: ID) -> GqlResult<Case> {
+    /// Closes a case and its chat room (staff); with `deleteRoom` the room is removed at the
+    /// provider. Closing a closed case changes nothing.
+    async fn close_case(
+        &self,
+        ctx: &Context<'_>,
+        case_id: ID,
+        #[graphql(default_with = "Some(false)")] delete_room: Option<bool>,
+    ) -> GqlResult<Case> {
         let id = CaseId::parse(&case_id, "caseId")?;
-        Ok(Case(services(ctx).cases.close(viewer(ctx), id).await?))
+        Ok(Case(
+            services(ctx)
+                .cases
+                .close(viewer(ctx), id, delete_room.unwrap_or(false))
+                .await?,
+        ))
     }
 }

@@ -31,16 +31,46 @@ pub struct NewCaseInput {
     pub participants: Vec<(UserId, CaseRole)>,
 }
 
+/// What follows a case's changes (its chat room).
+#[async_trait::async_trait]
+pub trait CaseHooks: Send + Sync {
+    /// The case was created or its participants changed: the room follows.
+    async fn case_changed(&self, case: &Case, by: &crate::domain::User) -> AppResult<()>;
+    /// The case was closed (and, with `delete_room`, its room is to go).
+    async fn case_closed(
+        &self,
+        case: &Case,
+        by: &crate::domain::User,
+        delete_room: bool,
+    ) -> AppResult<()>;
+}
+
 /// Cases.
 #[derive(Clone)]
 pub struct CaseService {
     db: DatabaseConnection,
+    hooks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn CaseHooks>>>,
 }
 
 impl CaseService {
     /// Builds the service.
     pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+        Self {
+            db,
+            hooks: std::sync::Arc::default(),
+        }
+    }
+
+    /// Registers what follows a case's changes (set once, at start).
+    pub fn set_hooks(&self, hooks: std::sync::Arc<dyn CaseHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    async fn changed(&self, case: &Case, viewer: &Viewer) -> AppResult<()> {
+        match self.hooks.get() {
+            Some(h) => h.case_changed(case, viewer.user()?).await,
+            None => Ok(()),
+        }
     }
 
     /// Checks participants: ADMIN and PRACTITIONER must be active members; PATIENT any user.
@@ -161,6 +191,8 @@ impl CaseService {
             }
         }
         txn.commit().await?;
+        // The room is provisioned (or completed after a partial failure) on every call.
+        self.changed(&case, viewer).await?;
         Ok((case, created))
     }
 
@@ -201,6 +233,7 @@ impl CaseService {
             },
         )
         .await?;
+        self.changed(&case, viewer).await?;
         Ok(case)
     }
 
@@ -215,16 +248,22 @@ impl CaseService {
         if !db::cases::remove_participant(&self.db, id, user).await? {
             return Err(AppError::NotFound("case participant"));
         }
+        self.changed(&case, viewer).await?;
         Ok(case)
     }
 
-    /// Closes a case (staff); closing a closed case changes nothing.
-    pub async fn close(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
+    /// Closes a case (staff) and its room; with `delete_room` the room is removed at the
+    /// provider too (a room already gone counts as removed). Closing again changes nothing more.
+    pub async fn close(&self, viewer: &Viewer, id: CaseId, delete_room: bool) -> AppResult<Case> {
         self.staff_case(viewer, id).await?;
         db::cases::close(&self.db, id).await?;
-        db::cases::find(&self.db, id)
+        let case = db::cases::find(&self.db, id)
             .await?
-            .ok_or(AppError::NotFound("case"))
+            .ok_or(AppError::NotFound("case"))?;
+        if let Some(h) = self.hooks.get() {
+            h.case_closed(&case, viewer.user()?, delete_room).await?;
+        }
+        Ok(case)
     }
 
     /// A case: staff of its organisation or its participants.

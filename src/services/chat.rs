@@ -1122,3 +1122,169 @@ impl super::appointments::AppointmentHooks for ChatService {
         Ok(())
     }
 }
+
+impl ChatService {
+    /// A case's room, if provisioned.
+    pub async fn case_room(&self, case: &crate::domain::CaseId) -> AppResult<Option<ChatSession>> {
+        db::chat_sessions::find_by_key(&self.db, &format!("case:{case}")).await
+    }
+}
+
+#[async_trait::async_trait]
+impl super::cases::CaseHooks for ChatService {
+    /// Provisions the case's room once (every participant granted) and keeps its members in
+    /// step with the participants.
+    async fn case_changed(&self, case: &crate::domain::care::Case, by: &User) -> AppResult<()> {
+        use crate::domain::care::CaseRole;
+        let participants = db::cases::participants_of(&self.db, &[case.id]).await?;
+        let wanted: Vec<(UserId, ChatRole)> = participants
+            .iter()
+            .map(|p| {
+                (
+                    p.user_id,
+                    if p.role == CaseRole::Patient {
+                        ChatRole::Client
+                    } else {
+                        ChatRole::Staff
+                    },
+                )
+            })
+            .collect();
+        let key = format!("case:{}", case.id);
+        let Some(session) = db::chat_sessions::find_by_key(&self.db, &key).await? else {
+            if case.status == crate::domain::care::CaseStatus::Closed {
+                return Ok(());
+            }
+            let mut members = wanted.clone();
+            if !members.iter().any(|(u, _)| *u == by.id) {
+                members.push((by.id, ChatRole::Staff));
+            }
+            let users = db::users::find_many(
+                &self.db,
+                &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+            )
+            .await?;
+            let now = self.clock.now();
+            let session = ChatSession {
+                id: uuid::Uuid::now_v7().to_string(),
+                org_id: case.org_id,
+                counterpart_org_id: None,
+                is_group: true,
+                read_only: false,
+                image_url: None,
+                category: ChatCategory::Case,
+                channel_type: CHANNEL_TYPE.into(),
+                channel_id: chat::channel_id("case", &case.id.to_string()),
+                title: Some(case.title.clone()),
+                created_by: by.id,
+                appointment_id: None,
+                allowed_from: None,
+                allowed_until: None,
+                status: ChatStatus::Active,
+                closed_at: None,
+                closed_by: None,
+                close_reason: None,
+                last_activity_at: now,
+                created_at: now,
+            };
+            let mut metadata = status_metadata(ChatStatus::Active);
+            metadata.insert(
+                "chatCategory".into(),
+                json!(ChatCategory::Case.metadata_value()),
+            );
+            metadata.insert("orgId".into(), json!(case.org_id.to_string()));
+            metadata.insert("organisationIds".into(), json!([case.org_id.to_string()]));
+            metadata.insert("isGroup".into(), json!(true));
+            metadata.insert("caseId".into(), json!(case.id.to_string()));
+            metadata.insert("caseReference".into(), json!(case.reference));
+            self.create(session, &key, &members, metadata, &users, by)
+                .await?;
+            return Ok(());
+        };
+        if session.closed_at.is_some() {
+            return Ok(());
+        }
+        let current =
+            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
+        let added: Vec<(UserId, ChatRole)> = wanted
+            .iter()
+            .filter(|(u, _)| !current.iter().any(|(_, m, _)| m == u))
+            .copied()
+            .collect();
+        // The room's creator stays; removed participants leave.
+        let removed: Vec<UserId> = current
+            .iter()
+            .map(|(_, u, _)| *u)
+            .filter(|u| *u != session.created_by && !wanted.iter().any(|(w, _)| w == u))
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let stamp = now.timestamp_micros();
+        let channel = channel_of(&session);
+        let org = Some(session.org_id.to_string());
+        let mut entries = Vec::new();
+        if !added.is_empty() {
+            let users =
+                db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+                    .await?;
+            entries.push(Entry::new(
+                format!("chat:{}:members:{stamp}:add", session.id),
+                org.clone(),
+                Operation::AddMembers {
+                    channel: channel.clone(),
+                    users: users.iter().map(chat_user).collect(),
+                    message: None,
+                },
+            ));
+        }
+        if !removed.is_empty() {
+            entries.push(Entry::new(
+                format!("chat:{}:members:{stamp}:remove", session.id),
+                org,
+                Operation::RemoveMembers {
+                    channel,
+                    user_ids: removed.iter().map(UserId::to_string).collect(),
+                    message: None,
+                },
+            ));
+        }
+        let txn = db::begin(&self.db).await?;
+        db::chat_sessions::add_members(&txn, &session.id, &added, now).await?;
+        db::chat_sessions::remove_members(&txn, &session.id, &removed).await?;
+        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
+        txn.commit().await?;
+        self.outbox.deliver_now(&keys).await?;
+        Ok(())
+    }
+
+    /// Closes the case's room (one system message, frozen) and, when asked, deletes it.
+    async fn case_closed(
+        &self,
+        case: &crate::domain::care::Case,
+        by: &User,
+        delete_room: bool,
+    ) -> AppResult<()> {
+        let Some(session) = self.case_room(&case.id).await? else {
+            return Ok(());
+        };
+        self.close_for(&session, Some(by), StatusReason::ClosedByUser)
+            .await?;
+        if delete_room {
+            let now = self.clock.now();
+            let entry = Entry::new(
+                format!("chat:{}:delete", session.id),
+                Some(session.org_id.to_string()),
+                Operation::DeleteChannel {
+                    channel: channel_of(&session),
+                },
+            );
+            let txn = db::begin(&self.db).await?;
+            let keys = crate::outbox::enqueue(&txn, &[entry], now).await?;
+            txn.commit().await?;
+            self.outbox.deliver_now(&keys).await?;
+        }
+        Ok(())
+    }
+}

@@ -872,3 +872,95 @@ async fn groups_are_created_once_managed_by_their_owner_and_deleted_for_good() {
         "gone at the provider"
     );
 }
+
+#[tokio::test]
+async fn a_case_gets_one_room_that_follows_its_participants_and_closes_with_it() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("caseroom").await;
+    let create = "mutation($o: ID!, $i: CreateCaseInput!) { createCase(orgId: $o, input: $i) { id chat { id category members { user { id } } channelId } } }";
+    let input = json!({"reference": "CLM-7", "title": "Claim 7", "participants": [{"userId": c.vet.id, "role": "PRACTITIONER"}]});
+    let case = app
+        .ok(
+            &c.owner.token,
+            create,
+            json!({"o": c.org, "i": input}),
+            "createCase",
+        )
+        .await;
+    let room = &case["chat"];
+    assert_eq!(room["category"], "CASE");
+    assert_eq!(
+        room["channelId"],
+        format!("case-{}", case["id"].as_str().expect("id"))
+    );
+    let again = app
+        .ok(&c.owner.token, create, json!({"o": c.org, "i": {"reference": "CLM-7", "title": "x", "participants": [{"userId": c.client.id, "role": "PATIENT"}]}}), "createCase")
+        .await;
+    assert_eq!(again["chat"]["id"], room["id"], "one room per case");
+    let ids: Vec<&str> = again["chat"]["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| m["user"]["id"].as_str().expect("id"))
+        .collect();
+    assert!(
+        ids.contains(&c.client.id.as_str()) && ids.contains(&c.vet.id.as_str()),
+        "{ids:?}"
+    );
+
+    let remove = "mutation($id: ID!, $u: ID!) { removeCaseParticipant(caseId: $id, userId: $u) { chat { memberCount } } }";
+    let after = app
+        .ok(
+            &c.owner.token,
+            remove,
+            json!({"id": case["id"], "u": c.client.id}),
+            "removeCaseParticipant",
+        )
+        .await;
+    assert_eq!(
+        after["chat"]["memberCount"], 2,
+        "the owner (creator) and the vet"
+    );
+    settle(&app).await;
+    let local = app.state.services.chat.local.clone().expect("local");
+    let channel = ChannelRef {
+        channel_type: "messaging".into(),
+        channel_id: room["channelId"].as_str().expect("id").into(),
+    };
+    assert_eq!(
+        local
+            .inspect(&channel)
+            .await
+            .expect("inspect")
+            .expect("room")
+            .1
+            .len(),
+        2
+    );
+
+    let close = "mutation($id: ID!) { closeCase(caseId: $id, deleteRoom: true) { status chat { status closeReason } } }";
+    let closed = app
+        .ok(&c.vet.token, close, json!({"id": case["id"]}), "closeCase")
+        .await;
+    assert_eq!(closed["status"], "CLOSED");
+    assert_eq!(closed["chat"]["status"], "CLOSED");
+    settle(&app).await;
+    assert!(
+        local.inspect(&channel).await.expect("inspect").is_none(),
+        "deleted at the provider"
+    );
+    // Closing again, with or without deleteRoom, is harmless (a gone room counts as deleted).
+    app.ok(&c.vet.token, close, json!({"id": case["id"]}), "closeCase")
+        .await;
+    settle(&app).await;
+    assert_eq!(
+        app.state
+            .services
+            .outbox
+            .counts()
+            .await
+            .expect("counts")
+            .dead,
+        0
+    );
+}
