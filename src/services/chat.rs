@@ -197,6 +197,10 @@ impl ChatService {
                 members.push((u, ChatRole::Staff));
             }
         }
+        // An admin who opens the chat takes part in it.
+        if !members.iter().any(|(m, _)| *m == me.id) {
+            members.push((me.id, ChatRole::Staff));
+        }
         let users = db::users::find_many(
             &self.db,
             &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),

@@ -964,3 +964,116 @@ async fn a_case_gets_one_room_that_follows_its_participants_and_closes_with_it()
         0
     );
 }
+
+#[tokio::test]
+async fn an_admin_who_opens_an_appointment_chat_takes_part_in_it() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("adminopen").await;
+    let id = appointment(&app, &c, Utc::now()).await;
+    let chat = app
+        .ok(
+            &c.owner.token,
+            OPEN,
+            json!({"id": id}),
+            "openAppointmentChat",
+        )
+        .await;
+    assert_eq!(chat["memberCount"], 4);
+    let sent = app
+        .ok(
+            &c.owner.token,
+            SEND,
+            json!({"id": chat["id"], "t": "Hello from the clinic"}),
+            "sendChatMessage",
+        )
+        .await;
+    assert_eq!(sent["author"], c.owner.id.as_str());
+    // A plain staff member who is no participant may not open it.
+    let (_, other) = app
+        .member(&c.owner.token, &c.org, "desk@adminopen.example", "STAFF")
+        .await;
+    assert_eq!(
+        code(&app.gql(Some(&other), OPEN, json!({"id": id})).await),
+        "FORBIDDEN"
+    );
+}
+
+/// The README's walkthrough, step by step, on the demo data.
+#[tokio::test]
+async fn the_readme_walkthrough_works_on_the_demo_data() {
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.insert("CAREGRAPH_DEMO".into(), "true".into());
+    })
+    .await;
+    let owner = app
+        .token_for_email(caregraph::services::demo::OWNER_EMAIL)
+        .await;
+    let me = app
+        .ok(
+            &owner,
+            "{ viewer { memberships { organization { id } } } }",
+            json!({}),
+            "viewer",
+        )
+        .await;
+    let org = me["memberships"][0]["organization"]["id"].clone();
+    let q = "query($org: ID!) {
+      colleagues(orgId: $org) { edges { node { role user { id displayName } } } }
+      patients(orgId: $org) { edges { node { id name guardians { user { id displayName } } } } } }";
+    let body = app.gql(Some(&owner), q, json!({"org": org})).await;
+    let vet = body["data"]["colleagues"]["edges"]
+        .as_array()
+        .expect("colleagues")
+        .iter()
+        .find(|e| e["node"]["role"] == "PRACTITIONER")
+        .expect("a vet")["node"]["user"]["id"]
+        .clone();
+    let pet = &body["data"]["patients"]["edges"][0]["node"];
+    let schedule = "mutation($org: ID!, $pet: ID!, $owner: ID!, $vet: ID!, $at: DateTime!) {
+      scheduleAppointment(orgId: $org, input: { patientId: $pet, clientId: $owner,
+        practitionerId: $vet, startsAt: $at, durationMinutes: 30, sessionType: TELECONFERENCE }) {
+        id meeting { roomName state } } }";
+    let appt = app
+        .ok(&owner, schedule, json!({"org": org, "pet": pet["id"], "owner": pet["guardians"][0]["user"]["id"], "vet": vet, "at": Utc::now().to_rfc3339()}), "scheduleAppointment")
+        .await;
+    assert_eq!(appt["meeting"]["state"], "OPEN");
+    let open = "mutation($appointment: ID!) { openAppointmentChat(appointmentId: $appointment) {
+        id status allowedFrom allowedUntil channelId members { role user { displayName } } } }";
+    let chat = app
+        .ok(
+            &owner,
+            open,
+            json!({"appointment": appt["id"]}),
+            "openAppointmentChat",
+        )
+        .await;
+    assert_eq!(chat["status"], "ACTIVE");
+    let token = app
+        .ok(
+            &owner,
+            "mutation { issueChatToken { provider userId token expiresAt } }",
+            json!({}),
+            "issueChatToken",
+        )
+        .await;
+    assert_eq!(token["provider"], "local");
+    app.ok(&owner, "mutation($chat: ID!) { sendChatMessage(sessionId: $chat, text: \"Hello from the clinic\") { id } }", json!({"chat": chat["id"]}), "sendChatMessage")
+        .await;
+    let closed = app
+        .ok(&owner, "mutation($chat: ID!) { closeChatSession(sessionId: $chat) { status closeReason closedAt } }", json!({"chat": chat["id"]}), "closeChatSession")
+        .await;
+    assert_eq!(closed["status"], "CLOSED");
+    settle(&app).await;
+    let seen = app
+        .ok(&owner, "query($chat: ID!) { chatSession(id: $chat) { status recentMessages { text system } } }", json!({"chat": chat["id"]}), "chatSession")
+        .await;
+    let texts: Vec<&str> = seen["recentMessages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["text"].as_str().expect("text"))
+        .collect();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert_eq!(texts[0], "Hello from the clinic");
+}
