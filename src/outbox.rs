@@ -360,15 +360,18 @@ impl Outbox {
         if keys.is_empty() {
             return Ok(true);
         }
-        // Deliver in rounds: a key may wait behind earlier rows of its partition.
-        for _ in 0..keys.len().max(1) * 2 {
+        // Deliver in rounds: a key may wait behind earlier rows of its partition, or be in the
+        // hands of the worker right now (then wait a little for its outcome).
+        let patience = tokio::time::Instant::now() + Duration::from_secs(5);
+        let mut rounds = keys.len().max(1) * 2;
+        while rounds > 0 {
             let delivered = self.round(Some(keys)).await?;
             let open = outbox::Entity::find()
                 .filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()))
                 .filter(outbox::Column::Status.eq(status::PENDING))
-                .count(&self.db)
+                .all(&self.db)
                 .await?;
-            if open == 0 {
+            if open.is_empty() {
                 // Delivered only if none of them died.
                 let dead = outbox::Entity::find()
                     .filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()))
@@ -378,8 +381,15 @@ impl Outbox {
                 return Ok(dead == 0);
             }
             if delivered == 0 {
+                let now = self.clock.now();
+                let held_elsewhere = open.iter().any(|r| r.locked_until.is_some_and(|l| l > now));
+                if held_elsewhere && tokio::time::Instant::now() < patience {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
+                    continue;
+                }
                 break;
             }
+            rounds -= 1;
         }
         self.wake();
         Ok(false)

@@ -117,12 +117,17 @@ impl Services {
         appointments.set_hooks(Arc::new(chat_sessions.clone()));
         let cases = cases::CaseService::new(db.clone());
         cases.set_hooks(Arc::new(chat_sessions.clone()));
+        let care_teams = care_teams::CareTeamService::new(db.clone(), clock.clone());
+        care_teams.set_hooks(Arc::new(chat::CareTeamChats {
+            chat: chat_sessions.clone(),
+            teams: care_teams.clone(),
+        }));
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
             organizations: organizations::OrganizationService::new(config.clone(), db.clone()),
             patients: patients::PatientService::new(db.clone()),
             consent: consent::ConsentService::new(db.clone(), clock.clone()),
-            care_teams: care_teams::CareTeamService::new(db.clone(), clock.clone()),
+            care_teams,
             cases,
             appointments,
             chat_sessions,

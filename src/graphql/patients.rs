@@ -245,6 +245,14 @@ impl CareTeam {
     async fn name(&self) -> &str {
         &self.0.name
     }
+    /// The team's staff-only conversation about its patient.
+    async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
+        Ok(services(ctx)
+            .chat_sessions
+            .care_team_chat(&self.0.id)
+            .await?
+            .map(super::chat::ChatSession))
+    }
     /// Members.
     async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<CareTeamMember>> {
         let list = loader(ctx)

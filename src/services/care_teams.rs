@@ -41,12 +41,50 @@ pub struct NewCareTeamMember {
 pub struct CareTeamService {
     db: DatabaseConnection,
     clock: SharedClock,
+    hooks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn CareTeamHooks>>>,
+}
+
+/// What follows a care team's changes (its staff conversation).
+#[async_trait::async_trait]
+pub trait CareTeamHooks: Send + Sync {
+    /// The team was created or its members changed.
+    async fn care_team_changed(&self, team: &CareTeam, by: &crate::domain::User) -> AppResult<()>;
 }
 
 impl CareTeamService {
     /// Builds the service.
     pub fn new(db: DatabaseConnection, clock: SharedClock) -> Self {
-        Self { db, clock }
+        Self {
+            db,
+            clock,
+            hooks: std::sync::Arc::default(),
+        }
+    }
+
+    /// Registers what follows a team's changes (set once, at start).
+    pub fn set_hooks(&self, hooks: std::sync::Arc<dyn CareTeamHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    async fn changed(&self, team: &CareTeam, viewer: &Viewer) -> AppResult<()> {
+        match self.hooks.get() {
+            Some(h) => h.care_team_changed(team, viewer.user()?).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The members of a team who may take part in its conversation now: staff of the patient's
+    /// organisation while active, outside staff while active and consented (phone-only
+    /// members are reached outside the chat).
+    pub async fn chat_members(&self, team: &CareTeam) -> AppResult<Vec<UserId>> {
+        let members = db::care_teams::members_of(&self.db, &[team.id]).await?;
+        let mut out = Vec::new();
+        for m in &members {
+            if m.user_id.is_some() && self.still_entitled(team, m).await? {
+                out.extend(m.user_id);
+            }
+        }
+        Ok(out)
     }
 
     /// Creates a care team; the creator leads it, the listed users join as members.
@@ -97,6 +135,7 @@ impl CareTeamService {
             db::care_teams::insert_member(&txn, &m).await?;
         }
         txn.commit().await?;
+        self.changed(&team, viewer).await?;
         Ok(team)
     }
 
@@ -237,6 +276,7 @@ impl CareTeamService {
             }
         };
         db::care_teams::insert_member(&self.db, &member).await?;
+        self.changed(&team, viewer).await?;
         Ok(member)
     }
 
@@ -251,6 +291,7 @@ impl CareTeamService {
         if !db::care_teams::remove_member(&self.db, team.id, member).await? {
             return Err(AppError::NotFound("care team member"));
         }
+        self.changed(&team, viewer).await?;
         Ok(team)
     }
 

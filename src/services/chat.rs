@@ -1292,3 +1292,155 @@ impl super::cases::CaseHooks for ChatService {
         Ok(())
     }
 }
+
+impl ChatService {
+    /// A care team's conversation, if provisioned.
+    pub async fn care_team_chat(
+        &self,
+        team: &crate::domain::CareTeamId,
+    ) -> AppResult<Option<ChatSession>> {
+        db::chat_sessions::find_by_key(&self.db, &format!("care_team:{team}")).await
+    }
+
+    /// Creates or updates a staff-only room (`key`) so that its members are `wanted`.
+    async fn sync_room(
+        &self,
+        key: &str,
+        template: ChatSession,
+        metadata: Map<String, Value>,
+        wanted: &[UserId],
+        by: &User,
+    ) -> AppResult<()> {
+        let Some(session) = db::chat_sessions::find_by_key(&self.db, key).await? else {
+            let mut members: Vec<(UserId, ChatRole)> =
+                wanted.iter().map(|u| (*u, ChatRole::Staff)).collect();
+            if !members.iter().any(|(u, _)| *u == by.id) {
+                members.push((by.id, ChatRole::Staff));
+            }
+            let users = db::users::find_many(
+                &self.db,
+                &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+            )
+            .await?;
+            self.create(template, key, &members, metadata, &users, by)
+                .await?;
+            return Ok(());
+        };
+        if session.closed_at.is_some() {
+            return Ok(());
+        }
+        let current =
+            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
+        let added: Vec<(UserId, ChatRole)> = wanted
+            .iter()
+            .filter(|u| !current.iter().any(|(_, m, _)| m == *u))
+            .map(|u| (*u, ChatRole::Staff))
+            .collect();
+        let removed: Vec<UserId> = current
+            .iter()
+            .map(|(_, u, _)| *u)
+            .filter(|u| *u != session.created_by && !wanted.contains(u))
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let stamp = now.timestamp_micros();
+        let channel = channel_of(&session);
+        let org = Some(session.org_id.to_string());
+        let mut entries = Vec::new();
+        if !added.is_empty() {
+            let users =
+                db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+                    .await?;
+            entries.push(Entry::new(
+                format!("chat:{}:members:{stamp}:add", session.id),
+                org.clone(),
+                Operation::AddMembers {
+                    channel: channel.clone(),
+                    users: users.iter().map(chat_user).collect(),
+                    message: None,
+                },
+            ));
+        }
+        if !removed.is_empty() {
+            entries.push(Entry::new(
+                format!("chat:{}:members:{stamp}:remove", session.id),
+                org,
+                Operation::RemoveMembers {
+                    channel,
+                    user_ids: removed.iter().map(UserId::to_string).collect(),
+                    message: None,
+                },
+            ));
+        }
+        let txn = db::begin(&self.db).await?;
+        db::chat_sessions::add_members(&txn, &session.id, &added, now).await?;
+        db::chat_sessions::remove_members(&txn, &session.id, &removed).await?;
+        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
+        txn.commit().await?;
+        self.outbox.deliver_now(&keys).await?;
+        Ok(())
+    }
+}
+
+/// Keeps a care team's staff-only conversation in step with the team (category `CARE_TEAM`).
+#[derive(Clone)]
+pub struct CareTeamChats {
+    /// The chat service.
+    pub chat: ChatService,
+    /// The care-team service (who may take part).
+    pub teams: super::care_teams::CareTeamService,
+}
+
+#[async_trait::async_trait]
+impl super::care_teams::CareTeamHooks for CareTeamChats {
+    async fn care_team_changed(
+        &self,
+        team: &crate::domain::care::CareTeam,
+        by: &User,
+    ) -> AppResult<()> {
+        let wanted = self.teams.chat_members(team).await?;
+        let now = self.chat.clock.now();
+        let template = ChatSession {
+            id: uuid::Uuid::now_v7().to_string(),
+            org_id: team.org_id,
+            counterpart_org_id: None,
+            is_group: true,
+            read_only: false,
+            image_url: None,
+            category: ChatCategory::CareTeam,
+            channel_type: CHANNEL_TYPE.into(),
+            channel_id: chat::channel_id("careteam", &team.id.to_string()),
+            title: Some(team.name.clone()),
+            created_by: by.id,
+            appointment_id: None,
+            allowed_from: None,
+            allowed_until: None,
+            status: ChatStatus::Active,
+            closed_at: None,
+            closed_by: None,
+            close_reason: None,
+            last_activity_at: now,
+            created_at: now,
+        };
+        let mut metadata = status_metadata(ChatStatus::Active);
+        metadata.insert(
+            "chatCategory".into(),
+            json!(ChatCategory::CareTeam.metadata_value()),
+        );
+        metadata.insert("orgId".into(), json!(team.org_id.to_string()));
+        metadata.insert("organisationIds".into(), json!([team.org_id.to_string()]));
+        metadata.insert("isGroup".into(), json!(true));
+        metadata.insert("careTeamId".into(), json!(team.id.to_string()));
+        self.chat
+            .sync_room(
+                &format!("care_team:{}", team.id),
+                template,
+                metadata,
+                &wanted,
+                by,
+            )
+            .await
+    }
+}

@@ -1077,3 +1077,80 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert_eq!(texts[0], "Hello from the clinic");
 }
+
+#[tokio::test]
+async fn a_care_team_has_a_staff_only_chat_that_follows_the_team_and_its_consent() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("teamchat").await;
+    let create = "mutation($p: ID!, $m: [ID!]!) { createCareTeam(patientId: $p, input: {name: \"Rehab\", memberIds: $m}) { id chat { id category members { user { id } } } } }";
+    let team = app
+        .ok(
+            &c.vet.token,
+            create,
+            json!({"p": c.patient, "m": [c.tech.id]}),
+            "createCareTeam",
+        )
+        .await;
+    let chat = &team["chat"];
+    assert_eq!(chat["category"], "CARE_TEAM");
+    let ids = |v: &Value| -> Vec<String> {
+        let mut ids: Vec<String> = v["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .map(|m| m["user"]["id"].as_str().expect("id").to_owned())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let mut expected = vec![c.vet.id.clone(), c.tech.id.clone()];
+    expected.sort();
+    assert_eq!(ids(chat), expected, "staff only: no guardian");
+
+    let add = "mutation($t: ID!, $u: ID!) { addCareTeamMember(careTeamId: $t, input: {userId: $u}) { id } }";
+    let vars = json!({"t": team["id"], "u": c.outsider.id});
+    assert_eq!(
+        code(&app.gql(Some(&c.vet.token), add, vars.clone()).await),
+        "CONSENT_REQUIRED"
+    );
+    let read = "query($t: ID!) { careTeam(id: $t) { chat { members { user { id } } } } }";
+    assert_eq!(
+        ids(&app
+            .ok(&c.vet.token, read, json!({"t": team["id"]}), "careTeam")
+            .await["chat"])
+        .len(),
+        2,
+        "nothing changed"
+    );
+    app.ok(
+        &c.owner.token,
+        "mutation($p: ID!, $o: ID!) { recordConsent(patientId: $p, input: {scope: MESSAGING, grantedToOrgId: $o}) { id } }",
+        json!({"p": c.patient, "o": c.other_org}),
+        "recordConsent",
+    )
+    .await;
+    app.ok(&c.vet.token, add, vars, "addCareTeamMember").await;
+    let now = app
+        .ok(&c.vet.token, read, json!({"t": team["id"]}), "careTeam")
+        .await;
+    assert!(
+        ids(&now["chat"]).contains(&c.outsider.id),
+        "the consented outside member joins the chat"
+    );
+    settle(&app).await;
+    let local = app.state.services.chat.local.clone().expect("local");
+    let channel = ChannelRef {
+        channel_type: "messaging".into(),
+        channel_id: format!("careteam-{}", team["id"].as_str().expect("id")),
+    };
+    assert_eq!(
+        local
+            .inspect(&channel)
+            .await
+            .expect("inspect")
+            .expect("room")
+            .1
+            .len(),
+        3
+    );
+}
