@@ -633,62 +633,77 @@ impl ChatService {
                 .find(|n| n.id == *u)
                 .map_or_else(|| u.to_string(), |n| n.display_name.clone())
         };
+        let text = |verb: &str, who: &[UserId]| {
+            let list: Vec<String> = who.iter().map(name).collect();
+            format!("{} {verb} {}.", me.display_name, list.join(", "))
+        };
+        let notes = [
+            (!added.is_empty()).then(|| text("added", &added)),
+            (!removed.is_empty()).then(|| text("removed", &removed)),
+        ];
+        let new_rows: Vec<(UserId, ChatRole)> =
+            added.iter().map(|u| (*u, ChatRole::Staff)).collect();
+        self.change_members(&session, &new_rows, &removed, &names, notes)
+            .await?;
+        self.outbox.wake();
+        Ok(session)
+    }
+
+    /// Records a membership change here and queues it for the provider in one transaction;
+    /// `users` holds at least the added members, `notes` the optional system messages for
+    /// the addition and the removal. Returns the outbox keys to deliver.
+    async fn change_members(
+        &self,
+        session: &ChatSession,
+        added: &[(UserId, ChatRole)],
+        removed: &[UserId],
+        users: &[User],
+        notes: [Option<String>; 2],
+    ) -> AppResult<Vec<String>> {
         let now = self.clock.now();
         let stamp = now.timestamp_micros();
-        let channel = channel_of(&session);
+        let channel = channel_of(session);
         let org = Some(session.org_id.to_string());
+        let [add_note, remove_note] = notes;
+        let message = |what: &str, text: Option<String>| {
+            text.map(|text| SystemMessage {
+                id: format!("members-{}-{stamp}-{what}", session.id),
+                text,
+            })
+        };
         let mut entries = Vec::new();
         if !added.is_empty() {
-            let text = format!(
-                "{} added {}.",
-                me.display_name,
-                added.iter().map(name).collect::<Vec<_>>().join(", ")
-            );
             entries.push(Entry::new(
                 format!("chat:{}:members:{stamp}:add", session.id),
                 org.clone(),
                 Operation::AddMembers {
                     channel: channel.clone(),
-                    users: names
+                    users: users
                         .iter()
-                        .filter(|n| added.contains(&n.id))
+                        .filter(|u| added.iter().any(|(a, _)| *a == u.id))
                         .map(chat_user)
                         .collect(),
-                    message: Some(SystemMessage {
-                        id: format!("members-{}-{stamp}-add", session.id),
-                        text,
-                    }),
+                    message: message("add", add_note),
                 },
             ));
         }
         if !removed.is_empty() {
-            let text = format!(
-                "{} removed {}.",
-                me.display_name,
-                removed.iter().map(name).collect::<Vec<_>>().join(", ")
-            );
             entries.push(Entry::new(
                 format!("chat:{}:members:{stamp}:remove", session.id),
                 org,
                 Operation::RemoveMembers {
                     channel,
                     user_ids: removed.iter().map(UserId::to_string).collect(),
-                    message: Some(SystemMessage {
-                        id: format!("members-{}-{stamp}-remove", session.id),
-                        text,
-                    }),
+                    message: message("remove", remove_note),
                 },
             ));
         }
         let txn = db::begin(&self.db).await?;
-        let new_rows: Vec<(UserId, ChatRole)> =
-            added.iter().map(|u| (*u, ChatRole::Staff)).collect();
-        db::chat_sessions::add_members(&txn, &session.id, &new_rows, now).await?;
-        db::chat_sessions::remove_members(&txn, &session.id, &removed).await?;
-        crate::outbox::enqueue(&txn, &entries, now).await?;
+        db::chat_sessions::add_members(&txn, &session.id, added, now).await?;
+        db::chat_sessions::remove_members(&txn, &session.id, removed).await?;
+        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
         txn.commit().await?;
-        self.outbox.wake();
-        Ok(session)
+        Ok(keys)
     }
 
     /// Deletes a group here and at the provider; it is NOT_FOUND afterwards.
@@ -1224,41 +1239,12 @@ impl super::cases::CaseHooks for ChatService {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        let now = self.clock.now();
-        let stamp = now.timestamp_micros();
-        let channel = channel_of(&session);
-        let org = Some(session.org_id.to_string());
-        let mut entries = Vec::new();
-        if !added.is_empty() {
-            let users =
-                db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-                    .await?;
-            entries.push(Entry::new(
-                format!("chat:{}:members:{stamp}:add", session.id),
-                org.clone(),
-                Operation::AddMembers {
-                    channel: channel.clone(),
-                    users: users.iter().map(chat_user).collect(),
-                    message: None,
-                },
-            ));
-        }
-        if !removed.is_empty() {
-            entries.push(Entry::new(
-                format!("chat:{}:members:{stamp}:remove", session.id),
-                org,
-                Operation::RemoveMembers {
-                    channel,
-                    user_ids: removed.iter().map(UserId::to_string).collect(),
-                    message: None,
-                },
-            ));
-        }
-        let txn = db::begin(&self.db).await?;
-        db::chat_sessions::add_members(&txn, &session.id, &added, now).await?;
-        db::chat_sessions::remove_members(&txn, &session.id, &removed).await?;
-        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
-        txn.commit().await?;
+        let users =
+            db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+                .await?;
+        let keys = self
+            .change_members(&session, &added, &removed, &users, [None, None])
+            .await?;
         self.outbox.deliver_now(&keys).await?;
         Ok(())
     }
@@ -1344,41 +1330,12 @@ impl ChatService {
         if added.is_empty() && removed.is_empty() {
             return Ok(());
         }
-        let now = self.clock.now();
-        let stamp = now.timestamp_micros();
-        let channel = channel_of(&session);
-        let org = Some(session.org_id.to_string());
-        let mut entries = Vec::new();
-        if !added.is_empty() {
-            let users =
-                db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-                    .await?;
-            entries.push(Entry::new(
-                format!("chat:{}:members:{stamp}:add", session.id),
-                org.clone(),
-                Operation::AddMembers {
-                    channel: channel.clone(),
-                    users: users.iter().map(chat_user).collect(),
-                    message: None,
-                },
-            ));
-        }
-        if !removed.is_empty() {
-            entries.push(Entry::new(
-                format!("chat:{}:members:{stamp}:remove", session.id),
-                org,
-                Operation::RemoveMembers {
-                    channel,
-                    user_ids: removed.iter().map(UserId::to_string).collect(),
-                    message: None,
-                },
-            ));
-        }
-        let txn = db::begin(&self.db).await?;
-        db::chat_sessions::add_members(&txn, &session.id, &added, now).await?;
-        db::chat_sessions::remove_members(&txn, &session.id, &removed).await?;
-        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
-        txn.commit().await?;
+        let users =
+            db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+                .await?;
+        let keys = self
+            .change_members(&session, &added, &removed, &users, [None, None])
+            .await?;
         self.outbox.deliver_now(&keys).await?;
         Ok(())
     }
