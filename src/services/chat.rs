@@ -649,6 +649,38 @@ impl ChatService {
         Ok(session)
     }
 
+    /// Brings a room's members to `wanted`: missing ones join, others leave (its creator
+    /// stays), recorded here and delivered to the provider now.
+    async fn sync_members(
+        &self,
+        session: &ChatSession,
+        wanted: &[(UserId, ChatRole)],
+    ) -> AppResult<()> {
+        let current =
+            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
+        let added: Vec<(UserId, ChatRole)> = wanted
+            .iter()
+            .filter(|(u, _)| !current.iter().any(|(_, m, _)| m == u))
+            .copied()
+            .collect();
+        let removed: Vec<UserId> = current
+            .iter()
+            .map(|(_, u, _)| *u)
+            .filter(|u| *u != session.created_by && !wanted.iter().any(|(w, _)| w == u))
+            .collect();
+        if added.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        let users =
+            db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+                .await?;
+        let keys = self
+            .change_members(session, &added, &removed, &users, [None, None])
+            .await?;
+        self.outbox.deliver_now(&keys).await?;
+        Ok(())
+    }
+
     /// Records a membership change here and queues it for the provider in one transaction;
     /// `users` holds at least the added members, `notes` the optional system messages for
     /// the addition and the removal. Returns the outbox keys to deliver.
@@ -1223,30 +1255,7 @@ impl super::cases::CaseHooks for ChatService {
         if session.closed_at.is_some() {
             return Ok(());
         }
-        let current =
-            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
-        let added: Vec<(UserId, ChatRole)> = wanted
-            .iter()
-            .filter(|(u, _)| !current.iter().any(|(_, m, _)| m == u))
-            .copied()
-            .collect();
-        // The room's creator stays; removed participants leave.
-        let removed: Vec<UserId> = current
-            .iter()
-            .map(|(_, u, _)| *u)
-            .filter(|u| *u != session.created_by && !wanted.iter().any(|(w, _)| w == u))
-            .collect();
-        if added.is_empty() && removed.is_empty() {
-            return Ok(());
-        }
-        let users =
-            db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-                .await?;
-        let keys = self
-            .change_members(&session, &added, &removed, &users, [None, None])
-            .await?;
-        self.outbox.deliver_now(&keys).await?;
-        Ok(())
+        self.sync_members(&session, &wanted).await
     }
 
     /// Closes the case's room (one system message, frozen) and, when asked, deletes it.
@@ -1315,29 +1324,9 @@ impl ChatService {
         if session.closed_at.is_some() {
             return Ok(());
         }
-        let current =
-            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
-        let added: Vec<(UserId, ChatRole)> = wanted
-            .iter()
-            .filter(|u| !current.iter().any(|(_, m, _)| m == *u))
-            .map(|u| (*u, ChatRole::Staff))
-            .collect();
-        let removed: Vec<UserId> = current
-            .iter()
-            .map(|(_, u, _)| *u)
-            .filter(|u| *u != session.created_by && !wanted.contains(u))
-            .collect();
-        if added.is_empty() && removed.is_empty() {
-            return Ok(());
-        }
-        let users =
-            db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-                .await?;
-        let keys = self
-            .change_members(&session, &added, &removed, &users, [None, None])
-            .await?;
-        self.outbox.deliver_now(&keys).await?;
-        Ok(())
+        let wanted: Vec<(UserId, ChatRole)> =
+            wanted.iter().map(|u| (*u, ChatRole::Staff)).collect();
+        self.sync_members(&session, &wanted).await
     }
 }
 
