@@ -88,6 +88,7 @@ impl App {
             meetings,
             chat,
             outbox,
+            events: crate::events::EventBus::in_process(config.realtime.event_buffer),
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
@@ -137,6 +138,7 @@ impl App {
                 .clone()
                 .run_scheduler(token.clone(), self.state.config.chat.scheduler_poll),
         );
+        let webhooks = tokio::spawn(self.state.services.webhooks.clone().run(token.clone()));
         let outbox = self.state.services.outbox.clone();
         let worker_stop = token.clone();
         let worker = tokio::spawn(async move {
@@ -165,6 +167,7 @@ impl App {
             sockets.wait().await;
             let _ = worker.await;
             let _ = scheduler.await;
+            let _ = webhooks.await;
             serving.await
         })
         .await;

@@ -52,6 +52,26 @@ pub struct Config {
     pub jitsi: JitsiConfig,
     /// The chat provider.
     pub chat: ChatConfig,
+    /// Events and subscriptions.
+    pub realtime: RealtimeConfig,
+}
+
+/// Events and subscriptions.
+#[derive(Clone, Debug)]
+pub struct RealtimeConfig {
+    /// `CAREGRAPH_EVENT_BUFFER` (default 1024, 16 to 65536): events kept per subscriber; one that
+    /// falls further behind is resynchronised with the current state.
+    pub event_buffer: usize,
+}
+
+impl RealtimeConfig {
+    fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let event_buffer: usize = vars.parse("CAREGRAPH_EVENT_BUFFER", 1024)?;
+        if !(16..=65_536).contains(&event_buffer) {
+            bail!("CAREGRAPH_EVENT_BUFFER: between 16 and 65536");
+        }
+        Ok(Self { event_buffer })
+    }
 }
 
 /// Which chat provider, and its settings.
@@ -507,11 +527,13 @@ impl Config {
         }
 
         let chat = ChatConfig::from_vars(vars)?;
+        let realtime = RealtimeConfig::from_vars(vars)?;
 
         Ok(Self {
             env,
             jitsi,
             chat,
+            realtime,
             bind: vars.parse("CAREGRAPH_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             public_url: vars.get("CAREGRAPH_PUBLIC_URL"),
             database,

@@ -11,6 +11,7 @@ pub mod local_chat;
 pub mod organizations;
 pub mod patients;
 pub mod users;
+pub mod webhooks;
 
 use std::{
     sync::{

@@ -1,9 +1,10 @@
 //! The HTTP surface: router and layers. `/graphql` (GET, POST and WebSocket upgrade),
-//! `/graphiql`, `/healthz`, `/readyz`.
+//! `/graphiql`, `/healthz`, `/readyz`, `/metrics`, and the providers' webhooks.
 
 pub mod graphiql;
 pub mod graphql;
 pub mod health;
+pub mod webhooks;
 pub mod ws;
 
 use std::{sync::Arc, time::Duration};
@@ -12,7 +13,7 @@ use axum::{
     Json, Router,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{
@@ -54,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
+        .route("/webhooks/stream", post(webhooks::stream))
+        .route("/webhooks/sendbird", post(webhooks::sendbird))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(

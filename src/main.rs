@@ -4,5 +4,5 @@ use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    caregraph::cli::run(caregraph::cli::Cli::parse()).await
+    Box::pin(caregraph::cli::run(caregraph::cli::Cli::parse())).await
 }

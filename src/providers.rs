@@ -6,3 +6,4 @@ pub mod chat;
 pub mod error;
 pub mod http;
 pub mod meetings;
+pub mod webhooks;

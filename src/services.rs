@@ -13,6 +13,7 @@ pub mod lookups;
 pub mod organizations;
 pub mod patients;
 pub mod provider_ops;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -23,6 +24,7 @@ use crate::{
     clock::SharedClock,
     config::Config,
     db::QueryStats,
+    events::EventBus,
     outbox::Outbox,
     providers::{chat::ChatStack, meetings::MeetingLinks},
 };
@@ -54,6 +56,10 @@ pub struct Services {
     pub chat: ChatStack,
     /// The outbox of provider side effects, and its worker.
     pub outbox: Outbox,
+    /// Domain events for subscriptions.
+    pub events: EventBus,
+    /// Provider webhook deliveries.
+    pub webhooks: webhooks::WebhookService,
     /// Admins' view of failed provider operations.
     pub provider_ops: provider_ops::ProviderOpsService,
     /// The database, for readiness checks.
@@ -80,6 +86,8 @@ pub struct Parts {
     pub chat: ChatStack,
     /// The outbox of provider side effects.
     pub outbox: Outbox,
+    /// The event bus.
+    pub events: EventBus,
 }
 
 impl Services {
@@ -94,6 +102,7 @@ impl Services {
             meetings,
             chat,
             outbox,
+            events,
         } = parts;
         let appointments = appointments::AppointmentService::new(
             db.clone(),
@@ -107,6 +116,7 @@ impl Services {
             chat.clone(),
             clock.clone(),
             appointments.clone(),
+            events.clone(),
             chat::ChatSettings {
                 token_ttl: config.chat.token_ttl,
                 tokens_per_minute: config.chat.tokens_per_minute,
@@ -118,24 +128,33 @@ impl Services {
         let cases = cases::CaseService::new(db.clone());
         cases.set_hooks(Arc::new(chat_sessions.clone()));
         let care_teams = care_teams::CareTeamService::new(db.clone(), clock.clone());
-        care_teams.set_hooks(Arc::new(chat::CareTeamChats {
+        let care_team_chats = Arc::new(chat::CareTeamChats {
             chat: chat_sessions.clone(),
             teams: care_teams.clone(),
-        }));
+        });
+        care_teams.set_hooks(care_team_chats.clone());
+        let consent = consent::ConsentService::new(db.clone(), clock.clone());
+        consent.set_hooks(care_team_chats);
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
             organizations: organizations::OrganizationService::new(config.clone(), db.clone()),
             patients: patients::PatientService::new(db.clone()),
-            consent: consent::ConsentService::new(db.clone(), clock.clone()),
+            consent,
             care_teams,
             cases,
             appointments,
+            webhooks: webhooks::WebhookService::new(
+                db.clone(),
+                chat_sessions.clone(),
+                clock.clone(),
+            ),
             chat_sessions,
             lookups: lookups::Lookups::new(db.clone()),
             clock,
             chat,
             provider_ops: provider_ops::ProviderOpsService::new(db.clone(), outbox.clone()),
             outbox,
+            events,
             db,
             stats,
         }

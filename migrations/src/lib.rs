@@ -10,6 +10,8 @@ mod m20261121_000001_people;
 mod m20261121_000002_care;
 mod m20261121_000003_chat;
 mod m20261121_000004_chat_sessions;
+mod m20261121_000005_org_chat_settings;
+mod m20261121_000006_webhook_deliveries;
 
 /// The ordered list of caregraph migrations.
 pub struct Migrator;
@@ -22,6 +24,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000002_care::Migration),
             Box::new(m20261121_000003_chat::Migration),
             Box::new(m20261121_000004_chat_sessions::Migration),
+            Box::new(m20261121_000005_org_chat_settings::Migration),
+            Box::new(m20261121_000006_webhook_deliveries::Migration),
         ]
     }
 }

@@ -297,7 +297,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let dir = tempfile_dir()?;
             let sqlite = format!("sqlite://{}/bench.db?mode=rwc", dir.display());
-            run("sqlite", &sqlite, members, runs).await?;
+            Box::pin(run("sqlite", &sqlite, members, runs)).await?;
             let _ = std::fs::remove_dir_all(&dir);
             if let Some(admin) = postgres {
                 let name = format!("cg_bench_{}", uuid::Uuid::new_v4().simple());
@@ -307,7 +307,8 @@ async fn main() -> anyhow::Result<()> {
                 conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
                     .await?;
                 let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                let result = run("postgres", &format!("{base}/{name}"), members, runs).await;
+                let result =
+                    Box::pin(run("postgres", &format!("{base}/{name}"), members, runs)).await;
                 conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await?;
                 result?;

@@ -88,9 +88,13 @@ pub async fn set_support_staff(
     Ok(())
 }
 
-/// Stores times and status.
+/// Stores times, status and practitioner.
 pub async fn update_schedule(db: &impl ConnectionTrait, a: &Appointment) -> AppResult<()> {
     appointment::Entity::update_many()
+        .col_expr(
+            appointment::Column::PractitionerId,
+            Expr::value(a.practitioner_id.as_string()),
+        )
         .col_expr(appointment::Column::StartsAt, Expr::value(a.starts_at))
         .col_expr(appointment::Column::EndsAt, Expr::value(a.ends_at))
         .col_expr(
@@ -112,6 +116,23 @@ pub async fn find(db: &impl ConnectionTrait, id: AppointmentId) -> AppResult<Opt
         .await?
         .map(to_domain)
         .transpose()
+}
+
+/// Appointments by id (for loaders).
+pub async fn find_many(
+    db: &impl ConnectionTrait,
+    ids: &[AppointmentId],
+) -> AppResult<Vec<Appointment>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    appointment::Entity::find()
+        .filter(appointment::Column::Id.is_in(ids.iter().map(AppointmentId::as_string)))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
 }
 
 /// The support staff of many appointments (for loaders).

@@ -119,6 +119,21 @@ pub async fn find_by_key(db: &impl ConnectionTrait, key: &str) -> AppResult<Opti
         .transpose()
 }
 
+/// The session of a provider channel, if caregraph made it.
+pub async fn find_by_channel(
+    db: &impl ConnectionTrait,
+    channel_type: &str,
+    channel_id: &str,
+) -> AppResult<Option<ChatSession>> {
+    session::Entity::find()
+        .filter(session::Column::ChannelType.eq(channel_type))
+        .filter(session::Column::ChannelId.eq(channel_id))
+        .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
 /// Sessions by id (for loaders).
 pub async fn find_many(db: &impl ConnectionTrait, ids: &[String]) -> AppResult<Vec<ChatSession>> {
     if ids.is_empty() {
@@ -435,6 +450,45 @@ pub async fn delete(db: &impl ConnectionTrait, id: &str) -> AppResult<()> {
         .exec(db)
         .await?;
     session::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Which of `users` are or were members of a session of `org` (as owner or counterpart).
+pub async fn users_in_org_sessions(
+    db: &impl ConnectionTrait,
+    org: OrgId,
+    users: &[UserId],
+) -> AppResult<Vec<UserId>> {
+    if users.is_empty() {
+        return Ok(Vec::new());
+    }
+    let of_org = session::Entity::find()
+        .select_only()
+        .column(session::Column::Id)
+        .filter(
+            Condition::any()
+                .add(session::Column::OrgId.eq(org.as_string()))
+                .add(session::Column::CounterpartOrgId.eq(org.as_string())),
+        )
+        .into_query();
+    let rows: Vec<String> = member::Entity::find()
+        .select_only()
+        .column(member::Column::UserId)
+        .distinct()
+        .filter(member::Column::UserId.is_in(users.iter().map(UserId::as_string)))
+        .filter(member::Column::SessionId.in_subquery(of_org))
+        .into_tuple()
+        .all(db)
+        .await?;
+    rows.iter().map(|u| UserId::from_db(u)).collect()
+}
+
+/// Removes users from every session they are in.
+pub async fn remove_users_everywhere(db: &impl ConnectionTrait, users: &[UserId]) -> AppResult<()> {
+    member::Entity::delete_many()
+        .filter(member::Column::UserId.is_in(users.iter().map(UserId::as_string)))
         .exec(db)
         .await?;
     Ok(())

@@ -22,3 +22,4 @@ pub mod organization;
 pub mod outbox;
 pub mod patient;
 pub mod user;
+pub mod webhook_delivery;

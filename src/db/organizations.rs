@@ -37,6 +37,7 @@ fn org_to_domain(m: organization::Model) -> AppResult<Organization> {
         name: m.name,
         slug: m.slug,
         cross_org_messaging: m.cross_org_messaging,
+        chat_activation_minutes: m.chat_activation_minutes,
         created_at: m.created_at,
     })
 }
@@ -62,6 +63,7 @@ pub async fn insert(
         name: Set(name),
         slug: Set(slug.as_str().to_owned()),
         cross_org_messaging: Set(false),
+        chat_activation_minutes: Set(None),
         created_at: Set(Utc::now()),
     };
     org_to_domain(
@@ -108,12 +110,13 @@ pub async fn count(db: &impl ConnectionTrait) -> AppResult<u64> {
     Ok(organization::Entity::find().count(db).await?)
 }
 
-/// Changes an organisation's name and network-messaging switch.
+/// Changes an organisation's name, network-messaging switch and chat activation minutes.
 pub async fn update(
     db: &impl ConnectionTrait,
     id: OrgId,
     name: Option<String>,
     cross_org_messaging: Option<bool>,
+    chat_activation_minutes: Option<i32>,
 ) -> AppResult<()> {
     let mut update =
         organization::Entity::update_many().filter(organization::Column::Id.eq(id.as_string()));
@@ -122,6 +125,12 @@ pub async fn update(
     }
     if let Some(flag) = cross_org_messaging {
         update = update.col_expr(organization::Column::CrossOrgMessaging, Expr::value(flag));
+    }
+    if let Some(minutes) = chat_activation_minutes {
+        update = update.col_expr(
+            organization::Column::ChatActivationMinutes,
+            Expr::value(minutes),
+        );
     }
     update.exec(db).await?;
     Ok(())

@@ -36,6 +36,22 @@ macro_rules! stored_enum {
                 }
             }
         }
+
+        impl serde::Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let raw = <std::borrow::Cow<'de, str> as serde::Deserialize>::deserialize(d)?;
+                match raw.as_ref() {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(serde::de::Error::unknown_variant(other, &[$($text),+])),
+                }
+            }
+        }
     };
 }
 pub(crate) use stored_enum;

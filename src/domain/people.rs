@@ -208,6 +208,8 @@ pub struct Organization {
     pub slug: String,
     /// Whether network chats with other organisations are allowed.
     pub cross_org_messaging: bool,
+    /// Minutes before an appointment that its chat opens (`None`: the deployment's default).
+    pub chat_activation_minutes: Option<i32>,
     /// When it was created.
     pub created_at: chrono::DateTime<chrono::Utc>,
 }

@@ -111,12 +111,13 @@ impl Appointment {
             .await?;
         Ok(view.map(MeetingLink))
     }
-    /// The appointment's chat, once opened (`openAppointmentChat`).
+    /// The appointment's chat, once opened (`openAppointmentChat`), for its members and the
+    /// organisation's OWNER/ADMIN (null for anyone else).
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
-        Ok(loader(ctx)
+        let session = loader(ctx)
             .load_one(super::loaders::ChatOfAppointment(self.0.id))
-            .await?
-            .map(super::chat::ChatSession))
+            .await?;
+        super::chat::ChatSession::visible(ctx, session).await
     }
 }
 
@@ -278,6 +279,25 @@ impl AppointmentMutation {
             services(ctx)
                 .appointments
                 .reschedule(viewer(ctx), id, starts_at, duration_minutes)
+                .await?,
+        ))
+    }
+
+    /// Assigns the practitioner and support staff (staff); the appointment's chat members follow.
+    async fn assign_appointment_staff(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        practitioner_id: ID,
+        support_staff_ids: Vec<ID>,
+    ) -> GqlResult<Appointment> {
+        let id = AppointmentId::parse(&id, "id")?;
+        let practitioner = UserId::parse(&practitioner_id, "practitionerId")?;
+        let support = parse_ids(&support_staff_ids, "supportStaffIds", UserId::parse)?;
+        Ok(Appointment(
+            services(ctx)
+                .appointments
+                .assign_staff(viewer(ctx), id, practitioner, &support)
                 .await?,
         ))
     }

@@ -78,13 +78,10 @@ impl Case {
             .unwrap_or_default();
         Ok(list.into_iter().map(CaseParticipant).collect())
     }
-    /// The case's chat room.
+    /// The case's chat room, for its members and the organisation's OWNER/ADMIN.
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
-        Ok(services(ctx)
-            .chat_sessions
-            .case_room(&self.0.id)
-            .await?
-            .map(super::chat::ChatSession))
+        let session = services(ctx).chat_sessions.case_room(&self.0.id).await?;
+        super::chat::ChatSession::visible(ctx, session).await
     }
     /// Created.
     async fn created_at(&self) -> DateTime<Utc> {

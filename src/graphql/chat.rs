@@ -7,7 +7,7 @@ use super::{
     appointments::Appointment,
     context::{loader, services, viewer},
     errors::GqlResult,
-    loaders::{ChannelReads, ChatMembersOf},
+    loaders::{ChannelReads, ChatMembersOf, MembershipsOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     patients::{org_of, user_of},
@@ -157,18 +157,53 @@ pub struct ChatCredentials {
     pub connection: Json<serde_json::Value>,
 }
 
-/// A conversation mirrored to one provider channel.
-pub struct ChatSession(pub domain::chat::ChatSession);
+/// A conversation mirrored to one provider channel, with its provider state read at most once
+/// (its `lastMessage` and `unreadCount` share one load, so a page's batches stay whole).
+pub struct ChatSession(
+    pub domain::chat::ChatSession,
+    tokio::sync::OnceCell<Option<crate::providers::chat::ChannelState>>,
+);
+
+impl From<domain::chat::ChatSession> for ChatSession {
+    fn from(session: domain::chat::ChatSession) -> Self {
+        Self(session, tokio::sync::OnceCell::new())
+    }
+}
 
 impl ChatSession {
+    /// A session reached through its appointment, case or care team, if the viewer may read
+    /// it (its members and the organisation's OWNER/ADMIN); batched through the loaders.
+    pub async fn visible(
+        ctx: &Context<'_>,
+        session: Option<domain::chat::ChatSession>,
+    ) -> GqlResult<Option<Self>> {
+        let Some(session) = session else {
+            return Ok(None);
+        };
+        let me = viewer(ctx).user()?.id;
+        let (members, memberships) = futures_util::try_join!(
+            loader(ctx).load_one(ChatMembersOf(session.id.clone())),
+            loader(ctx).load_one(MembershipsOf(me)),
+        )?;
+        let is_member = members.unwrap_or_default().iter().any(|(u, _)| *u == me);
+        Ok(
+            crate::services::chat::may_read(&session, is_member, &memberships.unwrap_or_default())
+                .then(|| Self::from(session)),
+        )
+    }
+
     async fn state(
         &self,
         ctx: &Context<'_>,
-    ) -> GqlResult<Option<crate::providers::chat::ChannelState>> {
+    ) -> GqlResult<Option<&crate::providers::chat::ChannelState>> {
         let Some(reads) = ctx.data_opt::<DataLoader<ChannelReads>>() else {
             return Ok(None);
         };
-        reads.load_one(channel_of(&self.0)).await
+        let state = self
+            .1
+            .get_or_try_init(|| reads.load_one(channel_of(&self.0)))
+            .await?;
+        Ok(state.as_ref())
     }
 }
 
@@ -233,12 +268,11 @@ impl ChatSession {
     async fn created_by(&self, ctx: &Context<'_>) -> GqlResult<User> {
         user_of(ctx, self.0.created_by).await
     }
-    /// The appointment of a client chat.
+    /// The appointment of a client chat (whoever may read the chat is one of its participants
+    /// or an admin of its organisation, so may read the appointment too).
     async fn appointment(&self, ctx: &Context<'_>) -> GqlResult<Option<Appointment>> {
         match self.0.appointment_id {
-            Some(id) => Ok(Some(Appointment(
-                services(ctx).appointments.read(viewer(ctx), id).await?.0,
-            ))),
+            Some(id) => Ok(loader(ctx).load_one(id).await?.map(Appointment)),
             None => Ok(None),
         }
     }
@@ -290,7 +324,7 @@ impl ChatSession {
         Ok(self
             .state(ctx)
             .await?
-            .and_then(|s| s.last_message)
+            .and_then(|s| s.last_message.clone())
             .map(Into::into))
     }
     /// The caller's unread messages (read from the provider, batched per page).
@@ -329,10 +363,11 @@ impl ChatQuery {
             .chat_sessions
             .session(viewer(ctx), &id)
             .await?;
-        Ok(ChatSession(session))
+        Ok(ChatSession::from(session))
     }
 
-    /// The caller's chat sessions in an organisation, newest activity first.
+    /// The caller's chat sessions in an organisation, newest activity first (staff, or a
+    /// client of one of its patients).
     async fn chat_sessions(
         &self,
         ctx: &Context<'_>,
@@ -355,7 +390,11 @@ impl ChatQuery {
                 &request,
             )
             .await?;
-        Ok(pagination::connection(page, has_previous, ChatSession))
+        Ok(pagination::connection(
+            page,
+            has_previous,
+            ChatSession::from,
+        ))
     }
 }
 
@@ -399,7 +438,7 @@ impl ChatMutation {
         appointment_id: ID,
     ) -> GqlResult<ChatSession> {
         let id = AppointmentId::parse(&appointment_id, "appointmentId")?;
-        Ok(ChatSession(
+        Ok(ChatSession::from(
             services(ctx)
                 .chat_sessions
                 .open_appointment_chat(viewer(ctx), id)
@@ -416,7 +455,7 @@ impl ChatMutation {
     ) -> GqlResult<ChatSession> {
         let org = OrgId::parse(&org_id, "orgId")?;
         let colleague = domain::UserId::parse(&colleague_id, "colleagueId")?;
-        Ok(ChatSession(
+        Ok(ChatSession::from(
             services(ctx)
                 .chat_sessions
                 .open_direct_chat(viewer(ctx), org, colleague)
@@ -436,7 +475,7 @@ impl ChatMutation {
         let org = OrgId::parse(&org_id, "orgId")?;
         let colleague = domain::UserId::parse(&colleague_id, "colleagueId")?;
         let other = OrgId::parse(&colleague_org_id, "colleagueOrgId")?;
-        Ok(ChatSession(
+        Ok(ChatSession::from(
             services(ctx)
                 .chat_sessions
                 .open_network_direct_chat(viewer(ctx), org, colleague, other)
@@ -464,7 +503,7 @@ impl ChatMutation {
             image_url: input.image_url,
             channel_id: input.channel_id,
         };
-        Ok(ChatSession(
+        Ok(ChatSession::from(
             services(ctx)
                 .chat_sessions
                 .create_group(viewer(ctx), org, group)
@@ -488,7 +527,7 @@ impl ChatMutation {
             },
             read_only: input.read_only,
         };
-        Ok(ChatSession(
+        Ok(ChatSession::from(
             services(ctx)
                 .chat_sessions
                 .update_group(viewer(ctx), &session_id, change)
@@ -511,7 +550,7 @@ impl ChatMutation {
             "remove",
             domain::UserId::parse,
         )?;
-        Ok(ChatSession(
+        Ok(ChatSession::from(
             services(ctx)
                 .chat_sessions
                 .update_group_members(viewer(ctx), &session_id, &add, &remove)
@@ -526,6 +565,23 @@ impl ChatMutation {
             .delete_group(viewer(ctx), &session_id)
             .await?;
         Ok(true)
+    }
+
+    /// Deletes users at the chat provider in bulk (an OWNER/ADMIN; users who are active
+    /// nowhere any more: no active membership, no guardian link). Returns how many were queued.
+    async fn delete_chat_users(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+        user_ids: Vec<ID>,
+    ) -> GqlResult<i32> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let ids = super::patients::parse_ids(&user_ids, "userIds", domain::UserId::parse)?;
+        let n = services(ctx)
+            .chat_sessions
+            .delete_chat_users(viewer(ctx), org, &ids)
+            .await?;
+        Ok(i32::try_from(n).unwrap_or(i32::MAX))
     }
 
     /// The caller's chat token and what the provider SDK needs (rate limited per user).
@@ -548,7 +604,7 @@ impl ChatMutation {
         ctx: &Context<'_>,
         session_id: ID,
     ) -> GqlResult<ChatSession> {
-        Ok(ChatSession(
+        Ok(ChatSession::from(
             services(ctx)
                 .chat_sessions
                 .close(viewer(ctx), &session_id)

@@ -95,6 +95,7 @@ macro_rules! loader {
 loader!(UserId => User, |s, keys| s.lookups.users(keys).await?);
 loader!(OrgId => Organization, |s, keys| s.lookups.organizations(keys).await?);
 loader!(PatientId => Patient, |s, keys| s.lookups.patients(keys).await?);
+loader!(AppointmentId => crate::domain::care::Appointment, |s, keys| s.lookups.appointments(keys).await?);
 loader!(ComplianceGroupId => ComplianceGroup, |s, keys| s.lookups.compliance_groups(keys).await?);
 loader!(of GuardiansOf(PatientId) => Vec<(Guardian, User)>, guardians);
 loader!(of ConsentsOf(PatientId) => Vec<Consent>, consents);

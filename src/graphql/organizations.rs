@@ -103,6 +103,10 @@ impl Organization {
     async fn cross_org_messaging(&self) -> bool {
         self.0.cross_org_messaging
     }
+    /// Minutes before an appointment that its chat opens (null: the deployment's default).
+    async fn chat_activation_minutes(&self) -> Option<i32> {
+        self.0.chat_activation_minutes
+    }
     /// When the organisation was created.
     async fn created_at(&self) -> DateTime<Utc> {
         self.0.created_at
@@ -274,6 +278,9 @@ pub struct UpdateOrganizationInput {
     pub name: Option<String>,
     /// Allow network chats with other organisations.
     pub cross_org_messaging: Option<bool>,
+    /// Minutes before an appointment that its chat opens (0 to 1440), unless the appointment
+    /// says otherwise.
+    pub chat_activation_minutes: Option<i32>,
 }
 
 /// Organisation mutations.
@@ -362,6 +369,7 @@ impl OrganizationMutation {
                 org_id,
                 input.name.as_deref(),
                 input.cross_org_messaging,
+                input.chat_activation_minutes,
             )
             .await?;
         Ok(Organization(org))

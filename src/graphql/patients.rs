@@ -245,13 +245,14 @@ impl CareTeam {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// The team's staff-only conversation about its patient.
+    /// The team's staff-only conversation about its patient, for its members and the
+    /// organisation's OWNER/ADMIN.
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
-        Ok(services(ctx)
+        let session = services(ctx)
             .chat_sessions
             .care_team_chat(&self.0.id)
-            .await?
-            .map(super::chat::ChatSession))
+            .await?;
+        super::chat::ChatSession::visible(ctx, session).await
     }
     /// Members.
     async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<CareTeamMember>> {

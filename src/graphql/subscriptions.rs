@@ -1,28 +1,286 @@
-//! Subscriptions. `serverTime` is a placeholder that proves the WebSocket transport until the
-//! chat-session subscriptions land.
+//! Subscriptions: `chatSessionStatus` for the mobile app (the current state first, then every
+//! transition) and `chatSessionsChanged` for the PMS's list. Both read the event bus through a
+//! bounded buffer: a subscriber that falls behind gets the current state again (`CURRENT`, or a
+//! `RESYNC` change) instead of a silent gap. A stream ends with the socket when the access token
+//! expires (the WebSocket handler closes it with 4403).
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use async_graphql::{Context, Subscription};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
-use futures_util::Stream;
-use tokio_stream::{StreamExt, wrappers::IntervalStream};
+use futures_util::{Stream, StreamExt, stream};
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio_stream::wrappers::IntervalStream;
 
-use super::context::viewer;
-use crate::error::AppError;
+use super::{
+    chat::{ChatMessage, ChatSession, ChatStatus, ChatStatusReason},
+    context::{services, viewer},
+};
+use crate::{
+    auth::Viewer,
+    domain::{AppointmentId, OrgId},
+    error::AppError,
+    events::{ChangeKind, DomainEvent, SessionChange, StatusEvent},
+    services::{Services, chat::Watch},
+};
 
 /// Subscription roots.
 #[derive(Default)]
 pub struct Subscription;
 
+/// A chat session's status: the current one first, then one per change.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct ChatSessionStatusEvent {
+    /// The session (null while an appointment's chat is not open yet).
+    pub session_id: Option<ID>,
+    /// Its appointment (client chats).
+    pub appointment_id: Option<ID>,
+    /// The status.
+    pub status: ChatStatus,
+    /// Why this event.
+    pub reason: ChatStatusReason,
+    /// The window's start (client chats).
+    pub allowed_from: Option<DateTime<Utc>>,
+    /// The window's end (client chats).
+    pub allowed_until: Option<DateTime<Utc>>,
+    /// When it changed.
+    pub at: DateTime<Utc>,
+}
+
+impl From<StatusEvent> for ChatSessionStatusEvent {
+    fn from(e: StatusEvent) -> Self {
+        Self {
+            session_id: e.session_id.map(ID),
+            appointment_id: e.appointment_id.map(|a| ID(a.to_string())),
+            status: e.status.into(),
+            reason: e.reason.into(),
+            allowed_from: e.allowed_from,
+            allowed_until: e.allowed_until,
+            at: e.at,
+        }
+    }
+}
+
+/// What changed about a session in the list.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ChatSessionChangeKind {
+    /// It was created.
+    Created,
+    /// Its title, image or mode changed.
+    Updated,
+    /// Members joined or left.
+    MembersChanged,
+    /// It closed.
+    Closed,
+    /// It was deleted.
+    Deleted,
+    /// It got a message (`lastMessage`).
+    Message,
+    /// Events were missed (the subscriber fell behind): reload the list.
+    Resync,
+}
+
+impl From<ChangeKind> for ChatSessionChangeKind {
+    fn from(k: ChangeKind) -> Self {
+        match k {
+            ChangeKind::Created => Self::Created,
+            ChangeKind::Updated => Self::Updated,
+            ChangeKind::MembersChanged => Self::MembersChanged,
+            ChangeKind::Closed => Self::Closed,
+            ChangeKind::Deleted => Self::Deleted,
+            ChangeKind::Message => Self::Message,
+        }
+    }
+}
+
+/// A change to one of the caller's sessions.
+pub struct ChatSessionChange {
+    kind: ChatSessionChangeKind,
+    change: Option<SessionChange>,
+    viewer: Viewer,
+}
+
+#[Object]
+impl ChatSessionChange {
+    /// What changed.
+    async fn kind(&self) -> ChatSessionChangeKind {
+        self.kind
+    }
+    /// The session (null for `RESYNC`).
+    async fn session_id(&self) -> Option<ID> {
+        self.change.as_ref().map(|c| ID(c.session_id.clone()))
+    }
+    /// The session as it is now (null when deleted, when the caller left it, or for `RESYNC`).
+    async fn session(&self, ctx: &Context<'_>) -> Option<ChatSession> {
+        let change = self.change.as_ref()?;
+        services(ctx)
+            .chat_sessions
+            .session(&self.viewer, &change.session_id)
+            .await
+            .ok()
+            .map(|(s, _)| ChatSession::from(s))
+    }
+    /// The new message (`MESSAGE`).
+    async fn last_message(&self) -> Option<ChatMessage> {
+        self.change
+            .as_ref()
+            .and_then(|c| c.last_message.clone())
+            .map(Into::into)
+    }
+    /// When.
+    async fn at(&self) -> DateTime<Utc> {
+        self.change.as_ref().map_or_else(Utc::now, |c| c.at)
+    }
+}
+
+fn id_arg(raw: &Option<ID>) -> Option<&str> {
+    raw.as_ref().map(|i| i.as_str())
+}
+
+/// The next event a watcher should see: a matching status event, or the current state after
+/// a lag or a membership change; `None` ends the stream (the bus closed or access was lost).
+async fn next_status(
+    rx: &mut Receiver<Arc<DomainEvent>>,
+    services: &Services,
+    viewer: &Viewer,
+    watch: &Watch,
+) -> Option<ChatSessionStatusEvent> {
+    loop {
+        let recheck = match rx.recv().await {
+            Ok(event) => match &*event {
+                DomainEvent::ChatStatus(s) if watch.matches(s) => return Some(s.clone().into()),
+                // A member who leaves a session stops watching it.
+                DomainEvent::ChatChanged(c) => {
+                    c.kind == ChangeKind::MembersChanged
+                        && matches!(watch, Watch::Session(id) if *id == c.session_id)
+                }
+                DomainEvent::ChatStatus(_) => false,
+            },
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "a status subscriber fell behind; resynchronising");
+                match services.chat_sessions.current_status(viewer, watch).await {
+                    Ok(now) => return Some(now.into()),
+                    Err(_) => return None,
+                }
+            }
+            Err(RecvError::Closed) => return None,
+        };
+        if recheck
+            && services
+                .chat_sessions
+                .current_status(viewer, watch)
+                .await
+                .is_err()
+        {
+            return None;
+        }
+    }
+}
+
+/// The next change for a list subscriber: its sessions in its organisation, or a `RESYNC`.
+async fn next_change(
+    rx: &mut Receiver<Arc<DomainEvent>>,
+    viewer: &Viewer,
+    org: OrgId,
+) -> Option<ChatSessionChange> {
+    let me = viewer.user().ok()?.id;
+    loop {
+        match rx.recv().await {
+            Ok(event) => {
+                if let DomainEvent::ChatChanged(c) = &*event
+                    && c.org_ids.contains(&org)
+                    && c.member_ids.contains(&me)
+                {
+                    return Some(ChatSessionChange {
+                        kind: c.kind.into(),
+                        change: Some(c.clone()),
+                        viewer: viewer.clone(),
+                    });
+                }
+            }
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "a list subscriber fell behind; asking it to reload");
+                return Some(ChatSessionChange {
+                    kind: ChatSessionChangeKind::Resync,
+                    change: None,
+                    viewer: viewer.clone(),
+                });
+            }
+            Err(RecvError::Closed) => return None,
+        }
+    }
+}
+
 #[Subscription]
 impl Subscription {
-    /// The server's clock, every `everyMs` milliseconds (100 to 60000). Signed-in callers only.
+    /// A chat session's status, by `sessionId` or by `appointmentId` (exactly one): the current
+    /// state first (`CURRENT`; for an appointment whose chat is not open yet, the window it will
+    /// have), then one event per change. Only those who may read the session may subscribe.
+    async fn chat_session_status(
+        &self,
+        ctx: &Context<'_>,
+        session_id: Option<ID>,
+        appointment_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = ChatSessionStatusEvent> + use<>> {
+        let viewer = viewer(ctx).clone();
+        viewer.user()?;
+        let watch = match (id_arg(&session_id), id_arg(&appointment_id)) {
+            (Some(id), None) => Watch::Session(id.to_owned()),
+            (None, Some(id)) => Watch::Appointment(AppointmentId::parse(id, "appointmentId")?),
+            _ => {
+                return Err(AppError::bad_input(
+                    "sessionId",
+                    "give exactly one of sessionId and appointmentId",
+                )
+                .into());
+            }
+        };
+        let services = services(ctx).clone();
+        // Subscribe before reading the state: a change in between is seen twice, never missed.
+        let rx = services.events.subscribe();
+        let first = services
+            .chat_sessions
+            .current_status(&viewer, &watch)
+            .await?;
+        let rest = stream::unfold(
+            (rx, services, viewer, watch),
+            |(mut rx, services, viewer, watch)| async move {
+                let next = next_status(&mut rx, &services, &viewer, &watch).await?;
+                Some((next, (rx, services, viewer, watch)))
+            },
+        );
+        Ok(stream::once(async move { first.into() }).chain(rest))
+    }
+
+    /// Changes to the caller's sessions in an organisation, for the PMS list: created, members
+    /// changed, updated, closed, deleted, or a new message (`lastMessage`). Staff of the
+    /// organisation and clients of its patients.
+    async fn chat_sessions_changed(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = ChatSessionChange> + use<>> {
+        let viewer = viewer(ctx).clone();
+        let org = OrgId::parse(&org_id, "orgId")?;
+        let services = services(ctx).clone();
+        services.chat_sessions.lister(&viewer, org).await?;
+        let rx = services.events.subscribe();
+        Ok(stream::unfold(
+            (rx, viewer),
+            move |(mut rx, viewer)| async move {
+                let next = next_change(&mut rx, &viewer, org).await?;
+                Some((next, (rx, viewer)))
+            },
+        ))
+    }
+
+    /// The server's clock, every `everyMs` milliseconds (100 to 60000). Signed-in callers only;
+    /// a probe for the transport.
     async fn server_time(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 1000)] every_ms: i32,
-    ) -> async_graphql::Result<impl Stream<Item = DateTime<Utc>>> {
+    ) -> async_graphql::Result<impl Stream<Item = DateTime<Utc>> + use<>> {
         viewer(ctx).user()?;
         if !(100..=60_000).contains(&every_ms) {
             return Err(AppError::bad_input("everyMs", "must be between 100 and 60000").into());

@@ -130,12 +130,23 @@ impl AppointmentService {
 
     /// Checks the support staff: active members of `org`, or of another organisation holding
     /// the patient's VIDEO consent.
+    async fn check_practitioner(&self, org: OrgId, id: UserId, field: &str) -> AppResult<()> {
+        match db::organizations::find_membership(&self.db, org, id).await? {
+            Some(m) if m.active => Ok(()),
+            _ => Err(AppError::bad_input(
+                field,
+                "the practitioner must be an active member of the organization",
+            )),
+        }
+    }
+
     async fn check_support(
         &self,
         org: OrgId,
         patient: &care::Patient,
         practitioner: UserId,
         ids: &[UserId],
+        field: &str,
     ) -> AppResult<Vec<UserId>> {
         let mut out: Vec<UserId> = Vec::new();
         for id in ids {
@@ -151,7 +162,7 @@ impl AppointmentService {
                         .find(|m| m.active)
                         .ok_or_else(|| {
                             AppError::bad_input(
-                                "input.supportStaffIds",
+                                field,
                                 "support staff must be active staff of an organization",
                             )
                         })?;
@@ -196,21 +207,15 @@ impl AppointmentService {
                 "the client must be a guardian of the patient",
             ));
         }
-        match db::organizations::find_membership(&self.db, org_id, input.practitioner_id).await? {
-            Some(m) if m.active => {}
-            _ => {
-                return Err(AppError::bad_input(
-                    "input.practitionerId",
-                    "the practitioner must be an active member of the organization",
-                ));
-            }
-        }
+        self.check_practitioner(org_id, input.practitioner_id, "input.practitionerId")
+            .await?;
         let support = self
             .check_support(
                 org_id,
                 &patient,
                 input.practitioner_id,
                 &input.support_staff_ids,
+                "input.supportStaffIds",
             )
             .await?;
         let length = care::duration(input.duration_minutes).map_err(|_| {
@@ -310,6 +315,47 @@ impl AppointmentService {
         appointment.ends_at = starts_at + length;
         appointment.duration_minutes = duration_minutes;
         db::appointments::update_schedule(&self.db, &appointment).await?;
+        self.changed(&appointment).await?;
+        Ok(appointment)
+    }
+
+    /// Assigns the practitioner and support staff (staff); the appointment's chat follows.
+    pub async fn assign_staff(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+        practitioner_id: UserId,
+        support_staff_ids: &[UserId],
+    ) -> AppResult<Appointment> {
+        let mut appointment = self.staff_appointment(viewer, id).await?;
+        if appointment.status.is_terminal() {
+            return Err(AppError::bad_input(
+                "id",
+                format!(
+                    "a {} appointment keeps its staff",
+                    appointment.status.as_str()
+                ),
+            ));
+        }
+        self.check_practitioner(appointment.org_id, practitioner_id, "practitionerId")
+            .await?;
+        let patient = db::patients::find(&self.db, appointment.patient_id)
+            .await?
+            .ok_or(AppError::NotFound("patient"))?;
+        let support = self
+            .check_support(
+                appointment.org_id,
+                &patient,
+                practitioner_id,
+                support_staff_ids,
+                "supportStaffIds",
+            )
+            .await?;
+        appointment.practitioner_id = practitioner_id;
+        let txn = db::begin(&self.db).await?;
+        db::appointments::update_schedule(&txn, &appointment).await?;
+        db::appointments::set_support_staff(&txn, id, &support).await?;
+        txn.commit().await?;
         self.changed(&appointment).await?;
         Ok(appointment)
     }

@@ -18,6 +18,7 @@ use crate::{
         pagination::{Page, PageRequest},
     },
     error::{AppError, AppResult},
+    events::{ChangeKind, DomainEvent, EventBus, SessionChange, StatusEvent},
     outbox::{Entry, Operation, Outbox},
     providers::chat::{
         ChannelRef, ChannelSpec, ChatCredentials, ChatMessage, ChatStack, ChatUser, SystemMessage,
@@ -35,10 +36,30 @@ pub struct ChatService {
     chat: ChatStack,
     clock: SharedClock,
     appointments: AppointmentService,
+    events: EventBus,
     token_limit: Arc<KeyedLimit<UserId>>,
     token_ttl: Duration,
     default_activation_minutes: i64,
     after_end: chrono::Duration,
+}
+
+/// What a status subscription watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Watch {
+    /// A session.
+    Session(String),
+    /// An appointment's chat, whether or not it is open yet.
+    Appointment(AppointmentId),
+}
+
+impl Watch {
+    /// Whether a status event is about what is watched.
+    pub fn matches(&self, event: &StatusEvent) -> bool {
+        match self {
+            Self::Session(id) => event.session_id.as_deref() == Some(id.as_str()),
+            Self::Appointment(id) => event.appointment_id == Some(*id),
+        }
+    }
 }
 
 /// Input of `createGroupChat`.
@@ -88,6 +109,19 @@ fn chat_user(u: &User) -> ChatUser {
     }
 }
 
+/// Who may read a session: its members, and the active OWNER/ADMIN of its organisation (given
+/// whether the viewer is a member and the viewer's memberships).
+pub fn may_read(
+    session: &ChatSession,
+    is_member: bool,
+    memberships: &[crate::domain::Membership],
+) -> bool {
+    is_member
+        || memberships
+            .iter()
+            .any(|m| m.org_id == session.org_id && m.active && m.role.manages_organization())
+}
+
 /// The channel of a session.
 pub fn channel_of(s: &ChatSession) -> ChannelRef {
     ChannelRef {
@@ -118,6 +152,7 @@ impl ChatService {
         chat: ChatStack,
         clock: SharedClock,
         appointments: AppointmentService,
+        events: EventBus,
         settings: ChatSettings,
     ) -> Self {
         Self {
@@ -126,11 +161,70 @@ impl ChatService {
             chat,
             clock,
             appointments,
+            events,
             token_limit: Arc::new(KeyedLimit::per_minute(settings.tokens_per_minute)),
             token_ttl: settings.token_ttl,
             default_activation_minutes: settings.default_activation_minutes,
             after_end: chrono::Duration::minutes(settings.after_end_minutes),
         }
+    }
+
+    /// Announces a session's new status (after the change committed).
+    fn announce_status(&self, session: &ChatSession, status: ChatStatus, reason: StatusReason) {
+        self.events.publish(DomainEvent::ChatStatus(StatusEvent::of(
+            session,
+            status,
+            reason,
+            self.clock.now(),
+        )));
+    }
+
+    /// Announces a change for session lists, to the members after it and to `also` (those who
+    /// just left). A failure to read the members is logged: the change itself has committed.
+    async fn announce_change(
+        &self,
+        session: &ChatSession,
+        kind: ChangeKind,
+        last_message: Option<ChatMessage>,
+        also: &[UserId],
+    ) {
+        let mut member_ids: Vec<UserId> = match db::chat_sessions::members_of(
+            &self.db,
+            std::slice::from_ref(&session.id),
+        )
+        .await
+        {
+            Ok(members) => members.into_iter().map(|(_, u, _)| u).collect(),
+            Err(e) => {
+                e.log_cause();
+                return;
+            }
+        };
+        member_ids.extend(
+            also.iter()
+                .filter(|u| !member_ids.contains(u))
+                .collect::<Vec<_>>(),
+        );
+        self.publish_change(session, kind, last_message, member_ids);
+    }
+
+    fn publish_change(
+        &self,
+        session: &ChatSession,
+        kind: ChangeKind,
+        last_message: Option<ChatMessage>,
+        member_ids: Vec<UserId>,
+    ) {
+        self.events.publish(DomainEvent::ChatChanged(SessionChange {
+            session_id: session.id.clone(),
+            org_ids: std::iter::once(session.org_id)
+                .chain(session.counterpart_org_id)
+                .collect(),
+            member_ids,
+            kind,
+            last_message,
+            at: self.clock.now(),
+        }));
     }
 
     /// The provider's name.
@@ -151,6 +245,29 @@ impl ChatService {
             s.allowed_until,
             self.clock.now(),
         )
+    }
+
+    /// Who takes part in an appointment's chat: the client and guardians with chat rights, the
+    /// practitioner and support staff.
+    async fn appointment_members(
+        &self,
+        appointment: &crate::domain::care::Appointment,
+    ) -> AppResult<Vec<(UserId, ChatRole)>> {
+        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
+        let support = db::appointments::support_staff_of(&self.db, &[appointment.id]).await?;
+        let mut members: Vec<(UserId, ChatRole)> = vec![(appointment.client_id, ChatRole::Client)];
+        for g in guardians.iter().filter(|g| g.may_chat()) {
+            if !members.iter().any(|(u, _)| *u == g.user_id) {
+                members.push((g.user_id, ChatRole::Client));
+            }
+        }
+        for u in std::iter::once(appointment.practitioner_id).chain(support.iter().map(|(_, u)| *u))
+        {
+            if !members.iter().any(|(m, _)| *m == u) {
+                members.push((u, ChatRole::Staff));
+            }
+        }
+        Ok(members)
     }
 
     /// Opens (creates or gets) an appointment's chat: its client and guardians with chat rights,
@@ -182,21 +299,7 @@ impl ChatService {
                 appointment.status.as_str()
             )));
         }
-        // Members: the client and guardians with chat rights, the practitioner, support staff.
-        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
-        let support = db::appointments::support_staff_of(&self.db, &[id]).await?;
-        let mut members: Vec<(UserId, ChatRole)> = vec![(appointment.client_id, ChatRole::Client)];
-        for g in guardians.iter().filter(|g| g.may_chat()) {
-            if !members.iter().any(|(u, _)| *u == g.user_id) {
-                members.push((g.user_id, ChatRole::Client));
-            }
-        }
-        for u in std::iter::once(appointment.practitioner_id).chain(support.iter().map(|(_, u)| *u))
-        {
-            if !members.iter().any(|(m, _)| *m == u) {
-                members.push((u, ChatRole::Staff));
-            }
-        }
+        let mut members = self.appointment_members(&appointment).await?;
         // An admin who opens the chat takes part in it.
         if !members.iter().any(|(m, _)| *m == me.id) {
             members.push((me.id, ChatRole::Staff));
@@ -210,10 +313,7 @@ impl ChatService {
             .await?
             .ok_or(AppError::NotFound("patient"))?;
         let client = users.iter().find(|u| u.id == appointment.client_id);
-        let activation = appointment
-            .activation_minutes
-            .map_or(self.default_activation_minutes, i64::from);
-        let (from, until) = self.window_of(&appointment);
+        let (activation, from, until) = self.window_of(&appointment).await?;
         let now = self.clock.now();
         let status = status_at(false, Some(from), Some(until), now);
         let session = ChatSession {
@@ -311,6 +411,12 @@ impl ChatService {
         }
         let keys = crate::outbox::enqueue(&txn, &[create], now).await?;
         txn.commit().await?;
+        self.publish_change(
+            &session,
+            ChangeKind::Created,
+            None,
+            members.iter().map(|(u, _)| *u).collect(),
+        );
         // The client is about to open the channel: deliver now (the worker retries if down).
         self.outbox.deliver_now(&keys).await?;
         Ok(session)
@@ -539,7 +645,11 @@ impl ChatService {
         set.insert("image".into(), json!(image));
         set.insert("readOnly".into(), json!(read_only));
         let entry = Entry::new(
-            format!("chat:{}:update:{}", session.id, now.timestamp_micros()),
+            format!(
+                "chat:{}:update:{}",
+                session.id,
+                uuid::Uuid::now_v7().simple()
+            ),
             Some(session.org_id.to_string()),
             Operation::UpdateMetadata {
                 channel: channel_of(&session),
@@ -552,9 +662,12 @@ impl ChatService {
         crate::outbox::enqueue(&txn, &[entry], now).await?;
         txn.commit().await?;
         self.outbox.wake();
-        db::chat_sessions::find(&self.db, id)
+        let updated = db::chat_sessions::find(&self.db, id)
             .await?
-            .ok_or(AppError::NotFound("group chat"))
+            .ok_or(AppError::NotFound("group chat"))?;
+        self.announce_change(&updated, ChangeKind::Updated, None, &[])
+            .await;
+        Ok(updated)
     }
 
     /// Adds and removes group members: new ones active in the organisation, never the owner
@@ -649,12 +762,13 @@ impl ChatService {
         Ok(session)
     }
 
-    /// Brings a room's members to `wanted`: missing ones join, others leave (its creator
-    /// stays), recorded here and delivered to the provider now.
+    /// Brings a room's members to `wanted`: missing ones join, others leave (except `keep`),
+    /// recorded here and delivered to the provider now.
     async fn sync_members(
         &self,
         session: &ChatSession,
         wanted: &[(UserId, ChatRole)],
+        keep: Option<UserId>,
     ) -> AppResult<()> {
         let current =
             db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
@@ -666,7 +780,7 @@ impl ChatService {
         let removed: Vec<UserId> = current
             .iter()
             .map(|(_, u, _)| *u)
-            .filter(|u| *u != session.created_by && !wanted.iter().any(|(w, _)| w == u))
+            .filter(|u| Some(*u) != keep && !wanted.iter().any(|(w, _)| w == u))
             .collect();
         if added.is_empty() && removed.is_empty() {
             return Ok(());
@@ -693,7 +807,8 @@ impl ChatService {
         notes: [Option<String>; 2],
     ) -> AppResult<Vec<String>> {
         let now = self.clock.now();
-        let stamp = now.timestamp_micros();
+        // Unique per change (two changes in one clock tick stay two).
+        let stamp = uuid::Uuid::now_v7().simple();
         let channel = channel_of(session);
         let org = Some(session.org_id.to_string());
         let [add_note, remove_note] = notes;
@@ -735,7 +850,74 @@ impl ChatService {
         db::chat_sessions::remove_members(&txn, &session.id, removed).await?;
         let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
         txn.commit().await?;
+        self.announce_change(session, ChangeKind::MembersChanged, None, removed)
+            .await;
         Ok(keys)
+    }
+
+    /// Deletes users at the chat provider in bulk, for a retention policy (an OWNER/ADMIN of
+    /// `org_id`). Each user must be known to the organisation (a membership, or a place in one
+    /// of its chats) and active nowhere: no active membership in any organisation and no
+    /// guardian link, so nobody still at work loses their chats. They leave every session here
+    /// too. Returns how many were queued for deletion.
+    pub async fn delete_chat_users(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        user_ids: &[UserId],
+    ) -> AppResult<usize> {
+        let (me, _) = super::access::manager_of(&self.db, viewer, org_id).await?;
+        let mut ids: Vec<UserId> = Vec::new();
+        for id in user_ids {
+            if !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        if ids.is_empty() || ids.len() > 100 {
+            return Err(AppError::bad_input("userIds", "give 1 to 100 users"));
+        }
+        if ids.contains(&me.id) {
+            return Err(AppError::bad_input(
+                "userIds",
+                "you cannot delete your own chat user",
+            ));
+        }
+        let memberships = db::organizations::memberships_of_users(&self.db, &ids).await?;
+        let guardianships = db::patients::guardianships_of(&self.db, &ids).await?;
+        let in_chats = db::chat_sessions::users_in_org_sessions(&self.db, org_id, &ids).await?;
+        for id in &ids {
+            let mine = memberships.iter().filter(|m| m.user_id == *id);
+            let known = in_chats.contains(id) || mine.clone().any(|m| m.org_id == org_id);
+            if !known {
+                return Err(AppError::bad_input(
+                    "userIds",
+                    format!("{id} is not a user of this organization"),
+                ));
+            }
+            if mine.clone().any(|m| m.active) || guardianships.iter().any(|g| g.user_id == *id) {
+                return Err(AppError::bad_input(
+                    "userIds",
+                    format!("{id} is still active (a member or a guardian); deactivate them first"),
+                ));
+            }
+        }
+        let now = self.clock.now();
+        let mut sorted: Vec<String> = ids.iter().map(UserId::to_string).collect();
+        sorted.sort();
+        // The same set deleted again (a retried request) is one operation.
+        let digest = <sha2::Sha256 as sha2::Digest>::digest(sorted.join(",").as_bytes());
+        let entry = Entry::new(
+            format!("users:delete:{}", hex::encode(&digest[..12])),
+            None,
+            Operation::DeleteUsers { user_ids: sorted },
+        );
+        let txn = db::begin(&self.db).await?;
+        db::chat_sessions::remove_users_everywhere(&txn, &ids).await?;
+        let keys = crate::outbox::enqueue(&txn, &[entry], now).await?;
+        txn.commit().await?;
+        tracing::info!(org = %org_id, users = ids.len(), by = %me.id, "chat users queued for deletion");
+        self.outbox.deliver_now(&keys).await?;
+        Ok(ids.len())
     }
 
     /// Deletes a group here and at the provider; it is NOT_FOUND afterwards.
@@ -749,11 +931,18 @@ impl ChatService {
                 channel: channel_of(&session),
             },
         );
+        let members: Vec<UserId> =
+            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id))
+                .await?
+                .into_iter()
+                .map(|(_, u, _)| u)
+                .collect();
         let txn = db::begin(&self.db).await?;
         db::chat_sessions::delete(&txn, &session.id).await?;
         crate::outbox::enqueue(&txn, &[entry], now).await?;
         txn.commit().await?;
         self.outbox.wake();
+        self.publish_change(&session, ChangeKind::Deleted, None, members);
         Ok(())
     }
 
@@ -842,17 +1031,61 @@ impl ChatService {
         if role.is_some() {
             return Ok((session, role));
         }
-        let admin = db::organizations::find_membership(&self.db, session.org_id, me.id)
-            .await?
-            .is_some_and(|m| m.active && m.role.manages_organization());
-        if admin {
+        let memberships: Vec<_> =
+            db::organizations::find_membership(&self.db, session.org_id, me.id)
+                .await?
+                .into_iter()
+                .collect();
+        if may_read(&session, false, &memberships) {
             Ok((session, None))
         } else {
             Err(AppError::NotFound("chat session"))
         }
     }
 
-    /// The viewer's sessions in an organisation, newest activity first.
+    /// The status of what a subscription watches, as it is now (reason `CURRENT`), if the
+    /// viewer may watch it: a session, by who may read it; an appointment, by who may read its
+    /// chat once it exists, and before that by who may read the appointment (the first event is
+    /// then the window the chat will have).
+    pub async fn current_status(&self, viewer: &Viewer, watch: &Watch) -> AppResult<StatusEvent> {
+        let session = match watch {
+            Watch::Session(id) => Some(self.session(viewer, id).await?.0),
+            Watch::Appointment(id) => {
+                let (appointment, _) = self.appointments.read(viewer, *id).await?;
+                match db::chat_sessions::find_by_key(&self.db, &format!("appointment:{id}")).await?
+                {
+                    Some(s) => Some(self.session(viewer, &s.id).await?.0),
+                    None => {
+                        let (_, from, until) = self.window_of(&appointment).await?;
+                        let status = if appointment.status.is_terminal() {
+                            ChatStatus::Closed
+                        } else {
+                            status_at(false, Some(from), Some(until), self.clock.now())
+                        };
+                        return Ok(StatusEvent {
+                            session_id: None,
+                            appointment_id: Some(*id),
+                            status,
+                            reason: StatusReason::Current,
+                            allowed_from: Some(from),
+                            allowed_until: Some(until),
+                            at: self.clock.now(),
+                        });
+                    }
+                }
+            }
+        };
+        let session = session.ok_or(AppError::NotFound("chat session"))?;
+        Ok(StatusEvent::of(
+            &session,
+            self.status_now(&session),
+            StatusReason::Current,
+            self.clock.now(),
+        ))
+    }
+
+    /// The viewer's sessions in an organisation, newest activity first (staff, or a client of
+    /// one of its patients).
     pub async fn list(
         &self,
         viewer: &Viewer,
@@ -861,9 +1094,30 @@ impl ChatService {
         include_closed: bool,
         page: &PageRequest,
     ) -> AppResult<Page<ChatSession>> {
-        let (me, _) = member_of(&self.db, viewer, org).await?;
+        let me = self.lister(viewer, org).await?;
         db::chat_sessions::list_for_member(&self.db, org, me.id, category, include_closed, page)
             .await
+    }
+
+    /// Who may list (and follow) their own sessions in an organisation: its active members, and
+    /// the clients of its patients; anyone else gets `NOT_FOUND`.
+    pub async fn lister(&self, viewer: &Viewer, org: OrgId) -> AppResult<User> {
+        match member_of(&self.db, viewer, org).await {
+            Ok((me, _)) => Ok(me),
+            Err(AppError::NotFound(what)) => {
+                let me = viewer.user()?;
+                let client = db::patients::of_guardian(&self.db, me.id)
+                    .await?
+                    .iter()
+                    .any(|p| p.org_id == org);
+                if client {
+                    Ok(me.clone())
+                } else {
+                    Err(AppError::NotFound(what))
+                }
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Issues the viewer's chat token (rate limited per user).
@@ -912,7 +1166,7 @@ impl ChatService {
         };
         let channel = channel_of(session);
         let org = Some(session.org_id.to_string());
-        let entries = vec![
+        let mut entries = vec![
             Entry::new(
                 format!("chat:{}:close:message", session.id),
                 org.clone(),
@@ -942,12 +1196,29 @@ impl ChatService {
                 },
             ),
         ];
+        match reason {
+            // Frozen by someone else: the channel is frozen; it only learns that it ended.
+            StatusReason::ProviderFrozen => entries.retain(|e| e.key.ends_with(":metadata")),
+            // Deleted at the provider: nothing is left there to change.
+            StatusReason::ProviderDeleted => entries.clear(),
+            _ => {}
+        }
         let txn = db::begin(&self.db).await?;
         if !db::chat_sessions::close(&txn, &session.id, by.map(|u| u.id), reason, now).await? {
             return Ok(false);
         }
         let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
         txn.commit().await?;
+        let closed = ChatSession {
+            status: ChatStatus::Closed,
+            closed_at: Some(now),
+            closed_by: by.map(|u| u.id),
+            close_reason: Some(reason),
+            ..session.clone()
+        };
+        self.announce_status(&closed, ChatStatus::Closed, reason);
+        self.announce_change(&closed, ChangeKind::Closed, None, &[])
+            .await;
         self.outbox.deliver_now(&keys).await?;
         Ok(true)
     }
@@ -995,6 +1266,8 @@ impl ChatService {
                 other => other.into_app("local"),
             })?;
         db::chat_sessions::touch(&self.db, &session.id, message.sent_at).await?;
+        self.announce_change(&session, ChangeKind::Message, Some(message.clone()), &[])
+            .await;
         Ok(message)
     }
 
@@ -1019,9 +1292,12 @@ impl ChatService {
             }
             let channel = channel_of(&session);
             let org = Some(session.org_id.to_string());
+            // Unique per opening: a moved window opens again (only the winner of the
+            // conditional update below enqueues).
+            let opening = uuid::Uuid::now_v7().simple();
             let entries = vec![
                 Entry::new(
-                    format!("chat:{}:open:metadata", session.id),
+                    format!("chat:{}:open:{opening}:metadata", session.id),
                     org.clone(),
                     Operation::UpdateMetadata {
                         channel: channel.clone(),
@@ -1030,7 +1306,7 @@ impl ChatService {
                     },
                 ),
                 Entry::new(
-                    format!("chat:{}:open:unfreeze", session.id),
+                    format!("chat:{}:open:{opening}:unfreeze", session.id),
                     org,
                     Operation::SetFrozen {
                         channel,
@@ -1039,12 +1315,22 @@ impl ChatService {
                 ),
             ];
             let txn = db::begin(&self.db).await?;
-            if db::chat_sessions::transition(&txn, &session.id, session.status, target, now).await?
-            {
+            let won = db::chat_sessions::transition(&txn, &session.id, session.status, target, now)
+                .await?;
+            if won {
                 crate::outbox::enqueue(&txn, &entries, now).await?;
                 changed += 1;
             }
             txn.commit().await?;
+            // Only the scheduler whose conditional update won announces the change.
+            if won {
+                let reason = if target == ChatStatus::Active {
+                    StatusReason::WindowOpened
+                } else {
+                    StatusReason::Rescheduled
+                };
+                self.announce_status(&session, target, reason);
+            }
         }
         if changed > 0 {
             self.outbox.wake();
@@ -1073,18 +1359,28 @@ impl ChatService {
         }
     }
 
-    /// The window an appointment gives its chat.
-    fn window_of(
+    /// The window an appointment gives its chat, and the activation minutes that made it: the
+    /// appointment's own, else its organisation's, else the deployment's default.
+    pub async fn window_of(
         &self,
         a: &crate::domain::care::Appointment,
-    ) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
-        let activation = a
-            .activation_minutes
-            .map_or(self.default_activation_minutes, i64::from);
-        (
+    ) -> AppResult<(
+        i64,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> {
+        let activation = match a.activation_minutes {
+            Some(m) => i64::from(m),
+            None => db::organizations::find(&self.db, a.org_id)
+                .await?
+                .and_then(|o| o.chat_activation_minutes)
+                .map_or(self.default_activation_minutes, i64::from),
+        };
+        Ok((
+            activation,
             a.starts_at - chrono::Duration::minutes(activation),
             a.ends_at + self.after_end,
-        )
+        ))
     }
 
     /// Sessions of appointments (for loaders).
@@ -1111,6 +1407,135 @@ impl ChatService {
     }
 }
 
+impl ChatService {
+    /// Applies what a provider reported about one of caregraph's channels (others are ignored):
+    /// a message updates the list and is announced; a freeze of an open chat by someone else
+    /// closes it (`PROVIDER_FROZEN`), an unfreeze outside the window is undone; a deleted channel
+    /// closes its session (`PROVIDER_DELETED`); members who joined or left there are recorded
+    /// here. Applying the same report twice changes nothing the second time.
+    pub async fn provider_event(
+        &self,
+        event: crate::providers::webhooks::ProviderEvent,
+    ) -> AppResult<()> {
+        use crate::providers::webhooks::ProviderEvent as E;
+        let channel = match &event {
+            E::Message { channel, .. }
+            | E::Frozen { channel, .. }
+            | E::Deleted { channel }
+            | E::MembersAdded { channel, .. }
+            | E::MembersRemoved { channel, .. } => channel.clone(),
+        };
+        let Some(session) = db::chat_sessions::find_by_channel(
+            &self.db,
+            &channel.channel_type,
+            &channel.channel_id,
+        )
+        .await?
+        else {
+            tracing::debug!(cid = %channel.cid(), "a provider event about a channel caregraph did not make");
+            return Ok(());
+        };
+        match event {
+            E::Message { message, .. } => {
+                if message.sent_at > session.last_activity_at {
+                    db::chat_sessions::touch(&self.db, &session.id, message.sent_at).await?;
+                }
+                self.announce_change(&session, ChangeKind::Message, Some(message), &[])
+                    .await;
+            }
+            E::Frozen {
+                frozen: true, at, ..
+            } => {
+                // A freeze reported from before the window opened is caregraph's own, late.
+                let stale = session.allowed_from.is_some_and(|from| at < from);
+                if !stale && self.status_now(&session) == ChatStatus::Active {
+                    tracing::info!(session = %session.id, "frozen at the provider: closing");
+                    self.close_for(&session, None, StatusReason::ProviderFrozen)
+                        .await?;
+                }
+            }
+            E::Frozen { frozen: false, .. } => {
+                if self.status_now(&session) != ChatStatus::Active {
+                    tracing::info!(session = %session.id, "unfrozen outside its window: freezing again");
+                    let entry = Entry::new(
+                        format!(
+                            "chat:{}:refreeze:{}",
+                            session.id,
+                            uuid::Uuid::now_v7().simple()
+                        ),
+                        Some(session.org_id.to_string()),
+                        Operation::SetFrozen {
+                            channel,
+                            frozen: true,
+                        },
+                    );
+                    crate::outbox::enqueue(&self.db, &[entry], self.clock.now()).await?;
+                    self.outbox.wake();
+                }
+            }
+            E::Deleted { .. } => {
+                self.close_for(&session, None, StatusReason::ProviderDeleted)
+                    .await?;
+            }
+            E::MembersAdded { user_ids, .. } => {
+                let current = self.members_of(std::slice::from_ref(&session.id)).await?;
+                let ids: Vec<UserId> = user_ids
+                    .iter()
+                    .filter_map(|u| UserId::from_db(u).ok())
+                    .filter(|u| !current.iter().any(|(_, m, _)| m == u))
+                    .collect();
+                let known = db::users::find_many(&self.db, &ids).await?;
+                if known.is_empty() {
+                    return Ok(());
+                }
+                let memberships = db::organizations::memberships_of_users(
+                    &self.db,
+                    &known.iter().map(|u| u.id).collect::<Vec<_>>(),
+                )
+                .await?;
+                let added: Vec<(UserId, ChatRole)> = known
+                    .iter()
+                    .map(|u| {
+                        let staff = memberships.iter().any(|m| {
+                            m.user_id == u.id
+                                && m.active
+                                && (m.org_id == session.org_id
+                                    || Some(m.org_id) == session.counterpart_org_id)
+                        });
+                        (
+                            u.id,
+                            if staff {
+                                ChatRole::Staff
+                            } else {
+                                ChatRole::Client
+                            },
+                        )
+                    })
+                    .collect();
+                db::chat_sessions::add_members(&self.db, &session.id, &added, self.clock.now())
+                    .await?;
+                self.announce_change(&session, ChangeKind::MembersChanged, None, &[])
+                    .await;
+            }
+            E::MembersRemoved { user_ids, .. } => {
+                let current = self.members_of(std::slice::from_ref(&session.id)).await?;
+                let gone: Vec<UserId> = current
+                    .iter()
+                    .map(|(_, u, _)| *u)
+                    .filter(|u| user_ids.contains(&u.to_string()))
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(());
+                }
+                db::chat_sessions::remove_members(&self.db, &session.id, &gone).await?;
+                self.announce_change(&session, ChangeKind::MembersChanged, None, &gone)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl super::appointments::AppointmentHooks for ChatService {
     /// A cancelled appointment closes its chat; a moved one moves the chat's window (a chat
@@ -1129,22 +1554,40 @@ impl super::appointments::AppointmentHooks for ChatService {
                 .await?;
             return Ok(());
         }
-        let (from, until) = self.window_of(a);
+        // A new practitioner or support staff: members follow (an admin who opened it stays).
+        let wanted = self.appointment_members(a).await?;
+        let creator_manages =
+            db::organizations::find_membership(&self.db, a.org_id, session.created_by)
+                .await?
+                .is_some_and(|m| m.active && m.role.manages_organization());
+        self.sync_members(
+            &session,
+            &wanted,
+            creator_manages.then_some(session.created_by),
+        )
+        .await?;
+        let (_, from, until) = self.window_of(a).await?;
         if session.allowed_from == Some(from) && session.allowed_until == Some(until) {
             return Ok(());
         }
         let now = self.clock.now();
         let status = status_at(false, Some(from), Some(until), now);
+        let moved = ChatSession {
+            allowed_from: Some(from),
+            allowed_until: Some(until),
+            status,
+            ..session.clone()
+        };
         if status == ChatStatus::Closed {
             db::chat_sessions::set_window(&self.db, &session.id, from, until, session.status, now)
                 .await?;
-            self.close_for(&session, None, StatusReason::WindowEnded)
+            self.close_for(&moved, None, StatusReason::WindowEnded)
                 .await?;
             return Ok(());
         }
         let channel = channel_of(&session);
         let org = Some(session.org_id.to_string());
-        let stamp = now.timestamp_micros();
+        let stamp = uuid::Uuid::now_v7().simple();
         let mut entries = vec![Entry::new(
             format!("chat:{}:window:{stamp}:metadata", session.id),
             org.clone(),
@@ -1165,10 +1608,15 @@ impl super::appointments::AppointmentHooks for ChatService {
             ));
         }
         let txn = db::begin(&self.db).await?;
-        if db::chat_sessions::set_window(&txn, &session.id, from, until, status, now).await? {
+        let won =
+            db::chat_sessions::set_window(&txn, &session.id, from, until, status, now).await?;
+        if won {
             crate::outbox::enqueue(&txn, &entries, now).await?;
         }
         txn.commit().await?;
+        if won {
+            self.announce_status(&moved, status, StatusReason::Rescheduled);
+        }
         self.outbox.wake();
         Ok(())
     }
@@ -1255,7 +1703,8 @@ impl super::cases::CaseHooks for ChatService {
         if session.closed_at.is_some() {
             return Ok(());
         }
-        self.sync_members(&session, &wanted).await
+        self.sync_members(&session, &wanted, Some(session.created_by))
+            .await
     }
 
     /// Closes the case's room (one system message, frozen) and, when asked, deletes it.
@@ -1326,7 +1775,8 @@ impl ChatService {
         }
         let wanted: Vec<(UserId, ChatRole)> =
             wanted.iter().map(|u| (*u, ChatRole::Staff)).collect();
-        self.sync_members(&session, &wanted).await
+        self.sync_members(&session, &wanted, Some(session.created_by))
+            .await
     }
 }
 
@@ -1337,6 +1787,33 @@ pub struct CareTeamChats {
     pub chat: ChatService,
     /// The care-team service (who may take part).
     pub teams: super::care_teams::CareTeamService,
+}
+
+#[async_trait::async_trait]
+impl super::consent::ConsentHooks for CareTeamChats {
+    /// Outside staff take part in a patient's care-team chats only while consented: each
+    /// existing chat of the patient's teams is brought in step.
+    async fn consent_changed(&self, patient: crate::domain::PatientId) -> AppResult<()> {
+        for team in db::care_teams::of_patients(&self.chat.db, &[patient]).await? {
+            let Some(session) = self.chat.care_team_chat(&team.id).await? else {
+                continue;
+            };
+            if session.closed_at.is_some() {
+                continue;
+            }
+            let wanted: Vec<(UserId, ChatRole)> = self
+                .teams
+                .chat_members(&team)
+                .await?
+                .into_iter()
+                .map(|u| (u, ChatRole::Staff))
+                .collect();
+            self.chat
+                .sync_members(&session, &wanted, Some(session.created_by))
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]

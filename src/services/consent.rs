@@ -80,12 +80,36 @@ pub struct ConsentInput {
 pub struct ConsentService {
     db: DatabaseConnection,
     clock: SharedClock,
+    hooks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn ConsentHooks>>>,
+}
+
+/// What follows a patient's consents (the care-team conversations about them).
+#[async_trait::async_trait]
+pub trait ConsentHooks: Send + Sync {
+    /// A consent of the patient was recorded or revoked.
+    async fn consent_changed(&self, patient: crate::domain::PatientId) -> AppResult<()>;
 }
 
 impl ConsentService {
     /// Builds the service.
     pub fn new(db: DatabaseConnection, clock: SharedClock) -> Self {
-        Self { db, clock }
+        Self {
+            db,
+            clock,
+            hooks: std::sync::Arc::default(),
+        }
+    }
+
+    /// Sets what follows consent changes (once, at wiring).
+    pub fn set_hooks(&self, hooks: std::sync::Arc<dyn ConsentHooks>) {
+        let _ = self.hooks.set(hooks);
+    }
+
+    async fn changed(&self, patient: crate::domain::PatientId) -> AppResult<()> {
+        match self.hooks.get() {
+            Some(h) => h.consent_changed(patient).await,
+            None => Ok(()),
+        }
     }
 
     /// Who may record or revoke: staff of the patient's organisation, or the patient themself /
@@ -158,7 +182,7 @@ impl ConsentService {
                 "must be in the future",
             ));
         }
-        db::consents::insert(
+        let consent = db::consents::insert(
             &self.db,
             NewConsent {
                 patient_id: patient.id,
@@ -169,7 +193,9 @@ impl ConsentService {
                 recorded_by: by,
             },
         )
-        .await
+        .await?;
+        self.changed(patient.id).await?;
+        Ok(consent)
     }
 
     /// Revokes a consent (revoking twice keeps the first time).
@@ -185,6 +211,7 @@ impl ConsentService {
                 other => other,
             })?;
         db::consents::revoke(&self.db, consent_id, self.clock.now()).await?;
+        self.changed(consent.patient_id).await?;
         db::consents::find(&self.db, consent_id)
             .await?
             .ok_or(AppError::NotFound("consent"))

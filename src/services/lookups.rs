@@ -60,6 +60,18 @@ impl Lookups {
             .collect())
     }
 
+    /// Appointments by id.
+    pub async fn appointments(
+        &self,
+        ids: &[AppointmentId],
+    ) -> AppResult<HashMap<AppointmentId, crate::domain::care::Appointment>> {
+        Ok(db::appointments::find_many(&self.db, ids)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect())
+    }
+
     /// Patients by id.
     pub async fn patients(&self, ids: &[PatientId]) -> AppResult<HashMap<PatientId, Patient>> {
         Ok(db::patients::find_many(&self.db, ids)

@@ -90,17 +90,32 @@ impl OrganizationService {
         create_with_owner(&self.db, name, &slug, &user).await
     }
 
-    /// Changes an organisation's name or network-messaging switch (OWNER/ADMIN).
+    /// Changes an organisation's name, network-messaging switch or the minutes before an
+    /// appointment that its chat opens (0 to 1440) (OWNER/ADMIN).
     pub async fn update_organization(
         &self,
         viewer: &Viewer,
         org_id: OrgId,
         name: Option<&str>,
         cross_org_messaging: Option<bool>,
+        chat_activation_minutes: Option<i32>,
     ) -> AppResult<Organization> {
         manager_of(&self.db, viewer, org_id).await?;
         let name = name.map(|n| required_text(n, "name", 200)).transpose()?;
-        db::organizations::update(&self.db, org_id, name, cross_org_messaging).await?;
+        if chat_activation_minutes.is_some_and(|m| !(0..=1440).contains(&m)) {
+            return Err(AppError::bad_input(
+                "input.chatActivationMinutes",
+                "minutes between 0 and 1440",
+            ));
+        }
+        db::organizations::update(
+            &self.db,
+            org_id,
+            name,
+            cross_org_messaging,
+            chat_activation_minutes,
+        )
+        .await?;
         db::organizations::find(&self.db, org_id)
             .await?
             .ok_or(AppError::NotFound("organization"))

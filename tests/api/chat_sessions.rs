@@ -20,7 +20,7 @@ const CLOSE: &str = "mutation($id: ID!) { closeChatSession(sessionId: $id) { id 
 const SEND: &str = "mutation($id: ID!, $t: String!) { sendChatMessage(sessionId: $id, text: $t) { id text author system } }";
 const READ: &str = "query($id: ID!) { chatSession(id: $id) { id status closeReason recentMessages { text system author } lastMessage { text } unreadCount } }";
 
-async fn appointment(app: &TestApp, c: &Clinic, starts_at: DateTime<Utc>) -> String {
+pub(crate) async fn appointment(app: &TestApp, c: &Clinic, starts_at: DateTime<Utc>) -> String {
     let a = app
         .ok(
             &c.owner.token,
@@ -36,13 +36,13 @@ async fn appointment(app: &TestApp, c: &Clinic, starts_at: DateTime<Utc>) -> Str
     a["id"].as_str().expect("id").to_owned()
 }
 
-fn quick(v: &mut std::collections::HashMap<String, String>) {
+pub(crate) fn quick(v: &mut std::collections::HashMap<String, String>) {
     v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
     v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "20".into());
     v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
 }
 
-async fn settle(app: &TestApp) {
+pub(crate) async fn settle(app: &TestApp) {
     for _ in 0..200 {
         if app
             .state

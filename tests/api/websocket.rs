@@ -12,15 +12,15 @@ use tokio_tungstenite::{
 
 use crate::helpers::{SECRET, TestApp, hs256, now};
 
-type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+pub(crate) type Ws = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
 
 #[derive(Debug, PartialEq)]
-enum Event {
+pub(crate) enum Event {
     Msg(Value),
     Closed(u16, String),
 }
 
-async fn connect(app: &TestApp, protocol: &str) -> Ws {
+pub(crate) async fn connect(app: &TestApp, protocol: &str) -> Ws {
     let mut request = app.ws_url().into_client_request().expect("request");
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -37,14 +37,14 @@ async fn connect(app: &TestApp, protocol: &str) -> Ws {
     ws
 }
 
-async fn send(ws: &mut Ws, value: Value) {
+pub(crate) async fn send(ws: &mut Ws, value: Value) {
     ws.send(Message::Text(value.to_string().into()))
         .await
         .expect("send");
 }
 
 /// The next JSON message or the close, skipping server keep-alives (`ping`, `ka`).
-async fn next(ws: &mut Ws) -> Event {
+pub(crate) async fn next(ws: &mut Ws) -> Event {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -70,7 +70,7 @@ async fn next(ws: &mut Ws) -> Event {
     }
 }
 
-async fn expect_close(ws: &mut Ws, code: u16) -> String {
+pub(crate) async fn expect_close(ws: &mut Ws, code: u16) -> String {
     match next(ws).await {
         Event::Closed(c, reason) => {
             assert_eq!(c, code, "reason {reason:?}");
@@ -81,7 +81,7 @@ async fn expect_close(ws: &mut Ws, code: u16) -> String {
     }
 }
 
-async fn acked(app: &TestApp, protocol: &str, token: &str) -> Ws {
+pub(crate) async fn acked(app: &TestApp, protocol: &str, token: &str) -> Ws {
     let mut ws = connect(app, protocol).await;
     send(
         &mut ws,

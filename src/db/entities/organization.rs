@@ -15,6 +15,8 @@ pub struct Model {
     pub slug: String,
     /// Whether members may open network chats with other organisations.
     pub cross_org_messaging: bool,
+    /// Minutes before an appointment that its chat opens (null: the deployment's default).
+    pub chat_activation_minutes: Option<i32>,
     /// When the organisation was created.
     pub created_at: DateTimeUtc,
 }

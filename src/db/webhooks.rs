@@ -1,0 +1,84 @@
+//! The webhook deliveries repository: recording a delivery once, and finding what is left to
+//! process.
+
+use chrono::{DateTime, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::OnConflict,
+};
+
+use super::entities::webhook_delivery as delivery;
+use crate::error::AppResult;
+
+/// Records a delivery; `false` when it was already recorded (a retry).
+pub async fn record(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    delivery_id: &str,
+    body: &str,
+    at: DateTime<Utc>,
+) -> AppResult<bool> {
+    let inserted = delivery::Entity::insert(delivery::ActiveModel {
+        provider: Set(provider.to_owned()),
+        delivery_id: Set(delivery_id.to_owned()),
+        body: Set(body.to_owned()),
+        received_at: Set(at),
+        processed_at: Set(None),
+    })
+    .on_conflict(
+        OnConflict::columns([delivery::Column::Provider, delivery::Column::DeliveryId])
+            .do_nothing()
+            .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    Ok(inserted == 1)
+}
+
+/// Marks a delivery processed.
+pub async fn processed(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    delivery_id: &str,
+    at: DateTime<Utc>,
+) -> AppResult<()> {
+    delivery::Entity::update_many()
+        .col_expr(
+            delivery::Column::ProcessedAt,
+            sea_orm::sea_query::Expr::value(at),
+        )
+        .filter(delivery::Column::Provider.eq(provider))
+        .filter(delivery::Column::DeliveryId.eq(delivery_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Deliveries received before `before` and not processed yet, oldest first.
+pub async fn unprocessed(
+    db: &impl ConnectionTrait,
+    before: DateTime<Utc>,
+    limit: u64,
+) -> AppResult<Vec<(String, String, String)>> {
+    Ok(delivery::Entity::find()
+        .filter(delivery::Column::ProcessedAt.is_null())
+        .filter(delivery::Column::ReceivedAt.lt(before))
+        .order_by_asc(delivery::Column::ReceivedAt)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|d| (d.provider, d.delivery_id, d.body))
+        .collect())
+}
+
+/// Forgets processed deliveries received before `before` (providers retry for minutes, not
+/// weeks).
+pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> AppResult<u64> {
+    Ok(delivery::Entity::delete_many()
+        .filter(delivery::Column::ProcessedAt.is_not_null())
+        .filter(delivery::Column::ReceivedAt.lt(before))
+        .exec(db)
+        .await?
+        .rows_affected)
+}

@@ -1,0 +1,133 @@
+//! Provider webhooks after verification: each delivery is recorded once (a retry is recognised
+//! and changes nothing), answered at once, and processed in the background; a delivery whose
+//! processing a crash interrupted is processed by the sweep, on start and every minute.
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use serde_json::Value;
+
+use super::chat::ChatService;
+use crate::{
+    clock::SharedClock,
+    db,
+    error::AppResult,
+    providers::webhooks::{ProviderEvent, parse_sendbird, parse_stream},
+};
+
+/// Which provider sent a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// Stream Chat.
+    Stream,
+    /// Sendbird.
+    Sendbird,
+}
+
+impl Source {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Sendbird => "sendbird",
+        }
+    }
+
+    fn from_db(raw: &str) -> Option<Self> {
+        match raw {
+            "stream" => Some(Self::Stream),
+            "sendbird" => Some(Self::Sendbird),
+            _ => None,
+        }
+    }
+
+    fn parse(self, body: &Value) -> Vec<ProviderEvent> {
+        match self {
+            Self::Stream => parse_stream(body),
+            Self::Sendbird => parse_sendbird(body),
+        }
+    }
+}
+
+/// Webhook deliveries.
+#[derive(Clone)]
+pub struct WebhookService {
+    db: DatabaseConnection,
+    chat: ChatService,
+    clock: SharedClock,
+}
+
+impl WebhookService {
+    /// Builds the service.
+    pub fn new(db: DatabaseConnection, chat: ChatService, clock: SharedClock) -> Self {
+        Self { db, chat, clock }
+    }
+
+    /// Records a verified delivery; `false` for one already received (a retry).
+    pub async fn record(&self, source: Source, delivery_id: &str, body: &str) -> AppResult<bool> {
+        db::webhooks::record(
+            &self.db,
+            source.as_str(),
+            delivery_id,
+            body,
+            self.clock.now(),
+        )
+        .await
+    }
+
+    /// Applies a recorded delivery and marks it processed.
+    pub async fn process(&self, source: Source, delivery_id: &str, body: &str) -> AppResult<()> {
+        let events = match serde_json::from_str::<Value>(body) {
+            Ok(json) => source.parse(&json),
+            Err(e) => {
+                tracing::warn!(provider = source.as_str(), delivery_id, error = %e, "a stored webhook body is not JSON");
+                Vec::new()
+            }
+        };
+        for event in events {
+            self.chat.provider_event(event).await?;
+        }
+        db::webhooks::processed(&self.db, source.as_str(), delivery_id, self.clock.now()).await
+    }
+
+    /// Processes deliveries older than `age` that are still unprocessed; returns how many.
+    pub async fn sweep(&self, age: Duration) -> AppResult<usize> {
+        let before = self.clock.now() - chrono::Duration::from_std(age).unwrap_or_default();
+        let pending = db::webhooks::unprocessed(&self.db, before, 500).await?;
+        let mut done = 0;
+        for (provider, id, body) in pending {
+            let Some(source) = Source::from_db(&provider) else {
+                continue;
+            };
+            match self.process(source, &id, &body).await {
+                Ok(()) => done += 1,
+                Err(e) => e.log_cause(),
+            }
+        }
+        if done > 0 {
+            tracing::info!(
+                deliveries = done,
+                "webhook deliveries processed by the sweep"
+            );
+        }
+        Ok(done)
+    }
+
+    /// Sweeps on start and every minute until `stop`, and forgets processed deliveries after a
+    /// week.
+    pub async fn run(self, stop: tokio_util::sync::CancellationToken) {
+        loop {
+            if let Err(e) = self.sweep(Duration::from_secs(30)).await {
+                e.log_cause();
+            }
+            let week_ago = self.clock.now() - chrono::Duration::days(7);
+            if let Err(e) = db::webhooks::prune(&self.db, week_ago).await {
+                e.log_cause();
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! The chat subscriptions (API.md section 7) with a real WebSocket client, over both
+//! subprotocols: `chatSessionStatus` (the current state first, then every transition, only for
+//! those who may read the session) and `chatSessionsChanged` (the PMS list, only the caller's
+//! own sessions), and a stream that ends with its access token.
+
+use std::time::{Duration, Instant};
+
+use caregraph::clock::ManualClock;
+use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::{
+    chat_sessions::{appointment, quick},
+    helpers::{Clinic, Person, SECRET, TestApp, hs256, now},
+    websocket::{Event, Ws, acked, expect_close, next, send},
+};
+
+const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
+
+const STATUS: &str = "subscription($s: ID, $a: ID) { chatSessionStatus(sessionId: $s, appointmentId: $a) { sessionId appointmentId status reason allowedFrom allowedUntil at } }";
+const CHANGES: &str = "subscription($o: ID!) { chatSessionsChanged(orgId: $o) { kind sessionId session { id category } lastMessage { text author system } at } }";
+
+const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id status allowedFrom allowedUntil } }";
+const CLOSE: &str = "mutation($id: ID!) { closeChatSession(sessionId: $id) { id status } }";
+const RESCHEDULE: &str = "mutation($id: ID!, $s: DateTime!) { rescheduleAppointment(id: $id, startsAt: $s, durationMinutes: 45) { id } }";
+const CANCEL: &str = "mutation($id: ID!) { cancelAppointment(id: $id) { status } }";
+const GROUP: &str =
+    "mutation($o: ID!, $i: CreateGroupChatInput!) { createGroupChat(orgId: $o, input: $i) { id } }";
+const MEMBERS: &str = "mutation($id: ID!, $a: [ID!], $r: [ID!]) { updateGroupMembers(sessionId: $id, add: $a, remove: $r) { id memberCount } }";
+const SEND: &str =
+    "mutation($id: ID!, $t: String!) { sendChatMessage(sessionId: $id, text: $t) { id text } }";
+const DM: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id } }";
+
+/// How long "nothing arrives" waits.
+const QUIET: Duration = Duration::from_millis(300);
+
+/// A signed-in socket speaking one of the two subprotocols.
+struct Client {
+    ws: Ws,
+    legacy: bool,
+}
+
+impl Client {
+    async fn connect(app: &TestApp, protocol: &str, token: &str) -> Self {
+        Self {
+            ws: acked(app, protocol, token).await,
+            legacy: protocol == "graphql-ws",
+        }
+    }
+
+    /// The message type that carries a result (`next`, or the legacy `data`).
+    fn result_type(&self) -> &'static str {
+        if self.legacy { "data" } else { "next" }
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+        let kind = if self.legacy { "start" } else { "subscribe" };
+        send(
+            &mut self.ws,
+            json!({"type": kind, "id": id, "payload": {"query": query, "variables": variables}}),
+        )
+        .await;
+    }
+
+    /// The next protocol message (keep-alives skipped); a close fails the test.
+    async fn message(&mut self) -> Value {
+        match next(&mut self.ws).await {
+            Event::Msg(m) => m,
+            other => panic!("expected a message, got {other:?}"),
+        }
+    }
+
+    /// The next result of operation `id`, which must be a success: its `data`.
+    async fn data(&mut self, id: &str) -> Value {
+        let m = self.message().await;
+        assert_eq!(m["type"], self.result_type(), "{m}");
+        assert_eq!(m["id"], id, "{m}");
+        assert!(m["payload"].get("errors").is_none(), "{m}");
+        m["payload"]["data"].clone()
+    }
+
+    /// The next `chatSessionStatus` event of operation `id`.
+    async fn status(&mut self, id: &str) -> Value {
+        self.data(id).await["chatSessionStatus"].clone()
+    }
+
+    /// The next `chatSessionsChanged` change of operation `id`.
+    async fn change(&mut self, id: &str) -> Value {
+        self.data(id).await["chatSessionsChanged"].clone()
+    }
+
+    /// Operation `id` fails as a subscription whose resolver refused: one result with no data
+    /// and the error at the field's path, then `complete`. Returns the error.
+    async fn refused(&mut self, id: &str, field: &str) -> Value {
+        let m = self.message().await;
+        assert_eq!(m["type"], self.result_type(), "{m}");
+        assert_eq!(m["id"], id, "{m}");
+        assert_eq!(m["payload"]["data"], Value::Null, "{m}");
+        let errors = m["payload"]["errors"].as_array().expect("errors");
+        assert_eq!(errors.len(), 1, "{m}");
+        assert_eq!(errors[0]["path"], json!([field]), "{m}");
+        assert_eq!(
+            self.message().await,
+            json!({"type": "complete", "id": id}),
+            "the refused operation completes"
+        );
+        errors[0].clone()
+    }
+
+    /// Nothing but keep-alives arrives for `QUIET`.
+    async fn quiet(&mut self) {
+        let until = tokio::time::Instant::now() + QUIET;
+        loop {
+            let Ok(frame) = tokio::time::timeout_at(until, self.ws.next()).await else {
+                return;
+            };
+            match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let m: Value = serde_json::from_str(&text).expect("json");
+                    assert!(
+                        matches!(m["type"].as_str(), Some("ping" | "ka")),
+                        "nothing should arrive, got {m}"
+                    );
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                other => panic!("nothing should arrive, got {other:?}"),
+            }
+        }
+    }
+
+    /// The socket still answers (a protocol `ping` over graphql-transport-ws; the legacy
+    /// protocol has none, so a quiet wait there).
+    async fn alive(&mut self) {
+        if self.legacy {
+            self.quiet().await;
+        } else {
+            send(&mut self.ws, json!({"type": "ping"})).await;
+            assert_eq!(self.message().await, json!({"type": "pong"}));
+        }
+    }
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str()
+        .unwrap_or_else(|| panic!("a time, got {v}"))
+        .parse()
+        .expect("an RFC 3339 time")
+}
+
+/// A whole-second instant, so that windows compare exactly.
+fn whole(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.trunc_subsecs(0)
+}
+
+async fn open_chat(app: &TestApp, by: &Person, appointment: &str) -> Value {
+    app.ok(
+        &by.token,
+        OPEN,
+        json!({"id": appointment}),
+        "openAppointmentChat",
+    )
+    .await
+}
+
+/// Waits until the bus has more listeners than `before` (a subscription took hold).
+async fn listens(app: &TestApp, before: usize) {
+    for _ in 0..500 {
+        if app.state.services.events.subscribers() > before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the subscription never listened on the bus");
+}
+
+/// A STAFF member of the clinic who is in none of its chats and administers nothing.
+async fn plain_staff(app: &TestApp, c: &Clinic, tag: &str) -> Person {
+    let (id, token) = app
+        .member(
+            &c.owner.token,
+            &c.org,
+            &format!("nurse@{tag}.example"),
+            "STAFF",
+        )
+        .await;
+    Person { id, token }
+}
+
+#[tokio::test]
+async fn a_status_subscription_by_session_starts_with_the_current_state() {
+    let app = TestApp::spawn_with(quick).await;
+    for (n, protocol) in PROTOCOLS.into_iter().enumerate() {
+        let c = app.clinic(&format!("current{n}")).await;
+        let starts = whole(Utc::now()) + chrono::Duration::minutes(2);
+        let id = appointment(&app, &c, starts).await;
+        let session = open_chat(&app, &c.client, &id).await;
+        let sid = session["id"].as_str().expect("id");
+
+        let mut ws = Client::connect(&app, protocol, &c.client.token).await;
+        let before = whole(Utc::now());
+        ws.subscribe("s", STATUS, json!({"s": sid})).await;
+        let event = ws.status("s").await;
+        assert_eq!(event["reason"], "CURRENT", "{protocol}: {event}");
+        assert_eq!(event["status"], "ACTIVE", "{protocol}: {event}");
+        assert_eq!(event["sessionId"], sid);
+        assert_eq!(event["appointmentId"], id.as_str());
+        assert_eq!(event["allowedFrom"], session["allowedFrom"]);
+        assert_eq!(event["allowedUntil"], session["allowedUntil"]);
+        assert_eq!(
+            time(&event["allowedFrom"]),
+            starts - chrono::Duration::minutes(5)
+        );
+        assert_eq!(
+            time(&event["allowedUntil"]),
+            starts + chrono::Duration::minutes(30 + 120)
+        );
+        assert!(time(&event["at"]) >= before, "{event}");
+        // Nothing changed, so nothing more arrives.
+        ws.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn a_status_subscription_by_appointment_before_the_chat_exists_sees_the_window_it_will_have_and_then_its_opening()
+ {
+    for protocol in PROTOCOLS {
+        let start = whole(Utc::now());
+        let clock = ManualClock::new(start);
+        let app = TestApp::spawn_with_clock(clock.clone(), quick).await;
+        let c = app.clinic("early").await;
+        let starts = start + chrono::Duration::hours(1);
+        let id = appointment(&app, &c, starts).await;
+
+        let mut ws = Client::connect(&app, protocol, &c.client.token).await;
+        ws.subscribe("a", STATUS, json!({"a": id})).await;
+        let event = ws.status("a").await;
+        assert_eq!(
+            event,
+            json!({
+                "sessionId": null,
+                "appointmentId": id,
+                "status": "PENDING",
+                "reason": "CURRENT",
+                "allowedFrom": event["allowedFrom"],
+                "allowedUntil": event["allowedUntil"],
+                "at": event["at"],
+            }),
+            "{protocol}"
+        );
+        let from = time(&event["allowedFrom"]);
+        assert_eq!(from, starts - chrono::Duration::minutes(5), "{protocol}");
+        assert_eq!(
+            time(&event["allowedUntil"]),
+            starts + chrono::Duration::minutes(30 + 120),
+            "{protocol}"
+        );
+
+        // The practitioner opens the chat ahead of time; the window opens on the scheduler.
+        let session = open_chat(&app, &c.vet, &id).await;
+        assert_eq!(session["status"], "PENDING");
+        assert_eq!(
+            time(&session["allowedFrom"]),
+            from,
+            "the window announced is the session's"
+        );
+        let sid = session["id"].as_str().expect("id");
+        clock.set(from + chrono::Duration::seconds(1));
+        assert_eq!(
+            app.state.services.chat_sessions.tick().await.expect("tick"),
+            1
+        );
+        let event = ws.status("a").await;
+        assert_eq!(event["reason"], "WINDOW_OPENED", "{protocol}: {event}");
+        assert_eq!(event["status"], "ACTIVE");
+        assert_eq!(event["sessionId"], sid);
+        assert_eq!(event["appointmentId"], id.as_str());
+        assert_eq!(time(&event["allowedFrom"]), from);
+        assert_eq!(
+            time(&event["allowedUntil"]),
+            starts + chrono::Duration::minutes(150)
+        );
+        ws.quiet().await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "bug: a subscriber by appointmentId is never told the sessionId when the chat is opened inside its window (no status event on creation)"]
+async fn a_subscriber_by_appointment_learns_the_session_when_the_chat_is_opened_inside_its_window()
+{
+    for protocol in PROTOCOLS {
+        let app = TestApp::spawn_with(quick).await;
+        let c = app.clinic("inside").await;
+        let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+        let mut ws = Client::connect(&app, protocol, &c.client.token).await;
+        ws.subscribe("a", STATUS, json!({"a": id})).await;
+        let event = ws.status("a").await;
+        assert_eq!(event["reason"], "CURRENT");
+        assert_eq!(event["status"], "ACTIVE");
+        assert_eq!(event["sessionId"], Value::Null);
+
+        let session = open_chat(&app, &c.vet, &id).await;
+        let event = ws.status("a").await;
+        assert_eq!(event["sessionId"], session["id"], "{protocol}: {event}");
+        assert_eq!(event["status"], "ACTIVE");
+    }
+}
+
+#[tokio::test]
+#[ignore = "bug: before an appointment's chat exists, rescheduling or cancelling the appointment sends nothing to a chatSessionStatus(appointmentId) subscriber, whose announced window is then stale"]
+async fn before_the_chat_exists_a_subscriber_by_appointment_hears_of_a_reschedule_and_a_cancellation()
+ {
+    for protocol in PROTOCOLS {
+        let app = TestApp::spawn_with(quick).await;
+        let c = app.clinic("nochat").await;
+        let id = appointment(&app, &c, Utc::now() + chrono::Duration::hours(3)).await;
+        let mut ws = Client::connect(&app, protocol, &c.client.token).await;
+        ws.subscribe("a", STATUS, json!({"a": id})).await;
+        assert_eq!(ws.status("a").await["status"], "PENDING");
+
+        let moved = whole(Utc::now()) + chrono::Duration::days(1);
+        app.ok(
+            &c.owner.token,
+            RESCHEDULE,
+            json!({"id": id, "s": moved.to_rfc3339()}),
+            "rescheduleAppointment",
+        )
+        .await;
+        let event = ws.status("a").await;
+        assert_eq!(event["reason"], "RESCHEDULED", "{protocol}: {event}");
+        assert_eq!(event["status"], "PENDING");
+        assert_eq!(event["sessionId"], Value::Null);
+        assert_eq!(
+            time(&event["allowedFrom"]),
+            moved - chrono::Duration::minutes(5)
+        );
+
+        app.ok(
+            &c.owner.token,
+            CANCEL,
+            json!({"id": id}),
+            "cancelAppointment",
+        )
+        .await;
+        let event = ws.status("a").await;
+        assert_eq!(
+            event["reason"], "APPOINTMENT_CANCELLED",
+            "{protocol}: {event}"
+        );
+        assert_eq!(event["status"], "CLOSED");
+    }
+}
+
+#[tokio::test]
+async fn a_close_by_the_practice_reaches_the_client_within_a_second_and_only_once() {
+    let app = TestApp::spawn_with(quick).await;
+    for (n, protocol) in PROTOCOLS.into_iter().enumerate() {
+        let c = app.clinic(&format!("close{n}")).await;
+        let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+        let session = open_chat(&app, &c.client, &id).await;
+        let sid = session["id"].as_str().expect("id");
+
+        let mut ws = Client::connect(&app, protocol, &c.client.token).await;
+        ws.subscribe("s", STATUS, json!({"s": sid})).await;
+        assert_eq!(ws.status("s").await["status"], "ACTIVE");
+
+        let started = Instant::now();
+        let closed = app
+            .ok(&c.vet.token, CLOSE, json!({"id": sid}), "closeChatSession")
+            .await;
+        assert_eq!(closed["status"], "CLOSED");
+        let event = ws.status("s").await;
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < Duration::from_secs(1),
+            "{protocol}: the close took {elapsed:?} to arrive"
+        );
+        assert_eq!(event["reason"], "CLOSED_BY_USER", "{protocol}: {event}");
+        assert_eq!(event["status"], "CLOSED");
+        assert_eq!(event["sessionId"], sid);
+        assert_eq!(event["appointmentId"], id.as_str());
+
+        // Closing a closed chat changes nothing, so it announces nothing.
+        app.ok(&c.vet.token, CLOSE, json!({"id": sid}), "closeChatSession")
+            .await;
+        ws.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn rescheduling_announces_the_new_window_and_cancelling_announces_the_cancellation() {
+    let app = TestApp::spawn_with(quick).await;
+    for (n, protocol) in PROTOCOLS.into_iter().enumerate() {
+        let c = app.clinic(&format!("resched{n}")).await;
+        let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+        let session = open_chat(&app, &c.client, &id).await;
+        let sid = session["id"].as_str().expect("id");
+
+        let mut ws = Client::connect(&app, protocol, &c.client.token).await;
+        ws.subscribe("s", STATUS, json!({"s": sid})).await;
+        assert_eq!(ws.status("s").await["status"], "ACTIVE");
+
+        let moved = whole(Utc::now()) + chrono::Duration::days(1);
+        app.ok(
+            &c.owner.token,
+            RESCHEDULE,
+            json!({"id": id, "s": moved.to_rfc3339()}),
+            "rescheduleAppointment",
+        )
+        .await;
+        let event = ws.status("s").await;
+        assert_eq!(event["reason"], "RESCHEDULED", "{protocol}: {event}");
+        assert_eq!(event["status"], "PENDING", "the new window is tomorrow");
+        assert_eq!(event["sessionId"], sid);
+        assert_eq!(event["appointmentId"], id.as_str());
+        assert_eq!(
+            time(&event["allowedFrom"]),
+            moved - chrono::Duration::minutes(5)
+        );
+        assert_eq!(
+            time(&event["allowedUntil"]),
+            moved + chrono::Duration::minutes(45 + 120)
+        );
+
+        app.ok(
+            &c.owner.token,
+            CANCEL,
+            json!({"id": id}),
+            "cancelAppointment",
+        )
+        .await;
+        let event = ws.status("s").await;
+        assert_eq!(
+            event["reason"], "APPOINTMENT_CANCELLED",
+            "{protocol}: {event}"
+        );
+        assert_eq!(event["status"], "CLOSED");
+        assert_eq!(event["sessionId"], sid);
+        ws.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn a_status_subscription_takes_exactly_one_of_session_and_appointment() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("exactlyone").await;
+    let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+    let session = open_chat(&app, &c.client, &id).await;
+    for protocol in PROTOCOLS {
+        let mut ws = Client::connect(&app, protocol, &c.client.token).await;
+        for (op, variables) in [
+            ("both", json!({"s": session["id"], "a": id})),
+            ("neither", json!({})),
+        ] {
+            ws.subscribe(op, STATUS, variables).await;
+            let error = ws.refused(op, "chatSessionStatus").await;
+            assert_eq!(
+                error["extensions"]["code"], "BAD_USER_INPUT",
+                "{protocol} {op}: {error}"
+            );
+            assert_eq!(error["extensions"]["field"], "sessionId", "{error}");
+        }
+        // The refusals ended those operations only: the socket and a good subscription work.
+        ws.subscribe("ok", STATUS, json!({"a": id})).await;
+        let event = ws.status("ok").await;
+        assert_eq!(event["sessionId"], session["id"], "{protocol}");
+        ws.alive().await;
+    }
+}
+
+#[tokio::test]
+async fn only_members_and_the_organization_s_admins_may_follow_a_chat_s_status() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("followers").await;
+    let nurse = plain_staff(&app, &c, "followers").await;
+    let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+    let session = open_chat(&app, &c.client, &id).await;
+    let sid = session["id"].as_str().expect("id");
+    for protocol in PROTOCOLS {
+        for (who, person) in [
+            ("a stranger", &c.stranger),
+            ("another organisation's owner", &c.outsider),
+            ("a staff member outside the chat", &nurse),
+        ] {
+            let mut ws = Client::connect(&app, protocol, &person.token).await;
+            for (op, variables) in [("s", json!({"s": sid})), ("a", json!({"a": id}))] {
+                ws.subscribe(op, STATUS, variables).await;
+                let error = ws.refused(op, "chatSessionStatus").await;
+                assert_eq!(
+                    error["extensions"]["code"], "NOT_FOUND",
+                    "{protocol}, {who}, by {op}: {error}"
+                );
+            }
+            ws.alive().await;
+        }
+
+        // The organisation's OWNER is not in the chat but may follow it.
+        let mut ws = Client::connect(&app, protocol, &c.owner.token).await;
+        ws.subscribe("s", STATUS, json!({"s": sid})).await;
+        let event = ws.status("s").await;
+        assert_eq!(event["reason"], "CURRENT", "{protocol}: {event}");
+        assert_eq!(event["sessionId"], sid);
+        assert_eq!(event["status"], "ACTIVE");
+        ws.subscribe("a", STATUS, json!({"a": id})).await;
+        assert_eq!(ws.status("a").await["sessionId"], sid);
+    }
+
+    // Nobody outside the organisation follows its list either.
+    for person in [&c.stranger, &c.outsider] {
+        let mut ws = Client::connect(&app, PROTOCOLS[0], &person.token).await;
+        ws.subscribe("l", CHANGES, json!({"o": c.org})).await;
+        let error = ws.refused("l", "chatSessionsChanged").await;
+        assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{error}");
+    }
+}
+
+#[tokio::test]
+async fn the_chat_list_subscription_follows_the_callers_own_sessions_only() {
+    for (n, protocol) in PROTOCOLS.into_iter().enumerate() {
+        let app = TestApp::spawn_with(quick).await;
+        let c = app.clinic("list").await;
+        let mut ws = Client::connect(&app, protocol, &c.vet.token).await;
+        let listening = app.state.services.events.subscribers();
+        ws.subscribe("l", CHANGES, json!({"o": c.org})).await;
+        // This stream has no first event: it is live once the server listens on the bus.
+        listens(&app, listening).await;
+
+        // A colleague creates a group with the vet in it.
+        let group = app
+            .ok(
+                &c.tech.token,
+                GROUP,
+                json!({"o": c.org, "i": {"title": format!("Night Shift {n}"), "memberIds": [c.vet.id]}}),
+                "createGroupChat",
+            )
+            .await;
+        let gid = group["id"].as_str().expect("id");
+        let change = ws.change("l").await;
+        assert_eq!(change["kind"], "CREATED", "{protocol}: {change}");
+        assert_eq!(change["sessionId"], gid);
+        assert_eq!(
+            change["session"],
+            json!({"id": gid, "category": "GROUP"}),
+            "{change}"
+        );
+        assert_eq!(change["lastMessage"], Value::Null);
+
+        // Its owner adds someone.
+        app.ok(
+            &c.tech.token,
+            MEMBERS,
+            json!({"id": gid, "a": [c.owner.id]}),
+            "updateGroupMembers",
+        )
+        .await;
+        let change = ws.change("l").await;
+        assert_eq!(change["kind"], "MEMBERS_CHANGED", "{protocol}: {change}");
+        assert_eq!(change["sessionId"], gid);
+
+        // Sessions the vet is not in are none of the vet's business, whatever happens in them.
+        let dm = app
+            .ok(
+                &c.owner.token,
+                DM,
+                json!({"o": c.org, "c": c.vet.id}),
+                "openDirectChat",
+            )
+            .await;
+        app.ok(
+            &c.tech.token,
+            SEND,
+            json!({"id": dm["id"], "t": "between us"}),
+            "sendChatMessage",
+        )
+        .await;
+        app.ok(
+            &c.owner.token,
+            CLOSE,
+            json!({"id": dm["id"]}),
+            "closeChatSession",
+        )
+        .await;
+        ws.quiet().await;
+
+        // A message in the group.
+        app.ok(
+            &c.tech.token,
+            SEND,
+            json!({"id": gid, "t": "Coffee is ready"}),
+            "sendChatMessage",
+        )
+        .await;
+        let change = ws.change("l").await;
+        assert_eq!(change["kind"], "MESSAGE", "{protocol}: {change}");
+        assert_eq!(change["sessionId"], gid);
+        assert_eq!(
+            change["lastMessage"],
+            json!({"text": "Coffee is ready", "author": c.tech.id, "system": false})
+        );
+
+        // And its close.
+        app.ok(&c.tech.token, CLOSE, json!({"id": gid}), "closeChatSession")
+            .await;
+        let change = ws.change("l").await;
+        assert_eq!(change["kind"], "CLOSED", "{protocol}: {change}");
+        assert_eq!(change["sessionId"], gid);
+        ws.quiet().await;
+    }
+}
+
+#[tokio::test]
+async fn a_status_stream_ends_with_4403_when_its_access_token_expires() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("expiring").await;
+    let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+    let session = open_chat(&app, &c.client, &id).await;
+    for protocol in PROTOCOLS {
+        let token = hs256(
+            SECRET.as_bytes(),
+            &json!({"sub": c.client.id, "exp": now() + 3}),
+        );
+        let started = Instant::now();
+        let mut ws = Client::connect(&app, protocol, &token).await;
+        ws.subscribe("s", STATUS, json!({"s": session["id"]})).await;
+        let event = ws.status("s").await;
+        assert_eq!(event["reason"], "CURRENT", "{protocol}: {event}");
+        let reason = expect_close(&mut ws.ws, 4403).await;
+        assert!(reason.contains("expired"), "{protocol}: {reason}");
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{protocol}: closed after {:?}",
+            started.elapsed()
+        );
+    }
+}
