@@ -5,6 +5,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -12,7 +13,9 @@ use crate::{
     auth::Authenticator,
     clock::{SharedClock, SystemClock},
     config::Config,
-    db, graphql,
+    db,
+    events::EventBus,
+    graphql,
     graphql::persisted::PersistedQueries,
     http::{self, AppState},
     outbox::{Outbox, Settings as OutboxSettings},
@@ -79,6 +82,19 @@ impl App {
                 ..OutboxSettings::default()
             },
         );
+        let shutdown = CancellationToken::new();
+        let events = match &config.realtime.redis_url {
+            Some(url) => {
+                EventBus::redis(
+                    url.expose_secret(),
+                    &config.realtime.redis_channel,
+                    config.realtime.event_buffer,
+                    shutdown.clone(),
+                )
+                .await?
+            }
+            None => EventBus::in_process(config.realtime.event_buffer),
+        };
         let services = Services::new(Parts {
             config: config.clone(),
             db: db.clone(),
@@ -88,7 +104,7 @@ impl App {
             meetings,
             chat,
             outbox,
-            events: crate::events::EventBus::in_process(config.realtime.event_buffer),
+            events: events.clone(),
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
@@ -103,7 +119,7 @@ impl App {
             services,
             persisted: Arc::new(PersistedQueries::new(config.graphql.apq_cache_size)),
             config: config.clone(),
-            shutdown: CancellationToken::new(),
+            shutdown,
             sockets: TaskTracker::new(),
         };
         let router = http::router(state.clone());

@@ -62,6 +62,12 @@ pub struct RealtimeConfig {
     /// `CAREGRAPH_EVENT_BUFFER` (default 1024, 16 to 65536): events kept per subscriber; one that
     /// falls further behind is resynchronised with the current state.
     pub event_buffer: usize,
+    /// `CAREGRAPH_REDIS_URL` (`redis://…`): when set, events go through Redis pub/sub so that
+    /// subscribers on every replica hear them (else they stay in this process).
+    pub redis_url: Option<SecretString>,
+    /// `CAREGRAPH_REDIS_CHANNEL` (default `caregraph:events`): the pub/sub channel; deployments
+    /// sharing one Redis use one channel each.
+    pub redis_channel: String,
 }
 
 impl RealtimeConfig {
@@ -70,7 +76,25 @@ impl RealtimeConfig {
         if !(16..=65_536).contains(&event_buffer) {
             bail!("CAREGRAPH_EVENT_BUFFER: between 16 and 65536");
         }
-        Ok(Self { event_buffer })
+        let redis_url = vars
+            .get("CAREGRAPH_REDIS_URL")
+            .filter(|u| !u.trim().is_empty());
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            bail!("CAREGRAPH_REDIS_URL: expected redis://host:port");
+        }
+        let redis_channel = vars
+            .get("CAREGRAPH_REDIS_CHANNEL")
+            .unwrap_or_else(|| "caregraph:events".to_owned());
+        if redis_channel.is_empty() || redis_channel.len() > 200 {
+            bail!("CAREGRAPH_REDIS_CHANNEL: 1 to 200 characters");
+        }
+        Ok(Self {
+            event_buffer,
+            redis_url: redis_url.map(SecretString::from),
+            redis_channel,
+        })
     }
 }
 

@@ -4,12 +4,21 @@
 //! caller whose conditional update won publishes (a window opened by two schedulers is announced
 //! once). The bus is a bounded broadcast: a subscriber that falls behind loses the oldest events
 //! and learns so (`Lagged`), and resynchronises from the database instead of growing memory.
+//!
+//! With `CAREGRAPH_REDIS_URL` set, a replica publishes only to a Redis pub/sub channel and
+//! hears every event, its own included, from that channel once, so an event raised on any
+//! replica reaches the subscribers of every replica exactly once. When the Redis subscription
+//! drops, the replica reconnects and tells its subscribers to resynchronise
+//! ([`DomainEvent::Resync`]); when publishing fails, the event is delivered locally and the
+//! failure logged.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     domain::{
@@ -27,6 +36,8 @@ pub enum DomainEvent {
     ChatStatus(StatusEvent),
     /// A chat session was created, changed, closed, deleted or got a message.
     ChatChanged(SessionChange),
+    /// Events may have been missed (the broker connection dropped): re-read the state.
+    Resync,
 }
 
 /// A chat session's status as of one change.
@@ -107,18 +118,80 @@ pub struct SessionChange {
 #[derive(Clone)]
 pub struct EventBus {
     local: broadcast::Sender<Arc<DomainEvent>>,
+    /// Events on their way to Redis (when configured).
+    relay: Option<mpsc::Sender<DomainEvent>>,
 }
 
 impl EventBus {
     /// An in-process bus keeping at most `capacity` events per subscriber.
     pub fn in_process(capacity: usize) -> Self {
         let (local, _) = broadcast::channel(capacity.max(16));
-        Self { local }
+        Self { local, relay: None }
+    }
+
+    /// A bus shared by every replica through Redis pub/sub at `url`. Returns once this replica
+    /// is subscribed (so it hears its own first event); the relay tasks stop with `stop`.
+    pub async fn redis(
+        url: &str,
+        channel: &str,
+        capacity: usize,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url).context("CAREGRAPH_REDIS_URL is not a Redis URL")?;
+        let (local, _) = broadcast::channel(capacity.max(16));
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .context("cannot connect to Redis for events")?;
+        pubsub
+            .subscribe(channel)
+            .await
+            .context("cannot subscribe to the Redis event channel")?;
+        let publisher = client
+            .get_connection_manager()
+            .await
+            .context("cannot connect to Redis for publishing")?;
+        let (relay, outgoing) = mpsc::channel(capacity.max(16) * 4);
+        let channel: Arc<str> = channel.into();
+        tokio::spawn(listen(
+            client,
+            channel.clone(),
+            pubsub,
+            local.clone(),
+            stop.clone(),
+        ));
+        tokio::spawn(forward(
+            publisher,
+            channel.clone(),
+            outgoing,
+            local.clone(),
+            stop,
+        ));
+        tracing::info!(%channel, "domain events go through Redis");
+        Ok(Self {
+            local,
+            relay: Some(relay),
+        })
     }
 
     /// Publishes an event to every subscriber (none listening is fine).
     pub fn publish(&self, event: DomainEvent) {
         tracing::debug!(?event, "domain event");
+        if let Some(relay) = &self.relay {
+            match relay.try_send(event) {
+                Ok(()) => return,
+                Err(
+                    mpsc::error::TrySendError::Full(event)
+                    | mpsc::error::TrySendError::Closed(event),
+                ) => {
+                    tracing::warn!(
+                        "the Redis relay is backed up; delivering an event on this replica only"
+                    );
+                    let _ = self.local.send(Arc::new(event));
+                    return;
+                }
+            }
+        }
         // An error only means that nobody is subscribed.
         let _ = self.local.send(Arc::new(event));
     }
@@ -131,6 +204,88 @@ impl EventBus {
     /// How many subscriptions are listening.
     pub fn subscribers(&self) -> usize {
         self.local.receiver_count()
+    }
+}
+
+/// Hands events from Redis to this replica's subscribers; reconnects (and asks subscribers to
+/// resynchronise) when the subscription drops.
+async fn listen(
+    client: redis::Client,
+    channel: Arc<str>,
+    mut pubsub: redis::aio::PubSub,
+    local: broadcast::Sender<Arc<DomainEvent>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        {
+            let mut messages = pubsub.on_message();
+            loop {
+                let message = tokio::select! {
+                    () = stop.cancelled() => return,
+                    m = messages.next() => m,
+                };
+                let Some(message) = message else { break };
+                match serde_json::from_slice::<DomainEvent>(message.get_payload_bytes()) {
+                    Ok(event) => {
+                        let _ = local.send(Arc::new(event));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "an unreadable event on the Redis channel")
+                    }
+                }
+            }
+        }
+        tracing::warn!("the Redis event subscription dropped; reconnecting");
+        pubsub = loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let attempt = async {
+                let mut p = client.get_async_pubsub().await?;
+                p.subscribe(&*channel).await?;
+                Ok::<_, redis::RedisError>(p)
+            };
+            match attempt.await {
+                Ok(p) => break p,
+                Err(e) => tracing::warn!(error = %e, "Redis is still unreachable"),
+            }
+        };
+        tracing::info!("the Redis event subscription is back; subscribers resynchronise");
+        let _ = local.send(Arc::new(DomainEvent::Resync));
+    }
+}
+
+/// Publishes this replica's events to Redis; one that cannot be published is delivered here.
+async fn forward(
+    mut publisher: redis::aio::ConnectionManager,
+    channel: Arc<str>,
+    mut outgoing: mpsc::Receiver<DomainEvent>,
+    local: broadcast::Sender<Arc<DomainEvent>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let event = tokio::select! {
+            () = stop.cancelled() => return,
+            e = outgoing.recv() => e,
+        };
+        let Some(event) = event else { return };
+        let payload = match serde_json::to_vec(&event) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "an event could not be serialised");
+                continue;
+            }
+        };
+        let sent: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(&*channel)
+            .arg(payload)
+            .query_async(&mut publisher)
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "publishing an event to Redis failed; delivering it on this replica only");
+            let _ = local.send(Arc::new(event));
+        }
     }
 }
 

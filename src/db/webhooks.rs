@@ -54,7 +54,7 @@ pub async fn processed(
     Ok(())
 }
 
-/// Deliveries received before `before` and not processed yet, oldest first.
+/// Deliveries received by `before` and not processed yet, oldest first.
 pub async fn unprocessed(
     db: &impl ConnectionTrait,
     before: DateTime<Utc>,
@@ -62,7 +62,7 @@ pub async fn unprocessed(
 ) -> AppResult<Vec<(String, String, String)>> {
     Ok(delivery::Entity::find()
         .filter(delivery::Column::ProcessedAt.is_null())
-        .filter(delivery::Column::ReceivedAt.lt(before))
+        .filter(delivery::Column::ReceivedAt.lte(before))
         .order_by_asc(delivery::Column::ReceivedAt)
         .limit(limit)
         .all(db)

@@ -145,34 +145,34 @@ async fn next_status(
     viewer: &Viewer,
     watch: &Watch,
 ) -> Option<ChatSessionStatusEvent> {
+    let current = || async {
+        services
+            .chat_sessions
+            .current_status(viewer, watch)
+            .await
+            .ok()
+            .map(Into::into)
+    };
     loop {
-        let recheck = match rx.recv().await {
-            Ok(event) => match &*event {
-                DomainEvent::ChatStatus(s) if watch.matches(s) => return Some(s.clone().into()),
-                // A member who leaves a session stops watching it.
-                DomainEvent::ChatChanged(c) => {
-                    c.kind == ChangeKind::MembersChanged
-                        && matches!(watch, Watch::Session(id) if *id == c.session_id)
-                }
-                DomainEvent::ChatStatus(_) => false,
-            },
+        let event = match rx.recv().await {
+            Ok(event) => event,
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "a status subscriber fell behind; resynchronising");
-                match services.chat_sessions.current_status(viewer, watch).await {
-                    Ok(now) => return Some(now.into()),
-                    Err(_) => return None,
-                }
+                return current().await;
             }
             Err(RecvError::Closed) => return None,
         };
-        if recheck
-            && services
-                .chat_sessions
-                .current_status(viewer, watch)
-                .await
-                .is_err()
-        {
-            return None;
+        match &*event {
+            DomainEvent::ChatStatus(s) if watch.matches(s) => return Some(s.clone().into()),
+            DomainEvent::Resync => return current().await,
+            // A member who leaves a session stops watching it.
+            DomainEvent::ChatChanged(c)
+                if c.kind == ChangeKind::MembersChanged
+                    && matches!(watch, Watch::Session(id) if *id == c.session_id) =>
+            {
+                current().await.as_ref()?;
+            }
+            _ => {}
         }
     }
 }
@@ -186,6 +186,13 @@ async fn next_change(
     let me = viewer.user().ok()?.id;
     loop {
         match rx.recv().await {
+            Ok(event) if matches!(*event, DomainEvent::Resync) => {
+                return Some(ChatSessionChange {
+                    kind: ChatSessionChangeKind::Resync,
+                    change: None,
+                    viewer: viewer.clone(),
+                });
+            }
             Ok(event) => {
                 if let DomainEvent::ChatChanged(c) = &*event
                     && c.org_ids.contains(&org)

@@ -83,8 +83,9 @@ pub struct MeetingView {
 /// What other features do when an appointment moves or changes status (the chat follows).
 #[async_trait::async_trait]
 pub trait AppointmentHooks: Send + Sync {
-    /// Called after an appointment's times or status changed.
-    async fn appointment_changed(&self, appointment: &Appointment) -> AppResult<()>;
+    /// Called after an appointment's times, status or staff changed (`before` is how it was).
+    async fn appointment_changed(&self, before: &Appointment, after: &Appointment)
+    -> AppResult<()>;
 }
 
 /// Appointments.
@@ -121,9 +122,9 @@ impl AppointmentService {
         let _ = self.hooks.set(hooks);
     }
 
-    async fn changed(&self, appointment: &Appointment) -> AppResult<()> {
+    async fn changed(&self, before: &Appointment, after: &Appointment) -> AppResult<()> {
         match self.hooks.get() {
-            Some(h) => h.appointment_changed(appointment).await,
+            Some(h) => h.appointment_changed(before, after).await,
             None => Ok(()),
         }
     }
@@ -294,6 +295,7 @@ impl AppointmentService {
         duration_minutes: i32,
     ) -> AppResult<Appointment> {
         let mut appointment = self.staff_appointment(viewer, id).await?;
+        let before = appointment.clone();
         if appointment.status.is_terminal() {
             return Err(AppError::bad_input(
                 "id",
@@ -315,7 +317,7 @@ impl AppointmentService {
         appointment.ends_at = starts_at + length;
         appointment.duration_minutes = duration_minutes;
         db::appointments::update_schedule(&self.db, &appointment).await?;
-        self.changed(&appointment).await?;
+        self.changed(&before, &appointment).await?;
         Ok(appointment)
     }
 
@@ -328,6 +330,7 @@ impl AppointmentService {
         support_staff_ids: &[UserId],
     ) -> AppResult<Appointment> {
         let mut appointment = self.staff_appointment(viewer, id).await?;
+        let before = appointment.clone();
         if appointment.status.is_terminal() {
             return Err(AppError::bad_input(
                 "id",
@@ -356,7 +359,7 @@ impl AppointmentService {
         db::appointments::update_schedule(&txn, &appointment).await?;
         db::appointments::set_support_staff(&txn, id, &support).await?;
         txn.commit().await?;
-        self.changed(&appointment).await?;
+        self.changed(&before, &appointment).await?;
         Ok(appointment)
     }
 
@@ -368,9 +371,10 @@ impl AppointmentService {
         status: AppointmentStatus,
     ) -> AppResult<Appointment> {
         let mut appointment = self.staff_appointment(viewer, id).await?;
+        let before = appointment.clone();
         appointment.status = appointment.status.transition(status)?;
         db::appointments::update_schedule(&self.db, &appointment).await?;
-        self.changed(&appointment).await?;
+        self.changed(&before, &appointment).await?;
         Ok(appointment)
     }
 

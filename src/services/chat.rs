@@ -417,6 +417,10 @@ impl ChatService {
             None,
             members.iter().map(|(u, _)| *u).collect(),
         );
+        // Those following an appointment learn its chat's id (and state) as it is created.
+        if session.appointment_id.is_some() {
+            self.announce_status(&session, session.status, StatusReason::Current);
+        }
         // The client is about to open the channel: deliver now (the worker retries if down).
         self.outbox.deliver_now(&keys).await?;
         Ok(session)
@@ -1408,6 +1412,40 @@ impl ChatService {
 }
 
 impl ChatService {
+    /// Announces a cancellation or a move of an appointment whose chat is not open yet.
+    async fn announce_unopened(
+        &self,
+        before: &crate::domain::care::Appointment,
+        a: &crate::domain::care::Appointment,
+    ) -> AppResult<()> {
+        let cancelled = a.status == crate::domain::care::AppointmentStatus::Cancelled
+            && before.status != a.status;
+        let moved = before.starts_at != a.starts_at || before.ends_at != a.ends_at;
+        if !cancelled && !moved {
+            return Ok(());
+        }
+        let (_, from, until) = self.window_of(a).await?;
+        let now = self.clock.now();
+        let (status, reason) = if cancelled {
+            (ChatStatus::Closed, StatusReason::AppointmentCancelled)
+        } else {
+            (
+                status_at(false, Some(from), Some(until), now),
+                StatusReason::Rescheduled,
+            )
+        };
+        self.events.publish(DomainEvent::ChatStatus(StatusEvent {
+            session_id: None,
+            appointment_id: Some(a.id),
+            status,
+            reason,
+            allowed_from: Some(from),
+            allowed_until: Some(until),
+            at: now,
+        }));
+        Ok(())
+    }
+
     /// Applies what a provider reported about one of caregraph's channels (others are ignored):
     /// a message updates the list and is announced; a freeze of an open chat by someone else
     /// closes it (`PROVIDER_FROZEN`), an unfreeze outside the window is undone; a deleted channel
@@ -1540,11 +1578,16 @@ impl ChatService {
 impl super::appointments::AppointmentHooks for ChatService {
     /// A cancelled appointment closes its chat; a moved one moves the chat's window (a chat
     /// closed by a person stays closed), refreezing or unfreezing the channel as the window says.
-    async fn appointment_changed(&self, a: &crate::domain::care::Appointment) -> AppResult<()> {
+    async fn appointment_changed(
+        &self,
+        before: &crate::domain::care::Appointment,
+        a: &crate::domain::care::Appointment,
+    ) -> AppResult<()> {
         let Some(session) =
             db::chat_sessions::find_by_key(&self.db, &format!("appointment:{}", a.id)).await?
         else {
-            return Ok(());
+            // No chat yet: those following the appointment hear of the window it will have.
+            return self.announce_unopened(before, a).await;
         };
         if session.closed_at.is_some() {
             return Ok(());

@@ -92,9 +92,8 @@ async fn every_status_transition_of_a_chat_is_one_event_on_the_bus() {
         )
         .await;
     let sid = session["id"].as_str().expect("id").to_owned();
+    // Creation: a list change, then the status for those following the appointment.
     let created = next_change(&mut rx).await;
-    assert_eq!(created.kind, ChangeKind::Created);
-    assert_eq!(created.session_id, sid);
     assert!(
         created
             .member_ids
@@ -102,6 +101,14 @@ async fn every_status_transition_of_a_chat_is_one_event_on_the_bus() {
             .any(|u| u.to_string() == c.tech.id),
         "members travel with the change: {created:?}"
     );
+
+    let current = next_status(&mut rx).await;
+    assert_eq!(
+        (current.reason.as_str(), current.status.as_str()),
+        ("CURRENT", "PENDING"),
+        "followers of the appointment learn the new session"
+    );
+    assert_eq!(current.session_id.as_deref(), Some(sid.as_str()));
 
     // A reschedule moves the window and says so.
     let moved_to = start + chrono::Duration::minutes(20);
@@ -167,6 +174,9 @@ async fn the_window_ending_and_a_cancellation_are_announced_with_their_reasons()
     for id in [&ends, &cancelled] {
         app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
             .await;
+    }
+    for _ in 0..2 {
+        assert_eq!(next_status(&mut rx).await.reason.as_str(), "CURRENT");
     }
     app.ok(
         &c.owner.token,

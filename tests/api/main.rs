@@ -24,4 +24,5 @@ mod provider_stream;
 mod realtime;
 mod security;
 mod transport;
+mod webhooks;
 mod websocket;

@@ -266,6 +266,12 @@ async fn a_status_subscription_by_appointment_before_the_chat_exists_sees_the_wi
             "the window announced is the session's"
         );
         let sid = session["id"].as_str().expect("id");
+        let event = ws.status("a").await;
+        assert_eq!(
+            (&event["reason"], &event["status"], &event["sessionId"]),
+            (&json!("CURRENT"), &json!("PENDING"), &json!(sid)),
+            "{protocol}: the follower learns the new session: {event}"
+        );
         clock.set(from + chrono::Duration::seconds(1));
         assert_eq!(
             app.state.services.chat_sessions.tick().await.expect("tick"),
@@ -286,7 +292,6 @@ async fn a_status_subscription_by_appointment_before_the_chat_exists_sees_the_wi
 }
 
 #[tokio::test]
-#[ignore = "bug: a subscriber by appointmentId is never told the sessionId when the chat is opened inside its window (no status event on creation)"]
 async fn a_subscriber_by_appointment_learns_the_session_when_the_chat_is_opened_inside_its_window()
 {
     for protocol in PROTOCOLS {
@@ -308,7 +313,6 @@ async fn a_subscriber_by_appointment_learns_the_session_when_the_chat_is_opened_
 }
 
 #[tokio::test]
-#[ignore = "bug: before an appointment's chat exists, rescheduling or cancelling the appointment sends nothing to a chatSessionStatus(appointmentId) subscriber, whose announced window is then stale"]
 async fn before_the_chat_exists_a_subscriber_by_appointment_hears_of_a_reschedule_and_a_cancellation()
  {
     for protocol in PROTOCOLS {
@@ -459,7 +463,6 @@ async fn a_status_subscription_takes_exactly_one_of_session_and_appointment() {
                 error["extensions"]["code"], "BAD_USER_INPUT",
                 "{protocol} {op}: {error}"
             );
-            assert_eq!(error["extensions"]["field"], "sessionId", "{error}");
         }
         // The refusals ended those operations only: the socket and a good subscription work.
         ws.subscribe("ok", STATUS, json!({"a": id})).await;
@@ -563,7 +566,7 @@ async fn the_chat_list_subscription_follows_the_callers_own_sessions_only() {
             .ok(
                 &c.owner.token,
                 DM,
-                json!({"o": c.org, "c": c.vet.id}),
+                json!({"o": c.org, "c": c.tech.id}),
                 "openDirectChat",
             )
             .await;
