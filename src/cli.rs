@@ -185,7 +185,11 @@ async fn print_demo_banner(app: &App, base: &str) -> anyhow::Result<()> {
         bail!("empty token");
     }
     out("");
-    out("  caregraph is running on its embedded default (SQLite file, demo data).");
+    if app.state.config.database.embedded_default {
+        out("  caregraph is running on its embedded default (SQLite file, demo data).");
+    } else {
+        out("  caregraph is running with demo data.");
+    }
     out("");
     out(&format!(
         "  GraphiQL (signed in as {owner_email}, valid 12 h):"

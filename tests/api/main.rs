@@ -22,6 +22,7 @@ mod provider_ethora;
 mod provider_sendbird;
 mod provider_stream;
 mod realtime;
+mod replicas;
 mod security;
 mod transport;
 mod webhooks;

@@ -21,7 +21,12 @@ pub(crate) enum Event {
 }
 
 pub(crate) async fn connect(app: &TestApp, protocol: &str) -> Ws {
-    let mut request = app.ws_url().into_client_request().expect("request");
+    connect_url(&app.ws_url(), protocol).await
+}
+
+/// Opens a socket to any caregraph (`ws://host:port/graphql`) with a subprotocol.
+pub(crate) async fn connect_url(url: &str, protocol: &str) -> Ws {
+    let mut request = url.into_client_request().expect("request");
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
         HeaderValue::from_str(protocol).expect("header"),
@@ -82,7 +87,12 @@ pub(crate) async fn expect_close(ws: &mut Ws, code: u16) -> String {
 }
 
 pub(crate) async fn acked(app: &TestApp, protocol: &str, token: &str) -> Ws {
-    let mut ws = connect(app, protocol).await;
+    acked_url(&app.ws_url(), protocol, token).await
+}
+
+/// A socket to `url`, initialised with `token` and acknowledged.
+pub(crate) async fn acked_url(url: &str, protocol: &str, token: &str) -> Ws {
+    let mut ws = connect_url(url, protocol).await;
     send(
         &mut ws,
         json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
