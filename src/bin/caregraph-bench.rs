@@ -1,7 +1,9 @@
 //! Benchmarks that print figures: `search` seeds one organisation with many members and times
-//! `searchColleagues` through the service layer, on SQLite and (given a URL) PostgreSQL.
+//! `searchColleagues` through the service layer, on SQLite and (given a URL) PostgreSQL;
+//! `fanout` fans one chat-session status change out to N WebSocket subscribers of one process.
 //!
 //! `cargo run --release --bin caregraph-bench -- search --members 100000 [--postgres URL]`
+//! `cargo build --release && cargo run --release --bin caregraph-bench -- fanout --subscribers 1000,10000`
 
 #![expect(clippy::print_stdout, reason = "a benchmark's figures are its output")]
 
@@ -21,6 +23,9 @@ use caregraph::{
     services::organizations::create_with_owner,
 };
 use clap::{Parser, Subcommand};
+
+#[path = "bench/fanout.rs"]
+mod fanout;
 use sea_orm::{ConnectionTrait, EntityTrait};
 
 /// caregraph benchmarks.
@@ -43,6 +48,12 @@ enum Bench {
         /// Also run on this PostgreSQL server (a fresh database is created and dropped).
         #[arg(long, env = "CAREGRAPH_BENCH_POSTGRES_URL")]
         postgres: Option<String>,
+    },
+    /// One chat-session close fanned out to N WebSocket subscribers of one process.
+    Fanout {
+        /// Subscriber counts, one fresh server each.
+        #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+        subscribers: Vec<usize>,
     },
 }
 
@@ -314,6 +325,7 @@ async fn main() -> anyhow::Result<()> {
                 result?;
             }
         }
+        Bench::Fanout { subscribers } => fanout::run(&subscribers).await?,
     }
     Ok(())
 }

@@ -637,3 +637,38 @@ async fn a_status_stream_ends_with_4403_when_its_access_token_expires() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_member_removed_from_a_chat_stops_hearing_its_status() {
+    for (n, protocol) in PROTOCOLS.into_iter().enumerate() {
+        let app = TestApp::spawn_with(quick).await;
+        let c = app.clinic("removed").await;
+        let group = app
+            .ok(
+                &c.tech.token,
+                GROUP,
+                json!({"o": c.org, "i": {"title": format!("Rota {n}"), "memberIds": [c.vet.id, c.owner.id]}}),
+                "createGroupChat",
+            )
+            .await;
+        let gid = group["id"].as_str().expect("id");
+        let mut ws = Client::connect(&app, protocol, &c.vet.token).await;
+        ws.subscribe("s", STATUS, json!({"s": gid})).await;
+        assert_eq!(ws.status("s").await["reason"], "CURRENT");
+        app.ok(
+            &c.tech.token,
+            MEMBERS,
+            json!({"id": gid, "r": [c.vet.id]}),
+            "updateGroupMembers",
+        )
+        .await;
+        assert_eq!(
+            ws.message().await,
+            json!({"type": "complete", "id": "s"}),
+            "{protocol}: the stream ends with the membership"
+        );
+        app.ok(&c.tech.token, CLOSE, json!({"id": gid}), "closeChatSession")
+            .await;
+        ws.quiet().await;
+    }
+}
