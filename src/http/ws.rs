@@ -83,6 +83,12 @@ pub fn upgrade(
         // Messages are GraphQL requests: the HTTP body limit applies to them too.
         .max_message_size(state.config.graphql.max_body_bytes)
         .max_frame_size(state.config.graphql.max_body_bytes)
+        // Sockets are many and mostly idle: small buffers (the defaults are 128 KiB each way,
+        // most of a connection's memory), growing only for a large message; writes go out at
+        // once, and a client that stops reading cannot make the server buffer without bound.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
                 Connection::new(state, protocol, client, header_token)

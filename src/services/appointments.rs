@@ -286,6 +286,24 @@ impl AppointmentService {
         Ok(appointment)
     }
 
+    /// An appointment staff may still change: not cancelled, completed or a no-show (else
+    /// `BAD_USER_INPUT` saying that such an appointment `what`).
+    async fn open_appointment(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+        what: &str,
+    ) -> AppResult<Appointment> {
+        let appointment = self.staff_appointment(viewer, id).await?;
+        if appointment.status.is_terminal() {
+            return Err(AppError::bad_input(
+                "id",
+                format!("a {} appointment {what}", appointment.status.as_str()),
+            ));
+        }
+        Ok(appointment)
+    }
+
     /// Moves an appointment (staff); finished or cancelled ones cannot move.
     pub async fn reschedule(
         &self,
@@ -294,17 +312,10 @@ impl AppointmentService {
         starts_at: DateTime<Utc>,
         duration_minutes: i32,
     ) -> AppResult<Appointment> {
-        let mut appointment = self.staff_appointment(viewer, id).await?;
+        let mut appointment = self
+            .open_appointment(viewer, id, "cannot be rescheduled")
+            .await?;
         let before = appointment.clone();
-        if appointment.status.is_terminal() {
-            return Err(AppError::bad_input(
-                "id",
-                format!(
-                    "a {} appointment cannot be rescheduled",
-                    appointment.status.as_str()
-                ),
-            ));
-        }
         let length = care::duration(duration_minutes)?;
         if starts_at < self.clock.now() - Duration::hours(24) {
             return Err(AppError::bad_input(
@@ -329,17 +340,8 @@ impl AppointmentService {
         practitioner_id: UserId,
         support_staff_ids: &[UserId],
     ) -> AppResult<Appointment> {
-        let mut appointment = self.staff_appointment(viewer, id).await?;
+        let mut appointment = self.open_appointment(viewer, id, "keeps its staff").await?;
         let before = appointment.clone();
-        if appointment.status.is_terminal() {
-            return Err(AppError::bad_input(
-                "id",
-                format!(
-                    "a {} appointment keeps its staff",
-                    appointment.status.as_str()
-                ),
-            ));
-        }
         self.check_practitioner(appointment.org_id, practitioner_id, "practitionerId")
             .await?;
         let patient = db::patients::find(&self.db, appointment.patient_id)

@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_caregraph");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_caregraph");
 
 fn caregraph(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
@@ -22,7 +22,7 @@ fn caregraph(dir: &std::path::Path) -> Command {
     cmd
 }
 
-struct Running(Child);
+pub(crate) struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -33,7 +33,12 @@ impl Drop for Running {
 
 /// Starts `caregraph` (serve) and returns the printed GraphiQL link once it appears.
 fn start(dir: &std::path::Path) -> (Running, String) {
-    let mut child = caregraph(dir)
+    serve(caregraph(dir))
+}
+
+/// Runs `cmd` as `caregraph` serving on a free port; returns the printed GraphiQL link.
+pub(crate) fn serve(mut cmd: Command) -> (Running, String) {
+    let mut child = cmd
         .env("CAREGRAPH_BIND", "127.0.0.1:0")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

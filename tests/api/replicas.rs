@@ -3,66 +3,38 @@
 //! chat window opened by the schedulers of both is announced once. Runs when
 //! `CAREGRAPH_TEST_POSTGRES_URL` and `CAREGRAPH_TEST_REDIS_URL` are set (CI sets both).
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::{
+    cli::{BIN, Running, serve},
     fakes::{self, FakeProvider},
     helpers::{SECRET, TestDb},
     websocket::{Event, Ws, acked_url, next, send},
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_caregraph");
-
 struct Replica {
-    child: Child,
+    _process: Running,
     base: String,
     token: String,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Replica {
     /// Starts the binary and waits for its printed GraphiQL link.
     fn start(vars: &[(String, String)]) -> Self {
         let mut cmd = Command::new(BIN);
-        cmd.env_remove("CAREGRAPH_ENV")
-            .env("RUST_LOG", "warn")
-            .env("CAREGRAPH_BIND", "127.0.0.1:0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+        cmd.env_remove("CAREGRAPH_ENV").env("RUST_LOG", "warn");
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("caregraph starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("/graphiql#token=") {
-                    let _ = tx.send(line.trim().to_owned());
-                }
-            }
-        });
-        let link = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the GraphiQL link is printed");
+        let (process, link) = serve(cmd);
         let (base, token) = link.split_once("/graphiql#token=").expect("link shape");
         let base = base[base.find("http").expect("url")..].to_owned();
         Self {
-            child,
+            _process: process,
             base,
             token: token.to_owned(),
         }
