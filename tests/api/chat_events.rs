@@ -585,3 +585,42 @@ async fn a_client_lists_the_chats_they_are_in_and_nobody_else_lists_an_organizat
         "NOT_FOUND"
     );
 }
+
+#[tokio::test]
+async fn a_page_of_100_chats_with_last_message_and_unread_count_reads_stream_in_4_calls() {
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.extend(fake.vars());
+    })
+    .await;
+    let c = app.clinic("streampage").await;
+    for _ in 0..100 {
+        let id = appointment(&app, &c, Utc::now()).await;
+        app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
+            .await;
+    }
+    settle(&app).await;
+    fake.control().clear();
+    let page = app
+        .ok(
+            &c.vet.token,
+            "query($o: ID!) { chatSessions(orgId: $o, first: 100) { edges { node { id lastMessage { text } unreadCount } } } }",
+            json!({"o": c.org}),
+            "chatSessions",
+        )
+        .await;
+    assert_eq!(page["edges"].as_array().expect("edges").len(), 100);
+    assert!(
+        page["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .all(|e| e["node"]["unreadCount"] == 0)
+    );
+    assert_eq!(
+        fake.control().calls("POST", "/channels").len(),
+        4,
+        "ceil(100 / 30): one call per Stream batch, both fields sharing each row's read"
+    );
+}
