@@ -624,3 +624,82 @@ async fn a_page_of_100_chats_with_last_message_and_unread_count_reads_stream_in_
         "ceil(100 / 30): one call per Stream batch, both fields sharing each row's read"
     );
 }
+
+#[tokio::test]
+async fn a_subscriber_that_falls_behind_gets_the_current_state_instead_of_a_gap() {
+    use futures_util::StreamExt;
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.insert("CAREGRAPH_EVENT_BUFFER".into(), "16".into());
+    })
+    .await;
+    let c = app.clinic("lagging").await;
+    let dm = app
+        .ok(
+            &c.vet.token,
+            "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id } }",
+            json!({"o": c.org, "c": c.tech.id}),
+            "openDirectChat",
+        )
+        .await;
+    let vet_id = caregraph::domain::UserId::parse(&c.vet.id, "id").expect("id");
+    let vet = app
+        .state
+        .services
+        .lookups
+        .users(&[vet_id])
+        .await
+        .expect("users")[&vet_id]
+        .clone();
+    let viewer =
+        caregraph::auth::Viewer::signed_in(vet, Utc::now() + chrono::Duration::hours(1), None);
+    let request = async_graphql::Request::new(
+        "subscription($s: ID!) { chatSessionStatus(sessionId: $s) { status reason } }",
+    )
+    .variables(async_graphql::Variables::from_json(json!({"s": dm["id"]})));
+    let request =
+        caregraph::graphql::loaders::attach(request, &app.state.services, &viewer).data(viewer);
+    let mut stream = app.state.schema.execute_stream(request);
+    let first = stream
+        .next()
+        .await
+        .expect("first")
+        .data
+        .into_json()
+        .expect("json");
+    assert_eq!(first["chatSessionStatus"]["reason"], "CURRENT");
+    assert_eq!(first["chatSessionStatus"]["status"], "ACTIVE");
+    // While this subscriber reads nothing, far more than its 16 buffered events go by.
+    for n in 0..100 {
+        app.state
+            .services
+            .events
+            .publish(DomainEvent::ChatChanged(SessionChange {
+                session_id: format!("elsewhere-{n}"),
+                org_ids: vec![],
+                member_ids: vec![],
+                kind: ChangeKind::Message,
+                last_message: None,
+                at: Utc::now(),
+            }));
+    }
+    app.ok(
+        &c.vet.token,
+        CLOSE,
+        json!({"id": dm["id"]}),
+        "closeChatSession",
+    )
+    .await;
+    let resync = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("an event")
+        .expect("open")
+        .data
+        .into_json()
+        .expect("json");
+    assert_eq!(
+        resync["chatSessionStatus"],
+        json!({"status": "CLOSED", "reason": "CURRENT"}),
+        "the state as it is now, not a silent gap"
+    );
+}
