@@ -367,20 +367,7 @@ impl Backend {
 
     /// Schedules an appointment of the clinic's dog with the vet and the tech.
     async fn appointment(&self, c: &Clinic, starts_at: DateTime<Utc>) -> String {
-        let a = self
-            .app
-            .ok(
-                &c.owner.token,
-                SCHEDULE,
-                json!({"org": c.org, "input": {
-                    "patientId": c.patient, "clientId": c.client.id, "practitionerId": c.vet.id,
-                    "supportStaffIds": [c.tech.id], "startsAt": starts_at.to_rfc3339(),
-                    "durationMinutes": 30, "sessionType": "TELECONFERENCE"
-                }}),
-                "scheduleAppointment",
-            )
-            .await;
-        a["id"].as_str().expect("id").to_owned()
+        crate::chat_sessions::appointment(&self.app, c, starts_at).await
     }
 
     /// Opens an appointment's chat as `token`: (session id, channel id, the session).

@@ -102,6 +102,18 @@ pub fn base_vars(db: &TestDb) -> HashMap<String, String> {
     vars.insert("CAREGRAPH_JWT_SECRET".into(), SECRET.into());
     vars.insert("CAREGRAPH_DEMO".into(), "false".into());
     vars.insert("CAREGRAPH_SHUTDOWN_GRACE_SECONDS".into(), "5".into());
+    // With a test Redis, every app's events go through it (a channel of its own), so the
+    // realtime tests prove the Redis path too.
+    if let Some(redis) = std::env::var("CAREGRAPH_TEST_REDIS_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        vars.insert("CAREGRAPH_REDIS_URL".into(), redis);
+        vars.insert(
+            "CAREGRAPH_REDIS_CHANNEL".into(),
+            format!("caregraph-test:{}", uuid::Uuid::new_v4().simple()),
+        );
+    }
     vars
 }
 
