@@ -9,8 +9,9 @@
 //! hears every event, its own included, from that channel once, so an event raised on any
 //! replica reaches the subscribers of every replica exactly once. When the Redis subscription
 //! drops, the replica reconnects and tells its subscribers to resynchronise
-//! ([`DomainEvent::Resync`]); when publishing fails, the event is delivered locally and the
-//! failure logged.
+//! ([`DomainEvent::Resync`]); when publishing fails (or the relay is backed up), this replica's
+//! subscribers are told to resynchronise, never handed the event directly (it may yet arrive
+//! through Redis, and must not arrive twice), and the failure is logged.
 
 use std::{sync::Arc, time::Duration};
 
@@ -180,14 +181,9 @@ impl EventBus {
         if let Some(relay) = &self.relay {
             match relay.try_send(event) {
                 Ok(()) => return,
-                Err(
-                    mpsc::error::TrySendError::Full(event)
-                    | mpsc::error::TrySendError::Closed(event),
-                ) => {
-                    tracing::warn!(
-                        "the Redis relay is backed up; delivering an event on this replica only"
-                    );
-                    let _ = self.local.send(Arc::new(event));
+                Err(mpsc::error::TrySendError::Full(_) | mpsc::error::TrySendError::Closed(_)) => {
+                    tracing::warn!("the Redis relay is backed up; subscribers here resynchronise");
+                    let _ = self.local.send(Arc::new(DomainEvent::Resync));
                     return;
                 }
             }
@@ -283,8 +279,8 @@ async fn forward(
             .query_async(&mut publisher)
             .await;
         if let Err(e) = sent {
-            tracing::warn!(error = %e, "publishing an event to Redis failed; delivering it on this replica only");
-            let _ = local.send(Arc::new(event));
+            tracing::warn!(error = %e, ?event, "publishing an event to Redis failed; subscribers here resynchronise");
+            let _ = local.send(Arc::new(DomainEvent::Resync));
         }
     }
 }

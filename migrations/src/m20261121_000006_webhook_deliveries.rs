@@ -1,6 +1,7 @@
 //! Webhook deliveries received from chat providers: one row per delivery (the provider's
 //! delivery id, or a hash of the body when it sends none), so a retried delivery is recognised,
-//! and processing that a crash interrupted resumes at the next start.
+//! and processing that a crash interrupted resumes later; a claim with an expiry makes sure one
+//! replica at a time processes a delivery.
 
 use sea_orm_migration::prelude::*;
 
@@ -20,6 +21,7 @@ enum WebhookDeliveries {
     DeliveryId,
     Body,
     ReceivedAt,
+    ClaimedUntil,
     ProcessedAt,
 }
 
@@ -45,6 +47,11 @@ impl MigrationTrait for Migration {
                         ColumnDef::new(WebhookDeliveries::ReceivedAt)
                             .timestamp_with_time_zone()
                             .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(WebhookDeliveries::ClaimedUntil)
+                            .timestamp_with_time_zone()
+                            .null(),
                     )
                     .col(
                         ColumnDef::new(WebhookDeliveries::ProcessedAt)

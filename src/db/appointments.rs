@@ -88,13 +88,27 @@ pub async fn set_support_staff(
     Ok(())
 }
 
-/// Stores times, status and practitioner.
-pub async fn update_schedule(db: &impl ConnectionTrait, a: &Appointment) -> AppResult<()> {
+/// Stores an appointment's practitioner (alone, so that a concurrent reschedule keeps it).
+pub async fn set_practitioner(
+    db: &impl ConnectionTrait,
+    id: AppointmentId,
+    practitioner: UserId,
+) -> AppResult<()> {
     appointment::Entity::update_many()
         .col_expr(
             appointment::Column::PractitionerId,
-            Expr::value(a.practitioner_id.as_string()),
+            Expr::value(practitioner.as_string()),
         )
+        .col_expr(appointment::Column::UpdatedAt, Expr::value(Utc::now()))
+        .filter(appointment::Column::Id.eq(id.as_string()))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Stores times and status.
+pub async fn update_schedule(db: &impl ConnectionTrait, a: &Appointment) -> AppResult<()> {
+    appointment::Entity::update_many()
         .col_expr(appointment::Column::StartsAt, Expr::value(a.starts_at))
         .col_expr(appointment::Column::EndsAt, Expr::value(a.ends_at))
         .col_expr(

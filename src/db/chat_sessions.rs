@@ -220,19 +220,21 @@ pub async fn close(
 /// Moves a session from one status to another; whether it was in `from`.
 pub async fn transition(
     db: &impl ConnectionTrait,
-    id: &str,
-    from: ChatStatus,
+    session: &ChatSession,
     to: ChatStatus,
     at: DateTime<Utc>,
 ) -> AppResult<bool> {
-    let res = session::Entity::update_many()
+    let mut update = session::Entity::update_many()
         .col_expr(session::Column::Status, Expr::value(to.as_str()))
         .col_expr(session::Column::UpdatedAt, Expr::value(at))
-        .filter(session::Column::Id.eq(id))
-        .filter(session::Column::Status.eq(from.as_str()))
-        .filter(session::Column::ClosedAt.is_null())
-        .exec(db)
-        .await?;
+        .filter(session::Column::Id.eq(&session.id))
+        .filter(session::Column::Status.eq(session.status.as_str()))
+        .filter(session::Column::ClosedAt.is_null());
+    // The window read decided the change: a concurrent reschedule wins over it.
+    if let Some(from) = session.allowed_from {
+        update = update.filter(session::Column::AllowedFrom.eq(from));
+    }
+    let res = update.exec(db).await?;
     Ok(res.rows_affected == 1)
 }
 
@@ -492,4 +494,18 @@ pub async fn remove_users_everywhere(db: &impl ConnectionTrait, users: &[UserId]
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// The members of a session with when each joined.
+pub async fn members_joined(
+    db: &impl ConnectionTrait,
+    id: &str,
+) -> AppResult<Vec<(UserId, DateTime<Utc>)>> {
+    member::Entity::find()
+        .filter(member::Column::SessionId.eq(id))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|m| Ok((UserId::from_db(&m.user_id)?, m.created_at)))
+        .collect()
 }

@@ -23,6 +23,7 @@ pub async fn record(
         delivery_id: Set(delivery_id.to_owned()),
         body: Set(body.to_owned()),
         received_at: Set(at),
+        claimed_until: Set(None),
         processed_at: Set(None),
     })
     .on_conflict(
@@ -33,6 +34,33 @@ pub async fn record(
     .exec_without_returning(db)
     .await?;
     Ok(inserted == 1)
+}
+
+/// Claims an unprocessed delivery until `until` (one processor at a time: a claim that expired
+/// may be taken again); whether this caller holds it now.
+pub async fn claim(
+    db: &impl ConnectionTrait,
+    provider: &str,
+    delivery_id: &str,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> AppResult<bool> {
+    let res = delivery::Entity::update_many()
+        .col_expr(
+            delivery::Column::ClaimedUntil,
+            sea_orm::sea_query::Expr::value(until),
+        )
+        .filter(delivery::Column::Provider.eq(provider))
+        .filter(delivery::Column::DeliveryId.eq(delivery_id))
+        .filter(delivery::Column::ProcessedAt.is_null())
+        .filter(
+            sea_orm::Condition::any()
+                .add(delivery::Column::ClaimedUntil.is_null())
+                .add(delivery::Column::ClaimedUntil.lt(now)),
+        )
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
 }
 
 /// Marks a delivery processed.
@@ -54,7 +82,8 @@ pub async fn processed(
     Ok(())
 }
 
-/// Deliveries received by `before` and not processed yet, oldest first.
+/// Deliveries received by `before`, not processed yet and not held by a live claim, oldest
+/// first.
 pub async fn unprocessed(
     db: &impl ConnectionTrait,
     before: DateTime<Utc>,
@@ -63,6 +92,11 @@ pub async fn unprocessed(
     Ok(delivery::Entity::find()
         .filter(delivery::Column::ProcessedAt.is_null())
         .filter(delivery::Column::ReceivedAt.lte(before))
+        .filter(
+            sea_orm::Condition::any()
+                .add(delivery::Column::ClaimedUntil.is_null())
+                .add(delivery::Column::ClaimedUntil.lt(before)),
+        )
         .order_by_asc(delivery::Column::ReceivedAt)
         .limit(limit)
         .all(db)

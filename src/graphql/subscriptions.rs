@@ -163,7 +163,14 @@ async fn next_status(
             Err(RecvError::Closed) => return None,
         };
         match &*event {
-            DomainEvent::ChatStatus(s) if watch.matches(s) => return Some(s.clone().into()),
+            // Access by appointment was checked before its chat existed: the chat's own rule
+            // decides from then on (staff who are not in it and not admins stop here).
+            DomainEvent::ChatStatus(s) if watch.matches(s) => {
+                if matches!(watch, Watch::Appointment(_)) && s.session_id.is_some() {
+                    current().await.as_ref()?;
+                }
+                return Some(s.clone().into());
+            }
             DomainEvent::Resync => return current().await,
             // A member who leaves a session stops watching it.
             DomainEvent::ChatChanged(c)

@@ -358,7 +358,7 @@ impl AppointmentService {
             .await?;
         appointment.practitioner_id = practitioner_id;
         let txn = db::begin(&self.db).await?;
-        db::appointments::update_schedule(&txn, &appointment).await?;
+        db::appointments::set_practitioner(&txn, id, practitioner_id).await?;
         db::appointments::set_support_staff(&txn, id, &support).await?;
         txn.commit().await?;
         self.changed(&before, &appointment).await?;

@@ -908,10 +908,10 @@ impl ChatService {
         let now = self.clock.now();
         let mut sorted: Vec<String> = ids.iter().map(UserId::to_string).collect();
         sorted.sort();
-        // The same set deleted again (a retried request) is one operation.
-        let digest = <sha2::Sha256 as sha2::Digest>::digest(sorted.join(",").as_bytes());
+        // Deleting users already gone is harmless at every provider, so each call is its own
+        // operation (a later deletion of the same set is never mistaken for a retry).
         let entry = Entry::new(
-            format!("users:delete:{}", hex::encode(&digest[..12])),
+            format!("users:delete:{}", uuid::Uuid::now_v7().simple()),
             None,
             Operation::DeleteUsers { user_ids: sorted },
         );
@@ -1319,8 +1319,7 @@ impl ChatService {
                 ),
             ];
             let txn = db::begin(&self.db).await?;
-            let won = db::chat_sessions::transition(&txn, &session.id, session.status, target, now)
-                .await?;
+            let won = db::chat_sessions::transition(&txn, &session, target, now).await?;
             if won {
                 crate::outbox::enqueue(&txn, &entries, now).await?;
                 changed += 1;
@@ -1459,7 +1458,7 @@ impl ChatService {
         let channel = match &event {
             E::Message { channel, .. }
             | E::Frozen { channel, .. }
-            | E::Deleted { channel }
+            | E::Deleted { channel, .. }
             | E::MembersAdded { channel, .. }
             | E::MembersRemoved { channel, .. } => channel.clone(),
         };
@@ -1511,56 +1510,50 @@ impl ChatService {
                     self.outbox.wake();
                 }
             }
-            E::Deleted { .. } => {
-                self.close_for(&session, None, StatusReason::ProviderDeleted)
-                    .await?;
+            E::Deleted { at, .. } => {
+                // A report from before this session existed is about an older channel.
+                if at >= session.created_at {
+                    self.close_for(&session, None, StatusReason::ProviderDeleted)
+                        .await?;
+                }
             }
             E::MembersAdded { user_ids, .. } => {
+                // caregraph decides who takes part: a member added at the provider behind its
+                // back (a client SDK's invite, a channel owner's add) is taken out again.
                 let current = self.members_of(std::slice::from_ref(&session.id)).await?;
-                let ids: Vec<UserId> = user_ids
-                    .iter()
-                    .filter_map(|u| UserId::from_db(u).ok())
-                    .filter(|u| !current.iter().any(|(_, m, _)| m == u))
+                let intruders: Vec<String> = user_ids
+                    .into_iter()
+                    .filter(|u| !current.iter().any(|(_, m, _)| m.to_string() == *u))
+                    .filter(|u| u.as_str() != crate::providers::chat::stream::SYSTEM_USER_ID)
                     .collect();
-                let known = db::users::find_many(&self.db, &ids).await?;
-                if known.is_empty() {
+                if intruders.is_empty() {
                     return Ok(());
                 }
-                let memberships = db::organizations::memberships_of_users(
-                    &self.db,
-                    &known.iter().map(|u| u.id).collect::<Vec<_>>(),
-                )
-                .await?;
-                let added: Vec<(UserId, ChatRole)> = known
-                    .iter()
-                    .map(|u| {
-                        let staff = memberships.iter().any(|m| {
-                            m.user_id == u.id
-                                && m.active
-                                && (m.org_id == session.org_id
-                                    || Some(m.org_id) == session.counterpart_org_id)
-                        });
-                        (
-                            u.id,
-                            if staff {
-                                ChatRole::Staff
-                            } else {
-                                ChatRole::Client
-                            },
-                        )
-                    })
-                    .collect();
-                db::chat_sessions::add_members(&self.db, &session.id, &added, self.clock.now())
-                    .await?;
-                self.announce_change(&session, ChangeKind::MembersChanged, None, &[])
-                    .await;
+                tracing::warn!(session = %session.id, users = ?intruders, "members added at the provider without caregraph: removing them there");
+                let entry = Entry::new(
+                    format!(
+                        "chat:{}:revert-add:{}",
+                        session.id,
+                        uuid::Uuid::now_v7().simple()
+                    ),
+                    Some(session.org_id.to_string()),
+                    Operation::RemoveMembers {
+                        channel,
+                        user_ids: intruders,
+                        message: None,
+                    },
+                );
+                crate::outbox::enqueue(&self.db, &[entry], self.clock.now()).await?;
+                self.outbox.wake();
             }
-            E::MembersRemoved { user_ids, .. } => {
-                let current = self.members_of(std::slice::from_ref(&session.id)).await?;
-                let gone: Vec<UserId> = current
+            E::MembersRemoved { user_ids, at, .. } => {
+                // Someone left at the provider: they leave here too, unless they joined (again)
+                // after the report was made.
+                let joined = db::chat_sessions::members_joined(&self.db, &session.id).await?;
+                let gone: Vec<UserId> = joined
                     .iter()
-                    .map(|(_, u, _)| *u)
-                    .filter(|u| user_ids.contains(&u.to_string()))
+                    .filter(|(u, since)| user_ids.contains(&u.to_string()) && *since <= at)
+                    .map(|(u, _)| *u)
                     .collect();
                 if gone.is_empty() {
                     return Ok(());

@@ -1,6 +1,7 @@
 //! Provider webhooks after verification: each delivery is recorded once (a retry is recognised
 //! and changes nothing), answered at once, and processed in the background; a delivery whose
-//! processing a crash interrupted is processed by the sweep, on start and every minute.
+//! processing a crash interrupted is processed by the sweep, on start and every minute. A
+//! delivery is claimed before it is applied, so two replicas never apply it both.
 
 use std::time::Duration;
 
@@ -75,8 +76,22 @@ impl WebhookService {
         .await
     }
 
-    /// Applies a recorded delivery and marks it processed.
-    pub async fn process(&self, source: Source, delivery_id: &str, body: &str) -> AppResult<()> {
+    /// Applies a recorded delivery and marks it processed, if no other processor holds it (a
+    /// claim lasts a minute; one whose processor crashed is taken over after that).
+    /// Returns whether this call applied it.
+    pub async fn process(&self, source: Source, delivery_id: &str, body: &str) -> AppResult<bool> {
+        let now = self.clock.now();
+        let claimed = db::webhooks::claim(
+            &self.db,
+            source.as_str(),
+            delivery_id,
+            now,
+            now + chrono::Duration::seconds(60),
+        )
+        .await?;
+        if !claimed {
+            return Ok(false);
+        }
         let events = match serde_json::from_str::<Value>(body) {
             Ok(json) => source.parse(&json),
             Err(e) => {
@@ -87,7 +102,8 @@ impl WebhookService {
         for event in events {
             self.chat.provider_event(event).await?;
         }
-        db::webhooks::processed(&self.db, source.as_str(), delivery_id, self.clock.now()).await
+        db::webhooks::processed(&self.db, source.as_str(), delivery_id, self.clock.now()).await?;
+        Ok(true)
     }
 
     /// Processes deliveries older than `age` that are still unprocessed; returns how many.
@@ -100,7 +116,8 @@ impl WebhookService {
                 continue;
             };
             match self.process(source, &id, &body).await {
-                Ok(()) => done += 1,
+                Ok(true) => done += 1,
+                Ok(false) => {}
                 Err(e) => e.log_cause(),
             }
         }

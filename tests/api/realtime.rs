@@ -672,3 +672,24 @@ async fn a_member_removed_from_a_chat_stops_hearing_its_status() {
         ws.quiet().await;
     }
 }
+
+#[tokio::test]
+async fn staff_following_an_appointment_stop_when_its_chat_opens_without_them() {
+    for protocol in PROTOCOLS {
+        let app = TestApp::spawn_with(quick).await;
+        let c = app.clinic("follow").await;
+        let nurse = plain_staff(&app, &c, "follow").await;
+        let id = appointment(&app, &c, Utc::now() + chrono::Duration::hours(1)).await;
+        // Before the chat exists, staff who may read the appointment may follow it.
+        let mut ws = Client::connect(&app, protocol, &nurse.token).await;
+        ws.subscribe("a", STATUS, json!({"a": id})).await;
+        assert_eq!(ws.status("a").await["status"], "PENDING");
+        // Once it exists, the chat's own rule decides: the nurse is neither in it nor an admin.
+        open_chat(&app, &c.vet, &id).await;
+        assert_eq!(
+            ws.message().await,
+            json!({"type": "complete", "id": "a"}),
+            "{protocol}: the stream ends instead of telling the session"
+        );
+    }
+}

@@ -236,6 +236,8 @@ async fn a_gzipped_stream_message_reaches_the_list_and_member_events_keep_member
     .await;
     assert_eq!(status, 401, "the signature is over the uncompressed body");
 
+    // Someone adds the owner at Stream behind caregraph's back: caregraph takes them out again.
+    fake.control().clear();
     let added = serde_json::to_vec(&json!({"type": "member.added", "cid": cid,
         "member": {"user_id": c.owner.id}, "user": {"id": c.owner.id}}))
     .expect("json");
@@ -246,11 +248,39 @@ async fn a_gzipped_stream_message_reaches_the_list_and_member_events_keep_member
         &[("x-signature", sign(fakes::stream::API_SECRET, &added))],
     )
     .await;
-    let mut expected = vec![c.vet.id.clone(), c.tech.id.clone(), c.owner.id.clone()];
+    let path = format!("/channels/messaging/{channel}");
+    let mut reverted = Vec::new();
+    for _ in 0..80 {
+        reverted = fake.control().calls("POST", &path);
+        if !reverted.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(reverted.len(), 1, "one removal at the provider");
+    assert_eq!(reverted[0].json()["remove_members"], json!([c.owner.id]));
+    let mut expected = vec![c.vet.id.clone(), c.tech.id.clone()];
     expected.sort();
-    until(&app, &c, &id, |s| members(s) == expected).await;
+    assert_eq!(
+        members(&session(&app, &c, &id).await),
+        expected,
+        "not a member here"
+    );
+
+    // A member who left at the provider leaves here too; a report from before someone joined
+    // does not take them out.
+    let stale = serde_json::to_vec(&json!({"type": "member.removed", "cid": cid,
+        "user": {"id": c.vet.id}, "created_at": "2020-01-01T00:00:00Z"}))
+    .expect("json");
+    post(
+        &app,
+        "/webhooks/stream",
+        stale.clone(),
+        &[("x-signature", sign(fakes::stream::API_SECRET, &stale))],
+    )
+    .await;
     let removed = serde_json::to_vec(&json!({"type": "member.removed", "cid": cid,
-        "user": {"id": c.tech.id}}))
+        "user": {"id": c.tech.id}, "created_at": chrono::Utc::now().to_rfc3339()}))
     .expect("json");
     post(
         &app,
@@ -259,9 +289,7 @@ async fn a_gzipped_stream_message_reaches_the_list_and_member_events_keep_member
         &[("x-signature", sign(fakes::stream::API_SECRET, &removed))],
     )
     .await;
-    let mut expected = vec![c.vet.id.clone(), c.owner.id.clone()];
-    expected.sort();
-    until(&app, &c, &id, |s| members(s) == expected).await;
+    until(&app, &c, &id, |s| members(s) == vec![c.vet.id.clone()]).await;
 }
 
 #[tokio::test]
@@ -439,7 +467,9 @@ async fn a_delivery_whose_processing_was_interrupted_is_processed_by_the_sweep()
             .expect("record")
     );
     assert_eq!(session(&app, &c, &id).await["status"], "ACTIVE");
-    assert_eq!(hooks.sweep(Duration::ZERO).await.expect("sweep"), 1);
+    // Two replicas sweeping at once: the claim lets one of them apply it.
+    let (a, b) = tokio::join!(hooks.sweep(Duration::ZERO), hooks.sweep(Duration::ZERO));
+    assert_eq!(a.expect("sweep") + b.expect("sweep"), 1);
     assert_eq!(session(&app, &c, &id).await["status"], "CLOSED");
     assert_eq!(hooks.sweep(Duration::ZERO).await.expect("sweep"), 0, "once");
 }

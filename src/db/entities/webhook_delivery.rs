@@ -16,6 +16,8 @@ pub struct Model {
     pub body: String,
     /// When it arrived.
     pub received_at: DateTimeUtc,
+    /// Until when a processor holds it (null: nobody).
+    pub claimed_until: Option<DateTimeUtc>,
     /// When it was processed (null until then).
     pub processed_at: Option<DateTimeUtc>,
 }
