@@ -123,6 +123,9 @@ pub struct EventBus {
     relay: Option<mpsc::Sender<DomainEvent>>,
 }
 
+/// How often the Redis subscription is pinged (and how long a ping may take).
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
 impl EventBus {
     /// An in-process bus keeping at most `capacity` events per subscriber.
     pub fn in_process(capacity: usize) -> Self {
@@ -213,20 +216,31 @@ async fn listen(
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
-        {
-            let mut messages = pubsub.on_message();
-            loop {
-                let message = tokio::select! {
-                    () = stop.cancelled() => return,
-                    m = messages.next() => m,
-                };
-                let Some(message) = message else { break };
-                match serde_json::from_slice::<DomainEvent>(message.get_payload_bytes()) {
-                    Ok(event) => {
-                        let _ = local.send(Arc::new(event));
+        let (mut sink, mut messages) = pubsub.split();
+        // A half-open connection delivers nothing and reports nothing: a ping that goes
+        // unanswered ends it.
+        let mut heartbeat = tokio::time::interval(HEARTBEAT);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = heartbeat.tick() => {
+                    let pong = tokio::time::timeout(HEARTBEAT, sink.ping::<redis::Value>()).await;
+                    if !matches!(pong, Ok(Ok(_))) {
+                        tracing::warn!("the Redis event subscription stopped answering");
+                        break;
                     }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "an unreadable event on the Redis channel")
+                }
+                message = messages.next() => {
+                    let Some(message) = message else { break };
+                    match serde_json::from_slice::<DomainEvent>(message.get_payload_bytes()) {
+                        Ok(event) => {
+                            let _ = local.send(Arc::new(event));
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an unreadable event on the Redis channel");
+                        }
                     }
                 }
             }
