@@ -127,6 +127,43 @@ pub struct ChatSession {
     pub created_at: DateTime<Utc>,
 }
 
+impl ChatSession {
+    /// A session about to be created now: open, without a window, an image or a counterpart,
+    /// a group unless it is a 1:1 or client chat. Callers change what differs.
+    pub fn new_open(
+        org_id: OrgId,
+        category: ChatCategory,
+        channel_type: &str,
+        channel_id: String,
+        title: Option<String>,
+        created_by: UserId,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            org_id,
+            counterpart_org_id: None,
+            is_group: !matches!(category, ChatCategory::Client | ChatCategory::Colleague),
+            read_only: false,
+            image_url: None,
+            category,
+            channel_type: channel_type.to_owned(),
+            channel_id,
+            title,
+            created_by,
+            appointment_id: None,
+            allowed_from: None,
+            allowed_until: None,
+            status: ChatStatus::Active,
+            closed_at: None,
+            closed_by: None,
+            close_reason: None,
+            last_activity_at: now,
+            created_at: now,
+        }
+    }
+}
+
 /// The status a window gives at `now` (a closed session stays closed).
 pub fn status_at(
     closed: bool,

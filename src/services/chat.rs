@@ -130,6 +130,23 @@ pub fn channel_of(s: &ChatSession) -> ChannelRef {
     }
 }
 
+/// The channel metadata every session carries: status, category, organisations, group flag.
+fn base_metadata(session: &ChatSession) -> Map<String, Value> {
+    let mut metadata = status_metadata(session.status);
+    metadata.insert(
+        "chatCategory".into(),
+        json!(session.category.metadata_value()),
+    );
+    metadata.insert("orgId".into(), json!(session.org_id.to_string()));
+    let orgs: Vec<String> = std::iter::once(session.org_id)
+        .chain(session.counterpart_org_id)
+        .map(|o| o.to_string())
+        .collect();
+    metadata.insert("organisationIds".into(), json!(orgs));
+    metadata.insert("isGroup".into(), json!(session.is_group));
+    metadata
+}
+
 fn status_metadata(status: ChatStatus) -> Map<String, Value> {
     let mut set = Map::new();
     set.insert(
@@ -317,38 +334,21 @@ impl ChatService {
         let now = self.clock.now();
         let status = status_at(false, Some(from), Some(until), now);
         let session = ChatSession {
-            id: uuid::Uuid::now_v7().to_string(),
-            org_id: appointment.org_id,
-            counterpart_org_id: None,
-            is_group: false,
-            read_only: false,
-            image_url: None,
-            category: ChatCategory::Client,
-            channel_type: CHANNEL_TYPE.into(),
-            channel_id: chat::channel_id("appointment", &id.to_string()),
-            title: Some(format!("Appointment: {}", patient.name)),
-            created_by: me.id,
             appointment_id: Some(id),
             allowed_from: Some(from),
             allowed_until: Some(until),
             status,
-            closed_at: None,
-            closed_by: None,
-            close_reason: None,
-            last_activity_at: now,
-            created_at: now,
+            ..ChatSession::new_open(
+                appointment.org_id,
+                ChatCategory::Client,
+                CHANNEL_TYPE,
+                chat::channel_id("appointment", &id.to_string()),
+                Some(format!("Appointment: {}", patient.name)),
+                me.id,
+                now,
+            )
         };
-        let mut metadata = status_metadata(status);
-        metadata.insert(
-            "chatCategory".into(),
-            json!(ChatCategory::Client.metadata_value()),
-        );
-        metadata.insert("orgId".into(), json!(appointment.org_id.to_string()));
-        metadata.insert(
-            "organisationIds".into(),
-            json!([appointment.org_id.to_string()]),
-        );
-        metadata.insert("isGroup".into(), json!(false));
+        let mut metadata = base_metadata(&session);
         metadata.insert("appointmentId".into(), json!(id.to_string()));
         metadata.insert("activationMinutes".into(), json!(activation));
         if patient.species.is_some() {
@@ -567,35 +567,19 @@ impl ChatService {
         .await?;
         let now = self.clock.now();
         let session = ChatSession {
-            id: uuid::Uuid::now_v7().to_string(),
-            org_id: org,
-            counterpart_org_id: None,
-            is_group: true,
             read_only: input.read_only,
             image_url: image,
-            category: ChatCategory::Group,
-            channel_type: CHANNEL_TYPE.into(),
-            channel_id: chat::channel_id("group", &format!("{}-{slug}", &org.to_string()[..8])),
-            title: Some(title),
-            created_by: me.id,
-            appointment_id: None,
-            allowed_from: None,
-            allowed_until: None,
-            status: ChatStatus::Active,
-            closed_at: None,
-            closed_by: None,
-            close_reason: None,
-            last_activity_at: now,
-            created_at: now,
+            ..ChatSession::new_open(
+                org,
+                ChatCategory::Group,
+                CHANNEL_TYPE,
+                chat::channel_id("group", &format!("{}-{slug}", &org.to_string()[..8])),
+                Some(title),
+                me.id,
+                now,
+            )
         };
-        let mut metadata = status_metadata(ChatStatus::Active);
-        metadata.insert(
-            "chatCategory".into(),
-            json!(ChatCategory::Group.metadata_value()),
-        );
-        metadata.insert("orgId".into(), json!(org.to_string()));
-        metadata.insert("organisationIds".into(), json!([org.to_string()]));
-        metadata.insert("isGroup".into(), json!(true));
+        let mut metadata = base_metadata(&session);
         metadata.insert("readOnly".into(), json!(input.read_only));
         self.create(session, &key, &members, metadata, &users, &me)
             .await
@@ -978,39 +962,18 @@ impl ChatService {
         let users = db::users::find_many(&self.db, &[a, b]).await?;
         let now = self.clock.now();
         let session = ChatSession {
-            id: uuid::Uuid::now_v7().to_string(),
-            org_id: o1,
             counterpart_org_id: o2,
-            is_group: false,
-            read_only: false,
-            image_url: None,
-            category: ChatCategory::Colleague,
-            channel_type: CHANNEL_TYPE.into(),
-            channel_id: chat::channel_id("dm", &key),
-            title: None,
-            created_by: me.id,
-            appointment_id: None,
-            allowed_from: None,
-            allowed_until: None,
-            status: ChatStatus::Active,
-            closed_at: None,
-            closed_by: None,
-            close_reason: None,
-            last_activity_at: now,
-            created_at: now,
+            ..ChatSession::new_open(
+                o1,
+                ChatCategory::Colleague,
+                CHANNEL_TYPE,
+                chat::channel_id("dm", &key),
+                None,
+                me.id,
+                now,
+            )
         };
-        let mut metadata = status_metadata(ChatStatus::Active);
-        metadata.insert(
-            "chatCategory".into(),
-            json!(ChatCategory::Colleague.metadata_value()),
-        );
-        metadata.insert("orgId".into(), json!(o1.to_string()));
-        let orgs: Vec<String> = std::iter::once(o1)
-            .chain(o2)
-            .map(|o| o.to_string())
-            .collect();
-        metadata.insert("organisationIds".into(), json!(orgs));
-        metadata.insert("isGroup".into(), json!(false));
+        let metadata = base_metadata(&session);
         let members = [(a, ChatRole::Staff), (b, ChatRole::Staff)];
         self.create(session, &key, &members, metadata, &users, me)
             .await
@@ -1700,36 +1663,16 @@ impl super::cases::CaseHooks for ChatService {
             )
             .await?;
             let now = self.clock.now();
-            let session = ChatSession {
-                id: uuid::Uuid::now_v7().to_string(),
-                org_id: case.org_id,
-                counterpart_org_id: None,
-                is_group: true,
-                read_only: false,
-                image_url: None,
-                category: ChatCategory::Case,
-                channel_type: CHANNEL_TYPE.into(),
-                channel_id: chat::channel_id("case", &case.id.to_string()),
-                title: Some(case.title.clone()),
-                created_by: by.id,
-                appointment_id: None,
-                allowed_from: None,
-                allowed_until: None,
-                status: ChatStatus::Active,
-                closed_at: None,
-                closed_by: None,
-                close_reason: None,
-                last_activity_at: now,
-                created_at: now,
-            };
-            let mut metadata = status_metadata(ChatStatus::Active);
-            metadata.insert(
-                "chatCategory".into(),
-                json!(ChatCategory::Case.metadata_value()),
+            let session = ChatSession::new_open(
+                case.org_id,
+                ChatCategory::Case,
+                CHANNEL_TYPE,
+                chat::channel_id("case", &case.id.to_string()),
+                Some(case.title.clone()),
+                by.id,
+                now,
             );
-            metadata.insert("orgId".into(), json!(case.org_id.to_string()));
-            metadata.insert("organisationIds".into(), json!([case.org_id.to_string()]));
-            metadata.insert("isGroup".into(), json!(true));
+            let mut metadata = base_metadata(&session);
             metadata.insert("caseId".into(), json!(case.id.to_string()));
             metadata.insert("caseReference".into(), json!(case.reference));
             self.create(session, &key, &members, metadata, &users, by)
@@ -1861,36 +1804,16 @@ impl super::care_teams::CareTeamHooks for CareTeamChats {
     ) -> AppResult<()> {
         let wanted = self.teams.chat_members(team).await?;
         let now = self.chat.clock.now();
-        let template = ChatSession {
-            id: uuid::Uuid::now_v7().to_string(),
-            org_id: team.org_id,
-            counterpart_org_id: None,
-            is_group: true,
-            read_only: false,
-            image_url: None,
-            category: ChatCategory::CareTeam,
-            channel_type: CHANNEL_TYPE.into(),
-            channel_id: chat::channel_id("careteam", &team.id.to_string()),
-            title: Some(team.name.clone()),
-            created_by: by.id,
-            appointment_id: None,
-            allowed_from: None,
-            allowed_until: None,
-            status: ChatStatus::Active,
-            closed_at: None,
-            closed_by: None,
-            close_reason: None,
-            last_activity_at: now,
-            created_at: now,
-        };
-        let mut metadata = status_metadata(ChatStatus::Active);
-        metadata.insert(
-            "chatCategory".into(),
-            json!(ChatCategory::CareTeam.metadata_value()),
+        let template = ChatSession::new_open(
+            team.org_id,
+            ChatCategory::CareTeam,
+            CHANNEL_TYPE,
+            chat::channel_id("careteam", &team.id.to_string()),
+            Some(team.name.clone()),
+            by.id,
+            now,
         );
-        metadata.insert("orgId".into(), json!(team.org_id.to_string()));
-        metadata.insert("organisationIds".into(), json!([team.org_id.to_string()]));
-        metadata.insert("isGroup".into(), json!(true));
+        let mut metadata = base_metadata(&template);
         metadata.insert("careTeamId".into(), json!(team.id.to_string()));
         self.chat
             .sync_room(
