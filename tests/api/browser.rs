@@ -56,7 +56,8 @@ async fn launch() -> Browser {
 }
 
 async fn wait_for_port(file: &Path) -> u16 {
-    for _ in 0..200 {
+    // Chromium can take many seconds to start while the rest of the suite loads both cores.
+    for _ in 0..1200 {
         if let Ok(text) = tokio::fs::read_to_string(file).await
             && let Some(port) = text.lines().next().and_then(|l| l.trim().parse().ok())
         {
