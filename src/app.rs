@@ -150,7 +150,7 @@ impl App {
         let scheduler = tokio::spawn(
             self.state
                 .services
-                .chat_sessions
+                .chats
                 .clone()
                 .run_scheduler(token.clone(), self.state.config.chat.scheduler_poll),
         );

@@ -46,14 +46,14 @@ pub struct Services {
     pub cases: cases::CaseService,
     /// Appointments and meetings.
     pub appointments: appointments::AppointmentService,
-    /// Chat sessions.
-    pub chat_sessions: chat::ChatService,
+    /// Chat sessions: the use cases.
+    pub chats: chat::ChatService,
     /// Batch lookups for the dataloaders.
     pub lookups: lookups::Lookups,
     /// The clock.
     pub clock: SharedClock,
-    /// The chat provider (and the local one, when configured).
-    pub chat: ChatStack,
+    /// The chat provider port (and the local provider, when configured).
+    pub chat_provider: ChatStack,
     /// The outbox of provider side effects, and its worker.
     pub outbox: Outbox,
     /// Domain events for subscriptions.
@@ -110,7 +110,7 @@ impl Services {
             meetings,
             &config.jitsi,
         );
-        let chat_sessions = chat::ChatService::new(
+        let chats = chat::ChatService::new(
             db.clone(),
             outbox.clone(),
             chat.clone(),
@@ -124,12 +124,12 @@ impl Services {
                 after_end_minutes: config.chat.after_end_minutes,
             },
         );
-        appointments.set_hooks(Arc::new(chat_sessions.clone()));
+        appointments.set_hooks(Arc::new(chats.clone()));
         let cases = cases::CaseService::new(db.clone());
-        cases.set_hooks(Arc::new(chat_sessions.clone()));
+        cases.set_hooks(Arc::new(chats.clone()));
         let care_teams = care_teams::CareTeamService::new(db.clone(), clock.clone());
         let care_team_chats = Arc::new(chat::CareTeamChats {
-            chat: chat_sessions.clone(),
+            chat: chats.clone(),
             teams: care_teams.clone(),
         });
         care_teams.set_hooks(care_team_chats.clone());
@@ -143,15 +143,11 @@ impl Services {
             care_teams,
             cases,
             appointments,
-            webhooks: webhooks::WebhookService::new(
-                db.clone(),
-                chat_sessions.clone(),
-                clock.clone(),
-            ),
-            chat_sessions,
+            webhooks: webhooks::WebhookService::new(db.clone(), chats.clone(), clock.clone()),
+            chats,
             lookups: lookups::Lookups::new(db.clone()),
             clock,
-            chat,
+            chat_provider: chat,
             provider_ops: provider_ops::ProviderOpsService::new(db.clone(), outbox.clone()),
             outbox,
             events,

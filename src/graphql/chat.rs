@@ -219,7 +219,7 @@ impl ChatSession {
     }
     /// Status now.
     async fn status(&self, ctx: &Context<'_>) -> ChatStatus {
-        services(ctx).chat_sessions.status_now(&self.0).into()
+        services(ctx).chats.status_now(&self.0).into()
     }
     /// The organisation.
     async fn organization(&self, ctx: &Context<'_>) -> GqlResult<Organization> {
@@ -301,7 +301,7 @@ impl ChatSession {
     }
     /// The chat provider.
     async fn provider(&self, ctx: &Context<'_>) -> &'static str {
-        services(ctx).chat_sessions.provider_name()
+        services(ctx).chats.provider_name()
     }
     /// The provider's channel type.
     async fn channel_type(&self) -> &str {
@@ -317,7 +317,7 @@ impl ChatSession {
     }
     /// The Ethora room JID (null elsewhere).
     async fn room_jid(&self, ctx: &Context<'_>) -> Option<String> {
-        services(ctx).chat_sessions.room_jid(&self.0)
+        services(ctx).chats.room_jid(&self.0)
     }
     /// The latest message (read from the provider, batched per page).
     async fn last_message(&self, ctx: &Context<'_>) -> GqlResult<Option<ChatMessage>> {
@@ -344,7 +344,7 @@ impl ChatSession {
             return Err(AppError::bad_input("limit", "must be between 1 and 100").into());
         }
         let list = services(ctx)
-            .chat_sessions
+            .chats
             .recent_messages(&self.0, u32::try_from(limit).unwrap_or(20))
             .await?;
         Ok(list.into_iter().map(Into::into).collect())
@@ -359,10 +359,7 @@ pub struct ChatQuery;
 impl ChatQuery {
     /// A chat session: its members and the OWNER/ADMIN of its organisation may read it.
     async fn chat_session(&self, ctx: &Context<'_>, id: ID) -> GqlResult<ChatSession> {
-        let (session, _) = services(ctx)
-            .chat_sessions
-            .session(viewer(ctx), &id)
-            .await?;
+        let (session, _) = services(ctx).chats.session(viewer(ctx), &id).await?;
         Ok(ChatSession::from(session))
     }
 
@@ -381,7 +378,7 @@ impl ChatQuery {
         let request = pagination::request(first, after)?;
         let has_previous = request.after.is_some();
         let page = services(ctx)
-            .chat_sessions
+            .chats
             .list(
                 viewer(ctx),
                 org,
@@ -440,7 +437,7 @@ impl ChatMutation {
         let id = AppointmentId::parse(&appointment_id, "appointmentId")?;
         Ok(ChatSession::from(
             services(ctx)
-                .chat_sessions
+                .chats
                 .open_appointment_chat(viewer(ctx), id)
                 .await?,
         ))
@@ -457,7 +454,7 @@ impl ChatMutation {
         let colleague = domain::UserId::parse(&colleague_id, "colleagueId")?;
         Ok(ChatSession::from(
             services(ctx)
-                .chat_sessions
+                .chats
                 .open_direct_chat(viewer(ctx), org, colleague)
                 .await?,
         ))
@@ -477,7 +474,7 @@ impl ChatMutation {
         let other = OrgId::parse(&colleague_org_id, "colleagueOrgId")?;
         Ok(ChatSession::from(
             services(ctx)
-                .chat_sessions
+                .chats
                 .open_network_direct_chat(viewer(ctx), org, colleague, other)
                 .await?,
         ))
@@ -505,7 +502,7 @@ impl ChatMutation {
         };
         Ok(ChatSession::from(
             services(ctx)
-                .chat_sessions
+                .chats
                 .create_group(viewer(ctx), org, group)
                 .await?,
         ))
@@ -529,7 +526,7 @@ impl ChatMutation {
         };
         Ok(ChatSession::from(
             services(ctx)
-                .chat_sessions
+                .chats
                 .update_group(viewer(ctx), &session_id, change)
                 .await?,
         ))
@@ -552,7 +549,7 @@ impl ChatMutation {
         )?;
         Ok(ChatSession::from(
             services(ctx)
-                .chat_sessions
+                .chats
                 .update_group_members(viewer(ctx), &session_id, &add, &remove)
                 .await?,
         ))
@@ -561,7 +558,7 @@ impl ChatMutation {
     /// Deletes a group here and at the provider (owner or org admin).
     async fn delete_group_chat(&self, ctx: &Context<'_>, session_id: ID) -> GqlResult<bool> {
         services(ctx)
-            .chat_sessions
+            .chats
             .delete_group(viewer(ctx), &session_id)
             .await?;
         Ok(true)
@@ -578,7 +575,7 @@ impl ChatMutation {
         let org = OrgId::parse(&org_id, "orgId")?;
         let ids = super::patients::parse_ids(&user_ids, "userIds", domain::UserId::parse)?;
         let n = services(ctx)
-            .chat_sessions
+            .chats
             .delete_chat_users(viewer(ctx), org, &ids)
             .await?;
         Ok(i32::try_from(n).unwrap_or(i32::MAX))
@@ -586,7 +583,7 @@ impl ChatMutation {
 
     /// The caller's chat token and what the provider SDK needs (rate limited per user).
     async fn issue_chat_token(&self, ctx: &Context<'_>) -> GqlResult<ChatCredentials> {
-        let c = services(ctx).chat_sessions.issue_token(viewer(ctx)).await?;
+        let c = services(ctx).chats.issue_token(viewer(ctx)).await?;
         Ok(ChatCredentials {
             provider: c.provider.to_owned(),
             user_id: ID(c.user_id),
@@ -605,10 +602,7 @@ impl ChatMutation {
         session_id: ID,
     ) -> GqlResult<ChatSession> {
         Ok(ChatSession::from(
-            services(ctx)
-                .chat_sessions
-                .close(viewer(ctx), &session_id)
-                .await?,
+            services(ctx).chats.close(viewer(ctx), &session_id).await?,
         ))
     }
 
@@ -620,7 +614,7 @@ impl ChatMutation {
         text: String,
     ) -> GqlResult<ChatMessage> {
         Ok(services(ctx)
-            .chat_sessions
+            .chats
             .send_message(viewer(ctx), &session_id, &text)
             .await?
             .into())

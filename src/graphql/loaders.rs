@@ -115,7 +115,7 @@ impl Loader<ChatOfAppointment> for AppLoader {
         keys: &[ChatOfAppointment],
     ) -> Result<HashMap<ChatOfAppointment, Self::Value>, Self::Error> {
         let ids: Vec<_> = keys.iter().map(|k| k.0).collect();
-        let sessions = self.services.chat_sessions.of_appointments(&ids).await?;
+        let sessions = self.services.chats.of_appointments(&ids).await?;
         Ok(sessions
             .into_iter()
             .filter_map(|s| s.appointment_id.map(|a| (ChatOfAppointment(a), s)))
@@ -136,7 +136,7 @@ impl Loader<ChatMembersOf> for AppLoader {
         keys: &[ChatMembersOf],
     ) -> Result<HashMap<ChatMembersOf, Self::Value>, Self::Error> {
         let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
-        let rows = self.services.chat_sessions.members_of(&ids).await?;
+        let rows = self.services.chats.members_of(&ids).await?;
         let mut map: HashMap<ChatMembersOf, Self::Value> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
         for (session, user, role) in rows {
@@ -171,7 +171,7 @@ pub struct ChannelReads {
 
 /// Builds the per-request channel-state loader for `for_user`.
 pub fn channel_reads(services: &Services, for_user: &UserId) -> DataLoader<ChannelReads> {
-    let provider = services.chat.provider.clone();
+    let provider = services.chat_provider.provider.clone();
     let limit = provider.read_batch_limit().max(1);
     DataLoader::new(
         ChannelReads {

@@ -248,10 +248,7 @@ impl CareTeam {
     /// The team's staff-only conversation about its patient, for its members and the
     /// organisation's OWNER/ADMIN.
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
-        let session = services(ctx)
-            .chat_sessions
-            .care_team_chat(&self.0.id)
-            .await?;
+        let session = services(ctx).chats.care_team_chat(&self.0.id).await?;
         super::chat::ChatSession::visible(ctx, session).await
     }
     /// Members.

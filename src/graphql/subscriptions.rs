@@ -114,7 +114,7 @@ impl ChatSessionChange {
     async fn session(&self, ctx: &Context<'_>) -> Option<ChatSession> {
         let change = self.change.as_ref()?;
         services(ctx)
-            .chat_sessions
+            .chats
             .session(&self.viewer, &change.session_id)
             .await
             .ok()
@@ -147,7 +147,7 @@ async fn next_status(
 ) -> Option<ChatSessionStatusEvent> {
     let current = || async {
         services
-            .chat_sessions
+            .chats
             .current_status(viewer, watch)
             .await
             .ok()
@@ -252,10 +252,7 @@ impl Subscription {
         let services = services(ctx).clone();
         // Subscribe before reading the state: a change in between is seen twice, never missed.
         let rx = services.events.subscribe();
-        let first = services
-            .chat_sessions
-            .current_status(&viewer, &watch)
-            .await?;
+        let first = services.chats.current_status(&viewer, &watch).await?;
         let rest = stream::unfold(
             (rx, services, viewer, watch),
             |(mut rx, services, viewer, watch)| async move {
@@ -277,7 +274,7 @@ impl Subscription {
         let viewer = viewer(ctx).clone();
         let org = OrgId::parse(&org_id, "orgId")?;
         let services = services(ctx).clone();
-        services.chat_sessions.lister(&viewer, org).await?;
+        services.chats.lister(&viewer, org).await?;
         let rx = services.events.subscribe();
         Ok(stream::unfold(
             (rx, viewer),

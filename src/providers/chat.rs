@@ -30,6 +30,9 @@ pub struct ChatUser {
     pub image: Option<String>,
 }
 
+/// The channel type of every caregraph channel (Stream's type, Sendbird's `custom_type`).
+pub const CHANNEL_TYPE: &str = "messaging";
+
 /// Which channel: the provider's channel type and id (`cid` = `type:id`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChannelRef {

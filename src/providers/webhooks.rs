@@ -223,7 +223,7 @@ pub fn parse_sendbird(event: &Value) -> Vec<ProviderEvent> {
         return Vec::new();
     };
     let channel = ChannelRef {
-        channel_type: crate::services::chat::CHANNEL_TYPE.to_owned(),
+        channel_type: crate::providers::chat::CHANNEL_TYPE.to_owned(),
         channel_id: url,
     };
     let users = |key: &str| -> Vec<String> {

@@ -589,7 +589,7 @@ async fn snapshot(app: &TestApp, w: &World) -> BTreeMap<String, Value> {
     let local = app
         .state
         .services
-        .chat
+        .chat_provider
         .local
         .clone()
         .expect("local provider");

@@ -135,14 +135,8 @@ async fn every_status_transition_of_a_chat_is_one_event_on_the_bus() {
 
     // The scheduler opens the window on time, once.
     clock.set(from + chrono::Duration::seconds(1));
-    assert_eq!(
-        app.state.services.chat_sessions.tick().await.expect("tick"),
-        1
-    );
-    assert_eq!(
-        app.state.services.chat_sessions.tick().await.expect("tick"),
-        0
-    );
+    assert_eq!(app.state.services.chats.tick().await.expect("tick"), 1);
+    assert_eq!(app.state.services.chats.tick().await.expect("tick"), 0);
     let event = next_status(&mut rx).await;
     assert_eq!(event.reason.as_str(), "WINDOW_OPENED");
     assert_eq!(event.status.as_str(), "ACTIVE");
@@ -191,7 +185,7 @@ async fn the_window_ending_and_a_cancellation_are_announced_with_their_reasons()
 
     // 30 minutes of appointment and 120 after: the window ends.
     clock.set(start + chrono::Duration::minutes(151));
-    app.state.services.chat_sessions.tick().await.expect("tick");
+    app.state.services.chats.tick().await.expect("tick");
     let event = next_status(&mut rx).await;
     assert_eq!(event.reason.as_str(), "WINDOW_ENDED");
     assert_eq!(event.status.as_str(), "CLOSED");
@@ -273,7 +267,13 @@ async fn a_new_practitioner_or_support_staff_changes_the_appointment_chat_member
         "the one who left learns of it too"
     );
     settle(&app).await;
-    let local = app.state.services.chat.local.clone().expect("local");
+    let local = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local");
     let (_, members, _) = local
         .inspect(&ChannelRef {
             channel_type: "messaging".into(),
@@ -391,7 +391,13 @@ async fn revoking_a_consent_takes_outside_staff_out_of_the_care_team_chat_at_onc
         "the outside member left with the consent"
     );
     settle(&app).await;
-    let local = app.state.services.chat.local.clone().expect("local");
+    let local = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local");
     let (_, members, _) = local
         .inspect(&ChannelRef {
             channel_type: "messaging".into(),

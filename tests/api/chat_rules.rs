@@ -131,14 +131,19 @@ impl Backend {
     }
 
     fn can(&self) -> Capabilities {
-        self.app.state.services.chat.provider.capabilities()
+        self.app
+            .state
+            .services
+            .chat_provider
+            .provider
+            .capabilities()
     }
 
     fn local_chat(&self) -> LocalChat {
         self.app
             .state
             .services
-            .chat
+            .chat_provider
             .local
             .clone()
             .expect("the local provider")
@@ -356,13 +361,7 @@ impl Backend {
 
     /// Runs the scheduler once at the clock's time.
     async fn tick(&self) -> usize {
-        self.app
-            .state
-            .services
-            .chat_sessions
-            .tick()
-            .await
-            .expect("tick")
+        self.app.state.services.chats.tick().await.expect("tick")
     }
 
     /// Schedules an appointment of the clinic's dog with the vet and the tech.

@@ -117,7 +117,7 @@ async fn opening_an_appointment_chat_is_create_or_get_even_when_concurrent() {
     let local = app
         .state
         .services
-        .chat
+        .chat_provider
         .local
         .clone()
         .expect("local provider");
@@ -171,7 +171,13 @@ async fn the_window_opens_and_ends_on_time_and_the_provider_is_frozen_outside_it
     let sid = session["id"].as_str().expect("id").to_owned();
     assert_eq!(session["status"], "PENDING");
     settle(&app).await;
-    let local = app.state.services.chat.local.clone().expect("local");
+    let local = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local");
     let channel = ChannelRef {
         channel_type: "messaging".into(),
         channel_id: format!("appointment-{id}"),
@@ -196,10 +202,7 @@ async fn the_window_opens_and_ends_on_time_and_the_provider_is_frozen_outside_it
 
     // Five minutes before the start, the scheduler opens the window.
     clock.set(start + chrono::Duration::minutes(55));
-    assert_eq!(
-        app.state.services.chat_sessions.tick().await.expect("tick"),
-        1
-    );
+    assert_eq!(app.state.services.chats.tick().await.expect("tick"), 1);
     settle(&app).await;
     let (meta, _, frozen) = local
         .inspect(&channel)
@@ -226,12 +229,9 @@ async fn the_window_opens_and_ends_on_time_and_the_provider_is_frozen_outside_it
 
     // 120 minutes after the end, it closes for good.
     clock.set(start + chrono::Duration::minutes(60 + 30 + 120));
+    assert_eq!(app.state.services.chats.tick().await.expect("tick"), 1);
     assert_eq!(
-        app.state.services.chat_sessions.tick().await.expect("tick"),
-        1
-    );
-    assert_eq!(
-        app.state.services.chat_sessions.tick().await.expect("tick"),
+        app.state.services.chats.tick().await.expect("tick"),
         0,
         "once"
     );
@@ -501,7 +501,13 @@ async fn rescheduling_moves_the_window_and_cancelling_closes_the_chat() {
     let sid = session["id"].as_str().expect("id").to_owned();
     assert_eq!(session["status"], "ACTIVE");
     settle(&app).await;
-    let local = app.state.services.chat.local.clone().expect("local");
+    let local = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local");
     let channel = ChannelRef {
         channel_type: "messaging".into(),
         channel_id: format!("appointment-{id}"),
@@ -562,10 +568,7 @@ async fn rescheduling_moves_the_window_and_cancelling_closes_the_chat() {
         .count();
     assert_eq!(system, 1);
     // A closed chat stays closed whatever happens to the appointment.
-    assert_eq!(
-        app.state.services.chat_sessions.tick().await.expect("tick"),
-        0
-    );
+    assert_eq!(app.state.services.chats.tick().await.expect("tick"), 0);
 }
 
 const DM: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id category status memberCount organization { id } counterpartOrganization { id } } }";
@@ -812,7 +815,13 @@ async fn groups_are_created_once_managed_by_their_owner_and_deleted_for_good() {
         .await;
     assert_eq!(body["errors"][0]["extensions"]["field"], "add.0");
     settle(&app).await;
-    let local = app.state.services.chat.local.clone().expect("local");
+    let local = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local");
     let channel = ChannelRef {
         channel_type: "messaging".into(),
         channel_id: g["channelId"].as_str().expect("channel").into(),
@@ -922,7 +931,13 @@ async fn a_case_gets_one_room_that_follows_its_participants_and_closes_with_it()
         "the owner (creator) and the vet"
     );
     settle(&app).await;
-    let local = app.state.services.chat.local.clone().expect("local");
+    let local = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local");
     let channel = ChannelRef {
         channel_type: "messaging".into(),
         channel_id: room["channelId"].as_str().expect("id").into(),
@@ -1138,7 +1153,13 @@ async fn a_care_team_has_a_staff_only_chat_that_follows_the_team_and_its_consent
         "the consented outside member joins the chat"
     );
     settle(&app).await;
-    let local = app.state.services.chat.local.clone().expect("local");
+    let local = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local");
     let channel = ChannelRef {
         channel_type: "messaging".into(),
         channel_id: format!("careteam-{}", team["id"].as_str().expect("id")),

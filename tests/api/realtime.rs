@@ -273,10 +273,7 @@ async fn a_status_subscription_by_appointment_before_the_chat_exists_sees_the_wi
             "{protocol}: the follower learns the new session: {event}"
         );
         clock.set(from + chrono::Duration::seconds(1));
-        assert_eq!(
-            app.state.services.chat_sessions.tick().await.expect("tick"),
-            1
-        );
+        assert_eq!(app.state.services.chats.tick().await.expect("tick"), 1);
         let event = ws.status("a").await;
         assert_eq!(event["reason"], "WINDOW_OPENED", "{protocol}: {event}");
         assert_eq!(event["status"], "ACTIVE");

@@ -1,0 +1,274 @@
+//! Appointment chats: create-or-get, who takes part, the window an appointment gives its chat,
+//! and how the chat follows its appointment (cancellation, moves, staff changes).
+
+use serde_json::json;
+
+use super::{ChatService, base_metadata, channel_of, status_metadata};
+use crate::{
+    auth::Viewer,
+    db,
+    domain::{
+        AppointmentId, User, UserId,
+        chat::{self, ChatCategory, ChatRole, ChatSession, ChatStatus, StatusReason, status_at},
+    },
+    error::{AppError, AppResult},
+    events::{DomainEvent, StatusEvent},
+    outbox::{Entry, Operation},
+    providers::chat::CHANNEL_TYPE,
+};
+
+impl ChatService {
+    /// Who takes part in an appointment's chat: the client and guardians with chat rights, the
+    /// practitioner and support staff.
+    async fn appointment_members(
+        &self,
+        appointment: &crate::domain::care::Appointment,
+    ) -> AppResult<Vec<(UserId, ChatRole)>> {
+        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
+        let support = db::appointments::support_staff_of(&self.db, &[appointment.id]).await?;
+        let mut members: Vec<(UserId, ChatRole)> = vec![(appointment.client_id, ChatRole::Client)];
+        for g in guardians.iter().filter(|g| g.may_chat()) {
+            if !members.iter().any(|(u, _)| *u == g.user_id) {
+                members.push((g.user_id, ChatRole::Client));
+            }
+        }
+        for u in std::iter::once(appointment.practitioner_id).chain(support.iter().map(|(_, u)| *u))
+        {
+            if !members.iter().any(|(m, _)| *m == u) {
+                members.push((u, ChatRole::Staff));
+            }
+        }
+        Ok(members)
+    }
+
+    /// Opens (creates or gets) an appointment's chat: its client and guardians with chat rights,
+    /// practitioner and support staff, or an OWNER/ADMIN of the organisation may.
+    pub async fn open_appointment_chat(
+        &self,
+        viewer: &Viewer,
+        id: AppointmentId,
+    ) -> AppResult<ChatSession> {
+        let (appointment, reader) = self.appointments.read(viewer, id).await?;
+        let me = viewer.user()?.clone();
+        if !reader.participant {
+            let membership =
+                db::organizations::find_membership(&self.db, appointment.org_id, me.id).await?;
+            if !membership.is_some_and(|m| m.active && m.role.manages_organization()) {
+                return Err(AppError::Forbidden(
+                    "only the appointment's participants or an organization admin open its chat"
+                        .into(),
+                ));
+            }
+        }
+        let key = format!("appointment:{id}");
+        if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
+            return Ok(existing);
+        }
+        if appointment.status.is_terminal() {
+            return Err(AppError::ChatNotOpen(format!(
+                "the appointment is {}",
+                appointment.status.as_str()
+            )));
+        }
+        let mut members = self.appointment_members(&appointment).await?;
+        // An admin who opens the chat takes part in it.
+        if !members.iter().any(|(m, _)| *m == me.id) {
+            members.push((me.id, ChatRole::Staff));
+        }
+        let users = db::users::find_many(
+            &self.db,
+            &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        )
+        .await?;
+        let patient = db::patients::find(&self.db, appointment.patient_id)
+            .await?
+            .ok_or(AppError::NotFound("patient"))?;
+        let client = users.iter().find(|u| u.id == appointment.client_id);
+        let (activation, from, until) = self.window_of(&appointment).await?;
+        let now = self.clock.now();
+        let status = status_at(false, Some(from), Some(until), now);
+        let session = ChatSession {
+            appointment_id: Some(id),
+            allowed_from: Some(from),
+            allowed_until: Some(until),
+            status,
+            ..ChatSession::new_open(
+                appointment.org_id,
+                ChatCategory::Client,
+                CHANNEL_TYPE,
+                chat::channel_id("appointment", &id.to_string()),
+                Some(format!("Appointment: {}", patient.name)),
+                me.id,
+                now,
+            )
+        };
+        let mut metadata = base_metadata(&session);
+        metadata.insert("appointmentId".into(), json!(id.to_string()));
+        metadata.insert("activationMinutes".into(), json!(activation));
+        if patient.species.is_some() {
+            metadata.insert("petName".into(), json!(patient.name));
+            metadata.insert(
+                "petOwnerName".into(),
+                json!(client.map(|c| c.display_name.clone())),
+            );
+        } else {
+            metadata.insert("patientName".into(), json!(patient.name));
+        }
+        let mut chat_users: Vec<User> = users;
+        if !chat_users.iter().any(|u| u.id == me.id) {
+            chat_users.push(me.clone());
+        }
+        self.create(session, &key, &members, metadata, &chat_users, &me)
+            .await
+    }
+
+    /// The window an appointment gives its chat, and the activation minutes that made it: the
+    /// appointment's own, else its organisation's, else the deployment's default.
+    pub async fn window_of(
+        &self,
+        a: &crate::domain::care::Appointment,
+    ) -> AppResult<(
+        i64,
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+    )> {
+        let activation = match a.activation_minutes {
+            Some(m) => i64::from(m),
+            None => db::organizations::find(&self.db, a.org_id)
+                .await?
+                .and_then(|o| o.chat_activation_minutes)
+                .map_or(self.default_activation_minutes, i64::from),
+        };
+        Ok((
+            activation,
+            a.starts_at - chrono::Duration::minutes(activation),
+            a.ends_at + self.after_end,
+        ))
+    }
+
+    /// Announces a cancellation or a move of an appointment whose chat is not open yet.
+    async fn announce_unopened(
+        &self,
+        before: &crate::domain::care::Appointment,
+        a: &crate::domain::care::Appointment,
+    ) -> AppResult<()> {
+        let cancelled = a.status == crate::domain::care::AppointmentStatus::Cancelled
+            && before.status != a.status;
+        let moved = before.starts_at != a.starts_at || before.ends_at != a.ends_at;
+        if !cancelled && !moved {
+            return Ok(());
+        }
+        let (_, from, until) = self.window_of(a).await?;
+        let now = self.clock.now();
+        let (status, reason) = if cancelled {
+            (ChatStatus::Closed, StatusReason::AppointmentCancelled)
+        } else {
+            (
+                status_at(false, Some(from), Some(until), now),
+                StatusReason::Rescheduled,
+            )
+        };
+        self.events.publish(DomainEvent::ChatStatus(StatusEvent {
+            session_id: None,
+            appointment_id: Some(a.id),
+            status,
+            reason,
+            allowed_from: Some(from),
+            allowed_until: Some(until),
+            at: now,
+        }));
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+#[async_trait::async_trait]
+impl crate::services::appointments::AppointmentHooks for ChatService {
+    /// A cancelled appointment closes its chat; a moved one moves the chat's window (a chat
+    /// closed by a person stays closed), refreezing or unfreezing the channel as the window says.
+    async fn appointment_changed(
+        &self,
+        before: &crate::domain::care::Appointment,
+        a: &crate::domain::care::Appointment,
+    ) -> AppResult<()> {
+        let Some(session) =
+            db::chat_sessions::find_by_key(&self.db, &format!("appointment:{}", a.id)).await?
+        else {
+            // No chat yet: those following the appointment hear of the window it will have.
+            return self.announce_unopened(before, a).await;
+        };
+        if session.closed_at.is_some() {
+            return Ok(());
+        }
+        if a.status == crate::domain::care::AppointmentStatus::Cancelled {
+            self.close_for(&session, None, StatusReason::AppointmentCancelled)
+                .await?;
+            return Ok(());
+        }
+        // A new practitioner or support staff: members follow (an admin who opened it stays).
+        let wanted = self.appointment_members(a).await?;
+        let creator_manages =
+            db::organizations::find_membership(&self.db, a.org_id, session.created_by)
+                .await?
+                .is_some_and(|m| m.active && m.role.manages_organization());
+        self.sync_members(
+            &session,
+            &wanted,
+            creator_manages.then_some(session.created_by),
+        )
+        .await?;
+        let (_, from, until) = self.window_of(a).await?;
+        if session.allowed_from == Some(from) && session.allowed_until == Some(until) {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let status = status_at(false, Some(from), Some(until), now);
+        let moved = ChatSession {
+            allowed_from: Some(from),
+            allowed_until: Some(until),
+            status,
+            ..session.clone()
+        };
+        if status == ChatStatus::Closed {
+            db::chat_sessions::set_window(&self.db, &session.id, from, until, session.status, now)
+                .await?;
+            self.close_for(&moved, None, StatusReason::WindowEnded)
+                .await?;
+            return Ok(());
+        }
+        let channel = channel_of(&session);
+        let org = Some(session.org_id.to_string());
+        let stamp = uuid::Uuid::now_v7().simple();
+        let mut entries = vec![Entry::new(
+            format!("chat:{}:window:{stamp}:metadata", session.id),
+            org.clone(),
+            Operation::UpdateMetadata {
+                channel: channel.clone(),
+                set: status_metadata(status),
+                unset: Vec::new(),
+            },
+        )];
+        if status != session.status {
+            entries.push(Entry::new(
+                format!("chat:{}:window:{stamp}:freeze", session.id),
+                org,
+                Operation::SetFrozen {
+                    channel,
+                    frozen: status != ChatStatus::Active,
+                },
+            ));
+        }
+        let txn = db::begin(&self.db).await?;
+        let won =
+            db::chat_sessions::set_window(&txn, &session.id, from, until, status, now).await?;
+        if won {
+            crate::outbox::enqueue(&txn, &entries, now).await?;
+        }
+        txn.commit().await?;
+        if won {
+            self.announce_status(&moved, status, StatusReason::Rescheduled);
+        }
+        self.outbox.wake();
+        Ok(())
+    }
+}

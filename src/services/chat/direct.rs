@@ -1,0 +1,134 @@
+//! Colleague chats: one 1:1 session per unordered pair, inside an organisation or across two
+//! organisations that both allow network messaging.
+
+use super::{ChatService, base_metadata};
+use crate::{
+    auth::Viewer,
+    db,
+    domain::{
+        OrgId, User, UserId,
+        chat::{self, ChatCategory, ChatRole, ChatSession},
+    },
+    error::{AppError, AppResult},
+    providers::chat::CHANNEL_TYPE,
+    services::access::member_of,
+};
+
+impl ChatService {
+    /// Opens (creates or gets) the 1:1 chat of two active members of an organisation.
+    pub async fn open_direct_chat(
+        &self,
+        viewer: &Viewer,
+        org: OrgId,
+        colleague: UserId,
+    ) -> AppResult<ChatSession> {
+        let (me, _) = member_of(&self.db, viewer, org)
+            .await
+            .map_err(|e| match e {
+                AppError::NotFound(_) => AppError::Forbidden(
+                    "only active members of the organization open colleague chats".into(),
+                ),
+                other => other,
+            })?;
+        if colleague == me.id {
+            return Err(AppError::bad_input(
+                "colleagueId",
+                "a chat needs someone else",
+            ));
+        }
+        match db::organizations::find_membership(&self.db, org, colleague).await? {
+            Some(m) if m.active => {}
+            _ => {
+                return Err(AppError::bad_input(
+                    "colleagueId",
+                    "not an active member of the organization",
+                ));
+            }
+        }
+        self.direct(org, None, &me, colleague).await
+    }
+
+    /// Opens (creates or gets) a 1:1 chat across two organisations that both allow network
+    /// messaging; it shows in both organisations' lists.
+    pub async fn open_network_direct_chat(
+        &self,
+        viewer: &Viewer,
+        org: OrgId,
+        colleague: UserId,
+        colleague_org: OrgId,
+    ) -> AppResult<ChatSession> {
+        let (me, _) = member_of(&self.db, viewer, org).await?;
+        if colleague == me.id {
+            return Err(AppError::bad_input(
+                "colleagueId",
+                "a chat needs someone else",
+            ));
+        }
+        match db::organizations::find_membership(&self.db, colleague_org, colleague).await? {
+            Some(m) if m.active => {}
+            _ => {
+                return Err(AppError::bad_input(
+                    "colleagueId",
+                    "not an active member of that organization",
+                ));
+            }
+        }
+        for o in [org, colleague_org] {
+            let allowed = db::organizations::find(&self.db, o)
+                .await?
+                .is_some_and(|x| x.cross_org_messaging);
+            if !allowed {
+                return Err(AppError::Forbidden(
+                    "both organizations must allow network messaging (crossOrgMessaging)".into(),
+                ));
+            }
+        }
+        let counterpart = (colleague_org != org).then_some(colleague_org);
+        self.direct(org, counterpart, &me, colleague).await
+    }
+
+    /// The 1:1 session of an unordered pair (in either order the same).
+    async fn direct(
+        &self,
+        org: OrgId,
+        counterpart: Option<OrgId>,
+        me: &User,
+        colleague: UserId,
+    ) -> AppResult<ChatSession> {
+        let (a, b) = if me.id < colleague {
+            (me.id, colleague)
+        } else {
+            (colleague, me.id)
+        };
+        let (o1, o2) = match counterpart {
+            Some(c) if c < org => (c, Some(org)),
+            Some(c) => (org, Some(c)),
+            None => (org, None),
+        };
+        let key = match o2 {
+            Some(o2) => format!("dm:{o1}:{o2}:{a}:{b}"),
+            None => format!("dm:{o1}:{a}:{b}"),
+        };
+        if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
+            return Ok(existing);
+        }
+        let users = db::users::find_many(&self.db, &[a, b]).await?;
+        let now = self.clock.now();
+        let session = ChatSession {
+            counterpart_org_id: o2,
+            ..ChatSession::new_open(
+                o1,
+                ChatCategory::Colleague,
+                CHANNEL_TYPE,
+                chat::channel_id("dm", &key),
+                None,
+                me.id,
+                now,
+            )
+        };
+        let metadata = base_metadata(&session);
+        let members = [(a, ChatRole::Staff), (b, ChatRole::Staff)];
+        self.create(session, &key, &members, metadata, &users, me)
+            .await
+    }
+}

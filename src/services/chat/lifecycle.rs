@@ -1,0 +1,182 @@
+//! Closing sessions (one system message, a frozen channel), posting messages through caregraph,
+//! and chat tokens.
+
+use super::{ChatService, channel_of, chat_user, status_metadata};
+use crate::{
+    auth::Viewer,
+    db,
+    domain::{
+        User,
+        chat::{ChatRole, ChatSession, ChatStatus, StatusReason},
+    },
+    error::{AppError, AppResult},
+    events::ChangeKind,
+    outbox::{Entry, Operation},
+    providers::chat::{ChatCredentials, ChatMessage, SystemMessage},
+};
+
+impl ChatService {
+    /// Issues the viewer's chat token (rate limited per user).
+    pub async fn issue_token(&self, viewer: &Viewer) -> AppResult<ChatCredentials> {
+        let me = viewer.user()?;
+        self.token_limit.check(&me.id)?;
+        self.stack
+            .provider
+            .issue_token(&chat_user(me), self.token_ttl)
+            .await
+            .map_err(|e| e.into_app(self.stack.provider.name()))
+    }
+
+    /// Closes a session once: a staff member of it or an org admin may (a client gets
+    /// FORBIDDEN); closing a closed session changes and posts nothing.
+    pub async fn close(&self, viewer: &Viewer, id: &str) -> AppResult<ChatSession> {
+        let (session, role) = self.session(viewer, id).await?;
+        if role == Some(ChatRole::Client) {
+            return Err(AppError::Forbidden("clients cannot close a chat".into()));
+        }
+        let me = viewer.user()?.clone();
+        self.close_for(&session, Some(&me), StatusReason::ClosedByUser)
+            .await?;
+        db::chat_sessions::find(&self.db, id)
+            .await?
+            .ok_or(AppError::NotFound("chat session"))
+    }
+
+    /// Closes a session for a reason, posting one system message and freezing the channel.
+    pub(super) async fn close_for(
+        &self,
+        session: &ChatSession,
+        by: Option<&User>,
+        reason: StatusReason,
+    ) -> AppResult<bool> {
+        let now = self.clock.now();
+        let text = match (reason, by) {
+            (StatusReason::ClosedByUser, Some(u)) => {
+                format!("This chat was closed by {}.", u.display_name)
+            }
+            (StatusReason::WindowEnded, _) => "This chat has ended.".to_owned(),
+            (StatusReason::AppointmentCancelled, _) => {
+                "The appointment was cancelled; this chat is closed.".to_owned()
+            }
+            _ => "This chat is closed.".to_owned(),
+        };
+        let channel = channel_of(session);
+        let org = Some(session.org_id.to_string());
+        let mut entries = vec![
+            Entry::new(
+                format!("chat:{}:close:message", session.id),
+                org.clone(),
+                Operation::SystemMessage {
+                    channel: channel.clone(),
+                    message: SystemMessage {
+                        id: format!("close-{}", session.id),
+                        text,
+                    },
+                },
+            ),
+            Entry::new(
+                format!("chat:{}:close:metadata", session.id),
+                org.clone(),
+                Operation::UpdateMetadata {
+                    channel: channel.clone(),
+                    set: status_metadata(ChatStatus::Closed),
+                    unset: Vec::new(),
+                },
+            ),
+            Entry::new(
+                format!("chat:{}:close:freeze", session.id),
+                org,
+                Operation::SetFrozen {
+                    channel,
+                    frozen: true,
+                },
+            ),
+        ];
+        match reason {
+            // Frozen by someone else: the channel is frozen; it only learns that it ended.
+            StatusReason::ProviderFrozen => entries.retain(|e| e.key.ends_with(":metadata")),
+            // Deleted at the provider: nothing is left there to change.
+            StatusReason::ProviderDeleted => entries.clear(),
+            _ => {}
+        }
+        let txn = db::begin(&self.db).await?;
+        if !db::chat_sessions::close(&txn, &session.id, by.map(|u| u.id), reason, now).await? {
+            return Ok(false);
+        }
+        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
+        txn.commit().await?;
+        let closed = ChatSession {
+            status: ChatStatus::Closed,
+            closed_at: Some(now),
+            closed_by: by.map(|u| u.id),
+            close_reason: Some(reason),
+            ..session.clone()
+        };
+        self.announce_status(&closed, ChatStatus::Closed, reason);
+        self.announce_change(&closed, ChangeKind::Closed, None, &[])
+            .await;
+        self.outbox.deliver_now(&keys).await?;
+        Ok(true)
+    }
+
+    /// Posts a message as the viewer (the local provider only; other providers' messages go
+    /// through their own SDKs). The session must be ACTIVE.
+    pub async fn send_message(
+        &self,
+        viewer: &Viewer,
+        id: &str,
+        text: &str,
+    ) -> AppResult<ChatMessage> {
+        let Some(local) = &self.stack.local else {
+            return Err(AppError::bad_input(
+                "sessionId",
+                "messages are sent through the chat provider's SDK",
+            ));
+        };
+        let (session, role) = self.session(viewer, id).await?;
+        if role.is_none() {
+            return Err(AppError::Forbidden("only members post in a chat".into()));
+        }
+        let text = text.trim();
+        if text.is_empty() || text.chars().count() > 4000 {
+            return Err(AppError::bad_input(
+                "text",
+                "a message has 1 to 4000 characters",
+            ));
+        }
+        let status = self.status_now(&session);
+        if status != ChatStatus::Active {
+            return Err(AppError::ChatNotOpen(format!(
+                "the chat is {}",
+                status.as_str()
+            )));
+        }
+        let me = viewer.user()?;
+        let message = local
+            .post_user_message(&channel_of(&session), &me.id.to_string(), text)
+            .await
+            .map_err(|e| match e {
+                crate::providers::chat::ProviderError::Rejected { message, .. } => {
+                    AppError::ChatNotOpen(message)
+                }
+                other => other.into_app("local"),
+            })?;
+        db::chat_sessions::touch(&self.db, &session.id, message.sent_at).await?;
+        self.announce_change(&session, ChangeKind::Message, Some(message.clone()), &[])
+            .await;
+        Ok(message)
+    }
+
+    /// The latest messages of a session the viewer may read.
+    pub async fn recent_messages(
+        &self,
+        s: &ChatSession,
+        limit: u32,
+    ) -> AppResult<Vec<ChatMessage>> {
+        self.stack
+            .provider
+            .recent_messages(&channel_of(s), limit)
+            .await
+            .map_err(|e| e.into_app(self.stack.provider.name()))
+    }
+}
