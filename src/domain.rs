@@ -7,7 +7,7 @@ pub mod pagination;
 pub mod people;
 
 pub use ids::{
-    AppointmentId, CareTeamId, CareTeamMemberId, CaseId, ComplianceGroupId, ConsentId, OrgId,
-    PatientId, UserId,
+    AppointmentId, CareTeamId, CareTeamMemberId, CaseId, ChatSessionId, ComplianceGroupId,
+    ConsentId, OrgId, PatientId, UserId,
 };
 pub use people::{Email, Membership, OrgRole, Organization, Slug, User};

@@ -23,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::{
     domain::{
-        AppointmentId, OrgId, UserId,
+        AppointmentId, ChatSessionId, OrgId, UserId,
         chat::{ChatSession, ChatStatus, StatusReason},
     },
     providers::chat::ChatMessage,
@@ -45,7 +45,7 @@ pub enum DomainEvent {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusEvent {
     /// The session (`None` for an appointment whose chat is not open yet).
-    pub session_id: Option<String>,
+    pub session_id: Option<ChatSessionId>,
     /// Its appointment (client chats).
     pub appointment_id: Option<AppointmentId>,
     /// The status after the change.
@@ -69,7 +69,7 @@ impl StatusEvent {
         at: DateTime<Utc>,
     ) -> Self {
         Self {
-            session_id: Some(session.id.clone()),
+            session_id: Some(session.id),
             appointment_id: session.appointment_id,
             status,
             reason,
@@ -102,7 +102,7 @@ pub enum ChangeKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SessionChange {
     /// The session.
-    pub session_id: String,
+    pub session_id: ChatSessionId,
     /// Its organisations (the owner and a network chat's counterpart).
     pub org_ids: Vec<OrgId>,
     /// Its members after the change (and, for a membership change, those who left).
@@ -311,7 +311,8 @@ mod tests {
 
     fn change(n: usize) -> DomainEvent {
         DomainEvent::ChatChanged(SessionChange {
-            session_id: format!("s{n}"),
+            session_id: ChatSessionId::from_db(&format!("00000000-0000-7000-8000-{n:012}"))
+                .expect("a valid id"),
             org_ids: vec![],
             member_ids: vec![],
             kind: ChangeKind::Message,

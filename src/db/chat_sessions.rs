@@ -9,8 +9,11 @@ use sea_orm::{
 use super::entities::{chat_session as session, chat_session_member as member};
 use crate::{
     domain::{
-        AppointmentId, OrgId, UserId,
-        chat::{ChatCategory, ChatRole, ChatSession, ChatStatus, StatusReason, reason_from_db},
+        AppointmentId, ChatSessionId, OrgId, UserId,
+        chat::{
+            ChatCategory, ChatRole, ChatSession, ChatStatus, SessionKey, StatusReason,
+            reason_from_db,
+        },
         pagination::{Key, Page, PageRequest},
     },
     error::AppResult,
@@ -37,7 +40,7 @@ fn to_domain(m: session::Model) -> AppResult<ChatSession> {
         status: ChatStatus::from_db(&m.status)?,
         closed_by: m.closed_by.as_deref().map(UserId::from_db).transpose()?,
         close_reason: reason_from_db(m.close_reason.as_deref())?,
-        id: m.id,
+        id: ChatSessionId::from_db(&m.id)?,
         channel_type: m.channel_type,
         channel_id: m.channel_id,
         title: m.title,
@@ -54,16 +57,16 @@ fn to_domain(m: session::Model) -> AppResult<ChatSession> {
 pub async fn insert(
     db: &impl ConnectionTrait,
     s: &ChatSession,
-    natural_key: &str,
+    natural_key: &SessionKey,
     members: &[(UserId, ChatRole)],
 ) -> AppResult<()> {
     let now = s.created_at;
     session::Entity::insert(session::ActiveModel {
-        id: Set(s.id.clone()),
+        id: Set(s.id.as_string()),
         org_id: Set(s.org_id.as_string()),
         counterpart_org_id: Set(s.counterpart_org_id.map(|o| o.as_string())),
         category: Set(s.category.as_str().to_owned()),
-        natural_key: Set(natural_key.to_owned()),
+        natural_key: Set(natural_key.to_string()),
         channel_type: Set(s.channel_type.clone()),
         channel_id: Set(s.channel_id.clone()),
         title: Set(s.title.clone()),
@@ -89,7 +92,7 @@ pub async fn insert(
     .await?;
     if !members.is_empty() {
         member::Entity::insert_many(members.iter().map(|(u, role)| member::ActiveModel {
-            session_id: Set(s.id.clone()),
+            session_id: Set(s.id.as_string()),
             user_id: Set(u.as_string()),
             role: Set(role.as_str().to_owned()),
             created_at: Set(now),
@@ -101,8 +104,8 @@ pub async fn insert(
 }
 
 /// Finds a session.
-pub async fn find(db: &impl ConnectionTrait, id: &str) -> AppResult<Option<ChatSession>> {
-    session::Entity::find_by_id(id.to_owned())
+pub async fn find(db: &impl ConnectionTrait, id: ChatSessionId) -> AppResult<Option<ChatSession>> {
+    session::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
         .map(to_domain)
@@ -110,9 +113,12 @@ pub async fn find(db: &impl ConnectionTrait, id: &str) -> AppResult<Option<ChatS
 }
 
 /// Finds a session by its natural key (e.g. `appointment:<id>`).
-pub async fn find_by_key(db: &impl ConnectionTrait, key: &str) -> AppResult<Option<ChatSession>> {
+pub async fn find_by_key(
+    db: &impl ConnectionTrait,
+    key: &SessionKey,
+) -> AppResult<Option<ChatSession>> {
     session::Entity::find()
-        .filter(session::Column::NaturalKey.eq(key))
+        .filter(session::Column::NaturalKey.eq(key.to_string()))
         .one(db)
         .await?
         .map(to_domain)
@@ -135,12 +141,15 @@ pub async fn find_by_channel(
 }
 
 /// Sessions by id (for loaders).
-pub async fn find_many(db: &impl ConnectionTrait, ids: &[String]) -> AppResult<Vec<ChatSession>> {
+pub async fn find_many(
+    db: &impl ConnectionTrait,
+    ids: &[ChatSessionId],
+) -> AppResult<Vec<ChatSession>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     session::Entity::find()
-        .filter(session::Column::Id.is_in(ids.iter().cloned()))
+        .filter(session::Column::Id.is_in(ids.iter().map(ChatSessionId::as_string)))
         .all(db)
         .await?
         .into_iter()
@@ -168,13 +177,13 @@ pub async fn of_appointments(
 /// The members of many sessions.
 pub async fn members_of(
     db: &impl ConnectionTrait,
-    ids: &[String],
-) -> AppResult<Vec<(String, UserId, ChatRole)>> {
+    ids: &[ChatSessionId],
+) -> AppResult<Vec<(ChatSessionId, UserId, ChatRole)>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     member::Entity::find()
-        .filter(member::Column::SessionId.is_in(ids.iter().cloned()))
+        .filter(member::Column::SessionId.is_in(ids.iter().map(ChatSessionId::as_string)))
         .order_by_asc(member::Column::CreatedAt)
         .order_by_asc(member::Column::UserId)
         .all(db)
@@ -182,7 +191,7 @@ pub async fn members_of(
         .into_iter()
         .map(|m| {
             Ok((
-                m.session_id,
+                ChatSessionId::from_db(&m.session_id)?,
                 UserId::from_db(&m.user_id)?,
                 ChatRole::from_db(&m.role)?,
             ))
@@ -193,7 +202,7 @@ pub async fn members_of(
 /// Closes a session unless it is closed; whether this call closed it.
 pub async fn close(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: ChatSessionId,
     by: Option<UserId>,
     reason: StatusReason,
     at: DateTime<Utc>,
@@ -210,7 +219,7 @@ pub async fn close(
         )
         .col_expr(session::Column::CloseReason, Expr::value(reason.as_str()))
         .col_expr(session::Column::UpdatedAt, Expr::value(at))
-        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::Id.eq(id.as_string()))
         .filter(session::Column::ClosedAt.is_null())
         .exec(db)
         .await?;
@@ -227,7 +236,7 @@ pub async fn transition(
     let mut update = session::Entity::update_many()
         .col_expr(session::Column::Status, Expr::value(to.as_str()))
         .col_expr(session::Column::UpdatedAt, Expr::value(at))
-        .filter(session::Column::Id.eq(&session.id))
+        .filter(session::Column::Id.eq(session.id.as_string()))
         .filter(session::Column::Status.eq(session.status.as_str()))
         .filter(session::Column::ClosedAt.is_null());
     // The window read decided the change: a concurrent reschedule wins over it.
@@ -241,7 +250,7 @@ pub async fn transition(
 /// Moves an open session's window (and its stored status); whether it was open.
 pub async fn set_window(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: ChatSessionId,
     from: DateTime<Utc>,
     until: DateTime<Utc>,
     status: ChatStatus,
@@ -252,7 +261,7 @@ pub async fn set_window(
         .col_expr(session::Column::AllowedUntil, Expr::value(until))
         .col_expr(session::Column::Status, Expr::value(status.as_str()))
         .col_expr(session::Column::UpdatedAt, Expr::value(at))
-        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::Id.eq(id.as_string()))
         .filter(session::Column::ClosedAt.is_null())
         .exec(db)
         .await?;
@@ -260,10 +269,14 @@ pub async fn set_window(
 }
 
 /// Records activity (a message) for list order.
-pub async fn touch(db: &impl ConnectionTrait, id: &str, at: DateTime<Utc>) -> AppResult<()> {
+pub async fn touch(
+    db: &impl ConnectionTrait,
+    id: ChatSessionId,
+    at: DateTime<Utc>,
+) -> AppResult<()> {
     session::Entity::update_many()
         .col_expr(session::Column::LastActivityAt, Expr::value(at))
-        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::Id.eq(id.as_string()))
         .exec(db)
         .await?;
     Ok(())
@@ -386,7 +399,7 @@ pub async fn list_for_member(
 /// Stores a group's title, image and broadcast mode.
 pub async fn update_group(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: ChatSessionId,
     title: Option<String>,
     image_url: Option<String>,
     read_only: bool,
@@ -397,7 +410,7 @@ pub async fn update_group(
         .col_expr(session::Column::ImageUrl, Expr::value(image_url))
         .col_expr(session::Column::ReadOnly, Expr::value(read_only))
         .col_expr(session::Column::UpdatedAt, Expr::value(at))
-        .filter(session::Column::Id.eq(id))
+        .filter(session::Column::Id.eq(id.as_string()))
         .exec(db)
         .await?;
     Ok(())
@@ -406,13 +419,13 @@ pub async fn update_group(
 /// Adds members (those in stay as they are).
 pub async fn add_members(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: ChatSessionId,
     users: &[(UserId, ChatRole)],
     at: DateTime<Utc>,
 ) -> AppResult<()> {
     for (u, role) in users {
         member::Entity::insert(member::ActiveModel {
-            session_id: Set(id.to_owned()),
+            session_id: Set(id.as_string()),
             user_id: Set(u.as_string()),
             role: Set(role.as_str().to_owned()),
             created_at: Set(at),
@@ -434,11 +447,11 @@ pub async fn add_members(
 /// Removes members.
 pub async fn remove_members(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: ChatSessionId,
     users: &[UserId],
 ) -> AppResult<()> {
     member::Entity::delete_many()
-        .filter(member::Column::SessionId.eq(id))
+        .filter(member::Column::SessionId.eq(id.as_string()))
         .filter(member::Column::UserId.is_in(users.iter().map(UserId::as_string)))
         .exec(db)
         .await?;
@@ -446,12 +459,12 @@ pub async fn remove_members(
 }
 
 /// Deletes a session and its members.
-pub async fn delete(db: &impl ConnectionTrait, id: &str) -> AppResult<()> {
+pub async fn delete(db: &impl ConnectionTrait, id: ChatSessionId) -> AppResult<()> {
     member::Entity::delete_many()
-        .filter(member::Column::SessionId.eq(id))
+        .filter(member::Column::SessionId.eq(id.as_string()))
         .exec(db)
         .await?;
-    session::Entity::delete_by_id(id.to_owned())
+    session::Entity::delete_by_id(id.as_string())
         .exec(db)
         .await?;
     Ok(())
@@ -499,10 +512,10 @@ pub async fn remove_users_everywhere(db: &impl ConnectionTrait, users: &[UserId]
 /// The members of a session with when each joined.
 pub async fn members_joined(
     db: &impl ConnectionTrait,
-    id: &str,
+    id: ChatSessionId,
 ) -> AppResult<Vec<(UserId, DateTime<Utc>)>> {
     member::Entity::find()
-        .filter(member::Column::SessionId.eq(id))
+        .filter(member::Column::SessionId.eq(id.as_string()))
         .all(db)
         .await?
         .into_iter()

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::{AppointmentId, OrgId, UserId, care::stored_enum};
+use super::{AppointmentId, CareTeamId, CaseId, ChatSessionId, OrgId, UserId, care::stored_enum};
 use crate::error::AppResult;
 
 stored_enum!(
@@ -86,7 +86,7 @@ stored_enum!(
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ChatSession {
     /// Id.
-    pub id: String,
+    pub id: ChatSessionId,
     /// The organisation.
     pub org_id: OrgId,
     /// The other organisation of a network chat.
@@ -140,7 +140,7 @@ impl ChatSession {
         now: DateTime<Utc>,
     ) -> Self {
         Self {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: ChatSessionId::new(),
             org_id,
             counterpart_org_id: None,
             is_group: !matches!(category, ChatCategory::Client | ChatCategory::Colleague),
@@ -178,6 +178,68 @@ pub fn status_at(
         (Some(from), _) if now < from => ChatStatus::Pending,
         (_, Some(until)) if now >= until => ChatStatus::Closed,
         _ => ChatStatus::Active,
+    }
+}
+
+/// What makes a session unique (stored as its natural key): opening the same thing twice, or
+/// concurrently, gets the one session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionKey {
+    /// An appointment's chat.
+    Appointment(AppointmentId),
+    /// A group of an organisation, by its channel id or the slug of its title.
+    Group {
+        /// The organisation.
+        org: OrgId,
+        /// The slug.
+        slug: String,
+    },
+    /// A 1:1 chat of an unordered pair, in one organisation or across two.
+    Direct(DirectPair),
+    /// A case's room.
+    Case(CaseId),
+    /// A care team's conversation.
+    CareTeam(CareTeamId),
+}
+
+/// Who a 1:1 chat is between, in a canonical order: the same pair in either order is equal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirectPair {
+    /// The organisations, the smaller id first (the second only for a network chat).
+    pub orgs: (OrgId, Option<OrgId>),
+    /// The two people, the smaller id first.
+    pub users: (UserId, UserId),
+}
+
+impl DirectPair {
+    /// The pair of `a` and `b` in `org` (and `counterpart`, across two organisations).
+    pub fn new(org: OrgId, counterpart: Option<OrgId>, a: UserId, b: UserId) -> Self {
+        let users = if a < b { (a, b) } else { (b, a) };
+        let orgs = match counterpart {
+            Some(c) if c < org => (c, Some(org)),
+            Some(c) => (org, Some(c)),
+            None => (org, None),
+        };
+        Self { orgs, users }
+    }
+}
+
+impl std::fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Appointment(id) => write!(f, "appointment:{id}"),
+            Self::Group { org, slug } => write!(f, "group:{org}:{slug}"),
+            Self::Direct(DirectPair {
+                orgs: (o1, Some(o2)),
+                users: (a, b),
+            }) => write!(f, "dm:{o1}:{o2}:{a}:{b}"),
+            Self::Direct(DirectPair {
+                orgs: (o1, None),
+                users: (a, b),
+            }) => write!(f, "dm:{o1}:{a}:{b}"),
+            Self::Case(id) => write!(f, "case:{id}"),
+            Self::CareTeam(id) => write!(f, "care_team:{id}"),
+        }
     }
 }
 
@@ -228,6 +290,30 @@ mod tests {
             ChatStatus::Closed
         );
         assert_eq!(status_at(false, None, None, now), ChatStatus::Active);
+    }
+
+    #[test]
+    fn a_direct_key_is_the_same_in_either_order_and_keeps_the_stored_form() {
+        let (o1, o2) = (OrgId::new(), OrgId::new());
+        let (a, b) = (UserId::new(), UserId::new());
+        assert_eq!(
+            SessionKey::Direct(DirectPair::new(o1, None, a, b)),
+            SessionKey::Direct(DirectPair::new(o1, None, b, a))
+        );
+        assert_eq!(
+            SessionKey::Direct(DirectPair::new(o1, Some(o2), a, b)),
+            SessionKey::Direct(DirectPair::new(o2, Some(o1), b, a))
+        );
+        assert_eq!(
+            SessionKey::Direct(DirectPair::new(o1, None, a, b)).to_string(),
+            format!("dm:{o1}:{a}:{b}")
+        );
+        assert_eq!(
+            SessionKey::Direct(DirectPair::new(o1, Some(o2), a, b)).to_string(),
+            format!("dm:{o1}:{o2}:{a}:{b}")
+        );
+        let case = CaseId::new();
+        assert_eq!(SessionKey::Case(case).to_string(), format!("case:{case}"));
     }
 
     #[test]

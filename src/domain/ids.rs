@@ -95,6 +95,11 @@ id_type!(
     "case"
 );
 id_type!(
+    /// A chat session's id.
+    ChatSessionId,
+    "chat session"
+);
+id_type!(
     /// An appointment's id.
     AppointmentId,
     "appointment"

@@ -13,7 +13,7 @@ use super::{
     patients::{org_of, user_of},
 };
 use crate::{
-    domain::{self, AppointmentId, OrgId},
+    domain::{self, AppointmentId, ChatSessionId, OrgId},
     error::AppError,
     providers::chat::ChatMessage as ProviderMessage,
     services::chat::channel_of,
@@ -182,7 +182,7 @@ impl ChatSession {
         };
         let me = viewer(ctx).user()?.id;
         let (members, memberships) = futures_util::try_join!(
-            loader(ctx).load_one(ChatMembersOf(session.id.clone())),
+            loader(ctx).load_one(ChatMembersOf(session.id)),
             loader(ctx).load_one(MembershipsOf(me)),
         )?;
         let is_member = members.unwrap_or_default().iter().any(|(u, _)| *u == me);
@@ -211,7 +211,7 @@ impl ChatSession {
 impl ChatSession {
     /// Id.
     async fn id(&self) -> ID {
-        ID(self.0.id.clone())
+        ID(self.0.id.to_string())
     }
     /// Category.
     async fn category(&self) -> ChatCategory {
@@ -251,7 +251,7 @@ impl ChatSession {
     /// Members.
     async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<ChatMember>> {
         let list = loader(ctx)
-            .load_one(ChatMembersOf(self.0.id.clone()))
+            .load_one(ChatMembersOf(self.0.id))
             .await?
             .unwrap_or_default();
         Ok(list.into_iter().map(|(u, r)| ChatMember(u, r)).collect())
@@ -259,7 +259,7 @@ impl ChatSession {
     /// How many members.
     async fn member_count(&self, ctx: &Context<'_>) -> GqlResult<i32> {
         let list = loader(ctx)
-            .load_one(ChatMembersOf(self.0.id.clone()))
+            .load_one(ChatMembersOf(self.0.id))
             .await?
             .unwrap_or_default();
         Ok(i32::try_from(list.len()).unwrap_or(i32::MAX))
@@ -359,7 +359,10 @@ pub struct ChatQuery;
 impl ChatQuery {
     /// A chat session: its members and the OWNER/ADMIN of its organisation may read it.
     async fn chat_session(&self, ctx: &Context<'_>, id: ID) -> GqlResult<ChatSession> {
-        let (session, _) = services(ctx).chats.session(viewer(ctx), &id).await?;
+        let (session, _) = services(ctx)
+            .chats
+            .session(viewer(ctx), ChatSessionId::parse(&id, "id")?)
+            .await?;
         Ok(ChatSession::from(session))
     }
 
@@ -527,7 +530,11 @@ impl ChatMutation {
         Ok(ChatSession::from(
             services(ctx)
                 .chats
-                .update_group(viewer(ctx), &session_id, change)
+                .update_group(
+                    viewer(ctx),
+                    ChatSessionId::parse(&session_id, "sessionId")?,
+                    change,
+                )
                 .await?,
         ))
     }
@@ -550,7 +557,12 @@ impl ChatMutation {
         Ok(ChatSession::from(
             services(ctx)
                 .chats
-                .update_group_members(viewer(ctx), &session_id, &add, &remove)
+                .update_group_members(
+                    viewer(ctx),
+                    ChatSessionId::parse(&session_id, "sessionId")?,
+                    &add,
+                    &remove,
+                )
                 .await?,
         ))
     }
@@ -559,7 +571,7 @@ impl ChatMutation {
     async fn delete_group_chat(&self, ctx: &Context<'_>, session_id: ID) -> GqlResult<bool> {
         services(ctx)
             .chats
-            .delete_group(viewer(ctx), &session_id)
+            .delete_group(viewer(ctx), ChatSessionId::parse(&session_id, "sessionId")?)
             .await?;
         Ok(true)
     }
@@ -602,7 +614,10 @@ impl ChatMutation {
         session_id: ID,
     ) -> GqlResult<ChatSession> {
         Ok(ChatSession::from(
-            services(ctx).chats.close(viewer(ctx), &session_id).await?,
+            services(ctx)
+                .chats
+                .close(viewer(ctx), ChatSessionId::parse(&session_id, "sessionId")?)
+                .await?,
         ))
     }
 
@@ -615,7 +630,11 @@ impl ChatMutation {
     ) -> GqlResult<ChatMessage> {
         Ok(services(ctx)
             .chats
-            .send_message(viewer(ctx), &session_id, &text)
+            .send_message(
+                viewer(ctx),
+                ChatSessionId::parse(&session_id, "sessionId")?,
+                &text,
+            )
             .await?
             .into())
     }

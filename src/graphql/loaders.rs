@@ -7,8 +7,8 @@ use async_graphql::dataloader::{DataLoader, Loader};
 
 use crate::{
     domain::{
-        AppointmentId, CareTeamId, CaseId, ComplianceGroupId, Membership, OrgId, Organization,
-        PatientId, User, UserId,
+        AppointmentId, CareTeamId, CaseId, ChatSessionId, ComplianceGroupId, Membership, OrgId,
+        Organization, PatientId, User, UserId,
         care::{
             CareTeam, CareTeamMember, CaseParticipant, ComplianceGroup, Consent, Guardian, Patient,
         },
@@ -125,7 +125,7 @@ impl Loader<ChatOfAppointment> for AppLoader {
 
 /// The members of a chat session (by session id).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ChatMembersOf(pub String);
+pub struct ChatMembersOf(pub ChatSessionId);
 
 impl Loader<ChatMembersOf> for AppLoader {
     type Value = Vec<(UserId, crate::domain::chat::ChatRole)>;
@@ -135,7 +135,7 @@ impl Loader<ChatMembersOf> for AppLoader {
         &self,
         keys: &[ChatMembersOf],
     ) -> Result<HashMap<ChatMembersOf, Self::Value>, Self::Error> {
-        let ids: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+        let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
         let rows = self.services.chats.members_of(&ids).await?;
         let mut map: HashMap<ChatMembersOf, Self::Value> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();

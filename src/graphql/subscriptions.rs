@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     auth::Viewer,
-    domain::{AppointmentId, OrgId},
+    domain::{AppointmentId, ChatSessionId, OrgId},
     error::AppError,
     events::{ChangeKind, DomainEvent, SessionChange, StatusEvent},
     services::{Services, chat::Watch},
@@ -50,7 +50,7 @@ pub struct ChatSessionStatusEvent {
 impl From<StatusEvent> for ChatSessionStatusEvent {
     fn from(e: StatusEvent) -> Self {
         Self {
-            session_id: e.session_id.map(ID),
+            session_id: e.session_id.map(|s| ID(s.to_string())),
             appointment_id: e.appointment_id.map(|a| ID(a.to_string())),
             status: e.status.into(),
             reason: e.reason.into(),
@@ -108,14 +108,14 @@ impl ChatSessionChange {
     }
     /// The session (null for `RESYNC`).
     async fn session_id(&self) -> Option<ID> {
-        self.change.as_ref().map(|c| ID(c.session_id.clone()))
+        self.change.as_ref().map(|c| ID(c.session_id.to_string()))
     }
     /// The session as it is now (null when deleted, when the caller left it, or for `RESYNC`).
     async fn session(&self, ctx: &Context<'_>) -> Option<ChatSession> {
         let change = self.change.as_ref()?;
         services(ctx)
             .chats
-            .session(&self.viewer, &change.session_id)
+            .session(&self.viewer, change.session_id)
             .await
             .ok()
             .map(|(s, _)| ChatSession::from(s))
@@ -239,7 +239,7 @@ impl Subscription {
         let viewer = viewer(ctx).clone();
         viewer.user()?;
         let watch = match (id_arg(&session_id), id_arg(&appointment_id)) {
-            (Some(id), None) => Watch::Session(id.to_owned()),
+            (Some(id), None) => Watch::Session(ChatSessionId::parse(id, "sessionId")?),
             (None, Some(id)) => Watch::Appointment(AppointmentId::parse(id, "appointmentId")?),
             _ => {
                 return Err(AppError::bad_input(

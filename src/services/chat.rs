@@ -30,8 +30,8 @@ use crate::{
     clock::SharedClock,
     db,
     domain::{
-        AppointmentId, User, UserId,
-        chat::{ChatRole, ChatSession, ChatStatus, StatusReason, status_at},
+        AppointmentId, ChatSessionId, User, UserId,
+        chat::{ChatRole, ChatSession, ChatStatus, SessionKey, StatusReason, status_at},
     },
     error::{AppError, AppResult},
     events::{ChangeKind, DomainEvent, EventBus, SessionChange, StatusEvent},
@@ -193,7 +193,7 @@ impl ChatService {
         member_ids: Vec<UserId>,
     ) {
         self.events.publish(DomainEvent::ChatChanged(SessionChange {
-            session_id: session.id.clone(),
+            session_id: session.id,
             org_ids: std::iter::once(session.org_id)
                 .chain(session.counterpart_org_id)
                 .collect(),
@@ -229,7 +229,7 @@ impl ChatService {
     pub(super) async fn create(
         &self,
         session: ChatSession,
-        key: &str,
+        key: &SessionKey,
         members: &[(UserId, ChatRole)],
         metadata: Map<String, Value>,
         users: &[User],
@@ -288,7 +288,10 @@ impl ChatService {
     }
 
     /// Members of sessions (for loaders).
-    pub async fn members_of(&self, ids: &[String]) -> AppResult<Vec<(String, UserId, ChatRole)>> {
+    pub async fn members_of(
+        &self,
+        ids: &[ChatSessionId],
+    ) -> AppResult<Vec<(ChatSessionId, UserId, ChatRole)>> {
         db::chat_sessions::members_of(&self.db, ids).await
     }
 }

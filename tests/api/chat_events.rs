@@ -108,7 +108,7 @@ async fn every_status_transition_of_a_chat_is_one_event_on_the_bus() {
         ("CURRENT", "PENDING"),
         "followers of the appointment learn the new session"
     );
-    assert_eq!(current.session_id.as_deref(), Some(sid.as_str()));
+    assert_eq!(current.session_id.map(|s| s.to_string()), Some(sid.clone()));
 
     // A reschedule moves the window and says so.
     let moved_to = start + chrono::Duration::minutes(20);
@@ -122,7 +122,7 @@ async fn every_status_transition_of_a_chat_is_one_event_on_the_bus() {
     let event = next_status(&mut rx).await;
     assert_eq!(event.reason.as_str(), "RESCHEDULED");
     assert_eq!(event.status.as_str(), "PENDING");
-    assert_eq!(event.session_id.as_deref(), Some(sid.as_str()));
+    assert_eq!(event.session_id.map(|s| s.to_string()), Some(sid.clone()));
     assert_eq!(
         event.appointment_id.map(|a| a.to_string()),
         Some(id.clone())
@@ -676,12 +676,12 @@ async fn a_subscriber_that_falls_behind_gets_the_current_state_instead_of_a_gap(
     assert_eq!(first["chatSessionStatus"]["reason"], "CURRENT");
     assert_eq!(first["chatSessionStatus"]["status"], "ACTIVE");
     // While this subscriber reads nothing, far more than its 16 buffered events go by.
-    for n in 0..100 {
+    for _ in 0..100 {
         app.state
             .services
             .events
             .publish(DomainEvent::ChatChanged(SessionChange {
-                session_id: format!("elsewhere-{n}"),
+                session_id: caregraph::domain::ChatSessionId::new(),
                 org_ids: vec![],
                 member_ids: vec![],
                 kind: ChangeKind::Message,

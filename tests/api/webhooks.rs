@@ -220,7 +220,7 @@ async fn a_gzipped_stream_message_reaches_the_list_and_member_events_keep_member
     assert_eq!(status, 200);
     let change = next_change(&mut rx).await.expect("a change");
     assert_eq!(change.kind, ChangeKind::Message);
-    assert_eq!(change.session_id, id);
+    assert_eq!(change.session_id.to_string(), id);
     let last = change.last_message.expect("the message");
     assert_eq!(last.text, "The x-ray is back");
     assert_eq!(last.author.as_deref(), Some(c.tech.id.as_str()));

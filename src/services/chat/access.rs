@@ -5,7 +5,7 @@ use crate::{
     auth::Viewer,
     db,
     domain::{
-        OrgId, User,
+        ChatSessionId, OrgId, User,
         chat::{ChatCategory, ChatRole, ChatSession},
         pagination::{Page, PageRequest},
     },
@@ -31,7 +31,7 @@ impl ChatService {
     pub async fn session(
         &self,
         viewer: &Viewer,
-        id: &str,
+        id: ChatSessionId,
     ) -> AppResult<(ChatSession, Option<ChatRole>)> {
         let me = viewer.user()?;
         let session = db::chat_sessions::find(&self.db, id)

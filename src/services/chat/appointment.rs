@@ -9,7 +9,10 @@ use crate::{
     db,
     domain::{
         AppointmentId, User, UserId,
-        chat::{self, ChatCategory, ChatRole, ChatSession, ChatStatus, StatusReason, status_at},
+        chat::{
+            self, ChatCategory, ChatRole, ChatSession, ChatStatus, SessionKey, StatusReason,
+            status_at,
+        },
     },
     error::{AppError, AppResult},
     events::{DomainEvent, StatusEvent},
@@ -60,7 +63,7 @@ impl ChatService {
                 ));
             }
         }
-        let key = format!("appointment:{id}");
+        let key = SessionKey::Appointment(id);
         if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
             return Ok(existing);
         }
@@ -192,7 +195,7 @@ impl crate::services::appointments::AppointmentHooks for ChatService {
         a: &crate::domain::care::Appointment,
     ) -> AppResult<()> {
         let Some(session) =
-            db::chat_sessions::find_by_key(&self.db, &format!("appointment:{}", a.id)).await?
+            db::chat_sessions::find_by_key(&self.db, &SessionKey::Appointment(a.id)).await?
         else {
             // No chat yet: those following the appointment hear of the window it will have.
             return self.announce_unopened(before, a).await;
@@ -230,7 +233,7 @@ impl crate::services::appointments::AppointmentHooks for ChatService {
             ..session.clone()
         };
         if status == ChatStatus::Closed {
-            db::chat_sessions::set_window(&self.db, &session.id, from, until, session.status, now)
+            db::chat_sessions::set_window(&self.db, session.id, from, until, session.status, now)
                 .await?;
             self.close_for(&moved, None, StatusReason::WindowEnded)
                 .await?;
@@ -259,8 +262,7 @@ impl crate::services::appointments::AppointmentHooks for ChatService {
             ));
         }
         let txn = db::begin(&self.db).await?;
-        let won =
-            db::chat_sessions::set_window(&txn, &session.id, from, until, status, now).await?;
+        let won = db::chat_sessions::set_window(&txn, session.id, from, until, status, now).await?;
         if won {
             crate::outbox::enqueue(&txn, &entries, now).await?;
         }

@@ -7,7 +7,7 @@ use crate::{
     db,
     domain::{
         User, UserId,
-        chat::{self, ChatCategory, ChatRole, ChatSession},
+        chat::{self, ChatCategory, ChatRole, ChatSession, SessionKey},
     },
     error::AppResult,
     providers::chat::CHANNEL_TYPE,
@@ -28,13 +28,13 @@ impl ChatService {
         &self,
         team: &crate::domain::CareTeamId,
     ) -> AppResult<Option<ChatSession>> {
-        db::chat_sessions::find_by_key(&self.db, &format!("care_team:{team}")).await
+        db::chat_sessions::find_by_key(&self.db, &SessionKey::CareTeam(*team)).await
     }
 
     /// Creates or updates a staff-only room (`key`) so that its members are `wanted`.
     async fn sync_room(
         &self,
-        key: &str,
+        key: &SessionKey,
         template: ChatSession,
         metadata: Map<String, Value>,
         wanted: &[UserId],
@@ -116,7 +116,7 @@ impl crate::services::care_teams::CareTeamHooks for CareTeamChats {
         metadata.insert("careTeamId".into(), json!(team.id.to_string()));
         self.chat
             .sync_room(
-                &format!("care_team:{}", team.id),
+                &SessionKey::CareTeam(team.id),
                 template,
                 metadata,
                 &wanted,

@@ -7,7 +7,7 @@ use crate::{
     db,
     domain::{
         User, UserId,
-        chat::{self, ChatCategory, ChatRole, ChatSession, StatusReason},
+        chat::{self, ChatCategory, ChatRole, ChatSession, SessionKey, StatusReason},
     },
     error::AppResult,
     outbox::{Entry, Operation},
@@ -17,7 +17,7 @@ use crate::{
 impl ChatService {
     /// A case's room, if provisioned.
     pub async fn case_room(&self, case: &crate::domain::CaseId) -> AppResult<Option<ChatSession>> {
-        db::chat_sessions::find_by_key(&self.db, &format!("case:{case}")).await
+        db::chat_sessions::find_by_key(&self.db, &SessionKey::Case(*case)).await
     }
 }
 
@@ -42,7 +42,7 @@ impl crate::services::cases::CaseHooks for ChatService {
                 )
             })
             .collect();
-        let key = format!("case:{}", case.id);
+        let key = SessionKey::Case(case.id);
         let Some(session) = db::chat_sessions::find_by_key(&self.db, &key).await? else {
             if case.status == crate::domain::care::CaseStatus::Closed {
                 return Ok(());

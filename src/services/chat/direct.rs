@@ -7,7 +7,7 @@ use crate::{
     db,
     domain::{
         OrgId, User, UserId,
-        chat::{self, ChatCategory, ChatRole, ChatSession},
+        chat::{self, ChatCategory, ChatRole, ChatSession, DirectPair, SessionKey},
     },
     error::{AppError, AppResult},
     providers::chat::CHANNEL_TYPE,
@@ -95,20 +95,10 @@ impl ChatService {
         me: &User,
         colleague: UserId,
     ) -> AppResult<ChatSession> {
-        let (a, b) = if me.id < colleague {
-            (me.id, colleague)
-        } else {
-            (colleague, me.id)
-        };
-        let (o1, o2) = match counterpart {
-            Some(c) if c < org => (c, Some(org)),
-            Some(c) => (org, Some(c)),
-            None => (org, None),
-        };
-        let key = match o2 {
-            Some(o2) => format!("dm:{o1}:{o2}:{a}:{b}"),
-            None => format!("dm:{o1}:{a}:{b}"),
-        };
+        let pair = DirectPair::new(org, counterpart, me.id, colleague);
+        let (o1, o2) = pair.orgs;
+        let (a, b) = pair.users;
+        let key = SessionKey::Direct(pair);
         if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
             return Ok(existing);
         }
@@ -120,7 +110,7 @@ impl ChatService {
                 o1,
                 ChatCategory::Colleague,
                 CHANNEL_TYPE,
-                chat::channel_id("dm", &key),
+                chat::channel_id("dm", &key.to_string()),
                 None,
                 me.id,
                 now,

@@ -7,8 +7,8 @@ use crate::{
     auth::Viewer,
     db,
     domain::{
-        OrgId, UserId,
-        chat::{self, ChatCategory, ChatRole, ChatSession},
+        ChatSessionId, OrgId, UserId,
+        chat::{self, ChatCategory, ChatRole, ChatSession, SessionKey},
     },
     error::{AppError, AppResult},
     events::ChangeKind,
@@ -97,7 +97,10 @@ impl ChatService {
                 "a group has at least 2 members",
             ));
         }
-        let key = format!("group:{org}:{slug}");
+        let key = SessionKey::Group {
+            org,
+            slug: slug.clone(),
+        };
         if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
             return Ok(existing);
         }
@@ -132,7 +135,7 @@ impl ChatService {
     }
 
     /// A group the viewer may manage: its owner or an OWNER/ADMIN of the organisation.
-    async fn managed_group(&self, viewer: &Viewer, id: &str) -> AppResult<ChatSession> {
+    async fn managed_group(&self, viewer: &Viewer, id: ChatSessionId) -> AppResult<ChatSession> {
         let (session, role) = self.session(viewer, id).await?;
         if !session.is_group {
             return Err(AppError::NotFound("group chat"));
@@ -153,7 +156,7 @@ impl ChatService {
     pub async fn update_group(
         &self,
         viewer: &Viewer,
-        id: &str,
+        id: ChatSessionId,
         change: GroupChange,
     ) -> AppResult<ChatSession> {
         let session = self.managed_group(viewer, id).await?;
@@ -192,7 +195,7 @@ impl ChatService {
             },
         );
         let txn = db::begin(&self.db).await?;
-        db::chat_sessions::update_group(&txn, &session.id, title, image, read_only, now).await?;
+        db::chat_sessions::update_group(&txn, session.id, title, image, read_only, now).await?;
         crate::outbox::enqueue(&txn, &[entry], now).await?;
         txn.commit().await?;
         self.outbox.wake();
@@ -209,7 +212,7 @@ impl ChatService {
     pub async fn update_group_members(
         &self,
         viewer: &Viewer,
-        id: &str,
+        id: ChatSessionId,
         add: &[UserId],
         remove: &[UserId],
     ) -> AppResult<ChatSession> {
@@ -297,7 +300,7 @@ impl ChatService {
     }
 
     /// Deletes a group here and at the provider; it is NOT_FOUND afterwards.
-    pub async fn delete_group(&self, viewer: &Viewer, id: &str) -> AppResult<()> {
+    pub async fn delete_group(&self, viewer: &Viewer, id: ChatSessionId) -> AppResult<()> {
         let session = self.managed_group(viewer, id).await?;
         let now = self.clock.now();
         let entry = Entry::new(
@@ -314,7 +317,7 @@ impl ChatService {
                 .map(|(_, u, _)| u)
                 .collect();
         let txn = db::begin(&self.db).await?;
-        db::chat_sessions::delete(&txn, &session.id).await?;
+        db::chat_sessions::delete(&txn, session.id).await?;
         crate::outbox::enqueue(&txn, &[entry], now).await?;
         txn.commit().await?;
         self.outbox.wake();

@@ -6,7 +6,7 @@ use crate::{
     auth::Viewer,
     db,
     domain::{
-        User,
+        ChatSessionId, User,
         chat::{ChatRole, ChatSession, ChatStatus, StatusReason},
     },
     error::{AppError, AppResult},
@@ -29,7 +29,7 @@ impl ChatService {
 
     /// Closes a session once: a staff member of it or an org admin may (a client gets
     /// FORBIDDEN); closing a closed session changes and posts nothing.
-    pub async fn close(&self, viewer: &Viewer, id: &str) -> AppResult<ChatSession> {
+    pub async fn close(&self, viewer: &Viewer, id: ChatSessionId) -> AppResult<ChatSession> {
         let (session, role) = self.session(viewer, id).await?;
         if role == Some(ChatRole::Client) {
             return Err(AppError::Forbidden("clients cannot close a chat".into()));
@@ -100,7 +100,7 @@ impl ChatService {
             _ => {}
         }
         let txn = db::begin(&self.db).await?;
-        if !db::chat_sessions::close(&txn, &session.id, by.map(|u| u.id), reason, now).await? {
+        if !db::chat_sessions::close(&txn, session.id, by.map(|u| u.id), reason, now).await? {
             return Ok(false);
         }
         let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
@@ -124,7 +124,7 @@ impl ChatService {
     pub async fn send_message(
         &self,
         viewer: &Viewer,
-        id: &str,
+        id: ChatSessionId,
         text: &str,
     ) -> AppResult<ChatMessage> {
         let Some(local) = &self.stack.local else {
@@ -161,7 +161,7 @@ impl ChatService {
                 }
                 other => other.into_app("local"),
             })?;
-        db::chat_sessions::touch(&self.db, &session.id, message.sent_at).await?;
+        db::chat_sessions::touch(&self.db, session.id, message.sent_at).await?;
         self.announce_change(&session, ChangeKind::Message, Some(message.clone()), &[])
             .await;
         Ok(message)

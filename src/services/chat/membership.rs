@@ -100,8 +100,8 @@ impl ChatService {
             ));
         }
         let txn = db::begin(&self.db).await?;
-        db::chat_sessions::add_members(&txn, &session.id, added, now).await?;
-        db::chat_sessions::remove_members(&txn, &session.id, removed).await?;
+        db::chat_sessions::add_members(&txn, session.id, added, now).await?;
+        db::chat_sessions::remove_members(&txn, session.id, removed).await?;
         let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
         txn.commit().await?;
         self.announce_change(session, ChangeKind::MembersChanged, None, removed)

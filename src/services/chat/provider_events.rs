@@ -43,7 +43,7 @@ impl ChatService {
         match event {
             E::Message { message, .. } => {
                 if message.sent_at > session.last_activity_at {
-                    db::chat_sessions::touch(&self.db, &session.id, message.sent_at).await?;
+                    db::chat_sessions::touch(&self.db, session.id, message.sent_at).await?;
                 }
                 self.announce_change(&session, ChangeKind::Message, Some(message), &[])
                     .await;
@@ -117,7 +117,7 @@ impl ChatService {
             E::MembersRemoved { user_ids, at, .. } => {
                 // Someone left at the provider: they leave here too, unless they joined (again)
                 // after the report was made.
-                let joined = db::chat_sessions::members_joined(&self.db, &session.id).await?;
+                let joined = db::chat_sessions::members_joined(&self.db, session.id).await?;
                 let gone: Vec<UserId> = joined
                     .iter()
                     .filter(|(u, since)| user_ids.contains(&u.to_string()) && *since <= at)
@@ -126,7 +126,7 @@ impl ChatService {
                 if gone.is_empty() {
                     return Ok(());
                 }
-                db::chat_sessions::remove_members(&self.db, &session.id, &gone).await?;
+                db::chat_sessions::remove_members(&self.db, session.id, &gone).await?;
                 self.announce_change(&session, ChangeKind::MembersChanged, None, &gone)
                     .await;
             }

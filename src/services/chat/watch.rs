@@ -5,8 +5,8 @@ use crate::{
     auth::Viewer,
     db,
     domain::{
-        AppointmentId,
-        chat::{ChatStatus, StatusReason, status_at},
+        AppointmentId, ChatSessionId,
+        chat::{ChatStatus, SessionKey, StatusReason, status_at},
     },
     error::{AppError, AppResult},
     events::StatusEvent,
@@ -16,7 +16,7 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Watch {
     /// A session.
-    Session(String),
+    Session(ChatSessionId),
     /// An appointment's chat, whether or not it is open yet.
     Appointment(AppointmentId),
 }
@@ -25,7 +25,7 @@ impl Watch {
     /// Whether a status event is about what is watched.
     pub fn matches(&self, event: &StatusEvent) -> bool {
         match self {
-            Self::Session(id) => event.session_id.as_deref() == Some(id.as_str()),
+            Self::Session(id) => event.session_id == Some(*id),
             Self::Appointment(id) => event.appointment_id == Some(*id),
         }
     }
@@ -38,12 +38,13 @@ impl ChatService {
     /// then the window the chat will have).
     pub async fn current_status(&self, viewer: &Viewer, watch: &Watch) -> AppResult<StatusEvent> {
         let session = match watch {
-            Watch::Session(id) => Some(self.session(viewer, id).await?.0),
+            Watch::Session(id) => Some(self.session(viewer, *id).await?.0),
             Watch::Appointment(id) => {
                 let (appointment, _) = self.appointments.read(viewer, *id).await?;
-                match db::chat_sessions::find_by_key(&self.db, &format!("appointment:{id}")).await?
+                match db::chat_sessions::find_by_key(&self.db, &SessionKey::Appointment(*id))
+                    .await?
                 {
-                    Some(s) => Some(self.session(viewer, &s.id).await?.0),
+                    Some(s) => Some(self.session(viewer, s.id).await?.0),
                     None => {
                         let (_, from, until) = self.window_of(&appointment).await?;
                         let status = if appointment.status.is_terminal() {
