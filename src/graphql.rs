@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod appointments;
+pub mod args;
 pub mod cases;
 pub mod chat;
 pub mod context;
@@ -14,6 +15,7 @@ pub mod pagination;
 pub mod patients;
 pub mod persisted;
 pub mod provider_ops;
+pub mod related;
 pub mod roots;
 pub mod subscriptions;
 

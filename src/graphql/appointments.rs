@@ -4,13 +4,15 @@ use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::{
+    args::parse_ids,
     context::{loader, services, viewer},
     enums::{AppointmentStatus, MeetingState, SessionType},
     errors::GqlResult,
     loaders::{GuardianshipsOf, MembershipsOf, SupportStaffOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
-    patients::{Patient, org_of, parse_ids, patient_of, user_of},
+    patients::Patient,
+    related::{org_of, patient_of, user_of},
 };
 use crate::{
     domain::{self, AppointmentId, OrgId, PatientId, UserId},

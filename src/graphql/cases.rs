@@ -4,13 +4,15 @@ use async_graphql::{Context, ID, InputObject, Object};
 use chrono::{DateTime, Utc};
 
 use super::{
+    args::check_len,
     context::{loader, services, viewer},
     enums::{CaseKind, CaseRole, CaseStatus},
     errors::GqlResult,
     loaders::{GuardianshipsOf, MembershipsOf, ParticipantsOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
-    patients::{Patient, check_len, org_of, patient_of, user_of},
+    patients::Patient,
+    related::{org_of, patient_of, user_of},
 };
 use crate::{
     domain::{self, CaseId, OrgId, PatientId, UserId},

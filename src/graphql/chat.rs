@@ -5,12 +5,13 @@ use chrono::{DateTime, Utc};
 
 use super::{
     appointments::Appointment,
+    args::parse_ids,
     context::{loader, services, viewer},
     errors::GqlResult,
     loaders::{ChannelReads, ChatMembersOf, MembershipsOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
-    patients::{org_of, user_of},
+    related::{org_of, user_of},
 };
 use crate::{
     domain::{self, AppointmentId, ChatSessionId, OrgId},
@@ -491,11 +492,7 @@ impl ChatMutation {
         input: CreateGroupChatInput,
     ) -> GqlResult<ChatSession> {
         let org = OrgId::parse(&org_id, "orgId")?;
-        let member_ids = super::patients::parse_ids(
-            &input.member_ids,
-            "input.memberIds",
-            domain::UserId::parse,
-        )?;
+        let member_ids = parse_ids(&input.member_ids, "input.memberIds", domain::UserId::parse)?;
         let group = crate::services::chat::GroupInput {
             title: input.title,
             member_ids,
@@ -547,13 +544,8 @@ impl ChatMutation {
         add: Option<Vec<ID>>,
         remove: Option<Vec<ID>>,
     ) -> GqlResult<ChatSession> {
-        let add =
-            super::patients::parse_ids(&add.unwrap_or_default(), "add", domain::UserId::parse)?;
-        let remove = super::patients::parse_ids(
-            &remove.unwrap_or_default(),
-            "remove",
-            domain::UserId::parse,
-        )?;
+        let add = parse_ids(&add.unwrap_or_default(), "add", domain::UserId::parse)?;
+        let remove = parse_ids(&remove.unwrap_or_default(), "remove", domain::UserId::parse)?;
         Ok(ChatSession::from(
             services(ctx)
                 .chats
@@ -585,7 +577,7 @@ impl ChatMutation {
         user_ids: Vec<ID>,
     ) -> GqlResult<i32> {
         let org = OrgId::parse(&org_id, "orgId")?;
-        let ids = super::patients::parse_ids(&user_ids, "userIds", domain::UserId::parse)?;
+        let ids = parse_ids(&user_ids, "userIds", domain::UserId::parse)?;
         let n = services(ctx)
             .chats
             .delete_chat_users(viewer(ctx), org, &ids)

@@ -4,75 +4,25 @@ use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object};
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{
+    args::{check_len, parse_ids},
     context::{loader, services, viewer},
     enums::{CareTeamRole, ConsentScope, GuardianRelationship, RiskLevel},
     errors::GqlResult,
     loaders::{CareTeamsOf, ConsentsOf, GuardiansOf, MembersOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
+    related::{org_of, patient_of, user_of},
 };
 use crate::{
     domain::{
         self, CareTeamId, CareTeamMemberId, ComplianceGroupId, ConsentId, OrgId, PatientId, UserId,
     },
-    error::AppError,
     services::{
         care_teams::NewCareTeamMember,
         consent::ConsentInput,
         patients::{GuardianInput as GuardianArgs, NewPatient, PatientChange},
     },
 };
-
-/// The most items a list argument takes (each costs queries; a request stays bounded).
-pub const MAX_LIST: usize = 50;
-
-/// Refuses a list argument longer than [`MAX_LIST`].
-pub fn check_len(len: usize, field: &str) -> Result<(), AppError> {
-    if len > MAX_LIST {
-        return Err(AppError::bad_input(
-            field,
-            format!("at most {MAX_LIST} items"),
-        ));
-    }
-    Ok(())
-}
-
-/// Parses a list of ids (at most [`MAX_LIST`]), naming the element at fault (`field.3`).
-pub fn parse_ids<T>(
-    ids: &[ID],
-    field: &str,
-    parse: impl Fn(&str, &str) -> Result<T, AppError>,
-) -> Result<Vec<T>, AppError> {
-    check_len(ids.len(), field)?;
-    ids.iter()
-        .enumerate()
-        .map(|(i, id)| parse(id, &format!("{field}.{i}")))
-        .collect()
-}
-
-pub(crate) async fn user_of(ctx: &Context<'_>, id: UserId) -> GqlResult<User> {
-    loader(ctx)
-        .load_one(id)
-        .await?
-        .map(User)
-        .ok_or_else(|| AppError::NotFound("user").into())
-}
-
-pub(crate) async fn org_of(ctx: &Context<'_>, id: OrgId) -> GqlResult<Organization> {
-    loader(ctx)
-        .load_one(id)
-        .await?
-        .map(Organization)
-        .ok_or_else(|| AppError::NotFound("organization").into())
-}
-
-pub(crate) async fn patient_of(ctx: &Context<'_>, id: PatientId) -> GqlResult<Patient> {
-    loader(ctx)
-        .load_one(id)
-        .await?
-        .map(Patient)
-        .ok_or_else(|| AppError::NotFound("patient").into())
-}
 
 /// The subject of care: a person, or an animal (`species` set).
 pub struct Patient(pub domain::care::Patient);
