@@ -119,7 +119,7 @@ impl Appointment {
         let session = loader(ctx)
             .load_one(super::loaders::ChatOfAppointment(self.0.id))
             .await?;
-        super::chat::ChatSession::visible(ctx, session).await
+        super::chat::ChatSession::visible(ctx, session.map(|s| s.id)).await
     }
 }
 

@@ -83,7 +83,7 @@ impl Case {
     /// The case's chat room, for its members and the organisation's OWNER/ADMIN.
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
         let session = services(ctx).chats.case_room(&self.0.id).await?;
-        super::chat::ChatSession::visible(ctx, session).await
+        super::chat::ChatSession::visible(ctx, session.map(|s| s.id)).await
     }
     /// Created.
     async fn created_at(&self) -> DateTime<Utc> {

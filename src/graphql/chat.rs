@@ -8,7 +8,7 @@ use super::{
     args::parse_ids,
     context::{loader, services, viewer},
     errors::GqlResult,
-    loaders::{ChannelReads, ChatMembersOf, MembershipsOf},
+    loaders::{ChannelReads, ChatMembersOf, SessionAccess},
     organizations::{Organization, User},
     pagination::{self, Conn},
     related::{org_of, user_of},
@@ -16,8 +16,8 @@ use super::{
 use crate::{
     domain::{self, AppointmentId, ChatSessionId, OrgId},
     error::AppError,
-    providers::chat::ChatMessage as ProviderMessage,
-    services::chat::channel_of,
+    providers::chat::{ChannelState, ChatMessage as ProviderMessage},
+    services::{access::Readable, chat::channel_of},
 };
 
 macro_rules! chat_enum {
@@ -159,44 +159,36 @@ pub struct ChatCredentials {
 }
 
 /// A conversation mirrored to one provider channel, with its provider state read at most once
-/// (its `lastMessage` and `unreadCount` share one load, so a page's batches stay whole).
+/// (its `lastMessage` and `unreadCount` share one load, so a page's batches stay whole). Built
+/// only from a [`Readable`] session: the service's read rule passed.
 pub struct ChatSession(
-    pub domain::chat::ChatSession,
-    tokio::sync::OnceCell<Option<crate::providers::chat::ChannelState>>,
+    Readable<domain::chat::ChatSession>,
+    tokio::sync::OnceCell<Option<ChannelState>>,
 );
 
-impl From<domain::chat::ChatSession> for ChatSession {
-    fn from(session: domain::chat::ChatSession) -> Self {
+impl From<Readable<domain::chat::ChatSession>> for ChatSession {
+    fn from(session: Readable<domain::chat::ChatSession>) -> Self {
         Self(session, tokio::sync::OnceCell::new())
     }
 }
 
 impl ChatSession {
     /// A session reached through its appointment, case or care team, if the viewer may read
-    /// it (its members and the organisation's OWNER/ADMIN); batched through the loaders.
-    pub async fn visible(
-        ctx: &Context<'_>,
-        session: Option<domain::chat::ChatSession>,
-    ) -> GqlResult<Option<Self>> {
-        let Some(session) = session else {
+    /// it; batched through the per-request session-access loader.
+    pub async fn visible(ctx: &Context<'_>, id: Option<ChatSessionId>) -> GqlResult<Option<Self>> {
+        let (Some(id), Some(access)) = (id, ctx.data_opt::<DataLoader<SessionAccess>>()) else {
             return Ok(None);
         };
-        let me = viewer(ctx).user()?.id;
-        let (members, memberships) = futures_util::try_join!(
-            loader(ctx).load_one(ChatMembersOf(session.id)),
-            loader(ctx).load_one(MembershipsOf(me)),
-        )?;
-        let is_member = members.unwrap_or_default().iter().any(|(u, _)| *u == me);
-        Ok(
-            crate::services::chat::may_read(&session, is_member, &memberships.unwrap_or_default())
-                .then(|| Self::from(session)),
-        )
+        Ok(access.load_one(id).await?.map(Self::from))
     }
 
-    async fn state(
-        &self,
-        ctx: &Context<'_>,
-    ) -> GqlResult<Option<&crate::providers::chat::ChannelState>> {
+    /// A session the caller's own mutation returned, handed back through the read rule.
+    async fn checked(ctx: &Context<'_>, session: domain::chat::ChatSession) -> GqlResult<Self> {
+        let readable = services(ctx).chats.check(viewer(ctx), session).await?;
+        Ok(Self::from(readable))
+    }
+
+    async fn state(&self, ctx: &Context<'_>) -> GqlResult<Option<&ChannelState>> {
         let Some(reads) = ctx.data_opt::<DataLoader<ChannelReads>>() else {
             return Ok(None);
         };
@@ -439,12 +431,14 @@ impl ChatMutation {
         appointment_id: ID,
     ) -> GqlResult<ChatSession> {
         let id = AppointmentId::parse(&appointment_id, "appointmentId")?;
-        Ok(ChatSession::from(
+        ChatSession::checked(
+            ctx,
             services(ctx)
                 .chats
                 .open_appointment_chat(viewer(ctx), id)
                 .await?,
-        ))
+        )
+        .await
     }
 
     /// Opens (creates or gets) the 1:1 chat with a colleague of the same organisation.
@@ -456,12 +450,14 @@ impl ChatMutation {
     ) -> GqlResult<ChatSession> {
         let org = OrgId::parse(&org_id, "orgId")?;
         let colleague = domain::UserId::parse(&colleague_id, "colleagueId")?;
-        Ok(ChatSession::from(
+        ChatSession::checked(
+            ctx,
             services(ctx)
                 .chats
                 .open_direct_chat(viewer(ctx), org, colleague)
                 .await?,
-        ))
+        )
+        .await
     }
 
     /// Opens (creates or gets) a 1:1 chat with staff of another organisation; both organisations
@@ -476,12 +472,14 @@ impl ChatMutation {
         let org = OrgId::parse(&org_id, "orgId")?;
         let colleague = domain::UserId::parse(&colleague_id, "colleagueId")?;
         let other = OrgId::parse(&colleague_org_id, "colleagueOrgId")?;
-        Ok(ChatSession::from(
+        ChatSession::checked(
+            ctx,
             services(ctx)
                 .chats
                 .open_network_direct_chat(viewer(ctx), org, colleague, other)
                 .await?,
-        ))
+        )
+        .await
     }
 
     /// Creates (or gets, by channel id or the title's slug) a group; the caller owns it.
@@ -500,12 +498,14 @@ impl ChatMutation {
             image_url: input.image_url,
             channel_id: input.channel_id,
         };
-        Ok(ChatSession::from(
+        ChatSession::checked(
+            ctx,
             services(ctx)
                 .chats
                 .create_group(viewer(ctx), org, group)
                 .await?,
-        ))
+        )
+        .await
     }
 
     /// Changes a group's title, image or broadcast mode (owner or org admin).
@@ -524,7 +524,8 @@ impl ChatMutation {
             },
             read_only: input.read_only,
         };
-        Ok(ChatSession::from(
+        ChatSession::checked(
+            ctx,
             services(ctx)
                 .chats
                 .update_group(
@@ -533,7 +534,8 @@ impl ChatMutation {
                     change,
                 )
                 .await?,
-        ))
+        )
+        .await
     }
 
     /// Adds and removes group members (owner or org admin); a system message records it.
@@ -546,7 +548,8 @@ impl ChatMutation {
     ) -> GqlResult<ChatSession> {
         let add = parse_ids(&add.unwrap_or_default(), "add", domain::UserId::parse)?;
         let remove = parse_ids(&remove.unwrap_or_default(), "remove", domain::UserId::parse)?;
-        Ok(ChatSession::from(
+        ChatSession::checked(
+            ctx,
             services(ctx)
                 .chats
                 .update_group_members(
@@ -556,7 +559,8 @@ impl ChatMutation {
                     &remove,
                 )
                 .await?,
-        ))
+        )
+        .await
     }
 
     /// Deletes a group here and at the provider (owner or org admin).
@@ -605,12 +609,14 @@ impl ChatMutation {
         ctx: &Context<'_>,
         session_id: ID,
     ) -> GqlResult<ChatSession> {
-        Ok(ChatSession::from(
+        ChatSession::checked(
+            ctx,
             services(ctx)
                 .chats
                 .close(viewer(ctx), ChatSessionId::parse(&session_id, "sessionId")?)
                 .await?,
-        ))
+        )
+        .await
     }
 
     /// Posts a message as the caller (the local chat provider only; the session must be ACTIVE).

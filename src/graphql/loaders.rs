@@ -12,8 +12,10 @@ use crate::{
         care::{
             CareTeam, CareTeamMember, CaseParticipant, ComplianceGroup, Consent, Guardian, Patient,
         },
+        chat::ChatSession,
     },
-    services::Services,
+    providers::chat::{ChannelRef, ChannelState},
+    services::{Services, access::Readable, chat::ChatService},
 };
 
 /// The loader behind every per-request `DataLoader`; one `Loader` impl per key type.
@@ -107,7 +109,7 @@ loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);
 loader!(of GuardianshipsOf(UserId) => Vec<Guardian>, guardianships);
 
 impl Loader<ChatOfAppointment> for AppLoader {
-    type Value = crate::domain::chat::ChatSession;
+    type Value = ChatSession;
     type Error = async_graphql::Error;
 
     async fn load(
@@ -148,8 +150,8 @@ impl Loader<ChatMembersOf> for AppLoader {
     }
 }
 
-/// Adds the per-request loaders to a request: the database loader always, the provider-read
-/// loader for a signed-in viewer.
+/// Adds the per-request loaders to a request: the database loader always, the viewer's session
+/// access and provider reads for a signed-in viewer.
 pub fn attach(
     request: async_graphql::Request,
     services: &Services,
@@ -157,45 +159,67 @@ pub fn attach(
 ) -> async_graphql::Request {
     let request = request.data(per_request(services));
     match viewer.user_opt() {
-        Some(user) => request.data(channel_reads(services, &user.id)),
+        Some(user) => request
+            .data(DataLoader::new(
+                SessionAccess {
+                    chats: services.chats.clone(),
+                    viewer: viewer.clone(),
+                },
+                tokio::spawn,
+            ))
+            .data(channel_reads(services, &user.id)),
         None => request,
+    }
+}
+
+/// The chat sessions the viewer may read, by id, batched (the rule is the service's).
+pub struct SessionAccess {
+    chats: ChatService,
+    viewer: crate::auth::Viewer,
+}
+
+impl Loader<ChatSessionId> for SessionAccess {
+    type Value = Readable<ChatSession>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ChatSessionId],
+    ) -> Result<HashMap<ChatSessionId, Self::Value>, Self::Error> {
+        let sessions = self.chats.readable(&self.viewer, keys).await?;
+        Ok(sessions.into_iter().map(|s| (s.id, s)).collect())
     }
 }
 
 /// Reads channel state at the chat provider for one user, batched to the provider's own limit:
 /// a page of N chat sessions costs ceil(N / limit) provider calls (one for the local provider).
 pub struct ChannelReads {
-    provider: std::sync::Arc<dyn crate::providers::chat::ChatProvider>,
-    for_user: String,
+    chats: ChatService,
+    reader: UserId,
 }
 
-/// Builds the per-request channel-state loader for `for_user`.
-pub fn channel_reads(services: &Services, for_user: &UserId) -> DataLoader<ChannelReads> {
-    let provider = services.chat_provider.provider.clone();
-    let limit = provider.read_batch_limit().max(1);
+/// Builds the per-request channel-state loader for `reader`.
+pub fn channel_reads(services: &Services, reader: &UserId) -> DataLoader<ChannelReads> {
+    let limit = services.chats.read_batch_limit();
     DataLoader::new(
         ChannelReads {
-            provider,
-            for_user: for_user.to_string(),
+            chats: services.chats.clone(),
+            reader: *reader,
         },
         tokio::spawn,
     )
     .max_batch_size(limit)
 }
 
-impl Loader<crate::providers::chat::ChannelRef> for ChannelReads {
-    type Value = crate::providers::chat::ChannelState;
+impl Loader<ChannelRef> for ChannelReads {
+    type Value = ChannelState;
     type Error = async_graphql::Error;
 
     async fn load(
         &self,
-        keys: &[crate::providers::chat::ChannelRef],
-    ) -> Result<HashMap<crate::providers::chat::ChannelRef, Self::Value>, Self::Error> {
-        let states = self
-            .provider
-            .read_channels(keys, &self.for_user)
-            .await
-            .map_err(|e| async_graphql::Error::from(e.into_app(self.provider.name())))?;
+        keys: &[ChannelRef],
+    ) -> Result<HashMap<ChannelRef, Self::Value>, Self::Error> {
+        let states = self.chats.channel_states(keys, &self.reader).await?;
         Ok(states.into_iter().map(|s| (s.channel.clone(), s)).collect())
     }
 }

@@ -199,7 +199,7 @@ impl CareTeam {
     /// organisation's OWNER/ADMIN.
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
         let session = services(ctx).chats.care_team_chat(&self.0.id).await?;
-        super::chat::ChatSession::visible(ctx, session).await
+        super::chat::ChatSession::visible(ctx, session.map(|s| s.id)).await
     }
     /// Members.
     async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<CareTeamMember>> {

@@ -4,12 +4,11 @@
 //! `RESYNC` change) instead of a silent gap. A stream ends with the socket when the access token
 //! expires (the WebSocket handler closes it with 4403).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt, stream};
-use tokio::sync::broadcast::{Receiver, error::RecvError};
 use tokio_stream::wrappers::IntervalStream;
 
 use super::{
@@ -20,8 +19,8 @@ use crate::{
     auth::Viewer,
     domain::{AppointmentId, ChatSessionId, OrgId},
     error::AppError,
-    events::{ChangeKind, DomainEvent, SessionChange, StatusEvent},
-    services::{Services, chat::Watch},
+    events::{ChangeKind, SessionChange, StatusEvent},
+    services::chat::{ChatService, ListEvent, Watch},
 };
 
 /// Subscription roots.
@@ -100,6 +99,23 @@ pub struct ChatSessionChange {
     viewer: Viewer,
 }
 
+impl ChatSessionChange {
+    fn new(event: ListEvent, viewer: Viewer) -> Self {
+        match event {
+            ListEvent::Change(c) => Self {
+                kind: c.kind.into(),
+                change: Some(c),
+                viewer,
+            },
+            ListEvent::Resync => Self {
+                kind: ChatSessionChangeKind::Resync,
+                change: None,
+                viewer,
+            },
+        }
+    }
+}
+
 #[Object]
 impl ChatSessionChange {
     /// What changed.
@@ -137,94 +153,6 @@ fn id_arg(raw: &Option<ID>) -> Option<&str> {
     raw.as_ref().map(|i| i.as_str())
 }
 
-/// The next event a watcher should see: a matching status event, or the current state after
-/// a lag or a membership change; `None` ends the stream (the bus closed or access was lost).
-async fn next_status(
-    rx: &mut Receiver<Arc<DomainEvent>>,
-    services: &Services,
-    viewer: &Viewer,
-    watch: &Watch,
-) -> Option<ChatSessionStatusEvent> {
-    let current = || async {
-        services
-            .chats
-            .current_status(viewer, watch)
-            .await
-            .ok()
-            .map(Into::into)
-    };
-    loop {
-        let event = match rx.recv().await {
-            Ok(event) => event,
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "a status subscriber fell behind; resynchronising");
-                return current().await;
-            }
-            Err(RecvError::Closed) => return None,
-        };
-        match &*event {
-            // Access by appointment was checked before its chat existed: the chat's own rule
-            // decides from then on (staff who are not in it and not admins stop here).
-            DomainEvent::ChatStatus(s) if watch.matches(s) => {
-                if matches!(watch, Watch::Appointment(_)) && s.session_id.is_some() {
-                    current().await.as_ref()?;
-                }
-                return Some(s.clone().into());
-            }
-            DomainEvent::Resync => return current().await,
-            // A member who leaves a session stops watching it.
-            DomainEvent::ChatChanged(c)
-                if c.kind == ChangeKind::MembersChanged
-                    && matches!(watch, Watch::Session(id) if *id == c.session_id) =>
-            {
-                current().await.as_ref()?;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// The next change for a list subscriber: its sessions in its organisation, or a `RESYNC`.
-async fn next_change(
-    rx: &mut Receiver<Arc<DomainEvent>>,
-    viewer: &Viewer,
-    org: OrgId,
-) -> Option<ChatSessionChange> {
-    let me = viewer.user().ok()?.id;
-    loop {
-        match rx.recv().await {
-            Ok(event) if matches!(*event, DomainEvent::Resync) => {
-                return Some(ChatSessionChange {
-                    kind: ChatSessionChangeKind::Resync,
-                    change: None,
-                    viewer: viewer.clone(),
-                });
-            }
-            Ok(event) => {
-                if let DomainEvent::ChatChanged(c) = &*event
-                    && c.org_ids.contains(&org)
-                    && c.member_ids.contains(&me)
-                {
-                    return Some(ChatSessionChange {
-                        kind: c.kind.into(),
-                        change: Some(c.clone()),
-                        viewer: viewer.clone(),
-                    });
-                }
-            }
-            Err(RecvError::Lagged(missed)) => {
-                tracing::warn!(missed, "a list subscriber fell behind; asking it to reload");
-                return Some(ChatSessionChange {
-                    kind: ChatSessionChangeKind::Resync,
-                    change: None,
-                    viewer: viewer.clone(),
-                });
-            }
-            Err(RecvError::Closed) => return None,
-        }
-    }
-}
-
 #[Subscription]
 impl Subscription {
     /// A chat session's status, by `sessionId` or by `appointmentId` (exactly one): the current
@@ -256,8 +184,8 @@ impl Subscription {
         let rest = stream::unfold(
             (rx, services, viewer, watch),
             |(mut rx, services, viewer, watch)| async move {
-                let next = next_status(&mut rx, &services, &viewer, &watch).await?;
-                Some((next, (rx, services, viewer, watch)))
+                let next = services.chats.next_status(&mut rx, &viewer, &watch).await?;
+                Some((next.into(), (rx, services, viewer, watch)))
             },
         );
         Ok(stream::once(async move { first.into() }).chain(rest))
@@ -279,8 +207,9 @@ impl Subscription {
         Ok(stream::unfold(
             (rx, viewer),
             move |(mut rx, viewer)| async move {
-                let next = next_change(&mut rx, &viewer, org).await?;
-                Some((next, (rx, viewer)))
+                let next = ChatService::next_change(&mut rx, &viewer, org).await?;
+                let change = ChatSessionChange::new(next, viewer.clone());
+                Some((change, (rx, viewer)))
             },
         ))
     }

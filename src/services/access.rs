@@ -15,15 +15,13 @@ use crate::{
 /// Proof that the viewer is an active member of an organisation.
 #[derive(Clone, Debug)]
 pub struct MemberOf {
-    /// The viewer's membership.
-    pub membership: Membership,
+    membership: Membership,
 }
 
 /// Proof that the viewer is an active OWNER or ADMIN of an organisation.
 #[derive(Clone, Debug)]
 pub struct ManagerOf {
-    /// The viewer's membership.
-    pub membership: Membership,
+    membership: Membership,
 }
 
 impl MemberOf {
@@ -31,12 +29,47 @@ impl MemberOf {
     pub fn org_id(&self) -> OrgId {
         self.membership.org_id
     }
+
+    /// The viewer's membership.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
 }
 
 impl ManagerOf {
     /// The organisation.
     pub fn org_id(&self) -> OrgId {
         self.membership.org_id
+    }
+
+    /// The viewer's membership.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+}
+
+/// Something the viewer may read: only the service layer makes one, after its read rule passed,
+/// so a resolver holding one holds the proof.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readable<T>(T);
+
+impl<T> Readable<T> {
+    /// Grants the read (services only, after the check).
+    pub(in crate::services) fn granted(value: T) -> Self {
+        Self(value)
+    }
+
+    /// The value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Readable<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
     }
 }
 

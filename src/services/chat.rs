@@ -15,10 +15,9 @@ mod provider_events;
 mod scheduler;
 mod watch;
 
-pub use access::may_read;
 pub use care_teams::CareTeamChats;
 pub use groups::{GroupChange, GroupInput};
-pub use watch::Watch;
+pub use watch::{ListEvent, Watch};
 
 use std::{sync::Arc, time::Duration};
 
@@ -202,6 +201,25 @@ impl ChatService {
             last_message,
             at: self.clock.now(),
         }));
+    }
+
+    /// The provider state of channels (last message, the reader's unread count) in
+    /// ceil(channels / [`Self::read_batch_limit`]) provider calls.
+    pub async fn channel_states(
+        &self,
+        channels: &[ChannelRef],
+        reader: &UserId,
+    ) -> AppResult<Vec<crate::providers::chat::ChannelState>> {
+        self.stack
+            .provider
+            .read_channels(channels, &reader.to_string())
+            .await
+            .map_err(|e| e.into_app(self.stack.provider.name()))
+    }
+
+    /// How many channels one provider read takes.
+    pub fn read_batch_limit(&self) -> usize {
+        self.stack.provider.read_batch_limit().max(1)
     }
 
     /// The provider's name.

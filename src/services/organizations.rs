@@ -256,7 +256,7 @@ impl OrganizationService {
 
 /// Only an OWNER may grant or change the OWNER role.
 fn check_may_grant(manager: &ManagerOf, role: OrgRole) -> AppResult<()> {
-    if role == OrgRole::Owner && manager.membership.role != OrgRole::Owner {
+    if role == OrgRole::Owner && manager.membership().role != OrgRole::Owner {
         return Err(AppError::Forbidden(
             "only an OWNER may grant or change OWNER".into(),
         ));

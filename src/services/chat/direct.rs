@@ -30,21 +30,8 @@ impl ChatService {
                 ),
                 other => other,
             })?;
-        if colleague == me.id {
-            return Err(AppError::bad_input(
-                "colleagueId",
-                "a chat needs someone else",
-            ));
-        }
-        match db::organizations::find_membership(&self.db, org, colleague).await? {
-            Some(m) if m.active => {}
-            _ => {
-                return Err(AppError::bad_input(
-                    "colleagueId",
-                    "not an active member of the organization",
-                ));
-            }
-        }
+        self.check_colleague(&me, colleague, org, "the organization")
+            .await?;
         self.direct(org, None, &me, colleague).await
     }
 
@@ -58,21 +45,8 @@ impl ChatService {
         colleague_org: OrgId,
     ) -> AppResult<ChatSession> {
         let (me, _) = member_of(&self.db, viewer, org).await?;
-        if colleague == me.id {
-            return Err(AppError::bad_input(
-                "colleagueId",
-                "a chat needs someone else",
-            ));
-        }
-        match db::organizations::find_membership(&self.db, colleague_org, colleague).await? {
-            Some(m) if m.active => {}
-            _ => {
-                return Err(AppError::bad_input(
-                    "colleagueId",
-                    "not an active member of that organization",
-                ));
-            }
-        }
+        self.check_colleague(&me, colleague, colleague_org, "that organization")
+            .await?;
         for o in [org, colleague_org] {
             let allowed = db::organizations::find(&self.db, o)
                 .await?
@@ -85,6 +59,30 @@ impl ChatService {
         }
         let counterpart = (colleague_org != org).then_some(colleague_org);
         self.direct(org, counterpart, &me, colleague).await
+    }
+
+    /// Checks that `colleague` is someone else and an active member of `org` (named `org_name`
+    /// in the error on `colleagueId`).
+    async fn check_colleague(
+        &self,
+        me: &User,
+        colleague: UserId,
+        org: OrgId,
+        org_name: &str,
+    ) -> AppResult<()> {
+        if colleague == me.id {
+            return Err(AppError::bad_input(
+                "colleagueId",
+                "a chat needs someone else",
+            ));
+        }
+        match db::organizations::find_membership(&self.db, org, colleague).await? {
+            Some(m) if m.active => Ok(()),
+            _ => Err(AppError::bad_input(
+                "colleagueId",
+                format!("not an active member of {org_name}"),
+            )),
+        }
     }
 
     /// The 1:1 session of an unordered pair (in either order the same).

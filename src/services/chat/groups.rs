@@ -137,6 +137,7 @@ impl ChatService {
     /// A group the viewer may manage: its owner or an OWNER/ADMIN of the organisation.
     async fn managed_group(&self, viewer: &Viewer, id: ChatSessionId) -> AppResult<ChatSession> {
         let (session, role) = self.session(viewer, id).await?;
+        let session = session.into_inner();
         if !session.is_group {
             return Err(AppError::NotFound("group chat"));
         }

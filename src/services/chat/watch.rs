@@ -1,15 +1,20 @@
-//! What a status subscription watches, and its state now.
+//! What subscriptions hear: what a status subscription watches, its state now, and which bus
+//! events reach which subscriber (the read rule decides, here, not in the resolvers).
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::{Receiver, error::RecvError};
 
 use super::ChatService;
 use crate::{
     auth::Viewer,
     db,
     domain::{
-        AppointmentId, ChatSessionId,
+        AppointmentId, ChatSessionId, OrgId,
         chat::{ChatStatus, SessionKey, StatusReason, status_at},
     },
     error::{AppError, AppResult},
-    events::StatusEvent,
+    events::{ChangeKind, DomainEvent, SessionChange, StatusEvent},
 };
 
 /// What a status subscription watches.
@@ -19,6 +24,15 @@ pub enum Watch {
     Session(ChatSessionId),
     /// An appointment's chat, whether or not it is open yet.
     Appointment(AppointmentId),
+}
+
+/// What a list subscriber hears next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ListEvent {
+    /// A change to one of its sessions.
+    Change(SessionChange),
+    /// Events were missed: reload the list.
+    Resync,
 }
 
 impl Watch {
@@ -38,13 +52,13 @@ impl ChatService {
     /// then the window the chat will have).
     pub async fn current_status(&self, viewer: &Viewer, watch: &Watch) -> AppResult<StatusEvent> {
         let session = match watch {
-            Watch::Session(id) => Some(self.session(viewer, *id).await?.0),
+            Watch::Session(id) => Some(self.session(viewer, *id).await?.0.into_inner()),
             Watch::Appointment(id) => {
                 let (appointment, _) = self.appointments.read(viewer, *id).await?;
                 match db::chat_sessions::find_by_key(&self.db, &SessionKey::Appointment(*id))
                     .await?
                 {
-                    Some(s) => Some(self.session(viewer, s.id).await?.0),
+                    Some(s) => Some(self.session(viewer, s.id).await?.0.into_inner()),
                     None => {
                         let (_, from, until) = self.window_of(&appointment).await?;
                         let status = if appointment.status.is_terminal() {
@@ -72,5 +86,72 @@ impl ChatService {
             StatusReason::Current,
             self.clock.now(),
         ))
+    }
+
+    /// The next event a watcher should hear: a matching status event, or the state now after a
+    /// lag or a membership change; `None` ends the stream (the bus closed or access was lost).
+    pub async fn next_status(
+        &self,
+        rx: &mut Receiver<Arc<DomainEvent>>,
+        viewer: &Viewer,
+        watch: &Watch,
+    ) -> Option<StatusEvent> {
+        loop {
+            let event = match rx.recv().await {
+                Ok(event) => event,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a status subscriber fell behind; resynchronising");
+                    return self.current_status(viewer, watch).await.ok();
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            match &*event {
+                // Access by appointment was checked before its chat existed: the chat's own
+                // rule decides from then on (staff not in it and not admins stop here).
+                DomainEvent::ChatStatus(s) if watch.matches(s) => {
+                    if matches!(watch, Watch::Appointment(_)) && s.session_id.is_some() {
+                        self.current_status(viewer, watch).await.ok()?;
+                    }
+                    return Some(s.clone());
+                }
+                DomainEvent::Resync => return self.current_status(viewer, watch).await.ok(),
+                // A member who leaves a session stops watching it.
+                DomainEvent::ChatChanged(c)
+                    if c.kind == ChangeKind::MembersChanged
+                        && matches!(watch, Watch::Session(id) if *id == c.session_id) =>
+                {
+                    self.current_status(viewer, watch).await.ok()?;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next change a list subscriber of `org` should hear: changes to its own sessions
+    /// there, or a `Resync` after a lag; `None` ends the stream.
+    pub async fn next_change(
+        rx: &mut Receiver<Arc<DomainEvent>>,
+        viewer: &Viewer,
+        org: OrgId,
+    ) -> Option<ListEvent> {
+        let me = viewer.user().ok()?.id;
+        loop {
+            match rx.recv().await {
+                Ok(event) => match &*event {
+                    DomainEvent::Resync => return Some(ListEvent::Resync),
+                    DomainEvent::ChatChanged(c)
+                        if c.org_ids.contains(&org) && c.member_ids.contains(&me) =>
+                    {
+                        return Some(ListEvent::Change(c.clone()));
+                    }
+                    _ => {}
+                },
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a list subscriber fell behind; asking it to reload");
+                    return Some(ListEvent::Resync);
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
     }
 }
