@@ -66,6 +66,17 @@ pub struct ChatSettings {
     pub after_end_minutes: i64,
 }
 
+/// The outbox entry that deletes a session's channel at the provider (once per session).
+fn delete_entry(session: &ChatSession) -> Entry {
+    Entry::new(
+        format!("chat:{}:delete", session.id),
+        Some(session.org_id.to_string()),
+        Operation::DeleteChannel {
+            channel: channel_of(session),
+        },
+    )
+}
+
 /// A person as the chat provider knows them.
 fn chat_user(u: &User) -> ChatUser {
     ChatUser {

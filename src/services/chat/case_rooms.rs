@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use super::{ChatService, base_metadata, channel_of};
+use super::{ChatService, base_metadata, delete_entry};
 use crate::{
     db,
     domain::{
@@ -10,7 +10,6 @@ use crate::{
         chat::{self, ChatCategory, ChatRole, ChatSession, SessionKey, StatusReason},
     },
     error::AppResult,
-    outbox::{Entry, Operation},
     providers::chat::CHANNEL_TYPE,
 };
 
@@ -94,13 +93,7 @@ impl crate::services::cases::CaseHooks for ChatService {
             .await?;
         if delete_room {
             let now = self.clock.now();
-            let entry = Entry::new(
-                format!("chat:{}:delete", session.id),
-                Some(session.org_id.to_string()),
-                Operation::DeleteChannel {
-                    channel: channel_of(&session),
-                },
-            );
+            let entry = delete_entry(&session);
             let txn = db::begin(&self.db).await?;
             let keys = crate::outbox::enqueue(&txn, &[entry], now).await?;
             txn.commit().await?;

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, json};
 
-use super::{ChatService, base_metadata, channel_of};
+use super::{ChatService, base_metadata, channel_of, delete_entry};
 use crate::{
     auth::Viewer,
     db,
@@ -304,13 +304,7 @@ impl ChatService {
     pub async fn delete_group(&self, viewer: &Viewer, id: ChatSessionId) -> AppResult<()> {
         let session = self.managed_group(viewer, id).await?;
         let now = self.clock.now();
-        let entry = Entry::new(
-            format!("chat:{}:delete", session.id),
-            Some(session.org_id.to_string()),
-            Operation::DeleteChannel {
-                channel: channel_of(&session),
-            },
-        );
+        let entry = delete_entry(&session);
         let members: Vec<UserId> =
             db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id))
                 .await?
