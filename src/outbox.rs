@@ -282,8 +282,6 @@ pub struct Settings {
     pub backoff: Backoff,
     /// How long a claim holds before another worker may take the row.
     pub lease: Duration,
-    /// Rows claimed per round.
-    pub batch: u64,
     /// Partitions delivered at once.
     pub concurrency: usize,
     /// How often the worker looks when nobody wakes it.
@@ -296,7 +294,6 @@ impl Default for Settings {
             max_attempts: 12,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
             lease: Duration::from_secs(60),
-            batch: 64,
             concurrency: 8,
             poll: Duration::from_secs(1),
         }
