@@ -11,6 +11,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::Authenticator,
+    backoff::Backoff,
     clock::{SharedClock, SystemClock},
     config::Config,
     db,
@@ -76,8 +77,7 @@ impl App {
             clock.clone(),
             OutboxSettings {
                 max_attempts: config.chat.outbox_max_attempts,
-                base_backoff: config.chat.outbox_backoff,
-                max_backoff: config.chat.outbox_max_backoff,
+                backoff: Backoff::new(config.chat.outbox_backoff, config.chat.outbox_max_backoff),
                 poll: config.chat.outbox_poll,
                 ..OutboxSettings::default()
             },

@@ -12,10 +12,7 @@ pub use viewer::Viewer;
 /// A key for one purpose, derived from the JWT secret (HMAC-SHA256 of the purpose), so that no
 /// two features share key material and none of them can forge access tokens.
 pub fn derive_key(secret: &secrecy::SecretString, purpose: &str) -> secrecy::SecretString {
-    use hmac::{Hmac, Mac};
     use secrecy::ExposeSecret;
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.expose_secret().as_bytes())
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(purpose.as_bytes());
-    secrecy::SecretString::from(hex::encode(mac.finalize().into_bytes()))
+    let key = crate::crypto::hmac_hex(secret.expose_secret().as_bytes(), purpose.as_bytes());
+    secrecy::SecretString::from(key)
 }

@@ -7,6 +7,7 @@ pub mod cases;
 pub mod chat_sessions;
 pub mod consents;
 pub mod entities;
+pub mod keyset;
 pub mod local_chat;
 pub mod organizations;
 pub mod patients;
@@ -21,7 +22,6 @@ use std::{
     time::Duration,
 };
 
-use chrono::{DateTime, Utc};
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
@@ -42,42 +42,6 @@ impl QueryStats {
     pub fn statements(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
-}
-
-/// The keyset condition "after this row" for a list ordered by `sort` then `id`, ascending or
-/// descending: `sort > v OR (sort = v AND id > last_id)` (or `<` both ways).
-pub fn after_row<C, V>(
-    sort: C,
-    id: C,
-    value: V,
-    last_id: &str,
-    descending: bool,
-) -> sea_orm::Condition
-where
-    C: sea_orm::ColumnTrait,
-    V: Into<sea_orm::Value> + Clone,
-{
-    use sea_orm::Condition;
-    let (past, past_id) = if descending {
-        (sort.lt(value.clone()), id.lt(last_id))
-    } else {
-        (sort.gt(value.clone()), id.gt(last_id))
-    };
-    Condition::any()
-        .add(past)
-        .add(Condition::all().add(sort.eq(value)).add(past_id))
-}
-
-/// A page cursor's form of a time: RFC 3339 with nanoseconds, so it round-trips exactly.
-pub fn key_time(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-}
-
-/// Reads a time from a page cursor.
-pub fn parse_key_time(raw: &str) -> crate::error::AppResult<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(raw)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| crate::error::AppError::bad_input("after", "not a valid cursor"))
 }
 
 /// Connects to the configured database (creating a SQLite file when needed).

@@ -25,10 +25,12 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backoff::Backoff,
     clock::SharedClock,
     db::entities::outbox,
-    providers::chat::{
-        ChannelRef, ChannelSpec, ChatProvider, ChatUser, ProviderError, SystemMessage,
+    providers::{
+        chat::{ChannelRef, ChannelSpec, ChatProvider, ChatUser, ProviderError, SystemMessage},
+        http::single_attempt,
     },
 };
 
@@ -276,14 +278,10 @@ pub async fn enqueue(
 pub struct Settings {
     /// Attempts before a row is dead.
     pub max_attempts: i32,
-    /// First retry delay; doubles per attempt with jitter.
-    pub base_backoff: Duration,
-    /// Longest retry delay.
-    pub max_backoff: Duration,
+    /// The wait before a retry: the first retry waits twice `base`, doubling from there.
+    pub backoff: Backoff,
     /// How long a claim holds before another worker may take the row.
     pub lease: Duration,
-    /// Rows claimed per round.
-    pub batch: u64,
     /// Partitions delivered at once.
     pub concurrency: usize,
     /// How often the worker looks when nobody wakes it.
@@ -294,10 +292,8 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             max_attempts: 12,
-            base_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(300),
+            backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
             lease: Duration::from_secs(60),
-            batch: 64,
             concurrency: 8,
             poll: Duration::from_secs(1),
         }
@@ -521,12 +517,17 @@ impl Outbox {
             .saturating_sub(Duration::from_secs(5))
             .max(Duration::from_secs(1));
         let result = match &op {
-            Ok(op) => match tokio::time::timeout(budget, op.apply(self.provider.as_ref())).await {
-                Ok(result) => result,
-                Err(_) => Err(ProviderError::Unavailable(
-                    "delivery outlasted its lease".into(),
-                )),
-            },
+            // The outbox owns the retry schedule: each provider call is tried once here.
+            Ok(op) => {
+                match tokio::time::timeout(budget, single_attempt(op.apply(self.provider.as_ref())))
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(_) => Err(ProviderError::Unavailable(
+                        "delivery outlasted its lease".into(),
+                    )),
+                }
+            }
             Err(e) => Err(ProviderError::Rejected {
                 status: 0,
                 message: format!("unreadable operation: {e}"),
@@ -560,7 +561,8 @@ impl Outbox {
                     tracing::error!(op = name, key = %row.idempotency_key, attempts, error = %e, "outbox row is dead");
                     update = update.col_expr(outbox::Column::Status, Expr::value(status::DEAD));
                 } else {
-                    let wait = self.backoff(attempts, &e);
+                    let retry = u32::try_from(attempts).unwrap_or(0);
+                    let wait = self.settings.backoff.wait(retry, e.retry_after());
                     tracing::warn!(op = name, key = %row.idempotency_key, attempts, ?wait, error = %e, "outbox delivery failed; will retry");
                     update = update.col_expr(
                         outbox::Column::NextAttemptAt,
@@ -575,23 +577,6 @@ impl Outbox {
             return Ok(false);
         }
         Ok(finished)
-    }
-
-    fn backoff(&self, attempts: i32, error: &ProviderError) -> Duration {
-        if let ProviderError::RateLimited {
-            retry_after: Some(wait),
-        } = error
-        {
-            return (*wait).min(self.settings.max_backoff);
-        }
-        let exp = self
-            .settings
-            .base_backoff
-            .saturating_mul(1u32 << attempts.clamp(0, 16) as u32)
-            .min(self.settings.max_backoff);
-        // Jitter in [exp/2, exp].
-        let half = exp.as_millis() as u64 / 2;
-        Duration::from_millis(half + rand::rng().random_range(0..=half.max(1)))
     }
 
     /// Deletes delivered rows older than `age` (kept that long for support); returns how many.

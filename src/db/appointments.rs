@@ -2,16 +2,17 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, sea_query::Expr,
 };
 
 use super::entities::{appointment, appointment_support_staff};
+use super::keyset::Keyset;
 use crate::{
     domain::{
         AppointmentId, OrgId, PatientId, UserId,
         care::{Appointment, AppointmentStatus, SessionType},
-        pagination::{Key, Page, PageRequest},
+        pagination::{Page, PageRequest},
     },
     error::AppResult,
 };
@@ -208,35 +209,6 @@ pub async fn list(
     if let Some(s) = f.status {
         filter = filter.add(appointment::Column::Status.eq(s.as_str()));
     }
-    let total = appointment::Entity::find()
-        .filter(filter.clone())
-        .count(db)
-        .await?;
-    let mut query = appointment::Entity::find().filter(filter);
-    if let Some(after) = &page.after {
-        let at = super::parse_key_time(&after.sort)?;
-        query = query.filter(super::after_row(
-            appointment::Column::StartsAt,
-            appointment::Column::Id,
-            at,
-            &after.id,
-            false,
-        ));
-    }
-    let rows = query
-        .order_by_asc(appointment::Column::StartsAt)
-        .order_by_asc(appointment::Column::Id)
-        .limit(page.fetch())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| {
-            let key = Key {
-                sort: super::key_time(m.starts_at),
-                id: m.id.clone(),
-            };
-            to_domain(m).map(|a| (key, a))
-        })
-        .collect::<AppResult<Vec<_>>>()?;
-    Ok(Page::from_fetched(rows, page, total))
+    let order = Keyset::time(appointment::Column::StartsAt, appointment::Column::Id);
+    super::keyset::page::<appointment::Entity, _>(db, filter, order, page, to_domain).await
 }

@@ -2,16 +2,17 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, sea_query::Expr,
 };
 
 use super::entities::{case, case_participant};
+use super::keyset::Keyset;
 use crate::{
     domain::{
         CaseId, OrgId, PatientId, UserId,
         care::{Case, CaseKind, CaseParticipant, CaseRole, CaseStatus},
-        pagination::{Key, Page, PageRequest},
+        pagination::{Page, PageRequest},
     },
     error::AppResult,
 };
@@ -126,37 +127,8 @@ pub async fn list(
     if let Some(s) = status {
         filter = filter.add(case::Column::Status.eq(s.as_str()));
     }
-    let total = case::Entity::find()
-        .filter(filter.clone())
-        .count(db)
-        .await?;
-    let mut query = case::Entity::find().filter(filter);
-    if let Some(after) = &page.after {
-        let at = super::parse_key_time(&after.sort)?;
-        query = query.filter(super::after_row(
-            case::Column::CreatedAt,
-            case::Column::Id,
-            at,
-            &after.id,
-            true,
-        ));
-    }
-    let rows = query
-        .order_by_desc(case::Column::CreatedAt)
-        .order_by_desc(case::Column::Id)
-        .limit(page.fetch())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| {
-            let key = Key {
-                sort: super::key_time(m.created_at),
-                id: m.id.clone(),
-            };
-            to_domain(m).map(|c| (key, c))
-        })
-        .collect::<AppResult<Vec<_>>>()?;
-    Ok(Page::from_fetched(rows, page, total))
+    let order = Keyset::time(case::Column::CreatedAt, case::Column::Id).descending();
+    super::keyset::page::<case::Entity, _>(db, filter, order, page, to_domain).await
 }
 
 /// Adds a participant, or changes their role.

@@ -2,11 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, sea_query::Expr,
 };
 
 use super::entities::{chat_session as session, chat_session_member as member};
+use super::keyset::Keyset;
 use crate::{
     domain::{
         AppointmentId, ChatSessionId, OrgId, UserId,
@@ -14,7 +15,7 @@ use crate::{
             ChatCategory, ChatRole, ChatSession, ChatStatus, SessionKey, StatusReason,
             reason_from_db,
         },
-        pagination::{Key, Page, PageRequest},
+        pagination::{Page, PageRequest},
     },
     error::AppResult,
 };
@@ -363,37 +364,8 @@ pub async fn list_for_member(
     if !include_closed {
         filter = filter.add(session::Column::Status.ne(ChatStatus::Closed.as_str()));
     }
-    let total = session::Entity::find()
-        .filter(filter.clone())
-        .count(db)
-        .await?;
-    let mut query = session::Entity::find().filter(filter);
-    if let Some(after) = &page.after {
-        let at = super::parse_key_time(&after.sort)?;
-        query = query.filter(super::after_row(
-            session::Column::LastActivityAt,
-            session::Column::Id,
-            at,
-            &after.id,
-            true,
-        ));
-    }
-    let rows = query
-        .order_by_desc(session::Column::LastActivityAt)
-        .order_by_desc(session::Column::Id)
-        .limit(page.fetch())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| {
-            let key = Key {
-                sort: super::key_time(m.last_activity_at),
-                id: m.id.clone(),
-            };
-            to_domain(m).map(|s| (key, s))
-        })
-        .collect::<AppResult<Vec<_>>>()?;
-    Ok(Page::from_fetched(rows, page, total))
+    let order = Keyset::time(session::Column::LastActivityAt, session::Column::Id).descending();
+    super::keyset::page::<session::Entity, _>(db, filter, order, page, to_domain).await
 }
 
 /// Stores a group's title, image and broadcast mode.

@@ -9,10 +9,11 @@ use sea_orm::{
 };
 
 use super::entities::{membership, organization};
+use super::keyset::Keyset;
 use crate::{
     domain::{
         Membership, OrgId, OrgRole, Organization, Slug, User, UserId,
-        pagination::{Key, Page, PageRequest},
+        pagination::{Page, PageRequest},
     },
     error::AppResult,
 };
@@ -254,36 +255,12 @@ pub async fn list_members(
     if !include_inactive {
         filter = filter.add(membership::Column::Active.eq(true));
     }
-    let total = membership::Entity::find()
-        .filter(filter.clone())
-        .count(db)
-        .await?;
-    let mut query = membership::Entity::find().filter(filter);
-    if let Some(after) = &page.after {
-        query = query.filter(super::after_row(
-            membership::Column::SearchDisplay,
-            membership::Column::UserId,
-            after.sort.as_str(),
-            &after.id,
-            false,
-        ));
-    }
-    let rows = query
-        .order_by_asc(membership::Column::SearchDisplay)
-        .order_by_asc(membership::Column::UserId)
-        .limit(page.fetch())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| {
-            let key = Key {
-                sort: m.search_display.clone(),
-                id: m.user_id.clone(),
-            };
-            membership_to_domain(m).map(|d| (key, d))
-        })
-        .collect::<AppResult<Vec<_>>>()?;
-    Ok(Page::from_fetched(rows, page, total))
+    let order = Keyset::text(
+        membership::Column::SearchDisplay,
+        membership::Column::UserId,
+    );
+    super::keyset::page::<membership::Entity, _>(db, filter, order, page, membership_to_domain)
+        .await
 }
 
 /// Typeahead over active members but `exclude`, for `query` (already trimmed and lowercased),

@@ -3,17 +3,17 @@
 use chrono::{NaiveDate, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     sea_query::{Expr, ExprTrait, LikeExpr},
 };
 
 use super::entities::{guardian, patient};
+use super::keyset::Keyset;
 use crate::{
     domain::{
         OrgId, PatientId, UserId,
         care::{Guardian, GuardianRelationship, Patient, RiskLevel},
-        pagination::{Key, Page, PageRequest},
+        pagination::{Page, PageRequest},
     },
     error::AppResult,
 };
@@ -135,36 +135,8 @@ pub async fn list(
         filter = filter
             .add(Expr::col(patient::Column::SearchName).like(LikeExpr::new(pattern).escape('\\')));
     }
-    let total = patient::Entity::find()
-        .filter(filter.clone())
-        .count(db)
-        .await?;
-    let mut query = patient::Entity::find().filter(filter);
-    if let Some(after) = &page.after {
-        query = query.filter(super::after_row(
-            patient::Column::SearchName,
-            patient::Column::Id,
-            after.sort.as_str(),
-            &after.id,
-            false,
-        ));
-    }
-    let rows = query
-        .order_by_asc(patient::Column::SearchName)
-        .order_by_asc(patient::Column::Id)
-        .limit(page.fetch())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| {
-            let key = Key {
-                sort: m.search_name.clone(),
-                id: m.id.clone(),
-            };
-            to_domain(m).map(|p| (key, p))
-        })
-        .collect::<AppResult<Vec<_>>>()?;
-    Ok(Page::from_fetched(rows, page, total))
+    let order = Keyset::text(patient::Column::SearchName, patient::Column::Id);
+    super::keyset::page::<patient::Entity, _>(db, filter, order, page, to_domain).await
 }
 
 /// The patients a user is guardian of, by name.

@@ -32,6 +32,14 @@ impl ProviderError {
         matches!(self, Self::RateLimited { .. } | Self::Unavailable(_))
     }
 
+    /// The wait the provider asked for before a retry, when it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } => *retry_after,
+            _ => None,
+        }
+    }
+
     /// The class name, for logs and metrics.
     pub fn class(&self) -> &'static str {
         match self {

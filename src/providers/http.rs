@@ -1,19 +1,23 @@
-//! One resilient HTTP client for every provider adapter: a per-call timeout, retries with
-//! exponential backoff and jitter on 429, 5xx and timeouts (honouring `Retry-After`,
+//! One resilient HTTP client for every provider adapter: a per-call timeout, retries by the
+//! shared [`Backoff`] policy on 429, 5xx and timeouts (honouring `Retry-After`,
 //! `X-RateLimit-Reset` and `X-RateLimit-RetryAfter`), no retry on other 4xx, a circuit breaker
 //! so that an outage fails fast, and a tracing span per call with provider, operation and
 //! status. Adapters classify failures here, at their edge.
+//!
+//! A caller with its own retry schedule (the outbox) runs its calls inside [`single_attempt`]:
+//! each call is then tried once and its failure, with the provider's asked wait, returned at
+//! once, so retries never nest.
 
 use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use rand::Rng;
 use reqwest::{RequestBuilder, Response, StatusCode, header::HeaderMap};
 use tracing::Instrument;
 
 use super::error::ProviderError;
+use crate::backoff::Backoff;
 
 /// Retry and breaker settings.
 #[derive(Clone, Debug)]
@@ -22,10 +26,8 @@ pub struct Resilience {
     pub timeout: Duration,
     /// Attempts per call (1 = no retry).
     pub attempts: u32,
-    /// First backoff; doubles per attempt, with full jitter.
-    pub base_backoff: Duration,
-    /// Longest single wait (also caps a provider's `Retry-After`).
-    pub max_backoff: Duration,
+    /// The wait between attempts.
+    pub backoff: Backoff,
     /// Consecutive failed calls that open the breaker.
     pub breaker_threshold: u32,
     /// How long an open breaker refuses calls before letting one through.
@@ -37,12 +39,23 @@ impl Default for Resilience {
         Self {
             timeout: Duration::from_secs(10),
             attempts: 3,
-            base_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(5),
+            backoff: Backoff::new(Duration::from_millis(200), Duration::from_secs(5)),
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_secs(15),
         }
     }
+}
+
+tokio::task_local! {
+    /// Present while the caller owns the retry schedule (see [`single_attempt`]).
+    static SINGLE_ATTEMPT: ();
+}
+
+/// Runs `work` with each provider call in it tried once, whatever its [`Resilience`] says: for
+/// a caller that retries by itself (the outbox), so that retries never nest. The circuit breaker
+/// still counts every call.
+pub async fn single_attempt<F: Future>(work: F) -> F::Output {
+    SINGLE_ATTEMPT.scope((), work).await
 }
 
 #[derive(Debug, Default)]
@@ -176,19 +189,6 @@ impl ProviderHttp {
         }
     }
 
-    fn backoff(&self, attempt: u32, asked: Option<Duration>) -> Duration {
-        if let Some(wait) = asked {
-            return wait.min(self.settings.max_backoff);
-        }
-        let exp = self
-            .settings
-            .base_backoff
-            .saturating_mul(1 << attempt.min(16));
-        let cap = exp.min(self.settings.max_backoff);
-        let jitter = rand::rng().random_range(0..=cap.as_millis().max(1) as u64);
-        Duration::from_millis(jitter)
-    }
-
     /// Sends the request `build` makes, retrying transient failures; a 2xx response is returned
     /// for the adapter to read.
     pub async fn send(
@@ -209,6 +209,11 @@ impl ProviderHttp {
                 crate::telemetry::metrics::provider_call(self.provider, operation, "breaker_open");
                 return Err(ProviderError::Unavailable("circuit breaker open".into()));
             }
+            let attempts = if SINGLE_ATTEMPT.try_with(|()| ()).is_ok() {
+                1
+            } else {
+                self.settings.attempts
+            };
             let mut attempt = 0;
             loop {
                 attempt += 1;
@@ -234,14 +239,8 @@ impl ProviderHttp {
                         self.record(false);
                         return Ok(response);
                     }
-                    Err(e) if e.is_transient() && attempt < self.settings.attempts => {
-                        let wait = self.backoff(
-                            attempt - 1,
-                            match &e {
-                                ProviderError::RateLimited { retry_after } => *retry_after,
-                                _ => None,
-                            },
-                        );
+                    Err(e) if e.is_transient() && attempt < attempts => {
+                        let wait = self.settings.backoff.wait(attempt - 1, e.retry_after());
                         tracing::debug!(error = %e, ?wait, "retrying provider call");
                         tokio::time::sleep(wait).await;
                     }

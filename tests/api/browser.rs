@@ -1,7 +1,8 @@
 //! GraphiQL in a real browser: headless Chromium opens the link `caregraph serve` prints, runs
 //! the query with the token from the link, and shows the signed-in user. Driven over the Chrome
 //! DevTools Protocol with the test suite's own WebSocket client. Runs when
-//! `CAREGRAPH_TEST_BROWSER=1` (CI installs Chromium); otherwise it says it was skipped.
+//! `CAREGRAPH_TEST_BROWSER=1` with Chromium installed: ignored by a plain `cargo test`, run by
+//! `.ci/run` with `--include-ignored`, and failing when run without that environment.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -134,11 +135,12 @@ impl Page {
 }
 
 #[tokio::test]
+#[ignore = "needs CAREGRAPH_TEST_BROWSER=1 and Chromium"]
 async fn graphiql_runs_a_query_with_the_token_from_the_printed_link() {
-    if std::env::var("CAREGRAPH_TEST_BROWSER").as_deref() != Ok("1") {
-        eprintln!("skipped: set CAREGRAPH_TEST_BROWSER=1 with Chromium installed");
-        return;
-    }
+    crate::helpers::needs_env(
+        "CAREGRAPH_TEST_BROWSER",
+        "set CAREGRAPH_TEST_BROWSER=1 with Chromium installed",
+    );
     let app = TestApp::spawn().await;
     let (_, _, token) = app
         .owner("Browser Clinic", "browser.owner@example.org")

@@ -105,8 +105,10 @@ pub fn quick() -> Resilience {
     Resilience {
         timeout: Duration::from_secs(2),
         attempts: 3,
-        base_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(100),
+        backoff: caregraph::backoff::Backoff::new(
+            Duration::from_millis(10),
+            Duration::from_millis(100),
+        ),
         breaker_threshold: 50,
         breaker_cooldown: Duration::from_millis(200),
     }

@@ -15,6 +15,15 @@ use tokio::{sync::oneshot, task::JoinHandle};
 /// The HS256 secret the tests configure.
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
+/// The value of `name`, which an `#[ignore]`d test needs: run explicitly without it, the test
+/// fails saying what to set (it never passes silently). `.ci/run` sets every such variable.
+pub fn needs_env(name: &str, how: &str) -> String {
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value,
+        _ => panic!("this test needs {name}: {how} (.ci/run sets it)"),
+    }
+}
+
 /// A database that exists for one test.
 pub struct TestDb {
     pub url: String,

@@ -504,3 +504,80 @@ async fn a_caller_can_deliver_its_own_rows_at_once_and_falls_back_to_the_worker(
         1
     );
 }
+
+/// Writes `entries` in a transaction of their own; returns their keys.
+async fn enqueue_committed(app: &TestApp, entries: &[Entry]) -> Vec<String> {
+    let txn = caregraph::db::begin(&app.state.services.db)
+        .await
+        .expect("begin");
+    let keys = enqueue(&txn, entries, chrono::Utc::now())
+        .await
+        .expect("enqueue");
+    txn.commit().await.expect("commit");
+    keys
+}
+
+/// The outbox row written for `key`, as stored.
+async fn stored_row(app: &TestApp, key: &str) -> caregraph::db::entities::outbox::Model {
+    use caregraph::db::entities::outbox;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    outbox::Entity::find()
+        .filter(outbox::Column::IdempotencyKey.eq(key))
+        .one(&app.state.services.db)
+        .await
+        .expect("read")
+        .expect("the row")
+}
+
+#[tokio::test]
+async fn an_outbox_attempt_calls_the_provider_once_and_the_outbox_owns_the_retries() {
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick_outbox(v, &fake);
+        // Calls within a request would be tried three times; outbox deliveries must not be.
+        v.insert("CAREGRAPH_PROVIDER_RETRIES".into(), "2".into());
+    })
+    .await;
+    fake.control().fail(503, "down", 3);
+    let keys = enqueue_committed(&app, &provisioning(1)[..1]).await;
+    app.state.services.outbox.wake();
+    wait_until_delivered(&app, Duration::from_secs(10)).await;
+    assert_eq!(
+        stored_row(&app, &keys[0]).await.attempts,
+        4,
+        "three failed outbox attempts of one call each, then the delivery"
+    );
+}
+
+#[tokio::test]
+async fn a_providers_retry_after_sets_the_outbox_rows_next_attempt() {
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick_outbox(v, &fake);
+        v.insert("CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS".into(), "30".into());
+        v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "600000".into());
+    })
+    .await;
+    fake.control().inject(fakes::Fault::Respond {
+        status: 429,
+        body: r#"{"code":9,"message":"Too many requests","StatusCode":429}"#.into(),
+        headers: vec![("Retry-After".into(), "7".into())],
+        count: 1,
+    });
+    let keys = enqueue_committed(&app, &provisioning(1)[..1]).await;
+    assert!(
+        !app.state
+            .services
+            .outbox
+            .deliver_now(&keys)
+            .await
+            .expect("deliver")
+    );
+    let row = stored_row(&app, &keys[0]).await;
+    assert_eq!(row.attempts, 1);
+    let wait = row.next_attempt_at - row.updated_at;
+    assert!(
+        (6_900..=7_100).contains(&wait.num_milliseconds()),
+        "the provider asked for 7 s, the outbox's own first wait is 20-40 ms: {wait:?}"
+    );
+}

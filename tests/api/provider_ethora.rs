@@ -117,8 +117,10 @@ fn quick() -> Resilience {
     Resilience {
         timeout: Duration::from_secs(5),
         attempts: 1,
-        base_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(5),
+        backoff: caregraph::backoff::Backoff::new(
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        ),
         breaker_threshold: 1000,
         breaker_cooldown: Duration::from_millis(10),
     }

@@ -24,8 +24,10 @@ fn quick() -> Resilience {
     Resilience {
         timeout: Duration::from_secs(5),
         attempts: 3,
-        base_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(20),
+        backoff: caregraph::backoff::Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(20),
+        ),
         breaker_threshold: 1_000,
         breaker_cooldown: Duration::from_millis(10),
     }

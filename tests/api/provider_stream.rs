@@ -25,8 +25,10 @@ fn quick(attempts: u32) -> Resilience {
     Resilience {
         timeout: Duration::from_secs(2),
         attempts,
-        base_backoff: Duration::from_millis(5),
-        max_backoff: Duration::from_millis(50),
+        backoff: caregraph::backoff::Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        ),
         breaker_threshold: 100,
         breaker_cooldown: Duration::from_secs(60),
     }

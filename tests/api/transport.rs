@@ -518,14 +518,15 @@ async fn graphiql_is_served_with_its_assets_from_the_binary() {
     assert_eq!(res.status(), StatusCode::NOT_FOUND);
 }
 
-/// The graphql-http server audits (GRAPHQL.md A1): run when `CAREGRAPH_TEST_AUDIT=1` (CI installs
-/// the npm packages in tests/audit); every MUST and SHOULD audit must pass.
+/// The graphql-http server audits: every MUST and SHOULD audit must pass. Needs
+/// `CAREGRAPH_TEST_AUDIT=1` after `npm ci --prefix tests/audit` (`.ci/run` does both).
 #[tokio::test]
+#[ignore = "needs CAREGRAPH_TEST_AUDIT=1 and `npm ci --prefix tests/audit`"]
 async fn the_graphql_http_server_audits_pass() {
-    if std::env::var("CAREGRAPH_TEST_AUDIT").as_deref() != Ok("1") {
-        eprintln!("skipped: set CAREGRAPH_TEST_AUDIT=1 after `npm ci --prefix tests/audit`");
-        return;
-    }
+    crate::helpers::needs_env(
+        "CAREGRAPH_TEST_AUDIT",
+        "set CAREGRAPH_TEST_AUDIT=1 after `npm ci --prefix tests/audit`",
+    );
     let app = TestApp::spawn().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/audit/audit.mjs");
     let output = tokio::process::Command::new("node")

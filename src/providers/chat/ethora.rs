@@ -77,7 +77,6 @@ use std::{
 use async_trait::async_trait;
 use chrono::{TimeDelta, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lru::LruCache;
 use reqwest::{Method, Response};
@@ -89,7 +88,7 @@ use super::{
     Capabilities, ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage,
     ChatProvider, ChatUser, ProviderError, SystemMessage,
 };
-use crate::{config::EthoraConfig, providers::http::ProviderHttp};
+use crate::{config::EthoraConfig, crypto::hmac_hex, providers::http::ProviderHttp};
 
 // ---------------------------------------------------------------------------------------------
 // Confirmed by PROVIDERS.md §3.
@@ -279,17 +278,9 @@ impl std::fmt::Debug for Ethora {
     }
 }
 
-/// The lowercase hex of HMAC-SHA256(`secret`, `message`).
-fn hmac_hex(secret: &[u8], message: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-    mac.update(message.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
-}
-
 /// The scoped signing key for `purpose`: hex HMAC-SHA256(app secret, purpose), as UTF-8 bytes.
 pub fn derive_key(app_secret: &str, purpose: &str) -> String {
-    hmac_hex(app_secret.as_bytes(), purpose)
+    hmac_hex(app_secret.as_bytes(), purpose.as_bytes())
 }
 
 /// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
@@ -383,7 +374,11 @@ impl Ethora {
     /// A user's Ethora password: stable, secret and never used by anyone (apps sign in with the
     /// client JWT). The SDK's default, `password_<userId>`, is guessable.
     fn password(&self, user_id: &str) -> String {
-        hmac_hex(self.password_key.expose_secret().as_bytes(), user_id)[..32].to_owned()
+        hmac_hex(
+            self.password_key.expose_secret().as_bytes(),
+            user_id.as_bytes(),
+        )[..32]
+            .to_owned()
     }
 
     /// One user of a `POST /v2/users/batch`.

@@ -5,11 +5,9 @@
 //! `context.user` with string fields (`moderator` for the practitioner).
 
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use sha2::Sha256;
 
 use super::{MeetingLinks, Participant};
 use crate::{
@@ -45,11 +43,10 @@ impl MeetingLinks for Jitsi {
 
     fn room_name(&self, appointment: AppointmentId) -> String {
         let id = appointment.to_string();
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.room_key.expose_secret().as_bytes())
-            .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
-        mac.update(b"jitsi-room:");
-        mac.update(id.as_bytes());
-        let digest = hex::encode(mac.finalize().into_bytes());
+        let digest = crate::crypto::hmac_hex(
+            self.room_key.expose_secret().as_bytes(),
+            format!("jitsi-room:{id}").as_bytes(),
+        );
         format!("{}_{}_{}", self.prefix, id, &digest[..16]).to_lowercase()
     }
 
