@@ -113,7 +113,11 @@ impl App {
         } else {
             None
         };
-        let schema = graphql::build(services.clone(), &config.graphql);
+        let cost = graphql::cost::CostLimits {
+            max_selections: config.security.max_selections,
+            max_directives: config.security.max_directives,
+        };
+        let schema = graphql::build(services.clone(), &config.graphql, cost);
         let state = AppState {
             schema,
             services,

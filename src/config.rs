@@ -8,6 +8,9 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 
+mod security;
+pub use security::SecurityConfig;
+
 /// The JWT secret used when none is configured outside production. Production refuses it.
 pub const DEV_JWT_SECRET: &str = "caregraph-insecure-development-secret-do-not-deploy";
 
@@ -54,6 +57,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Events and subscriptions.
     pub realtime: RealtimeConfig,
+    /// Hardening limits.
+    pub security: SecurityConfig,
 }
 
 /// Events and subscriptions.
@@ -552,9 +557,11 @@ impl Config {
 
         let chat = ChatConfig::from_vars(vars)?;
         let realtime = RealtimeConfig::from_vars(vars)?;
+        let security = SecurityConfig::from_vars(vars)?;
 
         Ok(Self {
             env,
+            security,
             jitsi,
             chat,
             realtime,

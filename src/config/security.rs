@@ -1,0 +1,77 @@
+//! Hardening limits: query cost, connections, token clock leeway, webhook age, login lockout
+//! and the operational endpoints. Each variable is listed in the README's "Security" section.
+
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::Vars;
+
+/// Limits that keep one client from stalling the server or another user.
+#[derive(Clone, Debug)]
+pub struct SecurityConfig {
+    /// `CAREGRAPH_MAX_SELECTIONS` (default 5000): selections a document may expand to, fragments
+    /// counted once each.
+    pub max_selections: usize,
+    /// `CAREGRAPH_MAX_DIRECTIVES` (default 500): directives a document may expand to.
+    pub max_directives: usize,
+    /// `CAREGRAPH_MAX_TEXT_BYTES` (default 65536): the longest text argument or variable.
+    pub max_text_bytes: usize,
+    /// `CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS` (default 10): time for a request's headers.
+    pub header_read_timeout: Duration,
+    /// `CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS` (default 60): an idle keep-alive connection closes.
+    pub http_idle_timeout: Duration,
+    /// `CAREGRAPH_REQUEST_TIMEOUT_SECONDS` (default 45): a request's whole time.
+    pub request_timeout: Duration,
+    /// `CAREGRAPH_MAX_CONNECTIONS` (default 512): concurrent connections.
+    pub max_connections: usize,
+    /// `CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS` (default 64): concurrent connections of one address.
+    pub max_connections_per_address: usize,
+    /// `CAREGRAPH_JWT_LEEWAY_SECONDS` (default 30): clock skew allowed on `exp`, `nbf` and `iat`.
+    pub jwt_leeway: Duration,
+    /// `CAREGRAPH_WEBHOOK_MAX_AGE_SECONDS` (default 3600): older deliveries are refused.
+    pub webhook_max_age: Duration,
+    /// `CAREGRAPH_LOGIN_PER_PAIR_PER_MINUTE` (default 5): attempts per email from one address.
+    pub login_per_pair_per_minute: u32,
+    /// `CAREGRAPH_METRICS` (default on): `false` removes `/metrics`.
+    pub metrics: bool,
+    /// `CAREGRAPH_GRAPHIQL` (default on): `false` removes `/graphiql`.
+    pub graphiql: bool,
+}
+
+impl SecurityConfig {
+    /// Reads the section.
+    pub(super) fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let config = Self {
+            max_selections: vars.parse("CAREGRAPH_MAX_SELECTIONS", 5_000)?,
+            max_directives: vars.parse("CAREGRAPH_MAX_DIRECTIVES", 500)?,
+            max_text_bytes: vars.parse("CAREGRAPH_MAX_TEXT_BYTES", 65_536)?,
+            header_read_timeout: vars.seconds("CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS", 10)?,
+            http_idle_timeout: vars.seconds("CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS", 60)?,
+            request_timeout: vars.seconds("CAREGRAPH_REQUEST_TIMEOUT_SECONDS", 45)?,
+            max_connections: vars.parse("CAREGRAPH_MAX_CONNECTIONS", 512)?,
+            max_connections_per_address: vars.parse("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS", 64)?,
+            jwt_leeway: vars.seconds("CAREGRAPH_JWT_LEEWAY_SECONDS", 30)?,
+            webhook_max_age: vars.seconds("CAREGRAPH_WEBHOOK_MAX_AGE_SECONDS", 3600)?,
+            login_per_pair_per_minute: vars.parse("CAREGRAPH_LOGIN_PER_PAIR_PER_MINUTE", 5)?,
+            metrics: vars.flag("CAREGRAPH_METRICS")?.unwrap_or(true),
+            graphiql: vars.flag("CAREGRAPH_GRAPHIQL")?.unwrap_or(true),
+        };
+        if config.max_selections == 0 || config.max_directives == 0 || config.max_text_bytes == 0 {
+            bail!("CAREGRAPH_MAX_SELECTIONS, _DIRECTIVES, _TEXT_BYTES: must be at least 1");
+        }
+        if config.max_connections == 0 || config.max_connections_per_address == 0 {
+            bail!("CAREGRAPH_MAX_CONNECTIONS(_PER_ADDRESS): must be at least 1");
+        }
+        if config.header_read_timeout.is_zero()
+            || config.http_idle_timeout.is_zero()
+            || config.request_timeout.is_zero()
+        {
+            bail!("CAREGRAPH_*_TIMEOUT_SECONDS: must be at least 1");
+        }
+        if config.login_per_pair_per_minute == 0 {
+            bail!("CAREGRAPH_LOGIN_PER_PAIR_PER_MINUTE: must be at least 1");
+        }
+        Ok(config)
+    }
+}
