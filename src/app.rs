@@ -57,7 +57,8 @@ impl App {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        let auth = Authenticator::new(&config.auth, db.clone(), http_client.clone());
+        let auth = Authenticator::new(&config.auth, db.clone(), http_client.clone())
+            .with_leeway(config.security.jwt_leeway);
         let clock: SharedClock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         // The room-name key is derived from the JWT secret, apart from it by domain separation.
         let room_key =
