@@ -1,7 +1,7 @@
 //! [`App::build`]: wires configuration, database, services, schema and router. Production and the
 //! tests boot exactly this.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{io::Write, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
@@ -50,6 +50,7 @@ impl App {
     /// [`App::build`] with parts replaced (tests use a manual clock).
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        warn_of_the_development_secret(&config);
         let (db, stats) = db::connect_counted(&config.database).await?;
         db::migrate(&db).await?;
         let http_client = reqwest::Client::builder()
@@ -201,6 +202,19 @@ impl App {
             }
         }
     }
+}
+
+/// Outside production, starting with the public development JWT secret says so loudly on
+/// stderr (whatever `RUST_LOG` filters) and in the log: anyone can mint tokens with it.
+fn warn_of_the_development_secret(config: &Config) {
+    if config.is_production()
+        || config.auth.jwt_secret.expose_secret() != crate::config::DEV_JWT_SECRET
+    {
+        return;
+    }
+    let banner = "WARNING: CAREGRAPH_JWT_SECRET is unset, so caregraph signs and accepts tokens with the PUBLIC development secret: anyone can sign in as anyone. Set CAREGRAPH_JWT_SECRET (e.g. `openssl rand -hex 32`) for anything but local development.";
+    let _ = writeln!(std::io::stderr(), "\n{banner}\n");
+    tracing::warn!("{banner}");
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -450,6 +450,9 @@ impl Config {
                     "CAREGRAPH_JWT_SECRET: production needs a secret of at least 32 characters that is not the development default"
                 )
             }
+            Some(s) if production && security::low_entropy(&s) => bail!(
+                "CAREGRAPH_JWT_SECRET: too predictable for production (a repeated character or few distinct ones); use e.g. `openssl rand -hex 32`"
+            ),
             Some(s) => SecretString::from(s),
             None if production => bail!("CAREGRAPH_JWT_SECRET: required in production"),
             None => SecretString::from(DEV_JWT_SECRET),

@@ -75,3 +75,44 @@ impl SecurityConfig {
         Ok(config)
     }
 }
+
+/// Whether a secret is too predictable for production: fewer than 10 distinct characters, or
+/// under 100 bits by its character frequencies (Shannon entropy per character times length).
+/// A repeated letter, `abababab…` or a short dictionary phrase fail; 32 random hex digits
+/// (about 115 bits by this estimate) pass.
+pub fn low_entropy(secret: &str) -> bool {
+    let mut counts = std::collections::HashMap::new();
+    let mut len = 0usize;
+    for c in secret.chars() {
+        *counts.entry(c).or_insert(0usize) += 1;
+        len += 1;
+    }
+    if counts.len() < 10 {
+        return true;
+    }
+    let n = len as f64;
+    let per_char: f64 = counts
+        .values()
+        .map(|&k| {
+            let p = k as f64 / n;
+            -p * p.log2()
+        })
+        .sum();
+    per_char * n < 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::low_entropy;
+
+    #[test]
+    fn repeated_and_few_character_secrets_are_low_entropy() {
+        assert!(low_entropy(&"a".repeat(64)));
+        assert!(low_entropy(&"ab".repeat(32)));
+        assert!(low_entropy("0123456789"));
+        assert!(!low_entropy("9f86d081884c7d659a2feaa0c55ad015"));
+        assert!(!low_entropy(
+            "3c9b1e0f6a7d4258b0e1f2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7"
+        ));
+    }
+}

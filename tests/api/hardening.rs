@@ -118,3 +118,67 @@ async fn a_document_within_the_selection_budget_runs() {
         "BAD_USER_INPUT"
     );
 }
+
+/// Builds a configuration from `pairs` alone.
+fn config_of(pairs: &[(&str, &str)]) -> anyhow::Result<caregraph::config::Config> {
+    let map: std::collections::HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    caregraph::config::Config::from_vars(&caregraph::config::Vars::new(move |k| {
+        map.get(k).cloned()
+    }))
+}
+
+#[test]
+fn production_refuses_low_entropy_jwt_secrets_of_any_length() {
+    for weak in ["a".repeat(32), "ab".repeat(40), "secret".repeat(6)] {
+        let refused = config_of(&[
+            ("CAREGRAPH_ENV", "production"),
+            ("CAREGRAPH_JWT_SECRET", &weak),
+        ])
+        .expect_err("a predictable secret is refused");
+        assert!(refused.to_string().contains("CAREGRAPH_JWT_SECRET"));
+    }
+    config_of(&[
+        ("CAREGRAPH_ENV", "production"),
+        (
+            "CAREGRAPH_JWT_SECRET",
+            "3c9b1e0f6a7d4258b0e1f2a3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f7",
+        ),
+    ])
+    .expect("a random secret is accepted");
+}
+
+#[test]
+fn starting_with_the_development_secret_warns_loudly_naming_the_variable() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = std::process::Command::new(crate::cli::BIN)
+        .current_dir(dir.path())
+        .env_remove("CAREGRAPH_DATABASE_URL")
+        .env_remove("CAREGRAPH_ENV")
+        .env_remove("CAREGRAPH_JWT_SECRET")
+        .env("CAREGRAPH_DEMO", "false")
+        .env("CAREGRAPH_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "off")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("caregraph starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("WARNING") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let warning = rx.recv_timeout(Duration::from_secs(60));
+    let _ = child.kill();
+    let _ = child.wait();
+    let warning = warning.expect("a warning on stderr even with RUST_LOG=off");
+    assert!(warning.contains("CAREGRAPH_JWT_SECRET"), "{warning}");
+    assert!(warning.contains("PUBLIC development secret"), "{warning}");
+}
