@@ -561,6 +561,7 @@ impl Config {
         let chat = ChatConfig::from_vars(vars)?;
         let realtime = RealtimeConfig::from_vars(vars)?;
         let security = SecurityConfig::from_vars(vars)?;
+        security::check_retry_budget(&security, chat.timeout, chat.retries)?;
 
         Ok(Self {
             env,

@@ -7,7 +7,7 @@ pub mod health;
 pub mod webhooks;
 pub mod ws;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -48,6 +48,7 @@ pub struct AppState {
 /// The router with every route and layer.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.graphql.max_body_bytes;
+    let request_timeout = state.config.security.request_timeout;
     Router::new()
         .route("/graphql", get(graphql::get_or_upgrade).post(graphql::post))
         .route("/graphiql", get(graphiql::page))
@@ -61,7 +62,7 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            request_timeout,
         ))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {

@@ -76,6 +76,31 @@ impl SecurityConfig {
     }
 }
 
+/// The longest single backoff of the provider client between two attempts
+/// (`providers::http::Resilience::max_backoff`).
+const PROVIDER_MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Refuses a request timeout that a provider call's retries could outlast: every attempt's
+/// timeout plus the longest backoff between attempts must fit inside it, so a request that waits
+/// on a provider ends with the provider's answer, not the request timeout.
+pub(super) fn check_retry_budget(
+    security: &SecurityConfig,
+    provider_timeout: Duration,
+    retries: u32,
+) -> anyhow::Result<()> {
+    let budget = provider_timeout
+        .saturating_mul(retries.saturating_add(1))
+        .saturating_add(PROVIDER_MAX_BACKOFF.saturating_mul(retries));
+    if security.request_timeout <= budget {
+        bail!(
+            "CAREGRAPH_REQUEST_TIMEOUT_SECONDS ({}s) must be longer than the provider retry budget of {}s (CAREGRAPH_PROVIDER_TIMEOUT_SECONDS x (CAREGRAPH_PROVIDER_RETRIES + 1) + 5 s per retry)",
+            security.request_timeout.as_secs(),
+            budget.as_secs()
+        );
+    }
+    Ok(())
+}
+
 /// Whether a secret is too predictable for production: fewer than 10 distinct characters, or
 /// under 100 bits by its character frequencies (Shannon entropy per character times length).
 /// A repeated letter, `abababab…` or a short dictionary phrase fail; 32 random hex digits

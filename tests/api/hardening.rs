@@ -182,3 +182,21 @@ fn starting_with_the_development_secret_warns_loudly_naming_the_variable() {
     assert!(warning.contains("CAREGRAPH_JWT_SECRET"), "{warning}");
     assert!(warning.contains("PUBLIC development secret"), "{warning}");
 }
+
+#[test]
+fn the_request_timeout_must_outlast_the_provider_retry_budget() {
+    // Defaults: 3 attempts of 10 s and two 5 s backoffs (40 s) inside 45 s.
+    config_of(&[]).expect("the defaults fit");
+    let refused = config_of(&[("CAREGRAPH_REQUEST_TIMEOUT_SECONDS", "30")])
+        .expect_err("30 s is shorter than the 40 s retry budget");
+    assert!(
+        refused
+            .to_string()
+            .contains("CAREGRAPH_REQUEST_TIMEOUT_SECONDS")
+    );
+    config_of(&[
+        ("CAREGRAPH_REQUEST_TIMEOUT_SECONDS", "30"),
+        ("CAREGRAPH_PROVIDER_RETRIES", "1"),
+    ])
+    .expect("two attempts of 10 s and one backoff fit in 30 s");
+}
