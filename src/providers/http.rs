@@ -327,18 +327,26 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
-    #[test]
-    fn a_half_open_breaker_lets_one_probe_through() {
+    /// A client whose breaker has just opened and is half-open at once (no cooldown).
+    fn half_open() -> ProviderHttp {
         let http = ProviderHttp::new(
             "test",
             reqwest::Client::new(),
             Resilience {
+                timeout: Duration::from_secs(30),
+                attempts: 1,
                 breaker_threshold: 1,
                 breaker_cooldown: Duration::from_millis(0),
                 ..Resilience::default()
             },
         );
         http.record(true);
+        http
+    }
+
+    #[test]
+    fn a_half_open_breaker_lets_one_probe_through() {
+        let http = half_open();
         let probe = http.admit();
         assert!(
             probe.is_some(),
@@ -355,16 +363,7 @@ mod tests {
 
     #[test]
     fn a_dropped_probe_does_not_leave_the_breaker_open() {
-        let http = ProviderHttp::new(
-            "test",
-            reqwest::Client::new(),
-            Resilience {
-                breaker_threshold: 1,
-                breaker_cooldown: Duration::from_millis(0),
-                ..Resilience::default()
-            },
-        );
-        http.record(true);
+        let http = half_open();
         let probe = http.admit().expect("the first caller probes");
         assert!(http.admit().is_none(), "the probe is out");
         drop(probe); // the probing call's future is dropped before it answers
@@ -387,18 +386,7 @@ mod tests {
                 held.push(socket);
             }
         });
-        let http = ProviderHttp::new(
-            "test",
-            reqwest::Client::new(),
-            Resilience {
-                timeout: Duration::from_secs(30),
-                attempts: 1,
-                breaker_threshold: 1,
-                breaker_cooldown: Duration::from_millis(0),
-                ..Resilience::default()
-            },
-        );
-        http.record(true);
+        let http = half_open();
         let call = http.send("probe", |c| c.get(format!("http://{addr}/")));
         let outcome = tokio::time::timeout(Duration::from_millis(300), call).await;
         assert!(outcome.is_err(), "the probe was still waiting when dropped");
