@@ -15,6 +15,7 @@ pub mod pagination;
 pub mod patients;
 pub mod persisted;
 pub mod provider_ops;
+pub mod redact;
 pub mod roots;
 pub mod subscriptions;
 
@@ -48,7 +49,10 @@ fn builder(
         })
         .extension(limits::ErrorCodes);
     if !config.introspection {
-        builder = builder.disable_introspection().disable_suggestions();
+        builder = builder
+            .disable_introspection()
+            .disable_suggestions()
+            .extension(redact::RedactArgumentNames);
     }
     builder
 }

@@ -49,13 +49,20 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.graphql.max_body_bytes;
     let request_timeout = state.config.security.request_timeout;
-    Router::new()
+    let mut routes = Router::new();
+    // `CAREGRAPH_GRAPHIQL=false` and `CAREGRAPH_METRICS=false` remove these (404).
+    if state.config.security.graphiql {
+        routes = routes
+            .route("/graphiql", get(graphiql::page))
+            .route("/graphiql/assets/{name}", get(graphiql::asset));
+    }
+    if state.config.security.metrics {
+        routes = routes.route("/metrics", get(health::metrics));
+    }
+    routes
         .route("/graphql", get(graphql::get_or_upgrade).post(graphql::post))
-        .route("/graphiql", get(graphiql::page))
-        .route("/graphiql/assets/{name}", get(graphiql::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/webhooks/stream", post(webhooks::stream))
         .route("/webhooks/sendbird", post(webhooks::sendbird))
         .with_state(state)

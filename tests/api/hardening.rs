@@ -200,3 +200,61 @@ fn the_request_timeout_must_outlast_the_provider_retry_budget() {
     ])
     .expect("two attempts of 10 s and one backoff fit in 30 s");
 }
+
+#[tokio::test]
+async fn a_websocket_message_over_the_default_limit_closes_with_1009() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let app = TestApp::spawn().await;
+    let (_, _, token) = app.owner("Big WS", "big-ws@example.org").await;
+    let mut ws = crate::security::socket(&app, &token).await;
+    let huge = json!({"type": "subscribe", "id": "x", "payload": {"query": "x".repeat(2 << 20)}});
+    let _ = ws.send(Message::Text(huge.to_string().into())).await;
+    assert_eq!(crate::security::close_code(&mut ws).await, Some(1009));
+}
+
+#[tokio::test]
+async fn metrics_and_graphiql_can_be_turned_off() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_METRICS".into(), "false".into());
+        v.insert("CAREGRAPH_GRAPHIQL".into(), "false".into());
+    })
+    .await;
+    for path in ["/metrics", "/graphiql", "/graphiql/assets/graphiql.min.js"] {
+        let status = app
+            .http
+            .get(app.url(path))
+            .send()
+            .await
+            .expect("get")
+            .status();
+        assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "{path}");
+    }
+    let health = app.http.get(app.url("/healthz")).send().await.expect("get");
+    assert!(health.status().is_success());
+}
+
+#[tokio::test]
+async fn production_errors_do_not_name_schema_arguments() {
+    const MISSING: &str =
+        "{ organization { id } colleagues(orgId: \"x\", frist: 3) { totalCount } }";
+    let dev = TestApp::spawn().await;
+    let body = dev.gql(None, MISSING, json!({})).await;
+    assert!(body.to_string().contains("\\\"id\\\""), "{body}");
+    let prod = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_ENV".into(), "production".into());
+    })
+    .await;
+    let body = prod.gql(None, MISSING, json!({})).await;
+    let errors = body["errors"].as_array().expect("errors");
+    assert!(!errors.is_empty());
+    for error in errors {
+        let message = error["message"].as_str().expect("message");
+        assert_eq!(
+            message,
+            caregraph::graphql::redact::GENERIC_ARGUMENT_ERROR,
+            "{body}"
+        );
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT");
+    }
+}
