@@ -118,6 +118,7 @@ impl App {
         let cost = graphql::cost::CostLimits {
             max_selections: config.security.max_selections,
             max_directives: config.security.max_directives,
+            max_text_bytes: config.security.max_text_bytes,
         };
         let schema = graphql::build(services.clone(), &config.graphql, cost);
         let state = AppState {

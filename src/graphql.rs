@@ -8,6 +8,7 @@ pub mod context;
 pub mod cost;
 pub mod enums;
 pub mod errors;
+pub mod input;
 pub mod limits;
 pub mod loaders;
 pub mod organizations;
@@ -47,7 +48,10 @@ fn builder(
         .extension(limits::DepthLimit {
             max_depth: config.max_depth,
         })
-        .extension(limits::ErrorCodes);
+        .extension(limits::ErrorCodes)
+        .extension(input::TextArguments {
+            max_bytes: cost.max_text_bytes,
+        });
     if !config.introspection {
         builder = builder
             .disable_introspection()

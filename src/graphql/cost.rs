@@ -28,6 +28,8 @@ pub struct CostLimits {
     pub max_selections: usize,
     /// The most directives the document may expand to.
     pub max_directives: usize,
+    /// The longest text argument or variable, in bytes (checked by [`super::input`]).
+    pub max_text_bytes: usize,
 }
 
 impl Default for CostLimits {
@@ -35,6 +37,7 @@ impl Default for CostLimits {
         Self {
             max_selections: 5_000,
             max_directives: 500,
+            max_text_bytes: 65_536,
         }
     }
 }
@@ -210,6 +213,7 @@ mod tests {
             CostLimits {
                 max_selections,
                 max_directives: 10,
+                ..CostLimits::default()
             },
         )
     }
@@ -256,6 +260,7 @@ mod tests {
         let limits = CostLimits {
             max_selections: 100,
             max_directives: 5,
+            ..CostLimits::default()
         };
         assert!(check(&doc, limits).is_err());
     }

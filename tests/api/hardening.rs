@@ -258,3 +258,83 @@ async fn production_errors_do_not_name_schema_arguments() {
         assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT");
     }
 }
+
+#[tokio::test]
+async fn nul_in_every_search_argument_is_bad_user_input_naming_it() {
+    let app = TestApp::spawn().await;
+    let c = app.clinic("nul").await;
+    let searches = [
+        (
+            "query($o: ID!, $t: String!) { searchColleagues(orgId: $o, query: $t) { role } }",
+            "query",
+        ),
+        (
+            "query($o: ID!, $t: String) { patients(orgId: $o, search: $t) { totalCount } }",
+            "search",
+        ),
+        (
+            "query($o: ID!, $t: String!) { caseByReference(orgId: $o, reference: $t) { id } }",
+            "reference",
+        ),
+    ];
+    for (query, field) in searches {
+        for text in ["ab\u{0}", "\u{0}\u{0}", "\u{0}%", "x\u{1b}y"] {
+            let body = app
+                .gql(Some(&c.owner.token), query, json!({"o": c.org, "t": text}))
+                .await;
+            assert_eq!(code(&body), "BAD_USER_INPUT", "{field} {text:?}: {body}");
+            assert_eq!(body["errors"][0]["extensions"]["field"], field, "{body}");
+        }
+        // Written into the document rather than passed as a variable, the same.
+        let inline = query
+            .replace(", $t: String!", "")
+            .replace(", $t: String", "")
+            .replace("$t", "\"ab\\u0000\"");
+        let body = app
+            .gql(Some(&c.owner.token), &inline, json!({"o": c.org}))
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{inline}: {body}");
+        assert_eq!(body["errors"][0]["extensions"]["field"], field);
+    }
+}
+
+#[tokio::test]
+async fn control_characters_and_over_long_texts_in_input_objects_are_refused_by_path() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_MAX_TEXT_BYTES".into(), "1000".into());
+    })
+    .await;
+    let c = app.clinic("ctl").await;
+    let create =
+        "mutation($o: ID!, $i: CreateCaseInput!) { createCase(orgId: $o, input: $i) { id title } }";
+    let body = app
+        .gql(
+            Some(&c.owner.token),
+            create,
+            json!({"o": c.org, "i": {"reference": "C-1", "title": "bad\u{7}bell"}}),
+        )
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "input.title");
+    let body = app
+        .gql(
+            Some(&c.owner.token),
+            create,
+            json!({"o": c.org, "i": {"reference": "C-1", "title": "x".repeat(1001)}}),
+        )
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["field"], "input.title",
+        "{body}"
+    );
+    // Line breaks and tabs are text.
+    let ok = app
+        .ok(
+            &c.owner.token,
+            create,
+            json!({"o": c.org, "i": {"reference": "C-2", "title": "two\nlines\tand tab"}}),
+            "createCase",
+        )
+        .await;
+    assert_eq!(ok["title"], "two\nlines\tand tab");
+}
