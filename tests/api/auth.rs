@@ -354,9 +354,9 @@ async fn login_returns_a_working_token_and_a_wrong_password_learns_nothing() {
 }
 
 #[tokio::test]
-async fn login_attempts_are_rate_limited_per_email() {
+async fn login_attempts_are_rate_limited_per_email_and_address() {
     let app = TestApp::spawn_with(|v| {
-        v.insert("CAREGRAPH_LOGIN_PER_EMAIL_PER_MINUTE".into(), "3".into());
+        v.insert("CAREGRAPH_LOGIN_PER_PAIR_PER_MINUTE".into(), "3".into());
     })
     .await;
     app.owner("Rate Clinic", "rate@example.org").await;
@@ -370,7 +370,8 @@ async fn login_attempts_are_rate_limited_per_email() {
             .await;
         assert_eq!(code(&body), "UNAUTHENTICATED");
     }
-    // Even the right password is refused now, and the answer says when to retry.
+    // From this address, even the right password is refused now, and the answer says when to
+    // retry (from another address it is not: see `hardening::`).
     let body = app
         .gql(
             None,

@@ -338,3 +338,53 @@ async fn control_characters_and_over_long_texts_in_input_objects_are_refused_by_
         .await;
     assert_eq!(ok["title"], "two\nlines\tand tab");
 }
+
+const LOGIN: &str =
+    "mutation($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
+
+/// Logs in from the loopback address `from` (127.0.0.x), returning the body.
+async fn login_from(app: &TestApp, from: &str, email: &str, password: &str) -> serde_json::Value {
+    let client = reqwest::Client::builder()
+        .local_address(Some(from.parse().expect("address")))
+        .build()
+        .expect("client");
+    client
+        .post(app.url("/graphql"))
+        .json(&json!({"query": LOGIN, "variables": {"e": email, "p": password}}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json")
+}
+
+#[tokio::test]
+async fn the_victims_right_password_from_another_address_logs_in_after_an_attackers_failures() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_LOGIN_PER_EMAIL_PER_MINUTE".into(), "3".into());
+        v.insert("CAREGRAPH_LOGIN_PER_PAIR_PER_MINUTE".into(), "5".into());
+    })
+    .await;
+    app.owner("Victim Clinic", "victim@example.org").await;
+    let email = "victim@example.org";
+    // The attacker exhausts their own (email, address) pair.
+    for _ in 0..5 {
+        let body = login_from(&app, "127.0.0.2", email, "guess").await;
+        assert!(
+            matches!(code(&body), "UNAUTHENTICATED" | "RATE_LIMITED"),
+            "{body}"
+        );
+    }
+    let body = login_from(&app, "127.0.0.2", email, "guess").await;
+    assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+    // A wrong guess from yet another address is slowed and told when to retry.
+    let started = Instant::now();
+    let body = login_from(&app, "127.0.0.3", email, "guess").await;
+    assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+    assert!(body["errors"][0]["extensions"]["retryAfterSeconds"].as_u64() >= Some(1));
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // The victim, from their own address, signs in with the right password.
+    let body = login_from(&app, "127.0.0.4", email, "a long password 1").await;
+    assert!(body["data"]["login"]["accessToken"].is_string(), "{body}");
+}
