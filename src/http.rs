@@ -71,7 +71,16 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query string can hold a search text or variables.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            },
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))

@@ -388,3 +388,158 @@ async fn the_victims_right_password_from_another_address_logs_in_after_an_attack
     let body = login_from(&app, "127.0.0.4", email, "a long password 1").await;
     assert!(body["data"]["login"]["accessToken"].is_string(), "{body}");
 }
+
+/// Values planted in a full flow that must never reach the log.
+const PLANTED: [&str; 6] = [
+    "planted-intruder-3391@example.org",
+    "PlantedPassword-7781",
+    "Plantedsearch4471",
+    "Plantedname5512",
+    "Plantedmessage8823",
+    "Plantedvariable6604",
+];
+
+#[tokio::test]
+async fn a_trace_level_log_of_a_full_flow_holds_no_planted_value() {
+    use std::io::Read;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log_path = dir.path().join("caregraph.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = std::process::Command::new(crate::cli::BIN)
+        .current_dir(dir.path())
+        .env_remove("CAREGRAPH_DATABASE_URL")
+        .env_remove("CAREGRAPH_ENV")
+        .env("CAREGRAPH_JWT_SECRET", crate::helpers::SECRET)
+        .env("CAREGRAPH_DEMO", "true")
+        .env("CAREGRAPH_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "trace")
+        .env("CAREGRAPH_LOG_FORMAT", "json")
+        .stdout(std::process::Stdio::piped())
+        .stderr(log.try_clone().expect("log"))
+        .spawn()
+        .expect("caregraph starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let copy = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        let mut log = log;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some((base, _)) = line.trim().split_once("/graphiql#token=") {
+                let _ = tx.send(base.to_owned());
+            }
+            let _ = writeln!(log, "{line}");
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("caregraph serves");
+    let http = reqwest::Client::new();
+    let gql = |token: Option<String>, query: &str, variables: serde_json::Value| {
+        let mut request = http
+            .post(format!("{base}/graphql"))
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .expect("post")
+                .json::<serde_json::Value>()
+                .await
+                .expect("json")
+        }
+    };
+    // A failed login with a planted email and password, then the demo owner's.
+    gql(None, LOGIN, json!({"e": PLANTED[0], "p": PLANTED[1]})).await;
+    let login = gql(
+        None,
+        LOGIN,
+        json!({"e": "olivia.hart@riverside-vets.example", "p": "caregraph-demo"}),
+    )
+    .await;
+    let token = login["data"]["login"]["accessToken"]
+        .as_str()
+        .expect("the demo owner signs in")
+        .to_owned();
+    let viewer = gql(
+        Some(token.clone()),
+        "{ viewer { memberships { organization { id } } } }",
+        json!({}),
+    )
+    .await;
+    let org = viewer["data"]["viewer"]["memberships"][0]["organization"]["id"]
+        .as_str()
+        .expect("org")
+        .to_owned();
+    // A search in a GET query string.
+    let search = format!(
+        "query {{ searchColleagues(orgId: \"{org}\", query: \"{}\") {{ role }} }}",
+        PLANTED[2]
+    );
+    let got = http
+        .get(format!("{base}/graphql"))
+        .query(&[("query", search.as_str())])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert!(got.status().is_success());
+    // A patient's name in a variable, a colleague chat and a message in it.
+    let patient = gql(
+        Some(token.clone()),
+        "mutation($o: ID!, $i: CreatePatientInput!) { createPatient(orgId: $o, input: $i) { id } }",
+        json!({"o": org, "i": {"name": PLANTED[3], "species": PLANTED[5]}}),
+    )
+    .await;
+    assert!(
+        patient["data"]["createPatient"]["id"].is_string(),
+        "{patient}"
+    );
+    let colleagues = gql(
+        Some(token.clone()),
+        "query($o: ID!) { searchColleagues(orgId: $o, query: \"ma\") { user { id } } }",
+        json!({"o": org}),
+    )
+    .await;
+    let colleague = colleagues["data"]["searchColleagues"][0]["user"]["id"]
+        .as_str()
+        .expect("a colleague")
+        .to_owned();
+    let chat = gql(
+        Some(token.clone()),
+        "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id } }",
+        json!({"o": org, "c": colleague}),
+    )
+    .await;
+    let chat = chat["data"]["openDirectChat"]["id"]
+        .as_str()
+        .expect("a chat")
+        .to_owned();
+    let sent = gql(
+        Some(token.clone()),
+        "mutation($s: ID!, $t: String!) { sendChatMessage(sessionId: $s, text: $t) { id } }",
+        json!({"s": chat, "t": PLANTED[4]}),
+    )
+    .await;
+    assert!(sent["data"]["sendChatMessage"]["id"].is_string(), "{sent}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = copy.join();
+    let mut text = String::new();
+    std::fs::File::open(&log_path)
+        .expect("log")
+        .read_to_string(&mut text)
+        .expect("read");
+    // Debug lines were captured (the message's domain event among them).
+    assert!(
+        text.contains("\"level\":\"DEBUG\"") && text.contains("domain event: chat changed"),
+        "the log was captured at debug level and below: {text}"
+    );
+    for planted in PLANTED {
+        let found: Vec<&str> = text.lines().filter(|l| l.contains(planted)).collect();
+        assert!(found.is_empty(), "{planted} is in the log: {found:?}");
+    }
+}
