@@ -1,7 +1,7 @@
 //! [`App::build`]: wires configuration, database, services, schema and router. Production and the
 //! tests boot exactly this.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{io::Write, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::Router;
@@ -51,6 +51,7 @@ impl App {
     /// [`App::build`] with parts replaced (tests use a manual clock).
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
         let config = Arc::new(config);
+        warn_of_the_development_secret(&config);
         let (db, stats) = db::connect_counted(&config.database).await?;
         db::migrate(&db).await?;
         let http_client = reqwest::Client::builder()
@@ -58,7 +59,8 @@ impl App {
             .connect_timeout(Duration::from_secs(5))
             .build()
             .context("building the HTTP client")?;
-        let auth = Authenticator::new(&config.auth, db.clone(), http_client.clone());
+        let auth = Authenticator::new(&config.auth, db.clone(), http_client.clone())
+            .with_leeway(config.security.jwt_leeway);
         let clock: SharedClock = overrides.clock.unwrap_or_else(|| Arc::new(SystemClock));
         // The room-name key is derived from the JWT secret, apart from it by domain separation.
         let room_key =
@@ -113,7 +115,12 @@ impl App {
         } else {
             None
         };
-        let schema = graphql::build(services.clone(), &config.graphql);
+        let cost = graphql::cost::CostLimits {
+            max_selections: config.security.max_selections,
+            max_directives: config.security.max_directives,
+            max_text_bytes: config.security.max_text_bytes,
+        };
+        let schema = graphql::build(services.clone(), &config.graphql, cost);
         let state = AppState {
             schema,
             services,
@@ -196,6 +203,19 @@ impl App {
             }
         }
     }
+}
+
+/// Outside production, starting with the public development JWT secret says so loudly on
+/// stderr (whatever `RUST_LOG` filters) and in the log: anyone can mint tokens with it.
+fn warn_of_the_development_secret(config: &Config) {
+    if config.is_production()
+        || config.auth.jwt_secret.expose_secret() != crate::config::DEV_JWT_SECRET
+    {
+        return;
+    }
+    let banner = "WARNING: CAREGRAPH_JWT_SECRET is unset, so caregraph signs and accepts tokens with the PUBLIC development secret: anyone can sign in as anyone. Set CAREGRAPH_JWT_SECRET (e.g. `openssl rand -hex 32`) for anything but local development.";
+    let _ = writeln!(std::io::stderr(), "\n{banner}\n");
+    tracing::warn!("{banner}");
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -8,6 +8,9 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::{Context, bail};
 use secrecy::{ExposeSecret, SecretString};
 
+mod security;
+pub use security::SecurityConfig;
+
 /// The JWT secret used when none is configured outside production. Production refuses it.
 pub const DEV_JWT_SECRET: &str = "caregraph-insecure-development-secret-do-not-deploy";
 
@@ -54,6 +57,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Events and subscriptions.
     pub realtime: RealtimeConfig,
+    /// Hardening limits.
+    pub security: SecurityConfig,
 }
 
 /// Events and subscriptions.
@@ -445,6 +450,9 @@ impl Config {
                     "CAREGRAPH_JWT_SECRET: production needs a secret of at least 32 characters that is not the development default"
                 )
             }
+            Some(s) if production && security::low_entropy(&s) => bail!(
+                "CAREGRAPH_JWT_SECRET: too predictable for production (a repeated character or few distinct ones); use e.g. `openssl rand -hex 32`"
+            ),
             Some(s) => SecretString::from(s),
             None if production => bail!("CAREGRAPH_JWT_SECRET: required in production"),
             None => SecretString::from(DEV_JWT_SECRET),
@@ -552,9 +560,12 @@ impl Config {
 
         let chat = ChatConfig::from_vars(vars)?;
         let realtime = RealtimeConfig::from_vars(vars)?;
+        let security = SecurityConfig::from_vars(vars)?;
+        security::check_retry_budget(&security, chat.timeout, chat.retries)?;
 
         Ok(Self {
             env,
+            security,
             jitsi,
             chat,
             realtime,

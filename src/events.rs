@@ -180,7 +180,16 @@ impl EventBus {
 
     /// Publishes an event to every subscriber (none listening is fine).
     pub fn publish(&self, event: DomainEvent) {
-        tracing::debug!(?event, "domain event");
+        // Ids and kinds only: an event can carry message text and names (PHI).
+        match &event {
+            DomainEvent::ChatStatus(e) => {
+                tracing::debug!(session = ?e.session_id, status = ?e.status, reason = ?e.reason, "domain event: chat status");
+            }
+            DomainEvent::ChatChanged(c) => {
+                tracing::debug!(session = %c.session_id, kind = ?c.kind, "domain event: chat changed");
+            }
+            DomainEvent::Resync => tracing::debug!("domain event: resync"),
+        }
         if let Some(relay) = &self.relay {
             match relay.try_send(event) {
                 Ok(()) => return,

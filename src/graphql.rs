@@ -6,8 +6,10 @@ pub mod args;
 pub mod cases;
 pub mod chat;
 pub mod context;
+pub mod cost;
 pub mod enums;
 pub mod errors;
+pub mod input;
 pub mod limits;
 pub mod loaders;
 pub mod organizations;
@@ -15,6 +17,7 @@ pub mod pagination;
 pub mod patients;
 pub mod persisted;
 pub mod provider_ops;
+pub mod redact;
 pub mod related;
 pub mod roots;
 pub mod subscriptions;
@@ -31,8 +34,13 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 /// needs 15.
 pub const INTROSPECTION_DEPTH: usize = 20;
 
-fn builder(config: &GraphqlConfig) -> SchemaBuilder<Query, Mutation, Subscription> {
+fn builder(
+    config: &GraphqlConfig,
+    cost: cost::CostLimits,
+) -> SchemaBuilder<Query, Mutation, Subscription> {
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
+        // First, so that nothing walks a document before its cost is known.
+        .extension(cost::QueryCost { limits: cost })
         .limit_complexity(config.max_complexity)
         // An absolute cap for everything, introspection included; the data depth limit is the
         // `limits::DepthLimit` extension, which measures introspection separately.
@@ -42,16 +50,22 @@ fn builder(config: &GraphqlConfig) -> SchemaBuilder<Query, Mutation, Subscriptio
         .extension(limits::DepthLimit {
             max_depth: config.max_depth,
         })
-        .extension(limits::ErrorCodes);
+        .extension(limits::ErrorCodes)
+        .extension(input::TextArguments {
+            max_bytes: cost.max_text_bytes,
+        });
     if !config.introspection {
-        builder = builder.disable_introspection().disable_suggestions();
+        builder = builder
+            .disable_introspection()
+            .disable_suggestions()
+            .extension(redact::RedactArgumentNames);
     }
     builder
 }
 
 /// Builds the schema with the services as schema data.
-pub fn build(services: Services, config: &GraphqlConfig) -> AppSchema {
-    builder(config).data(services).finish()
+pub fn build(services: Services, config: &GraphqlConfig, cost: cost::CostLimits) -> AppSchema {
+    builder(config, cost).data(services).finish()
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.
@@ -66,5 +80,5 @@ pub fn sdl() -> String {
         ws_keepalive: std::time::Duration::from_secs(15),
         ws_idle_timeout: std::time::Duration::from_secs(60),
     };
-    builder(&config).finish().sdl()
+    builder(&config, cost::CostLimits::default()).finish().sdl()
 }

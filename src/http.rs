@@ -7,7 +7,7 @@ pub mod health;
 pub mod webhooks;
 pub mod ws;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -48,22 +48,39 @@ pub struct AppState {
 /// The router with every route and layer.
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.graphql.max_body_bytes;
-    Router::new()
+    let request_timeout = state.config.security.request_timeout;
+    let mut routes = Router::new();
+    // `CAREGRAPH_GRAPHIQL=false` and `CAREGRAPH_METRICS=false` remove these (404).
+    if state.config.security.graphiql {
+        routes = routes
+            .route("/graphiql", get(graphiql::page))
+            .route("/graphiql/assets/{name}", get(graphiql::asset));
+    }
+    if state.config.security.metrics {
+        routes = routes.route("/metrics", get(health::metrics));
+    }
+    routes
         .route("/graphql", get(graphql::get_or_upgrade).post(graphql::post))
-        .route("/graphiql", get(graphiql::page))
-        .route("/graphiql/assets/{name}", get(graphiql::asset))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/webhooks/stream", post(webhooks::stream))
         .route("/webhooks/sendbird", post(webhooks::sendbird))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            request_timeout,
         ))
-        .layer(TraceLayer::new_for_http())
+        // The span names the path only: a query string can hold a search text or variables.
+        .layer(TraceLayer::new_for_http().make_span_with(
+            |request: &axum::http::Request<axum::body::Body>| {
+                tracing::debug_span!(
+                    "request",
+                    method = %request.method(),
+                    path = %request.uri().path(),
+                )
+            },
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))

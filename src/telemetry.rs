@@ -4,10 +4,26 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,tower_http=info";
 
+/// Libraries whose debug and trace output includes request or message bytes.
+const PAYLOAD_TARGETS: &[&str] = &[
+    "tungstenite",
+    "tokio_tungstenite",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "reqwest",
+];
+
 /// Installs the global subscriber (a second call does nothing).
 pub fn init(json: bool) {
-    let filter =
+    let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    // Whatever RUST_LOG asks, these never log: they trace request and frame payloads (PHI).
+    for quiet in PAYLOAD_TARGETS {
+        if let Ok(directive) = format!("{quiet}=off").parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if json {
         registry

@@ -38,16 +38,32 @@ pub struct Claims {
     pub sub: String,
     /// Expiry (seconds since the epoch); required.
     pub exp: i64,
-    /// Issued at.
+    /// Issued at; a time further ahead than the leeway is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    /// Not before; checked with the leeway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// Issuer, when configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// Audience, when configured.
+    /// Audience, when configured: one string or an array (as several identity providers send).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<Audience>,
 }
+
+/// A token's `aud`: one audience or several.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// `"aud": "caregraph"`.
+    One(String),
+    /// `"aud": ["caregraph", "other"]`.
+    Many(Vec<String>),
+}
+
+/// The clock skew allowed on `exp`, `nbf` and `iat` unless configured otherwise.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 
 /// The only error message a rejected token gets: no oracle about why.
 fn rejected(detail: &str) -> AppError {
@@ -139,6 +155,7 @@ pub struct Authenticator {
     hs_encoding: EncodingKey,
     jwks: Option<Arc<JwksCache>>,
     db: DatabaseConnection,
+    leeway: Duration,
 }
 
 impl Authenticator {
@@ -162,12 +179,20 @@ impl Authenticator {
             }),
             config: Arc::new(config.clone()),
             db,
+            leeway: DEFAULT_LEEWAY,
         }
+    }
+
+    /// The same authenticator with another clock-skew allowance (`CAREGRAPH_JWT_LEEWAY_SECONDS`).
+    pub fn with_leeway(mut self, leeway: Duration) -> Self {
+        self.leeway = leeway;
+        self
     }
 
     fn validation(&self, alg: Algorithm) -> Validation {
         let mut v = Validation::new(alg);
-        v.leeway = 5;
+        v.leeway = self.leeway.as_secs();
+        v.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
         if self.config.issuer.is_some() {
             required.push("iss");
@@ -209,9 +234,16 @@ impl Authenticator {
             }
             _ => return Err(rejected("algorithm not accepted")),
         };
-        decode::<Claims>(token, &key, &self.validation(alg))
+        let claims = decode::<Claims>(token, &key, &self.validation(alg))
             .map(|data| data.claims)
-            .map_err(|e| rejected(&e.to_string()))
+            .map_err(|e| rejected(&e.to_string()))?;
+        let latest = Utc::now()
+            .timestamp()
+            .saturating_add_unsigned(self.leeway.as_secs());
+        if claims.iat.is_some_and(|iat| iat > latest) {
+            return Err(rejected("issued in the future"));
+        }
+        Ok(claims)
     }
 
     /// Resolves an `Authorization` header value (or a bare token) to a signed-in viewer.
@@ -250,8 +282,9 @@ impl Authenticator {
             sub: user.id.to_string(),
             exp: expires.timestamp(),
             iat: Some(now.timestamp()),
+            nbf: None,
             iss: self.config.issuer.clone(),
-            aud: self.config.audience.clone(),
+            aud: self.config.audience.clone().map(Audience::One),
         };
         let token = encode(&Header::new(Algorithm::HS256), &claims, &self.hs_encoding)
             .map_err(|e| AppError::internal(anyhow::anyhow!("signing failed: {e}")))?;

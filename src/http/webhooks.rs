@@ -1,7 +1,10 @@
 //! `POST /webhooks/stream` and `POST /webhooks/sendbird`: a delivery is verified over its raw
-//! body in constant time (401 without or with a wrong signature), must be JSON (400), is
-//! recorded once (a retry answers 200 and changes nothing) and answered at once; processing
-//! follows in the background. A provider that is not configured has no webhook (404).
+//! body in constant time (401 without or with a wrong signature), must be JSON (400), must not
+//! be older than `CAREGRAPH_WEBHOOK_MAX_AGE_SECONDS` when it carries a time (400), is recorded
+//! once, keyed on the digest of the signed body (a retry or a replay under another delivery id
+//! answers 200 and changes nothing: the delivery-id headers are not signed), and answered at
+//! once; processing follows in the background. A provider that is not configured has no
+//! webhook (404).
 
 use axum::{
     Json,
@@ -50,7 +53,8 @@ pub async fn stream(State(state): State<AppState>, headers: HeaderMap, raw: Byte
         tracing::warn!("a Stream webhook with a wrong signature was refused");
         return refuse(StatusCode::UNAUTHORIZED, "bad X-Signature");
     }
-    let id = header(&headers, "x-webhook-id").map_or_else(|| body_id(&body), str::to_owned);
+    // Stream's signature does not cover X-Webhook-Id: the key is what the signature covers.
+    let id = body_id(&body);
     accept(state, Source::Stream, id, body).await
 }
 
@@ -77,11 +81,21 @@ pub async fn sendbird(State(state): State<AppState>, headers: HeaderMap, raw: By
 
 /// Checks the JSON, records the delivery once, answers, and processes it in the background.
 async fn accept(state: AppState, source: Source, id: String, body: Vec<u8>) -> Response {
-    let text = match String::from_utf8(body) {
-        Ok(text) if serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_object()) => text,
-        _ => return refuse(StatusCode::BAD_REQUEST, "the body is not a JSON object"),
+    let parsed = String::from_utf8(body).ok().and_then(|text| {
+        let json = serde_json::from_str::<Value>(&text).ok()?;
+        json.is_object().then_some((text, json))
+    });
+    let Some((text, json)) = parsed else {
+        return refuse(StatusCode::BAD_REQUEST, "the body is not a JSON object");
     };
     let webhooks = state.services.webhooks.clone();
+    if webhooks.is_stale(&json, state.config.security.webhook_max_age) {
+        tracing::warn!(
+            provider = source.as_str(),
+            "a webhook delivery older than CAREGRAPH_WEBHOOK_MAX_AGE_SECONDS was refused"
+        );
+        return refuse(StatusCode::BAD_REQUEST, "the delivery is too old");
+    }
     match webhooks.record(source, &id, &text).await {
         Ok(true) => {
             tokio::spawn(async move {

@@ -214,6 +214,19 @@ impl Connection {
         };
         let _ = sink.send(Message::Close(Some(frame))).await;
         let _ = sink.close().await;
+        if code == 1009 {
+            // The rest of the oversized message may still be arriving: closing the TCP socket
+            // with unread bytes sends a reset, and the client would lose the 1009 frame (and
+            // see 1006). Read on for a bounded time until the client closes its side.
+            let drain = async {
+                for _ in 0..4096 {
+                    if incoming.next().await.is_none() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        }
     }
 
     fn token_deadline(&self) -> Option<Instant> {

@@ -66,6 +66,29 @@ struct Breaker {
     probing: bool,
 }
 
+/// The half-open probe's slot: dropping it before the probe answered (a client disconnect, a
+/// request timeout, an outbox lease running out) lets the next call probe, so the breaker
+/// cannot stay open until restart.
+struct ProbeSlot(Option<Arc<Mutex<Breaker>>>);
+
+impl Drop for ProbeSlot {
+    fn drop(&mut self) {
+        if let Some(breaker) = self.0.take() {
+            breaker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .probing = false;
+        }
+    }
+}
+
+impl ProbeSlot {
+    /// The probe answered ([`ProviderHttp::record`] has released the slot).
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
 /// A provider's HTTP client.
 #[derive(Clone, Debug)]
 pub struct ProviderHttp {
@@ -153,21 +176,23 @@ impl ProviderHttp {
         &self.client
     }
 
-    fn breaker_open(&self) -> bool {
+    /// Admits a call, or `None` while the breaker is open; the half-open probe's slot is held
+    /// by the returned guard until the call answers or its future is dropped.
+    fn admit(&self) -> Option<ProbeSlot> {
         let mut b = self
             .breaker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match b.open_until {
-            Some(until) if Instant::now() < until => true,
-            Some(_) if b.probing => true,
+            Some(until) if Instant::now() < until => None,
+            Some(_) if b.probing => None,
             Some(_) => {
                 // Half-open: this one call probes; its failure re-opens the breaker at once.
                 b.probing = true;
                 b.failures = self.settings.breaker_threshold.saturating_sub(1);
-                false
+                Some(ProbeSlot(Some(self.breaker.clone())))
             }
-            None => false,
+            None => Some(ProbeSlot(None)),
         }
     }
 
@@ -204,11 +229,11 @@ impl ProviderHttp {
             attempts = tracing::field::Empty,
         );
         async {
-            if self.breaker_open() {
+            let Some(probe) = self.admit() else {
                 tracing::Span::current().record("status", "breaker_open");
                 crate::telemetry::metrics::provider_call(self.provider, operation, "breaker_open");
                 return Err(ProviderError::Unavailable("circuit breaker open".into()));
-            }
+            };
             let attempts = if SINGLE_ATTEMPT.try_with(|()| ()).is_ok() {
                 1
             } else {
@@ -237,6 +262,7 @@ impl ProviderHttp {
                         span.record("status", response.status().as_u16());
                         crate::telemetry::metrics::provider_call(self.provider, operation, "ok");
                         self.record(false);
+                        probe.answered();
                         return Ok(response);
                     }
                     Err(e) if e.is_transient() && attempt < attempts => {
@@ -252,6 +278,7 @@ impl ProviderHttp {
                             e.class(),
                         );
                         self.record(e.is_transient());
+                        probe.answered();
                         if e.is_transient() {
                             tracing::warn!(error = %e, "provider call failed");
                         }
@@ -299,27 +326,71 @@ mod tests {
         assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 
-    #[test]
-    fn a_half_open_breaker_lets_one_probe_through() {
+    /// A client whose breaker has just opened and is half-open at once (no cooldown).
+    fn half_open() -> ProviderHttp {
         let http = ProviderHttp::new(
             "test",
             reqwest::Client::new(),
             Resilience {
+                timeout: Duration::from_secs(30),
+                attempts: 1,
                 breaker_threshold: 1,
                 breaker_cooldown: Duration::from_millis(0),
                 ..Resilience::default()
             },
         );
         http.record(true);
+        http
+    }
+
+    #[test]
+    fn a_half_open_breaker_lets_one_probe_through() {
+        let http = half_open();
+        let probe = http.admit();
         assert!(
-            !http.breaker_open(),
+            probe.is_some(),
             "the first caller after the cooldown probes"
         );
         assert!(
-            http.breaker_open(),
+            http.admit().is_none(),
             "others fail fast while the probe is out"
         );
         http.record(false);
-        assert!(!http.breaker_open(), "a good probe closes the breaker");
+        if let Some(probe) = probe {
+            probe.answered();
+        }
+        assert!(http.admit().is_some(), "a good probe closes the breaker");
+    }
+
+    #[test]
+    fn a_dropped_probe_does_not_leave_the_breaker_open() {
+        let http = half_open();
+        let probe = http.admit().expect("the first caller probes");
+        assert!(http.admit().is_none(), "the probe is out");
+        drop(probe); // the probing call's future is dropped before it answers
+        assert!(
+            http.admit().is_some(),
+            "the next call probes instead of failing fast forever"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_whose_call_is_dropped_mid_flight_releases_the_slot() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // A provider that accepts and never answers.
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let http = half_open();
+        let call = http.send("probe", |c| c.get(format!("http://{addr}/")));
+        let outcome = tokio::time::timeout(Duration::from_millis(300), call).await;
+        assert!(outcome.is_err(), "the probe was still waiting when dropped");
+        assert!(http.admit().is_some(), "the breaker lets the next probe in");
     }
 }

@@ -103,6 +103,29 @@ pub fn body_id(body: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(body)))
 }
 
+/// When the event says it happened: `created_at` at the top (Stream: RFC 3339) or in `payload`
+/// (Sendbird: milliseconds); `None` when the body carries neither.
+pub fn event_time(event: &Value) -> Option<DateTime<Utc>> {
+    let raw = event
+        .get("created_at")
+        .or_else(|| event.get("payload").and_then(|p| p.get("created_at")))?;
+    match raw {
+        Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+        Value::Number(n) => {
+            let n = n.as_i64()?;
+            // Milliseconds since the epoch, or seconds for small values.
+            if n > 100_000_000_000 {
+                Utc.timestamp_millis_opt(n).single()
+            } else {
+                Utc.timestamp_opt(n, 0).single()
+            }
+        }
+        _ => None,
+    }
+}
+
 fn text(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
 }

@@ -1,5 +1,11 @@
-//! Built-in accounts: `login` (rate limited per email and per client address), minting tokens
-//! for the CLI, and `bootstrap` (the first organisation and its OWNER).
+//! Built-in accounts: `login`, minting tokens for the CLI, and `bootstrap` (the first
+//! organisation and its OWNER).
+//!
+//! Login limits cannot be turned against the victim: attempts are refused per client address
+//! and per (email, address) pair, so an attacker's failures lock out only the attacker's own
+//! address. Across addresses, an email over its per-minute ceiling is slowed, not locked: one
+//! attempt at a time waits [`SLOW_DOWN`], the right password still signs in, and a wrong one
+//! answers `RATE_LIMITED` with `retryAfterSeconds`.
 
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
@@ -43,6 +49,26 @@ pub struct AccountService {
     auth: Authenticator,
     per_email: Arc<KeyedLimit<String>>,
     per_address: Arc<KeyedLimit<IpAddr>>,
+    per_pair: Arc<KeyedLimit<(String, IpAddr)>>,
+    slowed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+}
+
+/// How long an attempt on an email over its ceiling waits before its password is checked.
+pub const SLOW_DOWN: Duration = Duration::from_secs(1);
+
+/// The slowed attempt in flight for one email; dropping it lets the next one in.
+struct SlowLane {
+    slowed: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    email: String,
+}
+
+impl Drop for SlowLane {
+    fn drop(&mut self) {
+        self.slowed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.email);
+    }
 }
 
 impl AccountService {
@@ -57,6 +83,10 @@ impl AccountService {
             per_address: Arc::new(KeyedLimit::per_minute(
                 config.auth.login_per_address_per_minute,
             )),
+            per_pair: Arc::new(KeyedLimit::per_minute(
+                config.security.login_per_pair_per_minute,
+            )),
+            slowed: Arc::default(),
         }
     }
 
@@ -76,12 +106,17 @@ impl AccountService {
         if rand::random::<u8>() == 0 {
             self.per_address.forget_idle();
             self.per_email.forget_idle();
-        }
-        if let Some(ip) = client_ip {
-            self.per_address.check(&ip)?;
+            self.per_pair.forget_idle();
         }
         let normalised = email.trim().to_lowercase();
-        self.per_email.check(&normalised)?;
+        if let Some(ip) = client_ip {
+            self.per_address.check(&ip)?;
+            self.per_pair.check(&(normalised.clone(), ip))?;
+        }
+        let slowed = match self.per_email.check(&normalised) {
+            Ok(()) => None,
+            Err(_) => Some(self.slow_lane(&normalised).await?),
+        };
         let found = match Email::parse(&normalised, "email") {
             Ok(e) => db::users::find_by_email(&self.db, &e).await?,
             Err(_) => None,
@@ -96,11 +131,38 @@ impl AccountService {
                 tracing::info!(user = %user.id, "login succeeded");
                 self.mint(user, self.auth.access_token_ttl())
             }
+            _ if slowed.is_some() => {
+                tracing::info!("login failed on an email over its ceiling");
+                Err(AppError::RateLimited {
+                    retry_after_seconds: SLOW_DOWN.as_secs().max(1),
+                })
+            }
             _ => {
                 tracing::info!("login failed");
                 Err(AppError::Unauthenticated("wrong email or password".into()))
             }
         }
+    }
+
+    /// Waits [`SLOW_DOWN`] holding the email's one slowed-attempt slot; `RATE_LIMITED` when
+    /// another slowed attempt on this email is under way.
+    async fn slow_lane(&self, email: &str) -> AppResult<SlowLane> {
+        let inserted = self
+            .slowed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(email.to_owned());
+        if !inserted {
+            return Err(AppError::RateLimited {
+                retry_after_seconds: SLOW_DOWN.as_secs().max(1),
+            });
+        }
+        let lane = SlowLane {
+            slowed: self.slowed.clone(),
+            email: email.to_owned(),
+        };
+        tokio::time::sleep(SLOW_DOWN).await;
+        Ok(lane)
     }
 
     /// Mints a token for a user by email (the `token` command).

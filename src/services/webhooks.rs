@@ -64,6 +64,16 @@ impl WebhookService {
         Self { db, chat, clock }
     }
 
+    /// Whether a delivery says it happened longer than `max_age` ago (a replay of a captured
+    /// delivery, or one too late to apply); bodies without a time are not judged.
+    pub fn is_stale(&self, event: &Value, max_age: Duration) -> bool {
+        let Some(at) = crate::providers::webhooks::event_time(event) else {
+            return false;
+        };
+        let max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX);
+        self.clock.now() - at > max_age
+    }
+
     /// Records a verified delivery; `false` for one already received (a retry).
     pub async fn record(&self, source: Source, delivery_id: &str, body: &str) -> AppResult<bool> {
         db::webhooks::record(

@@ -354,9 +354,9 @@ async fn login_returns_a_working_token_and_a_wrong_password_learns_nothing() {
 }
 
 #[tokio::test]
-async fn login_attempts_are_rate_limited_per_email() {
+async fn login_attempts_are_rate_limited_per_email_and_address() {
     let app = TestApp::spawn_with(|v| {
-        v.insert("CAREGRAPH_LOGIN_PER_EMAIL_PER_MINUTE".into(), "3".into());
+        v.insert("CAREGRAPH_LOGIN_PER_PAIR_PER_MINUTE".into(), "3".into());
     })
     .await;
     app.owner("Rate Clinic", "rate@example.org").await;
@@ -370,7 +370,8 @@ async fn login_attempts_are_rate_limited_per_email() {
             .await;
         assert_eq!(code(&body), "UNAUTHENTICATED");
     }
-    // Even the right password is refused now, and the answer says when to retry.
+    // From this address, even the right password is refused now, and the answer says when to
+    // retry (from another address it is not: see `hardening::`).
     let body = app
         .gql(
             None,
@@ -418,4 +419,71 @@ async fn login_attempts_are_rate_limited_per_client_address() {
         )
         .await;
     assert_eq!(code(&body), "RATE_LIMITED");
+}
+
+#[tokio::test]
+async fn a_future_nbf_token_is_refused_over_http_and_websocket() {
+    let (app, _jwks, sub) = jwks_app().await;
+    let ahead = json!({ "sub": sub, "exp": now() + 7200, "nbf": now() + 3600 });
+    let hs = hs256(SECRET.as_bytes(), &ahead);
+    let rsa = EncodingKey::from_rsa_pem(RSA_PRIVATE).expect("rsa key");
+    let rs = sign(Algorithm::RS256, "rsa-1", &rsa, &ahead);
+    for token in [&hs, &rs] {
+        assert_rejected(&app, token).await;
+        let mut ws = crate::websocket::connect(&app, "graphql-transport-ws").await;
+        crate::websocket::send(
+            &mut ws,
+            json!({"type": "connection_init", "payload": {"token": token}}),
+        )
+        .await;
+        crate::websocket::expect_close(&mut ws, 4403).await;
+    }
+    // Within the leeway (30 s by default), a slightly fast issuer clock is fine.
+    let skewed = json!({ "sub": sub, "exp": now() + 600, "nbf": now() + 10, "iat": now() + 10 });
+    assert_accepted(&app, &hs256(SECRET.as_bytes(), &skewed), "idp@example.org").await;
+    assert_accepted(
+        &app,
+        &sign(Algorithm::RS256, "rsa-1", &rsa, &skewed),
+        "idp@example.org",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_JWT_LEEWAY_SECONDS".into(), "5".into());
+    })
+    .await;
+    let (user, _, _) = app.owner("Iat Clinic", "iat@example.org").await;
+    let sub = user.id.to_string();
+    let future = json!({ "sub": sub, "exp": now() + 7200, "iat": now() + 600 });
+    assert_rejected(&app, &hs256(SECRET.as_bytes(), &future)).await;
+    let nbf = json!({ "sub": sub, "exp": now() + 7200, "nbf": now() + 60 });
+    assert_rejected(&app, &hs256(SECRET.as_bytes(), &nbf)).await;
+    let past = json!({ "sub": sub, "exp": now() + 600, "iat": now() - 60, "nbf": now() - 60 });
+    assert_accepted(&app, &hs256(SECRET.as_bytes(), &past), "iat@example.org").await;
+}
+
+#[tokio::test]
+async fn an_audience_array_holding_ours_is_accepted_and_one_without_it_refused() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_JWT_AUDIENCE".into(), "caregraph".into());
+    })
+    .await;
+    let (user, _, _) = app.owner("Aud Clinic", "aud@example.org").await;
+    let sub = user.id.to_string();
+    let with = |aud: Value| json!({ "sub": sub, "exp": now() + 600, "aud": aud });
+    assert_accepted(
+        &app,
+        &hs256(SECRET.as_bytes(), &with(json!(["account", "caregraph"]))),
+        "aud@example.org",
+    )
+    .await;
+    assert_rejected(
+        &app,
+        &hs256(SECRET.as_bytes(), &with(json!(["account", "other"]))),
+    )
+    .await;
+    assert_rejected(&app, &hs256(SECRET.as_bytes(), &with(json!([])))).await;
 }

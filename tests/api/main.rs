@@ -15,6 +15,7 @@ mod chat_sessions;
 mod cli;
 mod colleagues;
 mod fakes;
+mod hardening;
 mod helpers;
 mod organizations;
 mod outbox;

@@ -135,7 +135,7 @@ async fn a_case_participant_who_is_no_carer_sees_the_case_but_not_the_patient() 
     assert_eq!(staff["patient"]["name"], "Rex");
 }
 
-async fn socket(
+pub async fn socket(
     app: &TestApp,
     token: &str,
 ) -> tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>> {
@@ -161,7 +161,7 @@ async fn socket(
     }
 }
 
-async fn close_code(
+pub async fn close_code(
     ws: &mut tokio_tungstenite::WebSocketStream<
         tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
     >,

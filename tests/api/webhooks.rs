@@ -473,3 +473,80 @@ async fn a_delivery_whose_processing_was_interrupted_is_processed_by_the_sweep()
     assert_eq!(session(&app, &c, &id).await["status"], "CLOSED");
     assert_eq!(hooks.sweep(Duration::ZERO).await.expect("sweep"), 0, "once");
 }
+
+#[tokio::test]
+async fn a_replayed_stream_delivery_with_a_new_delivery_id_has_no_second_effect() {
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.extend(fake.vars());
+    })
+    .await;
+    let c = app.clinic("replay").await;
+    let (id, channel) = direct_chat(&app, &c).await;
+    settle(&app).await;
+    let mut rx = app.state.services.events.subscribe();
+    let message = serde_json::to_vec(&json!({"type": "message.new",
+        "cid": format!("messaging:{channel}"), "created_at": chrono::Utc::now().to_rfc3339(),
+        "message": {"id": "m-replay", "text": "Once", "type": "regular",
+            "user": {"id": c.tech.id}, "created_at": chrono::Utc::now().to_rfc3339()}}))
+    .expect("json");
+    let signature = sign(fakes::stream::API_SECRET, &message);
+    let mut answers = Vec::new();
+    for delivery in ["replay-1", "replay-2", "replay-3"] {
+        let (status, answer) = post(
+            &app,
+            "/webhooks/stream",
+            message.clone(),
+            &[
+                ("x-signature", signature.clone()),
+                ("x-webhook-id", delivery.to_owned()),
+            ],
+        )
+        .await;
+        answers.push((status, answer["status"].as_str().map(str::to_owned)));
+    }
+    assert_eq!(
+        answers,
+        vec![
+            (200, Some("accepted".to_owned())),
+            (200, Some("duplicate".to_owned())),
+            (200, Some("duplicate".to_owned())),
+        ]
+    );
+    let change = next_change(&mut rx).await.expect("one change");
+    assert_eq!(
+        (change.kind, change.session_id.to_string()),
+        (ChangeKind::Message, id)
+    );
+    assert!(next_change(&mut rx).await.is_none(), "and no second one");
+}
+
+#[tokio::test]
+async fn a_delivery_older_than_the_window_is_refused() {
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.extend(fake.vars());
+        v.insert("CAREGRAPH_WEBHOOK_MAX_AGE_SECONDS".into(), "600".into());
+    })
+    .await;
+    let c = app.clinic("oldhook").await;
+    let (_, channel) = direct_chat(&app, &c).await;
+    let at = |age: i64| (chrono::Utc::now() - chrono::Duration::seconds(age)).to_rfc3339();
+    for (age, expected) in [(3600, 400), (60, 200)] {
+        let body = serde_json::to_vec(&json!({"type": "message.new",
+            "cid": format!("messaging:{channel}"), "created_at": at(age),
+            "message": {"id": format!("m-{age}"), "text": "hi", "type": "regular",
+                "user": {"id": c.tech.id}, "created_at": at(age)}}))
+        .expect("json");
+        let (status, answer) = post(
+            &app,
+            "/webhooks/stream",
+            body.clone(),
+            &[("x-signature", sign(fakes::stream::API_SECRET, &body))],
+        )
+        .await;
+        assert_eq!(status, expected, "{age} s old: {answer}");
+    }
+}
