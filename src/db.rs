@@ -24,8 +24,8 @@ use std::{
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, TransactionTrait, sqlx,
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, TransactionTrait, sqlx,
 };
 use secrecy::ExposeSecret;
 
@@ -77,6 +77,27 @@ pub async fn connect_counted(
         counter.fetch_add(1, Ordering::Relaxed);
     });
     Ok((db, stats))
+}
+
+/// The rows of `E` whose `column` is one of `values`, read as domain values; no statement runs
+/// for no values (the batch lookup behind the loaders).
+pub async fn rows_in<E: EntityTrait, T>(
+    db: &impl ConnectionTrait,
+    column: E::Column,
+    values: impl IntoIterator<Item = String>,
+    to_domain: impl Fn(E::Model) -> crate::error::AppResult<T>,
+) -> crate::error::AppResult<Vec<T>> {
+    let values: Vec<String> = values.into_iter().collect();
+    if values.is_empty() {
+        return Ok(Vec::new());
+    }
+    E::find()
+        .filter(column.is_in(values))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
 }
 
 /// Begins a transaction that may write. On SQLite it takes the write lock at once (like `BEGIN

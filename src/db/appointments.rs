@@ -138,16 +138,13 @@ pub async fn find_many(
     db: &impl ConnectionTrait,
     ids: &[AppointmentId],
 ) -> AppResult<Vec<Appointment>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    appointment::Entity::find()
-        .filter(appointment::Column::Id.is_in(ids.iter().map(AppointmentId::as_string)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(to_domain)
-        .collect()
+    super::rows_in::<appointment::Entity, _>(
+        db,
+        appointment::Column::Id,
+        ids.iter().map(AppointmentId::as_string),
+        to_domain,
+    )
+    .await
 }
 
 /// The support staff of many appointments (for loaders).

@@ -146,16 +146,13 @@ pub async fn find_many(
     db: &impl ConnectionTrait,
     ids: &[ChatSessionId],
 ) -> AppResult<Vec<ChatSession>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    session::Entity::find()
-        .filter(session::Column::Id.is_in(ids.iter().map(ChatSessionId::as_string)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(to_domain)
-        .collect()
+    super::rows_in::<session::Entity, _>(
+        db,
+        session::Column::Id,
+        ids.iter().map(ChatSessionId::as_string),
+        to_domain,
+    )
+    .await
 }
 
 /// Sessions of appointments (for loaders).
@@ -163,16 +160,13 @@ pub async fn of_appointments(
     db: &impl ConnectionTrait,
     ids: &[AppointmentId],
 ) -> AppResult<Vec<ChatSession>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    session::Entity::find()
-        .filter(session::Column::AppointmentId.is_in(ids.iter().map(AppointmentId::as_string)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(to_domain)
-        .collect()
+    super::rows_in::<session::Entity, _>(
+        db,
+        session::Column::AppointmentId,
+        ids.iter().map(AppointmentId::as_string),
+        to_domain,
+    )
+    .await
 }
 
 /// The members of many sessions.

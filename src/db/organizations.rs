@@ -85,16 +85,13 @@ pub async fn find(db: &impl ConnectionTrait, id: OrgId) -> AppResult<Option<Orga
 
 /// Finds many organisations by id (for loaders).
 pub async fn find_many(db: &impl ConnectionTrait, ids: &[OrgId]) -> AppResult<Vec<Organization>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    organization::Entity::find()
-        .filter(organization::Column::Id.is_in(ids.iter().map(OrgId::as_string)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(org_to_domain)
-        .collect()
+    super::rows_in::<organization::Entity, _>(
+        db,
+        organization::Column::Id,
+        ids.iter().map(OrgId::as_string),
+        org_to_domain,
+    )
+    .await
 }
 
 /// Whether a slug is taken.

@@ -109,16 +109,13 @@ pub async fn find(db: &impl ConnectionTrait, id: PatientId) -> AppResult<Option<
 
 /// Finds many patients (for loaders).
 pub async fn find_many(db: &impl ConnectionTrait, ids: &[PatientId]) -> AppResult<Vec<Patient>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    patient::Entity::find()
-        .filter(patient::Column::Id.is_in(ids.iter().map(PatientId::as_string)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(to_domain)
-        .collect()
+    super::rows_in::<patient::Entity, _>(
+        db,
+        patient::Column::Id,
+        ids.iter().map(PatientId::as_string),
+        to_domain,
+    )
+    .await
 }
 
 /// A page of an organisation's patients by name, optionally those whose name contains `search`
@@ -241,14 +238,11 @@ pub async fn guardianships_of(
     db: &impl ConnectionTrait,
     users: &[UserId],
 ) -> AppResult<Vec<Guardian>> {
-    if users.is_empty() {
-        return Ok(Vec::new());
-    }
-    guardian::Entity::find()
-        .filter(guardian::Column::UserId.is_in(users.iter().map(UserId::as_string)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(guardian_to_domain)
-        .collect()
+    super::rows_in::<guardian::Entity, _>(
+        db,
+        guardian::Column::UserId,
+        users.iter().map(UserId::as_string),
+        guardian_to_domain,
+    )
+    .await
 }

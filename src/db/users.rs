@@ -79,16 +79,13 @@ pub async fn find(db: &impl ConnectionTrait, id: UserId) -> AppResult<Option<Use
 
 /// Finds many users by id, in no particular order (for loaders).
 pub async fn find_many(db: &impl ConnectionTrait, ids: &[UserId]) -> AppResult<Vec<User>> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    user::Entity::find()
-        .filter(user::Column::Id.is_in(ids.iter().map(UserId::as_string)))
-        .all(db)
-        .await?
-        .into_iter()
-        .map(to_domain)
-        .collect()
+    super::rows_in::<user::Entity, _>(
+        db,
+        user::Column::Id,
+        ids.iter().map(UserId::as_string),
+        to_domain,
+    )
+    .await
 }
 
 /// Finds a user and their password hash by email.
