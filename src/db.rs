@@ -79,15 +79,15 @@ pub async fn connect_counted(
     Ok((db, stats))
 }
 
-/// The rows of `E` whose `column` is one of `values`, read as domain values; no statement runs
-/// for no values (the batch lookup behind the loaders).
+/// The rows of `E` whose `column` holds one of `ids`, read as domain values; no statement runs
+/// for no ids (the batch lookup behind the loaders).
 pub async fn rows_in<E: EntityTrait, T>(
     db: &impl ConnectionTrait,
     column: E::Column,
-    values: impl IntoIterator<Item = String>,
+    ids: &[impl ToString],
     to_domain: impl Fn(E::Model) -> crate::error::AppResult<T>,
 ) -> crate::error::AppResult<Vec<T>> {
-    let values: Vec<String> = values.into_iter().collect();
+    let values: Vec<String> = ids.iter().map(ToString::to_string).collect();
     if values.is_empty() {
         return Ok(Vec::new());
     }

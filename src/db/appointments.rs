@@ -138,13 +138,7 @@ pub async fn find_many(
     db: &impl ConnectionTrait,
     ids: &[AppointmentId],
 ) -> AppResult<Vec<Appointment>> {
-    super::rows_in::<appointment::Entity, _>(
-        db,
-        appointment::Column::Id,
-        ids.iter().map(AppointmentId::as_string),
-        to_domain,
-    )
-    .await
+    super::rows_in::<appointment::Entity, _>(db, appointment::Column::Id, ids, to_domain).await
 }
 
 /// The support staff of many appointments (for loaders).

@@ -146,13 +146,7 @@ pub async fn find_many(
     db: &impl ConnectionTrait,
     ids: &[ChatSessionId],
 ) -> AppResult<Vec<ChatSession>> {
-    super::rows_in::<session::Entity, _>(
-        db,
-        session::Column::Id,
-        ids.iter().map(ChatSessionId::as_string),
-        to_domain,
-    )
-    .await
+    super::rows_in::<session::Entity, _>(db, session::Column::Id, ids, to_domain).await
 }
 
 /// Sessions of appointments (for loaders).
@@ -160,13 +154,7 @@ pub async fn of_appointments(
     db: &impl ConnectionTrait,
     ids: &[AppointmentId],
 ) -> AppResult<Vec<ChatSession>> {
-    super::rows_in::<session::Entity, _>(
-        db,
-        session::Column::AppointmentId,
-        ids.iter().map(AppointmentId::as_string),
-        to_domain,
-    )
-    .await
+    super::rows_in::<session::Entity, _>(db, session::Column::AppointmentId, ids, to_domain).await
 }
 
 /// The members of many sessions.

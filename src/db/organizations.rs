@@ -85,13 +85,8 @@ pub async fn find(db: &impl ConnectionTrait, id: OrgId) -> AppResult<Option<Orga
 
 /// Finds many organisations by id (for loaders).
 pub async fn find_many(db: &impl ConnectionTrait, ids: &[OrgId]) -> AppResult<Vec<Organization>> {
-    super::rows_in::<organization::Entity, _>(
-        db,
-        organization::Column::Id,
-        ids.iter().map(OrgId::as_string),
-        org_to_domain,
-    )
-    .await
+    super::rows_in::<organization::Entity, _>(db, organization::Column::Id, ids, org_to_domain)
+        .await
 }
 
 /// Whether a slug is taken.

@@ -109,13 +109,7 @@ pub async fn find(db: &impl ConnectionTrait, id: PatientId) -> AppResult<Option<
 
 /// Finds many patients (for loaders).
 pub async fn find_many(db: &impl ConnectionTrait, ids: &[PatientId]) -> AppResult<Vec<Patient>> {
-    super::rows_in::<patient::Entity, _>(
-        db,
-        patient::Column::Id,
-        ids.iter().map(PatientId::as_string),
-        to_domain,
-    )
-    .await
+    super::rows_in::<patient::Entity, _>(db, patient::Column::Id, ids, to_domain).await
 }
 
 /// A page of an organisation's patients by name, optionally those whose name contains `search`
@@ -238,11 +232,6 @@ pub async fn guardianships_of(
     db: &impl ConnectionTrait,
     users: &[UserId],
 ) -> AppResult<Vec<Guardian>> {
-    super::rows_in::<guardian::Entity, _>(
-        db,
-        guardian::Column::UserId,
-        users.iter().map(UserId::as_string),
-        guardian_to_domain,
-    )
-    .await
+    super::rows_in::<guardian::Entity, _>(db, guardian::Column::UserId, users, guardian_to_domain)
+        .await
 }

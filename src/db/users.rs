@@ -79,13 +79,7 @@ pub async fn find(db: &impl ConnectionTrait, id: UserId) -> AppResult<Option<Use
 
 /// Finds many users by id, in no particular order (for loaders).
 pub async fn find_many(db: &impl ConnectionTrait, ids: &[UserId]) -> AppResult<Vec<User>> {
-    super::rows_in::<user::Entity, _>(
-        db,
-        user::Column::Id,
-        ids.iter().map(UserId::as_string),
-        to_domain,
-    )
-    .await
+    super::rows_in::<user::Entity, _>(db, user::Column::Id, ids, to_domain).await
 }
 
 /// Finds a user and their password hash by email.
