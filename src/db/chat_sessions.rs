@@ -157,6 +157,25 @@ pub async fn of_appointments(
     super::rows_in::<session::Entity, _>(db, session::Column::AppointmentId, ids, to_domain).await
 }
 
+/// The natural keys of sessions (a key caregraph did not write is left out).
+pub async fn keys_of(
+    db: &impl ConnectionTrait,
+    ids: &[ChatSessionId],
+) -> AppResult<Vec<(ChatSessionId, SessionKey)>> {
+    super::rows_in::<session::Entity, _>(db, session::Column::Id, ids, |m| {
+        Ok((
+            ChatSessionId::from_db(&m.id)?,
+            SessionKey::from_stored(&m.natural_key),
+        ))
+    })
+    .await
+    .map(|rows| {
+        rows.into_iter()
+            .filter_map(|(id, key)| key.map(|k| (id, k)))
+            .collect()
+    })
+}
+
 /// The members of many sessions.
 pub async fn members_of(
     db: &impl ConnectionTrait,

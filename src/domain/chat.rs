@@ -224,6 +224,34 @@ impl DirectPair {
     }
 }
 
+impl SessionKey {
+    /// Reads a key as stored (the form [`Display`](std::fmt::Display) writes); `None` for any
+    /// other text.
+    pub fn from_stored(raw: &str) -> Option<Self> {
+        let parts: Vec<&str> = raw.split(':').collect();
+        let user = |s: &str| UserId::from_db(s).ok();
+        let org = |s: &str| OrgId::from_db(s).ok();
+        Some(match parts.as_slice() {
+            ["appointment", id] => Self::Appointment(AppointmentId::from_db(id).ok()?),
+            ["case", id] => Self::Case(CaseId::from_db(id).ok()?),
+            ["care_team", id] => Self::CareTeam(CareTeamId::from_db(id).ok()?),
+            ["group", o, slug] => Self::Group {
+                org: org(o)?,
+                slug: (*slug).to_owned(),
+            },
+            ["dm", o1, a, b] => Self::Direct(DirectPair {
+                orgs: (org(o1)?, None),
+                users: (user(a)?, user(b)?),
+            }),
+            ["dm", o1, o2, a, b] => Self::Direct(DirectPair {
+                orgs: (org(o1)?, Some(org(o2)?)),
+                users: (user(a)?, user(b)?),
+            }),
+            _ => return None,
+        })
+    }
+}
+
 impl std::fmt::Display for SessionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -314,6 +342,20 @@ mod tests {
         );
         let case = CaseId::new();
         assert_eq!(SessionKey::Case(case).to_string(), format!("case:{case}"));
+        for key in [
+            SessionKey::Direct(DirectPair::new(o1, None, a, b)),
+            SessionKey::Direct(DirectPair::new(o1, Some(o2), a, b)),
+            SessionKey::Case(case),
+            SessionKey::CareTeam(CareTeamId::new()),
+            SessionKey::Appointment(AppointmentId::new()),
+            SessionKey::Group {
+                org: o1,
+                slug: "front-desk".into(),
+            },
+        ] {
+            assert_eq!(SessionKey::from_stored(&key.to_string()), Some(key));
+        }
+        assert_eq!(SessionKey::from_stored("case:not-an-id"), None);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::{
     domain::{AppointmentId, ChatSessionId, OrgId},
     error::AppError,
     events::{ChangeKind, SessionChange, StatusEvent},
-    services::chat::{ChatService, ListEvent, Watch},
+    services::chat::{ListEvent, Watch},
 };
 
 /// Subscription roots.
@@ -205,11 +205,11 @@ impl Subscription {
         services.chats.lister(&viewer, org).await?;
         let rx = services.events.subscribe();
         Ok(stream::unfold(
-            (rx, viewer),
-            move |(mut rx, viewer)| async move {
-                let next = ChatService::next_change(&mut rx, &viewer, org).await?;
+            (rx, viewer, services),
+            move |(mut rx, viewer, services)| async move {
+                let next = services.chats.next_change(&mut rx, &viewer, org).await?;
                 let change = ChatSessionChange::new(next, viewer.clone());
-                Some((change, (rx, viewer)))
+                Some((change, (rx, viewer, services)))
             },
         ))
     }

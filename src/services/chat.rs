@@ -46,6 +46,7 @@ pub struct ChatService {
     stack: ChatStack,
     clock: SharedClock,
     appointments: AppointmentService,
+    teams: super::care_teams::CareTeamService,
     events: EventBus,
     token_limit: Arc<KeyedLimit<UserId>>,
     token_ttl: Duration,
@@ -137,7 +138,10 @@ impl ChatService {
         events: EventBus,
         settings: ChatSettings,
     ) -> Self {
+        // Its own handle on care teams, for entitlement reads only (no hooks).
+        let teams = super::care_teams::CareTeamService::new(db.clone(), clock.clone());
         Self {
+            teams,
             db,
             outbox,
             stack: chat,

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     chat_sessions::{appointment, quick},
-    helpers::{Clinic, Person, SECRET, TestApp, hs256, now},
+    helpers::{Clinic, Person, SECRET, TestApp, code, hs256, now},
     websocket::{Event, Ws, acked, expect_close, next, send},
 };
 
@@ -689,4 +689,87 @@ async fn staff_following_an_appointment_stop_when_its_chat_opens_without_them() 
             "{protocol}: the stream ends instead of telling the session"
         );
     }
+}
+
+#[tokio::test]
+async fn a_deactivated_staff_member_and_a_removed_guardian_lose_the_chat_its_messages_and_its_streams_at_once()
+ {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("revoke").await;
+    let appointment = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(2)).await;
+    let sid = open_chat(&app, &c.owner, &appointment).await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    const READ: &str = "query($id: ID!) { chatSession(id: $id) { id recentMessages { text } appointment { reason patient { name } } } }";
+    const NESTED: &str = "query($id: ID!) { appointment(id: $id) { chat { id } } }";
+    const TOKEN: &str = "mutation { issueChatToken { token } }";
+    // Before: the technician (support staff) and the client (primary guardian) read and post.
+    for p in [&c.tech, &c.client] {
+        app.ok(&p.token, READ, json!({"id": sid}), "chatSession")
+            .await;
+        app.ok(
+            &p.token,
+            SEND,
+            json!({"id": sid, "t": "before"}),
+            "sendChatMessage",
+        )
+        .await;
+        app.ok(&p.token, TOKEN, json!({}), "issueChatToken").await;
+    }
+    // The technician follows the clinic's list from before the revocation.
+    let before = app.state.services.events.subscribers();
+    let mut list = Client::connect(&app, PROTOCOLS[0], &c.tech.token).await;
+    list.subscribe("l", CHANGES, json!({"o": c.org})).await;
+    listens(&app, before).await;
+
+    app.ok(
+        &c.owner.token,
+        "mutation($o: ID!, $u: ID!) { updateOrganizationMember(orgId: $o, userId: $u, input: {active: false}) { active } }",
+        json!({"o": c.org, "u": c.tech.id}),
+        "updateOrganizationMember",
+    )
+    .await;
+    app.ok(
+        &c.owner.token,
+        "mutation($p: ID!, $u: ID!) { removeGuardian(patientId: $p, userId: $u) { id } }",
+        json!({"p": c.patient, "u": c.client.id}),
+        "removeGuardian",
+    )
+    .await;
+
+    // After: no read (directly or through the appointment), no post, no token, no stream.
+    for p in [&c.tech, &c.client] {
+        let read = app.gql(Some(&p.token), READ, json!({"id": sid})).await;
+        assert_eq!(code(&read), "NOT_FOUND", "{read}");
+        assert_eq!(read["data"], Value::Null, "nothing of the chat: {read}");
+        let nested = app
+            .gql(Some(&p.token), NESTED, json!({"id": appointment}))
+            .await;
+        assert!(
+            nested["data"]["appointment"].is_null(),
+            "nothing through the appointment: {nested}"
+        );
+        let post = app
+            .gql(Some(&p.token), SEND, json!({"id": sid, "t": "after"}))
+            .await;
+        assert_eq!(code(&post), "NOT_FOUND", "{post}");
+        let token = app.gql(Some(&p.token), TOKEN, json!({})).await;
+        assert_eq!(code(&token), "FORBIDDEN", "{token}");
+        let mut ws = Client::connect(&app, PROTOCOLS[0], &p.token).await;
+        ws.subscribe("s", STATUS, json!({"s": sid})).await;
+        let error = ws.refused("s", "chatSessionStatus").await;
+        assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{error}");
+    }
+    // The practitioner still reads and posts; the technician's list stream carries no text.
+    app.ok(
+        &c.vet.token,
+        SEND,
+        json!({"id": sid, "t": "after revocation"}),
+        "sendChatMessage",
+    )
+    .await;
+    app.ok(&c.vet.token, READ, json!({"id": sid}), "chatSession")
+        .await;
+    list.quiet().await;
 }

@@ -1,4 +1,5 @@
-//! The one rule for who may read a chat session, and every way a resolver reaches sessions:
+//! The one rule for who may read a chat session, evaluated on current facts (memberships,
+//! guardianships, case participation, care-team entitlement), and every way a resolver reaches sessions:
 //! by id, in batches (nested `chat` fields), and as the viewer's list. Each hands out
 //! [`Readable`] sessions, which only this layer can make.
 
@@ -10,20 +11,27 @@ use crate::{
     db,
     domain::{
         ChatSessionId, Membership, OrgId, User, UserId,
-        chat::{ChatCategory, ChatRole, ChatSession},
+        care::CaseRole,
+        chat::{ChatCategory, ChatRole, ChatSession, SessionKey},
         pagination::{Page, PageRequest},
     },
     error::{AppError, AppResult},
-    services::access::{Readable, member_of},
+    services::{
+        access::{Readable, member_of},
+        appointments::is_participant,
+    },
 };
 
-/// Who may read a session: its members, and the active OWNER/ADMIN of its organisation (given
-/// whether the viewer is a member and the viewer's memberships).
-fn may_read(session: &ChatSession, is_member: bool, memberships: &[Membership]) -> bool {
-    is_member
-        || memberships
-            .iter()
-            .any(|m| m.org_id == session.org_id && m.active && m.role.manages_organization())
+/// Whether `memberships` hold an active OWNER/ADMIN role in `org`.
+fn manages(memberships: &[Membership], org: OrgId) -> bool {
+    memberships
+        .iter()
+        .any(|m| m.org_id == org && m.active && m.role.manages_organization())
+}
+
+/// Whether `memberships` hold an active membership of `org`.
+fn active_in(memberships: &[Membership], org: OrgId) -> bool {
+    memberships.iter().any(|m| m.org_id == org && m.active)
 }
 
 impl ChatService {
@@ -44,14 +52,11 @@ impl ChatService {
             .iter()
             .find(|(_, u, _)| *u == me.id)
             .map(|(_, _, r)| *r);
-        let memberships: Vec<_> = match role {
-            Some(_) => Vec::new(),
-            None => db::organizations::find_membership(&self.db, session.org_id, me.id)
-                .await?
-                .into_iter()
-                .collect(),
-        };
-        if may_read(&session, role.is_some(), &memberships) {
+        let memberships = self.memberships_of(me.id).await?;
+        if self
+            .may_read(&session, me.id, role.is_some(), &memberships)
+            .await?
+        {
             Ok((Readable::granted(session), role))
         } else {
             Err(AppError::NotFound("chat session"))
@@ -70,11 +75,11 @@ impl ChatService {
             .await?
             .iter()
             .any(|(_, u, _)| *u == me.id);
-        let memberships = match is_member {
-            true => Vec::new(),
-            false => self.memberships_of(me.id).await?,
-        };
-        if may_read(&session, is_member, &memberships) {
+        let memberships = self.memberships_of(me.id).await?;
+        if self
+            .may_read(&session, me.id, is_member, &memberships)
+            .await?
+        {
             Ok(Readable::granted(session))
         } else {
             Err(AppError::NotFound("chat session"))
@@ -99,11 +104,91 @@ impl ChatService {
             .map(|(s, _, _)| s)
             .collect();
         let memberships = self.memberships_of(me.id).await?;
-        Ok(sessions
-            .into_iter()
-            .filter(|s| may_read(s, member_of.contains(&s.id), &memberships))
-            .map(Readable::granted)
-            .collect())
+        let mut readable = Vec::with_capacity(sessions.len());
+        for s in sessions {
+            if self
+                .may_read(&s, me.id, member_of.contains(&s.id), &memberships)
+                .await?
+            {
+                readable.push(Readable::granted(s));
+            }
+        }
+        Ok(readable)
+    }
+
+    /// The one read rule: an active OWNER/ADMIN of the session's organisation, or a member whose
+    /// place in it still rests on current facts ([`Self::stands_in`]).
+    async fn may_read(
+        &self,
+        session: &ChatSession,
+        user: UserId,
+        is_member: bool,
+        memberships: &[Membership],
+    ) -> AppResult<bool> {
+        if manages(memberships, session.org_id) {
+            return Ok(true);
+        }
+        Ok(is_member && self.stands_in(session, user, memberships).await?)
+    }
+
+    /// Whether a member's place in a session still rests on current facts: a colleague or
+    /// group chat on an active membership of its organisation (either one, across two); an
+    /// appointment chat on taking part in the appointment now (a guardian who still is one, staff
+    /// who are still active, see [`is_participant`]); a case room on being a participant now
+    /// (staff also active in the organisation); a care-team chat on being entitled to it now
+    /// (active, and consented when outside). A member row alone proves nothing.
+    async fn stands_in(
+        &self,
+        session: &ChatSession,
+        user: UserId,
+        memberships: &[Membership],
+    ) -> AppResult<bool> {
+        let staff = active_in(memberships, session.org_id);
+        Ok(match session.category {
+            ChatCategory::Group => staff,
+            ChatCategory::Colleague => {
+                staff
+                    || session
+                        .counterpart_org_id
+                        .is_some_and(|o| active_in(memberships, o))
+            }
+            ChatCategory::Client => {
+                let Some(id) = session.appointment_id else {
+                    return Ok(false);
+                };
+                let Some(a) = db::appointments::find(&self.db, id).await? else {
+                    return Ok(false);
+                };
+                let support = db::appointments::support_staff_of(&self.db, &[id]).await?;
+                let guardians = db::patients::guardians_of(&self.db, &[a.patient_id]).await?;
+                is_participant(
+                    &a,
+                    user,
+                    support.iter().map(|(_, u)| *u),
+                    &guardians,
+                    memberships,
+                )
+            }
+            ChatCategory::Case | ChatCategory::CareTeam => {
+                match db::chat_sessions::keys_of(&self.db, &[session.id])
+                    .await?
+                    .pop()
+                    .map(|(_, k)| k)
+                {
+                    Some(SessionKey::Case(case)) => db::cases::participants_of(&self.db, &[case])
+                        .await?
+                        .iter()
+                        .any(|p| p.user_id == user && (p.role == CaseRole::Patient || staff)),
+                    Some(SessionKey::CareTeam(team)) => {
+                        match db::care_teams::find(&self.db, team).await? {
+                            Some(team) => self.teams.chat_members(&team).await?.contains(&user),
+                            None => false,
+                        }
+                    }
+                    _ => false,
+                }
+            }
+        })
     }
 
     /// The viewer's memberships (every organisation).

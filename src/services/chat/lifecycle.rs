@@ -20,6 +20,17 @@ impl ChatService {
     pub async fn issue_token(&self, viewer: &Viewer) -> AppResult<ChatCredentials> {
         let me = viewer.user()?;
         self.token_limit.check(&me.id)?;
+        // Someone active nowhere (deactivated everywhere, no guardian link) has no chat to open.
+        let active = db::organizations::memberships_of_users(&self.db, &[me.id])
+            .await?
+            .iter()
+            .any(|m| m.active)
+            || !db::patients::of_guardian(&self.db, me.id).await?.is_empty();
+        if !active {
+            return Err(AppError::Forbidden(
+                "only active members and guardians get chat tokens".into(),
+            ));
+        }
         self.stack
             .provider
             .issue_token(&chat_user(me), self.token_ttl)

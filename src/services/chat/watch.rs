@@ -128,8 +128,10 @@ impl ChatService {
     }
 
     /// The next change a list subscriber of `org` should hear: changes to its own sessions
-    /// there, or a `Resync` after a lag; `None` ends the stream.
+    /// there (a message only while the read rule still lets it read the session, as the change
+    /// carries the text), or a `Resync` after a lag; `None` ends the stream.
     pub async fn next_change(
+        &self,
         rx: &mut Receiver<Arc<DomainEvent>>,
         viewer: &Viewer,
         org: OrgId,
@@ -142,7 +144,11 @@ impl ChatService {
                     DomainEvent::ChatChanged(c)
                         if c.org_ids.contains(&org) && c.member_ids.contains(&me) =>
                     {
-                        return Some(ListEvent::Change(c.clone()));
+                        let readable = c.kind != ChangeKind::Message
+                            || self.session(viewer, c.session_id).await.is_ok();
+                        if readable {
+                            return Some(ListEvent::Change(c.clone()));
+                        }
                     }
                     _ => {}
                 },
