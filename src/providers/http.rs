@@ -357,7 +357,9 @@ mod tests {
             "others fail fast while the probe is out"
         );
         http.record(false);
-        probe.map(ProbeSlot::answered);
+        if let Some(probe) = probe {
+            probe.answered();
+        }
         assert!(http.admit().is_some(), "a good probe closes the breaker");
     }
 
