@@ -1,11 +1,13 @@
 //! The server's accept loop: connection hygiene that `axum::serve` lacks.
 //!
 //! - At most `CAREGRAPH_MAX_CONNECTIONS` connections at once, and at most
-//!   `CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS` from one client address; a connection over either cap
-//!   is closed at once (one warning every 10 s says how many were). WebSockets keep their
-//!   connection's slot for as long as they are open. The global cap is the file-descriptor
-//!   budget: kept well under the process's limit, accepting never fails for want of descriptors,
-//!   so `/healthz` and `/readyz` keep answering.
+//!   `CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS` from one client address; a connection over the
+//!   per-address cap is closed at once (one warning every 10 s says how many were). At the global
+//!   cap, the oldest connection that has not yet sent a request makes room for the new one (a
+//!   flood of silent connections cannot keep a health check out); with none such, the new one is
+//!   closed. WebSockets keep their connection's slot for as long as they are open. The global
+//!   cap is the file-descriptor budget: kept well under the process's limit, accepting never
+//!   fails for want of descriptors, so `/healthz` and `/readyz` keep answering.
 //! - A connection must send a request's headers within `CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS`
 //!   of opening (a silent or trickling client is dropped), and a keep-alive connection with no
 //!   request in flight closes after `CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS`.
@@ -49,6 +51,9 @@ pub struct Limits {
 struct Counts {
     total: usize,
     per_address: HashMap<IpAddr, usize>,
+    /// Open connections by id (ids grow, so the first is the oldest), for eviction.
+    open: std::collections::BTreeMap<u64, (Arc<Activity>, CancellationToken)>,
+    next_id: u64,
 }
 
 /// The open connections, counted globally and per address.
@@ -66,12 +71,17 @@ pub struct Slot(Arc<SlotInner>);
 struct SlotInner {
     gate: Gate,
     address: IpAddr,
+    id: u64,
+    activity: Arc<Activity>,
+    /// Cancelled when the connection is evicted to make room.
+    evict: CancellationToken,
 }
 
 impl Drop for SlotInner {
     fn drop(&mut self) {
         let mut counts = self.gate.lock();
         counts.total = counts.total.saturating_sub(1);
+        counts.open.remove(&self.id);
         if let Some(n) = counts.per_address.get_mut(&self.address) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -88,22 +98,47 @@ impl Gate {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A slot for a new connection from `address`, or `None` over a cap.
+    /// A slot for a new connection from `address`, or `None` over a cap. At the global cap the
+    /// oldest connection that has sent no request yet is evicted to make room (the total may
+    /// then pass the cap until it has closed, a matter of milliseconds).
     fn admit(&self, address: IpAddr) -> Option<Slot> {
         let mut counts = self.lock();
+        if counts
+            .per_address
+            .get(&address)
+            .is_some_and(|n| *n >= self.limits.max_per_address)
+        {
+            return None;
+        }
         if counts.total >= self.limits.max_connections {
-            return None;
+            let silent = counts
+                .open
+                .iter()
+                .find(|(_, (activity, _))| activity.silent())
+                .map(|(id, _)| *id)?;
+            if let Some((_, evict)) = counts.open.remove(&silent) {
+                evict.cancel();
+            }
         }
-        let from_address = counts.per_address.entry(address).or_insert(0);
-        if *from_address >= self.limits.max_per_address {
-            return None;
-        }
-        *from_address += 1;
+        *counts.per_address.entry(address).or_insert(0) += 1;
         counts.total += 1;
+        counts.next_id += 1;
+        let id = counts.next_id;
+        let activity = Arc::new(Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            served_one: AtomicBool::new(false),
+        });
+        let evict = CancellationToken::new();
+        counts.open.insert(id, (activity.clone(), evict.clone()));
         drop(counts);
         Some(Slot(Arc::new(SlotInner {
             gate: self.clone(),
             address,
+            id,
+            activity,
+            evict,
         })))
     }
 }
@@ -152,6 +187,11 @@ struct Activity {
 }
 
 impl Activity {
+    /// Whether the connection has not sent a request yet (and has none in flight).
+    fn silent(&self) -> bool {
+        !self.served_one.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -256,12 +296,8 @@ async fn connection(
     shutdown: CancellationToken,
 ) {
     let limits = slot.0.gate.limits;
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        last_ms: AtomicU64::new(0),
-        in_flight: AtomicUsize::new(0),
-        served_one: AtomicBool::new(false),
-    });
+    let activity = slot.0.activity.clone();
+    let evicted = slot.0.evict.clone();
     let seen = activity.clone();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         seen.in_flight.fetch_add(1, Ordering::Relaxed);
@@ -284,6 +320,8 @@ async fn connection(
     loop {
         tokio::select! {
             _ = conn.as_mut() => break,
+            // Evicted for a newer connection: it never sent a request, so nothing is lost.
+            () = evicted.cancelled() => break,
             _ = tick.tick() => {
                 if let Some(since) = closing_since {
                     // Asked to close and still quiet: drop it (nothing is in flight).

@@ -613,18 +613,27 @@ async fn a_flood_of_idle_connections_leaves_healthz_answering() {
 }
 
 #[tokio::test]
-async fn a_flood_from_many_addresses_is_capped_and_healthz_answers_once_it_is_reaped() {
+async fn a_flood_of_silent_connections_from_many_addresses_makes_room_for_healthz() {
     let app = TestApp::spawn_with(|v| {
         v.insert("CAREGRAPH_MAX_CONNECTIONS".into(), "200".into());
         v.insert("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS".into(), "100".into());
-        v.insert("CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS".into(), "1".into());
+        v.insert("CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS".into(), "30".into());
     })
     .await;
     let mut flood = Vec::new();
     for i in 2..6 {
         flood.extend(idle_connections(&app, &format!("127.0.0.{i}"), 100).await);
     }
-    assert!(still_open(&mut flood).await <= 200);
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(still_open(&mut flood).await <= 200, "the global cap holds");
+    // The cap is full of silent connections, long before their header-read timeout: the oldest
+    // makes room for the health check.
     healthz_answers(&app).await;
+    let readyz = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert!(readyz.status().is_success());
 }
