@@ -177,13 +177,18 @@ impl App {
             tracing::info!("shutting down: finishing in-flight requests");
             signal_token.cancel();
         });
-        let server = axum::serve(
-            self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(token.clone().cancelled_owned());
-        let serving = tokio::spawn(async move { server.await });
+        let security = &self.state.config.security;
+        let limits = http::connections::Limits {
+            max_connections: security.max_connections,
+            max_per_address: security.max_connections_per_address,
+            header_read_timeout: security.header_read_timeout,
+            idle_timeout: security.http_idle_timeout,
+        };
+        let server = http::connections::serve(self.listener, self.router, limits, token.clone());
+        let serving = tokio::spawn(async move {
+            server.await;
+            anyhow::Ok(())
+        });
         token.cancelled().await;
         sockets.close();
         let drained = tokio::time::timeout(grace, async {

@@ -1,6 +1,7 @@
 //! The HTTP surface: router and layers. `/graphql` (GET, POST and WebSocket upgrade),
 //! `/graphiql`, `/healthz`, `/readyz`, `/metrics`, and the providers' webhooks.
 
+pub mod connections;
 pub mod graphiql;
 pub mod graphql;
 pub mod health;

@@ -295,7 +295,10 @@ pub async fn get_or_upgrade(
     let (mut parts, _) = request.into_parts();
     if is_upgrade {
         return match WebSocketUpgrade::from_request_parts(&mut parts, &state).await {
-            Ok(upgrade) => ws::upgrade(state, upgrade, &parts.headers, client),
+            Ok(upgrade) => {
+                let slot = parts.extensions.get::<super::connections::Slot>().cloned();
+                ws::upgrade(state, upgrade, &parts.headers, client, slot)
+            }
             Err(rejection) => rejection.into_response(),
         };
     }

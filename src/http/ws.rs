@@ -53,6 +53,7 @@ pub fn upgrade(
     upgrade: WebSocketUpgrade,
     headers: &HeaderMap,
     client: SocketAddr,
+    slot: Option<super::connections::Slot>,
 ) -> Response {
     let offered: Vec<String> = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -91,6 +92,8 @@ pub fn upgrade(
         .max_write_buffer_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| {
             tracker.track_future(async move {
+                // The socket keeps its connection's slot under the connection caps.
+                let _slot = slot;
                 Connection::new(state, protocol, client, header_token)
                     .run(socket)
                     .await;

@@ -543,3 +543,86 @@ async fn a_trace_level_log_of_a_full_flow_holds_no_planted_value() {
         assert!(found.is_empty(), "{planted} is in the log: {found:?}");
     }
 }
+
+/// Opens `n` TCP connections to `app` from the loopback address `from`, sending nothing.
+async fn idle_connections(app: &TestApp, from: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{from}:0").parse().expect("address"))
+            .expect("bind");
+        if let Ok(stream) = socket.connect(app.addr).await {
+            held.push(stream);
+        }
+    }
+    held
+}
+
+/// How many of `streams` the server still holds open (a closed one reads end-of-stream).
+async fn still_open(streams: &mut [tokio::net::TcpStream]) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut open = 0;
+    for stream in streams {
+        let mut byte = [0u8; 1];
+        match tokio::time::timeout(Duration::from_millis(5), stream.read(&mut byte)).await {
+            Err(_) => open += 1,     // nothing to read yet: open
+            Ok(Ok(0) | Err(_)) => {} // closed by the server
+            Ok(Ok(_)) => open += 1,
+        }
+    }
+    open
+}
+
+/// `/healthz` and `/readyz` answer within a second.
+async fn healthz_answers(app: &TestApp) {
+    for path in ["/healthz", "/readyz"] {
+        let started = Instant::now();
+        let response = app
+            .http
+            .get(app.url(path))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .expect("the health check answers during the flood");
+        assert!(response.status().is_success(), "{path}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_flood_of_idle_connections_leaves_healthz_answering() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_MAX_CONNECTIONS".into(), "300".into());
+        v.insert("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS".into(), "100".into());
+        v.insert("CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS".into(), "2".into());
+    })
+    .await;
+    let mut flood = idle_connections(&app, "127.0.0.2", 1_100).await;
+    assert!(flood.len() >= 1_000, "the flood connected");
+    healthz_answers(&app).await;
+    let open = still_open(&mut flood).await;
+    assert!(open <= 100, "{open} idle connections held from one address");
+    // Silent connections are dropped after the header-read timeout.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(still_open(&mut flood).await, 0);
+}
+
+#[tokio::test]
+async fn a_flood_of_silent_connections_from_many_addresses_makes_room_for_healthz() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_MAX_CONNECTIONS".into(), "200".into());
+        v.insert("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS".into(), "100".into());
+        v.insert("CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS".into(), "30".into());
+    })
+    .await;
+    let mut flood = Vec::new();
+    for i in 2..6 {
+        flood.extend(idle_connections(&app, &format!("127.0.0.{i}"), 100).await);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(still_open(&mut flood).await <= 200, "the global cap holds");
+    // The cap is full of silent connections, long before their header-read timeout: the oldest
+    // makes room for the health check.
+    healthz_answers(&app).await;
+}

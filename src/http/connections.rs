@@ -1,0 +1,344 @@
+//! The server's accept loop: connection hygiene that `axum::serve` lacks.
+//!
+//! - At most `CAREGRAPH_MAX_CONNECTIONS` connections at once, and at most
+//!   `CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS` from one client address; a connection over the
+//!   per-address cap is closed at once (one warning every 10 s says how many were). At the global
+//!   cap, the oldest connection that has not yet sent a request makes room for the new one (a
+//!   flood of silent connections cannot keep a health check out); with none such, the new one is
+//!   closed. WebSockets keep their connection's slot for as long as they are open. The global
+//!   cap is the file-descriptor budget: kept well under the process's limit, accepting never
+//!   fails for want of descriptors, so `/healthz` and `/readyz` keep answering.
+//! - A connection must send a request's headers within `CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS`
+//!   of opening (a silent or trickling client is dropped), and a keep-alive connection with no
+//!   request in flight closes after `CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS`.
+//! - On shutdown the listener closes, idle connections close, and requests in flight finish.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{Router, extract::ConnectInfo};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto::Builder,
+};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt;
+
+/// The connection limits.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Connections at once from one address.
+    pub max_per_address: usize,
+    /// Time to send the first request's headers.
+    pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may sit without a request.
+    pub idle_timeout: Duration,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+    /// Open connections by id (ids grow, so the first is the oldest), for eviction.
+    open: std::collections::BTreeMap<u64, (Arc<Activity>, CancellationToken)>,
+    next_id: u64,
+}
+
+/// The open connections, counted globally and per address.
+#[derive(Clone)]
+struct Gate {
+    limits: Limits,
+    counts: Arc<Mutex<Counts>>,
+}
+
+/// A connection's slot; the last clone dropped frees it. A WebSocket upgrade holds a clone (it
+/// is in the request's extensions), so an open socket keeps its slot.
+#[derive(Clone)]
+pub struct Slot(Arc<SlotInner>);
+
+struct SlotInner {
+    gate: Gate,
+    address: IpAddr,
+    id: u64,
+    activity: Arc<Activity>,
+    /// Cancelled when the connection is evicted to make room.
+    evict: CancellationToken,
+}
+
+impl Drop for SlotInner {
+    fn drop(&mut self) {
+        let mut counts = self.gate.lock();
+        counts.total = counts.total.saturating_sub(1);
+        counts.open.remove(&self.id);
+        if let Some(n) = counts.per_address.get_mut(&self.address) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                counts.per_address.remove(&self.address);
+            }
+        }
+    }
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A slot for a new connection from `address`, or `None` over a cap. At the global cap the
+    /// oldest connection that has sent no request yet is evicted to make room (the total may
+    /// then pass the cap until it has closed, a matter of milliseconds).
+    fn admit(&self, address: IpAddr) -> Option<Slot> {
+        let mut counts = self.lock();
+        if counts
+            .per_address
+            .get(&address)
+            .is_some_and(|n| *n >= self.limits.max_per_address)
+        {
+            return None;
+        }
+        if counts.total >= self.limits.max_connections {
+            let silent = counts
+                .open
+                .iter()
+                .find(|(_, (activity, _))| activity.silent())
+                .map(|(id, _)| *id)?;
+            if let Some((_, evict)) = counts.open.remove(&silent) {
+                evict.cancel();
+            }
+        }
+        *counts.per_address.entry(address).or_insert(0) += 1;
+        counts.total += 1;
+        counts.next_id += 1;
+        let id = counts.next_id;
+        let activity = Arc::new(Activity {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            served_one: AtomicBool::new(false),
+        });
+        let evict = CancellationToken::new();
+        counts.open.insert(id, (activity.clone(), evict.clone()));
+        drop(counts);
+        Some(Slot(Arc::new(SlotInner {
+            gate: self.clone(),
+            address,
+            id,
+            activity,
+            evict,
+        })))
+    }
+}
+
+/// Logs at most one line every 10 s about something that may happen thousands of times.
+struct RareLog {
+    last: Mutex<Option<Instant>>,
+    skipped: AtomicUsize,
+}
+
+impl RareLog {
+    const fn new() -> Self {
+        Self {
+            last: Mutex::new(None),
+            skipped: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts one occurrence; returns how many happened since the last line when it is time for
+    /// another.
+    fn due(&self) -> Option<usize> {
+        let count = self.skipped.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+            return None;
+        }
+        *last = Some(Instant::now());
+        self.skipped.store(0, Ordering::Relaxed);
+        Some(count)
+    }
+}
+
+static REFUSED: RareLog = RareLog::new();
+static ACCEPT_FAILED: RareLog = RareLog::new();
+
+/// What one connection did last, for the idle timeouts.
+struct Activity {
+    started: Instant,
+    /// Milliseconds after `started` of the last request's start or end.
+    last_ms: AtomicU64,
+    in_flight: AtomicUsize,
+    served_one: AtomicBool,
+}
+
+impl Activity {
+    /// Whether the connection has not sent a request yet (and has none in flight).
+    fn silent(&self) -> bool {
+        !self.served_one.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether the connection has been quiet past its allowance.
+    fn expired(&self, limits: &Limits) -> bool {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return false;
+        }
+        let allowance = if self.served_one.load(Ordering::Relaxed) {
+            limits.idle_timeout
+        } else {
+            limits.header_read_timeout
+        };
+        let quiet = self
+            .started
+            .elapsed()
+            .saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)));
+        quiet > allowance
+    }
+}
+
+/// Ends a request's count when its response is produced (or the request is dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `router` on `listener` until `shutdown` is cancelled, then lets requests in flight
+/// finish and returns when every connection has closed.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    shutdown: CancellationToken,
+) {
+    let gate = Gate {
+        limits,
+        counts: Arc::default(),
+    };
+    let connections = TaskTracker::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    if let Some(n) = ACCEPT_FAILED.due() {
+                        tracing::warn!(error = %e, failures = n, "accepting a connection failed");
+                    }
+                    // Out of descriptors, most likely: give connections time to close.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let Some(slot) = gate.admit(peer.ip()) else {
+            drop(stream);
+            if let Some(n) = REFUSED.due() {
+                tracing::warn!(
+                    refused = n,
+                    max_connections = limits.max_connections,
+                    max_per_address = limits.max_per_address,
+                    "connections over CAREGRAPH_MAX_CONNECTIONS(_PER_ADDRESS) were closed"
+                );
+            }
+            continue;
+        };
+        connections.spawn(connection(
+            builder.clone(),
+            stream,
+            peer,
+            slot,
+            router.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+async fn connection(
+    builder: Arc<Builder<TokioExecutor>>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Slot,
+    router: Router,
+    shutdown: CancellationToken,
+) {
+    let limits = slot.0.gate.limits;
+    let activity = slot.0.activity.clone();
+    let evicted = slot.0.evict.clone();
+    let seen = activity.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        seen.in_flight.fetch_add(1, Ordering::Relaxed);
+        seen.served_one.store(true, Ordering::Relaxed);
+        seen.touch();
+        let in_flight = InFlight(seen.clone());
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request.extensions_mut().insert(slot.clone());
+        let router = router.clone();
+        async move {
+            let response = router.oneshot(request).await;
+            drop(in_flight);
+            Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+        }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut closing_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => break,
+            // Evicted for a newer connection: it never sent a request, so nothing is lost.
+            () = evicted.cancelled() => break,
+            _ = tick.tick() => {
+                if let Some(since) = closing_since {
+                    // Asked to close and still quiet: drop it (nothing is in flight).
+                    if since.elapsed() > Duration::from_secs(1)
+                        && activity.in_flight.load(Ordering::Relaxed) == 0
+                    {
+                        break;
+                    }
+                } else if activity.expired(&limits) {
+                    conn.as_mut().graceful_shutdown();
+                    closing_since = Some(Instant::now());
+                }
+            }
+            () = shutdown.cancelled(), if closing_since.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing_since = Some(Instant::now());
+            }
+        }
+    }
+}
