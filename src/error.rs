@@ -74,6 +74,13 @@ pub enum AppError {
     },
     /// The client sees `CONFLICT` and this message.
     Conflict(String),
+    /// The client sees `CONFLICT`, this message and `extensions.field`.
+    ConflictOn {
+        /// What already exists, in words a developer can act on.
+        message: String,
+        /// The argument or input field that collides.
+        field: String,
+    },
     /// The client sees `CONSENT_REQUIRED` and this message.
     ConsentRequired(String),
     /// The client sees `CHAT_NOT_OPEN` and this message.
@@ -124,9 +131,9 @@ impl AppError {
             | Self::ConsentRequired(m)
             | Self::ChatNotOpen(m) => m.clone(),
             Self::NotFound(what) => format!("{what} not found"),
-            Self::BadUserInput { message, .. } | Self::MeetingNotOpen { message, .. } => {
-                message.clone()
-            }
+            Self::BadUserInput { message, .. }
+            | Self::ConflictOn { message, .. }
+            | Self::MeetingNotOpen { message, .. } => message.clone(),
             Self::RateLimited {
                 retry_after_seconds,
             } => format!("too many attempts; retry in {retry_after_seconds} s"),
@@ -144,7 +151,7 @@ impl AppError {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::BadUserInput { .. } => ErrorCode::BadUserInput,
-            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::Conflict(_) | Self::ConflictOn { .. } => ErrorCode::Conflict,
             Self::ConsentRequired(_) => ErrorCode::ConsentRequired,
             Self::ChatNotOpen(_) => ErrorCode::ChatNotOpen,
             Self::MeetingNotOpen { .. } => ErrorCode::MeetingNotOpen,

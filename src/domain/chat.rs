@@ -287,6 +287,13 @@ pub fn channel_id(prefix: &str, natural: &str) -> String {
     }
 }
 
+/// A group's channel id: unique per organisation by construction (a digest of the whole
+/// organisation id, then the slug). Groups made before keep the channel id stored with them.
+pub fn group_channel_id(org: OrgId, slug: &str) -> String {
+    let digest = hex::encode(Sha256::digest(org.to_string().as_bytes()));
+    channel_id("group", &format!("{}-{slug}", &digest[..12]))
+}
+
 /// Reads a stored optional reason.
 pub fn reason_from_db(raw: Option<&str>) -> AppResult<Option<StatusReason>> {
     raw.map(StatusReason::from_db).transpose()
@@ -356,6 +363,21 @@ mod tests {
             assert_eq!(SessionKey::from_stored(&key.to_string()), Some(key));
         }
         assert_eq!(SessionKey::from_stored("case:not-an-id"), None);
+    }
+
+    #[test]
+    fn group_channel_ids_of_two_organisations_made_in_one_minute_differ() {
+        // UUIDv7 ids of one minute share their first 8 hex digits.
+        let a = OrgId::from_db("0190a1b2-0000-7000-8000-000000000001").expect("id");
+        let b = OrgId::from_db("0190a1b2-0000-7000-8000-000000000002").expect("id");
+        assert_ne!(
+            group_channel_id(a, "announcements"),
+            group_channel_id(b, "announcements")
+        );
+        assert_eq!(
+            group_channel_id(a, "announcements"),
+            group_channel_id(a, "announcements")
+        );
     }
 
     #[test]

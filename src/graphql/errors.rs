@@ -13,7 +13,8 @@ impl From<AppError> for async_graphql::Error {
         match &err {
             AppError::BadUserInput {
                 field: Some(field), ..
-            } => extensions.set("field", field.as_str()),
+            }
+            | AppError::ConflictOn { field, .. } => extensions.set("field", field.as_str()),
             AppError::RateLimited {
                 retry_after_seconds,
             } => extensions.set("retryAfterSeconds", *retry_after_seconds),

@@ -7,6 +7,7 @@ mod auth;
 mod browser;
 mod care;
 mod cases;
+mod chat_access;
 mod chat_authz;
 mod chat_events;
 mod chat_providers;

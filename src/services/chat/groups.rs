@@ -102,7 +102,19 @@ impl ChatService {
             slug: slug.clone(),
         };
         if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
-            return Ok(existing);
+            // Create-or-get hands an existing group only to those who may read it.
+            return match self.check(viewer, existing).await {
+                Ok(readable) => Ok(readable.into_inner()),
+                Err(AppError::NotFound(_)) => Err(AppError::ConflictOn {
+                    message: "a group with this channel id already exists".into(),
+                    field: if input.channel_id.is_some() {
+                        "input.channelId".into()
+                    } else {
+                        "input.title".into()
+                    },
+                }),
+                Err(e) => Err(e),
+            };
         }
         let image = crate::domain::people::optional_text(
             input.image_url.as_deref(),
@@ -122,7 +134,7 @@ impl ChatService {
                 org,
                 ChatCategory::Group,
                 CHANNEL_TYPE,
-                chat::channel_id("group", &format!("{}-{slug}", &org.to_string()[..8])),
+                chat::group_channel_id(org, &slug),
                 Some(title),
                 me.id,
                 now,

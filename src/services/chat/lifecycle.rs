@@ -148,6 +148,17 @@ impl ChatService {
         if role.is_none() {
             return Err(AppError::Forbidden("only members post in a chat".into()));
         }
+        if session.read_only && role != Some(ChatRole::Owner) {
+            let me = viewer.user()?;
+            let admin = db::organizations::find_membership(&self.db, session.org_id, me.id)
+                .await?
+                .is_some_and(|m| m.active && m.role.manages_organization());
+            if !admin {
+                return Err(AppError::Forbidden(
+                    "only the owner and organization admins post in a read-only group".into(),
+                ));
+            }
+        }
         let text = text.trim();
         if text.is_empty() || text.chars().count() > 4000 {
             return Err(AppError::bad_input(
