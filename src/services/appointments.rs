@@ -412,6 +412,20 @@ impl AppointmentService {
         if !staff && !participant {
             return Err(AppError::NotFound("appointment"));
         }
+        // Support staff from outside see it only while the patient's consent covers them.
+        if !staff
+            && outside_support(&appointment, user.id, &guardians, &memberships)
+            && !consent_covers(
+                &self.db,
+                &appointment,
+                &memberships,
+                ConsentScope::Video,
+                self.clock.now(),
+            )
+            .await?
+        {
+            return Err(AppError::NotFound("appointment"));
+        }
         Ok((appointment, AppointmentReader { staff, participant }))
     }
 
@@ -614,6 +628,47 @@ pub fn is_participant(
         || guardian.is_some_and(Guardian::may_chat)
         || (appointment.practitioner_id == user && active_here)
         || (support.any(|s| s == user) && active_anywhere)
+}
+
+/// Whether someone takes part in an appointment only as support staff from outside its
+/// organisation (not its client, a guardian, its practitioner, or active staff there).
+pub fn outside_support(
+    appointment: &Appointment,
+    user: UserId,
+    guardians: &[Guardian],
+    memberships: &[Membership],
+) -> bool {
+    appointment.client_id != user
+        && appointment.practitioner_id != user
+        && !guardians
+            .iter()
+            .any(|g| g.patient_id == appointment.patient_id && g.user_id == user)
+        && !memberships
+            .iter()
+            .any(|m| m.active && m.user_id == user && m.org_id == appointment.org_id)
+}
+
+/// Whether the patient's consent of `scope` covers one of the organisations the holder of
+/// `memberships` is active in now (an expired or revoked consent covers nothing).
+pub async fn consent_covers(
+    db: &impl sea_orm::ConnectionTrait,
+    appointment: &Appointment,
+    memberships: &[Membership],
+    scope: ConsentScope,
+    now: DateTime<Utc>,
+) -> AppResult<bool> {
+    let Some(patient) = db::patients::find(db, appointment.patient_id).await? else {
+        return Ok(false);
+    };
+    for m in memberships.iter().filter(|m| m.active) {
+        if consent::require(db, &patient, m.org_id, scope, now)
+            .await
+            .is_ok()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn participant(user: &User, appointment: &Appointment) -> Participant {

@@ -499,22 +499,97 @@ async fn outside_support_staff_need_the_patients_video_consent() {
         "revokeConsent",
     )
     .await;
+    // Without the consent they see nothing of the appointment, nor join it.
     let seen = app
-        .ok(
-            &c.outsider.token,
-            READ,
-            json!({"id": id(&a)}),
-            "appointment",
-        )
+        .gql(Some(&c.outsider.token), READ, json!({"id": id(&a)}))
         .await;
-    assert_eq!(seen["meeting"]["joinUrl"], Value::Null);
+    assert_eq!(code(&seen), "NOT_FOUND", "{seen}");
+    assert_eq!(seen["data"], Value::Null, "{seen}");
     assert_eq!(
         code(
             &app.gql(Some(&c.outsider.token), JOIN, json!({"id": id(&a)}))
                 .await
         ),
-        "CONSENT_REQUIRED"
+        "NOT_FOUND"
     );
+}
+
+#[tokio::test]
+async fn outside_support_staff_take_part_in_the_chat_only_while_a_messaging_consent_covers_them() {
+    const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id members { user { id } } } }";
+    const CHAT: &str = "query($id: ID!) { chatSession(id: $id) { id } }";
+    const CONSENT: &str = "mutation($p: ID!, $o: ID!, $s: ConsentScope!) { recordConsent(patientId: $p, input: {scope: $s, grantedToOrgId: $o}) { id } }";
+    let app = TestApp::spawn().await;
+    let c = app.clinic("msgconsent").await;
+    let mut i = input(&c, 5, "TELECONFERENCE");
+    i["supportStaffIds"] = json!([c.outsider.id]);
+    app.ok(
+        &c.owner.token,
+        CONSENT,
+        json!({"p": c.patient, "o": c.other_org, "s": "VIDEO"}),
+        "recordConsent",
+    )
+    .await;
+    let a = app
+        .ok(
+            &c.owner.token,
+            SCHEDULE,
+            json!({"org": c.org, "input": i}),
+            "scheduleAppointment",
+        )
+        .await;
+    // VIDEO alone: the outsider is not put in the chat.
+    let chat = app
+        .ok(
+            &c.owner.token,
+            OPEN,
+            json!({"id": id(&a)}),
+            "openAppointmentChat",
+        )
+        .await;
+    let members = chat["members"].to_string();
+    assert!(!members.contains(&c.outsider.id), "{members}");
+    let read = app
+        .gql(Some(&c.outsider.token), CHAT, json!({"id": chat["id"]}))
+        .await;
+    assert_eq!(code(&read), "NOT_FOUND", "{read}");
+
+    // With a MESSAGING consent the next staff sync takes them in, and they read the chat.
+    let messaging = app
+        .ok(
+            &c.owner.token,
+            CONSENT,
+            json!({"p": c.patient, "o": c.other_org, "s": "MESSAGING"}),
+            "recordConsent",
+        )
+        .await;
+    app.ok(
+        &c.owner.token,
+        "mutation($id: ID!, $p: ID!, $s: [ID!]!) { assignAppointmentStaff(id: $id, practitionerId: $p, supportStaffIds: $s) { id } }",
+        json!({"id": id(&a), "p": c.vet.id, "s": [c.outsider.id]}),
+        "assignAppointmentStaff",
+    )
+    .await;
+    app.ok(
+        &c.outsider.token,
+        CHAT,
+        json!({"id": chat["id"]}),
+        "chatSession",
+    )
+    .await;
+
+    // Once that consent is revoked, the member row proves nothing: the chat is gone for them.
+    app.ok(
+        &c.owner.token,
+        "mutation($id: ID!) { revokeConsent(id: $id) { revokedAt } }",
+        json!({"id": messaging["id"]}),
+        "revokeConsent",
+    )
+    .await;
+    let read = app
+        .gql(Some(&c.outsider.token), CHAT, json!({"id": chat["id"]}))
+        .await;
+    assert_eq!(code(&read), "NOT_FOUND", "{read}");
 }
 
 #[tokio::test]

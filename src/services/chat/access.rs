@@ -11,14 +11,14 @@ use crate::{
     db,
     domain::{
         ChatSessionId, Membership, OrgId, User, UserId,
-        care::CaseRole,
+        care::{CaseRole, ConsentScope},
         chat::{ChatCategory, ChatRole, ChatSession, SessionKey},
         pagination::{Page, PageRequest},
     },
     error::{AppError, AppResult},
     services::{
         access::{Readable, member_of},
-        appointments::is_participant,
+        appointments::{consent_covers, is_participant, outside_support},
     },
 };
 
@@ -167,7 +167,15 @@ impl ChatService {
                     support.iter().map(|(_, u)| *u),
                     &guardians,
                     memberships,
-                )
+                ) && (!outside_support(&a, user, &guardians, memberships)
+                    || consent_covers(
+                        &self.db,
+                        &a,
+                        memberships,
+                        ConsentScope::Messaging,
+                        self.clock.now(),
+                    )
+                    .await?)
             }
             ChatCategory::Case | ChatCategory::CareTeam => {
                 match db::chat_sessions::keys_of(&self.db, &[session.id])

@@ -4,6 +4,8 @@
 use serde_json::json;
 
 use super::{ChatService, base_metadata, channel_of, status_metadata};
+use crate::domain::care::ConsentScope;
+use crate::services::appointments::{consent_covers, outside_support};
 use crate::{
     auth::Viewer,
     db,
@@ -37,11 +39,32 @@ impl ChatService {
         }
         for u in std::iter::once(appointment.practitioner_id).chain(support.iter().map(|(_, u)| *u))
         {
-            if !members.iter().any(|(m, _)| *m == u) {
+            if !members.iter().any(|(m, _)| *m == u) && self.may_join(appointment, u).await? {
                 members.push((u, ChatRole::Staff));
             }
         }
         Ok(members)
+    }
+
+    /// Whether a staff participant may be in the appointment's chat: anyone but support staff
+    /// from outside, and those only while the patient's MESSAGING consent covers them.
+    async fn may_join(
+        &self,
+        appointment: &crate::domain::care::Appointment,
+        user: UserId,
+    ) -> AppResult<bool> {
+        let memberships = db::organizations::memberships_of_users(&self.db, &[user]).await?;
+        if !outside_support(appointment, user, &[], &memberships) {
+            return Ok(true);
+        }
+        consent_covers(
+            &self.db,
+            appointment,
+            &memberships,
+            ConsentScope::Messaging,
+            self.clock.now(),
+        )
+        .await
     }
 
     /// Opens (creates or gets) an appointment's chat: its client and guardians with chat rights,
