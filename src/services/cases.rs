@@ -73,11 +73,14 @@ impl CaseService {
         }
     }
 
-    /// Checks participants: ADMIN and PRACTITIONER must be active members; PATIENT any user.
-    /// `field` names the input field of the i-th participant.
+    /// Checks participants: ADMIN and PRACTITIONER must be active members; PATIENT an active
+    /// member or a guardian of the case's patient. A user who does not exist gets the same
+    /// answer as one who is not eligible, so nobody learns who has an account. `field` names the
+    /// input field of the i-th participant.
     async fn check_participants(
         &self,
         org: OrgId,
+        patient: Option<PatientId>,
         list: &[(UserId, CaseRole)],
         field: impl Fn(usize) -> String,
     ) -> AppResult<()> {
@@ -96,8 +99,21 @@ impl CaseService {
                     }
                 }
                 CaseRole::Patient => {
-                    if db::users::find(&self.db, *user).await?.is_none() {
-                        return Err(AppError::bad_input(field, "no such user"));
+                    let member = db::organizations::find_membership(&self.db, org, *user)
+                        .await?
+                        .is_some_and(|m| m.active);
+                    let guardian = match patient {
+                        Some(p) => db::patients::find_guardian(&self.db, p, *user)
+                            .await?
+                            .is_some(),
+                        None => false,
+                    };
+                    if !member && !guardian {
+                        return Err(AppError::bad_input(
+                            field,
+                            "a PATIENT participant must be a member of the organization or a \
+                             guardian of the case's patient",
+                        ));
                     }
                 }
             }
@@ -127,7 +143,7 @@ impl CaseService {
                 }
             }
         }
-        self.check_participants(org_id, &input.participants, |i| {
+        self.check_participants(org_id, input.patient_id, &input.participants, |i| {
             format!("input.participants.{i}.userId")
         })
         .await?;
@@ -222,8 +238,10 @@ impl CaseService {
         if case.status == CaseStatus::Closed {
             return Err(AppError::Conflict("the case is closed".into()));
         }
-        self.check_participants(case.org_id, &[(user, role)], |_| "input.userId".into())
-            .await?;
+        self.check_participants(case.org_id, case.patient_id, &[(user, role)], |_| {
+            "input.userId".into()
+        })
+        .await?;
         db::cases::upsert_participant(
             &self.db,
             &CaseParticipant {
