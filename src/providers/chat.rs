@@ -235,6 +235,24 @@ pub trait ChatProvider: Send + Sync + 'static {
     ) -> Result<Vec<ChatMessage>, ProviderError>;
 }
 
+/// Reads `channels` with `read_batch`, at most `limit` channels per call, one call after another
+/// (the adapters whose provider caps a channel query: Stream and Sendbird).
+async fn read_in_batches<'a, F, Fut>(
+    channels: &'a [ChannelRef],
+    limit: usize,
+    mut read_batch: F,
+) -> Result<Vec<ChannelState>, ProviderError>
+where
+    F: FnMut(&'a [ChannelRef]) -> Fut,
+    Fut: Future<Output = Result<Vec<ChannelState>, ProviderError>>,
+{
+    let mut out = Vec::with_capacity(channels.len());
+    for chunk in channels.chunks(limit) {
+        out.extend(read_batch(chunk).await?);
+    }
+    Ok(out)
+}
+
 /// The configured provider, and the local one when that is it (it also serves
 /// `sendChatMessage`).
 #[derive(Clone)]

@@ -685,11 +685,10 @@ impl ChatProvider for Sendbird {
         channels: &[ChannelRef],
         for_user: &str,
     ) -> Result<Vec<ChannelState>, ProviderError> {
-        let mut out = Vec::with_capacity(channels.len());
-        for chunk in channels.chunks(READ_BATCH_LIMIT) {
-            out.extend(self.read_chunk(chunk, for_user).await?);
-        }
-        Ok(out)
+        super::read_in_batches(channels, READ_BATCH_LIMIT, |chunk| {
+            self.read_chunk(chunk, for_user)
+        })
+        .await
     }
 
     async fn recent_messages(

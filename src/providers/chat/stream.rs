@@ -561,11 +561,10 @@ impl ChatProvider for StreamChat {
         channels: &[ChannelRef],
         for_user: &str,
     ) -> Result<Vec<ChannelState>, ProviderError> {
-        let mut out = Vec::with_capacity(channels.len());
-        for chunk in channels.chunks(READ_BATCH_LIMIT) {
-            out.extend(self.read_batch(chunk, for_user).await?);
-        }
-        Ok(out)
+        super::read_in_batches(channels, READ_BATCH_LIMIT, |chunk| {
+            self.read_batch(chunk, for_user)
+        })
+        .await
     }
 
     /// `POST /channels/{type}/{id}/query` with `messages.limit` (at most 300); a channel that does
