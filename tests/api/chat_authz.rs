@@ -8,13 +8,13 @@
 //! operation and caller. [`every_chat_operation_in_the_schema_is_in_the_matrix`] keeps the
 //! table in step with the schema.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use caregraph::providers::chat::ChannelRef;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::helpers::{Clinic, Person, TestApp};
+use crate::helpers::{Clinic, Person, TestApp, settle};
 
 const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
 const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id } }";
@@ -356,22 +356,9 @@ fn operations() -> Vec<Op> {
 }
 
 fn quick(v: &mut std::collections::HashMap<String, String>) {
-    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
-    v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "20".into());
-    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
+    crate::helpers::quick(v);
     // The matrix issues more tokens than one person would.
     v.insert("CAREGRAPH_CHAT_TOKENS_PER_MINUTE".into(), "1000".into());
-}
-
-async fn settle(app: &TestApp) {
-    for _ in 0..400 {
-        let counts = app.state.services.outbox.counts().await.expect("counts");
-        if counts.pending == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the outbox did not drain");
 }
 
 async fn schedule(

@@ -19,6 +19,7 @@ use crate::fakes::{
     FakeProvider, Fault, Recorded,
     ethora::{self, APP_ID, APP_SECRET, CONFERENCE_HOST, FakeEthora, XMPP_SERVICE},
 };
+use crate::helpers::quick_resilience;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -112,28 +113,6 @@ fn assert_call(request: &Recorded, method: &str, path: &str, body: &Value) {
     assert_server_auth(request);
 }
 
-/// No retries, quick failures, a breaker that never opens.
-fn quick() -> Resilience {
-    Resilience {
-        timeout: Duration::from_secs(5),
-        attempts: 1,
-        backoff: caregraph::backoff::Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(5),
-        ),
-        breaker_threshold: 1000,
-        breaker_cooldown: Duration::from_millis(10),
-    }
-}
-
-/// Three attempts, quickly.
-fn retrying() -> Resilience {
-    Resilience {
-        attempts: 3,
-        ..quick()
-    }
-}
-
 /// A channel of some type (Ethora ignores it).
 fn channel(id: &str) -> ChannelRef {
     ChannelRef {
@@ -220,7 +199,7 @@ async fn with_room() -> FakeEthora {
 #[tokio::test]
 async fn upserting_users_creates_them_in_batches_of_a_hundred_then_updates_their_profiles() {
     let fake = ethora::start().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let users: Vec<ChatUser> = (0..150)
         .map(|i| ChatUser {
             id: format!("u-{i:03}"),
@@ -304,7 +283,7 @@ async fn upserting_users_creates_them_in_batches_of_a_hundred_then_updates_their
 async fn upserting_existing_users_retries_a_refused_batch_one_user_at_a_time_and_renames_them() {
     let fake = ethora::start().await;
     fake.seed_user("u-1", "Old", "Name");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .upsert_users(&[person("u-1", "New Person"), person("u-2", "Cher")])
@@ -364,7 +343,7 @@ async fn deleting_users_sends_their_plain_ids_in_batches_and_counts_unknown_user
     for id in &ids {
         fake.seed_user(id, "Some", "One");
     }
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter.delete_users(&ids).await.expect("deleted");
     let calls = fake.control().requests();
@@ -421,7 +400,7 @@ async fn creating_a_channel_posts_the_room_with_the_channel_id_as_uuid_then_gran
     let fake = ethora::start().await;
     fake.seed_user("a", "Ann", "First");
     fake.seed_user("b", "Bea", "Second");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let spec = ChannelSpec {
         channel: ChannelRef {
             channel_type: "team".into(),
@@ -486,7 +465,7 @@ async fn creating_a_channel_posts_the_room_with_the_channel_id_as_uuid_then_gran
 #[tokio::test]
 async fn creating_an_existing_channel_leaves_the_room_as_it_is_and_adds_the_new_members() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let mut again = spec("case-42", &["a", "b"]);
     again.name = Some("Another title".into());
 
@@ -518,7 +497,7 @@ async fn creating_an_existing_channel_leaves_the_room_as_it_is_and_adds_the_new_
 async fn a_channel_created_frozen_and_without_a_name_carries_the_frozen_key_and_a_default_title() {
     let fake = ethora::start().await;
     fake.seed_user("a", "Ann", "First");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let mut frozen = spec("appointment-7", &["a"]);
     frozen.name = None;
     frozen.frozen = true;
@@ -547,7 +526,7 @@ async fn a_channel_created_frozen_and_without_a_name_carries_the_frozen_key_and_
 async fn creating_and_deleting_a_channel_twice_is_idempotent() {
     let fake = ethora::start().await;
     fake.seed_user("a", "Ann", "First");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let s = spec("group-1", &["a"]);
 
     adapter.create_channel(&s).await.expect("first create");
@@ -575,7 +554,7 @@ async fn creating_and_deleting_a_channel_twice_is_idempotent() {
 #[tokio::test]
 async fn updating_metadata_patches_set_keys_and_sends_unset_keys_as_null() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     adapter
         .update_metadata(
             &channel("case-42"),
@@ -625,7 +604,7 @@ async fn updating_metadata_patches_set_keys_and_sends_unset_keys_as_null() {
 #[tokio::test]
 async fn adding_members_grants_access_then_broadcasts_the_system_message() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .add_members(
@@ -676,7 +655,7 @@ async fn adding_members_grants_access_then_broadcasts_the_system_message() {
 #[tokio::test]
 async fn removing_members_revokes_access_with_a_json_body_on_delete() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     adapter
         .add_members(&channel("case-42"), &["b".to_owned()], None)
         .await
@@ -729,7 +708,7 @@ async fn removing_members_revokes_access_with_a_json_body_on_delete() {
 #[tokio::test]
 async fn freezing_writes_the_frozen_key_and_members_can_no_longer_post() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .set_frozen(&channel("case-42"), true)
@@ -772,7 +751,7 @@ async fn freezing_writes_the_frozen_key_and_members_can_no_longer_post() {
 #[tokio::test]
 async fn a_system_message_is_broadcast_once_per_id() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let closing = message("close-1", "This chat was closed");
 
     adapter
@@ -818,7 +797,7 @@ async fn a_system_message_is_broadcast_once_per_id() {
 #[tokio::test]
 async fn a_failed_system_message_is_posted_when_repeated() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     fake.control().fail(500, "boom", 1);
     let m = message("m-9", "Hello");
     adapter
@@ -835,7 +814,7 @@ async fn a_failed_system_message_is_posted_when_repeated() {
 #[tokio::test]
 async fn deleting_a_channel_sends_its_short_name_and_a_missing_room_counts_as_deleted() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .delete_channel(&channel("case-42"))
@@ -881,7 +860,7 @@ async fn deleting_a_channel_sends_its_short_name_and_a_missing_room_counts_as_de
 #[tokio::test]
 async fn issuing_a_token_signs_the_client_claims_with_the_client_key_without_any_request() {
     let fake = ethora::start().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let before = chrono::Utc::now();
 
     let creds = adapter
@@ -927,7 +906,7 @@ async fn issuing_a_token_signs_the_client_claims_with_the_client_key_without_any
 #[tokio::test]
 async fn the_room_jid_is_the_app_scoped_room_name_at_the_conference_host() {
     let fake = ethora::start().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let jid = adapter.room_jid(&channel("appointment-0190"));
     assert_eq!(
         jid,
@@ -949,7 +928,7 @@ async fn the_room_jid_is_the_app_scoped_room_name_at_the_conference_host() {
 async fn reading_channels_reports_members_and_frozen_and_leaves_out_unknown_rooms() {
     let fake = with_room().await;
     fake.seed_room("group-2", &["a", "b", "c"]);
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     adapter
         .set_frozen(&channel("group-2"), true)
         .await
@@ -1018,7 +997,7 @@ async fn reading_a_hundred_rooms_makes_bounded_concurrent_requests() {
         fake.seed_room(&c.channel_id, &["a"]);
     }
     fake.set_read_delay(Duration::from_millis(40));
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     assert_eq!(adapter.read_batch_limit(), 50);
 
     let started = Instant::now();
@@ -1049,7 +1028,7 @@ async fn recent_messages_are_empty_because_ethora_keeps_history_in_xmpp() {
     let fake = with_room().await;
     fake.user_posts(&channel("case-42"), "a", "hello")
         .expect("posted");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let messages = adapter
         .recent_messages(&channel("case-42"), 20)
         .await
@@ -1065,7 +1044,7 @@ async fn recent_messages_are_empty_because_ethora_keeps_history_in_xmpp() {
 #[tokio::test]
 async fn failures_are_classified_at_the_adapter_edge() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     /// Status, body, headers, and the error the adapter must return.
     type Case<'a> = (u16, &'a str, Vec<(&'a str, &'a str)>, ProviderError);
     let cases: Vec<Case<'_>> = vec![
@@ -1142,7 +1121,7 @@ async fn a_slow_answer_times_out_as_unavailable() {
     let fake = with_room().await;
     let adapter = fake.adapter(Resilience {
         timeout: Duration::from_millis(100),
-        ..quick()
+        ..quick_resilience(1)
     });
     fake.control().inject(Fault::Delay {
         by: Duration::from_millis(600),
@@ -1159,7 +1138,7 @@ async fn a_slow_answer_times_out_as_unavailable() {
 #[tokio::test]
 async fn a_503_is_retried_and_then_succeeds() {
     let fake = with_room().await;
-    let adapter = fake.adapter(retrying());
+    let adapter = fake.adapter(quick_resilience(3));
     fake.control().fail(503, "Service Unavailable", 2);
     adapter
         .set_frozen(&channel("case-42"), true)
@@ -1176,7 +1155,7 @@ async fn a_503_is_retried_and_then_succeeds() {
 #[tokio::test]
 async fn a_400_is_not_retried() {
     let fake = with_room().await;
-    let adapter = fake.adapter(retrying());
+    let adapter = fake.adapter(quick_resilience(3));
     fake.control()
         .fail(400, r#"{"error":"Validation Failed"}"#, 2);
     for attempt in ["first", "second"] {

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
-    chat_sessions::{appointment, quick},
-    helpers::{Clinic, Person, SECRET, TestApp, hs256, now},
+    chat_sessions::appointment,
+    helpers::{Clinic, Person, SECRET, TestApp, hs256, now, quick},
     websocket::{Event, Ws, acked, expect_close, next, send},
 };
 

@@ -13,9 +13,8 @@ use sha2::Sha256;
 use tokio::sync::broadcast::Receiver;
 
 use crate::{
-    chat_sessions::{quick, settle},
     fakes::{self, FakeProvider},
-    helpers::{Clinic, TestApp},
+    helpers::{Clinic, TestApp, quick, settle},
 };
 
 fn sign(key: &str, body: &[u8]) -> String {
