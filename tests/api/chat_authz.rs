@@ -1,4 +1,4 @@
-//! The authorization matrix of every chat operation (API.md section 6): for each operation an
+//! The authorization matrix of every chat operation (README "Chat sessions"): for each operation an
 //! anonymous caller, an active member of another organisation and a client of the same clinic
 //! who is not in the session are refused with the contract's code, a refused call changes
 //! nothing (here or at the provider), and one positive control per operation shows the right
@@ -47,9 +47,9 @@ enum Who {
 /// What a refused caller must get.
 #[derive(Clone, Copy, Debug)]
 enum Expect {
-    /// Exactly this code: API.md fixes it.
+    /// Exactly this code: the contract fixes it.
     Code(&'static str),
-    /// `NOT_FOUND` or `FORBIDDEN`: API.md says who may, not which refusal.
+    /// `NOT_FOUND` or `FORBIDDEN`: the contract says who may, not which refusal.
     Refused,
     /// The call succeeds, for the caller only (`issueChatToken` has no one else to ask for).
     Own,
@@ -797,7 +797,7 @@ async fn the_right_caller_succeeds_at_every_chat_operation_and_its_change_shows(
     assert_eq!(error_code(&gone), Some("NOT_FOUND"), "deleted: {gone}");
 }
 
-/// Members and staff without the right part in a session: API.md fixes the client member's
+/// Members and staff without the right part in a session: the contract fixes the client member's
 /// `FORBIDDEN` on close and the non-member's `NOT_FOUND` on reads; a plain group member is
 /// refused group management.
 #[tokio::test]
@@ -848,7 +848,7 @@ async fn members_and_staff_without_the_right_part_are_refused_and_change_nothing
     report(&matrix, &failures);
 }
 
-/// A nested `chat` field reads a session, so it follows the session's rule (API.md section 6):
+/// A nested `chat` field reads a session, so it follows the session's rule:
 /// members and the organisation's OWNER/ADMIN see it; anyone else who may read the parent gets
 /// `chat: null` (or `NOT_FOUND`), never the session or its messages.
 async fn nested_chat_is_hidden_from(tag: &str, name: &str, who: Who) {

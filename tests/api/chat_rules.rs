@@ -1,4 +1,4 @@
-//! The chat-session rules of API.md section 6, written once and run against every chat provider
+//! The chat-session rules (README "Chat sessions"), written once and run against every chat provider
 //! backend: the local provider (caregraph's own database, the default) and the real Stream,
 //! Sendbird and Ethora adapters talking HTTP to their fakes. Each rule drives the app through
 //! GraphQL (and the scheduler's `tick`), then looks at what the provider holds: the channel's

@@ -1,4 +1,4 @@
-//! Chat sessions (API.md section 6), appointment chats so far: create-or-get (race-free),
+//! Chat sessions, appointment chats so far: create-or-get (race-free),
 //! members and provider metadata, the window and its scheduler with a controllable clock, the
 //! provider channel frozen outside the window, closing once, tokens, lists with provider state,
 //! `sendChatMessage` on the local provider, and the authorization matrix.

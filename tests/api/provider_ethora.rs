@@ -1,6 +1,6 @@
 //! Wire-level tests of the ethora adapter against the fake Ethora: the exact method, path,
 //! headers and body of every trait operation, the server and client JWTs (decoded here with
-//! base64 and HMAC-SHA256 over keys derived here as `PROVIDERS.md` §3 describes, not by the
+//! base64 and HMAC-SHA256 over keys derived here as `docs/providers.md` §3 describes, not by the
 //! adapter), error classification, retries, the room JID and bounded concurrent reads.
 
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The scoped key of PROVIDERS.md §3.2: the hex HMAC of the purpose, keyed with the app secret.
+/// The scoped key of `docs/providers.md` §3.2: the hex HMAC of the purpose, keyed with the app secret.
 fn scoped(purpose: &str) -> String {
     hmac_hex(APP_SECRET.as_bytes(), purpose.as_bytes())
 }
@@ -78,7 +78,7 @@ fn assert_recent(iat: &Value) {
 }
 
 /// The request carries the same server JWT in `x-custom-token` and `Authorization: Bearer`,
-/// with exactly the claims of PROVIDERS.md §3.2.
+/// with exactly the claims of `docs/providers.md` §3.2.
 fn assert_server_auth(request: &Recorded) {
     let token = request.header("x-custom-token").expect("x-custom-token");
     assert_eq!(

@@ -1,4 +1,4 @@
-//! The chat subscriptions (API.md section 7) with a real WebSocket client, over both
+//! The chat subscriptions (README "Realtime") with a real WebSocket client, over both
 //! subprotocols: `chatSessionStatus` (the current state first, then every transition, only for
 //! those who may read the session) and `chatSessionsChanged` (the PMS list, only the caller's
 //! own sessions), and a stream that ends with its access token.

@@ -1,5 +1,5 @@
 //! Ethora (`CAREGRAPH_CHAT_PROVIDER=ethora`): the server-to-server REST API of Ethora's backend
-//! SDK (`@ethora/sdk-backend`), as described in `PROVIDERS.md` §3.
+//! SDK (`@ethora/sdk-backend`), as described in `docs/providers.md` §3.
 //!
 //! # Authentication
 //!
@@ -91,7 +91,7 @@ use super::{
 use crate::{config::EthoraConfig, crypto::hmac_hex, providers::http::ProviderHttp};
 
 // ---------------------------------------------------------------------------------------------
-// Confirmed by PROVIDERS.md §3.
+// The SDK's constants (`docs/providers.md` §3.2).
 // ---------------------------------------------------------------------------------------------
 
 /// The message whose HMAC (keyed with the app secret) is the server-token key.

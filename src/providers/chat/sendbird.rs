@@ -1,6 +1,6 @@
 //! The Sendbird chat provider: Chat Platform API v3 over [`ProviderHttp`].
 //!
-//! Mapping of the trait onto Sendbird (see `docs/PROVIDERS.md` §2):
+//! Mapping of the trait onto Sendbird (see `docs/providers.md` §2):
 //!
 //! - every call carries the `Api-Token` header (marked sensitive, never logged);
 //! - users: `POST /v3/users`, and when Sendbird answers "already exists", `PUT /v3/users/{id}`
@@ -9,7 +9,7 @@
 //!   its type and `data` the metadata serialised as a JSON object string;
 //! - metadata updates read the channel, merge into `data` and write it back (only when it
 //!   changed): `data` is where [`Sendbird::create_channel`] keeps the metadata, and Sendbird's
-//!   separate channel-metadata store holds strings only and is not documented in PROVIDERS.md;
+//!   separate channel-metadata store holds strings only and is not documented in `docs/providers.md`;
 //! - system messages are admin messages (`ADMM`) with `custom_type` [`SYSTEM_CUSTOM_TYPE`], the
 //!   caregraph id in `data` and in Sendbird's `dedup_id`; the recent system messages are checked
 //!   for the id first, and a duplicate answered by Sendbird counts as posted;

@@ -1,5 +1,5 @@
 //! The Stream Chat adapter: Stream's legacy server-side REST API (no `/api/v2` prefix) as
-//! `docs/PROVIDERS.md` §1 describes it.
+//! `docs/providers.md` §1 describes it.
 //!
 //! Every call carries the `api_key` query parameter, the raw server JWT (HS256, claims exactly
 //! `{"server": true}`, built once) in `Authorization` and `Stream-Auth-Type: jwt`, and goes
