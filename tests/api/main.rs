@@ -18,6 +18,7 @@ mod fakes;
 mod helpers;
 mod organizations;
 mod outbox;
+mod provider_errors;
 mod provider_ethora;
 mod provider_sendbird;
 mod provider_stream;

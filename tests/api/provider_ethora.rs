@@ -9,14 +9,13 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use caregraph::providers::{
     chat::{ChannelRef, ChannelSpec, ChatUser, SystemMessage},
     error::ProviderError,
-    http::Resilience,
 };
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 use crate::fakes::{
-    FakeProvider, Fault, Recorded,
+    FakeProvider, Recorded,
     ethora::{self, APP_ID, APP_SECRET, CONFERENCE_HOST, FakeEthora, XMPP_SERVICE},
 };
 use crate::helpers::quick_resilience;
@@ -1066,7 +1065,6 @@ async fn failures_are_classified_at_the_adapter_edge() {
                 message: "Unauthorized".into(),
             },
         ),
-        (404, "Not Found", vec![], ProviderError::NotFound),
         (422, "Chat room not found", vec![], ProviderError::NotFound),
         (
             422,
@@ -1078,20 +1076,6 @@ async fn failures_are_classified_at_the_adapter_edge() {
             },
         ),
         (
-            429,
-            r#"{"success":false,"error":"Too many requests"}"#,
-            vec![("retry-after", "7")],
-            ProviderError::RateLimited {
-                retry_after: Some(Duration::from_secs(7)),
-            },
-        ),
-        (
-            429,
-            "Too Many Requests",
-            vec![],
-            ProviderError::RateLimited { retry_after: None },
-        ),
-        (
             500,
             r#"{"success":false,"error":"Internal"}"#,
             vec![],
@@ -1099,57 +1083,14 @@ async fn failures_are_classified_at_the_adapter_edge() {
         ),
     ];
     for (status, body, headers, expected) in cases {
-        fake.control().inject(Fault::Respond {
-            status,
-            body: body.to_owned(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            count: 1,
-        });
+        fake.control()
+            .inject(crate::provider_errors::respond(status, body, &headers));
         let err = adapter
             .update_metadata(&channel("case-42"), &map(json!({ "k": status })), &[])
             .await
             .expect_err("the fault fails the call");
         assert_eq!(err, expected, "HTTP {status} {body}");
     }
-}
-
-#[tokio::test]
-async fn a_slow_answer_times_out_as_unavailable() {
-    let fake = with_room().await;
-    let adapter = fake.adapter(Resilience {
-        timeout: Duration::from_millis(100),
-        ..quick_resilience(1)
-    });
-    fake.control().inject(Fault::Delay {
-        by: Duration::from_millis(600),
-        count: 1,
-    });
-    let err = adapter
-        .set_frozen(&channel("case-42"), true)
-        .await
-        .expect_err("too slow");
-    assert_eq!(err, ProviderError::Unavailable("timed out".into()));
-    assert!(err.is_transient());
-}
-
-#[tokio::test]
-async fn a_503_is_retried_and_then_succeeds() {
-    let fake = with_room().await;
-    let adapter = fake.adapter(quick_resilience(3));
-    fake.control().fail(503, "Service Unavailable", 2);
-    adapter
-        .set_frozen(&channel("case-42"), true)
-        .await
-        .expect("the third attempt succeeds");
-    assert!(fake.room("case-42").expect("room").frozen());
-    assert_eq!(
-        fake.control().requests().len(),
-        1,
-        "the two refused attempts never reached the room"
-    );
 }
 
 #[tokio::test]
