@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-/// The stable error codes of API.md section 1, sent as `extensions.code`.
+/// The stable error codes, sent as `extensions.code` (clients match on them).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorCode {
     /// No valid credentials.

@@ -319,6 +319,18 @@ pub struct Outbox {
     wake: Arc<Notify>,
 }
 
+/// A row that may be claimed at `now`: pending, due, and not leased to a worker.
+fn claimable(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(outbox::Column::Status.eq(status::PENDING))
+        .add(outbox::Column::NextAttemptAt.lte(now))
+        .add(
+            Condition::any()
+                .add(outbox::Column::LockedUntil.is_null())
+                .add(outbox::Column::LockedUntil.lt(now)),
+        )
+}
+
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(60))
 }
@@ -448,13 +460,7 @@ impl Outbox {
     async fn round(&self, only: Option<&[String]>) -> Result<usize, sea_orm::DbErr> {
         let now = self.clock.now();
         let mut query = outbox::Entity::find()
-            .filter(outbox::Column::Status.eq(status::PENDING))
-            .filter(outbox::Column::NextAttemptAt.lte(now))
-            .filter(
-                Condition::any()
-                    .add(outbox::Column::LockedUntil.is_null())
-                    .add(outbox::Column::LockedUntil.lt(now)),
-            )
+            .filter(claimable(now))
             .filter(Expr::cust(HEAD_OF_PARTITION));
         if let Some(keys) = only {
             query = query.filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()));
@@ -476,13 +482,7 @@ impl Outbox {
             let lease = outbox::Entity::update_many()
                 .col_expr(outbox::Column::LockedUntil, Expr::value(lease_until))
                 .filter(outbox::Column::Seq.eq(row.seq))
-                .filter(outbox::Column::Status.eq(status::PENDING))
-                .filter(outbox::Column::NextAttemptAt.lte(now))
-                .filter(
-                    Condition::any()
-                        .add(outbox::Column::LockedUntil.is_null())
-                        .add(outbox::Column::LockedUntil.lt(now)),
-                )
+                .filter(claimable(now))
                 .exec(&self.db)
                 .await?;
             if lease.rows_affected == 1 {

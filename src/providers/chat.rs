@@ -238,6 +238,38 @@ pub trait ChatProvider: Send + Sync + 'static {
     ) -> Result<Vec<ChatMessage>, ProviderError>;
 }
 
+/// Percent-encodes one URL path segment (everything but RFC 3986 unreserved characters), for
+/// the adapters that put ids in paths (Sendbird, Ethora).
+fn path_segment(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for b in raw.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reads `channels` with `read_batch`, at most `limit` channels per call, one call after another
+/// (the adapters whose provider caps a channel query: Stream and Sendbird).
+async fn read_in_batches<'a, F, Fut>(
+    channels: &'a [ChannelRef],
+    limit: usize,
+    mut read_batch: F,
+) -> Result<Vec<ChannelState>, ProviderError>
+where
+    F: FnMut(&'a [ChannelRef]) -> Fut,
+    Fut: Future<Output = Result<Vec<ChannelState>, ProviderError>>,
+{
+    let mut out = Vec::with_capacity(channels.len());
+    for chunk in channels.chunks(limit) {
+        out.extend(read_batch(chunk).await?);
+    }
+    Ok(out)
+}
+
 /// The configured provider, and the local one when that is it (it also serves
 /// `sendChatMessage`).
 #[derive(Clone)]
@@ -301,4 +333,13 @@ pub fn build(
             local: None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn path_segments_keep_unreserved_characters_and_escape_the_rest() {
+        assert_eq!(super::path_segment("a_b-c.d~"), "a_b-c.d~");
+        assert_eq!(super::path_segment("a/b c"), "a%2Fb%20c");
+    }
 }

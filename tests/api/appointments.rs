@@ -1,4 +1,4 @@
-//! Appointments and meeting links (API.md section 5): scheduling rules, status transitions,
+//! Appointments and meeting links: scheduling rules, status transitions,
 //! lists, the Jitsi room and window, signed join links, consent for outside staff, the
 //! authorization matrix, and batching (SQL statements per page do not grow with its size).
 

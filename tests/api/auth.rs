@@ -1,4 +1,4 @@
-//! Authentication: every rejection of API.md section 1 with `UNAUTHENTICATED` (on WebSocket the
+//! Authentication: every rejection of a request with `UNAUTHENTICATED` (on WebSocket the
 //! same rejections close with 4403, in websocket.rs), JWKS keys with rotation, login and its
 //! rate limits.
 

@@ -1435,7 +1435,9 @@ async fn a_video_consent_does_not_let_another_organization_join_a_care_team() {
 
 #[tokio::test]
 async fn an_expired_or_revoked_messaging_consent_does_not_count() {
-    let app = TestApp::spawn().await;
+    use caregraph::clock::{Clock, ManualClock};
+    let clock = ManualClock::new(Utc::now());
+    let app = TestApp::spawn_with_clock(clock.clone(), |_| {}).await;
     let c = app.clinic("lapsed").await;
     let team = create_team(&app, &c, &[]).await;
     let team_id = id_of(&team);
@@ -1453,8 +1455,8 @@ async fn an_expired_or_revoked_messaging_consent_does_not_count() {
     assert_eq!(code(&body), "CONSENT_REQUIRED", "revoked: {body}");
     assert_eq!(care_team(&app, &c.vet.token, &team_id).await, team);
 
-    // Expired: valid for two seconds, then not.
-    let expires = Utc::now() + chrono::Duration::seconds(2);
+    // Expired: valid for two seconds, then not (the app's clock moves; no real time passes).
+    let expires = clock.now() + chrono::Duration::seconds(2);
     let lapsing = app
         .ok(
             &c.owner.token,
@@ -1464,8 +1466,7 @@ async fn an_expired_or_revoked_messaging_consent_does_not_count() {
         )
         .await;
     assert_eq!(lapsing["active"], true, "{lapsing}");
-    let wait = (expires - Utc::now()).to_std().unwrap_or_default() + Duration::from_millis(500);
-    tokio::time::sleep(wait).await;
+    clock.advance(chrono::Duration::milliseconds(2_500));
     let p = patient(&app, &c.owner.token, &c.patient).await;
     let lapsed = consent_in(&p, &id_of(&lapsing));
     assert_eq!(lapsed["active"], false, "{lapsed}");

@@ -1,4 +1,4 @@
-//! Cases (API.md: cases, claims, encounters): create-or-get on `(orgId, reference)`, participants
+//! Cases (claims, encounters): create-or-get on `(orgId, reference)`, participants
 //! and their roles, closing, the newest-first list with cursors, lookup by reference, and the
 //! authorization matrix (non-members learn nothing: NOT_FOUND; anonymous is UNAUTHENTICATED),
 //! each refusal changing nothing.

@@ -4,10 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::{
-    chat_sessions::quick,
-    helpers::{TestApp, code},
-};
+use crate::helpers::{TestApp, code, quick};
 
 const GROUP: &str = "mutation($o: ID!, $i: CreateGroupChatInput!) { createGroupChat(orgId: $o, input: $i) { id channelId members { user { id } } recentMessages { text } } }";
 const SEND: &str =

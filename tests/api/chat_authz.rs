@@ -1,4 +1,4 @@
-//! The authorization matrix of every chat operation (API.md section 6): for each operation an
+//! The authorization matrix of every chat operation (README "Chat sessions"): for each operation an
 //! anonymous caller, an active member of another organisation and a client of the same clinic
 //! who is not in the session are refused with the contract's code, a refused call changes
 //! nothing (here or at the provider), and one positive control per operation shows the right
@@ -8,13 +8,13 @@
 //! operation and caller. [`every_chat_operation_in_the_schema_is_in_the_matrix`] keeps the
 //! table in step with the schema.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
 use caregraph::providers::chat::ChannelRef;
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use crate::helpers::{Clinic, Person, TestApp};
+use crate::helpers::{Clinic, Person, TestApp, settle};
 
 const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
 const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id } }";
@@ -47,9 +47,9 @@ enum Who {
 /// What a refused caller must get.
 #[derive(Clone, Copy, Debug)]
 enum Expect {
-    /// Exactly this code: API.md fixes it.
+    /// Exactly this code: the contract fixes it.
     Code(&'static str),
-    /// `NOT_FOUND` or `FORBIDDEN`: API.md says who may, not which refusal.
+    /// `NOT_FOUND` or `FORBIDDEN`: the contract says who may, not which refusal.
     Refused,
     /// The call succeeds, for the caller only (`issueChatToken` has no one else to ask for).
     Own,
@@ -356,22 +356,9 @@ fn operations() -> Vec<Op> {
 }
 
 fn quick(v: &mut std::collections::HashMap<String, String>) {
-    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
-    v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "20".into());
-    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
+    crate::helpers::quick(v);
     // The matrix issues more tokens than one person would.
     v.insert("CAREGRAPH_CHAT_TOKENS_PER_MINUTE".into(), "1000".into());
-}
-
-async fn settle(app: &TestApp) {
-    for _ in 0..400 {
-        let counts = app.state.services.outbox.counts().await.expect("counts");
-        if counts.pending == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the outbox did not drain");
 }
 
 async fn schedule(
@@ -810,7 +797,7 @@ async fn the_right_caller_succeeds_at_every_chat_operation_and_its_change_shows(
     assert_eq!(error_code(&gone), Some("NOT_FOUND"), "deleted: {gone}");
 }
 
-/// Members and staff without the right part in a session: API.md fixes the client member's
+/// Members and staff without the right part in a session: the contract fixes the client member's
 /// `FORBIDDEN` on close and the non-member's `NOT_FOUND` on reads; a plain group member is
 /// refused group management.
 #[tokio::test]
@@ -861,7 +848,7 @@ async fn members_and_staff_without_the_right_part_are_refused_and_change_nothing
     report(&matrix, &failures);
 }
 
-/// A nested `chat` field reads a session, so it follows the session's rule (API.md section 6):
+/// A nested `chat` field reads a session, so it follows the session's rule:
 /// members and the organisation's OWNER/ADMIN see it; anyone else who may read the parent gets
 /// `chat: null` (or `NOT_FOUND`), never the session or its messages.
 async fn nested_chat_is_hidden_from(tag: &str, name: &str, who: Who) {

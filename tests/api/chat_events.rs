@@ -15,9 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 
 use crate::{
-    chat_sessions::{appointment, quick, settle},
+    chat_sessions::appointment,
     fakes::{self, FakeProvider},
-    helpers::{TestApp, code},
+    helpers::{TestApp, code, quick, settle},
 };
 
 const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id status allowedFrom members { user { id } } } }";

@@ -5,9 +5,8 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use caregraph::providers::{
-    chat::{ChannelRef, ChannelSpec, ChatProvider, ChatUser, SystemMessage, local::LocalChat},
-    http::Resilience,
+use caregraph::providers::chat::{
+    ChannelRef, ChannelSpec, ChatProvider, ChatUser, SystemMessage, local::LocalChat,
 };
 use serde_json::{Map, Value, json};
 
@@ -35,7 +34,7 @@ pub struct Fake<F: FakeProvider>(pub F);
 #[async_trait]
 impl<F: FakeProvider> Subject for Fake<F> {
     fn provider(&self) -> Arc<dyn ChatProvider> {
-        self.0.adapter(quick())
+        self.0.adapter(crate::helpers::quick_resilience(3))
     }
     async fn user_posts(&self, channel: &ChannelRef, user: &str, text: &str) -> Result<(), String> {
         self.0.user_posts(channel, user, text)
@@ -97,20 +96,6 @@ impl Subject for Local {
                 m.sort();
                 m
             })
-    }
-}
-
-/// Short timeouts and quick retries for tests.
-pub fn quick() -> Resilience {
-    Resilience {
-        timeout: Duration::from_secs(2),
-        attempts: 3,
-        backoff: caregraph::backoff::Backoff::new(
-            Duration::from_millis(10),
-            Duration::from_millis(100),
-        ),
-        breaker_threshold: 50,
-        breaker_cooldown: Duration::from_millis(200),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The chat-session rules of API.md section 6, written once and run against every chat provider
+//! The chat-session rules (README "Chat sessions"), written once and run against every chat provider
 //! backend: the local provider (caregraph's own database, the default) and the real Stream,
 //! Sendbird and Ethora adapters talking HTTP to their fakes. Each rule drives the app through
 //! GraphQL (and the scheduler's `tick`), then looks at what the provider holds: the channel's
@@ -6,7 +6,7 @@
 //! a channel. Where a provider lacks a capability (`Capabilities` in `src/providers/chat.rs`),
 //! exactly that assertion is skipped, with a comment saying so.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use caregraph::{
     clock::{Clock, ManualClock},
@@ -17,7 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     fakes::{self, FakeProvider, Recorded},
-    helpers::{Clinic, TestApp, code},
+    helpers::{Clinic, TestApp, code, quick},
 };
 
 const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
@@ -35,12 +35,6 @@ const ADD_TEAM_MEMBER: &str =
     "mutation($t: ID!, $u: ID!) { addCareTeamMember(careTeamId: $t, input: {userId: $u}) { id } }";
 
 /// Fast outbox, and a scheduler that never wakes by itself: the rules call `tick`.
-fn quick(v: &mut HashMap<String, String>) {
-    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
-    v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "20".into());
-    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
-}
-
 fn minutes(n: i64) -> chrono::Duration {
     chrono::Duration::minutes(n)
 }

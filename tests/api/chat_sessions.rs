@@ -1,9 +1,7 @@
-//! Chat sessions (API.md section 6), appointment chats so far: create-or-get (race-free),
+//! Chat sessions, appointment chats so far: create-or-get (race-free),
 //! members and provider metadata, the window and its scheduler with a controllable clock, the
 //! provider channel frozen outside the window, closing once, tokens, lists with provider state,
 //! `sendChatMessage` on the local provider, and the authorization matrix.
-
-use std::time::Duration;
 
 use caregraph::{clock::ManualClock, providers::chat::ChannelRef};
 use chrono::{DateTime, Utc};
@@ -11,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     fakes::{self, FakeProvider},
-    helpers::{Clinic, TestApp, code},
+    helpers::{Clinic, TestApp, code, quick, settle},
 };
 
 const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
@@ -34,31 +32,6 @@ pub(crate) async fn appointment(app: &TestApp, c: &Clinic, starts_at: DateTime<U
         )
         .await;
     a["id"].as_str().expect("id").to_owned()
-}
-
-pub(crate) fn quick(v: &mut std::collections::HashMap<String, String>) {
-    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
-    v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "20".into());
-    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
-}
-
-pub(crate) async fn settle(app: &TestApp) {
-    for _ in 0..200 {
-        if app
-            .state
-            .services
-            .outbox
-            .counts()
-            .await
-            .expect("counts")
-            .pending
-            == 0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the outbox did not drain");
 }
 
 #[tokio::test]

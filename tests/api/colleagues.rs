@@ -1,4 +1,4 @@
-//! Colleagues (API.md section 2): the member list as a Relay connection, and typeahead search
+//! Colleagues: the member list as a Relay connection, and typeahead search
 //! ranking name prefixes first, treating the query as plain text.
 
 use serde_json::{Value, json};

@@ -15,6 +15,41 @@ use tokio::{sync::oneshot, task::JoinHandle};
 /// The HS256 secret the tests configure.
 pub const SECRET: &str = "test-secret-0123456789abcdef0123456789";
 
+/// App settings for chat tests: the outbox polls every 50 ms and retries after 20 ms; the chat
+/// scheduler stays out of the way (the tests drive it).
+pub fn quick(v: &mut HashMap<String, String>) {
+    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
+    v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "20".into());
+    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
+}
+
+/// Waits (up to 10 s) until the outbox has nothing pending.
+pub async fn settle(app: &TestApp) {
+    for _ in 0..400 {
+        let counts = app.state.services.outbox.counts().await.expect("counts");
+        if counts.pending == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the outbox did not drain");
+}
+
+/// An adapter's resilience in tests: `attempts` tries 5 to 50 ms apart, a 5 s timeout, and a
+/// breaker that stays closed during a test.
+pub fn quick_resilience(attempts: u32) -> caregraph::providers::http::Resilience {
+    caregraph::providers::http::Resilience {
+        timeout: Duration::from_secs(5),
+        attempts,
+        backoff: caregraph::backoff::Backoff::new(
+            Duration::from_millis(5),
+            Duration::from_millis(50),
+        ),
+        breaker_threshold: 1_000,
+        breaker_cooldown: Duration::from_millis(10),
+    }
+}
+
 /// The value of `name`, which an `#[ignore]`d test needs: run explicitly without it, the test
 /// fails saying what to set (it never passes silently). `.ci/run` sets every such variable.
 pub fn needs_env(name: &str, how: &str) -> String {

@@ -20,6 +20,7 @@ mod hardening;
 mod helpers;
 mod organizations;
 mod outbox;
+mod provider_errors;
 mod provider_ethora;
 mod provider_sendbird;
 mod provider_stream;

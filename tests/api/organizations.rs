@@ -1,4 +1,4 @@
-//! Organisations and members (API.md section 2): creation, membership management, and the
+//! Organisations and members: creation, membership management, and the
 //! authorization matrix (a non-member learns nothing: NOT_FOUND; a plain member is FORBIDDEN;
 //! anonymous is UNAUTHENTICATED), each changing nothing.
 

@@ -258,7 +258,7 @@ async fn a_rejected_operation_is_dead_at_once_and_counted() {
 }
 
 async fn read_in_pages(fake: &dyn FakeProvider, n: usize, reader: &str) {
-    let p = fake.adapter(crate::chat_providers::quick());
+    let p = fake.adapter(crate::helpers::quick_resilience(3));
     let users = vec![ChatUser {
         id: reader.into(),
         name: "Reader".into(),

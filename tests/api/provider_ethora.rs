@@ -1,6 +1,6 @@
 //! Wire-level tests of the ethora adapter against the fake Ethora: the exact method, path,
 //! headers and body of every trait operation, the server and client JWTs (decoded here with
-//! base64 and HMAC-SHA256 over keys derived here as `PROVIDERS.md` §3 describes, not by the
+//! base64 and HMAC-SHA256 over keys derived here as `docs/providers.md` §3 describes, not by the
 //! adapter), error classification, retries, the room JID and bounded concurrent reads.
 
 use std::time::{Duration, Instant};
@@ -9,16 +9,16 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use caregraph::providers::{
     chat::{ChannelRef, ChannelSpec, ChatUser, SystemMessage},
     error::ProviderError,
-    http::Resilience,
 };
 use hmac::{Hmac, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 use crate::fakes::{
-    FakeProvider, Fault, Recorded,
+    FakeProvider, Recorded,
     ethora::{self, APP_ID, APP_SECRET, CONFERENCE_HOST, FakeEthora, XMPP_SERVICE},
 };
+use crate::helpers::quick_resilience;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -31,7 +31,7 @@ fn hmac_hex(key: &[u8], message: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The scoped key of PROVIDERS.md §3.2: the hex HMAC of the purpose, keyed with the app secret.
+/// The scoped key of `docs/providers.md` §3.2: the hex HMAC of the purpose, keyed with the app secret.
 fn scoped(purpose: &str) -> String {
     hmac_hex(APP_SECRET.as_bytes(), purpose.as_bytes())
 }
@@ -77,7 +77,7 @@ fn assert_recent(iat: &Value) {
 }
 
 /// The request carries the same server JWT in `x-custom-token` and `Authorization: Bearer`,
-/// with exactly the claims of PROVIDERS.md §3.2.
+/// with exactly the claims of `docs/providers.md` §3.2.
 fn assert_server_auth(request: &Recorded) {
     let token = request.header("x-custom-token").expect("x-custom-token");
     assert_eq!(
@@ -110,28 +110,6 @@ fn assert_call(request: &Recorded, method: &str, path: &str, body: &Value) {
     );
     assert_eq!(&request.json(), body, "body of {method} {path}");
     assert_server_auth(request);
-}
-
-/// No retries, quick failures, a breaker that never opens.
-fn quick() -> Resilience {
-    Resilience {
-        timeout: Duration::from_secs(5),
-        attempts: 1,
-        backoff: caregraph::backoff::Backoff::new(
-            Duration::from_millis(1),
-            Duration::from_millis(5),
-        ),
-        breaker_threshold: 1000,
-        breaker_cooldown: Duration::from_millis(10),
-    }
-}
-
-/// Three attempts, quickly.
-fn retrying() -> Resilience {
-    Resilience {
-        attempts: 3,
-        ..quick()
-    }
 }
 
 /// A channel of some type (Ethora ignores it).
@@ -220,7 +198,7 @@ async fn with_room() -> FakeEthora {
 #[tokio::test]
 async fn upserting_users_creates_them_in_batches_of_a_hundred_then_updates_their_profiles() {
     let fake = ethora::start().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let users: Vec<ChatUser> = (0..150)
         .map(|i| ChatUser {
             id: format!("u-{i:03}"),
@@ -304,7 +282,7 @@ async fn upserting_users_creates_them_in_batches_of_a_hundred_then_updates_their
 async fn upserting_existing_users_retries_a_refused_batch_one_user_at_a_time_and_renames_them() {
     let fake = ethora::start().await;
     fake.seed_user("u-1", "Old", "Name");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .upsert_users(&[person("u-1", "New Person"), person("u-2", "Cher")])
@@ -364,7 +342,7 @@ async fn deleting_users_sends_their_plain_ids_in_batches_and_counts_unknown_user
     for id in &ids {
         fake.seed_user(id, "Some", "One");
     }
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter.delete_users(&ids).await.expect("deleted");
     let calls = fake.control().requests();
@@ -421,7 +399,7 @@ async fn creating_a_channel_posts_the_room_with_the_channel_id_as_uuid_then_gran
     let fake = ethora::start().await;
     fake.seed_user("a", "Ann", "First");
     fake.seed_user("b", "Bea", "Second");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let spec = ChannelSpec {
         channel: ChannelRef {
             channel_type: "team".into(),
@@ -486,7 +464,7 @@ async fn creating_a_channel_posts_the_room_with_the_channel_id_as_uuid_then_gran
 #[tokio::test]
 async fn creating_an_existing_channel_leaves_the_room_as_it_is_and_adds_the_new_members() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let mut again = spec("case-42", &["a", "b"]);
     again.name = Some("Another title".into());
 
@@ -518,7 +496,7 @@ async fn creating_an_existing_channel_leaves_the_room_as_it_is_and_adds_the_new_
 async fn a_channel_created_frozen_and_without_a_name_carries_the_frozen_key_and_a_default_title() {
     let fake = ethora::start().await;
     fake.seed_user("a", "Ann", "First");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let mut frozen = spec("appointment-7", &["a"]);
     frozen.name = None;
     frozen.frozen = true;
@@ -547,7 +525,7 @@ async fn a_channel_created_frozen_and_without_a_name_carries_the_frozen_key_and_
 async fn creating_and_deleting_a_channel_twice_is_idempotent() {
     let fake = ethora::start().await;
     fake.seed_user("a", "Ann", "First");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let s = spec("group-1", &["a"]);
 
     adapter.create_channel(&s).await.expect("first create");
@@ -575,7 +553,7 @@ async fn creating_and_deleting_a_channel_twice_is_idempotent() {
 #[tokio::test]
 async fn updating_metadata_patches_set_keys_and_sends_unset_keys_as_null() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     adapter
         .update_metadata(
             &channel("case-42"),
@@ -625,7 +603,7 @@ async fn updating_metadata_patches_set_keys_and_sends_unset_keys_as_null() {
 #[tokio::test]
 async fn adding_members_grants_access_then_broadcasts_the_system_message() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .add_members(
@@ -676,7 +654,7 @@ async fn adding_members_grants_access_then_broadcasts_the_system_message() {
 #[tokio::test]
 async fn removing_members_revokes_access_with_a_json_body_on_delete() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     adapter
         .add_members(&channel("case-42"), &["b".to_owned()], None)
         .await
@@ -729,7 +707,7 @@ async fn removing_members_revokes_access_with_a_json_body_on_delete() {
 #[tokio::test]
 async fn freezing_writes_the_frozen_key_and_members_can_no_longer_post() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .set_frozen(&channel("case-42"), true)
@@ -772,7 +750,7 @@ async fn freezing_writes_the_frozen_key_and_members_can_no_longer_post() {
 #[tokio::test]
 async fn a_system_message_is_broadcast_once_per_id() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let closing = message("close-1", "This chat was closed");
 
     adapter
@@ -818,7 +796,7 @@ async fn a_system_message_is_broadcast_once_per_id() {
 #[tokio::test]
 async fn a_failed_system_message_is_posted_when_repeated() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     fake.control().fail(500, "boom", 1);
     let m = message("m-9", "Hello");
     adapter
@@ -835,7 +813,7 @@ async fn a_failed_system_message_is_posted_when_repeated() {
 #[tokio::test]
 async fn deleting_a_channel_sends_its_short_name_and_a_missing_room_counts_as_deleted() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
 
     adapter
         .delete_channel(&channel("case-42"))
@@ -881,7 +859,7 @@ async fn deleting_a_channel_sends_its_short_name_and_a_missing_room_counts_as_de
 #[tokio::test]
 async fn issuing_a_token_signs_the_client_claims_with_the_client_key_without_any_request() {
     let fake = ethora::start().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let before = chrono::Utc::now();
 
     let creds = adapter
@@ -927,7 +905,7 @@ async fn issuing_a_token_signs_the_client_claims_with_the_client_key_without_any
 #[tokio::test]
 async fn the_room_jid_is_the_app_scoped_room_name_at_the_conference_host() {
     let fake = ethora::start().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let jid = adapter.room_jid(&channel("appointment-0190"));
     assert_eq!(
         jid,
@@ -949,7 +927,7 @@ async fn the_room_jid_is_the_app_scoped_room_name_at_the_conference_host() {
 async fn reading_channels_reports_members_and_frozen_and_leaves_out_unknown_rooms() {
     let fake = with_room().await;
     fake.seed_room("group-2", &["a", "b", "c"]);
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     adapter
         .set_frozen(&channel("group-2"), true)
         .await
@@ -1018,7 +996,7 @@ async fn reading_a_hundred_rooms_makes_bounded_concurrent_requests() {
         fake.seed_room(&c.channel_id, &["a"]);
     }
     fake.set_read_delay(Duration::from_millis(40));
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     assert_eq!(adapter.read_batch_limit(), 50);
 
     let started = Instant::now();
@@ -1049,7 +1027,7 @@ async fn recent_messages_are_empty_because_ethora_keeps_history_in_xmpp() {
     let fake = with_room().await;
     fake.user_posts(&channel("case-42"), "a", "hello")
         .expect("posted");
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     let messages = adapter
         .recent_messages(&channel("case-42"), 20)
         .await
@@ -1065,7 +1043,7 @@ async fn recent_messages_are_empty_because_ethora_keeps_history_in_xmpp() {
 #[tokio::test]
 async fn failures_are_classified_at_the_adapter_edge() {
     let fake = with_room().await;
-    let adapter = fake.adapter(quick());
+    let adapter = fake.adapter(quick_resilience(1));
     /// Status, body, headers, and the error the adapter must return.
     type Case<'a> = (u16, &'a str, Vec<(&'a str, &'a str)>, ProviderError);
     let cases: Vec<Case<'_>> = vec![
@@ -1087,7 +1065,6 @@ async fn failures_are_classified_at_the_adapter_edge() {
                 message: "Unauthorized".into(),
             },
         ),
-        (404, "Not Found", vec![], ProviderError::NotFound),
         (422, "Chat room not found", vec![], ProviderError::NotFound),
         (
             422,
@@ -1099,20 +1076,6 @@ async fn failures_are_classified_at_the_adapter_edge() {
             },
         ),
         (
-            429,
-            r#"{"success":false,"error":"Too many requests"}"#,
-            vec![("retry-after", "7")],
-            ProviderError::RateLimited {
-                retry_after: Some(Duration::from_secs(7)),
-            },
-        ),
-        (
-            429,
-            "Too Many Requests",
-            vec![],
-            ProviderError::RateLimited { retry_after: None },
-        ),
-        (
             500,
             r#"{"success":false,"error":"Internal"}"#,
             vec![],
@@ -1120,15 +1083,8 @@ async fn failures_are_classified_at_the_adapter_edge() {
         ),
     ];
     for (status, body, headers, expected) in cases {
-        fake.control().inject(Fault::Respond {
-            status,
-            body: body.to_owned(),
-            headers: headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            count: 1,
-        });
+        fake.control()
+            .inject(crate::provider_errors::respond(status, body, &headers));
         let err = adapter
             .update_metadata(&channel("case-42"), &map(json!({ "k": status })), &[])
             .await
@@ -1138,45 +1094,9 @@ async fn failures_are_classified_at_the_adapter_edge() {
 }
 
 #[tokio::test]
-async fn a_slow_answer_times_out_as_unavailable() {
-    let fake = with_room().await;
-    let adapter = fake.adapter(Resilience {
-        timeout: Duration::from_millis(100),
-        ..quick()
-    });
-    fake.control().inject(Fault::Delay {
-        by: Duration::from_millis(600),
-        count: 1,
-    });
-    let err = adapter
-        .set_frozen(&channel("case-42"), true)
-        .await
-        .expect_err("too slow");
-    assert_eq!(err, ProviderError::Unavailable("timed out".into()));
-    assert!(err.is_transient());
-}
-
-#[tokio::test]
-async fn a_503_is_retried_and_then_succeeds() {
-    let fake = with_room().await;
-    let adapter = fake.adapter(retrying());
-    fake.control().fail(503, "Service Unavailable", 2);
-    adapter
-        .set_frozen(&channel("case-42"), true)
-        .await
-        .expect("the third attempt succeeds");
-    assert!(fake.room("case-42").expect("room").frozen());
-    assert_eq!(
-        fake.control().requests().len(),
-        1,
-        "the two refused attempts never reached the room"
-    );
-}
-
-#[tokio::test]
 async fn a_400_is_not_retried() {
     let fake = with_room().await;
-    let adapter = fake.adapter(retrying());
+    let adapter = fake.adapter(quick_resilience(3));
     fake.control()
         .fail(400, r#"{"error":"Validation Failed"}"#, 2);
     for attempt in ["first", "second"] {

@@ -19,24 +19,11 @@ use crate::fakes::{
     Control, FakeProvider, Fault, Recorded,
     stream::{self, API_KEY, API_SECRET, FakeStream, decode_jwt},
 };
-
-/// Quick retries, a breaker that stays closed, a short timeout.
-fn quick(attempts: u32) -> Resilience {
-    Resilience {
-        timeout: Duration::from_secs(2),
-        attempts,
-        backoff: caregraph::backoff::Backoff::new(
-            Duration::from_millis(5),
-            Duration::from_millis(50),
-        ),
-        breaker_threshold: 100,
-        breaker_cooldown: Duration::from_secs(60),
-    }
-}
+use crate::helpers::quick_resilience;
 
 /// A fake and the adapter pointed at it.
 async fn setup() -> (FakeStream, StreamChat) {
-    setup_with(quick(3)).await
+    setup_with(quick_resilience(3)).await
 }
 
 /// A fake and the adapter pointed at it with `resilience`.
@@ -990,7 +977,11 @@ async fn a_wrong_secret_is_rejected_with_stream_s_401() {
     let adapter = StreamChat::new(
         &config,
         Duration::from_secs(60),
-        caregraph::providers::http::ProviderHttp::new("stream", reqwest::Client::new(), quick(3)),
+        caregraph::providers::http::ProviderHttp::new(
+            "stream",
+            reqwest::Client::new(),
+            quick_resilience(3),
+        ),
     );
     let err = adapter.upsert_users(&[user("u-1")]).await.expect_err("401");
     match err {
@@ -1044,21 +1035,8 @@ async fn a_401_is_rejected_with_stream_s_message() {
 }
 
 #[tokio::test]
-async fn a_404_is_not_found() {
-    let (fake, adapter) = setup().await;
-    fake.control()
-        .fail(404, &stream_error(404, 16, "Can't find channel"), 1);
-    let err = adapter
-        .set_frozen(&messaging("gone"), true)
-        .await
-        .expect_err("404");
-    assert_eq!(err, ProviderError::NotFound);
-    assert!(fake.control().requests().is_empty(), "not retried");
-}
-
-#[tokio::test]
 async fn a_429_with_stream_s_json_and_a_reset_header_is_rate_limited_with_the_wait() {
-    let (fake, adapter) = setup_with(quick(1)).await;
+    let (fake, adapter) = setup_with(quick_resilience(1)).await;
     let reset = chrono::Utc::now().timestamp() + 7;
     fake.control().inject(Fault::Respond {
         status: 429,
@@ -1088,7 +1066,7 @@ async fn a_429_with_stream_s_json_and_a_reset_header_is_rate_limited_with_the_wa
 
 #[tokio::test]
 async fn a_429_with_a_plain_text_body_and_retry_after_is_rate_limited() {
-    let (fake, adapter) = setup_with(quick(1)).await;
+    let (fake, adapter) = setup_with(quick_resilience(1)).await;
     fake.control().inject(Fault::Respond {
         status: 429,
         body: "<html><body>429 Too Many Requests</body></html>".into(),
@@ -1114,17 +1092,6 @@ async fn a_429_with_a_plain_text_body_and_retry_after_is_rate_limited() {
 }
 
 #[tokio::test]
-async fn a_429_without_a_body_or_headers_is_rate_limited_without_a_wait() {
-    let (fake, adapter) = setup_with(quick(1)).await;
-    fake.control().fail(429, "", 1);
-    let err = adapter
-        .delete_channel(&messaging("any"))
-        .await
-        .expect_err("429");
-    assert_eq!(err, ProviderError::RateLimited { retry_after: None });
-}
-
-#[tokio::test]
 async fn a_429_is_retried_after_the_wait_and_then_succeeds() {
     let (fake, adapter) = setup().await;
     fake.control().inject(Fault::Respond {
@@ -1139,58 +1106,11 @@ async fn a_429_is_retried_after_the_wait_and_then_succeeds() {
 }
 
 #[tokio::test]
-async fn a_500_is_unavailable() {
-    let (fake, adapter) = setup_with(quick(1)).await;
-    fake.control()
-        .fail(500, &stream_error(500, -1, "internal error"), 1);
-    let err = adapter.upsert_users(&[user("u-1")]).await.expect_err("500");
-    match err {
-        ProviderError::Unavailable(why) => assert!(why.contains("internal error"), "{why}"),
-        other => panic!("expected Unavailable, got {other:?}"),
-    }
-}
-
-#[tokio::test]
-async fn a_slow_answer_times_out_as_unavailable() {
-    let (fake, adapter) = setup_with(Resilience {
-        timeout: Duration::from_millis(100),
-        ..quick(1)
-    })
-    .await;
-    fake.control().inject(Fault::Delay {
-        by: Duration::from_millis(600),
-        count: 1,
-    });
-    let err = adapter
-        .upsert_users(&[user("u-1")])
-        .await
-        .expect_err("timeout");
-    assert_eq!(err, ProviderError::Unavailable("timed out".into()));
-}
-
-#[tokio::test]
-async fn a_503_is_retried_and_then_succeeds() {
-    let (fake, adapter) = setup().await;
-    fake.control()
-        .fail(503, &stream_error(503, -1, "unavailable"), 2);
-    adapter
-        .upsert_users(&[user("u-1")])
-        .await
-        .expect("the third attempt succeeds");
-    assert_eq!(
-        fake.control().calls("POST", "/users").len(),
-        1,
-        "two faulted attempts, one that reached the fake"
-    );
-    assert!(fake.user("u-1").is_some());
-}
-
-#[tokio::test]
 async fn the_breaker_opens_after_repeated_failures_and_fails_fast_without_a_request() {
     let (fake, adapter) = setup_with(Resilience {
         breaker_threshold: 2,
         breaker_cooldown: Duration::from_secs(60),
-        ..quick(1)
+        ..quick_resilience(1)
     })
     .await;
     fake.control().fail(500, "boom", 2);
@@ -1290,7 +1210,7 @@ async fn the_fake_answers_a_deletion_task_it_can_serve() {
 
 #[tokio::test]
 async fn a_failed_system_user_upsert_is_tried_again_on_the_next_message() {
-    let (fake, adapter) = setup_with(quick(1)).await;
+    let (fake, adapter) = setup_with(quick_resilience(1)).await;
     fake.seed_channel(&messaging("sys-retry"), "u-a", &["u-a"]);
     fake.control()
         .fail(500, &stream_error(500, -1, "internal error"), 1);

@@ -1,4 +1,4 @@
-//! The chat subscriptions (API.md section 7) with a real WebSocket client, over both
+//! The chat subscriptions (README "Realtime") with a real WebSocket client, over both
 //! subprotocols: `chatSessionStatus` (the current state first, then every transition, only for
 //! those who may read the session) and `chatSessionsChanged` (the PMS list, only the caller's
 //! own sessions), and a stream that ends with its access token.
@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
-    chat_sessions::{appointment, quick},
-    helpers::{Clinic, Person, SECRET, TestApp, code, hs256, now},
+    chat_sessions::appointment,
+    helpers::{Clinic, Person, SECRET, TestApp, code, hs256, now, quick},
     websocket::{Event, Ws, acked, expect_close, next, send},
 };
 

@@ -1,4 +1,4 @@
-//! Provider webhooks (API.md section 8): signatures computed here, independently of caregraph,
+//! Provider webhooks (`docs/providers.md`): signatures computed here, independently of caregraph,
 //! over the exact bytes sent (Stream's gunzipped first); missing and wrong signatures (401),
 //! malformed JSON (400), replays that change nothing, and what each event does to the session:
 //! a message reaches the list subscribers, a freeze or delete by someone else closes the chat,
@@ -13,9 +13,8 @@ use sha2::Sha256;
 use tokio::sync::broadcast::Receiver;
 
 use crate::{
-    chat_sessions::{quick, settle},
     fakes::{self, FakeProvider},
-    helpers::{Clinic, TestApp},
+    helpers::{Clinic, TestApp, quick, settle},
 };
 
 fn sign(key: &str, body: &[u8]) -> String {

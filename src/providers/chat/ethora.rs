@@ -1,5 +1,5 @@
 //! Ethora (`CAREGRAPH_CHAT_PROVIDER=ethora`): the server-to-server REST API of Ethora's backend
-//! SDK (`@ethora/sdk-backend`), as described in `PROVIDERS.md` §3.
+//! SDK (`@ethora/sdk-backend`), as described in `docs/providers.md` §3.
 //!
 //! # Authentication
 //!
@@ -66,7 +66,12 @@
 //!   removes a key are unconfirmed.
 //!
 //! Every behaviour of Ethora that its sources leave unconfirmed is decided in the
-//! "Unconfirmed Ethora behaviour" block below, so it can be changed in one place.
+//! "Unconfirmed Ethora behaviour" block of `ethora/wire.rs`, so it can be changed in one place.
+//!
+//! Why this file is over 700 lines: it is the one `ChatProvider` implementation with the client
+//! it needs (token minting, calls, the per-room and per-user fallbacks Ethora's batch-less API
+//! forces), and a third of it is this documentation; the wire facts and naming rules are in
+//! `ethora/wire.rs`. Splitting the trait's implementation would scatter one provider's operations.
 
 use std::{
     num::NonZeroUsize,
@@ -82,7 +87,6 @@ use lru::LruCache;
 use reqwest::{Method, Response};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{
     Capabilities, ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage,
@@ -90,155 +94,17 @@ use super::{
 };
 use crate::{config::EthoraConfig, crypto::hmac_hex, providers::http::ProviderHttp};
 
-// ---------------------------------------------------------------------------------------------
-// Confirmed by PROVIDERS.md §3.
-// ---------------------------------------------------------------------------------------------
-
-/// The message whose HMAC (keyed with the app secret) is the server-token key.
-pub const SERVER_KEY_PURPOSE: &str = "ethora:server:v1";
-
-/// The message whose HMAC (keyed with the app secret) is the client-token key.
-pub const CLIENT_KEY_PURPOSE: &str = "ethora:client:v1";
-
-/// `createUser`: `POST`, a batch of users.
-const USERS_BATCH_CREATE: &str = "/v2/users/batch";
-/// `deleteUsers`: `DELETE` with a JSON body.
-const USERS_BATCH_DELETE: &str = "/v1/users/batch";
-/// `updateUsers`: `PATCH`, 1 to 100 users.
-const USERS_UPDATE: &str = "/v2/chats/users";
-/// `createChatRoom`: `POST`.
-const CHATS: &str = "/v2/chats";
-/// `grantUserAccessToChatRoom` (`POST`) and `removeUserAccessFromChatRoom` (`DELETE`).
-const USERS_ACCESS: &str = "/v2/chats/users-access";
-/// `deleteChatRoom`: `DELETE` with a JSON body.
-const CHATS_DELETE: &str = "/v1/chats";
-
-/// The most users `PATCH /v2/chats/users` takes.
-const USERS_PER_UPDATE: usize = 100;
-
-// ---------------------------------------------------------------------------------------------
-// Unconfirmed Ethora behaviour: every choice this adapter makes where the sources are silent.
-// ---------------------------------------------------------------------------------------------
-
-/// Users per `POST /v2/users/batch` and per `DELETE /v1/users/batch` (no documented limit; the
-/// same as the documented limit of the update call).
-const USERS_PER_CALL: usize = 100;
-
-/// Members per `users-access` call (no documented limit).
-const MEMBERS_PER_CALL: usize = 100;
-
-/// Channels one `read_channels` call is asked for.
-const READ_BATCH_LIMIT: usize = 50;
-
-/// Requests in flight at once when Ethora has one call per room (reads, per-user fallbacks).
-pub const READ_CONCURRENCY: usize = 8;
-
-/// How many posted system-message ids are remembered for deduplication.
-pub const SENT_MESSAGES_REMEMBERED: usize = 4096;
-
-/// The room's extra key that carries the frozen flag.
-const FROZEN_KEY: &str = "frozen";
-
-/// Room keys Ethora itself uses: metadata with these names is never written.
-pub const RESERVED_ROOM_KEYS: &[&str] = &[
-    "_id",
-    "name",
-    "title",
-    "uuid",
-    "type",
-    "description",
-    "picture",
-    "members",
-    "appId",
-    "createdBy",
-    "createdAt",
-    "updatedAt",
-    "reported",
-];
-
-/// The purpose string of the key that derives users' Ethora passwords (caregraph's own).
-const PASSWORD_KEY_PURPOSE: &str = "caregraph:ethora-user-password:v1";
-
-/// One room, for reads and metadata (`updateChatRoom`'s path; the `GET` on it is assumed).
-fn room_path(app_id: &str, chat_name: &str) -> String {
-    format!(
-        "/v2/apps/{}/chats/{}",
-        encode_segment(app_id),
-        encode_segment(chat_name)
-    )
-}
-
-/// The app's broadcast endpoint (tenant-admin `chats/broadcast`), used for system messages.
-fn broadcast_path(app_id: &str) -> String {
-    format!("/v2/apps/{}/chats/broadcast", encode_segment(app_id))
-}
-
-/// The broadcast's `metadata`: marks a system message and carries its id.
-fn broadcast_metadata(message: &SystemMessage) -> Value {
-    json!({ "system": true, "caregraphMessageId": message.id })
-}
-
-/// Whether a failure is Ethora's "not found" (a 404, or a 422 whose text says so).
-fn is_not_found(error: &ProviderError) -> bool {
-    match error {
-        ProviderError::NotFound => true,
-        ProviderError::Rejected {
-            status: 422,
-            message,
-        } => message.to_ascii_lowercase().contains("not found"),
-        _ => false,
-    }
-}
-
-/// Whether a failure says the thing exists already (409, or a 422 that says so).
-fn is_already_there(error: &ProviderError) -> bool {
-    match error {
-        ProviderError::Rejected { status: 409, .. } => true,
-        ProviderError::Rejected {
-            status: 422,
-            message,
-        } => {
-            let message = message.to_ascii_lowercase();
-            message.contains("already exist") || message.contains("duplicate")
-        }
-        _ => false,
-    }
-}
-
-/// The placeholder e-mail of a user (Ethora requires one; the SDK makes up a random one, this
-/// one is stable so that a repeated batch is the same request).
-fn placeholder_email(user_id: &str) -> String {
-    let plain = !user_id.is_empty()
-        && user_id.len() <= 64
-        && user_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
-        && !user_id.starts_with('.')
-        && !user_id.ends_with('.');
-    if plain {
-        format!("{user_id}@example.com")
-    } else {
-        let digest = hex::encode(Sha256::digest(user_id.as_bytes()));
-        format!("user-{}@example.com", &digest[..32])
-    }
-}
-
-/// `firstName` and `lastName` from a display name, as the SDK splits it: the first word, and
-/// the rest (`User` when empty or shorter than the two characters Ethora requires).
-fn split_name(display: &str) -> (String, String) {
-    let display = display.trim();
-    let (first, rest) = match display.split_once(char::is_whitespace) {
-        Some((first, rest)) => (first, rest.trim()),
-        None => (display, ""),
-    };
-    let first = if first.is_empty() { "User" } else { first };
-    let last = if rest.chars().count() < 2 {
-        "User"
-    } else {
-        rest
-    };
-    (first.to_owned(), last.to_owned())
-}
+mod wire;
+use wire::{
+    CHATS, CHATS_DELETE, FROZEN_KEY, MEMBERS_PER_CALL, PASSWORD_KEY_PURPOSE, READ_BATCH_LIMIT,
+    USERS_ACCESS, USERS_BATCH_CREATE, USERS_BATCH_DELETE, USERS_PER_CALL, USERS_PER_UPDATE,
+    USERS_UPDATE, broadcast_metadata, broadcast_path, custom_keys, is_already_there, is_not_found,
+    placeholder_email, room_path, split_name,
+};
+pub use wire::{
+    CLIENT_KEY_PURPOSE, READ_CONCURRENCY, RESERVED_ROOM_KEYS, SENT_MESSAGES_REMEMBERED,
+    SERVER_KEY_PURPOSE, derive_key,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The adapter.
@@ -276,43 +142,6 @@ impl std::fmt::Debug for Ethora {
             .field("conference_host", &self.conference_host)
             .finish_non_exhaustive()
     }
-}
-
-/// The scoped signing key for `purpose`: hex HMAC-SHA256(app secret, purpose), as UTF-8 bytes.
-pub fn derive_key(app_secret: &str, purpose: &str) -> String {
-    hmac_hex(app_secret.as_bytes(), purpose.as_bytes())
-}
-
-/// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
-fn encode_segment(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// The custom keys of `metadata` that may be written (reserved ones are skipped, with a
-/// warning that names the key only).
-fn custom_keys(metadata: &Map<String, Value>) -> Map<String, Value> {
-    metadata
-        .iter()
-        .filter(|(key, _)| {
-            let reserved = RESERVED_ROOM_KEYS.contains(&key.as_str());
-            if reserved {
-                tracing::warn!(
-                    key = key.as_str(),
-                    "channel metadata key is reserved by Ethora; not written"
-                );
-            }
-            !reserved
-        })
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
 }
 
 impl Ethora {
@@ -893,54 +722,5 @@ impl ChatProvider for Ethora {
     ) -> Result<Vec<ChatMessage>, ProviderError> {
         // Ethora keeps history in XMPP (MAM); its REST API has no message read.
         Ok(Vec::new())
-    }
-}
-
-/// Unit tests of the naming and classification helpers.
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_split_like_the_sdk() {
-        assert_eq!(
-            split_name("Ada King Lovelace"),
-            ("Ada".into(), "King Lovelace".into())
-        );
-        assert_eq!(split_name("Cher"), ("Cher".into(), "User".into()));
-        assert_eq!(split_name("Li X"), ("Li".into(), "User".into()));
-        assert_eq!(split_name("  "), ("User".into(), "User".into()));
-    }
-
-    #[test]
-    fn placeholder_emails_are_stable_and_valid() {
-        assert_eq!(placeholder_email("u-1"), "u-1@example.com");
-        let odd = placeholder_email("a b@c");
-        assert!(odd.starts_with("user-") && odd.ends_with("@example.com"));
-        assert_eq!(odd, placeholder_email("a b@c"));
-    }
-
-    #[test]
-    fn not_found_and_exists_are_read_from_422_texts() {
-        let nf = ProviderError::Rejected {
-            status: 422,
-            message: "Chat room Not Found".into(),
-        };
-        assert!(is_not_found(&nf) && !is_already_there(&nf));
-        let ex = ProviderError::Rejected {
-            status: 422,
-            message: "User already exists".into(),
-        };
-        assert!(is_already_there(&ex) && !is_not_found(&ex));
-        assert!(!is_not_found(&ProviderError::Rejected {
-            status: 400,
-            message: "not found".into()
-        }));
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        assert_eq!(encode_segment("a_b-c.d~"), "a_b-c.d~");
-        assert_eq!(encode_segment("a/b c"), "a%2Fb%20c");
     }
 }

@@ -1,6 +1,6 @@
 //! The Sendbird chat provider: Chat Platform API v3 over [`ProviderHttp`].
 //!
-//! Mapping of the trait onto Sendbird (see `docs/PROVIDERS.md` §2):
+//! Mapping of the trait onto Sendbird (see `docs/providers.md` §2):
 //!
 //! - every call carries the `Api-Token` header (marked sensitive, never logged);
 //! - users: `POST /v3/users`, and when Sendbird answers "already exists", `PUT /v3/users/{id}`
@@ -9,7 +9,7 @@
 //!   its type and `data` the metadata serialised as a JSON object string;
 //! - metadata updates read the channel, merge into `data` and write it back (only when it
 //!   changed): `data` is where [`Sendbird::create_channel`] keeps the metadata, and Sendbird's
-//!   separate channel-metadata store holds strings only and is not documented in PROVIDERS.md;
+//!   separate channel-metadata store holds strings only and is not documented in `docs/providers.md`;
 //! - system messages are admin messages (`ADMM`) with `custom_type` [`SYSTEM_CUSTOM_TYPE`], the
 //!   caregraph id in `data` and in Sendbird's `dedup_id`; the recent system messages are checked
 //!   for the id first, and a duplicate answered by Sendbird counts as posted;
@@ -34,6 +34,9 @@ use super::{
     ProviderError, SystemMessage,
 };
 use crate::{config::SendbirdConfig, providers::http::ProviderHttp};
+
+mod wire;
+use wire::{count, is_exists, joined, malformed, message_from, refine, system_id_of};
 
 /// How many channels one `read_channels` request may name (Sendbird's page limit).
 pub const READ_BATCH_LIMIT: usize = 100;
@@ -76,104 +79,6 @@ impl std::fmt::Debug for Sendbird {
     }
 }
 
-/// Percent-encodes one path segment (everything but RFC 3986 unreserved characters).
-fn segment(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for b in raw.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-/// Whether Sendbird's error message says the resource does not exist (code 400201).
-fn says_not_found(message: &str) -> bool {
-    message.to_ascii_lowercase().contains("not found")
-}
-
-/// Whether Sendbird's error message says the resource exists already (code 400202, or a
-/// `dedup_id` seen before).
-fn says_exists(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("unique constraint") || m.contains("already exist") || m.contains("duplicate")
-}
-
-/// Turns Sendbird's "400 + not found" into [`ProviderError::NotFound`].
-fn refine(error: ProviderError) -> ProviderError {
-    match &error {
-        ProviderError::Rejected {
-            status: 400,
-            message,
-        } if says_not_found(message) => ProviderError::NotFound,
-        _ => error,
-    }
-}
-
-/// Whether a (refined) error means "it exists already".
-fn is_exists(error: &ProviderError) -> bool {
-    matches!(error, ProviderError::Rejected { status: 400 | 409, message } if says_exists(message))
-}
-
-/// A 2xx answer that is not what the API documents.
-fn malformed(what: &str) -> ProviderError {
-    ProviderError::Unavailable(format!("unexpected sendbird response: {what}"))
-}
-
-/// Milliseconds since the epoch as a UTC time (the epoch when absent or out of range).
-fn from_millis(ms: Option<i64>) -> DateTime<Utc> {
-    ms.and_then(DateTime::from_timestamp_millis)
-        .unwrap_or(DateTime::UNIX_EPOCH)
-}
-
-/// A Sendbird message object as a [`ChatMessage`] (`None` without a `message_id`).
-fn message_from(value: &Value) -> Option<ChatMessage> {
-    let id = match value.get("message_id")? {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        _ => return None,
-    };
-    let system = value.get("type").and_then(Value::as_str) == Some("ADMM");
-    Some(ChatMessage {
-        id,
-        text: value
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned(),
-        sent_at: from_millis(value.get("created_at").and_then(Value::as_i64)),
-        author: if system {
-            None
-        } else {
-            value
-                .get("user")
-                .and_then(|u| u.get("user_id"))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        },
-        system,
-    })
-}
-
-/// The caregraph system message id stored in an admin message's `data`.
-fn system_id_of(message: &Value) -> Option<String> {
-    let data = message.get("data")?.as_str()?;
-    let parsed: Value = serde_json::from_str(data).ok()?;
-    parsed
-        .get(SYSTEM_ID_KEY)
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-}
-
-/// A non-negative JSON integer as `u32` (0 when absent, saturating).
-fn count(value: Option<&Value>) -> u32 {
-    value
-        .and_then(Value::as_u64)
-        .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
-}
-
 impl Sendbird {
     /// An adapter for the configured application; `token_ttl` is the session-token lifetime used
     /// when `issue_token` is asked for a zero ttl.
@@ -198,7 +103,7 @@ impl Sendbird {
         let mut url = format!("{}/v3", self.base_url);
         for s in segments {
             url.push('/');
-            url.push_str(&segment(s));
+            url.push_str(&super::path_segment(s));
         }
         url
     }
@@ -685,11 +590,10 @@ impl ChatProvider for Sendbird {
         channels: &[ChannelRef],
         for_user: &str,
     ) -> Result<Vec<ChannelState>, ProviderError> {
-        let mut out = Vec::with_capacity(channels.len());
-        for chunk in channels.chunks(READ_BATCH_LIMIT) {
-            out.extend(self.read_chunk(chunk, for_user).await?);
-        }
-        Ok(out)
+        super::read_in_batches(channels, READ_BATCH_LIMIT, |chunk| {
+            self.read_chunk(chunk, for_user)
+        })
+        .await
     }
 
     async fn recent_messages(
@@ -707,14 +611,4 @@ impl ChatProvider for Sendbird {
         out.sort_by_key(|m| m.sent_at);
         Ok(out)
     }
-}
-
-/// `invitation_status` marking every user as joined.
-fn joined(user_ids: &[String]) -> Value {
-    Value::Object(
-        user_ids
-            .iter()
-            .map(|u| (u.clone(), Value::String("joined".into())))
-            .collect(),
-    )
 }

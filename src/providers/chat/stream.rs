@@ -1,5 +1,5 @@
 //! The Stream Chat adapter: Stream's legacy server-side REST API (no `/api/v2` prefix) as
-//! `docs/PROVIDERS.md` §1 describes it.
+//! `docs/providers.md` §1 describes it.
 //!
 //! Every call carries the `api_key` query parameter, the raw server JWT (HS256, claims exactly
 //! `{"server": true}`, built once) in `Authorization` and `Stream-Auth-Type: jwt`, and goes
@@ -33,7 +33,7 @@ use reqwest::{
     header::{AUTHORIZATION, HeaderValue},
 };
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::OnceCell;
 
@@ -42,6 +42,9 @@ use super::{
     ProviderError, SystemMessage,
 };
 use crate::{config::StreamConfig, providers::http::ProviderHttp};
+
+mod wire;
+use wire::{ChannelStateWire, MemberWire, MessageWire, QueryChannelsResponse};
 
 /// The Stream user that system messages are sent as.
 pub const SYSTEM_USER_ID: &str = "caregraph-system";
@@ -561,11 +564,10 @@ impl ChatProvider for StreamChat {
         channels: &[ChannelRef],
         for_user: &str,
     ) -> Result<Vec<ChannelState>, ProviderError> {
-        let mut out = Vec::with_capacity(channels.len());
-        for chunk in channels.chunks(READ_BATCH_LIMIT) {
-            out.extend(self.read_batch(chunk, for_user).await?);
-        }
-        Ok(out)
+        super::read_in_batches(channels, READ_BATCH_LIMIT, |chunk| {
+            self.read_batch(chunk, for_user)
+        })
+        .await
     }
 
     /// `POST /channels/{type}/{id}/query` with `messages.limit` (at most 300); a channel that does
@@ -664,151 +666,4 @@ fn is_duplicate_message(error: &ProviderError) -> bool {
 /// A count as `u32`, saturating.
 fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
-}
-
-/// Deserializes `null` as the default value.
-fn null_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-/// The answer of `POST /channels`.
-#[derive(Debug, Deserialize)]
-struct QueryChannelsResponse {
-    /// One state per channel found.
-    #[serde(default, deserialize_with = "null_default")]
-    channels: Vec<ChannelStateWire>,
-}
-
-/// A channel with its state (`POST /channels` entries and the channel query's answer).
-#[derive(Debug, Deserialize)]
-struct ChannelStateWire {
-    /// The channel object.
-    #[serde(default)]
-    channel: Option<ChannelWire>,
-    /// Members (at most 100), when Stream sends them.
-    #[serde(default)]
-    members: Option<Vec<MemberWire>>,
-    /// The latest messages, oldest first.
-    #[serde(default, deserialize_with = "null_default")]
-    messages: Vec<MessageWire>,
-    /// Read states of the members.
-    #[serde(default, deserialize_with = "null_default")]
-    read: Vec<ReadWire>,
-}
-
-/// The fields of a channel object that are read.
-#[derive(Debug, Deserialize)]
-struct ChannelWire {
-    /// `type:id`.
-    #[serde(default)]
-    cid: Option<String>,
-    /// The channel type.
-    #[serde(rename = "type", default)]
-    channel_type: Option<String>,
-    /// The channel id.
-    #[serde(default)]
-    id: Option<String>,
-    /// Whether it is frozen.
-    #[serde(default, deserialize_with = "null_default")]
-    frozen: bool,
-    /// How many members it has.
-    #[serde(default)]
-    member_count: Option<u32>,
-}
-
-impl ChannelWire {
-    /// The channel reference, from `type`/`id` or else from `cid`.
-    fn reference(&self) -> Option<ChannelRef> {
-        match (&self.channel_type, &self.id) {
-            (Some(t), Some(id)) => Some(ChannelRef {
-                channel_type: t.clone(),
-                channel_id: id.clone(),
-            }),
-            _ => {
-                let (t, id) = self.cid.as_deref()?.split_once(':')?;
-                Some(ChannelRef {
-                    channel_type: t.to_owned(),
-                    channel_id: id.to_owned(),
-                })
-            }
-        }
-    }
-}
-
-/// A channel member.
-#[derive(Debug, Deserialize)]
-struct MemberWire {
-    /// The member's user id.
-    #[serde(default)]
-    user_id: Option<String>,
-    /// The member's user.
-    #[serde(default)]
-    user: Option<UserWire>,
-}
-
-impl MemberWire {
-    /// The member's user id, from `user_id` or `user.id`.
-    fn id(&self) -> Option<&str> {
-        self.user_id
-            .as_deref()
-            .or_else(|| self.user.as_ref().map(|u| u.id.as_str()))
-    }
-}
-
-/// A user reference.
-#[derive(Debug, Deserialize)]
-struct UserWire {
-    /// The user id.
-    id: String,
-}
-
-/// A message.
-#[derive(Debug, Deserialize)]
-struct MessageWire {
-    /// Stream's message id.
-    id: String,
-    /// The text.
-    #[serde(default, deserialize_with = "null_default")]
-    text: String,
-    /// `regular`, `system`, `deleted`, …
-    #[serde(rename = "type", default, deserialize_with = "null_default")]
-    kind: String,
-    /// When it was sent.
-    created_at: DateTime<Utc>,
-    /// Its author.
-    #[serde(default)]
-    user: Option<UserWire>,
-}
-
-impl MessageWire {
-    /// The message as previews show it; system messages have no author.
-    fn into_chat(self) -> ChatMessage {
-        let system = self.kind == "system";
-        let author = self
-            .user
-            .map(|u| u.id)
-            .filter(|id| !system && id != SYSTEM_USER_ID);
-        ChatMessage {
-            id: self.id,
-            text: self.text,
-            sent_at: self.created_at,
-            author,
-            system,
-        }
-    }
-}
-
-/// A member's read state.
-#[derive(Debug, Deserialize)]
-struct ReadWire {
-    /// Whose.
-    #[serde(default)]
-    user: Option<UserWire>,
-    /// Messages after their last read.
-    #[serde(default, deserialize_with = "null_default")]
-    unread_messages: u32,
 }

@@ -1,4 +1,4 @@
-//! The fake Ethora server: the REST calls of Ethora's backend SDK (`PROVIDERS.md` §3) over
+//! The fake Ethora server: the REST calls of Ethora's backend SDK (`docs/providers.md` §3) over
 //! in-memory users and rooms (members, extra keys, messages).
 //!
 //! Every request must carry the same server JWT in `x-custom-token` and `Authorization: Bearer`,

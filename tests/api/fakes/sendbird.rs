@@ -1,6 +1,6 @@
 //! The fake Sendbird server: Chat Platform API v3 over in-memory state (users, group channels
 //! with their url, custom type, name, data, members, freeze flag, messages and read state),
-//! answering in the shapes of `docs/PROVIDERS.md` §2 and failing the way Sendbird does: HTTP 400
+//! answering in the shapes of `docs/providers.md` §2 and failing the way Sendbird does: HTTP 400
 //! with `{"error": true, "code", "message"}` (400201 not found, 400202 already exists, 400105
 //! missing parameter, …), and 401 with code 400401 when the `Api-Token` header is wrong.
 

@@ -1,4 +1,4 @@
-//! A stateful fake of Stream Chat's legacy server-side REST API (`docs/PROVIDERS.md` §1): users,
+//! A stateful fake of Stream Chat's legacy server-side REST API (`docs/providers.md` §1): users,
 //! channels (type, id, members with their last read, frozen, flattened custom data, messages),
 //! async deletion tasks, Stream's status codes and error bodies, and the auth checks of §1.9 on
 //! every request (`api_key` query, `Stream-Auth-Type: jwt`, an HS256 server JWT whose payload
