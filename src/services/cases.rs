@@ -74,7 +74,8 @@ impl CaseService {
     }
 
     /// Checks participants: ADMIN and PRACTITIONER must be active members; PATIENT an active
-    /// member or a guardian of the case's patient. A user who does not exist gets the same
+    /// member or a guardian of the case's patient (of one of the organisation's patients when
+    /// the case has none). A user who does not exist gets the same
     /// answer as one who is not eligible, so nobody learns who has an account. `field` names the
     /// input field of the i-th participant.
     async fn check_participants(
@@ -106,13 +107,17 @@ impl CaseService {
                         Some(p) => db::patients::find_guardian(&self.db, p, *user)
                             .await?
                             .is_some(),
-                        None => false,
+                        None => db::patients::of_guardian(&self.db, *user)
+                            .await?
+                            .iter()
+                            .any(|p| p.org_id == org),
                     };
                     if !member && !guardian {
                         return Err(AppError::bad_input(
                             field,
                             "a PATIENT participant must be a member of the organization or a \
-                             guardian of the case's patient",
+                             guardian of the case's patient (of one of its patients when the \
+                             case has none)",
                         ));
                     }
                 }

@@ -254,12 +254,18 @@ async fn concurrent_create_case_calls_with_one_new_reference_share_one_case() {
 }
 
 #[tokio::test]
-async fn staff_participants_must_be_active_members_while_a_patient_participant_may_be_any_user() {
+async fn staff_participants_must_be_active_members_and_a_patient_participant_a_member_or_a_guardian()
+ {
     let app = TestApp::spawn().await;
     let c = app.clinic("parts").await;
     let unknown = uuid::Uuid::new_v4().to_string();
 
-    let refused: [(&str, Value, &str); 7] = [
+    let refused: [(&str, Value, &str); 8] = [
+        (
+            "a stranger as PATIENT (answered like an unknown user)",
+            json!([{"userId": c.stranger.id, "role": "PATIENT"}]),
+            "input.participants.0.userId",
+        ),
         (
             "a member of another organisation as ADMIN",
             json!([{"userId": c.vet.id, "role": "PRACTITIONER"}, {"userId": c.outsider.id, "role": "ADMIN"}]),
@@ -296,6 +302,7 @@ async fn staff_participants_must_be_active_members_while_a_patient_participant_m
             "input.participants.0.userId",
         ),
     ];
+    let mut messages = std::collections::BTreeSet::new();
     for (what, participants, at) in refused {
         let body = app
             .gql(
@@ -306,7 +313,15 @@ async fn staff_participants_must_be_active_members_while_a_patient_participant_m
             .await;
         assert_eq!(code(&body), "BAD_USER_INPUT", "{what}: {body}");
         assert_eq!(field(&body), at, "{what}: {body}");
+        if what.contains("as PATIENT") {
+            messages.insert(body["errors"][0]["message"].to_string());
+        }
     }
+    assert_eq!(
+        messages.len(),
+        1,
+        "a stranger and an unknown user get one answer: {messages:?}"
+    );
     // Nothing was created by any refused call.
     assert_eq!(total(&app, &c).await, 0);
     let missing = app
@@ -318,7 +333,8 @@ async fn staff_participants_must_be_active_members_while_a_patient_participant_m
         .await;
     assert_eq!(code(&missing), "NOT_FOUND", "{missing}");
 
-    // Any organisation role may be a case ADMIN or PRACTITIONER; any existing user a PATIENT.
+    // Any organisation role may be a case ADMIN or PRACTITIONER; a guardian of one of its
+    // patients a PATIENT.
     let case = create(
         &app,
         &c.owner.token,
@@ -326,8 +342,7 @@ async fn staff_participants_must_be_active_members_while_a_patient_participant_m
         json!({"reference": "P-1", "title": "Accepted", "participants": [
             {"userId": c.vet.id, "role": "PRACTITIONER"},
             {"userId": c.tech.id, "role": "ADMIN"},
-            {"userId": c.client.id, "role": "PATIENT"},
-            {"userId": c.stranger.id, "role": "PATIENT"}
+            {"userId": c.client.id, "role": "PATIENT"}
         ]}),
     )
     .await;
@@ -337,11 +352,10 @@ async fn staff_participants_must_be_active_members_while_a_patient_participant_m
             (&c.vet.id, "PRACTITIONER"),
             (&c.tech.id, "ADMIN"),
             (&c.client.id, "PATIENT"),
-            (&c.stranger.id, "PATIENT"),
         ])
     );
 
-    // A deactivated member can no longer be added as staff (but still as a PATIENT).
+    // A deactivated member can no longer be added, as staff or as a PATIENT.
     let deactivate = app
         .gql(
             Some(&c.owner.token),
@@ -364,16 +378,16 @@ async fn staff_participants_must_be_active_members_while_a_patient_participant_m
         .await;
     assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
     assert_eq!(field(&body), "input.participants.0.userId");
-    let as_patient = create(
-        &app,
-        &c.owner.token,
-        &c.org,
-        json!({"reference": "P-2", "title": "Inactive", "participants": [
-            {"userId": c.vet.id, "role": "PATIENT"}
-        ]}),
-    )
-    .await;
-    assert_eq!(roles(&as_patient), expected(&[(&c.vet.id, "PATIENT")]));
+    let as_patient = app
+        .gql(
+            Some(&c.owner.token),
+            &create_q(),
+            json!({"o": c.org, "i": {"reference": "P-2", "title": "Inactive", "participants": [
+                {"userId": c.vet.id, "role": "PATIENT"}
+            ]}}),
+        )
+        .await;
+    assert_eq!(code(&as_patient), "BAD_USER_INPUT", "{as_patient}");
 }
 
 #[tokio::test]
