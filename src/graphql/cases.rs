@@ -115,7 +115,7 @@ impl CaseParticipant {
 pub struct CaseParticipantInput {
     /// The user.
     pub user_id: ID,
-    /// Role: ADMIN and PRACTITIONER must be active members; PATIENT any user.
+    /// Role: ADMIN and PRACTITIONER must be active members; PATIENT a member or a guardian of the case's patient (of one of the organisation's patients when the case has none).
     pub role: CaseRole,
 }
 

@@ -112,7 +112,7 @@ async fn an_outside_care_team_member_loses_the_team_when_consent_is_revoked() {
 }
 
 #[tokio::test]
-async fn a_case_participant_who_is_no_carer_sees_the_case_but_not_the_patient() {
+async fn a_case_participant_who_is_no_longer_a_carer_sees_the_case_but_not_the_patient() {
     let app = TestApp::spawn().await;
     let c = app.clinic("casepatient").await;
     let case = app
@@ -120,15 +120,23 @@ async fn a_case_participant_who_is_no_carer_sees_the_case_but_not_the_patient() 
             &c.owner.token,
             "mutation($o: ID!, $i: CreateCaseInput!) { createCase(orgId: $o, input: $i) { id } }",
             json!({"o": c.org, "i": {"reference": "CLM-1", "title": "Claim", "patientId": c.patient,
-                "participants": [{"userId": c.stranger.id, "role": "PATIENT"}, {"userId": c.client.id, "role": "PATIENT"}]}}),
+                "participants": [{"userId": c.co_guardian.id, "role": "PATIENT"}, {"userId": c.client.id, "role": "PATIENT"}]}}),
             "createCase",
         )
         .await;
+    // The co-guardian stops being one; they stay a participant of the case.
+    app.ok(
+        &c.owner.token,
+        "mutation($p: ID!, $u: ID!) { removeGuardian(patientId: $p, userId: $u) { id } }",
+        json!({"p": c.patient, "u": c.co_guardian.id}),
+        "removeGuardian",
+    )
+    .await;
     let read = "query($id: ID!) { case(id: $id) { reference patient { name guardians { user { email } } } } }";
     let vars = json!({"id": case["id"]});
-    let stranger = app.ok(&c.stranger.token, read, vars.clone(), "case").await;
-    assert_eq!(stranger["reference"], "CLM-1");
-    assert_eq!(stranger["patient"], Value::Null);
+    let former = app.ok(&c.co_guardian.token, read, vars.clone(), "case").await;
+    assert_eq!(former["reference"], "CLM-1");
+    assert_eq!(former["patient"], Value::Null);
     let client = app.ok(&c.client.token, read, vars.clone(), "case").await;
     assert_eq!(client["patient"]["name"], "Rex");
     let staff = app.ok(&c.tech.token, read, vars, "case").await;
