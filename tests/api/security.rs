@@ -134,7 +134,9 @@ async fn a_case_participant_who_is_no_longer_a_carer_sees_the_case_but_not_the_p
     .await;
     let read = "query($id: ID!) { case(id: $id) { reference patient { name guardians { user { email } } } } }";
     let vars = json!({"id": case["id"]});
-    let former = app.ok(&c.co_guardian.token, read, vars.clone(), "case").await;
+    let former = app
+        .ok(&c.co_guardian.token, read, vars.clone(), "case")
+        .await;
     assert_eq!(former["reference"], "CLM-1");
     assert_eq!(former["patient"], Value::Null);
     let client = app.ok(&c.client.token, read, vars.clone(), "case").await;
