@@ -2,6 +2,10 @@
 //!
 //! Every variable is listed in the README's configuration table and in `.env.example`.
 //! Secrets are [`SecretString`]s: they never appear in `Debug` output or logs.
+//!
+//! Over 700 lines on purpose: each section's struct, its variables' parsing and its
+//! cross-variable checks (production rules, per-provider requirements) read best side by side;
+//! a section with rules of its own lives in a submodule (`security`).
 
 use std::{net::SocketAddr, time::Duration};
 
