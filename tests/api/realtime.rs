@@ -717,6 +717,21 @@ async fn a_deactivated_staff_member_and_a_removed_guardian_lose_the_chat_its_mes
         .await;
         app.ok(&p.token, TOKEN, json!({}), "issueChatToken").await;
     }
+    // The client also cares for a second pet of the clinic, so they keep listing its chats.
+    app.ok(
+        &c.owner.token,
+        "mutation($org: ID!, $input: CreatePatientInput!) { createPatient(orgId: $org, input: $input) { id } }",
+        json!({"org": c.org, "input": {"name": "Milo", "species": "Cat", "riskLevel": "LOW",
+            "guardians": [{"email": "client@revoke.example", "givenName": "Casey",
+                "familyName": "Client", "relationship": "PRIMARY"}]}}),
+        "createPatient",
+    )
+    .await;
+    const LIST: &str = "query($o: ID!) { chatSessions(orgId: $o) { edges { node { id } } } }";
+    let listed = app
+        .ok(&c.client.token, LIST, json!({"o": c.org}), "chatSessions")
+        .await;
+    assert!(listed.to_string().contains(&sid), "{listed}");
     // The technician follows the clinic's list from before the revocation.
     let before = app.state.services.events.subscribers();
     let mut list = Client::connect(&app, PROTOCOLS[0], &c.tech.token).await;
@@ -738,7 +753,7 @@ async fn a_deactivated_staff_member_and_a_removed_guardian_lose_the_chat_its_mes
     )
     .await;
 
-    // After: no read (directly or through the appointment), no post, no token, no stream.
+    // After: no read (directly or through the appointment), no post, no stream.
     for p in [&c.tech, &c.client] {
         let read = app.gql(Some(&p.token), READ, json!({"id": sid})).await;
         assert_eq!(code(&read), "NOT_FOUND", "{read}");
@@ -754,13 +769,21 @@ async fn a_deactivated_staff_member_and_a_removed_guardian_lose_the_chat_its_mes
             .gql(Some(&p.token), SEND, json!({"id": sid, "t": "after"}))
             .await;
         assert_eq!(code(&post), "NOT_FOUND", "{post}");
-        let token = app.gql(Some(&p.token), TOKEN, json!({})).await;
-        assert_eq!(code(&token), "FORBIDDEN", "{token}");
         let mut ws = Client::connect(&app, PROTOCOLS[0], &p.token).await;
         ws.subscribe("s", STATUS, json!({"s": sid})).await;
         let error = ws.refused("s", "chatSessionStatus").await;
         assert_eq!(error["extensions"]["code"], "NOT_FOUND", "{error}");
     }
+    // The technician, active nowhere now, gets no chat token; the client still cares for Milo.
+    let token = app.gql(Some(&c.tech.token), TOKEN, json!({})).await;
+    assert_eq!(code(&token), "FORBIDDEN", "{token}");
+    app.ok(&c.client.token, TOKEN, json!({}), "issueChatToken")
+        .await;
+    // The client still lists the clinic's chats, but no longer this one.
+    let listed = app
+        .ok(&c.client.token, LIST, json!({"o": c.org}), "chatSessions")
+        .await;
+    assert!(!listed.to_string().contains(&sid), "{listed}");
     // The practitioner still reads and posts; the technician's list stream carries no text.
     app.ok(
         &c.vet.token,

@@ -10,7 +10,7 @@ use crate::{
     auth::Viewer,
     db,
     domain::{
-        ChatSessionId, Membership, OrgId, User, UserId,
+        AppointmentId, CaseId, ChatSessionId, Membership, OrgId, PatientId, User, UserId,
         care::{CaseRole, ConsentScope},
         chat::{ChatCategory, ChatRole, ChatSession, SessionKey},
         pagination::{Page, PageRequest},
@@ -104,20 +104,19 @@ impl ChatService {
             .map(|(s, _, _)| s)
             .collect();
         let memberships = self.memberships_of(me.id).await?;
-        let mut readable = Vec::with_capacity(sessions.len());
-        for s in sessions {
-            if self
-                .may_read(&s, me.id, member_of.contains(&s.id), &memberships)
-                .await?
-            {
-                readable.push(Readable::granted(s));
-            }
-        }
-        Ok(readable)
+        let standing = self.standing(&sessions, me.id, &memberships).await?;
+        Ok(sessions
+            .into_iter()
+            .filter(|s| {
+                manages(&memberships, s.org_id)
+                    || (member_of.contains(&s.id) && standing.contains(&s.id))
+            })
+            .map(Readable::granted)
+            .collect())
     }
 
     /// The one read rule: an active OWNER/ADMIN of the session's organisation, or a member whose
-    /// place in it still rests on current facts ([`Self::stands_in`]).
+    /// place in it still rests on current facts ([`Self::standing`]).
     async fn may_read(
         &self,
         session: &ChatSession,
@@ -128,75 +127,102 @@ impl ChatService {
         if manages(memberships, session.org_id) {
             return Ok(true);
         }
-        Ok(is_member && self.stands_in(session, user, memberships).await?)
+        Ok(is_member
+            && self
+                .standing(std::slice::from_ref(session), user, memberships)
+                .await?
+                .contains(&session.id))
     }
 
-    /// Whether a member's place in a session still rests on current facts: a colleague or
-    /// group chat on an active membership of its organisation (either one, across two); an
-    /// appointment chat on taking part in the appointment now (a guardian who still is one, staff
-    /// who are still active, see [`is_participant`]); a case room on being a participant now
-    /// (staff also active in the organisation); a care-team chat on being entitled to it now
-    /// (active, and consented when outside). A member row alone proves nothing.
-    async fn stands_in(
+    /// The sessions among `sessions` in which `user`'s place still rests on current facts,
+    /// read in a few statements per kind of session, whatever their number: a colleague or group
+    /// chat on an active membership of its organisation (either one, across two); an appointment
+    /// chat on taking part in the appointment now (a guardian who still is one, staff who are
+    /// still active, see [`is_participant`]; support staff from outside only while the
+    /// patient's MESSAGING consent covers them); a case room on being a participant now (staff
+    /// also active in the organisation); a care-team chat on being entitled to it now (active,
+    /// and consented when outside). A member row alone proves nothing.
+    async fn standing(
         &self,
-        session: &ChatSession,
+        sessions: &[ChatSession],
         user: UserId,
         memberships: &[Membership],
-    ) -> AppResult<bool> {
-        let staff = active_in(memberships, session.org_id);
-        Ok(match session.category {
-            ChatCategory::Group => staff,
-            ChatCategory::Colleague => {
-                staff
-                    || session
-                        .counterpart_org_id
-                        .is_some_and(|o| active_in(memberships, o))
+    ) -> AppResult<HashSet<ChatSessionId>> {
+        let mut standing = HashSet::new();
+        let of = |c: ChatCategory| sessions.iter().filter(move |s| s.category == c);
+        for s in of(ChatCategory::Group).chain(of(ChatCategory::Colleague)) {
+            let counterpart = s
+                .counterpart_org_id
+                .is_some_and(|o| active_in(memberships, o));
+            if active_in(memberships, s.org_id) || counterpart {
+                standing.insert(s.id);
             }
-            ChatCategory::Client => {
-                let Some(id) = session.appointment_id else {
-                    return Ok(false);
-                };
-                let Some(a) = db::appointments::find(&self.db, id).await? else {
-                    return Ok(false);
-                };
-                let support = db::appointments::support_staff_of(&self.db, &[id]).await?;
-                let guardians = db::patients::guardians_of(&self.db, &[a.patient_id]).await?;
-                is_participant(
-                    &a,
-                    user,
-                    support.iter().map(|(_, u)| *u),
-                    &guardians,
+        }
+        // Appointment chats: the appointments, their support staff and the patients' guardians.
+        let ids: Vec<AppointmentId> = of(ChatCategory::Client)
+            .filter_map(|s| s.appointment_id)
+            .collect();
+        let appointments = db::appointments::find_many(&self.db, &ids).await?;
+        let support = db::appointments::support_staff_of(&self.db, &ids).await?;
+        let patients: Vec<PatientId> = appointments.iter().map(|a| a.patient_id).collect();
+        let guardians = db::patients::guardians_of(&self.db, &patients).await?;
+        for s in of(ChatCategory::Client) {
+            let Some(a) = appointments.iter().find(|a| Some(a.id) == s.appointment_id) else {
+                continue;
+            };
+            let staff = support.iter().filter(|(x, _)| *x == a.id).map(|(_, u)| *u);
+            if !is_participant(a, user, staff, &guardians, memberships) {
+                continue;
+            }
+            let covered = !outside_support(a, user, &guardians, memberships)
+                || consent_covers(
+                    &self.db,
+                    a,
                     memberships,
-                ) && (!outside_support(&a, user, &guardians, memberships)
-                    || consent_covers(
-                        &self.db,
-                        &a,
-                        memberships,
-                        ConsentScope::Messaging,
-                        self.clock.now(),
-                    )
-                    .await?)
+                    ConsentScope::Messaging,
+                    self.clock.now(),
+                )
+                .await?;
+            if covered {
+                standing.insert(s.id);
             }
-            ChatCategory::Case | ChatCategory::CareTeam => {
-                match db::chat_sessions::keys_of(&self.db, &[session.id])
-                    .await?
-                    .pop()
-                    .map(|(_, k)| k)
-                {
-                    Some(SessionKey::Case(case)) => db::cases::participants_of(&self.db, &[case])
-                        .await?
-                        .iter()
-                        .any(|p| p.user_id == user && (p.role == CaseRole::Patient || staff)),
-                    Some(SessionKey::CareTeam(team)) => {
-                        match db::care_teams::find(&self.db, team).await? {
-                            Some(team) => self.teams.chat_members(&team).await?.contains(&user),
-                            None => false,
-                        }
-                    }
-                    _ => false,
-                }
+        }
+        // Case rooms and care-team chats: their natural keys say which case or team.
+        let rooms: Vec<ChatSessionId> = of(ChatCategory::Case)
+            .chain(of(ChatCategory::CareTeam))
+            .map(|s| s.id)
+            .collect();
+        let keys = db::chat_sessions::keys_of(&self.db, &rooms).await?;
+        let cases: Vec<CaseId> = keys
+            .iter()
+            .filter_map(|(_, k)| match k {
+                SessionKey::Case(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        let participants = db::cases::participants_of(&self.db, &cases).await?;
+        for (id, key) in &keys {
+            let Some(s) = sessions.iter().find(|s| s.id == *id) else {
+                continue;
+            };
+            let stands = match key {
+                SessionKey::Case(case) => participants.iter().any(|p| {
+                    p.case_id == *case
+                        && p.user_id == user
+                        && (p.role == CaseRole::Patient || active_in(memberships, s.org_id))
+                }),
+                // Entitlement reads its own facts per team (consent included).
+                SessionKey::CareTeam(team) => match db::care_teams::find(&self.db, *team).await? {
+                    Some(team) => self.teams.chat_members(&team).await?.contains(&user),
+                    None => false,
+                },
+                _ => false,
+            };
+            if stands {
+                standing.insert(*id);
             }
-        })
+        }
+        Ok(standing)
     }
 
     /// The viewer's memberships (every organisation).
@@ -215,7 +241,7 @@ impl ChatService {
         page: &PageRequest,
     ) -> AppResult<Page<Readable<ChatSession>>> {
         let me = self.lister(viewer, org).await?;
-        let page = db::chat_sessions::list_for_member(
+        let mut page = db::chat_sessions::list_for_member(
             &self.db,
             org,
             me.id,
@@ -224,7 +250,13 @@ impl ChatService {
             page,
         )
         .await?;
-        // Each row is one of the viewer's own sessions: a member may read it.
+        // Each row is one of the viewer's own sessions, listed while the rule lets them read it
+        // (a stale row after a lost right is left out, so such a page may come up short).
+        let memberships = self.memberships_of(me.id).await?;
+        let sessions: Vec<ChatSession> = page.rows.iter().map(|(_, s)| s.clone()).collect();
+        let standing = self.standing(&sessions, me.id, &memberships).await?;
+        page.rows
+            .retain(|(_, s)| manages(&memberships, s.org_id) || standing.contains(&s.id));
         Ok(page.map(Readable::granted))
     }
 
