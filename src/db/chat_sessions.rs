@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, sea_query::Expr,
+    QueryOrder, QuerySelect, QueryTrait, UpdateMany, sea_query::Expr,
 };
 
 use super::entities::{chat_session as session, chat_session_member as member};
@@ -209,7 +209,7 @@ pub async fn close(
     reason: StatusReason,
     at: DateTime<Utc>,
 ) -> AppResult<bool> {
-    let res = session::Entity::update_many()
+    let update = session::Entity::update_many()
         .col_expr(
             session::Column::Status,
             Expr::value(ChatStatus::Closed.as_str()),
@@ -219,13 +219,8 @@ pub async fn close(
             session::Column::ClosedBy,
             Expr::value(by.map(|u| u.as_string())),
         )
-        .col_expr(session::Column::CloseReason, Expr::value(reason.as_str()))
-        .col_expr(session::Column::UpdatedAt, Expr::value(at))
-        .filter(session::Column::Id.eq(id.as_string()))
-        .filter(session::Column::ClosedAt.is_null())
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
+        .col_expr(session::Column::CloseReason, Expr::value(reason.as_str()));
+    update_open(db, id, at, update).await
 }
 
 /// Moves a session from one status to another; whether it was in `from`.
@@ -237,16 +232,12 @@ pub async fn transition(
 ) -> AppResult<bool> {
     let mut update = session::Entity::update_many()
         .col_expr(session::Column::Status, Expr::value(to.as_str()))
-        .col_expr(session::Column::UpdatedAt, Expr::value(at))
-        .filter(session::Column::Id.eq(session.id.as_string()))
-        .filter(session::Column::Status.eq(session.status.as_str()))
-        .filter(session::Column::ClosedAt.is_null());
+        .filter(session::Column::Status.eq(session.status.as_str()));
     // The window read decided the change: a concurrent reschedule wins over it.
     if let Some(from) = session.allowed_from {
         update = update.filter(session::Column::AllowedFrom.eq(from));
     }
-    let res = update.exec(db).await?;
-    Ok(res.rows_affected == 1)
+    update_open(db, session.id, at, update).await
 }
 
 /// Moves an open session's window (and its stored status); whether it was open.
@@ -258,10 +249,21 @@ pub async fn set_window(
     status: ChatStatus,
     at: DateTime<Utc>,
 ) -> AppResult<bool> {
-    let res = session::Entity::update_many()
+    let update = session::Entity::update_many()
         .col_expr(session::Column::AllowedFrom, Expr::value(from))
         .col_expr(session::Column::AllowedUntil, Expr::value(until))
-        .col_expr(session::Column::Status, Expr::value(status.as_str()))
+        .col_expr(session::Column::Status, Expr::value(status.as_str()));
+    update_open(db, id, at, update).await
+}
+
+/// Runs `update` on the session if it is still open, stamping `updated_at`; whether it was open.
+async fn update_open(
+    db: &impl ConnectionTrait,
+    id: ChatSessionId,
+    at: DateTime<Utc>,
+    update: UpdateMany<session::Entity>,
+) -> AppResult<bool> {
+    let res = update
         .col_expr(session::Column::UpdatedAt, Expr::value(at))
         .filter(session::Column::Id.eq(id.as_string()))
         .filter(session::Column::ClosedAt.is_null())

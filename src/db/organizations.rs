@@ -185,14 +185,7 @@ pub async fn memberships_of_user(
     db: &impl ConnectionTrait,
     user_id: UserId,
 ) -> AppResult<Vec<Membership>> {
-    membership::Entity::find()
-        .filter(membership::Column::UserId.eq(user_id.as_string()))
-        .order_by_asc(membership::Column::CreatedAt)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(membership_to_domain)
-        .collect()
+    memberships_of_users(db, &[user_id]).await
 }
 
 /// The memberships of many users (for loaders).

@@ -3,7 +3,7 @@
 
 use axum::{
     extract::Path,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
 };
 
@@ -33,20 +33,22 @@ base-uri 'none'; form-action 'none'";
 
 /// The GraphiQL page.
 pub async fn page() -> Response {
-    let mut response = Html(PAGE).into_response();
+    with_headers(
+        Html(PAGE).into_response(),
+        &[
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+    )
+}
+
+/// Sets fixed headers on a response.
+fn with_headers(mut response: Response, fixed: &[(HeaderName, &'static str)]) -> Response {
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    for (name, value) in fixed {
+        headers.insert(name.clone(), HeaderValue::from_static(value));
+    }
     response
 }
 
@@ -95,19 +97,16 @@ pub async fn asset(Path(name): Path<String>) -> Response {
     let Some((_, content_type, gzipped, bytes)) = ASSETS.iter().find(|(n, ..)| *n == name) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut response = (*bytes).into_response();
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=3600"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
+    let response = with_headers(
+        (*bytes).into_response(),
+        &[
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
     );
     if *gzipped {
-        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        return with_headers(response, &[(header::CONTENT_ENCODING, "gzip")]);
     }
     response
 }

@@ -102,6 +102,26 @@ pub async fn find_or_create_user(
     .await
 }
 
+/// Makes the user of `g` (found by email, or created) a guardian of the patient; `field` names the input.
+async fn put_guardian(
+    db: &impl ConnectionTrait,
+    patient_id: PatientId,
+    g: &GuardianInput,
+    field: &str,
+) -> AppResult<()> {
+    let user = find_or_create_user(db, &g.email, &g.given_name, &g.family_name, field).await?;
+    db::patients::upsert_guardian(
+        db,
+        &Guardian {
+            patient_id,
+            user_id: user.id,
+            relationship: g.relationship,
+            can_chat: g.can_chat,
+        },
+    )
+    .await
+}
+
 impl PatientService {
     /// Builds the service.
     pub fn new(db: DatabaseConnection) -> Self {
@@ -132,19 +152,7 @@ impl PatientService {
         )
         .await?;
         for (i, g) in input.guardians.iter().enumerate() {
-            let field = format!("input.guardians.{i}");
-            let user =
-                find_or_create_user(&txn, &g.email, &g.given_name, &g.family_name, &field).await?;
-            db::patients::upsert_guardian(
-                &txn,
-                &Guardian {
-                    patient_id: patient.id,
-                    user_id: user.id,
-                    relationship: g.relationship,
-                    can_chat: g.can_chat,
-                },
-            )
-            .await?;
+            put_guardian(&txn, patient.id, g, &format!("input.guardians.{i}")).await?;
         }
         txn.commit().await?;
         Ok(patient)
@@ -184,18 +192,7 @@ impl PatientService {
     ) -> AppResult<Patient> {
         let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
         let txn = db::begin(&self.db).await?;
-        let user =
-            find_or_create_user(&txn, &g.email, &g.given_name, &g.family_name, "input").await?;
-        db::patients::upsert_guardian(
-            &txn,
-            &Guardian {
-                patient_id: patient.id,
-                user_id: user.id,
-                relationship: g.relationship,
-                can_chat: g.can_chat,
-            },
-        )
-        .await?;
+        put_guardian(&txn, patient.id, &g, "input").await?;
         txn.commit().await?;
         Ok(patient)
     }

@@ -286,73 +286,66 @@ impl Ethora {
 
     /// Creates users (one batch); a user that exists is no error.
     async fn create_users(&self, list: &[Value]) -> Result<(), ProviderError> {
-        let body = json!({ "bypassEmailConfirmation": true, "usersList": list });
-        match self
-            .call(
-                "create_users",
-                Method::POST,
-                USERS_BATCH_CREATE,
-                &[],
-                Some(&body),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_already_there(&e) && list.len() > 1 => {
-                // The batch may have been refused as a whole: create each user on its own.
-                let each: Vec<_> = list
-                    .iter()
-                    .map(|one| self.create_users_one(std::slice::from_ref(one)))
-                    .collect();
-                stream::iter(each)
-                    .buffer_unordered(READ_CONCURRENCY)
-                    .try_collect::<Vec<()>>()
-                    .await
-                    .map(|_| ())
-            }
-            Err(e) if is_already_there(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Creates one user; "exists already" is success.
-    async fn create_users_one(&self, one: &[Value]) -> Result<(), ProviderError> {
-        let body = json!({ "bypassEmailConfirmation": true, "usersList": one });
-        match self
-            .call(
-                "create_users",
-                Method::POST,
-                USERS_BATCH_CREATE,
-                &[],
-                Some(&body),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_already_there(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
+        self.batch_tolerant(
+            "create_users",
+            Method::POST,
+            USERS_BATCH_CREATE,
+            list,
+            |batch| json!({ "bypassEmailConfirmation": true, "usersList": batch }),
+            is_already_there,
+        )
+        .await
     }
 
     /// Deletes users by their plain ids; "not found" is success.
     async fn delete_user_batch(&self, ids: &[String]) -> Result<(), ProviderError> {
-        let body = json!({ "usersIdList": ids });
+        self.batch_tolerant(
+            "delete_users",
+            Method::DELETE,
+            USERS_BATCH_DELETE,
+            ids,
+            |batch| json!({ "usersIdList": batch }),
+            is_not_found,
+        )
+        .await
+    }
+
+    /// Sends one batch call in which an error that `tolerated` accepts counts as success.
+    ///
+    /// Ethora may refuse a whole batch for one item (a user that exists already, an unknown
+    /// id), so after such an error a batch of more than one item is sent again item by item.
+    async fn batch_tolerant<T: Sync>(
+        &self,
+        operation: &'static str,
+        method: Method,
+        path: &str,
+        items: &[T],
+        body: impl Fn(&[T]) -> Value + Send + Sync,
+        tolerated: fn(&ProviderError) -> bool,
+    ) -> Result<(), ProviderError> {
+        let batch_body = body(items);
         match self
-            .call(
-                "delete_users",
-                Method::DELETE,
-                USERS_BATCH_DELETE,
-                &[],
-                Some(&body),
-            )
+            .call(operation, method.clone(), path, &[], Some(&batch_body))
             .await
         {
             Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) && ids.len() > 1 => {
-                // One unknown user may fail the batch: delete each user on its own.
-                let each: Vec<_> = ids
+            Err(e) if tolerated(&e) && items.len() > 1 => {
+                let each: Vec<_> = items
                     .iter()
-                    .map(|one| self.delete_user_batch_one(std::slice::from_ref(one)))
+                    .map(|one| {
+                        let one_body = body(std::slice::from_ref(one));
+                        let method = method.clone();
+                        async move {
+                            match self
+                                .call(operation, method, path, &[], Some(&one_body))
+                                .await
+                            {
+                                Ok(_) => Ok(()),
+                                Err(e) if tolerated(&e) => Ok(()),
+                                Err(e) => Err(e),
+                            }
+                        }
+                    })
                     .collect();
                 stream::iter(each)
                     .buffer_unordered(READ_CONCURRENCY)
@@ -360,26 +353,7 @@ impl Ethora {
                     .await
                     .map(|_| ())
             }
-            Err(e) if is_not_found(&e) => Ok(()),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Deletes one user; "not found" is success.
-    async fn delete_user_batch_one(&self, one: &[String]) -> Result<(), ProviderError> {
-        let body = json!({ "usersIdList": one });
-        match self
-            .call(
-                "delete_users",
-                Method::DELETE,
-                USERS_BATCH_DELETE,
-                &[],
-                Some(&body),
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if tolerated(&e) => Ok(()),
             Err(e) => Err(e),
         }
     }

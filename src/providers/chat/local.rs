@@ -58,6 +58,27 @@ impl LocalChat {
             .ok_or(ProviderError::NotFound)
     }
 
+    /// Adds (`add`) or removes members, then posts the optional system `message`.
+    async fn change_members(
+        &self,
+        channel: &ChannelRef,
+        user_ids: &[String],
+        message: Option<&SystemMessage>,
+        add: bool,
+    ) -> Result<(), ProviderError> {
+        let row = self.existing(channel).await?;
+        let changed = if add {
+            local_chat::add_members(&self.db, &row.cid, user_ids).await
+        } else {
+            local_chat::remove_members(&self.db, &row.cid, user_ids).await
+        };
+        changed.map_err(store)?;
+        if let Some(m) = message {
+            self.post_system(channel, m).await?;
+        }
+        Ok(())
+    }
+
     /// A member posts a message (the local stand-in for a client SDK). Refused when the channel
     /// is frozen or the user is no member.
     pub async fn post_user_message(
@@ -229,14 +250,7 @@ impl ChatProvider for LocalChat {
         user_ids: &[String],
         message: Option<&SystemMessage>,
     ) -> Result<(), ProviderError> {
-        let row = self.existing(channel).await?;
-        local_chat::add_members(&self.db, &row.cid, user_ids)
-            .await
-            .map_err(store)?;
-        if let Some(m) = message {
-            self.post_system(channel, m).await?;
-        }
-        Ok(())
+        self.change_members(channel, user_ids, message, true).await
     }
 
     async fn remove_members(
@@ -245,14 +259,7 @@ impl ChatProvider for LocalChat {
         user_ids: &[String],
         message: Option<&SystemMessage>,
     ) -> Result<(), ProviderError> {
-        let row = self.existing(channel).await?;
-        local_chat::remove_members(&self.db, &row.cid, user_ids)
-            .await
-            .map_err(store)?;
-        if let Some(m) = message {
-            self.post_system(channel, m).await?;
-        }
-        Ok(())
+        self.change_members(channel, user_ids, message, false).await
     }
 
     async fn set_frozen(&self, channel: &ChannelRef, frozen: bool) -> Result<(), ProviderError> {
