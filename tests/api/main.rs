@@ -27,6 +27,7 @@ mod provider_stream;
 mod realtime;
 mod replicas;
 mod security;
+mod sweep;
 mod transport;
 mod webhooks;
 mod websocket;
