@@ -289,7 +289,8 @@ impl CaseService {
         Ok(case)
     }
 
-    /// A case: staff of its organisation or its participants.
+    /// A case: active staff of its organisation, or its PATIENT participants. A staff participant
+    /// reads it only while active there (a deactivated one loses it at once).
     pub async fn case(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
         let user = viewer.user()?;
         let case = db::cases::find(&self.db, id)
@@ -301,7 +302,10 @@ impl CaseService {
             return Ok(case);
         }
         let participants = db::cases::participants_of(&self.db, &[id]).await?;
-        if participants.iter().any(|p| p.user_id == user.id) {
+        if participants
+            .iter()
+            .any(|p| p.user_id == user.id && p.role == CaseRole::Patient)
+        {
             Ok(case)
         } else {
             Err(AppError::NotFound("case"))

@@ -29,9 +29,6 @@ const KNOWN_LEAKS: &[(&str, &str)] = &[
     // Issue 11 item 5: B's OWNER enrols A in B's compliance group without A's agreement, and the
     // answer names A (`organizations { name slug }`).
     ("createComplianceGroup", "OWNER of B"),
-    // Issue 11 items 1-2: a deactivated member who is a case participant still reads `case(id)`
-    // (title, reference, status, participants' ids and emails; its `chat` and `patient` are null).
-    ("case", "deactivated STAFF of A"),
 ];
 
 /// Whether a root field must refuse these callers outright.
