@@ -548,8 +548,10 @@ async fn a_page_of_100_chat_sessions_costs_the_same_sql_statements_as_a_page_of_
     // Each lookup is one statement per wave of the loaders; users are asked for at three
     // depths (members, createdBy, the appointment's people), and whether two of those waves
     // share a batch depends on timing, so the count may differ by a wave, never by a row.
+    // Four are the read rule's facts for the page (the viewer's memberships, the appointments,
+    // their support staff, the patients' guardians): 18 to 19 in all when measured.
     assert!(
-        counts[0] <= counts[1] + 2 && counts[0] <= 18,
+        counts[0] <= counts[1] + 2 && counts[0] <= 22,
         "statements for 100 vs 10 rows: {counts:?}"
     );
 }
