@@ -29,13 +29,15 @@ use crate::{
     clock::SharedClock,
     db,
     domain::{
-        AppointmentId, ChatSessionId, User, UserId,
-        chat::{ChatRole, ChatSession, ChatStatus, SessionKey, StatusReason, status_at},
+        AppointmentId, ChatSessionId, OrgId, User, UserId,
+        chat::{
+            ChatCategory, ChatRole, ChatSession, ChatStatus, SessionKey, StatusReason, status_at,
+        },
     },
     error::{AppError, AppResult},
     events::{ChangeKind, DomainEvent, EventBus, SessionChange, StatusEvent},
     outbox::{Entry, Operation, Outbox},
-    providers::chat::{ChannelRef, ChannelSpec, ChatMessage, ChatStack, ChatUser},
+    providers::chat::{CHANNEL_TYPE, ChannelRef, ChannelSpec, ChatMessage, ChatStack, ChatUser},
 };
 
 /// Chat sessions.
@@ -313,6 +315,57 @@ impl ChatService {
         // The client is about to open the channel: deliver now (the worker retries if down).
         self.outbox.deliver_now(&keys).await?;
         Ok(session)
+    }
+
+    /// A room (case or care team) about to be made now by `by`.
+    fn room(
+        &self,
+        org: OrgId,
+        category: ChatCategory,
+        channel_id: String,
+        title: String,
+        by: &User,
+    ) -> ChatSession {
+        ChatSession::new_open(
+            org,
+            category,
+            CHANNEL_TYPE,
+            channel_id,
+            Some(title),
+            by.id,
+            self.clock.now(),
+        )
+    }
+
+    /// Creates a room (`key`, from `template`; `by` takes part) or brings an open one's members
+    /// to `wanted` (its creator stays).
+    async fn sync_room(
+        &self,
+        key: &SessionKey,
+        template: ChatSession,
+        metadata: Map<String, Value>,
+        wanted: &[(UserId, ChatRole)],
+        by: &User,
+    ) -> AppResult<()> {
+        let Some(session) = db::chat_sessions::find_by_key(&self.db, key).await? else {
+            let mut members = wanted.to_vec();
+            if !members.iter().any(|(u, _)| *u == by.id) {
+                members.push((by.id, ChatRole::Staff));
+            }
+            let users = db::users::find_many(
+                &self.db,
+                &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+            )
+            .await?;
+            self.create(template, key, &members, metadata, &users, by)
+                .await?;
+            return Ok(());
+        };
+        if session.closed_at.is_some() {
+            return Ok(());
+        }
+        self.sync_members(&session, wanted, Some(session.created_by))
+            .await
     }
 
     /// Sessions of appointments (for loaders).

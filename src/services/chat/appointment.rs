@@ -208,7 +208,6 @@ impl ChatService {
 }
 
 #[async_trait::async_trait]
-#[async_trait::async_trait]
 impl crate::services::appointments::AppointmentHooks for ChatService {
     /// A cancelled appointment closes its chat; a moved one moves the chat's window (a chat
     /// closed by a person stays closed), refreezing or unfreezing the channel as the window says.

@@ -1,6 +1,6 @@
 //! Care-team chats: a staff-only room per team; outside members take part only while consented.
 
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 use super::{ChatService, base_metadata};
 use crate::{
@@ -10,7 +10,6 @@ use crate::{
         chat::{self, ChatCategory, ChatRole, ChatSession, SessionKey},
     },
     error::AppResult,
-    providers::chat::CHANNEL_TYPE,
 };
 
 /// Keeps a care team's staff-only conversation in step with the team (category `CARE_TEAM`).
@@ -30,42 +29,8 @@ impl ChatService {
     ) -> AppResult<Option<ChatSession>> {
         db::chat_sessions::find_by_key(&self.db, &SessionKey::CareTeam(*team)).await
     }
-
-    /// Creates or updates a staff-only room (`key`) so that its members are `wanted`.
-    async fn sync_room(
-        &self,
-        key: &SessionKey,
-        template: ChatSession,
-        metadata: Map<String, Value>,
-        wanted: &[UserId],
-        by: &User,
-    ) -> AppResult<()> {
-        let Some(session) = db::chat_sessions::find_by_key(&self.db, key).await? else {
-            let mut members: Vec<(UserId, ChatRole)> =
-                wanted.iter().map(|u| (*u, ChatRole::Staff)).collect();
-            if !members.iter().any(|(u, _)| *u == by.id) {
-                members.push((by.id, ChatRole::Staff));
-            }
-            let users = db::users::find_many(
-                &self.db,
-                &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
-            )
-            .await?;
-            self.create(template, key, &members, metadata, &users, by)
-                .await?;
-            return Ok(());
-        };
-        if session.closed_at.is_some() {
-            return Ok(());
-        }
-        let wanted: Vec<(UserId, ChatRole)> =
-            wanted.iter().map(|u| (*u, ChatRole::Staff)).collect();
-        self.sync_members(&session, &wanted, Some(session.created_by))
-            .await
-    }
 }
 
-#[async_trait::async_trait]
 #[async_trait::async_trait]
 impl crate::services::consent::ConsentHooks for CareTeamChats {
     /// Outside staff take part in a patient's care-team chats only while consented: each
@@ -94,34 +59,30 @@ impl crate::services::consent::ConsentHooks for CareTeamChats {
 }
 
 #[async_trait::async_trait]
-#[async_trait::async_trait]
 impl crate::services::care_teams::CareTeamHooks for CareTeamChats {
     async fn care_team_changed(
         &self,
         team: &crate::domain::care::CareTeam,
         by: &User,
     ) -> AppResult<()> {
-        let wanted = self.teams.chat_members(team).await?;
-        let now = self.chat.clock.now();
-        let template = ChatSession::new_open(
+        let wanted: Vec<(UserId, ChatRole)> = self
+            .teams
+            .chat_members(team)
+            .await?
+            .into_iter()
+            .map(|u| (u, ChatRole::Staff))
+            .collect();
+        let room = self.chat.room(
             team.org_id,
             ChatCategory::CareTeam,
-            CHANNEL_TYPE,
             chat::channel_id("careteam", &team.id.to_string()),
-            Some(team.name.clone()),
-            by.id,
-            now,
+            team.name.clone(),
+            by,
         );
-        let mut metadata = base_metadata(&template);
+        let mut metadata = base_metadata(&room);
         metadata.insert("careTeamId".into(), json!(team.id.to_string()));
         self.chat
-            .sync_room(
-                &SessionKey::CareTeam(team.id),
-                template,
-                metadata,
-                &wanted,
-                by,
-            )
+            .sync_room(&SessionKey::CareTeam(team.id), room, metadata, &wanted, by)
             .await
     }
 }

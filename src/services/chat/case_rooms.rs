@@ -10,7 +10,6 @@ use crate::{
         chat::{self, ChatCategory, ChatRole, ChatSession, SessionKey, StatusReason},
     },
     error::AppResult,
-    providers::chat::CHANNEL_TYPE,
 };
 
 impl ChatService {
@@ -20,7 +19,6 @@ impl ChatService {
     }
 }
 
-#[async_trait::async_trait]
 #[async_trait::async_trait]
 impl crate::services::cases::CaseHooks for ChatService {
     /// Provisions the case's room once (every participant granted) and keeps its members in
@@ -41,41 +39,23 @@ impl crate::services::cases::CaseHooks for ChatService {
                 )
             })
             .collect();
-        let key = SessionKey::Case(case.id);
-        let Some(session) = db::chat_sessions::find_by_key(&self.db, &key).await? else {
-            if case.status == crate::domain::care::CaseStatus::Closed {
-                return Ok(());
-            }
-            let mut members = wanted.clone();
-            if !members.iter().any(|(u, _)| *u == by.id) {
-                members.push((by.id, ChatRole::Staff));
-            }
-            let users = db::users::find_many(
-                &self.db,
-                &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
-            )
-            .await?;
-            let now = self.clock.now();
-            let session = ChatSession::new_open(
-                case.org_id,
-                ChatCategory::Case,
-                CHANNEL_TYPE,
-                chat::channel_id("case", &case.id.to_string()),
-                Some(case.title.clone()),
-                by.id,
-                now,
-            );
-            let mut metadata = base_metadata(&session);
-            metadata.insert("caseId".into(), json!(case.id.to_string()));
-            metadata.insert("caseReference".into(), json!(case.reference));
-            self.create(session, &key, &members, metadata, &users, by)
-                .await?;
-            return Ok(());
-        };
-        if session.closed_at.is_some() {
+        // A closed case whose room was never made gets none now.
+        if case.status == crate::domain::care::CaseStatus::Closed
+            && self.case_room(&case.id).await?.is_none()
+        {
             return Ok(());
         }
-        self.sync_members(&session, &wanted, Some(session.created_by))
+        let room = self.room(
+            case.org_id,
+            ChatCategory::Case,
+            chat::channel_id("case", &case.id.to_string()),
+            case.title.clone(),
+            by,
+        );
+        let mut metadata = base_metadata(&room);
+        metadata.insert("caseId".into(), json!(case.id.to_string()));
+        metadata.insert("caseReference".into(), json!(case.reference));
+        self.sync_room(&SessionKey::Case(case.id), room, metadata, &wanted, by)
             .await
     }
 
