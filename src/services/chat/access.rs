@@ -104,13 +104,18 @@ impl ChatService {
             .map(|(s, _, _)| s)
             .collect();
         let memberships = self.memberships_of(me.id).await?;
-        let standing = self.standing(&sessions, me.id, &memberships).await?;
-        Ok(sessions
+        // Only a member who does not manage the organisation needs the facts behind their row.
+        let (managed, rest): (Vec<ChatSession>, Vec<ChatSession>) = sessions
             .into_iter()
-            .filter(|s| {
-                manages(&memberships, s.org_id)
-                    || (member_of.contains(&s.id) && standing.contains(&s.id))
-            })
+            .partition(|s| manages(&memberships, s.org_id));
+        let rest: Vec<ChatSession> = rest
+            .into_iter()
+            .filter(|s| member_of.contains(&s.id))
+            .collect();
+        let standing = self.standing(&rest, me.id, &memberships).await?;
+        Ok(managed
+            .into_iter()
+            .chain(rest.into_iter().filter(|s| standing.contains(&s.id)))
             .map(Readable::granted)
             .collect())
     }
