@@ -104,18 +104,11 @@ impl Services {
             outbox,
             events,
         } = parts;
-        let appointments = appointments::AppointmentService::new(
-            db.clone(),
-            clock.clone(),
-            meetings,
-            &config.jitsi,
-        );
         let chats = chat::ChatService::new(
             db.clone(),
             outbox.clone(),
             chat.clone(),
             clock.clone(),
-            appointments.clone(),
             events.clone(),
             chat::ChatSettings {
                 token_ttl: config.chat.token_ttl,
@@ -124,24 +117,24 @@ impl Services {
                 after_end_minutes: config.chat.after_end_minutes,
             },
         );
-        appointments.set_hooks(Arc::new(chats.clone()));
-        let cases = cases::CaseService::new(db.clone());
-        cases.set_hooks(Arc::new(chats.clone()));
-        let care_teams = care_teams::CareTeamService::new(db.clone(), clock.clone());
-        let care_team_chats = Arc::new(chat::CareTeamChats {
-            chat: chats.clone(),
-            teams: care_teams.clone(),
-        });
-        care_teams.set_hooks(care_team_chats.clone());
-        let consent = consent::ConsentService::new(db.clone(), clock.clone());
-        consent.set_hooks(care_team_chats);
+        let appointments = appointments::AppointmentService::new(
+            db.clone(),
+            clock.clone(),
+            meetings,
+            &config.jitsi,
+            chats.clone(),
+        );
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
-            organizations: organizations::OrganizationService::new(config.clone(), db.clone()),
-            patients: patients::PatientService::new(db.clone()),
-            consent,
-            care_teams,
-            cases,
+            organizations: organizations::OrganizationService::new(
+                config.clone(),
+                db.clone(),
+                chats.clone(),
+            ),
+            patients: patients::PatientService::new(db.clone(), chats.clone()),
+            consent: consent::ConsentService::new(db.clone(), clock.clone(), chats.clone()),
+            care_teams: care_teams::CareTeamService::new(db.clone(), clock.clone(), chats.clone()),
+            cases: cases::CaseService::new(db.clone(), chats.clone()),
             appointments,
             webhooks: webhooks::WebhookService::new(db.clone(), chats.clone(), clock.clone()),
             chats,

@@ -10,7 +10,7 @@ use super::entities::{chat_session as session, chat_session_member as member};
 use super::keyset::Keyset;
 use crate::{
     domain::{
-        AppointmentId, ChatSessionId, OrgId, UserId,
+        AppointmentId, ChatSessionId, OrgId, PatientId, UserId,
         chat::{
             ChatCategory, ChatRole, ChatSession, ChatStatus, SessionKey, StatusReason,
             reason_from_db,
@@ -495,5 +495,51 @@ pub async fn members_joined(
         .await?
         .into_iter()
         .map(|m| Ok((UserId::from_db(&m.user_id)?, m.created_at)))
+        .collect()
+}
+
+/// Up to `limit` sessions (open or closed) `user` is a member of, by id after `after` (a page
+/// of a walk over all of them).
+pub async fn of_member(
+    db: &impl ConnectionTrait,
+    user: UserId,
+    after: Option<ChatSessionId>,
+    limit: u64,
+) -> AppResult<Vec<ChatSession>> {
+    let theirs = member::Entity::find()
+        .select_only()
+        .column(member::Column::SessionId)
+        .filter(member::Column::UserId.eq(user.as_string()))
+        .into_query();
+    let mut query = session::Entity::find().filter(session::Column::Id.in_subquery(theirs));
+    if let Some(after) = after {
+        query = query.filter(session::Column::Id.gt(after.as_string()));
+    }
+    query
+        .order_by_asc(session::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// The chats (open or closed) of a patient's appointments.
+pub async fn of_patient_appointments(
+    db: &impl ConnectionTrait,
+    patient: PatientId,
+) -> AppResult<Vec<ChatSession>> {
+    let appointments = super::entities::appointment::Entity::find()
+        .select_only()
+        .column(super::entities::appointment::Column::Id)
+        .filter(super::entities::appointment::Column::PatientId.eq(patient.as_string()))
+        .into_query();
+    session::Entity::find()
+        .filter(session::Column::AppointmentId.in_subquery(appointments))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
         .collect()
 }

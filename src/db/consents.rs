@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    sea_query::Expr,
+    QuerySelect, sea_query::Expr,
 };
 
 use super::entities::{compliance_group, compliance_group_member, consent};
@@ -65,6 +65,7 @@ pub async fn insert(db: &impl ConnectionTrait, new: NewConsent) -> AppResult<Con
         expires_at: Set(new.expires_at),
         revoked_at: Set(None),
         recorded_by: Set(new.recorded_by.as_string()),
+        lapse_applied_at: Set(None),
     };
     to_domain(
         consent::Entity::insert(model)
@@ -126,6 +127,53 @@ pub async fn unrevoked(
         .into_iter()
         .map(to_domain)
         .collect()
+}
+
+/// Up to `limit` consents that reached `expires_at` by `now` unrevoked, whose lapse the chats
+/// have not followed yet.
+pub async fn lapsed_unapplied(
+    db: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    limit: u64,
+) -> AppResult<Vec<Consent>> {
+    consent::Entity::find()
+        .filter(consent::Column::ExpiresAt.lte(now))
+        .filter(consent::Column::RevokedAt.is_null())
+        .filter(consent::Column::LapseAppliedAt.is_null())
+        .order_by_asc(consent::Column::ExpiresAt)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(to_domain)
+        .collect()
+}
+
+/// Marks a consent's lapse applied; whether this call did (a concurrent scheduler loses).
+pub async fn mark_lapse_applied(
+    db: &impl ConnectionTrait,
+    id: ConsentId,
+    at: DateTime<Utc>,
+) -> AppResult<bool> {
+    let done = consent::Entity::update_many()
+        .col_expr(consent::Column::LapseAppliedAt, Expr::value(at))
+        .filter(consent::Column::Id.eq(id.as_string()))
+        .filter(consent::Column::LapseAppliedAt.is_null())
+        .exec(db)
+        .await?;
+    Ok(done.rows_affected == 1)
+}
+
+/// When the next unrevoked consent lapses whose lapse is still to apply.
+pub async fn next_lapse(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<Utc>>> {
+    Ok(consent::Entity::find()
+        .filter(consent::Column::ExpiresAt.is_not_null())
+        .filter(consent::Column::RevokedAt.is_null())
+        .filter(consent::Column::LapseAppliedAt.is_null())
+        .order_by_asc(consent::Column::ExpiresAt)
+        .one(db)
+        .await?
+        .and_then(|c| c.expires_at))
 }
 
 /// Creates a compliance group with its organisations.

@@ -102,7 +102,7 @@ pub struct ChatSessionChange {
 impl ChatSessionChange {
     fn new(event: ListEvent, viewer: Viewer) -> Self {
         match event {
-            ListEvent::Change(c) => Self {
+            ListEvent::Change(c) | ListEvent::Last(c) => Self {
                 kind: c.kind.into(),
                 change: Some(c),
                 viewer,
@@ -204,12 +204,15 @@ impl Subscription {
         let services = services(ctx).clone();
         services.chats.lister(&viewer, org).await?;
         let rx = services.events.subscribe();
+        // After a `Last` change the stream completes.
         Ok(stream::unfold(
-            (rx, viewer, services),
-            move |(mut rx, viewer, services)| async move {
+            Some((rx, viewer, services)),
+            move |state| async move {
+                let (mut rx, viewer, services) = state?;
                 let next = services.chats.next_change(&mut rx, &viewer, org).await?;
+                let last = matches!(next, ListEvent::Last(_));
                 let change = ChatSessionChange::new(next, viewer.clone());
-                Some((change, (rx, viewer, services)))
+                Some((change, (!last).then_some((rx, viewer, services))))
             },
         ))
     }

@@ -5,9 +5,13 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
 
-use super::{access::member_of, consent};
+use super::{
+    access::member_of,
+    chat::{AfterCommit, ChatService},
+    consent,
+};
 use crate::{
     auth::Viewer,
     clock::SharedClock,
@@ -80,18 +84,10 @@ pub struct MeetingView {
     pub join_url: Option<String>,
 }
 
-/// What other features do when an appointment moves or changes status (the chat follows).
-#[async_trait::async_trait]
-pub trait AppointmentHooks: Send + Sync {
-    /// Called after an appointment's times, status or staff changed (`before` is how it was).
-    async fn appointment_changed(&self, before: &Appointment, after: &Appointment)
-    -> AppResult<()>;
-}
-
 /// Appointments.
 #[derive(Clone)]
 pub struct AppointmentService {
-    hooks: Arc<std::sync::OnceLock<Arc<dyn AppointmentHooks>>>,
+    chats: ChatService,
     db: DatabaseConnection,
     clock: SharedClock,
     meetings: Arc<dyn MeetingLinks>,
@@ -106,9 +102,10 @@ impl AppointmentService {
         clock: SharedClock,
         meetings: Arc<dyn MeetingLinks>,
         jitsi: &JitsiConfig,
+        chats: ChatService,
     ) -> Self {
         Self {
-            hooks: Arc::default(),
+            chats,
             db,
             clock,
             meetings,
@@ -117,16 +114,21 @@ impl AppointmentService {
         }
     }
 
-    /// Registers what follows an appointment's changes (set once, at start).
-    pub fn set_hooks(&self, hooks: Arc<dyn AppointmentHooks>) {
-        let _ = self.hooks.set(hooks);
-    }
-
-    async fn changed(&self, before: &Appointment, after: &Appointment) -> AppResult<()> {
-        match self.hooks.get() {
-            Some(h) => h.appointment_changed(before, after).await,
-            None => Ok(()),
-        }
+    /// Commits `txn` (holding an appointment's change from `before` to `after`) with its chat
+    /// brought in step in it, then settles what the chat side owes.
+    async fn commit_with_chat(
+        &self,
+        txn: DatabaseTransaction,
+        before: &Appointment,
+        after: &Appointment,
+    ) -> AppResult<()> {
+        let mut fx = AfterCommit::default();
+        self.chats
+            .appointment_changed(&txn, &mut fx, before, after)
+            .await?;
+        txn.commit().await?;
+        self.chats.settle(fx).await;
+        Ok(())
     }
 
     /// Checks the support staff: active members of `org`, or of another organisation holding
@@ -327,8 +329,9 @@ impl AppointmentService {
         appointment.starts_at = starts_at;
         appointment.ends_at = starts_at + length;
         appointment.duration_minutes = duration_minutes;
-        db::appointments::update_schedule(&self.db, &appointment).await?;
-        self.changed(&before, &appointment).await?;
+        let txn = db::begin(&self.db).await?;
+        db::appointments::update_schedule(&txn, &appointment).await?;
+        self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
 
@@ -360,8 +363,7 @@ impl AppointmentService {
         let txn = db::begin(&self.db).await?;
         db::appointments::set_practitioner(&txn, id, practitioner_id).await?;
         db::appointments::set_support_staff(&txn, id, &support).await?;
-        txn.commit().await?;
-        self.changed(&before, &appointment).await?;
+        self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
 
@@ -375,8 +377,9 @@ impl AppointmentService {
         let mut appointment = self.staff_appointment(viewer, id).await?;
         let before = appointment.clone();
         appointment.status = appointment.status.transition(status)?;
-        db::appointments::update_schedule(&self.db, &appointment).await?;
-        self.changed(&before, &appointment).await?;
+        let txn = db::begin(&self.db).await?;
+        db::appointments::update_schedule(&txn, &appointment).await?;
+        self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
 
@@ -392,41 +395,7 @@ impl AppointmentService {
         viewer: &Viewer,
         id: AppointmentId,
     ) -> AppResult<(Appointment, AppointmentReader)> {
-        let user = viewer.user()?;
-        let appointment = db::appointments::find(&self.db, id)
-            .await?
-            .ok_or(AppError::NotFound("appointment"))?;
-        let memberships = db::organizations::memberships_of_user(&self.db, user.id).await?;
-        let staff = memberships
-            .iter()
-            .any(|m| m.active && m.org_id == appointment.org_id);
-        let support = db::appointments::support_staff_of(&self.db, &[id]).await?;
-        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
-        let participant = is_participant(
-            &appointment,
-            user.id,
-            support.iter().map(|(_, u)| *u),
-            &guardians,
-            &memberships,
-        );
-        if !staff && !participant {
-            return Err(AppError::NotFound("appointment"));
-        }
-        // Support staff from outside see it only while the patient's consent covers them.
-        if !staff
-            && outside_support(&appointment, user.id, &guardians, &memberships)
-            && !consent_covers(
-                &self.db,
-                &appointment,
-                &memberships,
-                ConsentScope::Video,
-                self.clock.now(),
-            )
-            .await?
-        {
-            return Err(AppError::NotFound("appointment"));
-        }
-        Ok((appointment, AppointmentReader { staff, participant }))
+        read(&self.db, self.clock.now(), viewer, id).await
     }
 
     /// A page of appointments by start time (staff).
@@ -603,6 +572,43 @@ pub struct AppointmentReader {
     pub staff: bool,
     /// A participant: client, guardian with chat rights, practitioner, support staff.
     pub participant: bool,
+}
+
+/// An appointment with how the viewer relates to it; `NOT_FOUND` for anyone else.
+pub async fn read(
+    conn: &impl sea_orm::ConnectionTrait,
+    now: DateTime<Utc>,
+    viewer: &Viewer,
+    id: AppointmentId,
+) -> AppResult<(Appointment, AppointmentReader)> {
+    let user = viewer.user()?;
+    let appointment = db::appointments::find(conn, id)
+        .await?
+        .ok_or(AppError::NotFound("appointment"))?;
+    let memberships = db::organizations::memberships_of_user(conn, user.id).await?;
+    let staff = memberships
+        .iter()
+        .any(|m| m.active && m.org_id == appointment.org_id);
+    let support = db::appointments::support_staff_of(conn, &[id]).await?;
+    let guardians = db::patients::guardians_of(conn, &[appointment.patient_id]).await?;
+    let participant = is_participant(
+        &appointment,
+        user.id,
+        support.iter().map(|(_, u)| *u),
+        &guardians,
+        &memberships,
+    );
+    if !staff && !participant {
+        return Err(AppError::NotFound("appointment"));
+    }
+    // Support staff from outside see it only while the patient's consent covers them.
+    if !staff
+        && outside_support(&appointment, user.id, &guardians, &memberships)
+        && !consent_covers(conn, &appointment, &memberships, ConsentScope::Video, now).await?
+    {
+        return Err(AppError::NotFound("appointment"));
+    }
+    Ok((appointment, AppointmentReader { staff, participant }))
 }
 
 /// Whether `user` takes part now: the client or a guardian with chat rights while still a

@@ -3,10 +3,12 @@
 //! (the team has a staff-only conversation), and an outside clinician without an account joins
 //! by phone number.
 
-use sea_orm::DatabaseConnection;
+use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
 use super::{
     access::{PatientReader, patient_reader, patient_staff},
+    chat::{AfterCommit, ChatService},
     consent,
 };
 use crate::{
@@ -41,50 +43,80 @@ pub struct NewCareTeamMember {
 pub struct CareTeamService {
     db: DatabaseConnection,
     clock: SharedClock,
-    hooks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn CareTeamHooks>>>,
+    chats: ChatService,
 }
 
-/// What follows a care team's changes (its staff conversation).
-#[async_trait::async_trait]
-pub trait CareTeamHooks: Send + Sync {
-    /// The team was created or its members changed.
-    async fn care_team_changed(&self, team: &CareTeam, by: &crate::domain::User) -> AppResult<()>;
+/// The members of a team who may take part in its conversation now (as `c` sees them): staff
+/// of the patient's organisation while active, outside staff while active and consented
+/// (phone-only members are reached outside the chat).
+pub async fn chat_members(
+    c: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    team: &CareTeam,
+) -> AppResult<Vec<UserId>> {
+    let members = db::care_teams::members_of(c, &[team.id]).await?;
+    let mut out = Vec::new();
+    for m in &members {
+        if m.user_id.is_some() && still_entitled(c, now, team, m).await? {
+            out.extend(m.user_id);
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a listed member may still see the team: staff of the patient's organisation while
+/// active there; a member of another organisation while active there and while that
+/// organisation holds the patient's MESSAGING consent.
+async fn still_entitled(
+    c: &impl ConnectionTrait,
+    now: DateTime<Utc>,
+    team: &CareTeam,
+    member: &CareTeamMember,
+) -> AppResult<bool> {
+    let Some(user) = member.user_id else {
+        return Ok(false);
+    };
+    let org = member.member_org_id.unwrap_or(team.org_id);
+    let active = matches!(
+        db::organizations::find_membership(c, org, user).await?,
+        Some(m) if m.active
+    );
+    if !active {
+        return Ok(false);
+    }
+    if member.member_org_id.is_none() {
+        return Ok(true);
+    }
+    let patient = db::patients::find(c, team.patient_id)
+        .await?
+        .ok_or(AppError::NotFound("care team"))?;
+    Ok(
+        consent::require(c, &patient, org, ConsentScope::Messaging, now)
+            .await
+            .is_ok(),
+    )
 }
 
 impl CareTeamService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, clock: SharedClock) -> Self {
-        Self {
-            db,
-            clock,
-            hooks: std::sync::Arc::default(),
-        }
+    pub fn new(db: DatabaseConnection, clock: SharedClock, chats: ChatService) -> Self {
+        Self { db, clock, chats }
     }
 
-    /// Registers what follows a team's changes (set once, at start).
-    pub fn set_hooks(&self, hooks: std::sync::Arc<dyn CareTeamHooks>) {
-        let _ = self.hooks.set(hooks);
-    }
-
-    async fn changed(&self, team: &CareTeam, viewer: &Viewer) -> AppResult<()> {
-        match self.hooks.get() {
-            Some(h) => h.care_team_changed(team, viewer.user()?).await,
-            None => Ok(()),
-        }
-    }
-
-    /// The members of a team who may take part in its conversation now: staff of the patient's
-    /// organisation while active, outside staff while active and consented (phone-only
-    /// members are reached outside the chat).
-    pub async fn chat_members(&self, team: &CareTeam) -> AppResult<Vec<UserId>> {
-        let members = db::care_teams::members_of(&self.db, &[team.id]).await?;
-        let mut out = Vec::new();
-        for m in &members {
-            if m.user_id.is_some() && self.still_entitled(team, m).await? {
-                out.extend(m.user_id);
-            }
-        }
-        Ok(out)
+    /// Commits `txn` with the team's chat brought in step in it, then settles what it owes.
+    async fn commit_with_chat(
+        &self,
+        txn: DatabaseTransaction,
+        team: &CareTeam,
+        viewer: &Viewer,
+    ) -> AppResult<()> {
+        let mut fx = AfterCommit::default();
+        self.chats
+            .care_team_changed(&txn, &mut fx, team, viewer.user()?)
+            .await?;
+        txn.commit().await?;
+        self.chats.settle(fx).await;
+        Ok(())
     }
 
     /// Creates a care team; the creator leads it, the listed users join as members.
@@ -134,8 +166,7 @@ impl CareTeamService {
             m.care_team_id = team.id;
             db::care_teams::insert_member(&txn, &m).await?;
         }
-        txn.commit().await?;
-        self.changed(&team, viewer).await?;
+        self.commit_with_chat(txn, &team, viewer).await?;
         Ok(team)
     }
 
@@ -275,8 +306,9 @@ impl CareTeamService {
                 ));
             }
         };
-        db::care_teams::insert_member(&self.db, &member).await?;
-        self.changed(&team, viewer).await?;
+        let txn = db::begin(&self.db).await?;
+        db::care_teams::insert_member(&txn, &member).await?;
+        self.commit_with_chat(txn, &team, viewer).await?;
         Ok(member)
     }
 
@@ -288,43 +320,12 @@ impl CareTeamService {
         member: CareTeamMemberId,
     ) -> AppResult<CareTeam> {
         let (team, _) = self.staff_team(viewer, id).await?;
-        if !db::care_teams::remove_member(&self.db, team.id, member).await? {
+        let txn = db::begin(&self.db).await?;
+        if !db::care_teams::remove_member(&txn, team.id, member).await? {
             return Err(AppError::NotFound("care team member"));
         }
-        self.changed(&team, viewer).await?;
+        self.commit_with_chat(txn, &team, viewer).await?;
         Ok(team)
-    }
-
-    /// Whether a listed member may still see the team: staff of the patient's organisation while
-    /// active there; a member of another organisation while active there and while that
-    /// organisation holds the patient's MESSAGING consent.
-    async fn still_entitled(&self, team: &CareTeam, member: &CareTeamMember) -> AppResult<bool> {
-        let Some(user) = member.user_id else {
-            return Ok(false);
-        };
-        let org = member.member_org_id.unwrap_or(team.org_id);
-        let active = matches!(
-            db::organizations::find_membership(&self.db, org, user).await?,
-            Some(m) if m.active
-        );
-        if !active {
-            return Ok(false);
-        }
-        if member.member_org_id.is_none() {
-            return Ok(true);
-        }
-        let patient = db::patients::find(&self.db, team.patient_id)
-            .await?
-            .ok_or(AppError::NotFound("care team"))?;
-        Ok(consent::require(
-            &self.db,
-            &patient,
-            org,
-            ConsentScope::Messaging,
-            self.clock.now(),
-        )
-        .await
-        .is_ok())
     }
 
     /// A care team: staff of the patient's organisation, the patient's guardians, and the team's
@@ -337,7 +338,7 @@ impl CareTeamService {
         let user = viewer.user()?;
         let members = db::care_teams::members_of(&self.db, &[team.id]).await?;
         if let Some(me) = members.iter().find(|m| m.user_id == Some(user.id))
-            && self.still_entitled(&team, me).await?
+            && still_entitled(&self.db, self.clock.now(), &team, me).await?
         {
             return Ok(team);
         }

@@ -1,9 +1,12 @@
 //! Cases (claims, encounters): create-or-get on `(orgId, reference)`, participants, close.
 //! Staff of the organisation manage cases; participants may read their own.
 
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DatabaseTransaction};
 
-use super::access::member_of;
+use super::{
+    access::member_of,
+    chat::{AfterCommit, ChatService},
+};
 use crate::{
     auth::Viewer,
     db::{self, cases::NewCase},
@@ -31,46 +34,33 @@ pub struct NewCaseInput {
     pub participants: Vec<(UserId, CaseRole)>,
 }
 
-/// What follows a case's changes (its chat room).
-#[async_trait::async_trait]
-pub trait CaseHooks: Send + Sync {
-    /// The case was created or its participants changed: the room follows.
-    async fn case_changed(&self, case: &Case, by: &crate::domain::User) -> AppResult<()>;
-    /// The case was closed (and, with `delete_room`, its room is to go).
-    async fn case_closed(
-        &self,
-        case: &Case,
-        by: &crate::domain::User,
-        delete_room: bool,
-    ) -> AppResult<()>;
-}
-
 /// Cases.
 #[derive(Clone)]
 pub struct CaseService {
     db: DatabaseConnection,
-    hooks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn CaseHooks>>>,
+    chats: ChatService,
 }
 
 impl CaseService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self {
-            db,
-            hooks: std::sync::Arc::default(),
-        }
+    pub fn new(db: DatabaseConnection, chats: ChatService) -> Self {
+        Self { db, chats }
     }
 
-    /// Registers what follows a case's changes (set once, at start).
-    pub fn set_hooks(&self, hooks: std::sync::Arc<dyn CaseHooks>) {
-        let _ = self.hooks.set(hooks);
-    }
-
-    async fn changed(&self, case: &Case, viewer: &Viewer) -> AppResult<()> {
-        match self.hooks.get() {
-            Some(h) => h.case_changed(case, viewer.user()?).await,
-            None => Ok(()),
-        }
+    /// Commits `txn` with the case's room brought in step in it, then settles what it owes.
+    async fn commit_with_room(
+        &self,
+        txn: DatabaseTransaction,
+        case: &Case,
+        viewer: &Viewer,
+    ) -> AppResult<()> {
+        let mut fx = AfterCommit::default();
+        self.chats
+            .case_changed(&txn, &mut fx, case, viewer.user()?)
+            .await?;
+        txn.commit().await?;
+        self.chats.settle(fx).await;
+        Ok(())
     }
 
     /// Checks participants: ADMIN and PRACTITIONER must be active members; PATIENT an active
@@ -211,9 +201,8 @@ impl CaseService {
                 .await?;
             }
         }
-        txn.commit().await?;
-        // The room is provisioned (or completed after a partial failure) on every call.
-        self.changed(&case, viewer).await?;
+        // The room is provisioned (or brought in step) on every call, with the case.
+        self.commit_with_room(txn, &case, viewer).await?;
         Ok((case, created))
     }
 
@@ -247,8 +236,9 @@ impl CaseService {
             "input.userId".into()
         })
         .await?;
+        let txn = db::begin(&self.db).await?;
         db::cases::upsert_participant(
-            &self.db,
+            &txn,
             &CaseParticipant {
                 case_id: id,
                 user_id: user,
@@ -256,7 +246,7 @@ impl CaseService {
             },
         )
         .await?;
-        self.changed(&case, viewer).await?;
+        self.commit_with_room(txn, &case, viewer).await?;
         Ok(case)
     }
 
@@ -268,10 +258,11 @@ impl CaseService {
         user: UserId,
     ) -> AppResult<Case> {
         let case = self.staff_case(viewer, id).await?;
-        if !db::cases::remove_participant(&self.db, id, user).await? {
+        let txn = db::begin(&self.db).await?;
+        if !db::cases::remove_participant(&txn, id, user).await? {
             return Err(AppError::NotFound("case participant"));
         }
-        self.changed(&case, viewer).await?;
+        self.commit_with_room(txn, &case, viewer).await?;
         Ok(case)
     }
 
@@ -279,13 +270,17 @@ impl CaseService {
     /// provider too (a room already gone counts as removed). Closing again changes nothing more.
     pub async fn close(&self, viewer: &Viewer, id: CaseId, delete_room: bool) -> AppResult<Case> {
         self.staff_case(viewer, id).await?;
-        db::cases::close(&self.db, id).await?;
-        let case = db::cases::find(&self.db, id)
+        let txn = db::begin(&self.db).await?;
+        db::cases::close(&txn, id).await?;
+        let case = db::cases::find(&txn, id)
             .await?
             .ok_or(AppError::NotFound("case"))?;
-        if let Some(h) = self.hooks.get() {
-            h.case_closed(&case, viewer.user()?, delete_room).await?;
-        }
+        let mut fx = AfterCommit::default();
+        self.chats
+            .case_closed(&txn, &mut fx, &case, viewer.user()?, delete_room)
+            .await?;
+        txn.commit().await?;
+        self.chats.settle(fx).await;
         Ok(case)
     }
 

@@ -8,14 +8,16 @@ mod appointment;
 mod care_teams;
 mod case_rooms;
 mod direct;
+mod effects;
 mod groups;
 mod lifecycle;
 mod membership;
 mod provider_events;
+mod revocation;
 mod scheduler;
 mod watch;
 
-pub use care_teams::CareTeamChats;
+pub use effects::AfterCommit;
 pub use groups::{GroupChange, GroupInput};
 pub use watch::{ListEvent, Watch};
 
@@ -23,7 +25,8 @@ use std::{sync::Arc, time::Duration};
 
 use serde_json::{Map, Value, json};
 
-use super::appointments::AppointmentService;
+use sea_orm::DatabaseTransaction;
+
 use crate::{
     auth::rate_limit::KeyedLimit,
     clock::SharedClock,
@@ -35,7 +38,7 @@ use crate::{
         },
     },
     error::{AppError, AppResult},
-    events::{ChangeKind, DomainEvent, EventBus, SessionChange, StatusEvent},
+    events::{ChangeKind, EventBus},
     outbox::{Entry, Operation, Outbox},
     providers::chat::{CHANNEL_TYPE, ChannelRef, ChannelSpec, ChatMessage, ChatStack, ChatUser},
 };
@@ -47,8 +50,6 @@ pub struct ChatService {
     outbox: Outbox,
     stack: ChatStack,
     clock: SharedClock,
-    appointments: AppointmentService,
-    teams: super::care_teams::CareTeamService,
     events: EventBus,
     token_limit: Arc<KeyedLimit<UserId>>,
     token_ttl: Duration,
@@ -136,19 +137,14 @@ impl ChatService {
         outbox: Outbox,
         chat: ChatStack,
         clock: SharedClock,
-        appointments: AppointmentService,
         events: EventBus,
         settings: ChatSettings,
     ) -> Self {
-        // Its own handle on care teams, for entitlement reads only (no hooks).
-        let teams = super::care_teams::CareTeamService::new(db.clone(), clock.clone());
         Self {
-            teams,
             db,
             outbox,
             stack: chat,
             clock,
-            appointments,
             events,
             token_limit: Arc::new(KeyedLimit::per_minute(settings.tokens_per_minute)),
             token_ttl: settings.token_ttl,
@@ -164,12 +160,9 @@ impl ChatService {
         status: ChatStatus,
         reason: StatusReason,
     ) {
-        self.events.publish(DomainEvent::ChatStatus(StatusEvent::of(
-            session,
-            status,
-            reason,
-            self.clock.now(),
-        )));
+        let mut fx = AfterCommit::default();
+        self.owe_status(&mut fx, session, status, reason);
+        self.publish_now(fx);
     }
 
     /// Announces a change for session lists, to the members after it and to `also` (those who
@@ -181,43 +174,14 @@ impl ChatService {
         last_message: Option<ChatMessage>,
         also: &[UserId],
     ) {
-        let mut member_ids: Vec<UserId> = match db::chat_sessions::members_of(
-            &self.db,
-            std::slice::from_ref(&session.id),
-        )
-        .await
+        let mut fx = AfterCommit::default();
+        match self
+            .owe_change(&self.db, &mut fx, session, kind, last_message, also)
+            .await
         {
-            Ok(members) => members.into_iter().map(|(_, u, _)| u).collect(),
-            Err(e) => {
-                e.log_cause();
-                return;
-            }
-        };
-        member_ids.extend(
-            also.iter()
-                .filter(|u| !member_ids.contains(u))
-                .collect::<Vec<_>>(),
-        );
-        self.publish_change(session, kind, last_message, member_ids);
-    }
-
-    pub(super) fn publish_change(
-        &self,
-        session: &ChatSession,
-        kind: ChangeKind,
-        last_message: Option<ChatMessage>,
-        member_ids: Vec<UserId>,
-    ) {
-        self.events.publish(DomainEvent::ChatChanged(SessionChange {
-            session_id: session.id,
-            org_ids: std::iter::once(session.org_id)
-                .chain(session.counterpart_org_id)
-                .collect(),
-            member_ids,
-            kind,
-            last_message,
-            at: self.clock.now(),
-        }));
+            Ok(()) => self.publish_now(fx),
+            Err(e) => e.log_cause(),
+        }
     }
 
     /// The provider state of channels (last message, the reader's unread count) in
@@ -270,9 +234,45 @@ impl ChatService {
         users: &[User],
         me: &User,
     ) -> AppResult<ChatSession> {
+        let txn = db::begin(&self.db).await?;
+        let mut fx = AfterCommit::default();
+        match self
+            .create_in(&txn, &mut fx, &session, key, members, metadata, users, me)
+            .await
+        {
+            Ok(()) => {}
+            // A concurrent open won the natural key: its session is the one.
+            Err(AppError::Conflict(_)) => {
+                drop(txn);
+                return db::chat_sessions::find_by_key(&self.db, key)
+                    .await?
+                    .ok_or(AppError::NotFound("chat session"));
+            }
+            Err(e) => return Err(e),
+        }
+        txn.commit().await?;
+        // The client is about to open the channel: deliver now (the worker retries if down).
+        self.finish(fx).await?;
+        Ok(session)
+    }
+
+    /// Records a new session and queues its channel in the transaction `txn` (a twin on `key`
+    /// fails with CONFLICT).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn create_in(
+        &self,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
+        session: &ChatSession,
+        key: &SessionKey,
+        members: &[(UserId, ChatRole)],
+        metadata: Map<String, Value>,
+        users: &[User],
+        me: &User,
+    ) -> AppResult<()> {
         let now = session.created_at;
         let spec = ChannelSpec {
-            channel: channel_of(&session),
+            channel: channel_of(session),
             created_by: me.id.to_string(),
             members: members.iter().map(|(u, _)| u.to_string()).collect(),
             name: session.title.clone(),
@@ -288,33 +288,19 @@ impl ChatService {
                 users: users.iter().map(chat_user).collect(),
             },
         );
-        let txn = db::begin(&self.db).await?;
-        match db::chat_sessions::insert(&txn, &session, key, members).await {
-            Ok(()) => {}
-            // A concurrent open won the natural key: its session is the one.
-            Err(AppError::Conflict(_)) => {
-                drop(txn);
-                return db::chat_sessions::find_by_key(&self.db, key)
-                    .await?
-                    .ok_or(AppError::NotFound("chat session"));
-            }
-            Err(e) => return Err(e),
-        }
-        let keys = crate::outbox::enqueue(&txn, &[create], now).await?;
-        txn.commit().await?;
-        self.publish_change(
-            &session,
+        db::chat_sessions::insert(txn, session, key, members).await?;
+        fx.deliver(crate::outbox::enqueue(txn, &[create], now).await?);
+        fx.publish(self.change_event(
+            session,
             ChangeKind::Created,
             None,
             members.iter().map(|(u, _)| *u).collect(),
-        );
+        ));
         // Those following an appointment learn its chat's id (and state) as it is created.
         if session.appointment_id.is_some() {
-            self.announce_status(&session, session.status, StatusReason::Current);
+            self.owe_status(fx, session, session.status, StatusReason::Current);
         }
-        // The client is about to open the channel: deliver now (the worker retries if down).
-        self.outbox.deliver_now(&keys).await?;
-        Ok(session)
+        Ok(())
     }
 
     /// A room (case or care team) about to be made now by `by`.
@@ -338,33 +324,34 @@ impl ChatService {
     }
 
     /// Creates a room (`key`, from `template`; `by` takes part) or brings an open one's members
-    /// to `wanted` (its creator stays).
-    async fn sync_room(
+    /// to `wanted` (its creator stays), in the transaction `txn`.
+    #[allow(clippy::too_many_arguments)]
+    async fn sync_room_in(
         &self,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
         key: &SessionKey,
         template: ChatSession,
         metadata: Map<String, Value>,
         wanted: &[(UserId, ChatRole)],
         by: &User,
     ) -> AppResult<()> {
-        let Some(session) = db::chat_sessions::find_by_key(&self.db, key).await? else {
+        let Some(session) = db::chat_sessions::find_by_key(txn, key).await? else {
             let mut members = wanted.to_vec();
             if !members.iter().any(|(u, _)| *u == by.id) {
                 members.push((by.id, ChatRole::Staff));
             }
-            let users = db::users::find_many(
-                &self.db,
-                &members.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
-            )
-            .await?;
-            self.create(template, key, &members, metadata, &users, by)
-                .await?;
-            return Ok(());
+            let users =
+                db::users::find_many(txn, &members.iter().map(|(u, _)| *u).collect::<Vec<_>>())
+                    .await?;
+            return self
+                .create_in(txn, fx, &template, key, &members, metadata, &users, by)
+                .await;
         };
         if session.closed_at.is_some() {
             return Ok(());
         }
-        self.sync_members(&session, wanted, Some(session.created_by))
+        self.sync_members_in(txn, fx, &session, wanted, Some(session.created_by))
             .await
     }
 

@@ -6,9 +6,12 @@
 //! directly or through a compliance group; otherwise `CONSENT_REQUIRED`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
-use super::access::{PatientReader, manager_of, patient_reader};
+use super::{
+    access::{PatientReader, manager_of, patient_reader},
+    chat::{AfterCommit, ChatService},
+};
 use crate::{
     auth::Viewer,
     clock::SharedClock,
@@ -80,36 +83,27 @@ pub struct ConsentInput {
 pub struct ConsentService {
     db: DatabaseConnection,
     clock: SharedClock,
-    hooks: std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn ConsentHooks>>>,
-}
-
-/// What follows a patient's consents (the care-team conversations about them).
-#[async_trait::async_trait]
-pub trait ConsentHooks: Send + Sync {
-    /// A consent of the patient was recorded or revoked.
-    async fn consent_changed(&self, patient: crate::domain::PatientId) -> AppResult<()>;
+    chats: ChatService,
 }
 
 impl ConsentService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, clock: SharedClock) -> Self {
-        Self {
-            db,
-            clock,
-            hooks: std::sync::Arc::default(),
-        }
+    pub fn new(db: DatabaseConnection, clock: SharedClock, chats: ChatService) -> Self {
+        Self { db, clock, chats }
     }
 
-    /// Sets what follows consent changes (once, at wiring).
-    pub fn set_hooks(&self, hooks: std::sync::Arc<dyn ConsentHooks>) {
-        let _ = self.hooks.set(hooks);
-    }
-
-    async fn changed(&self, patient: crate::domain::PatientId) -> AppResult<()> {
-        match self.hooks.get() {
-            Some(h) => h.consent_changed(patient).await,
-            None => Ok(()),
-        }
+    /// Commits `txn` with the patient's chats brought in step in it (outside staff join or
+    /// leave as the consent now says), then settles what it owes.
+    async fn commit_with_chats(
+        &self,
+        txn: DatabaseTransaction,
+        patient: crate::domain::PatientId,
+    ) -> AppResult<()> {
+        let mut fx = AfterCommit::default();
+        self.chats.patient_changed(&txn, &mut fx, patient).await?;
+        txn.commit().await?;
+        self.chats.settle(fx).await;
+        Ok(())
     }
 
     /// Who may record or revoke: staff of the patient's organisation, or the patient themself /
@@ -182,8 +176,9 @@ impl ConsentService {
                 "must be in the future",
             ));
         }
+        let txn = db::begin(&self.db).await?;
         let consent = db::consents::insert(
-            &self.db,
+            &txn,
             NewConsent {
                 patient_id: patient.id,
                 scope: input.scope,
@@ -194,7 +189,7 @@ impl ConsentService {
             },
         )
         .await?;
-        self.changed(patient.id).await?;
+        self.commit_with_chats(txn, patient.id).await?;
         Ok(consent)
     }
 
@@ -210,8 +205,9 @@ impl ConsentService {
                 AppError::NotFound(_) => AppError::NotFound("consent"),
                 other => other,
             })?;
-        db::consents::revoke(&self.db, consent_id, self.clock.now()).await?;
-        self.changed(consent.patient_id).await?;
+        let txn = db::begin(&self.db).await?;
+        db::consents::revoke(&txn, consent_id, self.clock.now()).await?;
+        self.commit_with_chats(txn, consent.patient_id).await?;
         db::consents::find(&self.db, consent_id)
             .await?
             .ok_or(AppError::NotFound("consent"))

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 
-use super::access::{ManagerOf, manager_of, member_of};
+use super::{
+    access::{ManagerOf, manager_of, member_of},
+    chat::{AfterCommit, ChatService},
+};
 use crate::{
     auth::{Viewer, passwords},
     config::Config,
@@ -50,12 +53,13 @@ pub struct MemberChange {
 pub struct OrganizationService {
     config: Arc<Config>,
     db: DatabaseConnection,
+    chats: ChatService,
 }
 
 impl OrganizationService {
     /// Builds the service.
-    pub fn new(config: Arc<Config>, db: DatabaseConnection) -> Self {
-        Self { config, db }
+    pub fn new(config: Arc<Config>, db: DatabaseConnection, chats: ChatService) -> Self {
+        Self { config, db, chats }
     }
 
     /// The viewer's memberships (active and inactive), oldest first.
@@ -212,7 +216,17 @@ impl OrganizationService {
             ));
         }
         db::organizations::update_membership(&txn, &member).await?;
+        // A member who lost their standing (deactivated, or no longer managing) leaves the
+        // chats it carried, in this transaction.
+        let mut fx = AfterCommit::default();
+        if change.active.is_some() || change.role.is_some() {
+            let left = self.chats.user_changed(&txn, &mut fx, user_id).await?;
+            if left > 0 {
+                tracing::info!(org = %org_id, user = %user_id, sessions = left, "member left chats");
+            }
+        }
         txn.commit().await?;
+        self.chats.settle(fx).await;
         Ok(member)
     }
 

@@ -4,7 +4,10 @@
 use chrono::NaiveDate;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
-use super::access::{member_of, patient_reader, patient_staff};
+use super::{
+    access::{member_of, patient_reader, patient_staff},
+    chat::{AfterCommit, ChatService},
+};
 use crate::{
     auth::Viewer,
     db::{self, patients::PatientFields, users::NewUser},
@@ -64,6 +67,7 @@ pub struct PatientChange {
 #[derive(Clone)]
 pub struct PatientService {
     db: DatabaseConnection,
+    chats: ChatService,
 }
 
 fn check_birth(date: Option<NaiveDate>) -> AppResult<()> {
@@ -124,8 +128,8 @@ async fn put_guardian(
 
 impl PatientService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, chats: ChatService) -> Self {
+        Self { db, chats }
     }
 
     /// Creates a patient with its guardians (staff of the organisation).
@@ -193,7 +197,13 @@ impl PatientService {
         let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
         let txn = db::begin(&self.db).await?;
         put_guardian(&txn, patient.id, &g, "input").await?;
+        // A changed chat right takes effect in the patient's chats with the change.
+        let mut fx = AfterCommit::default();
+        self.chats
+            .patient_changed(&txn, &mut fx, patient.id)
+            .await?;
         txn.commit().await?;
+        self.chats.settle(fx).await;
         Ok(patient)
     }
 
@@ -205,9 +215,18 @@ impl PatientService {
         user: UserId,
     ) -> AppResult<Patient> {
         let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
-        if !db::patients::remove_guardian(&self.db, id, user).await? {
+        let txn = db::begin(&self.db).await?;
+        if !db::patients::remove_guardian(&txn, id, user).await? {
             return Err(AppError::NotFound("guardian"));
         }
+        // The former guardian leaves the patient's chats with the change.
+        let mut fx = AfterCommit::default();
+        self.chats
+            .patient_changed(&txn, &mut fx, patient.id)
+            .await?;
+        self.chats.user_changed(&txn, &mut fx, user).await?;
+        txn.commit().await?;
+        self.chats.settle(fx).await;
         Ok(patient)
     }
 

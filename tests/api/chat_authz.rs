@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 
 use caregraph::providers::chat::ChannelRef;
 use chrono::Utc;
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
 
 use crate::helpers::{Clinic, Person, TestApp, settle};
@@ -104,7 +105,8 @@ struct World {
     case_chat: String,
     team: String,
     team_chat: String,
-    /// A former member, active nowhere, still in the group: the one `deleteChatUsers` deletes.
+    /// A former member, active nowhere (deactivation took them out of the group): the one
+    /// `deleteChatUsers` deletes at the provider.
     leaver: String,
     /// Every session above with its provider channel (`channelType`, `channelId`).
     channels: Vec<(&'static str, String, ChannelRef)>,
@@ -237,8 +239,9 @@ fn operations() -> Vec<Op> {
             other_client: Expect::Code("NOT_FOUND"),
             allowed: Who::Vet,
             allowed_vars: |w| json!({"id": w.group, "a": [w.c.owner.id]}),
+            // The group: the vet, the tech and now the owner (the leaver left when deactivated).
             allowed_check: |w, d| {
-                d["memberCount"] == 4 && d["members"].to_string().contains(&w.c.owner.id)
+                d["memberCount"] == 3 && d["members"].to_string().contains(&w.c.owner.id)
             },
         },
         Op {
@@ -615,6 +618,13 @@ async fn snapshot(app: &TestApp, w: &World) -> BTreeMap<String, Value> {
         )
         .await;
     out.insert("chat of the unopened appointment".into(), d);
+    let leaver_at_provider =
+        caregraph::db::entities::local_chat_user::Entity::find_by_id(w.leaver.clone())
+            .one(&app.state.services.db)
+            .await
+            .expect("read the provider's users")
+            .is_some();
+    out.insert("provider: the leaver".into(), json!(leaver_at_provider));
     out
 }
 

@@ -11,7 +11,7 @@ use serde_json::json;
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_caregraph");
 
-fn caregraph(dir: &std::path::Path) -> Command {
+pub(crate) fn caregraph(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("CAREGRAPH_DATABASE_URL")
@@ -23,6 +23,14 @@ fn caregraph(dir: &std::path::Path) -> Command {
 }
 
 pub(crate) struct Running(Child);
+
+impl Running {
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub(crate) fn kill(&mut self) {
+        self.0.kill().expect("SIGKILL");
+        let _ = self.0.wait();
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {

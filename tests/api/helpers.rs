@@ -205,7 +205,8 @@ impl TestApp {
         let overrides = caregraph::app::Overrides {
             clock: clock.map(|c| std::sync::Arc::new(c) as caregraph::clock::SharedClock),
         };
-        let app = App::build_with(config, overrides)
+        // Boxed: the build is a large future, and every test awaits it.
+        let app = Box::pin(App::build_with(config, overrides))
             .await
             .expect("app builds");
         let addr = app.local_addr();

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use crate::{
     chat_sessions::appointment,
-    helpers::{Clinic, Person, SECRET, TestApp, code, hs256, now, quick},
+    helpers::{Clinic, Person, SECRET, TestApp, code, hs256, now, quick, settle},
     websocket::{Event, Ws, acked, expect_close, next, send},
 };
 
@@ -37,13 +37,13 @@ const DM: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleag
 const QUIET: Duration = Duration::from_millis(300);
 
 /// A signed-in socket speaking one of the two subprotocols.
-struct Client {
+pub(crate) struct Client {
     ws: Ws,
     legacy: bool,
 }
 
 impl Client {
-    async fn connect(app: &TestApp, protocol: &str, token: &str) -> Self {
+    pub(crate) async fn connect(app: &TestApp, protocol: &str, token: &str) -> Self {
         Self {
             ws: acked(app, protocol, token).await,
             legacy: protocol == "graphql-ws",
@@ -55,7 +55,7 @@ impl Client {
         if self.legacy { "data" } else { "next" }
     }
 
-    async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
+    pub(crate) async fn subscribe(&mut self, id: &str, query: &str, variables: Value) {
         let kind = if self.legacy { "start" } else { "subscribe" };
         send(
             &mut self.ws,
@@ -65,7 +65,7 @@ impl Client {
     }
 
     /// The next protocol message (keep-alives skipped); a close fails the test.
-    async fn message(&mut self) -> Value {
+    pub(crate) async fn message(&mut self) -> Value {
         match next(&mut self.ws).await {
             Event::Msg(m) => m,
             other => panic!("expected a message, got {other:?}"),
@@ -73,7 +73,7 @@ impl Client {
     }
 
     /// The next result of operation `id`, which must be a success: its `data`.
-    async fn data(&mut self, id: &str) -> Value {
+    pub(crate) async fn data(&mut self, id: &str) -> Value {
         let m = self.message().await;
         assert_eq!(m["type"], self.result_type(), "{m}");
         assert_eq!(m["id"], id, "{m}");
@@ -82,7 +82,7 @@ impl Client {
     }
 
     /// The next `chatSessionStatus` event of operation `id`.
-    async fn status(&mut self, id: &str) -> Value {
+    pub(crate) async fn status(&mut self, id: &str) -> Value {
         self.data(id).await["chatSessionStatus"].clone()
     }
 
@@ -93,7 +93,7 @@ impl Client {
 
     /// Operation `id` fails as a subscription whose resolver refused: one result with no data
     /// and the error at the field's path, then `complete`. Returns the error.
-    async fn refused(&mut self, id: &str, field: &str) -> Value {
+    pub(crate) async fn refused(&mut self, id: &str, field: &str) -> Value {
         let m = self.message().await;
         assert_eq!(m["type"], self.result_type(), "{m}");
         assert_eq!(m["id"], id, "{m}");
@@ -794,5 +794,49 @@ async fn a_deactivated_staff_member_and_a_removed_guardian_lose_the_chat_its_mes
     .await;
     app.ok(&c.vet.token, READ, json!({"id": sid}), "chatSession")
         .await;
-    list.quiet().await;
+    // The technician's list stream heard their leaving last (no session, no text), then ended.
+    let last = list.change("l").await;
+    assert_eq!(last["kind"], "MEMBERS_CHANGED", "{last}");
+    assert_eq!(last["sessionId"], sid.as_str(), "{last}");
+    assert_eq!(last["session"], Value::Null, "{last}");
+    assert_eq!(
+        list.message().await,
+        json!({"type": "complete", "id": "l"}),
+        "the list stream ends"
+    );
+    // Both left the chat here and at the provider.
+    let members = app
+        .ok(
+            &c.vet.token,
+            "query($id: ID!) { chatSession(id: $id) { channelType channelId members { user { id } } } }",
+            json!({"id": sid}),
+            "chatSession",
+        )
+        .await;
+    for gone in [&c.tech.id, &c.client.id] {
+        assert!(
+            !members["members"].to_string().contains(gone.as_str()),
+            "{members}"
+        );
+    }
+    settle(&app).await;
+    let channel = caregraph::providers::chat::ChannelRef {
+        channel_type: members["channelType"].as_str().expect("type").to_owned(),
+        channel_id: members["channelId"].as_str().expect("id").to_owned(),
+    };
+    let (_, at_provider, _) = app
+        .state
+        .services
+        .chat_provider
+        .local
+        .clone()
+        .expect("local provider")
+        .inspect(&channel)
+        .await
+        .expect("inspect")
+        .expect("the channel");
+    assert!(at_provider.contains(&c.vet.id), "{at_provider:?}");
+    for gone in [&c.tech.id, &c.client.id] {
+        assert!(!at_provider.contains(gone), "{at_provider:?}");
+    }
 }

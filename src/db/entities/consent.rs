@@ -25,6 +25,8 @@ pub struct Model {
     pub revoked_at: Option<DateTimeUtc>,
     /// The `recorded_by` column.
     pub recorded_by: String,
+    /// The `lapse_applied_at` column.
+    pub lapse_applied_at: Option<DateTimeUtc>,
 }
 
 /// No relations are navigated through the ORM; repositories join explicitly.

@@ -5,6 +5,8 @@
 
 use std::collections::HashSet;
 
+use sea_orm::ConnectionTrait;
+
 use super::ChatService;
 use crate::{
     auth::Viewer,
@@ -19,11 +21,12 @@ use crate::{
     services::{
         access::{Readable, member_of},
         appointments::{consent_covers, is_participant, outside_support},
+        care_teams::chat_members,
     },
 };
 
 /// Whether `memberships` hold an active OWNER/ADMIN role in `org`.
-fn manages(memberships: &[Membership], org: OrgId) -> bool {
+pub(super) fn manages(memberships: &[Membership], org: OrgId) -> bool {
     memberships
         .iter()
         .any(|m| m.org_id == org && m.active && m.role.manages_organization())
@@ -112,7 +115,7 @@ impl ChatService {
             .into_iter()
             .filter(|s| member_of.contains(&s.id))
             .collect();
-        let standing = self.standing(&rest, me.id, &memberships).await?;
+        let standing = self.standing(&self.db, &rest, me.id, &memberships).await?;
         Ok(managed
             .into_iter()
             .chain(rest.into_iter().filter(|s| standing.contains(&s.id)))
@@ -134,7 +137,7 @@ impl ChatService {
         }
         Ok(is_member
             && self
-                .standing(std::slice::from_ref(session), user, memberships)
+                .standing(&self.db, std::slice::from_ref(session), user, memberships)
                 .await?
                 .contains(&session.id))
     }
@@ -147,8 +150,9 @@ impl ChatService {
     /// patient's MESSAGING consent covers them); a case room on being a participant now (staff
     /// also active in the organisation); a care-team chat on being entitled to it now (active,
     /// and consented when outside). A member row alone proves nothing.
-    async fn standing(
+    pub(super) async fn standing(
         &self,
+        c: &impl ConnectionTrait,
         sessions: &[ChatSession],
         user: UserId,
         memberships: &[Membership],
@@ -167,10 +171,10 @@ impl ChatService {
         let ids: Vec<AppointmentId> = of(ChatCategory::Client)
             .filter_map(|s| s.appointment_id)
             .collect();
-        let appointments = db::appointments::find_many(&self.db, &ids).await?;
-        let support = db::appointments::support_staff_of(&self.db, &ids).await?;
+        let appointments = db::appointments::find_many(c, &ids).await?;
+        let support = db::appointments::support_staff_of(c, &ids).await?;
         let patients: Vec<PatientId> = appointments.iter().map(|a| a.patient_id).collect();
-        let guardians = db::patients::guardians_of(&self.db, &patients).await?;
+        let guardians = db::patients::guardians_of(c, &patients).await?;
         for s in of(ChatCategory::Client) {
             let Some(a) = appointments.iter().find(|a| Some(a.id) == s.appointment_id) else {
                 continue;
@@ -180,14 +184,8 @@ impl ChatService {
                 continue;
             }
             let covered = !outside_support(a, user, &guardians, memberships)
-                || consent_covers(
-                    &self.db,
-                    a,
-                    memberships,
-                    ConsentScope::Messaging,
-                    self.clock.now(),
-                )
-                .await?;
+                || consent_covers(c, a, memberships, ConsentScope::Messaging, self.clock.now())
+                    .await?;
             if covered {
                 standing.insert(s.id);
             }
@@ -197,7 +195,7 @@ impl ChatService {
             .chain(of(ChatCategory::CareTeam))
             .map(|s| s.id)
             .collect();
-        let keys = db::chat_sessions::keys_of(&self.db, &rooms).await?;
+        let keys = db::chat_sessions::keys_of(c, &rooms).await?;
         let cases: Vec<CaseId> = keys
             .iter()
             .filter_map(|(_, k)| match k {
@@ -205,7 +203,7 @@ impl ChatService {
                 _ => None,
             })
             .collect();
-        let participants = db::cases::participants_of(&self.db, &cases).await?;
+        let participants = db::cases::participants_of(c, &cases).await?;
         for (id, key) in &keys {
             let Some(s) = sessions.iter().find(|s| s.id == *id) else {
                 continue;
@@ -217,8 +215,10 @@ impl ChatService {
                         && (p.role == CaseRole::Patient || active_in(memberships, s.org_id))
                 }),
                 // Entitlement reads its own facts per team (consent included).
-                SessionKey::CareTeam(team) => match db::care_teams::find(&self.db, *team).await? {
-                    Some(team) => self.teams.chat_members(&team).await?.contains(&user),
+                SessionKey::CareTeam(team) => match db::care_teams::find(c, *team).await? {
+                    Some(team) => chat_members(c, self.clock.now(), &team)
+                        .await?
+                        .contains(&user),
                     None => false,
                 },
                 _ => false,
@@ -259,7 +259,9 @@ impl ChatService {
         // (a stale row after a lost right is left out, so such a page may come up short).
         let memberships = self.memberships_of(me.id).await?;
         let sessions: Vec<ChatSession> = page.rows.iter().map(|(_, s)| s.clone()).collect();
-        let standing = self.standing(&sessions, me.id, &memberships).await?;
+        let standing = self
+            .standing(&self.db, &sessions, me.id, &memberships)
+            .await?;
         page.rows
             .retain(|(_, s)| manages(&memberships, s.org_id) || standing.contains(&s.id));
         Ok(page.map(Readable::granted))

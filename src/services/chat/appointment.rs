@@ -1,9 +1,10 @@
 //! Appointment chats: create-or-get, who takes part, the window an appointment gives its chat,
 //! and how the chat follows its appointment (cancellation, moves, staff changes).
 
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::json;
 
-use super::{ChatService, base_metadata, channel_of, status_metadata};
+use super::{AfterCommit, ChatService, base_metadata, channel_of, status_metadata};
 use crate::domain::care::ConsentScope;
 use crate::services::appointments::{consent_covers, outside_support};
 use crate::{
@@ -23,15 +24,21 @@ use crate::{
 };
 
 impl ChatService {
-    /// Who takes part in an appointment's chat: the client and guardians with chat rights, the
-    /// practitioner and support staff.
-    async fn appointment_members(
+    /// Who takes part in an appointment's chat now (as `c` sees it): the client while a guardian
+    /// and guardians with chat rights, the practitioner and support staff (outside ones while
+    /// consented).
+    pub(super) async fn appointment_members(
         &self,
+        c: &impl ConnectionTrait,
         appointment: &crate::domain::care::Appointment,
     ) -> AppResult<Vec<(UserId, ChatRole)>> {
-        let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
-        let support = db::appointments::support_staff_of(&self.db, &[appointment.id]).await?;
-        let mut members: Vec<(UserId, ChatRole)> = vec![(appointment.client_id, ChatRole::Client)];
+        let guardians = db::patients::guardians_of(c, &[appointment.patient_id]).await?;
+        let support = db::appointments::support_staff_of(c, &[appointment.id]).await?;
+        let mut members: Vec<(UserId, ChatRole)> = Vec::new();
+        // The client while still a guardian; other guardians while they have chat rights.
+        if guardians.iter().any(|g| g.user_id == appointment.client_id) {
+            members.push((appointment.client_id, ChatRole::Client));
+        }
         for g in guardians.iter().filter(|g| g.may_chat()) {
             if !members.iter().any(|(u, _)| *u == g.user_id) {
                 members.push((g.user_id, ChatRole::Client));
@@ -39,7 +46,7 @@ impl ChatService {
         }
         for u in std::iter::once(appointment.practitioner_id).chain(support.iter().map(|(_, u)| *u))
         {
-            if !members.iter().any(|(m, _)| *m == u) && self.may_join(appointment, u).await? {
+            if !members.iter().any(|(m, _)| *m == u) && self.may_join(c, appointment, u).await? {
                 members.push((u, ChatRole::Staff));
             }
         }
@@ -50,15 +57,16 @@ impl ChatService {
     /// from outside, and those only while the patient's MESSAGING consent covers them.
     async fn may_join(
         &self,
+        c: &impl ConnectionTrait,
         appointment: &crate::domain::care::Appointment,
         user: UserId,
     ) -> AppResult<bool> {
-        let memberships = db::organizations::memberships_of_users(&self.db, &[user]).await?;
+        let memberships = db::organizations::memberships_of_users(c, &[user]).await?;
         if !outside_support(appointment, user, &[], &memberships) {
             return Ok(true);
         }
         consent_covers(
-            &self.db,
+            c,
             appointment,
             &memberships,
             ConsentScope::Messaging,
@@ -74,7 +82,8 @@ impl ChatService {
         viewer: &Viewer,
         id: AppointmentId,
     ) -> AppResult<ChatSession> {
-        let (appointment, reader) = self.appointments.read(viewer, id).await?;
+        let (appointment, reader) =
+            crate::services::appointments::read(&self.db, self.clock.now(), viewer, id).await?;
         let me = viewer.user()?.clone();
         if !reader.participant {
             let membership =
@@ -96,7 +105,7 @@ impl ChatService {
                 appointment.status.as_str()
             )));
         }
-        let mut members = self.appointment_members(&appointment).await?;
+        let mut members = self.appointment_members(&self.db, &appointment).await?;
         // An admin who opens the chat takes part in it.
         if !members.iter().any(|(m, _)| *m == me.id) {
             members.push((me.id, ChatRole::Staff));
@@ -110,7 +119,7 @@ impl ChatService {
             .await?
             .ok_or(AppError::NotFound("patient"))?;
         let client = users.iter().find(|u| u.id == appointment.client_id);
-        let (activation, from, until) = self.window_of(&appointment).await?;
+        let (activation, from, until) = self.window_of(&self.db, &appointment).await?;
         let now = self.clock.now();
         let status = status_at(false, Some(from), Some(until), now);
         let session = ChatSession {
@@ -152,6 +161,7 @@ impl ChatService {
     /// appointment's own, else its organisation's, else the deployment's default.
     pub async fn window_of(
         &self,
+        c: &impl ConnectionTrait,
         a: &crate::domain::care::Appointment,
     ) -> AppResult<(
         i64,
@@ -160,7 +170,7 @@ impl ChatService {
     )> {
         let activation = match a.activation_minutes {
             Some(m) => i64::from(m),
-            None => db::organizations::find(&self.db, a.org_id)
+            None => db::organizations::find(c, a.org_id)
                 .await?
                 .and_then(|o| o.chat_activation_minutes)
                 .map_or(self.default_activation_minutes, i64::from),
@@ -172,9 +182,11 @@ impl ChatService {
         ))
     }
 
-    /// Announces a cancellation or a move of an appointment whose chat is not open yet.
-    async fn announce_unopened(
+    /// Owes the news of a cancellation or a move of an appointment whose chat is not open yet.
+    async fn owe_unopened(
         &self,
+        c: &impl ConnectionTrait,
+        fx: &mut AfterCommit,
         before: &crate::domain::care::Appointment,
         a: &crate::domain::care::Appointment,
     ) -> AppResult<()> {
@@ -184,7 +196,7 @@ impl ChatService {
         if !cancelled && !moved {
             return Ok(());
         }
-        let (_, from, until) = self.window_of(a).await?;
+        let (_, from, until) = self.window_of(c, a).await?;
         let now = self.clock.now();
         let (status, reason) = if cancelled {
             (ChatStatus::Closed, StatusReason::AppointmentCancelled)
@@ -194,7 +206,7 @@ impl ChatService {
                 StatusReason::Rescheduled,
             )
         };
-        self.events.publish(DomainEvent::ChatStatus(StatusEvent {
+        fx.publish(DomainEvent::ChatStatus(StatusEvent {
             session_id: None,
             appointment_id: Some(a.id),
             status,
@@ -205,44 +217,45 @@ impl ChatService {
         }));
         Ok(())
     }
-}
 
-#[async_trait::async_trait]
-impl crate::services::appointments::AppointmentHooks for ChatService {
-    /// A cancelled appointment closes its chat; a moved one moves the chat's window (a chat
-    /// closed by a person stays closed), refreezing or unfreezing the channel as the window says.
-    async fn appointment_changed(
+    /// The chat side of an appointment's change, in the change's transaction `txn`: a
+    /// cancelled appointment closes its chat; a moved one moves the chat's window (a chat closed
+    /// by a person stays closed), refreezing or unfreezing the channel as the window says; new
+    /// staff join and replaced staff leave (an admin who opened it stays).
+    pub async fn appointment_changed(
         &self,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
         before: &crate::domain::care::Appointment,
         a: &crate::domain::care::Appointment,
     ) -> AppResult<()> {
         let Some(session) =
-            db::chat_sessions::find_by_key(&self.db, &SessionKey::Appointment(a.id)).await?
+            db::chat_sessions::find_by_key(txn, &SessionKey::Appointment(a.id)).await?
         else {
             // No chat yet: those following the appointment hear of the window it will have.
-            return self.announce_unopened(before, a).await;
+            return self.owe_unopened(txn, fx, before, a).await;
         };
         if session.closed_at.is_some() {
             return Ok(());
         }
         if a.status == crate::domain::care::AppointmentStatus::Cancelled {
-            self.close_for(&session, None, StatusReason::AppointmentCancelled)
+            self.close_in(txn, fx, &session, None, StatusReason::AppointmentCancelled)
                 .await?;
             return Ok(());
         }
-        // A new practitioner or support staff: members follow (an admin who opened it stays).
-        let wanted = self.appointment_members(a).await?;
-        let creator_manages =
-            db::organizations::find_membership(&self.db, a.org_id, session.created_by)
-                .await?
-                .is_some_and(|m| m.active && m.role.manages_organization());
-        self.sync_members(
+        let wanted = self.appointment_members(txn, a).await?;
+        let creator_manages = db::organizations::find_membership(txn, a.org_id, session.created_by)
+            .await?
+            .is_some_and(|m| m.active && m.role.manages_organization());
+        self.sync_members_in(
+            txn,
+            fx,
             &session,
             &wanted,
             creator_manages.then_some(session.created_by),
         )
         .await?;
-        let (_, from, until) = self.window_of(a).await?;
+        let (_, from, until) = self.window_of(txn, a).await?;
         if session.allowed_from == Some(from) && session.allowed_until == Some(until) {
             return Ok(());
         }
@@ -255,9 +268,9 @@ impl crate::services::appointments::AppointmentHooks for ChatService {
             ..session.clone()
         };
         if status == ChatStatus::Closed {
-            db::chat_sessions::set_window(&self.db, session.id, from, until, session.status, now)
+            db::chat_sessions::set_window(txn, session.id, from, until, session.status, now)
                 .await?;
-            self.close_for(&moved, None, StatusReason::WindowEnded)
+            self.close_in(txn, fx, &moved, None, StatusReason::WindowEnded)
                 .await?;
             return Ok(());
         }
@@ -283,16 +296,10 @@ impl crate::services::appointments::AppointmentHooks for ChatService {
                 },
             ));
         }
-        let txn = db::begin(&self.db).await?;
-        let won = db::chat_sessions::set_window(&txn, session.id, from, until, status, now).await?;
-        if won {
-            crate::outbox::enqueue(&txn, &entries, now).await?;
+        if db::chat_sessions::set_window(txn, session.id, from, until, status, now).await? {
+            fx.deliver(crate::outbox::enqueue(txn, &entries, now).await?);
+            self.owe_status(fx, &moved, status, StatusReason::Rescheduled);
         }
-        txn.commit().await?;
-        if won {
-            self.announce_status(&moved, status, StatusReason::Rescheduled);
-        }
-        self.outbox.wake();
         Ok(())
     }
 }

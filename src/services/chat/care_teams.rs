@@ -1,78 +1,49 @@
 //! Care-team chats: a staff-only room per team; outside members take part only while consented.
 
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::json;
 
-use super::{ChatService, base_metadata};
+use super::{AfterCommit, ChatService, base_metadata};
 use crate::{
     db,
     domain::{
-        User, UserId,
+        CareTeamId, User, UserId,
+        care::CareTeam,
         chat::{self, ChatCategory, ChatRole, ChatSession, SessionKey},
     },
     error::AppResult,
+    services::care_teams::chat_members,
 };
 
-/// Keeps a care team's staff-only conversation in step with the team (category `CARE_TEAM`).
-#[derive(Clone)]
-pub struct CareTeamChats {
-    /// The chat service.
-    pub chat: ChatService,
-    /// The care-team service (who may take part).
-    pub teams: crate::services::care_teams::CareTeamService,
+/// A care team's conversation as `c` sees it.
+pub(super) async fn team_chat_of(
+    c: &impl ConnectionTrait,
+    team: &CareTeamId,
+) -> AppResult<Option<ChatSession>> {
+    db::chat_sessions::find_by_key(c, &SessionKey::CareTeam(*team)).await
 }
 
 impl ChatService {
     /// A care team's conversation, if provisioned.
-    pub async fn care_team_chat(
-        &self,
-        team: &crate::domain::CareTeamId,
-    ) -> AppResult<Option<ChatSession>> {
-        db::chat_sessions::find_by_key(&self.db, &SessionKey::CareTeam(*team)).await
+    pub async fn care_team_chat(&self, team: &CareTeamId) -> AppResult<Option<ChatSession>> {
+        team_chat_of(&self.db, team).await
     }
-}
 
-#[async_trait::async_trait]
-impl crate::services::consent::ConsentHooks for CareTeamChats {
-    /// Outside staff take part in a patient's care-team chats only while consented: each
-    /// existing chat of the patient's teams is brought in step.
-    async fn consent_changed(&self, patient: crate::domain::PatientId) -> AppResult<()> {
-        for team in db::care_teams::of_patients(&self.chat.db, &[patient]).await? {
-            let Some(session) = self.chat.care_team_chat(&team.id).await? else {
-                continue;
-            };
-            if session.closed_at.is_some() {
-                continue;
-            }
-            let wanted: Vec<(UserId, ChatRole)> = self
-                .teams
-                .chat_members(&team)
-                .await?
-                .into_iter()
-                .map(|u| (u, ChatRole::Staff))
-                .collect();
-            self.chat
-                .sync_members(&session, &wanted, Some(session.created_by))
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-#[async_trait::async_trait]
-impl crate::services::care_teams::CareTeamHooks for CareTeamChats {
-    async fn care_team_changed(
+    /// The chat side of a care team's creation or member change, in its transaction `txn`: the
+    /// team's room is provisioned once and its members follow who is entitled now.
+    pub async fn care_team_changed(
         &self,
-        team: &crate::domain::care::CareTeam,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
+        team: &CareTeam,
         by: &User,
     ) -> AppResult<()> {
-        let wanted: Vec<(UserId, ChatRole)> = self
-            .teams
-            .chat_members(team)
+        let wanted: Vec<(UserId, ChatRole)> = chat_members(txn, self.clock.now(), team)
             .await?
             .into_iter()
             .map(|u| (u, ChatRole::Staff))
             .collect();
-        let room = self.chat.room(
+        let room = self.room(
             team.org_id,
             ChatCategory::CareTeam,
             chat::channel_id("careteam", &team.id.to_string()),
@@ -81,8 +52,15 @@ impl crate::services::care_teams::CareTeamHooks for CareTeamChats {
         );
         let mut metadata = base_metadata(&room);
         metadata.insert("careTeamId".into(), json!(team.id.to_string()));
-        self.chat
-            .sync_room(&SessionKey::CareTeam(team.id), room, metadata, &wanted, by)
-            .await
+        self.sync_room_in(
+            txn,
+            fx,
+            &SessionKey::CareTeam(team.id),
+            room,
+            metadata,
+            &wanted,
+            by,
+        )
+        .await
     }
 }

@@ -2,7 +2,7 @@
 
 use serde_json::{Map, json};
 
-use super::{ChatService, base_metadata, channel_of, delete_entry};
+use super::{AfterCommit, ChatService, base_metadata, channel_of, delete_entry};
 use crate::{
     auth::Viewer,
     db,
@@ -306,9 +306,12 @@ impl ChatService {
         ];
         let new_rows: Vec<(UserId, ChatRole)> =
             added.iter().map(|u| (*u, ChatRole::Staff)).collect();
-        self.change_members(&session, &new_rows, &removed, &names, notes)
+        let txn = db::begin(&self.db).await?;
+        let mut fx = AfterCommit::default();
+        self.change_members_in(&txn, &mut fx, &session, &new_rows, &removed, &names, notes)
             .await?;
-        self.outbox.wake();
+        txn.commit().await?;
+        self.finish(fx).await?;
         Ok(session)
     }
 
@@ -328,7 +331,8 @@ impl ChatService {
         crate::outbox::enqueue(&txn, &[entry], now).await?;
         txn.commit().await?;
         self.outbox.wake();
-        self.publish_change(&session, ChangeKind::Deleted, None, members);
+        self.events
+            .publish(self.change_event(&session, ChangeKind::Deleted, None, members));
         Ok(())
     }
 }

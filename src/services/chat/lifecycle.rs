@@ -1,7 +1,9 @@
 //! Closing sessions (one system message, a frozen channel), posting messages through caregraph,
 //! and chat tokens.
 
-use super::{ChatService, channel_of, chat_user, status_metadata};
+use sea_orm::DatabaseTransaction;
+
+use super::{AfterCommit, ChatService, channel_of, chat_user, status_metadata};
 use crate::{
     auth::Viewer,
     db,
@@ -53,9 +55,27 @@ impl ChatService {
             .ok_or(AppError::NotFound("chat session"))
     }
 
-    /// Closes a session for a reason, posting one system message and freezing the channel.
+    /// Closes a session for a reason, in a transaction of its own (see [`Self::close_in`]).
     pub(super) async fn close_for(
         &self,
+        session: &ChatSession,
+        by: Option<&User>,
+        reason: StatusReason,
+    ) -> AppResult<bool> {
+        let txn = db::begin(&self.db).await?;
+        let mut fx = AfterCommit::default();
+        let closed = self.close_in(&txn, &mut fx, session, by, reason).await?;
+        txn.commit().await?;
+        self.finish(fx).await?;
+        Ok(closed)
+    }
+
+    /// Closes a session once for a reason in the transaction `txn`, posting one system message
+    /// and freezing the channel; `false` if it was closed already.
+    pub(super) async fn close_in(
+        &self,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
         session: &ChatSession,
         by: Option<&User>,
         reason: StatusReason,
@@ -110,12 +130,10 @@ impl ChatService {
             StatusReason::ProviderDeleted => entries.clear(),
             _ => {}
         }
-        let txn = db::begin(&self.db).await?;
-        if !db::chat_sessions::close(&txn, session.id, by.map(|u| u.id), reason, now).await? {
+        if !db::chat_sessions::close(txn, session.id, by.map(|u| u.id), reason, now).await? {
             return Ok(false);
         }
-        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
-        txn.commit().await?;
+        fx.deliver(crate::outbox::enqueue(txn, &entries, now).await?);
         let closed = ChatSession {
             status: ChatStatus::Closed,
             closed_at: Some(now),
@@ -123,10 +141,9 @@ impl ChatService {
             close_reason: Some(reason),
             ..session.clone()
         };
-        self.announce_status(&closed, ChatStatus::Closed, reason);
-        self.announce_change(&closed, ChangeKind::Closed, None, &[])
-            .await;
-        self.outbox.deliver_now(&keys).await?;
+        self.owe_status(fx, &closed, ChatStatus::Closed, reason);
+        self.owe_change(txn, fx, &closed, ChangeKind::Closed, None, &[])
+            .await?;
         Ok(true)
     }
 

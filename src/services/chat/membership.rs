@@ -1,7 +1,9 @@
 //! Membership changes: the difference between wanted and current members, recorded here and
 //! queued for the provider in one transaction; bulk deletion of chat users.
 
-use super::{ChatService, channel_of, chat_user};
+use sea_orm::DatabaseTransaction;
+
+use super::{AfterCommit, ChatService, channel_of, chat_user};
 use crate::{
     auth::Viewer,
     db,
@@ -16,16 +18,17 @@ use crate::{
 };
 
 impl ChatService {
-    /// Brings a room's members to `wanted`: missing ones join, others leave (except `keep`),
-    /// recorded here and delivered to the provider now.
-    pub(super) async fn sync_members(
+    /// Brings a room's members to `wanted` in the transaction `txn`: missing ones join, others
+    /// leave (except `keep`).
+    pub(super) async fn sync_members_in(
         &self,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
         session: &ChatSession,
         wanted: &[(UserId, ChatRole)],
         keep: Option<UserId>,
     ) -> AppResult<()> {
-        let current =
-            db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
+        let current = db::chat_sessions::members_of(txn, std::slice::from_ref(&session.id)).await?;
         let added: Vec<(UserId, ChatRole)> = wanted
             .iter()
             .filter(|(u, _)| !current.iter().any(|(_, m, _)| m == u))
@@ -40,26 +43,25 @@ impl ChatService {
             return Ok(());
         }
         let users =
-            db::users::find_many(&self.db, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>())
-                .await?;
-        let keys = self
-            .change_members(session, &added, &removed, &users, [None, None])
-            .await?;
-        self.outbox.deliver_now(&keys).await?;
-        Ok(())
+            db::users::find_many(txn, &added.iter().map(|(u, _)| *u).collect::<Vec<_>>()).await?;
+        self.change_members_in(txn, fx, session, &added, &removed, &users, [None, None])
+            .await
     }
 
-    /// Records a membership change here and queues it for the provider in one transaction;
-    /// `users` holds at least the added members, `notes` the optional system messages for
-    /// the addition and the removal. Returns the outbox keys to deliver.
-    pub(super) async fn change_members(
+    /// Records a membership change and queues it for the provider in the transaction `txn`;
+    /// `users` holds at least the added members, `notes` the optional system messages for the
+    /// addition and the removal.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn change_members_in(
         &self,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
         session: &ChatSession,
         added: &[(UserId, ChatRole)],
         removed: &[UserId],
         users: &[User],
         notes: [Option<String>; 2],
-    ) -> AppResult<Vec<String>> {
+    ) -> AppResult<()> {
         let now = self.clock.now();
         // Unique per change (two changes in one clock tick stay two).
         let stamp = uuid::Uuid::now_v7().simple();
@@ -99,14 +101,11 @@ impl ChatService {
                 },
             ));
         }
-        let txn = db::begin(&self.db).await?;
-        db::chat_sessions::add_members(&txn, session.id, added, now).await?;
-        db::chat_sessions::remove_members(&txn, session.id, removed).await?;
-        let keys = crate::outbox::enqueue(&txn, &entries, now).await?;
-        txn.commit().await?;
-        self.announce_change(session, ChangeKind::MembersChanged, None, removed)
-            .await;
-        Ok(keys)
+        db::chat_sessions::add_members(txn, session.id, added, now).await?;
+        db::chat_sessions::remove_members(txn, session.id, removed).await?;
+        fx.deliver(crate::outbox::enqueue(txn, &entries, now).await?);
+        self.owe_change(txn, fx, session, ChangeKind::MembersChanged, None, removed)
+            .await
     }
 
     /// Deletes users at the chat provider in bulk, for a retention policy (an OWNER/ADMIN of

@@ -1,9 +1,10 @@
-//! The window scheduler: one timer for the next due window, read from the database (restarts
-//! lose nothing), opening and ending windows with the provider channel frozen outside them.
+//! The window scheduler: one timer for the next due window or consent lapse, read from the
+//! database (restarts lose nothing), opening and ending windows with the provider channel frozen
+//! outside them, and applying lapsed consents to the chats they carried.
 
 use std::time::Duration;
 
-use super::{ChatService, channel_of, status_metadata};
+use super::{AfterCommit, ChatService, channel_of, status_metadata};
 use crate::{
     db,
     domain::chat::{ChatStatus, StatusReason, status_at},
@@ -12,8 +13,8 @@ use crate::{
 };
 
 impl ChatService {
-    /// Opens and ends due windows (mirroring the freeze at the provider); returns how many
-    /// sessions changed.
+    /// Opens and ends due windows (mirroring the freeze at the provider) and applies lapsed
+    /// consents; returns how many sessions and consents changed.
     pub async fn tick(&self) -> AppResult<usize> {
         let now = self.clock.now();
         let mut changed = 0;
@@ -75,7 +76,34 @@ impl ChatService {
         if changed > 0 {
             self.outbox.wake();
         }
-        Ok(changed)
+        Ok(changed + self.apply_lapses().await?)
+    }
+
+    /// Applies consents that reached `expiresAt`: the chats about their patients follow, once
+    /// per consent (outside staff the consent carried leave), in one transaction each.
+    async fn apply_lapses(&self) -> AppResult<usize> {
+        let now = self.clock.now();
+        let mut applied = 0;
+        for consent in db::consents::lapsed_unapplied(&self.db, now, 100).await? {
+            let txn = db::begin(&self.db).await?;
+            if !db::consents::mark_lapse_applied(&txn, consent.id, now).await? {
+                continue;
+            }
+            let mut fx = AfterCommit::default();
+            self.patient_changed(&txn, &mut fx, consent.patient_id)
+                .await?;
+            txn.commit().await?;
+            self.settle(fx).await;
+            applied += 1;
+        }
+        Ok(applied)
+    }
+
+    /// When the scheduler has work next: a window to open or end, or a consent to lapse.
+    async fn next_wake(&self) -> AppResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let window = db::chat_sessions::next_due(&self.db).await?;
+        let lapse = db::consents::next_lapse(&self.db).await?;
+        Ok(window.into_iter().chain(lapse).min())
     }
 
     /// Runs the scheduler until `stop`: one timer for the next window change, read from the
@@ -85,7 +113,7 @@ impl ChatService {
             if let Err(e) = self.tick().await {
                 e.log_cause();
             }
-            let nap = match db::chat_sessions::next_due(&self.db).await {
+            let nap = match self.next_wake().await {
                 Ok(Some(due)) => (due - self.clock.now())
                     .to_std()
                     .unwrap_or_default()

@@ -33,6 +33,9 @@ pub enum ListEvent {
     Change(SessionChange),
     /// Events were missed: reload the list.
     Resync,
+    /// The last change the subscriber hears: it may no longer follow the organisation's
+    /// sessions (deactivated there, or no longer a client of its patients); the stream ends.
+    Last(SessionChange),
 }
 
 impl Watch {
@@ -54,13 +57,15 @@ impl ChatService {
         let session = match watch {
             Watch::Session(id) => Some(self.session(viewer, *id).await?.0.into_inner()),
             Watch::Appointment(id) => {
-                let (appointment, _) = self.appointments.read(viewer, *id).await?;
+                let (appointment, _) =
+                    crate::services::appointments::read(&self.db, self.clock.now(), viewer, *id)
+                        .await?;
                 match db::chat_sessions::find_by_key(&self.db, &SessionKey::Appointment(*id))
                     .await?
                 {
                     Some(s) => Some(self.session(viewer, s.id).await?.0.into_inner()),
                     None => {
-                        let (_, from, until) = self.window_of(&appointment).await?;
+                        let (_, from, until) = self.window_of(&self.db, &appointment).await?;
                         let status = if appointment.status.is_terminal() {
                             ChatStatus::Closed
                         } else {
@@ -144,6 +149,12 @@ impl ChatService {
                     DomainEvent::ChatChanged(c)
                         if c.org_ids.contains(&org) && c.member_ids.contains(&me) =>
                     {
+                        // Losing a place may end the right to follow the organisation at all.
+                        if c.kind == ChangeKind::MembersChanged
+                            && self.lister(viewer, org).await.is_err()
+                        {
+                            return Some(ListEvent::Last(c.clone()));
+                        }
                         let readable = c.kind != ChangeKind::Message
                             || self.session(viewer, c.session_id).await.is_ok();
                         if readable {
