@@ -3,10 +3,11 @@
 //! and delivered by a worker that retries with backoff until it succeeds, or marks the row dead
 //! after `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (visible to admins and in metrics).
 //!
-//! Rows of one partition (one channel, or the user directory) are delivered in order, one at a
-//! time; partitions proceed in parallel. A row is claimed with a lease, so a process that dies
-//! mid-delivery loses nothing: the lease expires and another worker delivers it. Delivery is at
-//! least once, and every operation is idempotent at the provider, so the effect happens once.
+//! Rows of one partition (one channel, the user directory, or one user's token revocations) are
+//! delivered in order, one at a time; partitions proceed in parallel. A row is claimed with a
+//! lease, so a process that dies mid-delivery loses nothing: the lease expires and another worker
+//! delivers it. Delivery is at least once, and every operation is idempotent at the provider, so
+//! the effect happens once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -116,9 +117,10 @@ impl Operation {
     /// Rows with the same partition key are delivered in order.
     pub fn partition_key(&self) -> String {
         match self {
-            Self::UpsertUsers { .. } | Self::DeleteUsers { .. } | Self::RevokeTokens { .. } => {
-                "users".into()
-            }
+            Self::UpsertUsers { .. } | Self::DeleteUsers { .. } => "users".into(),
+            // One partition per user: a refused revocation holds back only that user's later
+            // revocations, never the user directory.
+            Self::RevokeTokens { user_id, .. } => format!("revoke_tokens:{user_id}"),
             Self::CreateChannel { spec, .. } => spec.channel.cid(),
             Self::UpdateMetadata { channel, .. }
             | Self::AddMembers { channel, .. }
@@ -231,8 +233,9 @@ impl Entry {
 /// The entry that revokes `user_id`'s chat tokens issued before `issued_before`, on behalf of
 /// `org_id` (whose admins see the row if it dies); write it in the transaction that deactivates
 /// the user. The key names the user and the instant (to the millisecond), so a retried request
-/// writes one row and a later deactivation a new one. It shares the `users` partition, so it is
-/// delivered in order with the user upserts and deletions written before it.
+/// writes one row and a later deactivation a new one. Its partition is the user's own
+/// (`revoke_tokens:<user_id>`): revocations of one user go out in order, independently of the
+/// user directory and of channels.
 pub fn revoke_tokens_entry(
     user_id: impl Into<String>,
     org_id: Option<String>,
@@ -755,7 +758,7 @@ mod tests {
             op
         );
         assert_eq!(op.name(), "revoke_tokens");
-        assert_eq!(op.partition_key(), "users");
+        assert_eq!(op.partition_key(), "revoke_tokens:u-1");
     }
 
     #[test]

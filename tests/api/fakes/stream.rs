@@ -1134,8 +1134,8 @@ impl FakeStream {
 
     /// Whether Stream would accept `token` as `user`'s client token: signed with the secret,
     /// for that user, not expired, and not revoked (a user with `revoke_tokens_issued_before`
-    /// refuses tokens whose `iat` is earlier, and tokens without `iat`; error 401/42 "token
-    /// before iat" of docs/providers.md §1.7).
+    /// refuses tokens whose `iat` is earlier, and tokens without `iat`; Stream's error 401/42
+    /// "token before iat").
     pub fn accepts_user_token(&self, user: &str, token: &str) -> Result<(), String> {
         let (_, claims) = decode_jwt(token, API_SECRET)?;
         if claims["user_id"] != user {
