@@ -3,10 +3,11 @@
 //! and delivered by a worker that retries with backoff until it succeeds, or marks the row dead
 //! after `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (visible to admins and in metrics).
 //!
-//! Rows of one partition (one channel, or the user directory) are delivered in order, one at a
-//! time; partitions proceed in parallel. A row is claimed with a lease, so a process that dies
-//! mid-delivery loses nothing: the lease expires and another worker delivers it. Delivery is at
-//! least once, and every operation is idempotent at the provider, so the effect happens once.
+//! Rows of one partition (one channel, the user directory, or one user's token revocations) are
+//! delivered in order, one at a time; partitions proceed in parallel. A row is claimed with a
+//! lease, so a process that dies mid-delivery loses nothing: the lease expires and another worker
+//! delivers it. Delivery is at least once, and every operation is idempotent at the provider, so
+//! the effect happens once.
 
 use std::{sync::Arc, time::Duration};
 
@@ -102,6 +103,14 @@ pub enum Operation {
         /// The channel.
         channel: ChannelRef,
     },
+    /// Revoke a user's chat tokens issued before an instant (a deactivated member's apps lose
+    /// their provider session where the provider can do that).
+    RevokeTokens {
+        /// caregraph's user id.
+        user_id: String,
+        /// Tokens issued before this instant stop working; later ones keep working.
+        issued_before: DateTime<Utc>,
+    },
 }
 
 impl Operation {
@@ -109,6 +118,9 @@ impl Operation {
     pub fn partition_key(&self) -> String {
         match self {
             Self::UpsertUsers { .. } | Self::DeleteUsers { .. } => "users".into(),
+            // One partition per user: a refused revocation holds back only that user's later
+            // revocations, never the user directory.
+            Self::RevokeTokens { user_id, .. } => format!("revoke_tokens:{user_id}"),
             Self::CreateChannel { spec, .. } => spec.channel.cid(),
             Self::UpdateMetadata { channel, .. }
             | Self::AddMembers { channel, .. }
@@ -131,6 +143,7 @@ impl Operation {
             Self::SetFrozen { .. } => "set_frozen",
             Self::SystemMessage { .. } => "system_message",
             Self::DeleteChannel { .. } => "delete_channel",
+            Self::RevokeTokens { .. } => "revoke_tokens",
         }
     }
 
@@ -173,6 +186,10 @@ impl Operation {
                 provider.send_system_message(channel, message).await
             }
             Self::DeleteChannel { channel } => provider.delete_channel(channel).await,
+            Self::RevokeTokens {
+                user_id,
+                issued_before,
+            } => provider.revoke_tokens(user_id, *issued_before).await,
         }
     }
 }
@@ -211,6 +228,31 @@ impl Entry {
             op,
         }
     }
+}
+
+/// The entry that revokes `user_id`'s chat tokens issued before `issued_before`, on behalf of
+/// `org_id` (whose admins see the row if it dies); write it in the transaction that deactivates
+/// the user. The key names the user and the instant (to the millisecond), so a retried request
+/// writes one row and a later deactivation a new one. Its partition is the user's own
+/// (`revoke_tokens:<user_id>`): revocations of one user go out in order, independently of the
+/// user directory and of channels.
+pub fn revoke_tokens_entry(
+    user_id: impl Into<String>,
+    org_id: Option<String>,
+    issued_before: DateTime<Utc>,
+) -> Entry {
+    let user_id = user_id.into();
+    Entry::new(
+        format!(
+            "user:{user_id}:revoke_tokens:{}",
+            issued_before.timestamp_millis()
+        ),
+        org_id,
+        Operation::RevokeTokens {
+            user_id,
+            issued_before,
+        },
+    )
 }
 
 /// Writes entries in the caller's transaction; returns their keys (an existing key is skipped,
@@ -682,5 +724,75 @@ impl Outbox {
             .one(&self.db)
             .await?
             .map(to_row))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use serde_json::json;
+
+    use super::{Operation, revoke_tokens_entry};
+
+    #[test]
+    fn a_token_revocation_is_stored_as_json_tagged_revoke_tokens_and_reads_back() {
+        let at = chrono::Utc
+            .timestamp_millis_opt(1_796_000_000_123)
+            .single()
+            .expect("instant");
+        let op = Operation::RevokeTokens {
+            user_id: "u-1".into(),
+            issued_before: at,
+        };
+        let stored = serde_json::to_value(&op).expect("json");
+        assert_eq!(
+            stored,
+            json!({
+                "op": "revoke_tokens",
+                "user_id": "u-1",
+                "issued_before": "2026-11-30T00:53:20.123Z",
+            })
+        );
+        assert_eq!(
+            serde_json::from_value::<Operation>(stored).expect("reads back"),
+            op
+        );
+        assert_eq!(op.name(), "revoke_tokens");
+        assert_eq!(op.partition_key(), "revoke_tokens:u-1");
+    }
+
+    #[test]
+    fn the_stored_json_of_the_earlier_operations_is_unchanged() {
+        let op: Operation =
+            serde_json::from_value(json!({ "op": "delete_users", "user_ids": ["a", "b"] }))
+                .expect("an existing row reads");
+        assert_eq!(
+            op,
+            Operation::DeleteUsers {
+                user_ids: vec!["a".into(), "b".into()]
+            }
+        );
+        assert_eq!(
+            serde_json::to_value(&op).expect("json"),
+            json!({ "op": "delete_users", "user_ids": ["a", "b"] })
+        );
+    }
+
+    #[test]
+    fn the_revocation_entry_is_keyed_by_user_and_instant_for_the_users_organisation() {
+        let at = chrono::Utc
+            .timestamp_millis_opt(1_796_000_000_123)
+            .single()
+            .expect("instant");
+        let entry = revoke_tokens_entry("u-1", Some("org-1".into()), at);
+        assert_eq!(entry.key, "user:u-1:revoke_tokens:1796000000123");
+        assert_eq!(entry.org_id.as_deref(), Some("org-1"));
+        assert_eq!(
+            entry.op,
+            Operation::RevokeTokens {
+                user_id: "u-1".into(),
+                issued_before: at,
+            }
+        );
     }
 }

@@ -138,6 +138,8 @@ pub struct Capabilities {
     pub enforces_freeze: bool,
     /// A repeated system-message id posts nothing even after a restart.
     pub durable_message_dedup: bool,
+    /// `revoke_tokens` makes tokens the provider accepted stop working before they expire.
+    pub revokes_tokens: bool,
 }
 
 impl Capabilities {
@@ -147,6 +149,7 @@ impl Capabilities {
         unread_counts: true,
         enforces_freeze: true,
         durable_message_dedup: true,
+        revokes_tokens: true,
     };
 }
 
@@ -214,6 +217,16 @@ pub trait ChatProvider: Send + Sync + 'static {
 
     /// Deletes a channel; one that is gone already counts as deleted.
     async fn delete_channel(&self, channel: &ChannelRef) -> Result<(), ProviderError>;
+
+    /// Revokes the user's tokens issued before `issued_before` where the provider can (see
+    /// [`Capabilities::revokes_tokens`]); a user the provider does not know counts as done.
+    /// Tokens are per user, not per organisation: apps of a user who is still active elsewhere
+    /// reconnect with a fresh token.
+    async fn revoke_tokens(
+        &self,
+        user_id: &str,
+        issued_before: DateTime<Utc>,
+    ) -> Result<(), ProviderError>;
 
     /// Issues a user token valid for `ttl`.
     async fn issue_token(

@@ -12,10 +12,15 @@ use std::{
     time::Duration,
 };
 
-use caregraph::providers::{
-    chat::{ChannelRef, ChatProvider},
-    http::Resilience,
+use caregraph::{
+    outbox::{Entry, enqueue},
+    providers::{
+        chat::{ChannelRef, ChatProvider},
+        http::Resilience,
+    },
 };
+
+use crate::helpers::TestApp;
 
 use axum::{
     Router,
@@ -212,4 +217,22 @@ pub trait FakeProvider: Send + Sync {
 
     /// The channel's member ids (`None` when there is no channel).
     fn members(&self, channel: &ChannelRef) -> Option<Vec<String>>;
+}
+
+/// Writes `entries` to `app`'s outbox in a transaction of their own and delivers them at once
+/// through the app's configured provider; whether every one was delivered.
+pub async fn deliver_through_outbox(app: &TestApp, entries: &[Entry]) -> bool {
+    let txn = caregraph::db::begin(&app.state.services.db)
+        .await
+        .expect("begin");
+    let keys = enqueue(&txn, entries, chrono::Utc::now())
+        .await
+        .expect("enqueue");
+    txn.commit().await.expect("commit");
+    app.state
+        .services
+        .outbox
+        .deliver_now(&keys)
+        .await
+        .expect("deliver")
 }

@@ -23,6 +23,7 @@ mod organizations;
 mod outbox;
 mod provider_errors;
 mod provider_ethora;
+mod provider_local;
 mod provider_sendbird;
 mod provider_stream;
 mod realtime;

@@ -1170,3 +1170,39 @@ async fn the_fake_provider_points_an_app_at_the_fake() {
     assert_eq!(fake.members(&channel("nothing")), None);
     assert!(fake.user_posts(&channel("nothing"), "a", "hi").is_err());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Token revocation.
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn revoking_tokens_sends_nothing_to_ethora_which_cannot_revoke_them() {
+    let fake = ethora::start().await;
+    let adapter = fake.adapter(quick_resilience(3));
+    assert!(!adapter.capabilities().revokes_tokens);
+    adapter
+        .revoke_tokens("a", chrono::Utc::now())
+        .await
+        .expect("nothing to do");
+    assert!(fake.control().requests().is_empty());
+}
+
+#[tokio::test]
+async fn a_token_revocation_written_to_the_outbox_is_delivered_without_a_call_to_ethora() {
+    let fake = ethora::start().await;
+    let app = crate::helpers::TestApp::spawn_with(|v| v.extend(fake.vars())).await;
+    fake.control().clear();
+    assert!(
+        crate::fakes::deliver_through_outbox(
+            &app,
+            &[caregraph::outbox::revoke_tokens_entry(
+                "staff-1",
+                None,
+                chrono::Utc::now()
+            )]
+        )
+        .await,
+        "delivered"
+    );
+    assert!(fake.control().requests().is_empty());
+}

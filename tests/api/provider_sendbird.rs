@@ -1157,3 +1157,99 @@ async fn the_fake_applies_the_vars_a_test_app_needs() {
     assert_eq!(fake.members(&care("none")), None);
     assert!(fake.user_posts(&care("none"), "u-1", "x").is_err());
 }
+
+#[tokio::test]
+async fn revoking_tokens_deletes_all_of_the_users_session_tokens_and_no_one_elses() {
+    let (fake, adapter) = setup(quick_resilience(3)).await;
+    seed_users(&fake, &["u-1", "u-2"]);
+    assert!(adapter.capabilities().revokes_tokens);
+    for id in ["u-1", "u-1", "u-2"] {
+        adapter
+            .issue_token(&user(id), Duration::from_secs(600))
+            .await
+            .expect("token");
+    }
+    fake.control().clear();
+    adapter
+        .revoke_tokens("u-1", chrono::Utc::now())
+        .await
+        .expect("revoke");
+
+    let requests = fake.control().requests();
+    assert_eq!(requests.len(), 1);
+    let r = &requests[0];
+    assert_wire(r, "DELETE", "/v3/users/u-1/token");
+    assert!(r.body.is_empty(), "no body");
+    assert_eq!(r.query, "");
+    assert_eq!(r.header("content-type"), None);
+    let left: Vec<String> = fake
+        .state()
+        .tokens
+        .iter()
+        .map(|t| t.user_id.clone())
+        .collect();
+    assert_eq!(left, ["u-2"]);
+}
+
+#[tokio::test]
+async fn revoking_the_tokens_of_a_user_sendbird_does_not_know_succeeds() {
+    let (fake, adapter) = setup(quick_resilience(3)).await;
+    adapter
+        .revoke_tokens("u-9", chrono::Utc::now())
+        .await
+        .expect("400201: nothing to revoke");
+    let requests = fake.control().requests();
+    assert_eq!(requests.len(), 1, "no retry, no user created");
+    assert_wire(&requests[0], "DELETE", "/v3/users/u-9/token");
+}
+
+#[tokio::test]
+async fn another_refusal_of_a_revocation_is_rejected() {
+    let (fake, adapter) = setup(quick_resilience(3)).await;
+    seed_users(&fake, &["u-1"]);
+    fake.control().fail(
+        400,
+        &sendbird_error(
+            400108,
+            "Not authorized. \"To access the requested resource.\"",
+        ),
+        1,
+    );
+    let error = adapter
+        .revoke_tokens("u-1", chrono::Utc::now())
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, ProviderError::Rejected { status: 400, .. }),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_revocation_written_to_the_outbox_goes_out_as_sendbird_s_token_delete() {
+    let fake = sendbird::start().await;
+    seed_users(&fake, &["staff-1"]);
+    fake.state().tokens.push(sendbird::IssuedToken {
+        user_id: "staff-1".into(),
+        token: "sb-session-earlier".into(),
+        expires_at: chrono::Utc::now().timestamp_millis() + 600_000,
+    });
+    let app = crate::helpers::TestApp::spawn_with(|v| v.extend(fake.vars())).await;
+    assert!(
+        crate::fakes::deliver_through_outbox(
+            &app,
+            &[caregraph::outbox::revoke_tokens_entry(
+                "staff-1",
+                None,
+                chrono::Utc::now()
+            )]
+        )
+        .await,
+        "delivered"
+    );
+    let calls = fake.control().calls("DELETE", "/v3/users/staff-1/token");
+    assert_eq!(calls.len(), 1);
+    assert_wire(&calls[0], "DELETE", "/v3/users/staff-1/token");
+    assert!(calls[0].body.is_empty());
+    assert!(fake.state().tokens.is_empty(), "the session token is gone");
+}

@@ -1285,3 +1285,191 @@ async fn the_fake_refuses_channels_and_messages_of_unknown_users() {
     assert_eq!(body["message"]["user"]["id"], "u-a");
     assert!(body["duration"].is_string());
 }
+
+/// An instant from RFC 3339 text.
+fn instant(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("an RFC 3339 instant")
+        .to_utc()
+}
+
+/// The partial update `revokeUserToken` sends for `user` and the instant `before`.
+fn revocation(user: &str, before: &str) -> Value {
+    json!({ "users": [{ "id": user, "set": { "revoke_tokens_issued_before": before } }] })
+}
+
+/// Method and path of every request, in order.
+fn calls(control: &Control) -> Vec<(String, String)> {
+    control
+        .requests()
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn revoking_tokens_patches_the_user_with_revoke_tokens_issued_before_in_milliseconds() {
+    let (fake, adapter) = setup().await;
+    fake.seed_users(&["u-rev"]);
+    assert!(adapter.capabilities().revokes_tokens);
+    adapter
+        .revoke_tokens("u-rev", instant("2026-12-06T18:00:00.123456+00:00"))
+        .await
+        .expect("revoke");
+    assert_eq!(fake.control().requests().len(), 1, "one call");
+    let request = only(fake.control(), "PATCH", "/users");
+    assert_server_auth(&request);
+    assert_eq!(request.query, format!("api_key={API_KEY}"));
+    assert_eq!(
+        request.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    assert_eq!(
+        request.json(),
+        revocation("u-rev", "2026-12-06T18:00:00.123Z")
+    );
+    let stored = fake.user("u-rev").expect("the user");
+    assert_eq!(
+        stored["revoke_tokens_issued_before"],
+        "2026-12-06T18:00:00.123Z"
+    );
+    assert_eq!(stored["name"], "u-rev", "a partial update keeps the rest");
+}
+
+#[tokio::test]
+async fn a_revoked_users_earlier_tokens_are_refused_and_later_ones_accepted() {
+    let (fake, adapter) = setup().await;
+    fake.seed_users(&["u-rev"]);
+    let earlier = adapter
+        .issue_token(&user("u-rev"), Duration::from_secs(900))
+        .await
+        .expect("token");
+    fake.accepts_user_token("u-rev", &earlier.token)
+        .expect("valid before the revocation");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    adapter
+        .revoke_tokens("u-rev", chrono::Utc::now())
+        .await
+        .expect("revoke");
+    let refused = fake
+        .accepts_user_token("u-rev", &earlier.token)
+        .expect_err("revoked");
+    assert!(refused.contains("revoked"), "{refused}");
+    // `iat` has whole seconds: a token minted in a later second than the revocation works.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let later = adapter
+        .issue_token(&user("u-rev"), Duration::from_secs(900))
+        .await
+        .expect("token");
+    fake.accepts_user_token("u-rev", &later.token)
+        .expect("a token issued after the revocation works");
+}
+
+#[tokio::test]
+async fn revoking_the_tokens_of_a_user_stream_does_not_know_creates_them_bare_and_revokes_again() {
+    let (fake, adapter) = setup().await;
+    adapter
+        .revoke_tokens("u-new", instant("2026-12-06T18:00:00Z"))
+        .await
+        .expect("revoke");
+    assert_eq!(
+        calls(fake.control()),
+        [
+            ("PATCH".to_owned(), "/users".to_owned()),
+            ("POST".to_owned(), "/users".to_owned()),
+            ("PATCH".to_owned(), "/users".to_owned()),
+        ]
+    );
+    let requests = fake.control().requests();
+    let expected = revocation("u-new", "2026-12-06T18:00:00.000Z");
+    assert_eq!(requests[0].json(), expected);
+    assert_eq!(
+        requests[1].json(),
+        json!({ "users": { "u-new": { "id": "u-new" } } }),
+        "only the id: nothing else of the user is known here"
+    );
+    assert_eq!(requests[2].json(), expected);
+    for request in &requests {
+        assert_server_auth(request);
+    }
+    assert_eq!(
+        fake.user("u-new").expect("created")["revoke_tokens_issued_before"],
+        "2026-12-06T18:00:00.000Z"
+    );
+}
+
+#[tokio::test]
+async fn a_404_to_a_revocation_also_creates_the_user_and_revokes_again() {
+    let (fake, adapter) = setup().await;
+    fake.control().fail(
+        404,
+        &stream_error(
+            404,
+            16,
+            "UpdateUsersPartial failed with error: \"user u-404 does not exist\"",
+        ),
+        1,
+    );
+    adapter
+        .revoke_tokens("u-404", instant("2026-12-06T18:00:00Z"))
+        .await
+        .expect("revoke");
+    // The faulted PATCH is not recorded: the bare user, then the revocation again.
+    assert_eq!(
+        calls(fake.control()),
+        [
+            ("POST".to_owned(), "/users".to_owned()),
+            ("PATCH".to_owned(), "/users".to_owned()),
+        ]
+    );
+    assert!(fake.user("u-404").expect("created")["revoke_tokens_issued_before"].is_string());
+}
+
+#[tokio::test]
+async fn another_refusal_of_a_revocation_is_rejected_and_creates_no_user() {
+    let (fake, adapter) = setup().await;
+    fake.control().fail(
+        400,
+        &stream_error(
+            400,
+            4,
+            "UpdateUsersPartial failed with error: \"something else\"",
+        ),
+        1,
+    );
+    let error = adapter
+        .revoke_tokens("u-1", instant("2026-12-06T18:00:00Z"))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, ProviderError::Rejected { status: 400, .. }),
+        "{error:?}"
+    );
+    assert!(fake.control().requests().is_empty(), "no bare user");
+}
+
+#[tokio::test]
+async fn a_token_revocation_written_to_the_outbox_goes_out_as_stream_s_partial_user_update() {
+    let fake = stream::start().await;
+    fake.seed_users(&["staff-1"]);
+    let app = crate::helpers::TestApp::spawn_with(|v| v.extend(fake.vars())).await;
+    let at = instant("2026-12-06T18:00:00.250Z");
+    assert!(
+        crate::fakes::deliver_through_outbox(
+            &app,
+            &[caregraph::outbox::revoke_tokens_entry("staff-1", None, at)]
+        )
+        .await,
+        "delivered"
+    );
+    let request = only(fake.control(), "PATCH", "/users");
+    assert_server_auth(&request);
+    assert_eq!(
+        request.json(),
+        revocation("staff-1", "2026-12-06T18:00:00.250Z")
+    );
+    assert_eq!(
+        fake.user("staff-1").expect("user")["revoke_tokens_issued_before"],
+        "2026-12-06T18:00:00.250Z"
+    );
+}

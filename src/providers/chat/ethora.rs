@@ -42,6 +42,7 @@
 //! | `read_channels` | `GET /v2/apps/{appId}/chats/{appId}_{id}?includeMembers=true` per room, at most [`READ_CONCURRENCY`] at once | member count and the `frozen` key only |
 //! | `recent_messages` | none | always empty |
 //! | `issue_token` | none | client JWT signed locally |
+//! | `revoke_tokens` | none | Ethora has no revocation: see below |
 //!
 //! What Ethora does **not** give caregraph, and how this adapter behaves instead:
 //!
@@ -60,6 +61,12 @@
 //!   claims: `expires_at` is when caregraph wants apps to fetch a new token (the `ttl` asked
 //!   for, or the configured lifetime), but Ethora accepts the token after that, until the app
 //!   secret changes.
+//! - **Token revocation.** The SDK has no call that revokes one user's tokens (its
+//!   `/v2/apps/{appId}/tokens` calls manage the app's API tokens), so `revoke_tokens` succeeds
+//!   without a request ([`Capabilities::revokes_tokens`] is `false`). Since the client JWT has no
+//!   `exp`, `CAREGRAPH_CHAT_TOKEN_TTL_SECONDS` does not bound it either: what cuts a deactivated
+//!   user off is the removal of their room access (`DELETE /v2/chats/users-access`), deleting
+//!   the Ethora user, or rotating the app secret (which invalidates every user's client JWT).
 //! - **Metadata.** Kept as top-level extra keys of the room (Ethora stores arbitrary extra keys).
 //!   Keys that Ethora uses itself ([`RESERVED_ROOM_KEYS`]) are never written (a warning names the
 //!   key). Whether the PATCH keeps keys other than `title`/`description` and whether `null`
@@ -80,7 +87,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use lru::LruCache;
@@ -452,6 +459,7 @@ impl ChatProvider for Ethora {
             unread_counts: false,
             enforces_freeze: false,
             durable_message_dedup: false,
+            revokes_tokens: false,
         }
     }
 
@@ -642,6 +650,15 @@ impl ChatProvider for Ethora {
         for key in stale {
             sent.pop(&key);
         }
+        Ok(())
+    }
+
+    /// Nothing to call: Ethora cannot revoke one user's tokens (see the module documentation).
+    async fn revoke_tokens(
+        &self,
+        _user_id: &str,
+        _issued_before: DateTime<Utc>,
+    ) -> Result<(), ProviderError> {
         Ok(())
     }
 

@@ -2,19 +2,24 @@
 //! HS256 user tokens, so every chat feature works end to end without an account anywhere. It
 //! behaves like the real providers: creating is idempotent, a frozen channel refuses messages,
 //! a repeated system-message id posts nothing, deleting what is gone succeeds.
+//!
+//! Its user tokens open nothing by themselves: local chat is reached through caregraph's own
+//! API (`sendChatMessage`, the chat reads), which checks the caller's caregraph session and
+//! membership on every request. So `revoke_tokens` has nothing to revoke and succeeds at once;
+//! a deactivated user loses local chat with their caregraph access.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sea_orm::{DatabaseConnection, DbErr};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage, ChatProvider, ChatUser,
-    ProviderError, SystemMessage,
+    Capabilities, ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage,
+    ChatProvider, ChatUser, ProviderError, SystemMessage,
 };
 use crate::db::{self, local_chat};
 
@@ -179,6 +184,14 @@ impl ChatProvider for LocalChat {
         100
     }
 
+    /// Everything but token revocation: local tokens grant no access to revoke.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            revokes_tokens: false,
+            ..Capabilities::FULL
+        }
+    }
+
     async fn upsert_users(&self, users: &[ChatUser]) -> Result<(), ProviderError> {
         let rows: Vec<(String, String, Option<String>)> = users
             .iter()
@@ -284,6 +297,15 @@ impl ChatProvider for LocalChat {
             .await
             .map_err(store)?;
         txn.commit().await.map_err(store)
+    }
+
+    /// Nothing to revoke: local tokens open nothing by themselves (see the module documentation).
+    async fn revoke_tokens(
+        &self,
+        _user_id: &str,
+        _issued_before: DateTime<Utc>,
+    ) -> Result<(), ProviderError> {
+        Ok(())
     }
 
     async fn issue_token(

@@ -14,7 +14,10 @@
 //!   caregraph id in `data` and in Sendbird's `dedup_id`; the recent system messages are checked
 //!   for the id first, and a duplicate answered by Sendbird counts as posted;
 //! - `read_channels` is one `GET /v3/users/{user}/my_group_channels?channel_urls=…` per 100
-//!   channels, because only the per-user list carries that user's `unread_message_count`.
+//!   channels, because only the per-user list carries that user's `unread_message_count`;
+//! - `revoke_tokens` is `DELETE /v3/users/{user}/token`, which revokes **all** the user's session
+//!   tokens (Sendbird takes no instant, so a token issued after `issued_before` but before the
+//!   delivery goes too: the app fetches a new one); a user Sendbird does not know has none.
 //!
 //! Sendbird answers most failures with HTTP 400 and `{error, code, message}`: a "not found"
 //! (code 400201) becomes [`ProviderError::NotFound`] here, and "already exists" (400202) is
@@ -536,6 +539,27 @@ impl ChatProvider for Sendbird {
             )
             .await
         {
+            Ok(_) | Err(ProviderError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn revoke_tokens(
+        &self,
+        user_id: &str,
+        _issued_before: DateTime<Utc>,
+    ) -> Result<(), ProviderError> {
+        match self
+            .call(
+                "revoke_tokens",
+                Method::DELETE,
+                self.url(&["users", user_id, "token"]),
+                &[],
+                None,
+            )
+            .await
+        {
+            // 400201: Sendbird does not know the user, who then holds no session token.
             Ok(_) | Err(ProviderError::NotFound) => Ok(()),
             Err(e) => Err(e),
         }

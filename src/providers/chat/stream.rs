@@ -19,6 +19,7 @@
 //! | `read_channels` | `POST /channels` filtered on `cid $in` (≤ 30 per call) |
 //! | `recent_messages` | `POST /channels/{type}/{id}/query` with `messages.limit` |
 //! | `issue_token` | an HS256 user token minted locally (no HTTP) |
+//! | `revoke_tokens` | `PATCH /users` with `set.revoke_tokens_issued_before` (RFC 3339, milliseconds); a user Stream does not know is first created bare (`POST /users` with only the id) |
 //!
 //! System messages are sent as the user [`SYSTEM_USER_ID`], upserted once per process before
 //! its first use.
@@ -26,7 +27,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::{
     Method, RequestBuilder, Response, Url,
@@ -262,6 +263,26 @@ impl StreamChat {
             }
         }
         Ok(())
+    }
+
+    /// `PATCH /users` with one partial update that sets `revoke_tokens_issued_before`, as the
+    /// official SDKs' `revokeUserToken` sends it; whether Stream knows the user (`false` when it
+    /// answers 404, or leaves the user out of the updated `users`).
+    async fn patch_revocation(&self, body: &Value, user_id: &str) -> Result<bool, ProviderError> {
+        let response = match self
+            .call("revoke_tokens", Method::PATCH, &["users"], &[], Some(body))
+            .await
+        {
+            Ok(response) => response,
+            Err(ProviderError::NotFound) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let answer: Value = Self::read(response).await?;
+        Ok(match answer.get("users") {
+            Some(Value::Object(users)) => users.contains_key(user_id),
+            // An answer without the map says nothing against the update.
+            _ => true,
+        })
     }
 
     /// `POST /channels` for at most [`READ_BATCH_LIMIT`] channels.
@@ -556,6 +577,40 @@ impl ChatProvider for StreamChat {
             app_id: None,
             connection: json!({ "base_url": self.base_url }),
         })
+    }
+
+    /// `PATCH /users` with `{"users": [{"id", "set": {"revoke_tokens_issued_before"}}]}`, the
+    /// instant in RFC 3339 with milliseconds and `Z` (the JS SDK's `toISOString`). Stream then
+    /// refuses the user's tokens whose `iat` is earlier. A user Stream does not know could still
+    /// be created by a client connecting with a token minted for them, so they are created bare
+    /// (`POST /users` with only the id) and the revocation is sent again.
+    async fn revoke_tokens(
+        &self,
+        user_id: &str,
+        issued_before: DateTime<Utc>,
+    ) -> Result<(), ProviderError> {
+        let body = json!({
+            "users": [{
+                "id": user_id,
+                "set": {
+                    "revoke_tokens_issued_before":
+                        issued_before.to_rfc3339_opts(SecondsFormat::Millis, true),
+                },
+            }],
+        });
+        if self.patch_revocation(&body, user_id).await? {
+            return Ok(());
+        }
+        let bare = json!({ "users": { user_id: { "id": user_id } } });
+        self.call("upsert_users", Method::POST, &["users"], &[], Some(&bare))
+            .await?;
+        if self.patch_revocation(&body, user_id).await? {
+            Ok(())
+        } else {
+            Err(ProviderError::Unavailable(format!(
+                "Stream did not record the token revocation of user {user_id}"
+            )))
+        }
     }
 
     /// `POST /channels` on `cid $in`, in batches of [`READ_BATCH_LIMIT`].

@@ -513,6 +513,21 @@ async fn issue_token(State(app): State<App>, Path(id): Path<String>, body: Bytes
     ok(json!({ "token": token, "expires_at": expires_at }))
 }
 
+/// `DELETE /v3/users/{user_id}/token`: revokes every session token of the user ("Revoke all
+/// session tokens"); the answer is an empty body, an unknown user is 400201. The docs list no
+/// request body, so the fake refuses one.
+async fn revoke_tokens(State(app): State<App>, Path(id): Path<String>, body: Bytes) -> Answer {
+    if !body.is_empty() {
+        return Err(bad(400103, "The request body should be empty."));
+    }
+    let mut state = lock(&app.state);
+    if !state.users.contains_key(&id) {
+        return Err(not_found("User"));
+    }
+    state.tokens.retain(|t| t.user_id != id);
+    Ok(StatusCode::OK.into_response())
+}
+
 /// Filters, sorts and pages channels for the two list endpoints.
 fn list_channels_for(
     state: &FakeState,
@@ -859,7 +874,10 @@ fn router(app: App) -> Router {
             "/v3/users/{user_id}",
             get(view_user).put(update_user).delete(delete_user),
         )
-        .route("/v3/users/{user_id}/token", post(issue_token))
+        .route(
+            "/v3/users/{user_id}/token",
+            post(issue_token).delete(revoke_tokens),
+        )
         .route(
             "/v3/users/{user_id}/my_group_channels",
             get(my_group_channels),
