@@ -196,6 +196,7 @@ impl OrganizationService {
         if let Some(role) = change.role {
             check_may_grant(&manager, role)?;
         }
+        let was_active = member.active;
         let was_active_owner = member.active && member.role == OrgRole::Owner;
         if let Some(role) = change.role {
             member.role = role;
@@ -219,6 +220,11 @@ impl OrganizationService {
         // A member who lost their standing (deactivated, or no longer managing) leaves the
         // chats it carried, in this transaction.
         let mut fx = AfterCommit::default();
+        if was_active && !member.active {
+            self.chats
+                .revoke_tokens(&txn, &mut fx, user_id, org_id)
+                .await?;
+        }
         if change.active.is_some() || change.role.is_some() {
             let left = self.chats.user_changed(&txn, &mut fx, user_id).await?;
             if left > 0 {

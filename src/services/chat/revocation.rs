@@ -12,7 +12,7 @@ use super::{AfterCommit, ChatService, access::manages};
 use crate::{
     db,
     domain::{
-        ChatSessionId, PatientId, UserId,
+        ChatSessionId, OrgId, PatientId, UserId,
         chat::{ChatRole, ChatSession},
     },
     error::AppResult,
@@ -45,6 +45,22 @@ impl ChatService {
                 return Ok(left);
             }
         }
+    }
+
+    /// Queues the revocation of `user`'s provider tokens issued until now, in `txn` (a
+    /// deactivation in `org`; providers that cannot revoke tokens take it as done, see the
+    /// README). Their app fetches a fresh token wherever they are still active.
+    pub async fn revoke_tokens(
+        &self,
+        txn: &DatabaseTransaction,
+        fx: &mut AfterCommit,
+        user: UserId,
+        org: OrgId,
+    ) -> AppResult<()> {
+        let now = self.clock.now();
+        let entry = crate::outbox::revoke_tokens_entry(user.to_string(), Some(org.to_string()), now);
+        fx.deliver(crate::outbox::enqueue(txn, &[entry], now).await?);
+        Ok(())
     }
 
     /// Brings the chats about a patient in step with current facts (guardians and their chat
