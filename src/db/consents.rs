@@ -6,11 +6,13 @@ use sea_orm::{
     QuerySelect, sea_query::Expr,
 };
 
-use super::entities::{compliance_group, compliance_group_member, consent};
+use super::entities::{
+    compliance_group, compliance_group_invitation, compliance_group_member, consent,
+};
 use crate::{
     domain::{
         ComplianceGroupId, ConsentId, OrgId, PatientId, UserId,
-        care::{ComplianceGroup, Consent, ConsentScope},
+        care::{ComplianceGroup, ComplianceGroupInvitation, Consent, ConsentScope},
     },
     error::AppResult,
 };
@@ -176,39 +178,52 @@ pub async fn next_lapse(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<
         .and_then(|c| c.expires_at))
 }
 
-/// Creates a compliance group with its organisations.
+/// Creates a compliance group with `owner` as its member and an invitation for each of `invited`.
+///
+/// An invitation is stored whether or not its id names an organisation.
 pub async fn insert_group(
     db: &impl ConnectionTrait,
     name: String,
     owner: OrgId,
-    orgs: &[OrgId],
+    invited: &[OrgId],
+    at: DateTime<Utc>,
 ) -> AppResult<ComplianceGroup> {
     let id = ComplianceGroupId::new();
     compliance_group::Entity::insert(compliance_group::ActiveModel {
         id: Set(id.as_string()),
         name: Set(name.clone()),
         owner_org_id: Set(owner.as_string()),
-        created_at: Set(Utc::now()),
+        created_at: Set(at),
     })
     .exec(db)
     .await?;
-    compliance_group_member::Entity::insert_many(orgs.iter().map(|o| {
-        compliance_group_member::ActiveModel {
-            group_id: Set(id.as_string()),
-            org_id: Set(o.as_string()),
-        }
-    }))
+    compliance_group_member::Entity::insert(compliance_group_member::ActiveModel {
+        group_id: Set(id.as_string()),
+        org_id: Set(owner.as_string()),
+    })
     .exec(db)
     .await?;
+    if !invited.is_empty() {
+        compliance_group_invitation::Entity::insert_many(invited.iter().map(|o| {
+            compliance_group_invitation::ActiveModel {
+                group_id: Set(id.as_string()),
+                org_id: Set(o.as_string()),
+                invited_at: Set(at),
+            }
+        }))
+        .exec(db)
+        .await?;
+    }
     Ok(ComplianceGroup {
         id,
         name,
         owner_org_id: owner,
-        org_ids: orgs.to_vec(),
+        org_ids: vec![owner],
+        invited_org_ids: invited.to_vec(),
     })
 }
 
-/// Finds compliance groups with their organisations.
+/// Finds compliance groups with their members and pending invitations.
 pub async fn find_groups(
     db: &impl ConnectionTrait,
     ids: &[ComplianceGroupId],
@@ -222,7 +237,13 @@ pub async fn find_groups(
         .all(db)
         .await?;
     let members = compliance_group_member::Entity::find()
-        .filter(compliance_group_member::Column::GroupId.is_in(keys))
+        .filter(compliance_group_member::Column::GroupId.is_in(keys.clone()))
+        .all(db)
+        .await?;
+    let invitations = compliance_group_invitation::Entity::find()
+        .filter(compliance_group_invitation::Column::GroupId.is_in(keys))
+        .order_by_asc(compliance_group_invitation::Column::InvitedAt)
+        .order_by_asc(compliance_group_invitation::Column::OrgId)
         .all(db)
         .await?;
     groups
@@ -233,17 +254,97 @@ pub async fn find_groups(
                 .filter(|m| m.group_id == g.id)
                 .map(|m| OrgId::from_db(&m.org_id))
                 .collect::<AppResult<Vec<_>>>()?;
+            let invited_org_ids = invitations
+                .iter()
+                .filter(|i| i.group_id == g.id)
+                .map(|i| OrgId::from_db(&i.org_id))
+                .collect::<AppResult<Vec<_>>>()?;
             Ok(ComplianceGroup {
                 id: ComplianceGroupId::from_db(&g.id)?,
                 name: g.name,
                 owner_org_id: OrgId::from_db(&g.owner_org_id)?,
                 org_ids,
+                invited_org_ids,
             })
         })
         .collect()
 }
 
-/// The compliance groups an organisation belongs to.
+/// An organisation's pending invitations, oldest first, with each group's name and owner.
+pub async fn invitations_of_org(
+    db: &impl ConnectionTrait,
+    org: OrgId,
+) -> AppResult<Vec<ComplianceGroupInvitation>> {
+    let invitations = compliance_group_invitation::Entity::find()
+        .filter(compliance_group_invitation::Column::OrgId.eq(org.as_string()))
+        .order_by_asc(compliance_group_invitation::Column::InvitedAt)
+        .order_by_asc(compliance_group_invitation::Column::GroupId)
+        .all(db)
+        .await?;
+    if invitations.is_empty() {
+        return Ok(Vec::new());
+    }
+    let groups = compliance_group::Entity::find()
+        .filter(compliance_group::Column::Id.is_in(invitations.iter().map(|i| i.group_id.clone())))
+        .all(db)
+        .await?;
+    let owners = groups
+        .iter()
+        .map(|g| OrgId::from_db(&g.owner_org_id))
+        .collect::<AppResult<Vec<_>>>()?;
+    let owners = super::organizations::find_many(db, &owners).await?;
+    invitations
+        .into_iter()
+        .filter_map(|i| {
+            let group = groups.iter().find(|g| g.id == i.group_id)?;
+            let owner = owners
+                .iter()
+                .find(|o| o.id.as_string() == group.owner_org_id)?;
+            Some((i, group, owner))
+        })
+        .map(|(i, group, owner)| {
+            Ok(ComplianceGroupInvitation {
+                group_id: ComplianceGroupId::from_db(&group.id)?,
+                group_name: group.name.clone(),
+                org_id: OrgId::from_db(&i.org_id)?,
+                invited_by: owner.id,
+                invited_by_name: owner.name.clone(),
+                invited_at: i.invited_at,
+            })
+        })
+        .collect()
+}
+
+/// Removes a pending invitation; `false` when there was none.
+pub async fn remove_invitation(
+    db: &impl ConnectionTrait,
+    group: ComplianceGroupId,
+    org: OrgId,
+) -> AppResult<bool> {
+    let done = compliance_group_invitation::Entity::delete_many()
+        .filter(compliance_group_invitation::Column::GroupId.eq(group.as_string()))
+        .filter(compliance_group_invitation::Column::OrgId.eq(org.as_string()))
+        .exec(db)
+        .await?;
+    Ok(done.rows_affected == 1)
+}
+
+/// Makes an organisation a member of a compliance group.
+pub async fn add_member(
+    db: &impl ConnectionTrait,
+    group: ComplianceGroupId,
+    org: OrgId,
+) -> AppResult<()> {
+    compliance_group_member::Entity::insert(compliance_group_member::ActiveModel {
+        group_id: Set(group.as_string()),
+        org_id: Set(org.as_string()),
+    })
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// The compliance groups an organisation belongs to as a member (pending invitations do not count).
 pub async fn groups_of_org(
     db: &impl ConnectionTrait,
     org: OrgId,

@@ -10,6 +10,7 @@ pub mod case_participant;
 pub mod chat_session;
 pub mod chat_session_member;
 pub mod compliance_group;
+pub mod compliance_group_invitation;
 pub mod compliance_group_member;
 pub mod consent;
 pub mod guardian;

@@ -243,8 +243,28 @@ pub struct ComplianceGroup {
     pub name: String,
     /// The organisation that made it.
     pub owner_org_id: OrgId,
-    /// Its organisations (the owner included).
+    /// Its members: the owner and the organisations that accepted their invitation.
     pub org_ids: Vec<OrgId>,
+    /// Organisations invited that have not accepted (ids as the inviter gave them: one may name
+    /// no organisation at all).
+    pub invited_org_ids: Vec<OrgId>,
+}
+
+/// An organisation's pending invitation to a compliance group, as its OWNERs and ADMINs see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComplianceGroupInvitation {
+    /// The group.
+    pub group_id: ComplianceGroupId,
+    /// The group's name.
+    pub group_name: String,
+    /// The invited organisation.
+    pub org_id: OrgId,
+    /// The organisation that made the group and sent the invitation.
+    pub invited_by: OrgId,
+    /// That organisation's name.
+    pub invited_by_name: String,
+    /// When it was sent.
+    pub invited_at: DateTime<Utc>,
 }
 
 /// A care team around a patient.

@@ -8,7 +8,7 @@ use super::{
     context::{loader, services, viewer},
     enums::{CareTeamRole, ConsentScope, GuardianRelationship, RiskLevel},
     errors::GqlResult,
-    loaders::{CareTeamsOf, ConsentsOf, GuardiansOf, MembersOf},
+    loaders::{CareTeamsOf, ConsentsOf, GuardiansOf, MembersOf, MembershipsOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     related::{org_of, patient_of, user_of},
@@ -19,7 +19,7 @@ use crate::{
     },
     services::{
         care_teams::NewCareTeamMember,
-        consent::ConsentInput,
+        consent::{ConsentInput, invited_visible_to},
         patients::{GuardianInput as GuardianArgs, NewPatient, PatientChange},
     },
 };
@@ -160,7 +160,7 @@ impl ComplianceGroup {
     async fn name(&self) -> &str {
         &self.0.name
     }
-    /// Its organisations.
+    /// Its member organisations: the one that made it and those that accepted their invitation.
     async fn organizations(&self, ctx: &Context<'_>) -> GqlResult<Vec<Organization>> {
         let found = loader(ctx)
             .load_many(self.0.org_ids.iter().copied())
@@ -171,6 +171,52 @@ impl ComplianceGroup {
             .iter()
             .filter_map(|id| found.get(id).cloned().map(Organization))
             .collect())
+    }
+    /// Ids of the organisations invited that have not accepted yet, for OWNERs and ADMINs of
+    /// member organisations (empty for anyone else).
+    async fn invited_organization_ids(&self, ctx: &Context<'_>) -> GqlResult<Vec<ID>> {
+        let Some(me) = viewer(ctx).user_opt() else {
+            return Ok(Vec::new());
+        };
+        let memberships = loader(ctx)
+            .load_one(MembershipsOf(me.id))
+            .await?
+            .unwrap_or_default();
+        Ok(invited_visible_to(&self.0, &memberships)
+            .iter()
+            .map(|o| ID(o.to_string()))
+            .collect())
+    }
+}
+
+/// An organisation's pending invitation to a compliance group.
+pub struct ComplianceGroupInvitation(pub domain::care::ComplianceGroupInvitation);
+
+#[Object]
+impl ComplianceGroupInvitation {
+    /// The group (for `acceptComplianceGroupInvitation` and `declineComplianceGroupInvitation`).
+    async fn group_id(&self) -> ID {
+        ID(self.0.group_id.to_string())
+    }
+    /// The group's name.
+    async fn group_name(&self) -> &str {
+        &self.0.group_name
+    }
+    /// The invited organisation.
+    async fn organization_id(&self) -> ID {
+        ID(self.0.org_id.to_string())
+    }
+    /// The organisation that made the group and sent the invitation.
+    async fn invited_by_organization_id(&self) -> ID {
+        ID(self.0.invited_by.to_string())
+    }
+    /// That organisation's name.
+    async fn invited_by_organization_name(&self) -> &str {
+        &self.0.invited_by_name
+    }
+    /// When it was sent.
+    async fn invited_at(&self) -> DateTime<Utc> {
+        self.0.invited_at
     }
 }
 
@@ -292,6 +338,22 @@ impl PatientQuery {
             services(ctx).care_teams.team(viewer(ctx), id).await?,
         ))
     }
+
+    /// The organisation's pending compliance group invitations, oldest first (OWNER/ADMIN).
+    async fn compliance_group_invitations(
+        &self,
+        ctx: &Context<'_>,
+        org_id: ID,
+    ) -> GqlResult<Vec<ComplianceGroupInvitation>> {
+        let org = OrgId::parse(&org_id, "orgId")?;
+        Ok(services(ctx)
+            .consent
+            .invitations(viewer(ctx), org)
+            .await?
+            .into_iter()
+            .map(ComplianceGroupInvitation)
+            .collect())
+    }
 }
 
 /// A guardian to add.
@@ -369,7 +431,7 @@ pub struct RecordConsentInput {
 pub struct CreateComplianceGroupInput {
     /// Name.
     pub name: String,
-    /// The other organisations (yours is included).
+    /// The organisations to invite (yours is a member anyway).
     pub organization_ids: Vec<ID>,
 }
 
@@ -529,7 +591,8 @@ impl PatientMutation {
         ))
     }
 
-    /// Creates a compliance group of your organisation and others (OWNER/ADMIN).
+    /// Creates a compliance group of your organisation (OWNER/ADMIN): yours is a member at once,
+    /// the others listed are invited and join when one of their OWNERs or ADMINs accepts.
     async fn create_compliance_group(
         &self,
         ctx: &Context<'_>,
@@ -548,6 +611,40 @@ impl PatientMutation {
                 .create_group(viewer(ctx), org, &input.name, &others)
                 .await?,
         ))
+    }
+
+    /// Accepts the organisation's invitation to a compliance group (its OWNER/ADMIN); from then
+    /// on consents granted to the group count for it.
+    async fn accept_compliance_group_invitation(
+        &self,
+        ctx: &Context<'_>,
+        group_id: ID,
+        org_id: ID,
+    ) -> GqlResult<ComplianceGroup> {
+        let group = ComplianceGroupId::parse(&group_id, "groupId")?;
+        let org = OrgId::parse(&org_id, "orgId")?;
+        Ok(ComplianceGroup(
+            services(ctx)
+                .consent
+                .accept_invitation(viewer(ctx), group, org)
+                .await?,
+        ))
+    }
+
+    /// Declines the organisation's invitation to a compliance group (its OWNER/ADMIN).
+    async fn decline_compliance_group_invitation(
+        &self,
+        ctx: &Context<'_>,
+        group_id: ID,
+        org_id: ID,
+    ) -> GqlResult<bool> {
+        let group = ComplianceGroupId::parse(&group_id, "groupId")?;
+        let org = OrgId::parse(&org_id, "orgId")?;
+        services(ctx)
+            .consent
+            .decline_invitation(viewer(ctx), group, org)
+            .await?;
+        Ok(true)
     }
 
     /// Creates a care team (staff); the creator leads it.

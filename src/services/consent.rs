@@ -17,8 +17,11 @@ use crate::{
     clock::SharedClock,
     db::{self, consents::NewConsent},
     domain::{
-        ComplianceGroupId, ConsentId, OrgId, UserId,
-        care::{ComplianceGroup, Consent, ConsentScope, GuardianRelationship, Patient},
+        ComplianceGroupId, ConsentId, Membership, OrgId, UserId,
+        care::{
+            ComplianceGroup, ComplianceGroupInvitation, Consent, ConsentScope,
+            GuardianRelationship, Patient,
+        },
         people::required_text,
     },
     error::{AppError, AppResult},
@@ -213,7 +216,11 @@ impl ConsentService {
             .ok_or(AppError::NotFound("consent"))
     }
 
-    /// Creates a compliance group of `org_id` (OWNER/ADMIN) and other organisations.
+    /// Creates a compliance group of `org_id` (OWNER/ADMIN) and invites the other organisations.
+    ///
+    /// `org_id` is a member at once; the others count only once they accept. The answer is the
+    /// same whether or not an invited id names an organisation (nothing about the others is
+    /// looked up), so the group's creator learns nothing about organisations that are not theirs.
     pub async fn create_group(
         &self,
         viewer: &Viewer,
@@ -223,28 +230,105 @@ impl ConsentService {
     ) -> AppResult<ComplianceGroup> {
         manager_of(&self.db, viewer, org_id).await?;
         let name = required_text(name, "input.name", 200)?;
-        let mut orgs = vec![org_id];
+        let mut invited: Vec<OrgId> = Vec::new();
         for o in others {
-            if !orgs.contains(o) {
-                orgs.push(*o);
+            if *o != org_id && !invited.contains(o) {
+                invited.push(*o);
             }
         }
-        if orgs.len() < 2 {
+        if invited.is_empty() {
             return Err(AppError::bad_input(
                 "input.organizationIds",
                 "a compliance group joins at least one other organization",
             ));
         }
         let txn = db::begin(&self.db).await?;
-        let found = db::organizations::find_many(&txn, &orgs).await?;
-        if found.len() != orgs.len() {
-            return Err(AppError::bad_input(
-                "input.organizationIds",
-                "no such organization",
-            ));
-        }
-        let group = db::consents::insert_group(&txn, name, org_id, &orgs).await?;
+        let group =
+            db::consents::insert_group(&txn, name, org_id, &invited, self.clock.now()).await?;
         txn.commit().await?;
         Ok(group)
+    }
+
+    /// The pending compliance group invitations of `org_id` (its OWNERs and ADMINs).
+    pub async fn invitations(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+    ) -> AppResult<Vec<ComplianceGroupInvitation>> {
+        manager_of(&self.db, viewer, org_id).await?;
+        db::consents::invitations_of_org(&self.db, org_id).await
+    }
+
+    /// Accepts `org_id`'s invitation to a compliance group (its OWNERs and ADMINs).
+    ///
+    /// From then on the group's consents count for the organisation. Anyone else, and an unknown
+    /// group or invitation, gets the same `NOT_FOUND`.
+    pub async fn accept_invitation(
+        &self,
+        viewer: &Viewer,
+        group: ComplianceGroupId,
+        org_id: OrgId,
+    ) -> AppResult<ComplianceGroup> {
+        self.invitee(viewer, org_id).await?;
+        let txn = db::begin(&self.db).await?;
+        if !db::consents::remove_invitation(&txn, group, org_id).await? {
+            return Err(INVITATION_NOT_FOUND);
+        }
+        db::consents::add_member(&txn, group, org_id).await?;
+        txn.commit().await?;
+        db::consents::find_groups(&self.db, &[group])
+            .await?
+            .pop()
+            .ok_or(INVITATION_NOT_FOUND)
+    }
+
+    /// Declines `org_id`'s invitation to a compliance group (its OWNERs and ADMINs).
+    ///
+    /// Anyone else gets what [`Self::accept_invitation`] answers them.
+    pub async fn decline_invitation(
+        &self,
+        viewer: &Viewer,
+        group: ComplianceGroupId,
+        org_id: OrgId,
+    ) -> AppResult<()> {
+        self.invitee(viewer, org_id).await?;
+        if db::consents::remove_invitation(&self.db, group, org_id).await? {
+            Ok(())
+        } else {
+            Err(INVITATION_NOT_FOUND)
+        }
+    }
+
+    /// Checks that the viewer manages the invited organisation.
+    ///
+    /// Any other signed-in caller (a plain member included) gets what an unknown invitation gets.
+    async fn invitee(&self, viewer: &Viewer, org_id: OrgId) -> AppResult<()> {
+        viewer.user()?;
+        match manager_of(&self.db, viewer, org_id).await {
+            Ok(_) => Ok(()),
+            Err(AppError::NotFound(_) | AppError::Forbidden(_)) => Err(INVITATION_NOT_FOUND),
+            Err(other) => Err(other),
+        }
+    }
+}
+
+/// What every refused or unknown invitation answers.
+const INVITATION_NOT_FOUND: AppError = AppError::NotFound("compliance group invitation");
+
+/// The invited organisations of `group` that a caller with these `memberships` may see.
+///
+/// All of them for an active OWNER or ADMIN of a member organisation, none for anyone else; only
+/// ids, as an invited organisation's name stays with it until it accepts.
+pub fn invited_visible_to<'g>(
+    group: &'g ComplianceGroup,
+    memberships: &[Membership],
+) -> &'g [OrgId] {
+    let manages_member = memberships
+        .iter()
+        .any(|m| m.active && m.role.manages_organization() && group.org_ids.contains(&m.org_id));
+    if manages_member {
+        &group.invited_org_ids
+    } else {
+        &[]
     }
 }

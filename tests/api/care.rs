@@ -88,7 +88,7 @@ const REVOKE_CONSENT: &str = concat!(
     " } }"
 );
 const CREATE_GROUP: &str = "mutation($org: ID!, $i: CreateComplianceGroupInput!) {
-    createComplianceGroup(orgId: $org, input: $i) { id name organizations { id } } }";
+    createComplianceGroup(orgId: $org, input: $i) { id name organizations { id } invitedOrganizationIds } }";
 const CREATE_TEAM: &str = concat!(
     "mutation($p: ID!, $i: CreateCareTeamInput!) { createCareTeam(patientId: $p, input: $i) { ",
     team_fields!(),
@@ -1235,21 +1235,30 @@ async fn only_owners_and_admins_create_compliance_groups_with_at_least_one_other
     let by_owner = create(&c.owner.token, "Referrals", json!([c.other_org])).await;
     let group = &by_owner["data"]["createComplianceGroup"];
     assert_eq!(group["name"], "Referrals", "{by_owner}");
-    let mut orgs: Vec<&str> = group["organizations"]
+    let orgs: Vec<&str> = group["organizations"]
         .as_array()
         .expect("organizations")
         .iter()
         .map(|o| o["id"].as_str().expect("org id"))
         .collect();
-    orgs.sort_unstable();
-    let mut expected = vec![c.org.as_str(), c.other_org.as_str()];
-    expected.sort_unstable();
-    assert_eq!(orgs, expected, "own organisation included: {by_owner}");
-
-    let by_admin = create(&admin, "Admin's", json!([c.other_org, c.org])).await;
     assert_eq!(
-        len(&by_admin["data"]["createComplianceGroup"]["organizations"]),
-        2,
+        orgs,
+        [c.org.as_str()],
+        "own organisation a member: {by_owner}"
+    );
+    assert_eq!(
+        group["invitedOrganizationIds"],
+        json!([c.other_org]),
+        "the other one invited: {by_owner}"
+    );
+
+    // Listing its own organisation (or another twice) invites each other one once.
+    let by_admin = create(&admin, "Admin's", json!([c.other_org, c.org, c.other_org])).await;
+    let group = &by_admin["data"]["createComplianceGroup"];
+    assert_eq!(len(&group["organizations"]), 1, "{by_admin}");
+    assert_eq!(
+        group["invitedOrganizationIds"],
+        json!([c.other_org]),
         "{by_admin}"
     );
 
@@ -1261,11 +1270,6 @@ async fn only_owners_and_admins_create_compliance_groups_with_at_least_one_other
     for (what, orgs, bad) in [
         ("no other organisation", json!([]), "input.organizationIds"),
         ("only its own", json!([c.org]), "input.organizationIds"),
-        (
-            "an unknown organisation",
-            json!([UNKNOWN_ID]),
-            "input.organizationIds",
-        ),
         (
             "a malformed id",
             json!([c.other_org, "nope"]),
@@ -1498,6 +1502,14 @@ async fn a_messaging_consent_through_a_compliance_group_lets_its_organizations_j
             "createComplianceGroup",
         )
         .await;
+    // The invited organisation joins once its OWNER accepts.
+    app.ok(
+        &c.outsider.token,
+        "mutation($g: ID!, $o: ID!) { acceptComplianceGroupInvitation(groupId: $g, orgId: $o) { id } }",
+        json!({ "g": id_of(&group), "o": c.other_org }),
+        "acceptComplianceGroupInvitation",
+    )
+    .await;
     // The group alone is no consent.
     let body = add_user(&app, &c, &team_id, &c.outsider.id).await;
     assert_eq!(code(&body), "CONSENT_REQUIRED", "{body}");

@@ -15,6 +15,7 @@ mod chat_rules;
 mod chat_sessions;
 mod cli;
 mod colleagues;
+mod compliance_groups;
 mod crash;
 mod fakes;
 mod hardening;

@@ -25,11 +25,7 @@ use crate::{
 
 /// (root field, attacker) pairs that leak today; the test asserts each STILL leaks, so fixing
 /// one fails the test until it is removed from this list.
-const KNOWN_LEAKS: &[(&str, &str)] = &[
-    // Issue 11 item 5: B's OWNER enrols A in B's compliance group without A's agreement, and the
-    // answer names A (`organizations { name slug }`).
-    ("createComplianceGroup", "OWNER of B"),
-];
+const KNOWN_LEAKS: &[(&str, &str)] = &[];
 
 /// Whether a root field must refuse these callers outright.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -76,6 +72,8 @@ struct Fixture {
     group: String,
     group_title: String,
     consent: String,
+    /// A compliance group that invited A (pending).
+    invitation: String,
     /// Strings of A no outsider may see.
     planted: Vec<String>,
 }
@@ -97,6 +95,8 @@ const CARE_TEAM: &str = "id name patient { id name } members { id user { id emai
 const COLLEAGUE: &str =
     "user { id email givenName familyName } role active organization { id name }";
 const CONSENT: &str = "id scope active patient { id name } grantedTo { id name }";
+const INVITATION: &str =
+    "groupId groupName organizationId invitedByOrganizationId invitedByOrganizationName invitedAt";
 
 /// Shorthand for a table row.
 fn call(kind: Kind, field: &'static str, access: Access, doc: String, vars: Value) -> Call {
@@ -149,8 +149,10 @@ fn table(f: &Fixture) -> Vec<Call> {
         call(M, "addGuardian", Denied, format!("mutation($p: ID!, $i: GuardianInput!) {{ addGuardian(patientId: $p, input: $i) {{ {PATIENT} }} }}"), json!({"p": p, "i": intruder})),
         call(M, "recordConsent", Denied, format!("mutation($p: ID!, $b: ID!) {{ recordConsent(patientId: $p, input: {{scope: RECORDS, grantedToOrgId: $b}}) {{ {CONSENT} }} }}"), json!({"p": p, "b": b})),
         call(M, "createComplianceGroup", Denied, "mutation($o: ID!, $b: ID!) { createComplianceGroup(orgId: $o, input: {name: \"Evil group\", organizationIds: [$b]}) { id name organizations { id name slug } } }".into(), json!({"o": o, "b": b})),
-        // B's OWNER may create B's own group (its own rows), but enrolling A must not reveal A.
-        call(M, "createComplianceGroup", Open, "mutation($o: ID!, $b: ID!) { createComplianceGroup(orgId: $b, input: {name: \"Enrol A\", organizationIds: [$o]}) { id name organizations { id name slug } } }".into(), json!({"o": o, "b": b})),
+        // B's OWNER may create B's own group (its own rows): A is only invited, and the answer
+        // does not reveal A.
+        call(M, "createComplianceGroup", Open, "mutation($o: ID!, $b: ID!) { createComplianceGroup(orgId: $b, input: {name: \"Enrol A\", organizationIds: [$o]}) { id name organizations { id name slug } invitedOrganizationIds } }".into(), json!({"o": o, "b": b})),
+        call(Q, "complianceGroupInvitations", Denied, format!("query($o: ID!) {{ complianceGroupInvitations(orgId: $o) {{ {INVITATION} }} }}"), json!({"o": o})),
         call(M, "createCareTeam", Denied, format!("mutation($p: ID!) {{ createCareTeam(patientId: $p, input: {{name: \"Evil team\"}}) {{ {CARE_TEAM} }} }}"), json!({"p": p})),
         call(M, "addCareTeamMember", Denied, "mutation($t: ID!, $u: ID!) { addCareTeamMember(careTeamId: $t, input: {userId: $u, role: MEMBER}) { id user { id email } } }".into(), json!({"t": f.care_team, "u": c.outsider.id})),
         call(M, "createCase", Denied, format!("mutation($o: ID!, $r: String!, $u: ID!) {{ createCase(orgId: $o, input: {{reference: $r, title: \"Evil\", participants: [{{userId: $u, role: PATIENT}}]}}) {{ {CASE} }} }}"), json!({"o": o, "r": f.case_ref, "u": c.outsider.id})),
@@ -199,6 +201,9 @@ fn table(f: &Fixture) -> Vec<Call> {
         call(M, "closeCase", Denied, format!("mutation($id: ID!) {{ closeCase(caseId: $id, deleteRoom: true) {{ {CASE} }} }}"), json!({"id": f.case})),
         call(M, "cancelAppointment", Denied, format!("mutation($id: ID!) {{ cancelAppointment(id: $id) {{ {APPT} }} }}"), json!({"id": a})),
         call(M, "deleteGroupChat", Denied, "mutation($id: ID!) { deleteGroupChat(sessionId: $id) }".into(), json!({"id": f.group})),
+        // Joining or turning down a compliance group in A's name.
+        call(M, "acceptComplianceGroupInvitation", Denied, "mutation($g: ID!, $o: ID!) { acceptComplianceGroupInvitation(groupId: $g, orgId: $o) { id name organizations { id name slug } invitedOrganizationIds } }".into(), json!({"g": f.invitation, "o": o})),
+        call(M, "declineComplianceGroupInvitation", Denied, "mutation($g: ID!, $o: ID!) { declineComplianceGroupInvitation(groupId: $g, orgId: $o) }".into(), json!({"g": f.invitation, "o": o})),
     ]);
     t
 }
@@ -254,9 +259,13 @@ async fn organisation_a(app: &TestApp) -> Fixture {
     let group = as_a(app, &owner, "mutation($o: ID!, $i: CreateGroupChatInput!) { createGroupChat(orgId: $o, input: $i) { id } }",
         json!({"o": c.org, "i": {"title": group_title, "memberIds": [c.vet.id, c.tech.id]}}), "createGroupChat").await["id"]
         .as_str().expect("group id").to_owned();
-    let (_, partner, _) = app
+    let (_, partner, partner_token) = app
         .owner("Sweep Partner", "owner@partner-sweep.example")
         .await;
+    // The partner invites A to its compliance group; A has not answered yet.
+    let ring = "Planted invitation ring Meridian";
+    let invitation = as_a(app, &partner_token, "mutation($o: ID!, $a: ID!, $n: String!) { createComplianceGroup(orgId: $o, input: {name: $n, organizationIds: [$a]}) { id } }",
+        json!({"o": partner, "a": c.org, "n": ring}), "createComplianceGroup").await["id"].as_str().expect("group id").to_owned();
     let consent = as_a(app, &owner, "mutation($p: ID!, $o: ID!) { recordConsent(patientId: $p, input: {scope: MESSAGING, grantedToOrgId: $o}) { id } }",
         json!({"p": c.patient, "o": partner}), "recordConsent").await["id"].as_str().expect("consent id").to_owned();
     let id_of = |v: &Value| v["id"].as_str().expect("id").to_owned();
@@ -287,6 +296,8 @@ async fn organisation_a(app: &TestApp) -> Fixture {
         group_title.into(),
         consent.clone(),
         care_member.clone(),
+        invitation.clone(),
+        ring.into(),
     ];
     for p in [&c.owner, &c.vet, &c.tech, &c.client, &c.co_guardian] {
         planted.push(p.id.clone());
@@ -347,6 +358,7 @@ async fn organisation_a(app: &TestApp) -> Fixture {
         group,
         group_title: group_title.into(),
         consent,
+        invitation,
         planted,
     }
 }

@@ -58,7 +58,8 @@ impl ChatService {
         org: OrgId,
     ) -> AppResult<()> {
         let now = self.clock.now();
-        let entry = crate::outbox::revoke_tokens_entry(user.to_string(), Some(org.to_string()), now);
+        let entry =
+            crate::outbox::revoke_tokens_entry(user.to_string(), Some(org.to_string()), now);
         fx.deliver(crate::outbox::enqueue(txn, &[entry], now).await?);
         Ok(())
     }
