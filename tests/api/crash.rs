@@ -47,7 +47,7 @@ async fn gql(http: &reqwest::Client, base: &str, token: &str, query: &str, vars:
 
 /// One column of every row `sql` returns.
 async fn column(db: &DatabaseConnection, sql: String, name: &str) -> BTreeSet<String> {
-    db.query_all(Statement::from_string(db.get_database_backend(), sql))
+    db.query_all_raw(Statement::from_string(db.get_database_backend(), sql))
         .await
         .expect("query")
         .iter()
