@@ -3,6 +3,8 @@
 //! stream ends, a new one is refused, and the provider's channel no longer lists them.
 
 use caregraph::{clock::ManualClock, providers::chat::ChannelRef};
+
+use crate::fakes::FakeProvider;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::{Value, json};
 
@@ -338,4 +340,55 @@ async fn staff_taken_off_an_appointment_leave_its_chat_everywhere_and_the_new_on
     .await;
     assert_out(&app, &c, &c.tech, &sid, stream).await;
     assert_in(&app, &c, &c.vet, &sid).await;
+}
+
+#[tokio::test]
+async fn deactivating_a_member_on_stream_removes_them_from_the_channel_and_revokes_their_tokens() {
+    let fake = crate::fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.extend(fake.vars());
+    })
+    .await;
+    let c = app.clinic("streamout").await;
+    let a = appointment(&app, &c, Utc::now() + Duration::minutes(2)).await;
+    app.ok(
+        &c.owner.token,
+        OPEN,
+        json!({"id": a}),
+        "openAppointmentChat",
+    )
+    .await;
+    settle(&app).await;
+    let before = fake.control().requests().len();
+
+    app.ok(
+        &c.owner.token,
+        "mutation($o: ID!, $u: ID!) { updateOrganizationMember(orgId: $o, userId: $u, input: {active: false}) { active } }",
+        json!({"o": c.org, "u": c.tech.id}),
+        "updateOrganizationMember",
+    )
+    .await;
+    settle(&app).await;
+    let after: Vec<_> = fake.control().requests().into_iter().skip(before).collect();
+    let removal = after
+        .iter()
+        .find(|r| r.method == "POST" && r.path.starts_with("/channels/"))
+        .map(crate::fakes::Recorded::json)
+        .expect("a channel update after the deactivation");
+    assert_eq!(removal["remove_members"], json!([c.tech.id]), "{removal}");
+    let revocation = after
+        .iter()
+        .find(|r| r.method == "PATCH" && r.path == "/users")
+        .map(crate::fakes::Recorded::json)
+        .expect("a token revocation after the deactivation");
+    assert_eq!(
+        revocation["users"][0]["id"],
+        c.tech.id.as_str(),
+        "{revocation}"
+    );
+    assert!(
+        revocation["users"][0]["set"]["revoke_tokens_issued_before"].is_string(),
+        "{revocation}"
+    );
 }
