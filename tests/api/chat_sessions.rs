@@ -19,13 +19,23 @@ const SEND: &str = "mutation($id: ID!, $t: String!) { sendChatMessage(sessionId:
 const READ: &str = "query($id: ID!) { chatSession(id: $id) { id status closeReason recentMessages { text system author } lastMessage { text } unreadCount } }";
 
 pub(crate) async fn appointment(app: &TestApp, c: &Clinic, starts_at: DateTime<Utc>) -> String {
+    appointment_with(app, c, starts_at, &[&c.tech.id]).await
+}
+
+/// A 30-minute teleconference of the clinic's patient with its client and vet, and `support`.
+pub(crate) async fn appointment_with(
+    app: &TestApp,
+    c: &Clinic,
+    starts_at: DateTime<Utc>,
+    support: &[&str],
+) -> String {
     let a = app
         .ok(
             &c.owner.token,
             SCHEDULE,
             json!({"org": c.org, "input": {
                 "patientId": c.patient, "clientId": c.client.id, "practitionerId": c.vet.id,
-                "supportStaffIds": [c.tech.id], "startsAt": starts_at.to_rfc3339(),
+                "supportStaffIds": support, "startsAt": starts_at.to_rfc3339(),
                 "durationMinutes": 30, "sessionType": "TELECONFERENCE"
             }}),
             "scheduleAppointment",

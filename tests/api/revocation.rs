@@ -9,7 +9,7 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde_json::{Value, json};
 
 use crate::{
-    chat_sessions::appointment,
+    chat_sessions::{appointment, appointment_with},
     helpers::{Clinic, Person, TestApp, code, quick, settle},
     realtime::Client,
 };
@@ -20,7 +20,6 @@ const SEND: &str =
 const STATUS: &str =
     "subscription($s: ID) { chatSessionStatus(sessionId: $s) { sessionId status reason } }";
 const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id } }";
-const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
 const CONSENT: &str = "mutation($p: ID!, $o: ID!, $s: ConsentScope!, $e: DateTime) { recordConsent(patientId: $p, input: {scope: $s, grantedToOrgId: $o, expiresAt: $e}) { id } }";
 const TEAM: &str = "mutation($p: ID!, $m: [ID!]!) { createCareTeam(patientId: $p, input: {name: \"Rehab\", memberIds: $m}) { id chat { id } members { id user { id } } } }";
 const PROTOCOL: &str = "graphql-transport-ws";
@@ -112,19 +111,7 @@ async fn with_outside_support(app: &TestApp, c: &Clinic, starts: DateTime<Utc>) 
         "recordConsent",
     )
     .await;
-    let a = app
-        .ok(
-            &c.owner.token,
-            SCHEDULE,
-            json!({"org": c.org, "input": {
-                "patientId": c.patient, "clientId": c.client.id, "practitionerId": c.vet.id,
-                "supportStaffIds": [c.outsider.id], "startsAt": starts.to_rfc3339(),
-                "durationMinutes": 30, "sessionType": "TELECONFERENCE"
-            }}),
-            "scheduleAppointment",
-        )
-        .await;
-    id(&a)
+    appointment_with(app, c, starts, &[&c.outsider.id]).await
 }
 
 #[tokio::test]
