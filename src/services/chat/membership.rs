@@ -9,7 +9,7 @@ use crate::{
     db,
     domain::{
         OrgId, User, UserId,
-        chat::{ChatRole, ChatSession},
+        chat::{ChatRole, ChatSession, StatusReason},
     },
     error::{AppError, AppResult},
     events::ChangeKind,
@@ -100,6 +100,10 @@ impl ChatService {
                     message: message("remove", remove_note),
                 },
             ));
+        }
+        // A channel deleted at the provider has no members left to change there.
+        if session.close_reason == Some(StatusReason::ProviderDeleted) {
+            entries.clear();
         }
         db::chat_sessions::add_members(txn, session.id, added, now).await?;
         db::chat_sessions::remove_members(txn, session.id, removed).await?;
