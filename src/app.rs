@@ -81,6 +81,7 @@ impl App {
                 max_attempts: config.chat.outbox_max_attempts,
                 backoff: Backoff::new(config.chat.outbox_backoff, config.chat.outbox_max_backoff),
                 poll: config.chat.outbox_poll,
+                lease: config.chat.outbox_lease,
                 ..OutboxSettings::default()
             },
         );
@@ -162,6 +163,13 @@ impl App {
                 .run_scheduler(token.clone(), self.state.config.chat.scheduler_poll),
         );
         let webhooks = tokio::spawn(self.state.services.webhooks.clone().run(token.clone()));
+        let announcer = tokio::spawn(
+            self.state
+                .services
+                .chats
+                .clone()
+                .run_announcer(token.clone()),
+        );
         let outbox = self.state.services.outbox.clone();
         let worker_stop = token.clone();
         let worker = tokio::spawn(async move {
@@ -196,6 +204,7 @@ impl App {
             let _ = worker.await;
             let _ = scheduler.await;
             let _ = webhooks.await;
+            let _ = announcer.await;
             serving.await
         })
         .await;

@@ -162,6 +162,10 @@ pub struct ChatConfig {
     pub outbox_max_backoff: Duration,
     /// `CAREGRAPH_OUTBOX_POLL_MS` (default 1000): how often the worker looks for due rows.
     pub outbox_poll: Duration,
+    /// `CAREGRAPH_OUTBOX_LEASE_SECONDS` (default 10, 2 to 300): how long a claim on a row holds
+    /// without a heartbeat; a live worker renews it every third of that, so a dead one's rows
+    /// are taken over within this time.
+    pub outbox_lease: Duration,
 }
 
 /// Stream Chat.
@@ -303,6 +307,13 @@ impl ChatConfig {
             outbox_backoff: Duration::from_millis(vars.parse("CAREGRAPH_OUTBOX_BACKOFF_MS", 500)?),
             outbox_max_backoff: vars.seconds("CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS", 300)?,
             outbox_poll: Duration::from_millis(vars.parse("CAREGRAPH_OUTBOX_POLL_MS", 1000)?),
+            outbox_lease: {
+                let lease = vars.seconds("CAREGRAPH_OUTBOX_LEASE_SECONDS", 10)?;
+                if !(2..=300).contains(&lease.as_secs()) {
+                    bail!("CAREGRAPH_OUTBOX_LEASE_SECONDS: give 2 to 300 seconds");
+                }
+                lease
+            },
         })
     }
 }

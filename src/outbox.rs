@@ -322,7 +322,8 @@ pub struct Settings {
     pub max_attempts: i32,
     /// The wait before a retry: the first retry waits twice `base`, doubling from there.
     pub backoff: Backoff,
-    /// How long a claim holds before another worker may take the row.
+    /// How long a claim holds without a heartbeat before another worker may take the row (the
+    /// holder renews it every third of this while it delivers).
     pub lease: Duration,
     /// Partitions delivered at once.
     pub concurrency: usize,
@@ -335,7 +336,7 @@ impl Default for Settings {
         Self {
             max_attempts: 12,
             backoff: Backoff::new(Duration::from_millis(500), Duration::from_secs(300)),
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(10),
             concurrency: 8,
             poll: Duration::from_secs(1),
         }
@@ -359,19 +360,45 @@ pub struct Outbox {
     clock: SharedClock,
     settings: Settings,
     wake: Arc<Notify>,
+    delivered: tokio::sync::broadcast::Sender<String>,
 }
 
-/// A row that may be claimed at `now`: pending, due, and not leased to a worker.
-fn claimable(now: DateTime<Utc>) -> Condition {
+/// Where one outbox row stands, for those who wait on it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RowState {
+    /// Not tried yet, or being tried now.
+    Pending,
+    /// Tried and failed; tried again at `retry_at`.
+    Retrying {
+        /// The next attempt.
+        retry_at: DateTime<Utc>,
+    },
+    /// Failed for good (an admin may queue it again).
+    Dead,
+    /// Delivered (or no such row: delivered and pruned, or never written).
+    Done,
+}
+
+/// A row that may be claimed at `now`: pending, due (or `asked` for now), and not leased to a
+/// worker.
+fn claimable(now: DateTime<Utc>, asked: bool) -> Condition {
+    let due = if asked {
+        Condition::all()
+    } else {
+        Condition::all().add(outbox::Column::NextAttemptAt.lte(now))
+    };
     Condition::all()
         .add(outbox::Column::Status.eq(status::PENDING))
-        .add(outbox::Column::NextAttemptAt.lte(now))
+        .add(due)
         .add(
             Condition::any()
                 .add(outbox::Column::LockedUntil.is_null())
                 .add(outbox::Column::LockedUntil.lt(now)),
         )
 }
+
+/// The longest one delivery attempt may run (its lease kept alive by the heartbeat meanwhile).
+const DELIVERY_BUDGET: Duration = Duration::from_secs(60);
 
 fn chrono(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::seconds(60))
@@ -391,7 +418,41 @@ impl Outbox {
             clock,
             settings,
             wake: Arc::new(Notify::new()),
+            delivered: tokio::sync::broadcast::channel(1024).0,
         }
+    }
+
+    /// The keys of rows as they are delivered (by this process; a bounded buffer: a listener
+    /// that falls behind misses keys, and is told so).
+    pub fn delivered(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.delivered.subscribe()
+    }
+
+    /// Where each of `keys` stands, in one statement; keys without a row are `Done`.
+    pub async fn states(&self, keys: &[String]) -> Result<Vec<(String, RowState)>, sea_orm::DbErr> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = outbox::Entity::find()
+            .filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()))
+            .all(&self.db)
+            .await?;
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let state = match rows.iter().find(|r| r.idempotency_key == *key) {
+                    Some(r) if r.status == status::DEAD => RowState::Dead,
+                    Some(r) if r.status == status::PENDING && r.attempts > 0 => {
+                        RowState::Retrying {
+                            retry_at: r.next_attempt_at,
+                        }
+                    }
+                    Some(r) if r.status == status::PENDING => RowState::Pending,
+                    _ => RowState::Done,
+                };
+                (key.clone(), state)
+            })
+            .collect())
     }
 
     /// The provider rows are delivered to.
@@ -404,8 +465,10 @@ impl Outbox {
         self.wake.notify_one();
     }
 
-    /// Delivers now what is due of these keys (the caller waits for its own effects; what fails
-    /// stays for the worker). Returns whether every key is delivered.
+    /// Delivers these keys now (the caller waits for its own effects): the first round takes
+    /// them even when a failed attempt scheduled them for later (someone is asking now), later
+    /// rounds keep to the schedule; what fails stays for the worker. Returns whether every key
+    /// is delivered.
     pub async fn deliver_now(&self, keys: &[String]) -> Result<bool, sea_orm::DbErr> {
         if keys.is_empty() {
             return Ok(true);
@@ -414,8 +477,10 @@ impl Outbox {
         // hands of the worker right now (then wait a little for its outcome).
         let patience = tokio::time::Instant::now() + Duration::from_secs(5);
         let mut rounds = keys.len().max(1) * 2;
+        let mut first = true;
         while rounds > 0 {
-            let delivered = self.round(Some(keys)).await?;
+            let delivered = self.round(Some(keys), first).await?;
+            first = false;
             let open = outbox::Entity::find()
                 .filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()))
                 .filter(outbox::Column::Status.eq(status::PENDING))
@@ -460,7 +525,7 @@ impl Outbox {
                     Err(e) => tracing::warn!(error = %e, "pruning the outbox failed"),
                 }
             }
-            match self.round(None).await {
+            match self.round(None, false).await {
                 Ok(n) if n > 0 && !stop.is_cancelled() => continue,
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "outbox round failed"),
@@ -497,12 +562,13 @@ impl Outbox {
             }))
     }
 
-    /// Claims due partition heads (optionally only some keys) and delivers them; returns how many
+    /// Claims due partition heads (optionally only some keys, due or not when `asked`) and
+    /// delivers them; returns how many
     /// rows it finished (delivered or dead).
-    async fn round(&self, only: Option<&[String]>) -> Result<usize, sea_orm::DbErr> {
+    async fn round(&self, only: Option<&[String]>, asked: bool) -> Result<usize, sea_orm::DbErr> {
         let now = self.clock.now();
         let mut query = outbox::Entity::find()
-            .filter(claimable(now))
+            .filter(claimable(now, asked))
             .filter(Expr::cust(HEAD_OF_PARTITION));
         if let Some(keys) = only {
             query = query.filter(outbox::Column::IdempotencyKey.is_in(keys.iter().cloned()));
@@ -517,14 +583,11 @@ impl Outbox {
         for row in due {
             // The lease's expiry, at the precision both databases store, doubles as this
             // claim's token: only the holder may write the outcome.
-            let lease_until = crate::domain::care::stored_precision(
-                now + chrono(self.settings.lease)
-                    + chrono::Duration::microseconds(rand::rng().random_range(0..1_000_000)),
-            );
+            let lease_until = self.lease_from(now);
             let lease = outbox::Entity::update_many()
                 .col_expr(outbox::Column::LockedUntil, Expr::value(lease_until))
                 .filter(outbox::Column::Seq.eq(row.seq))
-                .filter(claimable(now))
+                .filter(claimable(now, asked))
                 .exec(&self.db)
                 .await?;
             if lease.rows_affected == 1 {
@@ -543,31 +606,70 @@ impl Outbox {
         Ok(done)
     }
 
-    /// Delivers one claimed row; whether it finished (delivered or dead). A delivery that
-    /// outlasts its lease is cut off, and its outcome is written only while the lease is still
-    /// this worker's.
+    /// A lease expiring `settings.lease` after `now` (with jitter below a second, so two
+    /// claims never share a token), at the precision both databases store.
+    fn lease_from(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        crate::domain::care::stored_precision(
+            now + chrono(self.settings.lease)
+                + chrono::Duration::microseconds(rand::rng().random_range(0..1_000_000)),
+        )
+    }
+
+    /// Renews a lease this worker holds; the new lease, or `None` when another worker took
+    /// the row (the holder then stops writing to it).
+    async fn renew(
+        &self,
+        seq: i64,
+        lease: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, sea_orm::DbErr> {
+        let renewed = self.lease_from(self.clock.now());
+        let done = outbox::Entity::update_many()
+            .col_expr(outbox::Column::LockedUntil, Expr::value(renewed))
+            .filter(outbox::Column::Seq.eq(seq))
+            .filter(outbox::Column::LockedUntil.eq(lease))
+            .exec(&self.db)
+            .await?;
+        Ok((done.rows_affected == 1).then_some(renewed))
+    }
+
+    /// Delivers one claimed row; whether it finished (delivered or dead). While the provider
+    /// call runs, a heartbeat renews the lease every third of its length, so the lease can be
+    /// short (a crashed holder's rows are taken over within one lease) while a slow call keeps
+    /// its row; a call is cut off after [`DELIVERY_BUDGET`]. The outcome is written only while
+    /// the lease is still this worker's.
     async fn deliver(
         &self,
         row: outbox::Model,
-        lease: DateTime<Utc>,
+        mut lease: DateTime<Utc>,
     ) -> Result<bool, sea_orm::DbErr> {
         let op: Result<Operation, _> = serde_json::from_str(&row.operation);
         let attempts = row.attempts + 1;
-        let budget = self
-            .settings
-            .lease
-            .saturating_sub(Duration::from_secs(5))
-            .max(Duration::from_secs(1));
         let result = match &op {
             // The outbox owns the retry schedule: each provider call is tried once here.
             Ok(op) => {
-                match tokio::time::timeout(budget, single_attempt(op.apply(self.provider.as_ref())))
-                    .await
-                {
-                    Ok(result) => result,
-                    Err(_) => Err(ProviderError::Unavailable(
-                        "delivery outlasted its lease".into(),
-                    )),
+                let call = tokio::time::timeout(
+                    DELIVERY_BUDGET,
+                    single_attempt(op.apply(self.provider.as_ref())),
+                );
+                tokio::pin!(call);
+                let beat = (self.settings.lease / 3).max(Duration::from_millis(100));
+                let mut heartbeat =
+                    tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
+                loop {
+                    tokio::select! {
+                        outcome = &mut call => {
+                            break outcome.unwrap_or_else(|_| {
+                                Err(ProviderError::Unavailable("the delivery took too long".into()))
+                            });
+                        }
+                        _ = heartbeat.tick() => match self.renew(row.seq, lease).await? {
+                            Some(renewed) => lease = renewed,
+                            None => {
+                                tracing::warn!(key = %row.idempotency_key, "outbox lease was lost; another worker owns the row");
+                                return Ok(false);
+                            }
+                        },
+                    }
                 }
             }
             Err(e) => Err(ProviderError::Rejected {
@@ -586,6 +688,7 @@ impl Outbox {
             .col_expr(outbox::Column::UpdatedAt, Expr::value(now))
             .filter(outbox::Column::Seq.eq(row.seq))
             .filter(outbox::Column::LockedUntil.eq(lease));
+        let delivered = result.is_ok();
         let finished = match result {
             Ok(()) => {
                 tracing::debug!(op = name, key = %row.idempotency_key, "outbox row delivered");
@@ -617,6 +720,10 @@ impl Outbox {
         if update.exec(&self.db).await?.rows_affected == 0 {
             tracing::warn!(key = %row.idempotency_key, "outbox lease was lost; another worker owns the row");
             return Ok(false);
+        }
+        if delivered {
+            // Nobody listening is fine.
+            let _ = self.delivered.send(row.idempotency_key.clone());
         }
         Ok(finished)
     }

@@ -299,6 +299,21 @@ pub fn reason_from_db(raw: Option<&str>) -> AppResult<Option<StatusReason>> {
     raw.map(StatusReason::from_db).transpose()
 }
 
+/// Whether a session's channel exists at the provider yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Provisioning {
+    /// The channel exists.
+    Ready,
+    /// Its creation is queued or under way.
+    Pending,
+    /// Its creation failed; it is tried again at `retry_at` (`None`: failed for good, an
+    /// admin may queue it again).
+    Failed {
+        /// The next attempt.
+        retry_at: Option<DateTime<Utc>>,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,7 +8,7 @@ use super::{
     args::parse_ids,
     context::{loader, services, viewer},
     errors::GqlResult,
-    loaders::{ChannelReads, ChatMembersOf, SessionAccess},
+    loaders::{ChannelReads, ChatMembersOf, ProvisioningOf, SessionAccess},
     organizations::{Organization, User},
     pagination::{self, Conn},
     related::{org_of, user_of},
@@ -19,6 +19,18 @@ use crate::{
     providers::chat::{ChannelState, ChatMessage as ProviderMessage},
     services::{access::Readable, chat::channel_of},
 };
+
+/// Whether a chat session's channel exists at the provider yet.
+#[derive(async_graphql::Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ProvisioningState {
+    /// The channel exists: the client may open it.
+    Ready,
+    /// Its creation is queued or under way.
+    Pending,
+    /// Its creation failed; it is tried again at `provisioningRetryAt` (null: failed for good,
+    /// an admin may queue it again with `retryProviderOperation`).
+    Failed,
+}
 
 macro_rules! chat_enum {
     ($(#[$doc:meta])* $name:ident => $domain:ty { $($(#[$vdoc:meta])* $variant:ident),+ $(,)? }) => {
@@ -188,6 +200,23 @@ impl ChatSession {
         Ok(Self::from(readable))
     }
 
+    /// Where the session's channel stands at the provider, and the next try when it failed.
+    async fn provisioning_of(
+        &self,
+        ctx: &Context<'_>,
+    ) -> GqlResult<(ProvisioningState, Option<DateTime<Utc>>)> {
+        use domain::chat::Provisioning;
+        let state = loader(ctx)
+            .load_one(ProvisioningOf(self.0.id))
+            .await?
+            .unwrap_or(Provisioning::Ready);
+        Ok(match state {
+            Provisioning::Ready => (ProvisioningState::Ready, None),
+            Provisioning::Pending => (ProvisioningState::Pending, None),
+            Provisioning::Failed { retry_at } => (ProvisioningState::Failed, retry_at),
+        })
+    }
+
     async fn state(&self, ctx: &Context<'_>) -> GqlResult<Option<&ChannelState>> {
         let Some(reads) = ctx.data_opt::<DataLoader<ChannelReads>>() else {
             return Ok(None);
@@ -319,6 +348,17 @@ impl ChatSession {
             .await?
             .and_then(|s| s.last_message.clone())
             .map(Into::into))
+    }
+    /// Whether the provider's channel exists yet: `READY`, `PENDING` (queued), or `FAILED`
+    /// (tried and failed; see `provisioningRetryAt`). A client that gets `PENDING` or `FAILED`
+    /// waits for the `UPDATED` change (or `CURRENT` status event) that follows `READY`.
+    async fn provisioning(&self, ctx: &Context<'_>) -> GqlResult<ProvisioningState> {
+        Ok(self.provisioning_of(ctx).await?.0)
+    }
+    /// When a `FAILED` channel creation is tried next (null when it failed for good, or is not
+    /// failed).
+    async fn provisioning_retry_at(&self, ctx: &Context<'_>) -> GqlResult<Option<DateTime<Utc>>> {
+        Ok(self.provisioning_of(ctx).await?.1)
     }
     /// The caller's unread messages (read from the provider, batched per page).
     async fn unread_count(&self, ctx: &Context<'_>) -> GqlResult<i32> {

@@ -150,6 +150,27 @@ impl Loader<ChatMembersOf> for AppLoader {
     }
 }
 
+/// Where a chat session's channel stands at the provider (by session id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProvisioningOf(pub ChatSessionId);
+
+impl Loader<ProvisioningOf> for AppLoader {
+    type Value = crate::domain::chat::Provisioning;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ProvisioningOf],
+    ) -> Result<HashMap<ProvisioningOf, Self::Value>, Self::Error> {
+        let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
+        let found = self.services.chats.provisioning(&ids).await?;
+        Ok(found
+            .into_iter()
+            .map(|(id, p)| (ProvisioningOf(id), p))
+            .collect())
+    }
+}
+
 /// Adds the per-request loaders to a request: the database loader always, the viewer's session
 /// access and provider reads for a signed-in viewer.
 pub fn attach(

@@ -13,6 +13,7 @@ mod groups;
 mod lifecycle;
 mod membership;
 mod provider_events;
+mod provisioning;
 mod revocation;
 mod scheduler;
 mod watch;
@@ -79,6 +80,11 @@ fn delete_entry(session: &ChatSession) -> Entry {
             channel: channel_of(session),
         },
     )
+}
+
+/// The outbox key of the row that creates a session's channel.
+fn create_key(id: ChatSessionId) -> String {
+    format!("chat:{id}:create")
 }
 
 /// A person as the chat provider knows them.
@@ -244,9 +250,10 @@ impl ChatService {
             // A concurrent open won the natural key: its session is the one.
             Err(AppError::Conflict(_)) => {
                 drop(txn);
-                return db::chat_sessions::find_by_key(&self.db, key)
+                let winner = db::chat_sessions::find_by_key(&self.db, key)
                     .await?
-                    .ok_or(AppError::NotFound("chat session"));
+                    .ok_or(AppError::NotFound("chat session"))?;
+                return self.ready(winner).await;
             }
             Err(e) => return Err(e),
         }
@@ -281,7 +288,7 @@ impl ChatService {
             frozen: session.status != ChatStatus::Active,
         };
         let create = Entry::new(
-            format!("chat:{}:create", session.id),
+            create_key(session.id),
             Some(session.org_id.to_string()),
             Operation::CreateChannel {
                 spec,
@@ -301,6 +308,14 @@ impl ChatService {
             self.owe_status(fx, session, session.status, StatusReason::Current);
         }
         Ok(())
+    }
+
+    /// `session` (found existing by a create-or-get) once its channel's pending creation, if
+    /// any, was delivered now: the caller opens the channel next. If the provider is down the
+    /// answer comes at once and `provisioning` says `PENDING` or `FAILED`.
+    async fn ready(&self, session: ChatSession) -> AppResult<ChatSession> {
+        self.outbox.deliver_now(&[create_key(session.id)]).await?;
+        Ok(session)
     }
 
     /// A room (case or care team) about to be made now by `by`.
@@ -351,6 +366,8 @@ impl ChatService {
         if session.closed_at.is_some() {
             return Ok(());
         }
+        // A room whose channel is still pending is delivered with this call too.
+        fx.deliver(vec![create_key(session.id)]);
         self.sync_members_in(txn, fx, &session, wanted, Some(session.created_by))
             .await
     }

@@ -24,10 +24,20 @@ const KILL_AFTER: usize = 15;
 
 /// Starts the binary on `db` (demo data on the first start); its base URL and owner token.
 fn start(dir: &std::path::Path, db: &TestDb) -> (Running, String, String) {
+    start_with(dir, db, &[])
+}
+
+/// [`start`] with more variables (a provider's, say).
+fn start_with(
+    dir: &std::path::Path,
+    db: &TestDb,
+    vars: &[(String, String)],
+) -> (Running, String, String) {
     let mut cmd = caregraph(dir);
     cmd.env("CAREGRAPH_DATABASE_URL", &db.url)
         .env("CAREGRAPH_DEMO", "true")
-        .env("CAREGRAPH_OUTBOX_POLL_MS", "50");
+        .env("CAREGRAPH_OUTBOX_POLL_MS", "50")
+        .envs(vars.iter().map(|(k, v)| (k, v)));
     let (running, link) = serve(cmd);
     let (base, token) = link.split_once("/graphiql#token=").expect("link shape");
     (running, base.to_owned(), token.to_owned())
@@ -256,5 +266,99 @@ async fn a_kill_9_mid_burst_leaves_every_acknowledged_change_with_all_its_chat_e
     assert_eq!(
         member, at_provider,
         "the outbox delivered every room membership"
+    );
+}
+
+/// The demo clinic's id and a colleague of its owner (not the owner).
+async fn clinic_and_colleague(http: &reqwest::Client, base: &str, token: &str) -> (String, String) {
+    let me = gql(
+        http,
+        base,
+        token,
+        "{ viewer { user { id } memberships { organization { id } } } }",
+        json!({}),
+    )
+    .await;
+    let owner = me["data"]["viewer"]["user"]["id"]
+        .as_str()
+        .expect("owner")
+        .to_owned();
+    let org = me["data"]["viewer"]["memberships"][0]["organization"]["id"]
+        .as_str()
+        .expect("org")
+        .to_owned();
+    let colleagues = gql(
+        http,
+        base,
+        token,
+        "query($o: ID!) { colleagues(orgId: $o, first: 50) { edges { node { user { id } } } } }",
+        json!({"o": org}),
+    )
+    .await;
+    let colleague = colleagues["data"]["colleagues"]["edges"]
+        .as_array()
+        .expect("colleagues")
+        .iter()
+        .filter_map(|e| e["node"]["user"]["id"].as_str())
+        .find(|u| *u != owner)
+        .expect("a colleague")
+        .to_owned();
+    (org, colleague)
+}
+
+#[tokio::test]
+async fn after_a_kill_9_with_the_channel_pending_a_reopen_delivers_it_before_answering() {
+    use crate::fakes::FakeProvider;
+    const OPEN: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id channelType channelId provisioning provisioningRetryAt } }";
+    let fake = crate::fakes::stream::start().await;
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let http = reqwest::Client::new();
+    let (mut running, base, token) = start_with(dir.path(), &db, &fake.vars());
+    let (org, colleague) = clinic_and_colleague(&http, &base, &token).await;
+
+    // The provider is down: the chat is saved, its channel is not made.
+    fake.control().fail(503, "{}", 10_000);
+    let first = gql(
+        &http,
+        &base,
+        &token,
+        OPEN,
+        json!({"o": org, "c": colleague}),
+    )
+    .await;
+    let chat = &first["data"]["openDirectChat"];
+    assert_eq!(chat["provisioning"], "FAILED", "{first}");
+    assert!(chat["provisioningRetryAt"].is_string(), "{first}");
+    let channel = caregraph::providers::chat::ChannelRef {
+        channel_type: chat["channelType"].as_str().expect("type").to_owned(),
+        channel_id: chat["channelId"].as_str().expect("id").to_owned(),
+    };
+    running.kill();
+
+    // The provider is back; the restarted process answers the reopen once the channel exists.
+    fake.control().heal();
+    let (_running, base, token) = start_with(dir.path(), &db, &fake.vars());
+    let started = std::time::Instant::now();
+    let again = gql(
+        &http,
+        &base,
+        &token,
+        OPEN,
+        json!({"o": org, "c": colleague}),
+    )
+    .await;
+    let took = started.elapsed();
+    let reopened = &again["data"]["openDirectChat"];
+    assert_eq!(reopened["id"], chat["id"], "the same chat: {again}");
+    assert_eq!(reopened["provisioning"], "READY", "{again}");
+    assert!(
+        fake.channel(&channel).is_some(),
+        "the channel exists at the provider"
+    );
+    eprintln!("reopen after restart answered READY in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "within seconds, not a lease: {took:?}"
     );
 }

@@ -581,3 +581,33 @@ async fn a_providers_retry_after_sets_the_outbox_rows_next_attempt() {
         "the provider asked for 7 s, the outbox's own first wait is 20-40 ms: {wait:?}"
     );
 }
+
+#[tokio::test]
+async fn a_delivery_slower_than_its_lease_keeps_the_row_by_heartbeat_and_calls_the_provider_once() {
+    let fake = fakes::stream::start().await;
+    fake.seed_users(&["slow-user"]);
+    let app = TestApp::spawn_with(|v| {
+        quick_outbox(v, &fake);
+        v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "50".into());
+        v.insert("CAREGRAPH_OUTBOX_LEASE_SECONDS".into(), "2".into());
+        v.insert("CAREGRAPH_PROVIDER_TIMEOUT_SECONDS".into(), "10".into());
+    })
+    .await;
+    // The provider takes 5 s to answer: two and a half leases.
+    fake.control().inject(fakes::Fault::Delay {
+        by: Duration::from_secs(5),
+        count: 1,
+    });
+    let entry = caregraph::outbox::revoke_tokens_entry("slow-user", None, chrono::Utc::now());
+    assert!(
+        fakes::deliver_through_outbox(&app, &[entry]).await,
+        "delivered"
+    );
+    // Without the heartbeat the polling worker would have claimed the row again after 2 s.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        fake.control().calls("PATCH", "/users").len(),
+        1,
+        "one call to the provider"
+    );
+}

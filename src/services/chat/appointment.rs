@@ -97,7 +97,7 @@ impl ChatService {
         }
         let key = SessionKey::Appointment(id);
         if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
-            return Ok(existing);
+            return self.ready(existing).await;
         }
         if appointment.status.is_terminal() {
             return Err(AppError::ChatNotOpen(format!(

@@ -98,7 +98,7 @@ impl ChatService {
         let (a, b) = pair.users;
         let key = SessionKey::Direct(pair);
         if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
-            return Ok(existing);
+            return self.ready(existing).await;
         }
         let users = db::users::find_many(&self.db, &[a, b]).await?;
         let now = self.clock.now();

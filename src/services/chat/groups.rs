@@ -104,7 +104,7 @@ impl ChatService {
         if let Some(existing) = db::chat_sessions::find_by_key(&self.db, &key).await? {
             // Create-or-get hands an existing group only to those who may read it.
             return match self.check(viewer, existing).await {
-                Ok(readable) => Ok(readable.into_inner()),
+                Ok(readable) => self.ready(readable.into_inner()).await,
                 Err(AppError::NotFound(_)) => Err(AppError::ConflictOn {
                     message: "a group with this channel id already exists".into(),
                     field: if input.channel_id.is_some() {
