@@ -840,3 +840,52 @@ async fn a_deactivated_staff_member_and_a_removed_guardian_lose_the_chat_its_mes
         assert!(!at_provider.contains(gone), "{at_provider:?}");
     }
 }
+
+#[tokio::test]
+async fn a_chat_whose_channel_waited_for_the_provider_is_announced_when_it_comes_to_exist() {
+    use crate::fakes::FakeProvider;
+    const OPEN: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id provisioning } }";
+    let fake = crate::fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick(v);
+        v.extend(fake.vars());
+        v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "50".into());
+        v.insert("CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS".into(), "1".into());
+        v.insert("CAREGRAPH_PROVIDER_RETRIES".into(), "0".into());
+    })
+    .await;
+    let c = app.clinic("pending").await;
+    let before = app.state.services.events.subscribers();
+    let mut list = Client::connect(&app, PROTOCOLS[0], &c.vet.token).await;
+    list.subscribe("l", CHANGES, json!({"o": c.org})).await;
+    listens(&app, before).await;
+
+    fake.control().fail(503, "{}", 3);
+    let chat = app
+        .ok(
+            &c.vet.token,
+            OPEN,
+            json!({"o": c.org, "c": c.tech.id}),
+            "openDirectChat",
+        )
+        .await;
+    assert_ne!(chat["provisioning"], "READY", "{chat}");
+    let created = list.change("l").await;
+    assert_eq!(created["kind"], "CREATED", "{created}");
+    // The outbox gets through once the provider answers again; the list hears of it.
+    let updated = list.change("l").await;
+    assert_eq!(updated["kind"], "UPDATED", "{updated}");
+    assert_eq!(updated["sessionId"], chat["id"], "{updated}");
+    let now = app
+        .ok(
+            &c.vet.token,
+            "query($id: ID!) { chatSession(id: $id) { provisioning provisioningRetryAt } }",
+            json!({"id": chat["id"]}),
+            "chatSession",
+        )
+        .await;
+    assert_eq!(
+        now,
+        json!({"provisioning": "READY", "provisioningRetryAt": null})
+    );
+}
