@@ -24,8 +24,9 @@ use std::{
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, TransactionTrait, sqlx,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
+    DatabaseConnection, DatabaseTransaction, DbErr, DeleteMany, EntityTrait, QueryFilter,
+    TransactionTrait, UpdateMany, sea_query::OnConflict, sqlx,
 };
 use secrecy::ExposeSecret;
 
@@ -98,6 +99,36 @@ pub async fn rows_in<E: EntityTrait, T>(
         .into_iter()
         .map(to_domain)
         .collect()
+}
+
+/// Inserts `rows` but those whose `key` columns match a stored row or an earlier one of `rows`;
+/// how many it inserted (no statement runs for no rows).
+pub async fn insert_new<A: ActiveModelTrait>(
+    db: &impl ConnectionTrait,
+    rows: impl IntoIterator<Item = A>,
+    key: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
+) -> Result<u64, DbErr> {
+    A::Entity::insert_many(rows)
+        .on_conflict(OnConflict::columns(key).do_nothing().to_owned())
+        .exec_without_returning(db)
+        .await
+}
+
+/// Runs a guarded `update` of one row; whether it changed the row (`false`: the guard no longer
+/// held, e.g. a concurrent writer came first).
+pub async fn update_one<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    update: UpdateMany<E>,
+) -> Result<bool, DbErr> {
+    Ok(update.exec(db).await?.rows_affected == 1)
+}
+
+/// Runs a `delete` of one row by its key; whether there was the row.
+pub async fn delete_one<E: EntityTrait>(
+    db: &impl ConnectionTrait,
+    delete: DeleteMany<E>,
+) -> Result<bool, DbErr> {
+    Ok(delete.exec(db).await?.rows_affected > 0)
 }
 
 /// Begins a transaction that may write. On SQLite it takes the write lock at once (like `BEGIN

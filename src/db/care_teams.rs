@@ -106,12 +106,10 @@ pub async fn remove_member(
     team: CareTeamId,
     member: CareTeamMemberId,
 ) -> AppResult<bool> {
-    let res = care_team_member::Entity::delete_many()
+    let delete = care_team_member::Entity::delete_many()
         .filter(care_team_member::Column::CareTeamId.eq(team.as_string()))
-        .filter(care_team_member::Column::Id.eq(member.as_string()))
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected > 0)
+        .filter(care_team_member::Column::Id.eq(member.as_string()));
+    Ok(super::delete_one(db, delete).await?)
 }
 
 /// The members of many teams, oldest first (for loaders).

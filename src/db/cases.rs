@@ -163,12 +163,10 @@ pub async fn remove_participant(
     case: CaseId,
     user: UserId,
 ) -> AppResult<bool> {
-    let res = case_participant::Entity::delete_many()
+    let delete = case_participant::Entity::delete_many()
         .filter(case_participant::Column::CaseId.eq(case.as_string()))
-        .filter(case_participant::Column::UserId.eq(user.as_string()))
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected > 0)
+        .filter(case_participant::Column::UserId.eq(user.as_string()));
+    Ok(super::delete_one(db, delete).await?)
 }
 
 /// The participants of many cases (for loaders).

@@ -2,8 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, QueryTrait, UpdateMany, sea_query::Expr,
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, UpdateMany,
+    sea_query::{Expr, SelectStatement},
 };
 
 use super::entities::{chat_session as session, chat_session_member as member};
@@ -53,6 +55,44 @@ fn to_domain(m: session::Model) -> AppResult<ChatSession> {
     })
 }
 
+/// The row of a session member.
+fn member_row(
+    session: ChatSessionId,
+    user: UserId,
+    role: ChatRole,
+    at: DateTime<Utc>,
+) -> member::ActiveModel {
+    member::ActiveModel {
+        session_id: Set(session.as_string()),
+        user_id: Set(user.as_string()),
+        role: Set(role.as_str().to_owned()),
+        created_at: Set(at),
+    }
+}
+
+/// The ids of the sessions `user` is a member of, as a subquery.
+fn sessions_of(user: UserId) -> SelectStatement {
+    member::Entity::find()
+        .select_only()
+        .column(member::Column::SessionId)
+        .filter(member::Column::UserId.eq(user.as_string()))
+        .into_query()
+}
+
+/// The sessions of `org`, as owner or counterpart.
+fn of_org(org: OrgId) -> Condition {
+    Condition::any()
+        .add(session::Column::OrgId.eq(org.as_string()))
+        .add(session::Column::CounterpartOrgId.eq(org.as_string()))
+}
+
+/// Where an open session's window has an edge: a PENDING one opens at `allowed_from`, an ACTIVE
+/// one ends at `allowed_until`.
+const WINDOW_EDGES: [(ChatStatus, session::Column); 2] = [
+    (ChatStatus::Pending, session::Column::AllowedFrom),
+    (ChatStatus::Active, session::Column::AllowedUntil),
+];
+
 /// Inserts a session (its natural key is unique: a concurrent twin fails with CONFLICT) and its
 /// members.
 pub async fn insert(
@@ -91,16 +131,13 @@ pub async fn insert(
     })
     .exec_without_returning(db)
     .await?;
-    if !members.is_empty() {
-        member::Entity::insert_many(members.iter().map(|(u, role)| member::ActiveModel {
-            session_id: Set(s.id.as_string()),
-            user_id: Set(u.as_string()),
-            role: Set(role.as_str().to_owned()),
-            created_at: Set(now),
-        }))
-        .exec_without_returning(db)
-        .await?;
-    }
+    member::Entity::insert_many(
+        members
+            .iter()
+            .map(|&(u, role)| member_row(s.id, u, role, now)),
+    )
+    .exec_without_returning(db)
+    .await?;
     Ok(())
 }
 
@@ -263,13 +300,11 @@ async fn update_open(
     at: DateTime<Utc>,
     update: UpdateMany<session::Entity>,
 ) -> AppResult<bool> {
-    let res = update
+    let update = update
         .col_expr(session::Column::UpdatedAt, Expr::value(at))
         .filter(session::Column::Id.eq(id.as_string()))
-        .filter(session::Column::ClosedAt.is_null())
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
+        .filter(session::Column::ClosedAt.is_null());
+    Ok(super::update_one(db, update).await?)
 }
 
 /// Records activity (a message) for list order.
@@ -293,21 +328,17 @@ pub async fn due(
     now: DateTime<Utc>,
     limit: u64,
 ) -> AppResult<Vec<ChatSession>> {
+    let mut reached = Condition::any();
+    for (status, edge) in WINDOW_EDGES {
+        reached = reached.add(
+            Condition::all()
+                .add(session::Column::Status.eq(status.as_str()))
+                .add(edge.lte(now)),
+        );
+    }
     session::Entity::find()
         .filter(session::Column::ClosedAt.is_null())
-        .filter(
-            Condition::any()
-                .add(
-                    Condition::all()
-                        .add(session::Column::Status.eq(ChatStatus::Pending.as_str()))
-                        .add(session::Column::AllowedFrom.lte(now)),
-                )
-                .add(
-                    Condition::all()
-                        .add(session::Column::Status.eq(ChatStatus::Active.as_str()))
-                        .add(session::Column::AllowedUntil.lte(now)),
-                ),
-        )
+        .filter(reached)
         .limit(limit)
         .all(db)
         .await?
@@ -318,26 +349,21 @@ pub async fn due(
 
 /// When the next window opens or ends.
 pub async fn next_due(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<Utc>>> {
-    let opening = session::Entity::find()
-        .filter(session::Column::ClosedAt.is_null())
-        .filter(session::Column::Status.eq(ChatStatus::Pending.as_str()))
-        .filter(session::Column::AllowedFrom.is_not_null())
-        .order_by_asc(session::Column::AllowedFrom)
-        .one(db)
-        .await?
-        .and_then(|s| s.allowed_from);
-    let ending = session::Entity::find()
-        .filter(session::Column::ClosedAt.is_null())
-        .filter(session::Column::Status.eq(ChatStatus::Active.as_str()))
-        .filter(session::Column::AllowedUntil.is_not_null())
-        .order_by_asc(session::Column::AllowedUntil)
-        .one(db)
-        .await?
-        .and_then(|s| s.allowed_until);
-    Ok(match (opening, ending) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    })
+    let mut next = None;
+    for (status, edge) in WINDOW_EDGES {
+        let first: Option<DateTime<Utc>> = session::Entity::find()
+            .select_only()
+            .column(edge)
+            .filter(session::Column::ClosedAt.is_null())
+            .filter(session::Column::Status.eq(status.as_str()))
+            .filter(edge.is_not_null())
+            .order_by_asc(edge)
+            .into_tuple()
+            .one(db)
+            .await?;
+        next = next.into_iter().chain(first).min();
+    }
+    Ok(next)
 }
 
 /// A page of a user's sessions in an organisation, newest activity first.
@@ -349,18 +375,9 @@ pub async fn list_for_member(
     include_closed: bool,
     page: &PageRequest,
 ) -> AppResult<Page<ChatSession>> {
-    let mine = member::Entity::find()
-        .select_only()
-        .column(member::Column::SessionId)
-        .filter(member::Column::UserId.eq(user.as_string()))
-        .into_query();
     let mut filter = Condition::all()
-        .add(
-            Condition::any()
-                .add(session::Column::OrgId.eq(org.as_string()))
-                .add(session::Column::CounterpartOrgId.eq(org.as_string())),
-        )
-        .add(session::Column::Id.in_subquery(mine));
+        .add(of_org(org))
+        .add(session::Column::Id.in_subquery(sessions_of(user)));
     if let Some(c) = category {
         filter = filter.add(session::Column::Category.eq(c.as_str()));
     }
@@ -398,24 +415,13 @@ pub async fn add_members(
     users: &[(UserId, ChatRole)],
     at: DateTime<Utc>,
 ) -> AppResult<()> {
-    for (u, role) in users {
-        member::Entity::insert(member::ActiveModel {
-            session_id: Set(id.as_string()),
-            user_id: Set(u.as_string()),
-            role: Set(role.as_str().to_owned()),
-            created_at: Set(at),
-        })
-        .on_conflict(
-            sea_orm::sea_query::OnConflict::columns([
-                member::Column::SessionId,
-                member::Column::UserId,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(db)
-        .await?;
-    }
+    let rows = users.iter().map(|&(u, role)| member_row(id, u, role, at));
+    super::insert_new(
+        db,
+        rows,
+        [member::Column::SessionId, member::Column::UserId],
+    )
+    .await?;
     Ok(())
 }
 
@@ -457,11 +463,7 @@ pub async fn users_in_org_sessions(
     let of_org = session::Entity::find()
         .select_only()
         .column(session::Column::Id)
-        .filter(
-            Condition::any()
-                .add(session::Column::OrgId.eq(org.as_string()))
-                .add(session::Column::CounterpartOrgId.eq(org.as_string())),
-        )
+        .filter(of_org(org))
         .into_query();
     let rows: Vec<String> = member::Entity::find()
         .select_only()
@@ -506,12 +508,8 @@ pub async fn of_member(
     after: Option<ChatSessionId>,
     limit: u64,
 ) -> AppResult<Vec<ChatSession>> {
-    let theirs = member::Entity::find()
-        .select_only()
-        .column(member::Column::SessionId)
-        .filter(member::Column::UserId.eq(user.as_string()))
-        .into_query();
-    let mut query = session::Entity::find().filter(session::Column::Id.in_subquery(theirs));
+    let mut query =
+        session::Entity::find().filter(session::Column::Id.in_subquery(sessions_of(user)));
     if let Some(after) = after {
         query = query.filter(session::Column::Id.gt(after.as_string()));
     }

@@ -157,13 +157,11 @@ pub async fn mark_lapse_applied(
     id: ConsentId,
     at: DateTime<Utc>,
 ) -> AppResult<bool> {
-    let done = consent::Entity::update_many()
+    let update = consent::Entity::update_many()
         .col_expr(consent::Column::LapseAppliedAt, Expr::value(at))
         .filter(consent::Column::Id.eq(id.as_string()))
-        .filter(consent::Column::LapseAppliedAt.is_null())
-        .exec(db)
-        .await?;
-    Ok(done.rows_affected == 1)
+        .filter(consent::Column::LapseAppliedAt.is_null());
+    Ok(super::update_one(db, update).await?)
 }
 
 /// When the next unrevoked consent lapses whose lapse is still to apply.
@@ -321,12 +319,10 @@ pub async fn remove_invitation(
     group: ComplianceGroupId,
     org: OrgId,
 ) -> AppResult<bool> {
-    let done = compliance_group_invitation::Entity::delete_many()
+    let delete = compliance_group_invitation::Entity::delete_many()
         .filter(compliance_group_invitation::Column::GroupId.eq(group.as_string()))
-        .filter(compliance_group_invitation::Column::OrgId.eq(org.as_string()))
-        .exec(db)
-        .await?;
-    Ok(done.rows_affected == 1)
+        .filter(compliance_group_invitation::Column::OrgId.eq(org.as_string()));
+    Ok(super::delete_one(db, delete).await?)
 }
 
 /// Makes an organisation a member of a compliance group.

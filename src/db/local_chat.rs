@@ -93,7 +93,7 @@ pub async fn create_channel(
     c: NewChannel<'_>,
 ) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
-    channel::Entity::insert(channel::ActiveModel {
+    let row = channel::ActiveModel {
         cid: Set(c.cid),
         channel_type: Set(c.channel_type.to_owned()),
         channel_id: Set(c.channel_id.to_owned()),
@@ -104,14 +104,8 @@ pub async fn create_channel(
         frozen: Set(c.frozen),
         created_at: Set(now),
         updated_at: Set(now),
-    })
-    .on_conflict(
-        OnConflict::column(channel::Column::Cid)
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+    };
+    super::insert_new(db, [row], [channel::Column::Cid]).await?;
     Ok(())
 }
 
@@ -123,34 +117,35 @@ pub async fn find_channel(
     channel::Entity::find_by_id(cid.to_owned()).one(db).await
 }
 
-/// Stores a channel's custom data and frozen flag.
-pub async fn update_channel(
+/// Stores a channel's custom data.
+pub async fn set_metadata(
     db: &impl ConnectionTrait,
     cid: &str,
     metadata: &Map<String, Value>,
-    frozen: bool,
 ) -> Result<(), sea_orm::DbErr> {
-    channel::Entity::update_many()
-        .col_expr(
-            channel::Column::Metadata,
-            Expr::value(Value::Object(metadata.clone()).to_string()),
-        )
-        .col_expr(channel::Column::Frozen, Expr::value(frozen))
-        .col_expr(channel::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(channel::Column::Cid.eq(cid))
-        .exec(db)
-        .await?;
-    Ok(())
+    let metadata = Value::Object(metadata.clone()).to_string();
+    set_channel_column(db, cid, channel::Column::Metadata, metadata).await
 }
 
-/// Sets only the frozen flag (so a concurrent metadata change is not lost).
+/// Sets a channel's frozen flag.
 pub async fn set_frozen(
     db: &impl ConnectionTrait,
     cid: &str,
     frozen: bool,
 ) -> Result<(), sea_orm::DbErr> {
+    set_channel_column(db, cid, channel::Column::Frozen, frozen).await
+}
+
+/// Sets one column of a channel alone, so that a concurrent change of another is not lost, and
+/// stamps `updated_at`.
+async fn set_channel_column(
+    db: &impl ConnectionTrait,
+    cid: &str,
+    column: channel::Column,
+    value: impl Into<sea_orm::Value>,
+) -> Result<(), sea_orm::DbErr> {
     channel::Entity::update_many()
-        .col_expr(channel::Column::Frozen, Expr::value(frozen))
+        .col_expr(column, Expr::value(value))
         .col_expr(channel::Column::UpdatedAt, Expr::value(Utc::now()))
         .filter(channel::Column::Cid.eq(cid))
         .exec(db)
@@ -168,11 +163,8 @@ pub async fn delete_channel(db: &impl ConnectionTrait, cid: &str) -> Result<bool
         .filter(member::Column::Cid.eq(cid))
         .exec(db)
         .await?;
-    Ok(channel::Entity::delete_by_id(cid.to_owned())
-        .exec(db)
-        .await?
-        .rows_affected
-        > 0)
+    let delete = channel::Entity::delete_many().filter(channel::Column::Cid.eq(cid));
+    super::delete_one(db, delete).await
 }
 
 /// Adds members (those already in stay as they are).
@@ -181,22 +173,13 @@ pub async fn add_members(
     cid: &str,
     users: &[String],
 ) -> Result<(), sea_orm::DbErr> {
-    if users.is_empty() {
-        return Ok(());
-    }
-    member::Entity::insert_many(users.iter().map(|u| member::ActiveModel {
+    let rows = users.iter().map(|u| member::ActiveModel {
         cid: Set(cid.to_owned()),
         user_id: Set(u.clone()),
         last_read_seq: Set(0),
         created_at: Set(Utc::now()),
-    }))
-    .on_conflict(
-        OnConflict::columns([member::Column::Cid, member::Column::UserId])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+    });
+    super::insert_new(db, rows, [member::Column::Cid, member::Column::UserId]).await?;
     Ok(())
 }
 
@@ -236,7 +219,7 @@ pub async fn post(
     system: bool,
     at: DateTime<Utc>,
 ) -> Result<MessageRow, sea_orm::DbErr> {
-    message::Entity::insert(message::ActiveModel {
+    let row = message::ActiveModel {
         id: Set(id.to_owned()),
         cid: Set(cid.to_owned()),
         user_id: Set(user_id.map(str::to_owned)),
@@ -244,14 +227,8 @@ pub async fn post(
         system: Set(system),
         created_at: Set(at),
         ..Default::default()
-    })
-    .on_conflict(
-        OnConflict::columns([message::Column::Cid, message::Column::Id])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
+    };
+    super::insert_new(db, [row], [message::Column::Cid, message::Column::Id]).await?;
     message::Entity::find()
         .filter(message::Column::Cid.eq(cid))
         .filter(message::Column::Id.eq(id))

@@ -274,43 +274,30 @@ pub async fn search_members(
         .add(membership::Column::OrgId.eq(org_id.as_string()))
         .add(membership::Column::Active.eq(true))
         .add(membership::Column::UserId.ne(exclude.as_string()));
-    let by_name = in_range(membership::Column::SearchDisplay);
-    let by_family = in_range(membership::Column::SearchFamily);
-    let mut found = membership::Entity::find()
-        .filter(scope.clone().add(by_name.clone()))
-        .order_by_asc(membership::Column::SearchDisplay)
-        .order_by_asc(membership::Column::UserId)
-        .limit(limit)
-        .all(db)
-        .await?;
-    let mut missing = limit.saturating_sub(found.len() as u64);
-    if missing > 0 {
-        let more = membership::Entity::find()
-            .filter(
-                scope
-                    .clone()
-                    .add(by_family.clone())
-                    .add(by_name.clone().not()),
-            )
-            .order_by_asc(membership::Column::SearchFamily)
-            .order_by_asc(membership::Column::SearchDisplay)
-            .order_by_asc(membership::Column::UserId)
-            .limit(missing)
-            .all(db)
-            .await?;
-        found.extend(more);
-        missing = limit.saturating_sub(found.len() as u64);
-    }
-    if missing > 0 {
-        let prefixes = Condition::any().add(by_name).add(by_family);
-        let more = membership::Entity::find()
-            .filter(scope.add(substring(db, query)).add(prefixes.not()))
-            .order_by_asc(membership::Column::SearchDisplay)
-            .order_by_asc(membership::Column::UserId)
-            .limit(missing)
-            .all(db)
-            .await?;
-        found.extend(more);
+    let (display, family, user) = (
+        membership::Column::SearchDisplay,
+        membership::Column::SearchFamily,
+        membership::Column::UserId,
+    );
+    let by_name = in_range(display);
+    let by_family = in_range(family);
+    let prefixes = Condition::any().add(by_name.clone()).add(by_family.clone());
+    let phases = [
+        (by_name.clone(), &[display, user][..]),
+        (by_family.add(by_name.not()), &[family, display, user]),
+        (substring(db, query).add(prefixes.not()), &[display, user]),
+    ];
+    let mut found = Vec::new();
+    for (condition, order) in phases {
+        let missing = limit.saturating_sub(found.len() as u64);
+        if missing == 0 {
+            break;
+        }
+        let mut phase = membership::Entity::find().filter(scope.clone().add(condition));
+        for &column in order {
+            phase = phase.order_by_asc(column);
+        }
+        found.extend(phase.limit(missing).all(db).await?);
     }
     found.into_iter().map(membership_to_domain).collect()
 }

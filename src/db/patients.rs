@@ -188,12 +188,10 @@ pub async fn remove_guardian(
     patient: PatientId,
     user: UserId,
 ) -> AppResult<bool> {
-    let res = guardian::Entity::delete_many()
+    let delete = guardian::Entity::delete_many()
         .filter(guardian::Column::PatientId.eq(patient.as_string()))
-        .filter(guardian::Column::UserId.eq(user.as_string()))
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected > 0)
+        .filter(guardian::Column::UserId.eq(user.as_string()));
+    Ok(super::delete_one(db, delete).await?)
 }
 
 /// One guardian link.

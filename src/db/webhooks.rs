@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::OnConflict,
+    QuerySelect,
 };
 
 use super::entities::webhook_delivery as delivery;
@@ -18,22 +18,16 @@ pub async fn record(
     body: &str,
     at: DateTime<Utc>,
 ) -> AppResult<bool> {
-    let inserted = delivery::Entity::insert(delivery::ActiveModel {
+    let row = delivery::ActiveModel {
         provider: Set(provider.to_owned()),
         delivery_id: Set(delivery_id.to_owned()),
         body: Set(body.to_owned()),
         received_at: Set(at),
         claimed_until: Set(None),
         processed_at: Set(None),
-    })
-    .on_conflict(
-        OnConflict::columns([delivery::Column::Provider, delivery::Column::DeliveryId])
-            .do_nothing()
-            .to_owned(),
-    )
-    .exec_without_returning(db)
-    .await?;
-    Ok(inserted == 1)
+    };
+    let key = [delivery::Column::Provider, delivery::Column::DeliveryId];
+    Ok(super::insert_new(db, [row], key).await? == 1)
 }
 
 /// Claims an unprocessed delivery until `until` (one processor at a time: a claim that expired
@@ -45,7 +39,7 @@ pub async fn claim(
     now: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> AppResult<bool> {
-    let res = delivery::Entity::update_many()
+    let update = delivery::Entity::update_many()
         .col_expr(
             delivery::Column::ClaimedUntil,
             sea_orm::sea_query::Expr::value(until),
@@ -57,10 +51,8 @@ pub async fn claim(
             sea_orm::Condition::any()
                 .add(delivery::Column::ClaimedUntil.is_null())
                 .add(delivery::Column::ClaimedUntil.lt(now)),
-        )
-        .exec(db)
-        .await?;
-    Ok(res.rows_affected == 1)
+        );
+    Ok(super::update_one(db, update).await?)
 }
 
 /// Marks a delivery processed.

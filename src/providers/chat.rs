@@ -283,6 +283,19 @@ where
     Ok(out)
 }
 
+/// Posts the system message of a membership change, if it has one (for the adapters that send
+/// it apart from the change).
+async fn send_note(
+    provider: &impl ChatProvider,
+    channel: &ChannelRef,
+    message: Option<&SystemMessage>,
+) -> Result<(), ProviderError> {
+    match message {
+        Some(message) => provider.send_system_message(channel, message).await,
+        None => Ok(()),
+    }
+}
+
 /// The configured provider, and the local one when that is it (it also serves
 /// `sendChatMessage`).
 #[derive(Clone)]

@@ -153,6 +153,13 @@ async fn the_window_opens_and_ends_on_time_and_the_provider_is_frozen_outside_it
         .await;
     let sid = session["id"].as_str().expect("id").to_owned();
     assert_eq!(session["status"], "PENDING");
+    // The scheduler's next wake is the window's opening.
+    let next_due = || caregraph::db::chat_sessions::next_due(&app.state.services.db);
+    let opens = next_due().await.expect("next due").expect("a window");
+    assert!(
+        opens > start + chrono::Duration::minutes(50)
+            && opens <= start + chrono::Duration::minutes(60)
+    );
     settle(&app).await;
     let local = app
         .state
@@ -193,6 +200,12 @@ async fn the_window_opens_and_ends_on_time_and_the_provider_is_frozen_outside_it
         .expect("inspect")
         .expect("channel");
     assert!(!frozen, "unfrozen inside the window");
+    // Then its end.
+    let closes = next_due().await.expect("next due").expect("a window");
+    assert!(
+        closes > start + chrono::Duration::minutes(90)
+            && closes <= start + chrono::Duration::minutes(210)
+    );
     assert_eq!(meta["status"], "active");
     let sent = app
         .ok(

@@ -565,10 +565,7 @@ impl ChatProvider for Ethora {
     ) -> Result<(), ProviderError> {
         self.users_access("add_members", Method::POST, channel, user_ids)
             .await?;
-        match message {
-            Some(message) => self.send_system_message(channel, message).await,
-            None => Ok(()),
-        }
+        super::send_note(self, channel, message).await
     }
 
     async fn remove_members(
@@ -586,10 +583,7 @@ impl ChatProvider for Ethora {
             Err(ProviderError::NotFound) => return Ok(()),
             Err(e) => return Err(e),
         }
-        match message {
-            Some(message) => self.send_system_message(channel, message).await,
-            None => Ok(()),
-        }
+        super::send_note(self, channel, message).await
     }
 
     async fn set_frozen(&self, channel: &ChannelRef, frozen: bool) -> Result<(), ProviderError> {

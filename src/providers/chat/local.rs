@@ -251,7 +251,7 @@ impl ChatProvider for LocalChat {
         for (k, v) in set {
             metadata.insert(k.clone(), v.clone());
         }
-        local_chat::update_channel(&txn, &row.cid, &metadata, row.frozen)
+        local_chat::set_metadata(&txn, &row.cid, &metadata)
             .await
             .map_err(store)?;
         txn.commit().await.map_err(store)

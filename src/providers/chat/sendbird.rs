@@ -442,10 +442,7 @@ impl ChatProvider for Sendbird {
         message: Option<&SystemMessage>,
     ) -> Result<(), ProviderError> {
         self.invite(channel, user_ids).await?;
-        match message {
-            Some(m) => self.send_system_message(channel, m).await,
-            None => Ok(()),
-        }
+        super::send_note(self, channel, message).await
     }
 
     async fn remove_members(
@@ -464,10 +461,7 @@ impl ChatProvider for Sendbird {
             )
             .await?;
         }
-        match message {
-            Some(m) => self.send_system_message(channel, m).await,
-            None => Ok(()),
-        }
+        super::send_note(self, channel, message).await
     }
 
     async fn set_frozen(&self, channel: &ChannelRef, frozen: bool) -> Result<(), ProviderError> {

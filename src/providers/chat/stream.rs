@@ -231,10 +231,7 @@ impl StreamChat {
         message: Option<&SystemMessage>,
     ) -> Result<(), ProviderError> {
         if user_ids.is_empty() {
-            return match message {
-                Some(message) => self.send_system_message(channel, message).await,
-                None => Ok(()),
-            };
+            return super::send_note(self, channel, message).await;
         }
         if message.is_some() {
             self.ensure_system_user().await?;
