@@ -6,7 +6,7 @@ use std::{io::Write, net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use axum::Router;
 use secrecy::ExposeSecret;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -43,7 +43,8 @@ pub struct App {
 
 impl App {
     /// Connects and migrates the database, seeds demo data when configured, builds everything
-    /// and binds the listener (`CAREGRAPH_BIND`; port 0 picks a free port).
+    /// and binds the listener (`CAREGRAPH_BIND`; port 0 picks a free port) with a listen queue
+    /// of `CAREGRAPH_LISTEN_BACKLOG`.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         Self::build_with(config, Overrides::default()).await
     }
@@ -131,8 +132,7 @@ impl App {
             sockets: TaskTracker::new(),
         };
         let router = http::router(state.clone());
-        let listener = TcpListener::bind(config.bind)
-            .await
+        let listener = listen(config.bind, config.listen_backlog)
             .with_context(|| format!("cannot bind {}", config.bind))?;
         Ok(Self {
             state,
@@ -217,6 +217,24 @@ impl App {
             }
         }
     }
+}
+
+/// A listener on `addr` whose kernel accept queue holds `backlog` connections.
+///
+/// `TcpListener::bind` always asks for 128 (mio's fixed backlog, the standard library's), and
+/// the kernel caps what it is given at `net.core.somaxconn`. A reconnect storm past the queue
+/// has its SYNs dropped, and each such client waits a second to retry. As `TcpListener::bind` does, `SO_REUSEADDR` is set
+/// outside Windows, so a restart binds while the last run's connections linger in `TIME_WAIT`.
+fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 /// Outside production, starting with the public development JWT secret says so loudly on

@@ -37,6 +37,10 @@ pub struct Config {
     pub env: Environment,
     /// `CAREGRAPH_BIND` (`host:port`, default `127.0.0.1:8080`).
     pub bind: SocketAddr,
+    /// `CAREGRAPH_LISTEN_BACKLOG` (default 4096, 1 to 65535): connections the kernel holds for
+    /// the accept loop, so a reconnect storm is queued rather than dropped (Linux caps it at
+    /// `net.core.somaxconn`, 4096 by default since 5.4).
+    pub listen_backlog: u32,
     /// `CAREGRAPH_PUBLIC_URL`: the URL printed for GraphiQL (default derived from the bind address).
     pub public_url: Option<String>,
     /// Database settings.
@@ -573,6 +577,13 @@ impl Config {
             bail!("JITSI_ALLOW_EARLY_MINUTES / JITSI_MAX_LATE_MINUTES: minutes between 0 and 1440");
         }
 
+        let listen_backlog = vars.parse("CAREGRAPH_LISTEN_BACKLOG", 4096u32)?;
+        if !(1..=65_535).contains(&listen_backlog) {
+            bail!(
+                "CAREGRAPH_LISTEN_BACKLOG: connections between 1 and 65535, got {listen_backlog}"
+            );
+        }
+
         let chat = ChatConfig::from_vars(vars)?;
         let realtime = RealtimeConfig::from_vars(vars)?;
         let security = SecurityConfig::from_vars(vars)?;
@@ -585,6 +596,7 @@ impl Config {
             chat,
             realtime,
             bind: vars.parse("CAREGRAPH_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            listen_backlog,
             public_url: vars.get("CAREGRAPH_PUBLIC_URL"),
             database,
             auth,
@@ -716,5 +728,19 @@ mod tests {
         assert!(err.to_string().contains("CAREGRAPH_BIND"));
         let err = config(&[("CAREGRAPH_DEMO", "maybe")]).expect_err("bad flag");
         assert!(err.to_string().contains("CAREGRAPH_DEMO"));
+    }
+
+    #[test]
+    fn the_listen_backlog_defaults_to_4096_and_refuses_values_out_of_range() {
+        assert_eq!(config(&[]).expect("default").listen_backlog, 4096);
+        let set = config(&[("CAREGRAPH_LISTEN_BACKLOG", "1024")]).expect("in range");
+        assert_eq!(set.listen_backlog, 1024);
+        for bad in ["0", "65536", "-1", "many"] {
+            let err = config(&[("CAREGRAPH_LISTEN_BACKLOG", bad)]).expect_err(bad);
+            assert!(
+                err.to_string().contains("CAREGRAPH_LISTEN_BACKLOG"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

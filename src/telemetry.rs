@@ -129,3 +129,53 @@ pub mod metrics {
         out
     }
 }
+
+/// Test support: what a piece of code logs.
+#[cfg(test)]
+pub(crate) mod capture {
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    /// A log writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Buffer {
+        type Writer = Self;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    /// Runs `f` and returns its result with the lines it logged on this thread at `INFO` and
+    /// above, each starting with its level.
+    pub(crate) fn logged<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+        let buffer = Buffer::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(buffer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_target(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        let result = tracing::subscriber::with_default(subscriber, f);
+        let text =
+            String::from_utf8_lossy(&buffer.0.lock().unwrap_or_else(PoisonError::into_inner))
+                .into_owned();
+        (result, text.lines().map(|l| l.trim().to_owned()).collect())
+    }
+}

@@ -11,6 +11,9 @@
 //! - A connection must send a request's headers within `CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS`
 //!   of opening (a silent or trickling client is dropped), and a keep-alive connection with no
 //!   request in flight closes after `CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS`.
+//! - Accepting comes before serving: the loop drains the kernel's listen queue
+//!   (`CAREGRAPH_LISTEN_BACKLOG`) up to [`ACCEPT_BURST`] connections in a row, so a reconnect
+//!   storm waits in tasks, not in a queue whose overflow drops connects.
 //! - On shutdown the listener closes, idle connections close, and requests in flight finish.
 
 use std::{
@@ -174,6 +177,9 @@ impl RareLog {
     }
 }
 
+/// Connections accepted in a row before the accept loop lets other tasks run.
+pub const ACCEPT_BURST: usize = 1024;
+
 static REFUSED: RareLog = RareLog::new();
 static ACCEPT_FAILED: RareLog = RareLog::new();
 
@@ -246,9 +252,19 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
+    let mut burst = 0;
     loop {
+        // Accepting goes first: a connection waiting in the kernel's queue costs a dropped
+        // connect (and a client's one-second retry) once the queue is full, one accepted costs a
+        // task. So accepting ignores tokio's cooperative budget (128 polls, after which the loop
+        // would wait behind every connection's task) and yields only every ACCEPT_BURST.
+        burst += 1;
+        if burst > ACCEPT_BURST {
+            burst = 0;
+            tokio::task::yield_now().await;
+        }
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = tokio::task::unconstrained(listener.accept()) => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
                     if let Some(n) = ACCEPT_FAILED.due() {

@@ -83,6 +83,11 @@ impl Drop for ProbeSlot {
 }
 
 impl ProbeSlot {
+    /// Whether this call is the half-open probe.
+    fn is_probe(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// The probe answered ([`ProviderHttp::record`] has released the slot).
     fn answered(mut self) {
         self.0 = None;
@@ -196,21 +201,44 @@ impl ProviderHttp {
         }
     }
 
-    fn record(&self, transient_failure: bool) {
+    /// Counts a call's outcome; `probe` says whether it was the half-open probe. Each change of
+    /// state is logged once: a call admitted before the breaker opened and failing after (a
+    /// burst in flight at the start of an outage) neither logs again nor extends the cooldown.
+    fn record(&self, transient_failure: bool, probe: bool) {
         let mut b = self
             .breaker
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        b.probing = false;
+        if probe {
+            b.probing = false;
+        }
         if transient_failure {
+            if b.open_until.is_some() && !probe {
+                return;
+            }
             b.failures += 1;
             if b.failures >= self.settings.breaker_threshold {
                 b.open_until = Some(Instant::now() + self.settings.breaker_cooldown);
-                tracing::warn!(provider = self.provider, "circuit breaker opened");
+                let cooldown = self.settings.breaker_cooldown;
+                if probe {
+                    tracing::warn!(
+                        provider = self.provider,
+                        ?cooldown,
+                        "circuit breaker stays open: the probe failed"
+                    );
+                } else {
+                    tracing::warn!(
+                        provider = self.provider,
+                        ?cooldown,
+                        "circuit breaker opened"
+                    );
+                }
             }
         } else {
             b.failures = 0;
-            b.open_until = None;
+            if b.open_until.take().is_some() {
+                tracing::info!(provider = self.provider, "circuit breaker closed");
+            }
         }
     }
 
@@ -261,7 +289,7 @@ impl ProviderHttp {
                     Ok(response) => {
                         span.record("status", response.status().as_u16());
                         crate::telemetry::metrics::provider_call(self.provider, operation, "ok");
-                        self.record(false);
+                        self.record(false, probe.is_probe());
                         probe.answered();
                         return Ok(response);
                     }
@@ -277,7 +305,7 @@ impl ProviderHttp {
                             operation,
                             e.class(),
                         );
-                        self.record(e.is_transient());
+                        self.record(e.is_transient(), probe.is_probe());
                         probe.answered();
                         if e.is_transient() {
                             tracing::warn!(error = %e, "provider call failed");
@@ -339,7 +367,7 @@ mod tests {
                 ..Resilience::default()
             },
         );
-        http.record(true);
+        http.record(true, false);
         http
     }
 
@@ -355,7 +383,7 @@ mod tests {
             http.admit().is_none(),
             "others fail fast while the probe is out"
         );
-        http.record(false);
+        http.record(false, true);
         if let Some(probe) = probe {
             probe.answered();
         }
@@ -392,5 +420,72 @@ mod tests {
         let outcome = tokio::time::timeout(Duration::from_millis(300), call).await;
         assert!(outcome.is_err(), "the probe was still waiting when dropped");
         assert!(http.admit().is_some(), "the breaker lets the next probe in");
+    }
+
+    /// A client whose breaker opens after `threshold` failures, for `cooldown`.
+    fn breaker(threshold: u32, cooldown: Duration) -> ProviderHttp {
+        ProviderHttp::new(
+            "test",
+            reqwest::Client::new(),
+            Resilience {
+                attempts: 1,
+                breaker_threshold: threshold,
+                breaker_cooldown: cooldown,
+                ..Resilience::default()
+            },
+        )
+    }
+
+    /// The captured lines that contain `text`.
+    fn count(lines: &[String], text: &str) -> usize {
+        lines.iter().filter(|l| l.contains(text)).count()
+    }
+
+    #[test]
+    fn calls_in_flight_failing_after_the_breaker_opened_log_no_second_opening() {
+        let http = breaker(3, Duration::from_secs(60));
+        // Ten calls admitted while the provider seemed up, all failing once it is down.
+        let admitted: Vec<ProbeSlot> = (0..10).filter_map(|_| http.admit()).collect();
+        assert_eq!(admitted.len(), 10);
+        let ((), lines) = crate::telemetry::capture::logged(|| {
+            for slot in admitted {
+                http.record(true, slot.is_probe());
+                slot.answered();
+            }
+        });
+        assert_eq!(count(&lines, "circuit breaker opened"), 1, "{lines:?}");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(http.admit().is_none(), "the breaker is open");
+    }
+
+    #[test]
+    fn each_change_of_the_breakers_state_is_logged_once() {
+        let http = breaker(1, Duration::ZERO);
+        let ((), lines) = crate::telemetry::capture::logged(|| {
+            // Closed to open.
+            let call = http.admit().expect("closed");
+            http.record(true, call.is_probe());
+            call.answered();
+            // The probe fails: open again.
+            let probe = http.admit().expect("half-open");
+            assert!(probe.is_probe());
+            http.record(true, probe.is_probe());
+            probe.answered();
+            // The next probe answers: closed.
+            let probe = http.admit().expect("half-open");
+            http.record(false, probe.is_probe());
+            probe.answered();
+            // Successes while closed change nothing.
+            for _ in 0..3 {
+                let call = http.admit().expect("closed");
+                assert!(!call.is_probe());
+                http.record(false, call.is_probe());
+                call.answered();
+            }
+        });
+        assert_eq!(count(&lines, "circuit breaker opened"), 1, "{lines:?}");
+        assert_eq!(count(&lines, "the probe failed"), 1, "{lines:?}");
+        assert_eq!(count(&lines, "circuit breaker closed"), 1, "{lines:?}");
+        assert_eq!(lines.len(), 3, "{lines:?}");
     }
 }

@@ -31,6 +31,7 @@ mod realtime;
 mod replicas;
 mod revocation;
 mod security;
+mod storm;
 mod sweep;
 mod transport;
 mod webhooks;

@@ -685,16 +685,25 @@ fn reserved(key: &str) -> bool {
     RESERVED_CHANNEL_KEYS.contains(&key)
 }
 
-/// Custom channel data without Stream's reserved keys (each dropped one is logged by name).
+/// Reserved keys that caregraph's channel metadata carries on purpose and the request sends
+/// through a field of its own: `frozen` follows the chat's status in the metadata, and goes to
+/// Stream as `ChannelSpec::frozen` on creation and by `set_frozen` after.
+const CARRIED_BY_ITS_OWN_FIELD: &[&str] = &["frozen"];
+
+/// Custom channel data without Stream's reserved keys. Dropping one the request carries by its
+/// own field is the normal path and silent; any other is logged by name (a caller sent
+/// something Stream would not keep).
 fn custom_data(metadata: &Map<String, Value>) -> Map<String, Value> {
     metadata
         .iter()
         .filter(|(k, _)| {
-            let keep = !reserved(k);
-            if !keep {
+            if !reserved(k) {
+                return true;
+            }
+            if !CARRIED_BY_ITS_OWN_FIELD.contains(&k.as_str()) {
                 tracing::warn!(key = %k, "ignoring a reserved Stream channel key in custom data");
             }
-            keep
+            false
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -718,4 +727,45 @@ fn is_duplicate_message(error: &ProviderError) -> bool {
 /// A count as `u32`, saturating.
 fn count_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::capture::logged;
+
+    #[test]
+    fn the_frozen_flag_of_the_status_metadata_is_dropped_without_a_warning() {
+        let metadata = json!({"status": "active", "frozen": false, "isGroup": true});
+        let Value::Object(metadata) = metadata else {
+            unreachable!("an object")
+        };
+        let (data, lines) = logged(|| custom_data(&metadata));
+        assert_eq!(
+            data,
+            json!({"status": "active", "isGroup": true})
+                .as_object()
+                .cloned()
+                .unwrap_or_default()
+        );
+        assert!(lines.is_empty(), "{lines:?}");
+    }
+
+    #[test]
+    fn any_other_reserved_key_in_custom_data_is_warned_of_by_name() {
+        let metadata = json!({"team": "a", "created_by_id": "x", "topic": "t"});
+        let Value::Object(metadata) = metadata else {
+            unreachable!("an object")
+        };
+        let (data, lines) = logged(|| custom_data(&metadata));
+        assert_eq!(data.keys().collect::<Vec<_>>(), ["topic"]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.starts_with("WARN") && l.contains("reserved Stream channel key")),
+            "{lines:?}"
+        );
+        assert!(lines.iter().any(|l| l.contains("key=team")), "{lines:?}");
+    }
 }
