@@ -145,8 +145,8 @@ pub struct ChatConfig {
     /// `CAREGRAPH_PROVIDER_BREAKER_THRESHOLD` (default 5): failed calls in a row that open the
     /// circuit breaker.
     pub breaker_threshold: u32,
-    /// `CAREGRAPH_PROVIDER_BREAKER_COOLDOWN_SECONDS` (default 15): how long an open breaker
-    /// fails calls fast.
+    /// `CAREGRAPH_PROVIDER_BREAKER_COOLDOWN_SECONDS` (default 15): the longest an open breaker
+    /// fails calls fast (an outage's first cooldown is short and doubles per failed probe).
     pub breaker_cooldown: Duration,
     /// `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (default 12): deliveries tried before a row is dead.
     pub outbox_max_attempts: i32,

@@ -30,7 +30,9 @@ pub struct Resilience {
     pub backoff: Backoff,
     /// Consecutive failed calls that open the breaker.
     pub breaker_threshold: u32,
-    /// How long an open breaker refuses calls before letting one through.
+    /// The longest an open breaker refuses calls before letting one through: the first
+    /// cooldown of an outage is [`FIRST_COOLDOWN`] (or this, when shorter), doubling after each
+    /// failed probe up to this.
     pub breaker_cooldown: Duration,
 }
 
@@ -58,10 +60,15 @@ pub async fn single_attempt<F: Future>(work: F) -> F::Output {
     SINGLE_ATTEMPT.scope((), work).await
 }
 
+/// The first cooldown of an outage: a provider back after a blip is tried again at once.
+pub const FIRST_COOLDOWN: Duration = Duration::from_millis(500);
+
 #[derive(Debug, Default)]
 struct Breaker {
     failures: u32,
     open_until: Option<Instant>,
+    /// The cooldown now in force (grows while the provider stays down).
+    cooldown: Duration,
     /// A half-open probe is under way: other calls still fail fast until it answers.
     probing: bool,
 }
@@ -218,8 +225,14 @@ impl ProviderHttp {
             }
             b.failures += 1;
             if b.failures >= self.settings.breaker_threshold {
-                b.open_until = Some(Instant::now() + self.settings.breaker_cooldown);
-                let cooldown = self.settings.breaker_cooldown;
+                let longest = self.settings.breaker_cooldown;
+                let cooldown = if probe {
+                    (b.cooldown * 2).clamp(FIRST_COOLDOWN.min(longest), longest)
+                } else {
+                    FIRST_COOLDOWN.min(longest)
+                };
+                b.cooldown = cooldown;
+                b.open_until = Some(Instant::now() + cooldown);
                 if probe {
                     tracing::warn!(
                         provider = self.provider,
@@ -439,6 +452,34 @@ mod tests {
     /// The captured lines that contain `text`.
     fn count(lines: &[String], text: &str) -> usize {
         lines.iter().filter(|l| l.contains(text)).count()
+    }
+
+    /// The cooldown now in force.
+    fn cooldown(http: &ProviderHttp) -> Duration {
+        http.breaker.lock().expect("lock").cooldown
+    }
+
+    #[test]
+    fn the_cooldown_starts_short_doubles_while_probes_fail_and_starts_short_again_after_recovery() {
+        let http = breaker(1, Duration::from_secs(15));
+        http.record(true, false);
+        assert_eq!(cooldown(&http), FIRST_COOLDOWN, "short first");
+        let mut seen = Vec::new();
+        for _ in 0..8 {
+            http.record(true, true); // a failed probe
+            seen.push(cooldown(&http));
+        }
+        assert_eq!(
+            seen,
+            [1_000, 2_000, 4_000, 8_000, 15_000, 15_000, 15_000, 15_000]
+                .map(Duration::from_millis)
+                .to_vec(),
+            "doubling, up to the configured longest"
+        );
+        http.record(false, true); // the first good probe closes it
+        assert!(http.admit().is_some(), "closed");
+        http.record(true, false);
+        assert_eq!(cooldown(&http), FIRST_COOLDOWN, "a new outage starts short");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use caregraph::{
     providers::chat::{ChannelRef, ChannelSpec, ChatUser},
 };
 use sea_orm::ConnectionTrait;
-use serde_json::Map;
+use serde_json::{Map, json};
 
 use crate::{
     fakes::{self, FakeProvider},
@@ -609,5 +609,55 @@ async fn a_delivery_slower_than_its_lease_keeps_the_row_by_heartbeat_and_calls_t
         fake.control().calls("PATCH", "/users").len(),
         1,
         "one call to the provider"
+    );
+}
+
+#[tokio::test]
+async fn provisionings_sent_after_the_provider_recovers_succeed_without_waiting_out_a_long_cooldown()
+ {
+    const OPEN: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id provisioning } }";
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick_outbox(v, &fake);
+        v.insert("CAREGRAPH_PROVIDER_BREAKER_THRESHOLD".into(), "2".into());
+        // The longest cooldown an outage can grow to; a short outage never reaches it.
+        v.insert(
+            "CAREGRAPH_PROVIDER_BREAKER_COOLDOWN_SECONDS".into(),
+            "60".into(),
+        );
+    })
+    .await;
+    let c = app.clinic("recover").await;
+    // An outage: two provisionings fail and the breaker opens.
+    fake.control().fail(503, "{}", 1_000);
+    for colleague in [&c.tech, &c.owner] {
+        let chat = app
+            .ok(
+                &c.vet.token,
+                OPEN,
+                json!({"o": c.org, "c": colleague.id}),
+                "openDirectChat",
+            )
+            .await;
+        assert_ne!(chat["provisioning"], "READY", "{chat}");
+    }
+    // The provider is back: after the first, short cooldown the next provisioning succeeds.
+    fake.control().heal();
+    tokio::time::sleep(caregraph::providers::http::FIRST_COOLDOWN + Duration::from_millis(100))
+        .await;
+    let started = Instant::now();
+    let chat = app
+        .ok(
+            &c.tech.token,
+            OPEN,
+            json!({"o": c.org, "c": c.owner.id}),
+            "openDirectChat",
+        )
+        .await;
+    assert_eq!(chat["provisioning"], "READY", "{chat}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
     );
 }
