@@ -360,7 +360,9 @@ pub struct Outbox {
     clock: SharedClock,
     settings: Settings,
     wake: Arc<Notify>,
-    delivered: tokio::sync::broadcast::Sender<String>,
+    delivered_late: tokio::sync::broadcast::Sender<String>,
+    /// When this process's outbox started (rows older than this were left by another).
+    started: DateTime<Utc>,
 }
 
 /// Where one outbox row stands, for those who wait on it.
@@ -415,17 +417,20 @@ impl Outbox {
         Self {
             db,
             provider,
+            started: clock.now(),
             clock,
             settings,
             wake: Arc::new(Notify::new()),
-            delivered: tokio::sync::broadcast::channel(1024).0,
+            delivered_late: tokio::sync::broadcast::channel(1024).0,
         }
     }
 
-    /// The keys of rows as they are delivered (by this process; a bounded buffer: a listener
-    /// that falls behind misses keys, and is told so).
-    pub fn delivered(&self) -> tokio::sync::broadcast::Receiver<String> {
-        self.delivered.subscribe()
+    /// The keys of rows this process delivers late: after a failed attempt, or left by a
+    /// process that stopped (a bounded buffer: a listener that falls behind misses keys, and is
+    /// told so). A row delivered on its first attempt by the process that wrote it is not
+    /// announced: its caller saw the outcome.
+    pub fn delivered_late(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.delivered_late.subscribe()
     }
 
     /// Where each of `keys` stands, in one statement; keys without a row are `Done`.
@@ -721,9 +726,9 @@ impl Outbox {
             tracing::warn!(key = %row.idempotency_key, "outbox lease was lost; another worker owns the row");
             return Ok(false);
         }
-        if delivered {
+        if delivered && (attempts > 1 || row.created_at < self.started) {
             // Nobody listening is fine.
-            let _ = self.delivered.send(row.idempotency_key.clone());
+            let _ = self.delivered_late.send(row.idempotency_key.clone());
         }
         Ok(finished)
     }

@@ -47,11 +47,11 @@ impl ChatService {
             .collect())
     }
 
-    /// Tells subscribers of each session whose channel this process's outbox delivers that it
-    /// changed (`UPDATED` on `chatSessionsChanged`, its state with reason `CURRENT` on
+    /// Tells subscribers of each session whose channel this process's outbox delivers late
+    /// (after a failed attempt, or after a restart) that it changed (`UPDATED` on `chatSessionsChanged`, its state with reason `CURRENT` on
     /// `chatSessionStatus`), until `stop`: a client that saw `PENDING` hears `READY`.
     pub async fn run_announcer(self, stop: CancellationToken) {
-        let mut delivered = self.outbox.delivered();
+        let mut delivered = self.outbox.delivered_late();
         loop {
             let key = tokio::select! {
                 () = stop.cancelled() => break,
