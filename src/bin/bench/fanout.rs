@@ -1,29 +1,45 @@
 //! `fanout`: N WebSocket subscribers of one chat session's status on one caregraph process (the
 //! real binary, started fresh per N on a temporary SQLite file), then one close fanned out to
-//! all: the time until the first, median and last subscriber hears it, and the server's
-//! resident memory per connection (VmRSS after subscribing minus before, over N).
+//! all.
+//!
+//! Everything is prepared before the clock starts: the HTTP client with a warm keep-alive
+//! connection, the close request built, every subscriber connected, subscribed (its first event
+//! received) and its task waiting on its socket. The clock starts just before the close request
+//! is sent; each subscriber notes when the close reached it, relative to that instant, and keeps
+//! its socket open until all have heard (or [`HEAR_TIMEOUT`] passes), so no client closes a
+//! socket while the fan-out is still running. Reported: the first, median and last arrival, when
+//! the close mutation was answered, the server's CPU time (user + system, `/proc/<pid>/stat`)
+//! from just before the send until the last arrival, and the server's resident memory per
+//! connection (VmRSS after subscribing minus before, over N).
 
 use std::{
     io::{BufRead, BufReader},
     process::{Child, Command, Stdio},
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, bail};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::sync::{Barrier, mpsc};
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::{
     connect_async,
     tungstenite::{Message, client::IntoClientRequest, http::HeaderValue},
 };
+
+/// How long all subscribers may take to hear the close.
+const HEAR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Clock ticks per second of `/proc/<pid>/stat` times: Linux reports them in `USER_HZ`, 100 on
+/// every architecture it exports to user space.
+const USER_HZ: u64 = 100;
 
 struct Server {
     child: Child,
     base: String,
     token: String,
     dir: std::path::PathBuf,
+    http: reqwest::Client,
 }
 
 impl Drop for Server {
@@ -35,7 +51,10 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn start() -> anyhow::Result<Self> {
+    /// Starts the server with room for `subscribers` WebSockets from this one address, plus the
+    /// HTTP client's connections.
+    fn start(subscribers: usize) -> anyhow::Result<Self> {
+        let cap = (subscribers + 64).to_string();
         let exe = std::env::current_exe()?;
         let bin = exe.with_file_name("caregraph");
         let dir = std::env::temp_dir().join(format!(
@@ -49,6 +68,8 @@ impl Server {
             .env_remove("CAREGRAPH_REDIS_URL")
             .env("CAREGRAPH_BIND", "127.0.0.1:0")
             .env("CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS", "600")
+            .env("CAREGRAPH_MAX_CONNECTIONS", &cap)
+            .env("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS", &cap)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -73,6 +94,7 @@ impl Server {
             base,
             token: token.to_owned(),
             dir,
+            http: reqwest::Client::new(),
         })
     }
 
@@ -85,31 +107,67 @@ impl Server {
             .context("VmRSS")
     }
 
-    async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        let body: Value = reqwest::Client::new()
+    /// The server's CPU time so far, user plus system, over all its threads.
+    fn cpu(&self) -> anyhow::Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // state is field 3, utime 14 and stime 15.
+        let rest = &stat[stat.rfind(')').context("stat")? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<u64> {
+            fields
+                .get(i - 3)
+                .context("stat field")?
+                .parse()
+                .context("stat field")
+        };
+        let ticks = ticks(14)? + ticks(15)?;
+        Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
+    }
+
+    fn request(&self, query: &str, variables: Value) -> anyhow::Result<reqwest::Request> {
+        Ok(self
+            .http
             .post(format!("{}/graphql", self.base))
             .bearer_auth(&self.token)
             .json(&json!({"query": query, "variables": variables}))
-            .send()
-            .await?
-            .json()
-            .await?;
+            .build()?)
+    }
+
+    async fn execute(&self, request: reqwest::Request) -> anyhow::Result<Value> {
+        let body: Value = self.http.execute(request).await?.json().await?;
         if !body["errors"].is_null() {
-            bail!("{query}: {body}");
+            bail!("{body}");
         }
         Ok(body["data"].clone())
     }
+
+    async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
+        self.execute(self.request(query, variables)?)
+            .await
+            .with_context(|| query.to_owned())
+    }
 }
 
-/// One subscriber: connects, subscribes, reports when its first event arrived, then waits for
-/// the close and reports when it arrived.
+/// What a subscriber task tells the benchmark.
+enum Report {
+    /// Connected, subscribed, and the current status received.
+    Subscribed,
+    /// The close arrived at this instant.
+    Heard(Instant),
+    Failed(anyhow::Error),
+}
+
+/// One subscriber: connects, subscribes, reports when its first event (the current status)
+/// arrived, then waits on its socket for the close and reports when it arrived; keeps the socket
+/// open (answering pings) until `release`, then closes it.
 async fn subscriber(
     url: String,
     token: String,
     session: String,
-    subscribed: mpsc::Sender<anyhow::Result<()>>,
-    go: Arc<Barrier>,
-) -> anyhow::Result<Instant> {
+    reports: mpsc::UnboundedSender<Report>,
+    mut release: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
     let mut request = url.into_client_request()?;
     request.headers_mut().insert(
         "Sec-WebSocket-Protocol",
@@ -125,39 +183,50 @@ async fn subscriber(
         "query": "subscription($s: ID!) { chatSessionStatus(sessionId: $s) { status reason } }",
         "variables": {"s": session}}})))
         .await?;
-    let mut first = true;
+    let mut subscribed = false;
+    let mut heard = false;
     loop {
-        let Some(message) = ws.next().await else {
+        let message = tokio::select! {
+            message = ws.next() => message,
+            _ = release.wait_for(|r| *r) => break,
+        };
+        let Some(message) = message else {
+            if heard {
+                // Nothing left to hear; the server may end the stream after a close.
+                return Ok(());
+            }
             bail!("the socket closed");
         };
         let Message::Text(text) = message? else {
             continue;
         };
+        let at = Instant::now();
         let value: Value = serde_json::from_str(&text)?;
         match value["type"].as_str() {
-            Some("next") if first => {
-                first = false;
-                let _ = subscribed.send(Ok(())).await;
-                go.wait().await;
+            Some("next") if !subscribed => {
+                subscribed = true;
+                let _ = reports.send(Report::Subscribed);
             }
-            Some("next") => {
-                let at = Instant::now();
+            Some("next") if !heard => {
                 let reason = &value["payload"]["data"]["chatSessionStatus"]["reason"];
                 if reason != "CLOSED_BY_USER" {
                     bail!("unexpected event {value}");
                 }
-                let _ = ws.close(None).await;
-                return Ok(at);
+                heard = true;
+                let _ = reports.send(Report::Heard(at));
             }
             Some("ping") => ws.send(send(json!({"type": "pong"}))).await?,
             Some("connection_ack" | "pong") => {}
+            Some("next" | "complete") if heard => {}
             _ => bail!("unexpected message {value}"),
         }
     }
+    let _ = ws.close(None).await;
+    Ok(())
 }
 
 async fn one(n: usize) -> anyhow::Result<()> {
-    let server = Server::start()?;
+    let server = Server::start(n)?;
     let me = server
         .gql(
             "{ viewer { memberships { organization { id } } } }",
@@ -193,50 +262,97 @@ async fn one(n: usize) -> anyhow::Result<()> {
     let before = server.rss_kib()?;
 
     let url = format!("{}/graphql", server.base.replacen("http", "ws", 1));
-    let (tx, mut rx) = mpsc::channel(n);
-    let go = Arc::new(Barrier::new(n + 1));
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let (release_tx, release) = watch::channel(false);
     let connecting = Instant::now();
     let mut tasks = Vec::with_capacity(n);
     // Connect in waves, so the listen backlog is never the bottleneck.
     for wave in (0..n).collect::<Vec<_>>().chunks(250) {
         for _ in wave {
-            tasks.push(tokio::spawn(subscriber(
+            let reports_tx = reports_tx.clone();
+            let work = subscriber(
                 url.clone(),
                 server.token.clone(),
                 session.clone(),
-                tx.clone(),
-                go.clone(),
-            )));
+                reports_tx.clone(),
+                release.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = work.await {
+                    let _ = reports_tx.send(Report::Failed(e));
+                }
+            }));
         }
         for _ in wave {
-            rx.recv().await.context("a subscriber stopped")??;
+            match reports.recv().await.context("a subscriber stopped")? {
+                Report::Subscribed => {}
+                Report::Heard(_) => bail!("a close heard before it was sent"),
+                Report::Failed(e) => return Err(e.context("a subscriber")),
+            }
         }
     }
+    drop(reports_tx);
     let connected = connecting.elapsed();
+    // Let every task settle into waiting on its socket, and the server's memory settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = server.rss_kib()?;
-    go.wait().await;
 
-    let closing = Instant::now();
-    server
-        .gql(
-            "mutation($s: ID!) { closeChatSession(sessionId: $s) { status } }",
-            json!({"s": session}),
-        )
-        .await?;
-    let mut delays = Vec::with_capacity(n);
+    let close = server.request(
+        "mutation($s: ID!) { closeChatSession(sessionId: $s) { status } }",
+        json!({"s": session}),
+    )?;
+    // Warm the keep-alive connection the close will be sent on.
+    server.gql("{ viewer { user { id } } }", json!({})).await?;
+    let cpu_before = server.cpu()?;
+
+    let sent = Instant::now();
+    let answer = async {
+        server
+            .execute(close)
+            .await
+            .context("closeChatSession")
+            .map(|_| sent.elapsed())
+    };
+    let hear = async {
+        let mut arrivals = Vec::with_capacity(n);
+        let deadline = tokio::time::Instant::from_std(sent + HEAR_TIMEOUT);
+        while arrivals.len() < n {
+            match tokio::time::timeout_at(deadline, reports.recv()).await {
+                Ok(Some(Report::Heard(at))) => arrivals.push(at.saturating_duration_since(sent)),
+                Ok(Some(Report::Subscribed)) => bail!("a subscriber subscribed twice"),
+                Ok(Some(Report::Failed(e))) => return Err(e.context("a subscriber")),
+                Ok(None) => bail!("the subscribers stopped"),
+                Err(_) => bail!(
+                    "only {} of {n} subscribers heard the close within {HEAR_TIMEOUT:?}",
+                    arrivals.len()
+                ),
+            }
+        }
+        Ok(arrivals)
+    };
+    let (answered, arrivals) = tokio::join!(answer, hear);
+    let cpu = server.cpu()?.saturating_sub(cpu_before);
+    let _ = release_tx.send(true);
+    let (answered, mut arrivals) = (answered?, arrivals?);
     for task in tasks {
-        let at = task.await??;
-        delays.push(at.saturating_duration_since(closing));
+        task.await?;
     }
-    delays.sort();
+    while let Ok(report) = reports.try_recv() {
+        if let Report::Failed(e) = report {
+            return Err(e.context("a subscriber while closing"));
+        }
+    }
+
+    arrivals.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{n:>6} subscribers | connected in {:>6.0} ms | close heard by first {:>7.1} ms, median {:>7.1} ms, last {:>7.1} ms | server RSS {:>6} -> {:>7} KiB = {:>5.1} KiB per connection",
+        "{n:>6} subscribers | connected in {:>6.0} ms | from the close request: answered {:>6.1} ms, heard by first {:>7.1} ms, median {:>7.1} ms, last {:>7.1} ms | server CPU {:>5.0} ms | server RSS {:>6} -> {:>7} KiB = {:>5.1} KiB per connection",
         ms(connected),
-        ms(delays[0]),
-        ms(delays[n / 2]),
-        ms(delays[n - 1]),
+        ms(answered),
+        ms(arrivals[0]),
+        ms(arrivals[n / 2]),
+        ms(arrivals[n - 1]),
+        ms(cpu),
         before,
         after,
         after.saturating_sub(before) as f64 / n as f64,
@@ -247,7 +363,7 @@ async fn one(n: usize) -> anyhow::Result<()> {
 /// Runs the fan-out benchmark for each subscriber count, side by side.
 pub async fn run(counts: &[usize]) -> anyhow::Result<()> {
     println!(
-        "fan-out of one chat-session close to N WebSocket subscribers (graphql-transport-ws), one caregraph process per N:"
+        "fan-out of one chat-session close to N WebSocket subscribers (graphql-transport-ws), one caregraph process per N; times from the moment the close request is sent, server CPU (user + system, 10 ms ticks) from then until the last subscriber heard:"
     );
     for &n in counts {
         if n == 0 {
