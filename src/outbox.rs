@@ -417,7 +417,8 @@ impl Outbox {
         Self {
             db,
             provider,
-            started: clock.now(),
+            // At the precision both databases store, as rows' `created_at` are read back.
+            started: crate::domain::care::stored_precision(clock.now()),
             clock,
             settings,
             wake: Arc::new(Notify::new()),
