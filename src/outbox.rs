@@ -601,7 +601,12 @@ impl Outbox {
             }
         }
         let finished = stream::iter(claimed)
-            .map(|(row, lease)| self.deliver(row, lease))
+            .map(|(row, lease)| {
+                // Taken before its retry was due because someone asked: a failure then costs
+                // neither an attempt nor the schedule.
+                let early = row.next_attempt_at > now;
+                self.deliver(row, lease, early)
+            })
             .buffer_unordered(self.settings.concurrency)
             .collect::<Vec<_>>()
             .await;
@@ -647,6 +652,7 @@ impl Outbox {
         &self,
         row: outbox::Model,
         mut lease: DateTime<Utc>,
+        early: bool,
     ) -> Result<bool, sea_orm::DbErr> {
         let op: Result<Operation, _> = serde_json::from_str(&row.operation);
         let attempts = row.attempts + 1;
@@ -668,12 +674,15 @@ impl Outbox {
                                 Err(ProviderError::Unavailable("the delivery took too long".into()))
                             });
                         }
-                        _ = heartbeat.tick() => match self.renew(row.seq, lease).await? {
-                            Some(renewed) => lease = renewed,
-                            None => {
+                        _ = heartbeat.tick() => match self.renew(row.seq, lease).await {
+                            Ok(Some(renewed)) => lease = renewed,
+                            Ok(None) => {
                                 tracing::warn!(key = %row.idempotency_key, "outbox lease was lost; another worker owns the row");
                                 return Ok(false);
                             }
+                            // The call goes on: the outcome is written only under this
+                            // worker's lease, so a missed renewal costs at most a repeat.
+                            Err(e) => tracing::warn!(key = %row.idempotency_key, error = %e, "outbox lease renewal failed"),
                         },
                     }
                 }
@@ -685,8 +694,13 @@ impl Outbox {
         };
         let now = self.clock.now();
         let name = op.as_ref().map_or("unknown", Operation::name);
+        let counted = if early && result.is_err() {
+            row.attempts
+        } else {
+            attempts
+        };
         let mut update = outbox::Entity::update_many()
-            .col_expr(outbox::Column::Attempts, Expr::value(attempts))
+            .col_expr(outbox::Column::Attempts, Expr::value(counted))
             .col_expr(
                 outbox::Column::LockedUntil,
                 Expr::value(Option::<DateTime<Utc>>::None),
@@ -700,6 +714,13 @@ impl Outbox {
                 tracing::debug!(op = name, key = %row.idempotency_key, "outbox row delivered");
                 update = update.col_expr(outbox::Column::Status, Expr::value(status::DONE));
                 true
+            }
+            Err(e) if early => {
+                // An early try failed: the row keeps its attempts and its retry time.
+                let message: String = e.to_string().chars().take(1000).collect();
+                update = update.col_expr(outbox::Column::LastError, Expr::value(message));
+                tracing::debug!(op = name, key = %row.idempotency_key, error = %e, "an early delivery asked for failed; the schedule stands");
+                false
             }
             Err(e) => {
                 // A refusal is final, but not a credentials problem (401/403: a rotated key

@@ -661,3 +661,44 @@ async fn provisionings_sent_after_the_provider_recovers_succeed_without_waiting_
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn reopening_a_chat_during_an_outage_costs_its_channel_no_attempts() {
+    const OPEN: &str = "mutation($o: ID!, $c: ID!) { openDirectChat(orgId: $o, colleagueId: $c) { id provisioning provisioningRetryAt } }";
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        quick_outbox(v, &fake);
+        v.insert("CAREGRAPH_OUTBOX_MAX_ATTEMPTS".into(), "2".into());
+        // The worker waits long between tries: only the reopens try early.
+        v.insert("CAREGRAPH_OUTBOX_BACKOFF_MS".into(), "60000".into());
+        v.insert("CAREGRAPH_OUTBOX_MAX_BACKOFF_SECONDS".into(), "120".into());
+    })
+    .await;
+    let c = app.clinic("reopens").await;
+    fake.control().fail(503, "{}", 1_000);
+    for _ in 0..5 {
+        let chat = app
+            .ok(
+                &c.vet.token,
+                OPEN,
+                json!({"o": c.org, "c": c.tech.id}),
+                "openDirectChat",
+            )
+            .await;
+        assert_eq!(chat["provisioning"], "FAILED", "{chat}");
+        assert!(chat["provisioningRetryAt"].is_string(), "not dead: {chat}");
+    }
+    // Back: after the breaker's short cooldown the next reopen gets the channel made (a dead
+    // row would never be tried again).
+    fake.control().heal();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let chat = app
+        .ok(
+            &c.vet.token,
+            OPEN,
+            json!({"o": c.org, "c": c.tech.id}),
+            "openDirectChat",
+        )
+        .await;
+    assert_eq!(chat["provisioning"], "READY", "{chat}");
+}

@@ -379,3 +379,61 @@ async fn deactivating_a_member_on_stream_removes_them_from_the_channel_and_revok
         "{revocation}"
     );
 }
+
+#[tokio::test]
+async fn a_deactivated_practitioner_or_case_participant_stays_out_when_a_later_change_syncs_the_chat()
+ {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("staysout").await;
+    let a = appointment(&app, &c, Utc::now() + Duration::minutes(2)).await;
+    let chat = id(&app
+        .ok(
+            &c.client.token,
+            OPEN,
+            json!({"id": a}),
+            "openAppointmentChat",
+        )
+        .await);
+    let case = app
+        .ok(
+            &c.owner.token,
+            "mutation($o: ID!, $i: CreateCaseInput!) { createCase(orgId: $o, input: $i) { id chat { id } } }",
+            json!({"o": c.org, "i": {"reference": "CLM-9", "title": "Claim", "participants": [
+                {"userId": c.vet.id, "role": "PRACTITIONER"}, {"userId": c.owner.id, "role": "ADMIN"}]}}),
+            "createCase",
+        )
+        .await;
+    let room = id(&case["chat"]);
+    let in_chat = assert_in(&app, &c, &c.vet, &chat).await;
+    let in_room = assert_in(&app, &c, &c.vet, &room).await;
+    app.ok(
+        &c.owner.token,
+        "mutation($o: ID!, $u: ID!) { updateOrganizationMember(orgId: $o, userId: $u, input: {active: false}) { active } }",
+        json!({"o": c.org, "u": c.vet.id}),
+        "updateOrganizationMember",
+    )
+    .await;
+    assert_out(&app, &c, &c.vet, &chat, in_chat).await;
+    assert_out(&app, &c, &c.vet, &room, in_room).await;
+
+    // Later changes bring both in step again, without the deactivated practitioner.
+    app.ok(
+        &c.owner.token,
+        CONSENT,
+        json!({"p": c.patient, "o": c.other_org, "s": "MESSAGING"}),
+        "recordConsent",
+    )
+    .await;
+    app.ok(
+        &c.owner.token,
+        "mutation($c: ID!, $i: CaseParticipantInput!) { addCaseParticipant(caseId: $c, input: $i) { id } }",
+        json!({"c": id(&case), "i": {"userId": c.tech.id, "role": "PRACTITIONER"}}),
+        "addCaseParticipant",
+    )
+    .await;
+    for sid in [&chat, &room] {
+        let members = provider_members(&app, &c, sid).await;
+        assert!(!members.contains(&c.vet.id), "{members:?}");
+    }
+    assert!(provider_members(&app, &c, &room).await.contains(&c.tech.id));
+}

@@ -62,6 +62,12 @@ impl ChatService {
         user: UserId,
     ) -> AppResult<bool> {
         let memberships = db::organizations::memberships_of_users(c, &[user]).await?;
+        // The practitioner takes part while active in the organisation (as the read rule says).
+        if user == appointment.practitioner_id {
+            return Ok(memberships
+                .iter()
+                .any(|m| m.active && m.org_id == appointment.org_id));
+        }
         if !outside_support(appointment, user, &[], &memberships) {
             return Ok(true);
         }

@@ -35,8 +35,17 @@ impl ChatService {
         by: &User,
     ) -> AppResult<()> {
         let participants = db::cases::participants_of(txn, &[case.id]).await?;
+        // Staff take part while active in the organisation (as the read rule says).
+        let staff: Vec<UserId> = participants.iter().map(|p| p.user_id).collect();
+        let memberships = db::organizations::memberships_of_users(txn, &staff).await?;
         let wanted: Vec<(UserId, ChatRole)> = participants
             .iter()
+            .filter(|p| {
+                p.role == CaseRole::Patient
+                    || memberships
+                        .iter()
+                        .any(|m| m.user_id == p.user_id && m.active && m.org_id == case.org_id)
+            })
             .map(|p| {
                 let role = if p.role == CaseRole::Patient {
                     ChatRole::Client

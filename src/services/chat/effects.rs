@@ -36,8 +36,9 @@ impl AfterCommit {
 }
 
 impl ChatService {
-    /// Publishes what a committed change owes and delivers its outbox rows now (the worker
-    /// retries those it cannot deliver); a delivery that failed for good is an error.
+    /// Publishes what a committed change owes and delivers its outbox rows now; what cannot be
+    /// delivered now stays for the worker (the answer's `provisioning` says so), and only a
+    /// database error is an error.
     pub async fn finish(&self, fx: AfterCommit) -> AppResult<()> {
         for event in fx.events {
             self.events.publish(event);

@@ -85,18 +85,32 @@ impl ChatService {
         let now = self.clock.now();
         let mut applied = 0;
         for consent in db::consents::lapsed_unapplied(&self.db, now, 100).await? {
-            let txn = db::begin(&self.db).await?;
-            if !db::consents::mark_lapse_applied(&txn, consent.id, now).await? {
-                continue;
+            // One consent that fails (logged, tried again next time) holds back no other.
+            match self.apply_lapse(consent.id, consent.patient_id, now).await {
+                Ok(true) => applied += 1,
+                Ok(false) => {}
+                Err(e) => e.log_cause(),
             }
-            let mut fx = AfterCommit::default();
-            self.patient_changed(&txn, &mut fx, consent.patient_id)
-                .await?;
-            txn.commit().await?;
-            self.settle(fx).await;
-            applied += 1;
         }
         Ok(applied)
+    }
+
+    /// Applies one consent's lapse in a transaction; whether this call did.
+    async fn apply_lapse(
+        &self,
+        consent: crate::domain::ConsentId,
+        patient: crate::domain::PatientId,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> AppResult<bool> {
+        let txn = db::begin(&self.db).await?;
+        if !db::consents::mark_lapse_applied(&txn, consent, now).await? {
+            return Ok(false);
+        }
+        let mut fx = AfterCommit::default();
+        self.patient_changed(&txn, &mut fx, patient).await?;
+        txn.commit().await?;
+        self.settle(fx).await;
+        Ok(true)
     }
 
     /// When the scheduler has work next: a window to open or end, or a consent to lapse.
@@ -110,9 +124,13 @@ impl ChatService {
     /// database (so restarts lose nothing), and a poll as a safety net.
     pub async fn run_scheduler(self, stop: tokio_util::sync::CancellationToken, poll: Duration) {
         loop {
-            if let Err(e) = self.tick().await {
-                e.log_cause();
-            }
+            let failed = match self.tick().await {
+                Ok(_) => false,
+                Err(e) => {
+                    e.log_cause();
+                    true
+                }
+            };
             let nap = match self.next_wake().await {
                 Ok(Some(due)) => (due - self.clock.now())
                     .to_std()
@@ -120,9 +138,15 @@ impl ChatService {
                     .min(poll),
                 _ => poll,
             };
+            // After a failure the due work is still due: wait a second, not a tight loop.
+            let floor = if failed {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_millis(50)
+            };
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(nap.max(Duration::from_millis(50))) => {}
+                () = tokio::time::sleep(nap.max(floor)) => {}
             }
         }
     }
