@@ -743,4 +743,21 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_outbox_lease_defaults_to_10_seconds_and_refuses_values_out_of_range() {
+        assert_eq!(
+            config(&[]).expect("default").chat.outbox_lease,
+            Duration::from_secs(10)
+        );
+        let set = config(&[("CAREGRAPH_OUTBOX_LEASE_SECONDS", "2")]).expect("in range");
+        assert_eq!(set.chat.outbox_lease, Duration::from_secs(2));
+        for bad in ["0", "1", "301", "-3", "soon"] {
+            let err = config(&[("CAREGRAPH_OUTBOX_LEASE_SECONDS", bad)]).expect_err(bad);
+            assert!(
+                format!("{err:#}").contains("CAREGRAPH_OUTBOX_LEASE_SECONDS"),
+                "{bad}: {err:#}"
+            );
+        }
+    }
 }

@@ -126,8 +126,7 @@ impl AppointmentService {
         self.chats
             .appointment_changed(&txn, &mut fx, before, after)
             .await?;
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(())
     }
 

@@ -114,8 +114,7 @@ impl CareTeamService {
         self.chats
             .care_team_changed(&txn, &mut fx, team, viewer.user()?)
             .await?;
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(())
     }
 

@@ -58,8 +58,7 @@ impl CaseService {
         self.chats
             .case_changed(&txn, &mut fx, case, viewer.user()?)
             .await?;
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(())
     }
 
@@ -279,8 +278,7 @@ impl CaseService {
         self.chats
             .case_closed(&txn, &mut fx, &case, viewer.user()?, delete_room)
             .await?;
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(case)
     }
 

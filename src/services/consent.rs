@@ -104,8 +104,7 @@ impl ConsentService {
     ) -> AppResult<()> {
         let mut fx = AfterCommit::default();
         self.chats.patient_changed(&txn, &mut fx, patient).await?;
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(())
     }
 

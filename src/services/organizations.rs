@@ -231,8 +231,7 @@ impl OrganizationService {
                 tracing::info!(org = %org_id, user = %user_id, sessions = left, "member left chats");
             }
         }
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(member)
     }
 

@@ -202,8 +202,7 @@ impl PatientService {
         self.chats
             .patient_changed(&txn, &mut fx, patient.id)
             .await?;
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(patient)
     }
 
@@ -225,8 +224,7 @@ impl PatientService {
             .patient_changed(&txn, &mut fx, patient.id)
             .await?;
         self.chats.user_changed(&txn, &mut fx, user).await?;
-        txn.commit().await?;
-        self.chats.settle(fx).await;
+        self.chats.commit(txn, fx).await?;
         Ok(patient)
     }
 

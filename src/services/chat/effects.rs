@@ -58,6 +58,18 @@ impl ChatService {
         }
     }
 
+    /// Commits a change's transaction and then settles what its chat side owes (see
+    /// [`Self::settle`]): the one way a feature ends a change with chat effects.
+    pub async fn commit(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        fx: AfterCommit,
+    ) -> AppResult<()> {
+        txn.commit().await?;
+        self.settle(fx).await;
+        Ok(())
+    }
+
     /// Like [`Self::finish`], for a change another feature made: the change has committed, so a
     /// delivery problem is logged (the outbox keeps the rows) rather than failing the request.
     pub async fn settle(&self, fx: AfterCommit) {

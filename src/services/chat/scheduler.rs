@@ -108,8 +108,7 @@ impl ChatService {
         }
         let mut fx = AfterCommit::default();
         self.patient_changed(&txn, &mut fx, patient).await?;
-        txn.commit().await?;
-        self.settle(fx).await;
+        self.commit(txn, fx).await?;
         Ok(true)
     }
 
