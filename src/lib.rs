@@ -5,6 +5,7 @@
 //! read and write through [`db`]. [`app::App::build`] wires it all, for production and tests alike.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod backoff;
 pub mod cli;

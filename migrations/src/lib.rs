@@ -14,6 +14,7 @@ mod m20261121_000005_org_chat_settings;
 mod m20261121_000006_webhook_deliveries;
 mod m20261206_000001_consent_lapses;
 mod m20261206_000002_compliance_invitations;
+mod m20261206_000003_audit;
 
 /// The ordered list of caregraph migrations.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261121_000006_webhook_deliveries::Migration),
             Box::new(m20261206_000001_consent_lapses::Migration),
             Box::new(m20261206_000002_compliance_invitations::Migration),
+            Box::new(m20261206_000003_audit::Migration),
         ]
     }
 }

@@ -18,6 +18,8 @@ pub struct Viewer {
     pub token_expires_at: Option<DateTime<Utc>>,
     /// The client's network address, for rate limits.
     pub client_ip: Option<IpAddr>,
+    /// Where the service layer records what this caller reads and changes.
+    pub audit: crate::audit::AuditScope,
 }
 
 impl Viewer {
@@ -27,6 +29,7 @@ impl Viewer {
             user: None,
             token_expires_at: None,
             client_ip,
+            audit: crate::audit::AuditScope::default(),
         }
     }
 
@@ -40,6 +43,7 @@ impl Viewer {
             user: Some(user),
             token_expires_at: Some(token_expires_at),
             client_ip,
+            audit: crate::audit::AuditScope::default(),
         }
     }
 
@@ -48,6 +52,12 @@ impl Viewer {
         self.user
             .as_ref()
             .ok_or_else(|| AppError::Unauthenticated("sign in first".into()))
+    }
+
+    /// The same caller, recording into `audit`.
+    pub fn with_audit(mut self, audit: crate::audit::AuditScope) -> Self {
+        self.audit = audit;
+        self
     }
 
     /// The signed-in user, if any.

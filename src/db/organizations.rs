@@ -50,6 +50,7 @@ fn membership_to_domain(m: membership::Model) -> AppResult<Membership> {
         role: OrgRole::from_db(&m.role)?,
         title: m.title,
         active: m.active,
+        auditor: m.auditor,
     })
 }
 
@@ -143,6 +144,7 @@ pub fn membership_row(
         role: Set(role.as_str().to_owned()),
         title: Set(title),
         active: Set(true),
+        auditor: Set(false),
         created_at: Set(Utc::now()),
         search_given: Set(given),
         search_family: Set(family),

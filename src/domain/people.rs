@@ -227,6 +227,8 @@ pub struct Membership {
     pub title: Option<String>,
     /// Whether the membership is active.
     pub active: bool,
+    /// Whether the member may read and export the organisation's audit trail.
+    pub auditor: bool,
 }
 
 /// Builds a display name from given and family names.

@@ -18,6 +18,8 @@ pub struct Model {
     pub title: Option<String>,
     /// Inactive members keep their history but take part in nothing new.
     pub active: bool,
+    /// May read and export the organisation's audit trail (owners always may).
+    pub auditor: bool,
     /// When the membership began.
     pub created_at: DateTimeUtc,
     /// Lowercased given name (typeahead prefix search).

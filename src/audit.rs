@@ -1,0 +1,357 @@
+//! The audit trail's vocabulary and its request scope: who did what to which entity, recorded
+//! by the service layer (ids and codes only, never names, message text or other PHI).
+//!
+//! A [`Viewer`](crate::auth::Viewer) carries an [`AuditScope`]: reads and denials are buffered
+//! in it with [`AuditScope::record`] and written after the response in one batch; a change
+//! writes its record with [`AuditScope::record_in`] in the change's own transaction.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+
+use crate::{
+    db::entities::audit_event,
+    domain::{OrgId, PatientId, UserId},
+    error::AppResult,
+};
+
+/// The chain of records that belong to no organisation (sign-ins).
+pub const SYSTEM_CHAIN: &str = "system";
+
+/// The most records one scope buffers before a flush is due (a request that reads more waits
+/// for the writer instead of growing the buffer).
+pub const SCOPE_BUFFER_LIMIT: usize = 1_000;
+
+/// What was done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditAction {
+    /// Read.
+    Read,
+    /// Created.
+    Create,
+    /// Changed.
+    Update,
+    /// Deleted or removed.
+    Delete,
+    /// Joined a meeting.
+    Join,
+    /// Exported.
+    Export,
+    /// Signed in.
+    Login,
+    /// A failed sign-in.
+    LoginFailed,
+    /// A chat token was issued.
+    IssueToken,
+    /// Sent a message.
+    Send,
+}
+
+/// What kind of entity it was done to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditEntity {
+    /// A patient's record.
+    Patient,
+    /// A guardian of a patient.
+    Guardian,
+    /// A consent.
+    Consent,
+    /// A care team.
+    CareTeam,
+    /// A case.
+    Case,
+    /// An appointment.
+    Appointment,
+    /// An appointment's video meeting.
+    Meeting,
+    /// A chat session.
+    ChatSession,
+    /// A chat session's messages.
+    ChatMessage,
+    /// A chat provider token.
+    ChatToken,
+    /// An invitation.
+    Invitation,
+    /// A membership of an organisation.
+    Membership,
+    /// A user account (sign-ins).
+    User,
+    /// The audit trail itself (queries and exports).
+    AuditTrail,
+}
+
+/// Whether the read rule let it through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuditOutcome {
+    /// Allowed.
+    Allowed,
+    /// Refused (`FORBIDDEN` or `NOT_FOUND` to the caller).
+    Denied,
+}
+
+/// Who did it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuditActor {
+    /// A signed-in user.
+    User(UserId),
+    /// A caller without credentials.
+    Anonymous,
+    /// The service itself (a command-line job, the outbox).
+    System,
+    /// The scheduler (chat windows, consent lapses, retention).
+    Scheduler,
+    /// A provider's webhook, by provider name.
+    Webhook(&'static str),
+}
+
+macro_rules! codes {
+    ($ty:ty { $($variant:ident => $code:literal),+ $(,)? }) => {
+        impl $ty {
+            /// The stored code.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $code),+ }
+            }
+
+            /// Reads a stored code.
+            pub fn from_str_opt(code: &str) -> Option<Self> {
+                match code { $($code => Some(Self::$variant),)+ _ => None }
+            }
+        }
+    };
+}
+
+codes!(AuditAction {
+    Read => "READ", Create => "CREATE", Update => "UPDATE", Delete => "DELETE", Join => "JOIN",
+    Export => "EXPORT", Login => "LOGIN", LoginFailed => "LOGIN_FAILED",
+    IssueToken => "ISSUE_TOKEN", Send => "SEND",
+});
+codes!(AuditEntity {
+    Patient => "PATIENT", Guardian => "GUARDIAN", Consent => "CONSENT", CareTeam => "CARE_TEAM",
+    Case => "CASE", Appointment => "APPOINTMENT", Meeting => "MEETING",
+    ChatSession => "CHAT_SESSION", ChatMessage => "CHAT_MESSAGE", ChatToken => "CHAT_TOKEN",
+    Invitation => "INVITATION", Membership => "MEMBERSHIP", User => "USER",
+    AuditTrail => "AUDIT_TRAIL",
+});
+codes!(AuditOutcome { Allowed => "ALLOWED", Denied => "DENIED" });
+
+impl AuditActor {
+    /// The stored kind and id.
+    pub fn to_db(&self) -> (&'static str, Option<String>) {
+        match self {
+            Self::User(id) => ("USER", Some(id.as_string())),
+            Self::Anonymous => ("ANONYMOUS", None),
+            Self::System => ("SYSTEM", None),
+            Self::Scheduler => ("SCHEDULER", None),
+            Self::Webhook(provider) => ("WEBHOOK", Some((*provider).to_owned())),
+        }
+    }
+}
+
+/// One thing to record, before the request's context is added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// The organisation the entity belongs to, if any.
+    pub org_id: Option<OrgId>,
+    /// What was done.
+    pub action: AuditAction,
+    /// To what kind of entity.
+    pub entity: AuditEntity,
+    /// The entity's id.
+    pub entity_id: Option<String>,
+    /// The patient the entity belongs to, if any.
+    pub patient_id: Option<PatientId>,
+    /// Allowed or denied.
+    pub outcome: AuditOutcome,
+}
+
+impl AuditEntry {
+    /// An allowed `action` on `entity` `entity_id`.
+    pub fn new(action: AuditAction, entity: AuditEntity, entity_id: impl ToString) -> Self {
+        Self {
+            org_id: None,
+            action,
+            entity,
+            entity_id: Some(entity_id.to_string()),
+            patient_id: None,
+            outcome: AuditOutcome::Allowed,
+        }
+    }
+
+    /// An allowed read of `entity` `entity_id`.
+    pub fn read(entity: AuditEntity, entity_id: impl ToString) -> Self {
+        Self::new(AuditAction::Read, entity, entity_id)
+    }
+
+    /// In organisation `org_id`.
+    pub fn org(mut self, org_id: OrgId) -> Self {
+        self.org_id = Some(org_id);
+        self
+    }
+
+    /// Belonging to patient `patient_id`.
+    pub fn patient(mut self, patient_id: PatientId) -> Self {
+        self.patient_id = Some(patient_id);
+        self
+    }
+
+    /// Refused.
+    pub fn denied(mut self) -> Self {
+        self.outcome = AuditOutcome::Denied;
+        self
+    }
+}
+
+/// A complete record, ready to store (unsealed: the chain columns are filled later).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// A UUIDv7.
+    pub id: uuid::Uuid,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who.
+    pub actor: AuditActor,
+    /// What.
+    pub entry: AuditEntry,
+    /// The request's id.
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub client_address: Option<String>,
+    /// The GraphQL operation's name.
+    pub operation_name: Option<String>,
+}
+
+impl AuditRecord {
+    /// The row to insert.
+    pub fn to_row(&self) -> audit_event::ActiveModel {
+        let (actor_kind, actor_id) = self.actor.to_db();
+        let chain = self
+            .entry
+            .org_id
+            .map_or_else(|| SYSTEM_CHAIN.to_owned(), |org| org.as_string());
+        audit_event::ActiveModel {
+            id: Set(self.id.to_string()),
+            at: Set(self.at),
+            chain: Set(chain),
+            org_id: Set(self.entry.org_id.map(|org| org.as_string())),
+            actor_kind: Set(actor_kind.to_owned()),
+            actor_id: Set(actor_id),
+            action: Set(self.entry.action.as_str().to_owned()),
+            entity_type: Set(self.entry.entity.as_str().to_owned()),
+            entity_id: Set(self.entry.entity_id.clone()),
+            patient_id: Set(self.entry.patient_id.map(|p| p.as_string())),
+            outcome: Set(self.entry.outcome.as_str().to_owned()),
+            request_id: Set(self.request_id.clone()),
+            client_address: Set(self.client_address.clone()),
+            operation_name: Set(self.operation_name.clone()),
+            chain_index: Set(None),
+            prev_hash: Set(None),
+            hash: Set(None),
+        }
+    }
+}
+
+/// The request (or connection, or job) context every record of a caller shares, and the
+/// buffer of its reads. Clones share the buffer. The default scope records nothing (library
+/// callers and tests that build a `Viewer` by hand).
+#[derive(Clone, Debug, Default)]
+pub struct AuditScope {
+    inner: Option<Arc<ScopeInner>>,
+}
+
+#[derive(Debug)]
+struct ScopeInner {
+    actor: AuditActor,
+    request_id: Option<String>,
+    client_address: Option<String>,
+    operation_name: Mutex<Option<String>>,
+    buffer: Mutex<Vec<AuditRecord>>,
+}
+
+impl AuditScope {
+    /// A recording scope for `actor`.
+    pub fn new(
+        actor: AuditActor,
+        request_id: Option<String>,
+        client_address: Option<String>,
+    ) -> Self {
+        Self {
+            inner: Some(Arc::new(ScopeInner {
+                actor,
+                request_id,
+                client_address,
+                operation_name: Mutex::new(None),
+                buffer: Mutex::new(Vec::new()),
+            })),
+        }
+    }
+
+    /// Whether this scope records anything.
+    pub fn is_recording(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Sets the GraphQL operation's name for the records that follow.
+    pub fn set_operation_name(&self, name: Option<String>) {
+        if let Some(inner) = &self.inner
+            && let Ok(mut slot) = inner.operation_name.lock()
+        {
+            *slot = name;
+        }
+    }
+
+    fn complete(inner: &ScopeInner, entry: AuditEntry) -> AuditRecord {
+        AuditRecord {
+            id: uuid::Uuid::now_v7(),
+            at: Utc::now(),
+            actor: inner.actor.clone(),
+            entry,
+            request_id: inner.request_id.clone(),
+            client_address: inner.client_address.clone(),
+            operation_name: inner.operation_name.lock().ok().and_then(|n| n.clone()),
+        }
+    }
+
+    /// Buffers a read or a denial; the buffer is written after the response.
+    pub fn record(&self, entry: AuditEntry) {
+        if let Some(inner) = &self.inner {
+            let record = Self::complete(inner, entry);
+            if let Ok(mut buffer) = inner.buffer.lock() {
+                buffer.push(record);
+            }
+        }
+    }
+
+    /// Writes the record of a change in the change's transaction.
+    pub async fn record_in(&self, txn: &impl ConnectionTrait, entry: AuditEntry) -> AppResult<()> {
+        if let Some(inner) = &self.inner {
+            let record = Self::complete(inner, entry);
+            audit_event::Entity::insert(record.to_row())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes the buffered records (to write them).
+    pub fn take(&self) -> Vec<AuditRecord> {
+        self.inner
+            .as_ref()
+            .and_then(|inner| {
+                inner
+                    .buffer
+                    .lock()
+                    .ok()
+                    .map(|mut b| std::mem::take(&mut *b))
+            })
+            .unwrap_or_default()
+    }
+
+    /// How many records wait in the buffer.
+    pub fn buffered(&self) -> usize {
+        self.inner
+            .as_ref()
+            .and_then(|inner| inner.buffer.lock().ok().map(|b| b.len()))
+            .unwrap_or(0)
+    }
+}
