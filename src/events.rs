@@ -13,7 +13,13 @@
 //! subscribers are told to resynchronise, never handed the event directly (it may yet arrive
 //! through Redis, and must not arrive twice), and the failure is logged.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
@@ -121,6 +127,8 @@ pub struct EventBus {
     local: broadcast::Sender<Arc<DomainEvent>>,
     /// Events on their way to Redis (when configured).
     relay: Option<mpsc::Sender<DomainEvent>>,
+    /// Whether the Redis subscription is up (when configured).
+    redis_up: Option<Arc<AtomicBool>>,
 }
 
 /// How often the Redis subscription is pinged (and how long a ping may take).
@@ -130,7 +138,11 @@ impl EventBus {
     /// An in-process bus keeping at most `capacity` events per subscriber.
     pub fn in_process(capacity: usize) -> Self {
         let (local, _) = broadcast::channel(capacity.max(16));
-        Self { local, relay: None }
+        Self {
+            local,
+            relay: None,
+            redis_up: None,
+        }
     }
 
     /// A bus shared by every replica through Redis pub/sub at `url`. Returns once this replica
@@ -157,9 +169,13 @@ impl EventBus {
             .context("cannot connect to Redis for publishing")?;
         let (relay, outgoing) = mpsc::channel(capacity.max(16) * 4);
         let channel: Arc<str> = channel.into();
+        let redis_up = Arc::new(AtomicBool::new(true));
         tokio::spawn(listen(
-            client,
-            channel.clone(),
+            Subscription {
+                client,
+                channel: channel.clone(),
+                up: redis_up.clone(),
+            },
             pubsub,
             local.clone(),
             stop.clone(),
@@ -175,6 +191,7 @@ impl EventBus {
         Ok(Self {
             local,
             relay: Some(relay),
+            redis_up: Some(redis_up),
         })
     }
 
@@ -209,17 +226,33 @@ impl EventBus {
         self.local.subscribe()
     }
 
+    /// Whether the Redis subscription is up: `None` without Redis.
+    pub fn redis_up(&self) -> Option<bool> {
+        self.redis_up.as_ref().map(|up| up.load(Ordering::Relaxed))
+    }
+
     /// How many subscriptions are listening.
     pub fn subscribers(&self) -> usize {
         self.local.receiver_count()
     }
 }
 
+/// The Redis subscription's connection details and health flag.
+struct Subscription {
+    client: redis::Client,
+    channel: Arc<str>,
+    /// Cleared while the subscription is down (`/readyz` reports it).
+    up: Arc<AtomicBool>,
+}
+
 /// Hands events from Redis to this replica's subscribers; reconnects (and asks subscribers to
 /// resynchronise) when the subscription drops.
 async fn listen(
-    client: redis::Client,
-    channel: Arc<str>,
+    Subscription {
+        client,
+        channel,
+        up,
+    }: Subscription,
     mut pubsub: redis::aio::PubSub,
     local: broadcast::Sender<Arc<DomainEvent>>,
     stop: tokio_util::sync::CancellationToken,
@@ -255,6 +288,7 @@ async fn listen(
             }
         }
         tracing::warn!("the Redis event subscription dropped; reconnecting");
+        up.store(false, Ordering::Relaxed);
         pubsub = loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -271,6 +305,7 @@ async fn listen(
             }
         };
         tracing::info!("the Redis event subscription is back; subscribers resynchronise");
+        up.store(true, Ordering::Relaxed);
         let _ = local.send(Arc::new(DomainEvent::Resync));
     }
 }

@@ -1,7 +1,7 @@
-//! `/healthz` (the process is up), `/readyz` (the database answers) and `/metrics`
+//! `/healthz` (the process is up), `/readyz` (each dependency, as JSON) and `/metrics`
 //! (Prometheus text; behind a bearer token when `CAREGRAPH_METRICS_TOKEN` is set).
 
-use axum::{extract::State, http::StatusCode};
+use axum::{Json, extract::State, http::StatusCode};
 
 use super::AppState;
 use crate::db;
@@ -11,16 +11,65 @@ pub async fn healthz() -> &'static str {
     "ok"
 }
 
-/// 200 when the database answers, 503 otherwise.
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    if state.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
-    if db::ping(&state.services.db).await {
-        (StatusCode::OK, "ready")
+/// What `/readyz` says about one dependency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Check {
+    /// It answers.
+    Up,
+    /// It does not answer.
+    Down,
+    /// Not configured (Redis without `CAREGRAPH_REDIS_URL`).
+    Disabled,
+}
+
+/// The readiness report: `ready`, `degraded` (serving, but a dependency whose loss does not stop
+/// this replica is down) or `unavailable` / `shutting_down` (503: take it out of rotation).
+#[derive(Debug, serde::Serialize)]
+struct Readiness {
+    status: &'static str,
+    checks: Checks,
+}
+
+/// One entry per dependency.
+#[derive(Debug, serde::Serialize)]
+struct Checks {
+    database: Check,
+    redis: Check,
+}
+
+/// 200 while the database answers (`degraded` when Redis does not: events then stay on this
+/// replica, which still serves), 503 when it does not or while shutting down; a JSON body says
+/// which dependency is down.
+pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let redis = match state.services.events.redis_up() {
+        None => Check::Disabled,
+        Some(true) => Check::Up,
+        Some(false) => Check::Down,
+    };
+    let database = if db::ping(&state.services.db).await {
+        Check::Up
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable")
-    }
+        Check::Down
+    };
+    let (code, status) = if state.shutdown.is_cancelled() {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+    } else if database == Check::Down {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    } else if redis == Check::Down {
+        (StatusCode::OK, "degraded")
+    } else {
+        (StatusCode::OK, "ready")
+    };
+    (
+        code,
+        Json(Readiness {
+            status,
+            checks: Checks { database, redis },
+        }),
+    )
+        .into_response()
 }
 
 /// Prometheus metrics: provider calls, outbox backlog and dead rows, SQL statements.

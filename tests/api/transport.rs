@@ -467,7 +467,8 @@ async fn health_and_readiness_answer() {
         .await
         .expect("readyz");
     assert_eq!(res.status(), StatusCode::OK);
-    assert_eq!(res.text().await.expect("text"), "ready");
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["checks"]["database"], "up", "{body}");
 }
 
 #[tokio::test]
