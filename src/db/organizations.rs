@@ -3,8 +3,8 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, LikeExpr},
 };
 
@@ -255,7 +255,7 @@ pub async fn list_members(
 ///
 /// 1. full names (`given family`, so also given names) starting with `query`, by name;
 /// 2. family names starting with it, by family name then name;
-/// 3. names or email containing it, by name.
+/// 3. names or email containing it, by name ([`substring_matches`]).
 ///
 /// Each phase is one range or index lookup with a `LIMIT`, so a large organisation costs no
 /// more than a small one. Every condition is a bound value: the query is data.
@@ -287,7 +287,6 @@ pub async fn search_members(
     let phases = [
         (by_name.clone(), &[display, user][..]),
         (by_family.add(by_name.not()), &[family, display, user]),
-        (substring(db, query).add(prefixes.not()), &[display, user]),
     ];
     let mut found = Vec::new();
     for (condition, order) in phases {
@@ -301,7 +300,78 @@ pub async fn search_members(
         }
         found.extend(phase.limit(missing).all(db).await?);
     }
+    let missing = limit.saturating_sub(found.len() as u64);
+    if missing > 0 {
+        let not_prefix = prefixes.not();
+        let contains = Condition::all()
+            .add(contains_like(query))
+            .add(not_prefix.clone());
+        let indexed = substring(db, query).add(not_prefix);
+        found.extend(substring_matches(db, scope, contains, indexed, missing).await?);
+    }
     found.into_iter().map(membership_to_domain).collect()
+}
+
+/// How many members, in name order, the substring phase reads before it turns to the trigram
+/// index: enough to fill a typeahead page whenever at least one member in a hundred matches.
+const SUBSTRING_WINDOW: u64 = 1_000;
+
+/// The substring phase: the first `limit` members of `scope` matching, by name.
+///
+/// A trigram index finds every match, and ordering them by name costs as many rows as there
+/// are matches (thousands for `son.` in an organisation of 100,000). So the phase first reads
+/// the first [`SUBSTRING_WINDOW`] members by name (one index range) and keeps those matching
+/// `contains`: when that fills `limit`, they are the answer, since any other match sorts after
+/// them. Only a rare query, whose matches are few, goes on to the trigram lookup (`indexed`).
+async fn substring_matches(
+    db: &impl ConnectionTrait,
+    scope: Condition,
+    contains: Condition,
+    indexed: Condition,
+    limit: u64,
+) -> AppResult<Vec<membership::Model>> {
+    use sea_orm::sea_query::{Asterisk, Order, Query};
+    let (display, user) = (
+        membership::Column::SearchDisplay,
+        membership::Column::UserId,
+    );
+    let window = Query::select()
+        .column(Asterisk)
+        .from(membership::Entity)
+        .cond_where(scope.clone())
+        .order_by((membership::Entity, display), Order::Asc)
+        .order_by((membership::Entity, user), Order::Asc)
+        .limit(SUBSTRING_WINDOW)
+        .to_owned();
+    // The window keeps the table's name, so the conditions' qualified columns read from it.
+    let in_window = Query::select()
+        .column(Asterisk)
+        .from_subquery(window, membership::Entity)
+        .cond_where(contains)
+        .order_by((membership::Entity, display), Order::Asc)
+        .order_by((membership::Entity, user), Order::Asc)
+        .limit(limit)
+        .to_owned();
+    let found = membership::Model::find_by_statement(db.get_database_backend().build(&in_window))
+        .all(db)
+        .await?;
+    if found.len() as u64 >= limit {
+        return Ok(found);
+    }
+    Ok(membership::Entity::find()
+        .filter(scope.add(indexed))
+        .order_by_asc(display)
+        .order_by_asc(user)
+        .limit(limit)
+        .all(db)
+        .await?)
+}
+
+/// Members whose names or email contain `query`, by `LIKE` (no index: for rows already few).
+fn contains_like(query: &str) -> Condition {
+    let pattern = format!("%{}%", escape_like(query));
+    Condition::all()
+        .add(Expr::col(membership::Column::SearchText).like(LikeExpr::new(pattern).escape('\\')))
 }
 
 /// Members whose names or email contain `query`. On SQLite a query of three or more characters
@@ -315,10 +385,7 @@ fn substring(db: &impl ConnectionTrait, query: &str) -> Condition {
             [phrase],
         ))
     } else {
-        let pattern = format!("%{}%", escape_like(query));
-        Condition::all().add(
-            Expr::col(membership::Column::SearchText).like(LikeExpr::new(pattern).escape('\\')),
-        )
+        contains_like(query)
     }
 }
 

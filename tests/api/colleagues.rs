@@ -255,3 +255,107 @@ async fn colleagues_page_by_name_with_opaque_cursors_and_a_total() {
         assert_eq!(body["errors"][0]["extensions"]["field"], field);
     }
 }
+
+/// Inserts `people` (given, family, email, active) as STAFF of `org` straight into the
+/// database, as an import of a large practice would.
+async fn seed(app: &TestApp, org: &str, people: &[(String, String, String, bool)]) {
+    use caregraph::{
+        db::{
+            self,
+            entities::membership,
+            organizations::membership_row,
+            users::{NewUser, user_row},
+        },
+        domain::{Email, OrgId, OrgRole},
+    };
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+    let org = OrgId::from_db(org).expect("org id");
+    let conn = &app.state.services.db;
+    for chunk in people.chunks(200) {
+        let (mut users, mut members) = (Vec::new(), Vec::new());
+        for (given, family, email, active) in chunk {
+            let (row, user) = user_row(NewUser {
+                email: Email::parse(email, "email").expect("email"),
+                given_name: given.clone(),
+                family_name: family.clone(),
+                password_hash: None,
+            });
+            let mut member = membership_row(org, &user, OrgRole::Staff, None);
+            member.active = Set(*active);
+            users.push(row);
+            members.push(member);
+        }
+        db::entities::user::Entity::insert_many(users)
+            .exec(conn)
+            .await
+            .expect("users");
+        membership::Entity::insert_many(members)
+            .exec(conn)
+            .await
+            .expect("members");
+    }
+}
+
+#[tokio::test]
+async fn substring_search_in_a_large_practice_returns_the_first_matches_by_name_whether_matches_are_common_or_rare()
+ {
+    let app = TestApp::spawn().await;
+    let (_, org, token) = app.owner("Large", "owner@large.example").await;
+    let given = ["Aaron", "Beth", "Carl", "Dana", "Emil", "Fay", "Gus", "Hana"];
+    let mut people = Vec::new();
+    for i in 0..1_500 {
+        let family = if i % 3 == 0 { "Barrow" } else { "Stone" };
+        let name = given[i % given.len()];
+        people.push((
+            name.to_owned(),
+            family.to_owned(),
+            format!("m{i:04}@large.example"),
+            true,
+        ));
+    }
+    // An inactive match sorts first and must not appear; two rare matches sort last.
+    people.push((
+        "Aaa".into(),
+        "Barrow".into(),
+        "gone@large.example".into(),
+        false,
+    ));
+    people.push(("Zoe".into(), "Quinn".into(), "zoe.qqx@large.example".into(), true));
+    people.push(("Zack".into(), "Quill".into(), "qqx.zack@large.example".into(), true));
+    seed(&app, &org, &people).await;
+
+    let expected = |q: &str| {
+        let mut rows: Vec<(String, String)> = people
+            .iter()
+            .filter(|(g, f, e, active)| {
+                let text = format!("{g} {f} {g} {f} {e}").to_lowercase();
+                *active && text.contains(q)
+            })
+            .map(|(g, f, _, _)| (format!("{g} {f}").to_lowercase(), format!("{g} {f}")))
+            .collect();
+        rows.sort();
+        rows.into_iter().map(|(_, name)| name).collect::<Vec<_>>()
+    };
+    let stats = app.state.services.stats.clone();
+    let mut statements = Vec::new();
+    for (q, limit) in [("rro", 10), ("qqx", 10)] {
+        let before = stats.statements();
+        let found = app
+            .ok(
+                &token,
+                SEARCH,
+                json!({"o": org, "q": q, "l": limit}),
+                "searchColleagues",
+            )
+            .await;
+        statements.push(stats.statements() - before);
+        let want: Vec<String> = expected(q).into_iter().take(limit).collect();
+        assert!(!want.is_empty());
+        assert_eq!(names(&found), want, "{q}");
+    }
+    assert_eq!(
+        statements[0] + 1,
+        statements[1],
+        "a common substring is answered from the first members by name, a rare one needs the trigram lookup too"
+    );
+}
