@@ -146,22 +146,20 @@ impl Manifest {
                 "expected a JSON object (GraphQL Codegen persisted documents or an Apollo persisted query manifest)",
             ));
         };
-        let entries = if map.contains_key("format") || map.contains_key("operations") {
-            Self::apollo(&map)?
-        } else {
-            let mut entries = Vec::with_capacity(map.len().min(MAX_DOCUMENTS));
-            for (id, body) in &map {
-                let Json::String(body) = body else {
-                    return Err(Problem::entry(id.as_str(), "the document must be a string"));
-                };
-                entries.push(Entry {
-                    id: id.clone(),
-                    body: body.clone(),
-                });
-            }
-            return Self::finish(Format::Codegen, entries);
-        };
-        Self::finish(Format::Apollo, entries)
+        if map.contains_key("format") || map.contains_key("operations") {
+            return Self::finish(Format::Apollo, Self::apollo(&map)?);
+        }
+        let mut entries = Vec::with_capacity(map.len().min(MAX_DOCUMENTS));
+        for (id, body) in &map {
+            let Json::String(body) = body else {
+                return Err(Problem::entry(id.as_str(), "the document must be a string"));
+            };
+            entries.push(Entry {
+                id: id.clone(),
+                body: body.clone(),
+            });
+        }
+        Self::finish(Format::Codegen, entries)
     }
 
     fn apollo(map: &serde_json::Map<String, Json>) -> Result<Vec<Entry>, Problem> {
