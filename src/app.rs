@@ -53,6 +53,7 @@ impl App {
     pub async fn build_with(config: Config, overrides: Overrides) -> anyhow::Result<Self> {
         let config = Arc::new(config);
         warn_of_the_development_secret(&config);
+        let trusted = load_trusted_documents(&config)?;
         let (db, stats) = db::connect_counted(&config.database).await?;
         db::migrate(&db).await?;
         let http_client = reqwest::Client::builder()
@@ -126,7 +127,10 @@ impl App {
         let state = AppState {
             schema,
             services,
-            persisted: Arc::new(PersistedQueries::new(config.graphql.apq_cache_size)),
+            persisted: Arc::new(
+                PersistedQueries::new(config.graphql.apq_cache_size)
+                    .with_trusted(trusted, config.graphql.trusted_documents_only),
+            ),
             config: config.clone(),
             shutdown,
             sockets: TaskTracker::new(),
@@ -270,4 +274,25 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = terminate => {},
     }
+}
+
+/// Loads `CAREGRAPH_TRUSTED_DOCUMENTS` when set; a bad file stops the start, naming the variable.
+fn load_trusted_documents(
+    config: &Config,
+) -> anyhow::Result<Option<Arc<graphql::trusted::TrustedDocuments>>> {
+    let Some(path) = &config.graphql.trusted_documents else {
+        return Ok(None);
+    };
+    let trusted = graphql::trusted::TrustedDocuments::load(path).map_err(|problem| {
+        anyhow::anyhow!(
+            "CAREGRAPH_TRUSTED_DOCUMENTS ({}): {problem}",
+            path.display()
+        )
+    })?;
+    tracing::info!(
+        documents = trusted.len(),
+        only = config.graphql.trusted_documents_only,
+        "trusted documents loaded"
+    );
+    Ok(Some(Arc::new(trusted)))
 }

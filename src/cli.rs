@@ -1,6 +1,7 @@
-//! The command line: `serve` (the default), `migrate`, `schema`, `bootstrap`, `token`.
+//! The command line: `serve` (the default), `migrate`, `schema`, `documents check`, `bootstrap`,
+//! `token`.
 
-use std::{io::Write, time::Duration};
+use std::{io::Write, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -23,8 +24,19 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Print the GraphQL schema (SDL).
-    Schema,
+    /// Print the GraphQL schema (SDL, or with --json the introspection result).
+    Schema {
+        /// Print the introspection result (`{"data": {"__schema": …}}`) that GraphQL Codegen
+        /// and Apollo tooling read, instead of SDL.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Work with trusted-documents manifests.
+    Documents {
+        /// What to do.
+        #[command(subcommand)]
+        command: DocumentsCommand,
+    },
     /// Create an organisation and make a user (created when new) its OWNER.
     Bootstrap {
         /// The organisation's name.
@@ -51,6 +63,19 @@ pub enum Command {
         /// Lifetime, e.g. 30m, 1h, 2d (default 1h).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
+    },
+}
+
+/// The `documents` commands.
+#[derive(Subcommand, Debug)]
+pub enum DocumentsCommand {
+    /// Check a manifest (GraphQL Codegen persisted documents or an Apollo persisted query
+    /// manifest): ids and hashes, and every document parses and validates against the schema
+    /// with the configured limits, without executing. One line per problem; exit status 1 on
+    /// any.
+    Check {
+        /// The manifest file.
+        file: PathBuf,
     },
 }
 
@@ -81,9 +106,19 @@ fn out(line: &str) {
 
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(Command::Schema) = cli.command {
-        out(graphql::sdl().trim_end());
-        return Ok(());
+    match &cli.command {
+        Some(Command::Schema { json: false }) => {
+            out(graphql::sdl().trim_end());
+            return Ok(());
+        }
+        Some(Command::Schema { json: true }) => {
+            out(&graphql::introspection_json().await?);
+            return Ok(());
+        }
+        Some(Command::Documents {
+            command: DocumentsCommand::Check { file },
+        }) => return check_documents(file).await,
+        _ => {}
     }
     let config = Config::from_env()?;
     telemetry::init(config.log_json);
@@ -95,7 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
-        Command::Schema => Ok(()),
+        Command::Schema { .. } | Command::Documents { .. } => Ok(()),
         Command::Bootstrap {
             org,
             email,
@@ -136,6 +171,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `caregraph documents check FILE`: prints one line per problem (`<entry id>: <problem>`) and
+/// fails on any, or prints a summary line.
+async fn check_documents(file: &std::path::Path) -> anyhow::Result<()> {
+    // The limits the server would apply (defaults unless the environment sets them).
+    let config = Config::from_env()?;
+    let manifest = match graphql::trusted::Manifest::read(file) {
+        Ok(m) => m,
+        Err(problem) => bail!("{}: {problem}", file.display()),
+    };
+    let cost = graphql::cost::CostLimits {
+        max_selections: config.security.max_selections,
+        max_directives: config.security.max_directives,
+        max_text_bytes: config.security.max_text_bytes,
+    };
+    let validator = graphql::validator(&config.graphql, cost);
+    let problems = graphql::offline::check_manifest(&validator, &manifest).await;
+    if !problems.is_empty() {
+        for problem in &problems {
+            out(&problem.to_string());
+        }
+        bail!(
+            "{}: {} problem(s) in {} documents",
+            file.display(),
+            problems.len(),
+            manifest.entries.len()
+        );
+    }
+    out(&format!(
+        "{}: {} documents ({}) parse, validate and match their ids",
+        file.display(),
+        manifest.entries.len(),
+        manifest.format
+    ));
+    Ok(())
 }
 
 /// Builds the app for a one-off command: no demo seeding, any free port.

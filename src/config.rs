@@ -391,6 +391,12 @@ pub struct GraphqlConfig {
     pub ws_keepalive: Duration,
     /// `CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS` (default 60): a socket silent this long is closed.
     pub ws_idle_timeout: Duration,
+    /// `CAREGRAPH_TRUSTED_DOCUMENTS`: the trusted-documents manifest file (GraphQL Codegen
+    /// persisted documents or an Apollo persisted query manifest), loaded at start.
+    pub trusted_documents: Option<std::path::PathBuf>,
+    /// `CAREGRAPH_TRUSTED_DOCUMENTS_ONLY` (default false): refuse every document that is not in
+    /// the manifest (needs `CAREGRAPH_TRUSTED_DOCUMENTS`).
+    pub trusted_documents_only: bool,
 }
 
 /// Reads variables from a lookup function, so tests can configure without touching the process
@@ -497,7 +503,18 @@ impl Config {
             ws_init_timeout: vars.seconds("CAREGRAPH_WS_INIT_TIMEOUT_SECONDS", 10)?,
             ws_keepalive: vars.seconds("CAREGRAPH_WS_KEEPALIVE_SECONDS", 15)?,
             ws_idle_timeout: vars.seconds("CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS", 60)?,
+            trusted_documents: vars
+                .get("CAREGRAPH_TRUSTED_DOCUMENTS")
+                .map(|p| std::path::PathBuf::from(p.trim())),
+            trusted_documents_only: vars
+                .flag("CAREGRAPH_TRUSTED_DOCUMENTS_ONLY")?
+                .unwrap_or(false),
         };
+        if graphql.trusted_documents_only && graphql.trusted_documents.is_none() {
+            bail!(
+                "CAREGRAPH_TRUSTED_DOCUMENTS_ONLY: needs CAREGRAPH_TRUSTED_DOCUMENTS (the manifest file of the trusted documents)"
+            );
+        }
         if graphql.apq_cache_size == 0 {
             bail!("CAREGRAPH_APQ_CACHE_SIZE: must be at least 1");
         }
@@ -728,6 +745,37 @@ mod tests {
         assert!(err.to_string().contains("CAREGRAPH_BIND"));
         let err = config(&[("CAREGRAPH_DEMO", "maybe")]).expect_err("bad flag");
         assert!(err.to_string().contains("CAREGRAPH_DEMO"));
+    }
+
+    #[test]
+    fn trusted_documents_only_needs_a_manifest_and_a_real_flag() {
+        let off = config(&[]).expect("default");
+        assert!(off.graphql.trusted_documents.is_none());
+        assert!(!off.graphql.trusted_documents_only);
+        let err = config(&[("CAREGRAPH_TRUSTED_DOCUMENTS_ONLY", "true")]).expect_err("no file");
+        assert!(
+            err.to_string().contains("CAREGRAPH_TRUSTED_DOCUMENTS"),
+            "{err}"
+        );
+        let err = config(&[
+            ("CAREGRAPH_TRUSTED_DOCUMENTS", "docs.json"),
+            ("CAREGRAPH_TRUSTED_DOCUMENTS_ONLY", "sometimes"),
+        ])
+        .expect_err("bad flag");
+        assert!(
+            err.to_string().contains("CAREGRAPH_TRUSTED_DOCUMENTS_ONLY"),
+            "{err}"
+        );
+        let on = config(&[
+            ("CAREGRAPH_TRUSTED_DOCUMENTS", "docs.json"),
+            ("CAREGRAPH_TRUSTED_DOCUMENTS_ONLY", "true"),
+        ])
+        .expect("both");
+        assert_eq!(
+            on.graphql.trusted_documents.as_deref(),
+            Some(std::path::Path::new("docs.json"))
+        );
+        assert!(on.graphql.trusted_documents_only);
     }
 
     #[test]

@@ -31,6 +31,11 @@ pub enum ErrorCode {
     ProviderUnavailable,
     /// Something went wrong inside caregraph; the cause is in the logs.
     Internal,
+    /// A `documentId` or persisted-query hash that the server does not know.
+    PersistedQueryNotFound,
+    /// Only trusted documents run (`CAREGRAPH_TRUSTED_DOCUMENTS_ONLY`): the raw document sent is
+    /// not one of them.
+    TrustedDocumentRequired,
 }
 
 impl ErrorCode {
@@ -48,6 +53,8 @@ impl ErrorCode {
             Self::RateLimited => "RATE_LIMITED",
             Self::ProviderUnavailable => "PROVIDER_UNAVAILABLE",
             Self::Internal => "INTERNAL",
+            Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            Self::TrustedDocumentRequired => "TRUSTED_DOCUMENT_REQUIRED",
         }
     }
 }

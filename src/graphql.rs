@@ -12,6 +12,7 @@ pub mod errors;
 pub mod input;
 pub mod limits;
 pub mod loaders;
+pub mod offline;
 pub mod organizations;
 pub mod pagination;
 pub mod patients;
@@ -21,6 +22,7 @@ pub mod redact;
 pub mod related;
 pub mod roots;
 pub mod subscriptions;
+pub mod trusted;
 
 use async_graphql::{Schema, SchemaBuilder};
 
@@ -68,9 +70,10 @@ pub fn build(services: Services, config: &GraphqlConfig, cost: cost::CostLimits)
     builder(config, cost).data(services).finish()
 }
 
-/// The schema in SDL, as committed in `schema.graphql`.
-pub fn sdl() -> String {
-    let config = GraphqlConfig {
+/// The configuration of the schema as committed and as client tooling sees it: the default
+/// limits, introspection on.
+fn offline_config() -> GraphqlConfig {
+    GraphqlConfig {
         max_depth: 12,
         max_complexity: 2000,
         max_body_bytes: 1 << 20,
@@ -79,6 +82,34 @@ pub fn sdl() -> String {
         ws_init_timeout: std::time::Duration::from_secs(10),
         ws_keepalive: std::time::Duration::from_secs(15),
         ws_idle_timeout: std::time::Duration::from_secs(60),
-    };
-    builder(&config, cost::CostLimits::default()).finish().sdl()
+        trusted_documents: None,
+        trusted_documents_only: false,
+    }
+}
+
+/// The schema in SDL, as committed in `schema.graphql`.
+pub fn sdl() -> String {
+    builder(&offline_config(), cost::CostLimits::default())
+        .finish()
+        .sdl()
+}
+
+/// The introspection result (`{"data": {"__schema": …}}`) that GraphQL Codegen and Apollo
+/// tooling read, with introspection on whatever `CAREGRAPH_ENV` says.
+pub async fn introspection_json() -> anyhow::Result<String> {
+    let schema = builder(&offline_config(), cost::CostLimits::default()).finish();
+    let response = schema.execute(offline::INTROSPECTION_QUERY).await;
+    if !response.errors.is_empty() {
+        let messages: Vec<String> = response.errors.into_iter().map(|e| e.message).collect();
+        anyhow::bail!("the introspection query failed: {}", messages.join("; "));
+    }
+    Ok(serde_json::to_string_pretty(&response)?)
+}
+
+/// A schema that validates documents with the server's rules and limits and executes nothing
+/// (see [`offline::ValidateOnly`]).
+pub fn validator(config: &GraphqlConfig, cost: cost::CostLimits) -> AppSchema {
+    builder(config, cost)
+        .extension(offline::ValidateOnly)
+        .finish()
 }

@@ -4,7 +4,7 @@
 //!   without `data`) or `application/json` (always 200); anything else is 406.
 //! - POST needs `Content-Type: application/json` (415 otherwise, which also stops `text/plain`
 //!   cross-site "simple requests"); batches (JSON arrays) are refused.
-//! - GET never runs a mutation (405 with `Allow: POST`), persisted or not.
+//! - GET never runs a mutation (405 with `Allow: POST`), persisted, trusted or not.
 //! - Malformed JSON, a missing query and wrongly typed parameters are 400 with a GraphQL error
 //!   body carrying `extensions.code`.
 
@@ -26,7 +26,11 @@ use axum::{
 use serde_json::{Map, Value as Json};
 
 use super::{AppState, ws};
-use crate::{auth::Viewer, error::ErrorCode, graphql::loaders};
+use crate::{
+    auth::Viewer,
+    error::ErrorCode,
+    graphql::{loaders, persisted},
+};
 
 /// The response media types caregraph speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,7 +114,8 @@ fn request_from_params(params: &Map<String, Json>) -> Result<GqlRequest, &'stati
         Some(Json::String(q)) => q.clone(),
         Some(_) => return Err("`query` must be a string"),
     };
-    let has_persisted = matches!(params.get("extensions"), Some(Json::Object(e)) if e.contains_key("persistedQuery"));
+    let has_persisted = matches!(params.get("extensions"), Some(Json::Object(e)) if e.contains_key("persistedQuery"))
+        || params.contains_key("documentId");
     if query.trim().is_empty() && !has_persisted {
         return Err("the request has no `query`");
     }
@@ -150,6 +155,8 @@ fn selects_mutation(request: &GqlRequest) -> bool {
             Some(name) => ops
                 .get(name.as_str())
                 .is_some_and(|op| op.node.ty == OperationType::Mutation),
+            // One named operation is `Multiple` too, and runs without an operationName.
+            None if ops.len() == 1 => ops.values().any(|op| op.node.ty == OperationType::Mutation),
             None => false, // ambiguous: the engine reports it
         },
     }
@@ -185,23 +192,27 @@ async fn execute(
     params: &Map<String, Json>,
     is_get: bool,
 ) -> Response {
-    let mut request = match request_from_params(params) {
-        Ok(r) => r,
-        Err(message) => return bad_request(media, message),
-    };
+    let (mut request, document_id) =
+        match request_from_params(params).and_then(|r| Ok((r, persisted::document_id(params)?))) {
+            Ok(r) => r,
+            Err(message) => return bad_request(media, message),
+        };
     let viewer = match viewer_from_headers(state, headers, client).await {
         Ok(v) => v,
         Err(e) => {
             return error_response(StatusCode::UNAUTHORIZED, media, e.code(), &e.message());
         }
     };
-    if let Err(e) = state.persisted.resolve(&mut request) {
+    if let Err(e) = state
+        .persisted
+        .resolve(&mut request, document_id.as_deref())
+    {
         let status = if media == MediaType::GraphqlResponse {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::OK
         };
-        return error_response(status, media, ErrorCode::BadUserInput, &e.message);
+        return error_response(status, media, e.code, &e.message);
     }
     if is_get && selects_mutation(&request) {
         let mut response = error_response(

@@ -26,7 +26,10 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
 
 use super::AppState;
-use crate::{auth::Viewer, graphql::loaders};
+use crate::{
+    auth::Viewer,
+    graphql::{loaders, persisted},
+};
 
 /// The two subprotocols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -331,11 +334,15 @@ impl Connection {
         if self.ops.len() >= MAX_OPERATIONS {
             return Flow::Close(4400, "Too many operations on one socket");
         }
-        let Some(mut request) = request_from_payload(&payload) else {
+        let Some((mut request, document_id)) = request_from_payload(&payload) else {
             return Flow::Close(4400, "Invalid message: bad subscribe payload");
         };
-        if let Err(e) = self.state.persisted.resolve(&mut request) {
-            let errors = serde_json::to_value(vec![e]).unwrap_or(Json::Null);
+        if let Err(e) = self
+            .state
+            .persisted
+            .resolve(&mut request, document_id.as_deref())
+        {
+            let errors = serde_json::to_value(vec![e.to_server_error()]).unwrap_or(Json::Null);
             return send(sink, json!({"type": "error", "id": id, "payload": errors})).await;
         }
         let request = loaders::attach(request, &self.state.services, &viewer).data(viewer);
@@ -375,8 +382,17 @@ impl Connection {
     }
 }
 
-fn request_from_payload(payload: &Json) -> Option<GqlRequest> {
-    let query = payload.get("query")?.as_str()?;
+/// The request of a `subscribe` payload and its trusted `documentId`, if any.
+fn request_from_payload(payload: &Json) -> Option<(GqlRequest, Option<String>)> {
+    let document_id = persisted::document_id(payload.as_object()?).ok()?;
+    let by_hash = payload
+        .get("extensions")
+        .is_some_and(|e| e.get("persistedQuery").is_some());
+    let query = match payload.get("query") {
+        Some(Json::String(query)) => query.as_str(),
+        None | Some(Json::Null) if document_id.is_some() || by_hash => "",
+        _ => return None,
+    };
     let mut request = GqlRequest::new(query);
     match payload.get("operationName") {
         None | Some(Json::Null) => {}
@@ -396,7 +412,7 @@ fn request_from_payload(payload: &Json) -> Option<GqlRequest> {
                 .insert(k.clone(), async_graphql::Value::from_json(v.clone()).ok()?);
         }
     }
-    Some(request)
+    Some((request, document_id))
 }
 
 async fn send(sink: &mut SplitSink<WebSocket, Message>, value: Json) -> Flow {

@@ -232,3 +232,176 @@ async fn migrations_roll_back_and_forward_on_this_database() {
             .is_empty()
     );
 }
+
+#[test]
+fn schema_json_prints_the_introspection_result_whatever_the_environment() {
+    // Production without a secret would not start: the schema command needs no configuration,
+    // and introspection is on for it.
+    let out = caregraph(std::path::Path::new("."))
+        .args(["schema", "--json"])
+        .env("CAREGRAPH_ENV", "production")
+        .output()
+        .expect("schema --json");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let schema = &body["data"]["__schema"];
+    assert_eq!(schema["queryType"]["name"], "Query", "{schema}");
+    assert_eq!(schema["mutationType"]["name"], "Mutation");
+    assert_eq!(schema["subscriptionType"]["name"], "Subscription");
+    let types = schema["types"].as_array().expect("types");
+    let query = types
+        .iter()
+        .find(|t| t["name"] == "Query")
+        .expect("the Query type is listed");
+    assert!(
+        query["fields"]
+            .as_array()
+            .expect("fields")
+            .iter()
+            .any(|f| f["name"] == "appointments"),
+        "{query}"
+    );
+    assert!(body.get("errors").is_none());
+}
+
+/// `caregraph documents check FILE`, run where no `.env` is.
+fn documents_check(file: &std::path::Path) -> std::process::Output {
+    let dir = tempfile::tempdir().expect("tempdir");
+    caregraph(dir.path())
+        .args(["documents", "check"])
+        .arg(file)
+        .output()
+        .expect("documents check")
+}
+
+#[test]
+fn documents_check_passes_the_example_manifest() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/pms/persisted-documents.json");
+    let out = documents_check(&file);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains(
+            "4 documents (GraphQL Codegen persisted documents) parse, validate and match their ids"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn documents_check_applies_the_configured_limits() {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/pms/persisted-documents.json");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = caregraph(dir.path())
+        .args(["documents", "check"])
+        .arg(&file)
+        .env("CAREGRAPH_MAX_DEPTH", "2")
+        .output()
+        .expect("documents check");
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("sha256:") && l.to_lowercase().contains("depth")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn documents_check_names_the_entry_with_a_bad_hash_or_an_invalid_field() {
+    use sha2::Digest;
+    let good = "query Ok { viewer { user { id } } }";
+    let invalid = "query Bad { viewer { nope } }";
+    let broken = "query Broken { viewer {";
+    let hash = |d: &str| format!("sha256:{}", hex::encode(sha2::Sha256::digest(d.as_bytes())));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("persisted-documents.json");
+    let manifest = json!({
+        hash(good): good,
+        "sha256:0000": good,
+        hash(invalid): invalid,
+        hash(broken): broken,
+    });
+    std::fs::write(&file, manifest.to_string()).expect("write");
+    let out = documents_check(&file);
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert!(
+        lines[0].starts_with("sha256:0000: the key is not the SHA-256 of its document"),
+        "{stdout}"
+    );
+    assert!(
+        lines.contains(
+            &format!(
+                "{}: Unknown field \"nope\" on type \"Viewer\".",
+                hash(invalid)
+            )
+            .as_str()
+        ),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{}: does not parse", hash(broken)))),
+        "{stdout}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("3 problem(s) in 4 documents"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // An Apollo manifest: ids are not checked against hashes, a duplicate id is a problem.
+    let apollo = json!({
+        "format": "apollo-persisted-query-manifest", "version": 1,
+        "operations": [
+            {"id": "ok-v1", "name": "Ok", "type": "query", "body": good},
+            {"id": "ok-v1", "name": "Ok", "type": "query", "body": good},
+        ]
+    });
+    std::fs::write(&file, apollo.to_string()).expect("write");
+    let out = documents_check(&file);
+    assert!(!out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "ok-v1: the id appears twice"
+    );
+}
+
+#[test]
+fn a_bad_trusted_documents_file_stops_the_binary_naming_the_variable() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("documents.json");
+    std::fs::write(&file, r#"{"sha256:abc": "{ __typename }"}"#).expect("write");
+    let out = caregraph(dir.path())
+        .env("CAREGRAPH_BIND", "127.0.0.1:0")
+        .env("CAREGRAPH_TRUSTED_DOCUMENTS", &file)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("CAREGRAPH_TRUSTED_DOCUMENTS"), "{stderr}");
+    assert!(
+        stderr.contains("sha256:abc: the key is not the SHA-256"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("caregraph.db").exists(),
+        "the manifest is checked before the database is touched"
+    );
+}

@@ -36,5 +36,6 @@ mod security;
 mod storm;
 mod sweep;
 mod transport;
+mod trusted_documents;
 mod webhooks;
 mod websocket;
