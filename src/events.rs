@@ -121,6 +121,8 @@ pub struct EventBus {
     local: broadcast::Sender<Arc<DomainEvent>>,
     /// Events on their way to Redis (when configured).
     relay: Option<mpsc::Sender<DomainEvent>>,
+    /// Counts published events (when set).
+    published: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 /// How often the Redis subscription is pinged (and how long a ping may take).
@@ -130,7 +132,17 @@ impl EventBus {
     /// An in-process bus keeping at most `capacity` events per subscriber.
     pub fn in_process(capacity: usize) -> Self {
         let (local, _) = broadcast::channel(capacity.max(16));
-        Self { local, relay: None }
+        Self {
+            local,
+            relay: None,
+            published: None,
+        }
+    }
+
+    /// The bus, counting each published event in `published`.
+    pub fn counting(mut self, published: prometheus_client::metrics::counter::Counter) -> Self {
+        self.published = Some(published);
+        self
     }
 
     /// A bus shared by every replica through Redis pub/sub at `url`. Returns once this replica
@@ -175,11 +187,15 @@ impl EventBus {
         Ok(Self {
             local,
             relay: Some(relay),
+            published: None,
         })
     }
 
     /// Publishes an event to every subscriber (none listening is fine).
     pub fn publish(&self, event: DomainEvent) {
+        if let Some(published) = &self.published {
+            published.inc();
+        }
         // Ids and kinds only: an event can carry message text and names (PHI).
         match &event {
             DomainEvent::ChatStatus(e) => {

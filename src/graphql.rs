@@ -12,6 +12,7 @@ pub mod errors;
 pub mod input;
 pub mod limits;
 pub mod loaders;
+pub mod observe;
 pub mod organizations;
 pub mod pagination;
 pub mod patients;
@@ -22,9 +23,11 @@ pub mod related;
 pub mod roots;
 pub mod subscriptions;
 
+use std::sync::Arc;
+
 use async_graphql::{Schema, SchemaBuilder};
 
-use crate::{config::GraphqlConfig, services::Services};
+use crate::{config::GraphqlConfig, services::Services, telemetry::metrics::Metrics};
 pub use roots::{Mutation, Query, Subscription};
 
 /// The executable schema.
@@ -37,9 +40,12 @@ pub const INTROSPECTION_DEPTH: usize = 20;
 fn builder(
     config: &GraphqlConfig,
     cost: cost::CostLimits,
+    metrics: Arc<Metrics>,
 ) -> SchemaBuilder<Query, Mutation, Subscription> {
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
-        // First, so that nothing walks a document before its cost is known.
+        // Outermost: it reads the document only once the cost limit below has passed it.
+        .extension(observe::Observe { metrics })
+        // First to walk a document, so that nothing walks one before its cost is known.
         .extension(cost::QueryCost { limits: cost })
         .limit_complexity(config.max_complexity)
         // An absolute cap for everything, introspection included; the data depth limit is the
@@ -65,7 +71,8 @@ fn builder(
 
 /// Builds the schema with the services as schema data.
 pub fn build(services: Services, config: &GraphqlConfig, cost: cost::CostLimits) -> AppSchema {
-    builder(config, cost).data(services).finish()
+    let metrics = services.metrics.clone();
+    builder(config, cost, metrics).data(services).finish()
 }
 
 /// The schema in SDL, as committed in `schema.graphql`.
@@ -80,5 +87,8 @@ pub fn sdl() -> String {
         ws_keepalive: std::time::Duration::from_secs(15),
         ws_idle_timeout: std::time::Duration::from_secs(60),
     };
-    builder(&config, cost::CostLimits::default()).finish().sdl()
+    let metrics = Metrics::new(Default::default());
+    builder(&config, cost::CostLimits::default(), metrics)
+        .finish()
+        .sdl()
 }

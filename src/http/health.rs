@@ -23,7 +23,7 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str)
     }
 }
 
-/// Prometheus metrics: provider calls, outbox backlog and dead rows, SQL statements.
+/// Prometheus metrics (the series are listed in README "Operations").
 pub async fn metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -44,21 +44,14 @@ pub async fn metrics(
             return StatusCode::UNAUTHORIZED.into_response();
         }
     }
-    let m = crate::telemetry::metrics::get();
-    if let Ok(counts) = state.services.outbox.counts().await {
-        m.outbox_pending
-            .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
-        m.outbox_dead
-            .set(i64::try_from(counts.dead).unwrap_or(i64::MAX));
-    }
-    m.sql_statements
-        .set(i64::try_from(state.services.stats.statements()).unwrap_or(i64::MAX));
+    let metrics = &state.services.metrics;
+    metrics.refresh(&state.services).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::telemetry::metrics::render(),
+        metrics.render(),
     )
         .into_response()
 }

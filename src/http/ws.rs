@@ -157,6 +157,7 @@ impl Connection {
     }
 
     async fn run(mut self, socket: WebSocket) {
+        let _open = self.state.services.metrics.websocket_open();
         let (mut sink, mut incoming) = socket.split();
         let cfg = self.state.config.graphql.clone();
         let init_deadline = Instant::now() + cfg.ws_init_timeout;

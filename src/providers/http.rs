@@ -17,7 +17,10 @@ use reqwest::{RequestBuilder, Response, StatusCode, header::HeaderMap};
 use tracing::Instrument;
 
 use super::error::ProviderError;
-use crate::backoff::Backoff;
+use crate::{
+    backoff::Backoff,
+    telemetry::metrics::{BreakerState, Metrics},
+};
 
 /// Retry and breaker settings.
 #[derive(Clone, Debug)]
@@ -108,6 +111,7 @@ pub struct ProviderHttp {
     client: reqwest::Client,
     settings: Resilience,
     breaker: Arc<Mutex<Breaker>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The wait a provider asked for: `Retry-After` (seconds), `X-RateLimit-RetryAfter`
@@ -180,6 +184,28 @@ impl ProviderHttp {
             client,
             settings,
             breaker: Arc::default(),
+            metrics: None,
+        }
+    }
+
+    /// The client, counting its calls and showing its breaker's state in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.breaker(self.provider, BreakerState::Closed);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Shows the breaker's new state.
+    fn show(&self, state: BreakerState) {
+        if let Some(m) = &self.metrics {
+            m.breaker(self.provider, state);
+        }
+    }
+
+    /// Counts a finished call.
+    fn count(&self, operation: &'static str, outcome: &'static str, started: Instant) {
+        if let Some(m) = &self.metrics {
+            m.provider_call(self.provider, operation, outcome, started.elapsed());
         }
     }
 
@@ -202,6 +228,7 @@ impl ProviderHttp {
                 // Half-open: this one call probes; its failure re-opens the breaker at once.
                 b.probing = true;
                 b.failures = self.settings.breaker_threshold.saturating_sub(1);
+                self.show(BreakerState::HalfOpen);
                 Some(ProbeSlot(Some(self.breaker.clone())))
             }
             None => Some(ProbeSlot(None)),
@@ -233,6 +260,7 @@ impl ProviderHttp {
                 };
                 b.cooldown = cooldown;
                 b.open_until = Some(Instant::now() + cooldown);
+                self.show(BreakerState::Open);
                 if probe {
                     tracing::warn!(
                         provider = self.provider,
@@ -250,6 +278,7 @@ impl ProviderHttp {
         } else {
             b.failures = 0;
             if b.open_until.take().is_some() {
+                self.show(BreakerState::Closed);
                 tracing::info!(provider = self.provider, "circuit breaker closed");
             }
         }
@@ -269,10 +298,11 @@ impl ProviderHttp {
             status = tracing::field::Empty,
             attempts = tracing::field::Empty,
         );
+        let started = Instant::now();
         async {
             let Some(probe) = self.admit() else {
                 tracing::Span::current().record("status", "breaker_open");
-                crate::telemetry::metrics::provider_call(self.provider, operation, "breaker_open");
+                self.count(operation, "breaker_open", started);
                 return Err(ProviderError::Unavailable("circuit breaker open".into()));
             };
             let attempts = if SINGLE_ATTEMPT.try_with(|()| ()).is_ok() {
@@ -301,7 +331,7 @@ impl ProviderHttp {
                 match result {
                     Ok(response) => {
                         span.record("status", response.status().as_u16());
-                        crate::telemetry::metrics::provider_call(self.provider, operation, "ok");
+                        self.count(operation, "ok", started);
                         self.record(false, probe.is_probe());
                         probe.answered();
                         return Ok(response);
@@ -313,11 +343,7 @@ impl ProviderHttp {
                     }
                     Err(e) => {
                         span.record("status", e.class());
-                        crate::telemetry::metrics::provider_call(
-                            self.provider,
-                            operation,
-                            e.class(),
-                        );
+                        self.count(operation, e.class(), started);
                         self.record(e.is_transient(), probe.is_probe());
                         probe.answered();
                         if e.is_transient() {

@@ -20,6 +20,7 @@ mod crash;
 mod fakes;
 mod hardening;
 mod helpers;
+mod metrics;
 mod organizations;
 mod outbox;
 mod provider_errors;
