@@ -67,6 +67,52 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     /// Hardening limits.
     pub security: SecurityConfig,
+    /// OpenTelemetry trace export (`None`: off).
+    pub otel: Option<OtelConfig>,
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug)]
+pub struct OtelConfig {
+    /// The traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` followed by `/v1/traces`.
+    pub endpoint: String,
+    /// `OTEL_SERVICE_NAME` (default `caregraph`).
+    pub service_name: String,
+    /// `OTEL_TRACES_SAMPLER_ARG` (0 to 1, default 1): the share of traces started here that are
+    /// kept; a client's `traceparent` decides for its own trace.
+    pub sample_ratio: f64,
+}
+
+impl OtelConfig {
+    fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Option<Self>> {
+        let endpoint = match (
+            vars.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            vars.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(traces), _) => (traces.trim().to_owned(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            (None, Some(base)) => (
+                format!("{}/v1/traces", base.trim().trim_end_matches('/')),
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (None, None) => return Ok(None),
+        };
+        let (endpoint, name) = endpoint;
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            bail!("{name}: expected an http:// or https:// URL, got {endpoint:?}");
+        }
+        let sample_ratio: f64 = vars.parse("OTEL_TRACES_SAMPLER_ARG", 1.0)?;
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            bail!("OTEL_TRACES_SAMPLER_ARG: a ratio between 0 and 1, got {sample_ratio}");
+        }
+        Ok(Some(Self {
+            endpoint,
+            service_name: vars
+                .get("OTEL_SERVICE_NAME")
+                .map_or_else(|| "caregraph".to_owned(), |s| s.trim().to_owned()),
+            sample_ratio,
+        }))
+    }
 }
 
 /// Events and subscriptions.
@@ -604,6 +650,7 @@ impl Config {
             demo,
             open_signup: vars.flag("CAREGRAPH_OPEN_SIGNUP")?.unwrap_or(true),
             metrics_token: vars.get("CAREGRAPH_METRICS_TOKEN").map(SecretString::from),
+            otel: OtelConfig::from_vars(vars)?,
             shutdown_grace: vars.seconds("CAREGRAPH_SHUTDOWN_GRACE_SECONDS", 20)?,
             log_json: match vars.get("CAREGRAPH_LOG_FORMAT").as_deref() {
                 Some("json") => true,

@@ -1,6 +1,9 @@
 //! Logging, set up once: pretty locally, JSON in production. `RUST_LOG` overrides the filter.
+//! Metrics ([`metrics`]) and OpenTelemetry traces ([`otel`]).
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, filter::filter_fn, fmt, prelude::*};
+
+use crate::config::OtelConfig;
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,tower_http=info";
 
@@ -14,8 +17,10 @@ const PAYLOAD_TARGETS: &[&str] = &[
     "reqwest",
 ];
 
-/// Installs the global subscriber (a second call does nothing).
-pub fn init(json: bool) {
+/// Installs the global subscriber (a second call does nothing): the log output, and the OTLP
+/// trace exporter when `otel` is set. Keep the returned guard until the process ends: dropping
+/// it flushes the spans still buffered.
+pub fn init(json: bool, otel: Option<&OtelConfig>) -> anyhow::Result<Option<otel::Tracing>> {
     let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Whatever RUST_LOG asks, these never log: they trace request and frame payloads (PHI).
@@ -24,17 +29,35 @@ pub fn init(json: bool) {
             filter = filter.add_directive(directive);
         }
     }
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = if json {
-        registry
-            .with(fmt::layer().json().with_current_span(false))
-            .try_init()
+    let logs = if json {
+        fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed()
     } else {
-        registry.with(fmt::layer().compact()).try_init()
+        fmt::layer().compact().with_filter(filter).boxed()
     };
+    let (guard, traces) = match otel {
+        Some(config) => {
+            let (guard, tracer) = otel::provider(config)?;
+            // Only the spans made for export: no log line becomes a span event.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter_fn(|meta| meta.is_span() && meta.target() == otel::TARGET));
+            (Some(guard), Some(layer))
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
+    Ok(guard)
 }
 
 pub mod metrics;
+pub mod otel;
 
 /// Test support: what a piece of code logs.
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The one place where GraphQL operations are observed, over HTTP and WebSocket alike: each
 //! operation's duration by name and type, its errors by `extensions.code`, running
-//! subscriptions and the results they deliver.
+//! subscriptions and the results they deliver; and each operation's trace span
+//! (`graphql.operation.name`, `graphql.operation.type`, see [`crate::telemetry::otel`]).
 //!
 //! Registered first, so it is the outermost extension: it sees the document only after the cost
 //! limits have passed it, and errors after their codes are stamped.
@@ -22,6 +23,9 @@ use async_graphql::{
     parser::types::{ExecutableDocument, OperationType},
 };
 use futures_util::{Stream, StreamExt};
+use opentelemetry::trace::TraceContextExt;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::telemetry::metrics::{GaugeGuard, Metrics, OperationLabels};
 
@@ -47,6 +51,8 @@ struct Operation {
     requested: Option<String>,
     /// Set once the document parsed and the operation was found.
     labels: Option<OperationLabels>,
+    /// The operation's span (disabled unless traces are exported).
+    span: Option<tracing::Span>,
 }
 
 struct ObserveOperation {
@@ -70,6 +76,35 @@ fn labels_of(op: &Mutex<Operation>) -> OperationLabels {
         .unwrap_or_else(unknown)
 }
 
+/// A new operation span: a child of the current span, or of the client's `traceparent` when
+/// the handler attached it. Names and types are recorded once the document is parsed; nothing
+/// from the document's text or variables is.
+fn operation_span() -> tracing::Span {
+    tracing::debug_span!(
+        target: crate::telemetry::otel::TARGET,
+        "graphql.operation",
+        otel.name = "graphql",
+        otel.kind = "server",
+        graphql.operation.name = tracing::field::Empty,
+        graphql.operation.type = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+    )
+}
+
+/// Marks the span failed when the response has errors, with the first error's code.
+fn failed(span: &tracing::Span, response: &Response) {
+    if let Some(first) = response.errors.first()
+        && !span.is_disabled()
+    {
+        span.record("otel.status_code", "ERROR");
+        span.record(
+            "error.type",
+            crate::telemetry::metrics::code_label(code(first)),
+        );
+    }
+}
+
 /// An error's `extensions.code`, when it is a string.
 fn code(error: &ServerError) -> Option<&str> {
     match error.extensions.as_ref()?.get("code")? {
@@ -83,7 +118,13 @@ fn code(error: &ServerError) -> Option<&str> {
 impl Extension for ObserveOperation {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let started = Instant::now();
-        let response = next.run(ctx).await;
+        let span = operation_span();
+        self.op
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .span = Some(span.clone());
+        let response = next.run(ctx).instrument(span.clone()).await;
+        failed(&span, &response);
         self.metrics.graphql_operation(
             &labels_of(&self.op),
             started.elapsed(),
@@ -98,7 +139,13 @@ impl Extension for ObserveOperation {
         stream: BoxStream<'s, Response>,
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
+        let span = operation_span();
+        self.op
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .span = Some(span.clone());
         Tracked {
+            span,
             inner: next.run(ctx, stream),
             metrics: self.metrics.clone(),
             op: self.op.clone(),
@@ -154,6 +201,16 @@ impl Extension for ObserveOperation {
                 OperationType::Subscription => "subscription",
             },
         });
+        if let (Some(labels), Some(span)) = (&op.labels, &op.span)
+            && !span.is_disabled()
+        {
+            let name = &labels.graphql_operation_name;
+            let kind = labels.graphql_operation_type;
+            span.record("graphql.operation.name", name.as_str());
+            span.record("graphql.operation.type", kind);
+            // The span has started by now: its name is changed on the OpenTelemetry span.
+            span.context().span().update_name(format!("{kind} {name}"));
+        }
         drop(op);
         Ok(doc)
     }
@@ -163,6 +220,7 @@ impl Extension for ObserveOperation {
 /// recorded at its result; a subscription counts as running from when it started until the
 /// stream is dropped, and is recorded then with its lifetime.
 struct Tracked<'s> {
+    span: tracing::Span,
     inner: BoxStream<'s, Response>,
     metrics: Arc<Metrics>,
     op: Arc<Mutex<Operation>>,
@@ -183,7 +241,7 @@ impl Stream for Tracked<'_> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Response>> {
         let this = self.get_mut();
-        let polled = this.inner.poll_next_unpin(cx);
+        let polled = this.span.in_scope(|| this.inner.poll_next_unpin(cx));
         // The document is parsed during the first poll: from then on the type is known.
         if this.running.is_none() && !this.recorded && this.is_subscription() {
             this.running = Some(GaugeGuard::new(this.metrics.active_subscriptions.clone()));
@@ -198,6 +256,7 @@ impl Stream for Tracked<'_> {
                 }
             } else if !this.recorded {
                 this.recorded = true;
+                failed(&this.span, response);
                 this.metrics.graphql_operation(
                     &labels_of(&this.op),
                     this.started.elapsed(),

@@ -291,12 +291,17 @@ impl ProviderHttp {
         operation: &'static str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, ProviderError> {
-        let span = tracing::info_span!(
-            "provider_call",
+        // Exported as a trace span when tracing is on; no log line formats it.
+        let span = tracing::debug_span!(
+            target: crate::telemetry::otel::TARGET,
+            "provider.call",
+            otel.name = format_args!("{} {operation}", self.provider),
+            otel.kind = "client",
             provider = self.provider,
             operation,
             status = tracing::field::Empty,
             attempts = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
         let started = Instant::now();
         async {
@@ -310,10 +315,13 @@ impl ProviderHttp {
             } else {
                 self.settings.attempts
             };
+            // The provider span's W3C trace context (empty when tracing is off).
+            let trace_context = crate::telemetry::otel::outgoing_headers();
             let mut attempt = 0;
             loop {
                 attempt += 1;
                 let result = match build(&self.client)
+                    .headers(trace_context.clone())
                     .timeout(self.settings.timeout)
                     .send()
                     .await
@@ -338,16 +346,17 @@ impl ProviderHttp {
                     }
                     Err(e) if e.is_transient() && attempt < attempts => {
                         let wait = self.settings.backoff.wait(attempt - 1, e.retry_after());
-                        tracing::debug!(error = %e, ?wait, "retrying provider call");
+                        tracing::debug!(provider = self.provider, operation, error = %e, ?wait, "retrying provider call");
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) => {
                         span.record("status", e.class());
+                        span.record("otel.status_code", "ERROR");
                         self.count(operation, e.class(), started);
                         self.record(e.is_transient(), probe.is_probe());
                         probe.answered();
                         if e.is_transient() {
-                            tracing::warn!(error = %e, "provider call failed");
+                            tracing::warn!(provider = self.provider, operation, error = %e, "provider call failed");
                         }
                         return Err(e);
                     }

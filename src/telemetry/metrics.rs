@@ -321,12 +321,10 @@ impl Metrics {
     /// Counts errors by their `extensions.code`.
     pub fn graphql_errors_by_code<'a>(&self, codes: impl Iterator<Item = Option<&'a str>>) {
         for code in codes {
-            let code = code
-                .and_then(|c| ERROR_CODES.iter().find(|known| **known == c))
-                .copied()
-                .unwrap_or("OTHER");
             self.graphql_errors
-                .get_or_create(&ErrorLabels { code })
+                .get_or_create(&ErrorLabels {
+                    code: code_label(code),
+                })
                 .inc();
         }
     }
@@ -446,6 +444,13 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// An error code's label value: one of [`ERROR_CODES`], else `OTHER`.
+pub fn code_label(code: Option<&str>) -> &'static str {
+    code.and_then(|c| ERROR_CODES.iter().find(|known| **known == c))
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 /// Whether `name` matches `/[_A-Za-z][_0-9A-Za-z]*/`.

@@ -34,6 +34,7 @@ mod revocation;
 mod security;
 mod storm;
 mod sweep;
+mod traces;
 mod transport;
 mod webhooks;
 mod websocket;
