@@ -90,7 +90,10 @@ impl OtelConfig {
             vars.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
             vars.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
         ) {
-            (Some(traces), _) => (traces.trim().to_owned(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            (Some(traces), _) => (
+                traces.trim().to_owned(),
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
             (None, Some(base)) => (
                 format!("{}/v1/traces", base.trim().trim_end_matches('/')),
                 "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -694,6 +697,56 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_vars(&Vars::new(move |k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn traces_are_off_without_an_endpoint_and_bad_otel_values_name_their_variable() {
+        assert!(config(&[]).expect("defaults").otel.is_none());
+        let on = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")])
+            .expect("valid")
+            .otel
+            .expect("on");
+        assert_eq!(on.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(on.service_name, "caregraph");
+        assert!((on.sample_ratio - 1.0).abs() < f64::EPSILON);
+        let traces = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector/traces",
+            ),
+            ("OTEL_SERVICE_NAME", "bff"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ])
+        .expect("valid")
+        .otel
+        .expect("on");
+        assert_eq!(traces.endpoint, "https://collector/traces");
+        assert_eq!(traces.service_name, "bff");
+        assert!((traces.sample_ratio - 0.25).abs() < f64::EPSILON);
+        for (pairs, variable) in [
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "half"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+        ] {
+            let error = config(&pairs).expect_err("refused").to_string();
+            assert!(error.contains(variable), "{error}");
+        }
     }
 
     #[test]

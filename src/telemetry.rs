@@ -44,7 +44,9 @@ pub fn init(json: bool, otel: Option<&OtelConfig>) -> anyhow::Result<Option<otel
             // Only the spans made for export: no log line becomes a span event.
             let layer = tracing_opentelemetry::layer()
                 .with_tracer(tracer)
-                .with_filter(filter_fn(|meta| meta.is_span() && meta.target() == otel::TARGET));
+                .with_filter(filter_fn(|meta| {
+                    meta.is_span() && meta.target() == otel::TARGET
+                }));
             (Some(guard), Some(layer))
         }
         None => (None, None),

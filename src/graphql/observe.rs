@@ -119,10 +119,7 @@ impl Extension for ObserveOperation {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let started = Instant::now();
         let span = operation_span();
-        self.op
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .span = Some(span.clone());
+        self.op.lock().unwrap_or_else(PoisonError::into_inner).span = Some(span.clone());
         let response = next.run(ctx).instrument(span.clone()).await;
         failed(&span, &response);
         self.metrics.graphql_operation(
@@ -140,10 +137,7 @@ impl Extension for ObserveOperation {
         next: NextSubscribe<'_>,
     ) -> BoxStream<'s, Response> {
         let span = operation_span();
-        self.op
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .span = Some(span.clone());
+        self.op.lock().unwrap_or_else(PoisonError::into_inner).span = Some(span.clone());
         Tracked {
             span,
             inner: next.run(ctx, stream),

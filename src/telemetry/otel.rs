@@ -47,7 +47,9 @@ impl Drop for Tracing {
 }
 
 /// Builds the OTLP exporter and its tracer provider.
-pub fn provider(config: &OtelConfig) -> anyhow::Result<(Tracing, opentelemetry_sdk::trace::Tracer)> {
+pub fn provider(
+    config: &OtelConfig,
+) -> anyhow::Result<(Tracing, opentelemetry_sdk::trace::Tracer)> {
     // The exporter's blocking HTTP client must not be built on a runtime thread.
     let endpoint = config.endpoint.clone();
     let exporter = std::thread::spawn(move || {
@@ -118,4 +120,88 @@ pub fn outgoing_headers() -> reqwest::header::HeaderMap {
         TraceContextPropagator::new().inject_context(&cx, &mut Outgoing(&mut headers));
     }
     headers
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TraceContextExt;
+    use tracing::Instrument;
+    use tracing_subscriber::{filter::filter_fn, prelude::*};
+
+    use super::*;
+    use crate::providers::http::{ProviderHttp, Resilience};
+
+    /// Callsite interest is shared by every subscriber in the process: these tests take turns.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    #[tokio::test]
+    async fn with_traces_off_the_default_log_filter_disables_every_exported_span() {
+        let _turn = SERIAL.lock().await;
+        let subscriber =
+            tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_filter(
+                tracing_subscriber::EnvFilter::new(super::super::DEFAULT_FILTER),
+            ));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::debug_span!(target: TARGET, "graphql.operation");
+            assert!(span.is_disabled(), "no log line formats it");
+            let logged = tracing::info_span!("request");
+            assert!(!logged.is_disabled(), "the filter is live");
+        });
+    }
+
+    #[tokio::test]
+    async fn a_provider_call_sends_its_own_span_as_the_traceparent_under_the_callers_trace() {
+        let _turn = SERIAL.lock().await;
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("test"))
+                .with_filter(filter_fn(|m| m.is_span() && m.target() == TARGET)),
+        );
+        let _default = tracing::subscriber::set_default(subscriber);
+        ENABLED.store(true, Ordering::Relaxed);
+
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let record = seen.clone();
+        let app = axum::Router::new().route(
+            "/",
+            axum::routing::get(move |headers: axum::http::HeaderMap| async move {
+                let tp = headers
+                    .get("traceparent")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("none")
+                    .to_owned();
+                record.lock().expect("lock").push(tp);
+                "ok"
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let http = ProviderHttp::new("test", reqwest::Client::new(), Resilience::default());
+        let operation = tracing::debug_span!(target: TARGET, "graphql.operation");
+        let trace_id = operation.context().span().span_context().trace_id();
+        let parent_id = operation.context().span().span_context().span_id();
+        http.send("probe", |c| c.get(format!("http://{addr}/")))
+            .instrument(operation)
+            .await
+            .expect("answered");
+
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        let parts: Vec<&str> = seen[0].split('-').collect();
+        assert_eq!(parts.len(), 4, "{seen:?}");
+        assert_eq!(parts[1], trace_id.to_string(), "the caller's trace");
+        assert_ne!(
+            parts[2],
+            parent_id.to_string(),
+            "the provider call's own span"
+        );
+        assert_eq!(parts[3], "01", "sampled");
+    }
 }

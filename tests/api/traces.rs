@@ -66,7 +66,43 @@ fn attr(span: &Span, key: &str) -> Option<String> {
         .and_then(|a| text(a.value.as_ref()))
 }
 
-async fn gql(base: &str, token: &str, traceparent: Option<&str>, query: &str, variables: Value) -> Value {
+/// `span` and its descendants, one per line, with the attributes caregraph sets.
+fn tree(spans: &[Span], span: &Span, depth: usize) -> String {
+    let shown: Vec<String> = span
+        .attributes
+        .iter()
+        .filter(|a| {
+            a.key.starts_with("graphql.")
+                || a.key.starts_with("db.")
+                || a.key == "provider"
+                || a.key == "operation"
+                || a.key == "status"
+        })
+        .filter_map(|a| Some(format!("{}={}", a.key, text(a.value.as_ref())?)))
+        .collect();
+    let mut out = format!(
+        "{}{} [trace {} span {} parent {}] {}",
+        "  ".repeat(depth),
+        span.name,
+        hex::encode(&span.trace_id),
+        hex::encode(&span.span_id),
+        hex::encode(&span.parent_span_id),
+        shown.join(" ")
+    );
+    for child in spans.iter().filter(|s| s.parent_span_id == span.span_id) {
+        out.push('\n');
+        out.push_str(&tree(spans, child, depth + 1));
+    }
+    out
+}
+
+async fn gql(
+    base: &str,
+    token: &str,
+    traceparent: Option<&str>,
+    query: &str,
+    variables: Value,
+) -> Value {
     let mut request = reqwest::Client::new()
         .post(format!("{base}/graphql"))
         .bearer_auth(token)
@@ -74,7 +110,13 @@ async fn gql(base: &str, token: &str, traceparent: Option<&str>, query: &str, va
     if let Some(tp) = traceparent {
         request = request.header("traceparent", tp);
     }
-    let body: Value = request.send().await.expect("post").json().await.expect("json");
+    let body: Value = request
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
     assert!(body.get("errors").is_none(), "{body}");
     body["data"].clone()
 }
@@ -82,7 +124,9 @@ async fn gql(base: &str, token: &str, traceparent: Option<&str>, query: &str, va
 #[tokio::test]
 async fn an_operation_is_one_span_under_the_clients_trace_with_batches_as_children_and_no_values() {
     let got = Arc::new(Mutex::new(Received::default()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let receiver = listener.local_addr().expect("addr");
     let router = Router::new()
         .route("/v1/traces", post(receive))
@@ -102,7 +146,14 @@ async fn an_operation_is_one_span_under_the_clients_trace_with_batches_as_childr
         .expect("started");
     let (base, token) = link.split_once("/graphiql#token=").expect("link shape");
 
-    let viewer = gql(base, token, None, "{ viewer { memberships { organization { id } } } }", json!({})).await;
+    let viewer = gql(
+        base,
+        token,
+        None,
+        "{ viewer { memberships { organization { id } } } }",
+        json!({}),
+    )
+    .await;
     let org = viewer["viewer"]["memberships"][0]["organization"]["id"].clone();
     gql(
         base,
@@ -121,8 +172,14 @@ async fn an_operation_is_one_span_under_the_clients_trace_with_batches_as_childr
         json!({"o": org, "s": PLANTED}),
     )
     .await;
-    assert_eq!(found["patients"]["edges"][0]["node"]["name"], PLANTED, "{found}");
-    assert!(got.lock().expect("lock").spans.is_empty(), "nothing before the flush");
+    assert_eq!(
+        found["patients"]["edges"][0]["node"]["name"], PLANTED,
+        "{found}"
+    );
+    assert!(
+        got.lock().expect("lock").spans.is_empty(),
+        "nothing before the flush"
+    );
 
     let status = tokio::task::spawn_blocking(move || running.terminate())
         .await
@@ -130,21 +187,47 @@ async fn an_operation_is_one_span_under_the_clients_trace_with_batches_as_childr
     assert!(status.success(), "{status:?}");
     let started = Instant::now();
     while got.lock().expect("lock").spans.is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(10), "no spans arrived");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no spans arrived"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     let got = got.lock().expect("lock");
-    assert!(got.services.iter().all(|s| s == "caregraph-traces-test"), "{:?}", got.services);
+    assert!(
+        got.services.iter().all(|s| s == "caregraph-traces-test"),
+        "{:?}",
+        got.services
+    );
     let operation = got
         .spans
         .iter()
         .find(|s| s.name == "query PatientPage")
-        .unwrap_or_else(|| panic!("no operation span in {:?}", got.spans.iter().map(|s| &s.name).collect::<Vec<_>>()));
-    assert_eq!(hex::encode(&operation.trace_id), TRACE_ID, "the client's trace");
-    assert_eq!(hex::encode(&operation.parent_span_id), CLIENT_SPAN, "the client's span is the parent");
-    assert_eq!(attr(operation, "graphql.operation.name").as_deref(), Some("PatientPage"));
-    assert_eq!(attr(operation, "graphql.operation.type").as_deref(), Some("query"));
+        .unwrap_or_else(|| {
+            panic!(
+                "no operation span in {:?}",
+                got.spans.iter().map(|s| &s.name).collect::<Vec<_>>()
+            )
+        });
+    assert_eq!(
+        hex::encode(&operation.trace_id),
+        TRACE_ID,
+        "the client's trace"
+    );
+    assert_eq!(
+        hex::encode(&operation.parent_span_id),
+        CLIENT_SPAN,
+        "the client's span is the parent"
+    );
+    assert_eq!(
+        attr(operation, "graphql.operation.name").as_deref(),
+        Some("PatientPage")
+    );
+    assert_eq!(
+        attr(operation, "graphql.operation.type").as_deref(),
+        Some("query")
+    );
     let children: Vec<&Span> = got
         .spans
         .iter()
@@ -165,10 +248,17 @@ async fn an_operation_is_one_span_under_the_clients_trace_with_batches_as_childr
     assert_ne!(mutation.trace_id, operation.trace_id);
     assert!(mutation.parent_span_id.is_empty(), "a root span");
 
+    // The tree, for README "Operations" (`cargo test --test api traces -- --nocapture`).
+    eprintln!("{}", tree(&got.spans, operation, 0));
+
     // No span name or attribute holds a value from the requests.
     for span in &got.spans {
         let mut texts = vec![span.name.clone()];
-        texts.extend(span.attributes.iter().filter_map(|a| text(a.value.as_ref())));
+        texts.extend(
+            span.attributes
+                .iter()
+                .filter_map(|a| text(a.value.as_ref())),
+        );
         texts.extend(span.events.iter().map(|e| e.name.clone()));
         for t in texts {
             for planted in ["Quenby", "Marchetti"] {
