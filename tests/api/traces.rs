@@ -1,6 +1,7 @@
 //! OpenTelemetry traces (README "Operations"): the binary, started with
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a small OTLP/HTTP receiver here, exports one span per
-//! GraphQL operation under the client's `traceparent`, with database batches as its children,
+//! GraphQL operation under the client's `traceparent` (on the HTTP request, or on the WebSocket
+//! handshake), with database batches as its children,
 //! flushes on shutdown, and puts no request value in any attribute.
 //!
 //! The exporter is process-global, so the app runs as its own process (`cli::serve`).
@@ -19,12 +20,18 @@ use opentelemetry_proto::tonic::{
 use prost::Message;
 use serde_json::{Value, json};
 
-use crate::cli::{caregraph, serve};
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, http::HeaderValue};
+
+use crate::{
+    cli::{caregraph, serve},
+    websocket::{Event, next, send},
+};
 
 /// A name and a search text no attribute may hold.
 const PLANTED: &str = "Quenby Marchetti";
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+const WS_TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 
 /// What the receiver got: the spans, and the service names of their resources.
 #[derive(Default)]
@@ -176,6 +183,40 @@ async fn an_operation_is_one_span_under_the_clients_trace_with_batches_as_childr
         found["patients"]["edges"][0]["node"]["name"], PLANTED,
         "{found}"
     );
+    // A subscription over WebSocket, the trace context on the handshake.
+    let ws_url = format!("{}/graphql", base.replacen("http://", "ws://", 1));
+    let mut handshake = ws_url.into_client_request().expect("request");
+    handshake.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("graphql-transport-ws"),
+    );
+    handshake.headers_mut().insert(
+        "traceparent",
+        HeaderValue::from_str(&format!("00-{WS_TRACE_ID}-{CLIENT_SPAN}-01")).expect("header"),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(handshake)
+        .await
+        .expect("upgrade");
+    send(
+        &mut ws,
+        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}),
+    )
+    .await;
+    assert_eq!(
+        next(&mut ws).await,
+        Event::Msg(json!({"type": "connection_ack"}))
+    );
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "1", "payload": {"query": "subscription Clock { serverTime(everyMs: 100) }"}}),
+    )
+    .await;
+    let Event::Msg(tick) = next(&mut ws).await else {
+        panic!("expected a tick");
+    };
+    assert_eq!(tick["type"], "next", "{tick}");
+    send(&mut ws, json!({"type": "complete", "id": "1"})).await;
+    ws.close(None).await.expect("close");
     assert!(
         got.lock().expect("lock").spans.is_empty(),
         "nothing before the flush"
@@ -238,6 +279,18 @@ async fn an_operation_is_one_span_under_the_clients_trace_with_batches_as_childr
             && attr(s, "db.operation.batch.size").as_deref().is_some()),
         "{:?}",
         children.iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    // The subscription's span is under the handshake's trace.
+    let subscription = got
+        .spans
+        .iter()
+        .find(|s| s.name == "subscription Clock")
+        .expect("the subscription's span");
+    assert_eq!(hex::encode(&subscription.trace_id), WS_TRACE_ID);
+    assert_eq!(hex::encode(&subscription.parent_span_id), CLIENT_SPAN);
+    assert_eq!(
+        attr(subscription, "graphql.operation.type").as_deref(),
+        Some("subscription")
     );
     // The mutation without a traceparent is a trace of its own.
     let mutation = got
