@@ -535,6 +535,28 @@ mod tests {
     }
 
     #[test]
+    fn the_breaker_gauge_follows_closed_open_half_open_and_closed_again() {
+        let metrics = Metrics::new(prometheus_client::metrics::counter::Counter::default());
+        let http = breaker(1, Duration::ZERO).with_metrics(metrics.clone());
+        let state = || {
+            metrics
+                .breaker_state
+                .get_or_create(&crate::telemetry::metrics::ProviderLabel { provider: "test" })
+                .get()
+        };
+        assert_eq!(state(), 0, "closed");
+        let call = http.admit().expect("closed");
+        http.record(true, call.is_probe());
+        call.answered();
+        assert_eq!(state(), 1, "open");
+        let probe = http.admit().expect("half-open");
+        assert_eq!(state(), 2, "half-open");
+        http.record(false, probe.is_probe());
+        probe.answered();
+        assert_eq!(state(), 0, "closed again");
+    }
+
+    #[test]
     fn each_change_of_the_breakers_state_is_logged_once() {
         let http = breaker(1, Duration::ZERO);
         let ((), lines) = crate::telemetry::capture::logged(|| {
