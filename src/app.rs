@@ -55,6 +55,7 @@ impl App {
         warn_of_the_development_secret(&config);
         let trusted = load_trusted_documents(&config)?;
         let (db, stats) = db::connect_counted(&config.database).await?;
+        let metrics = crate::telemetry::metrics::Metrics::new(stats.counter());
         db::migrate(&db).await?;
         let http_client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -74,7 +75,8 @@ impl App {
             );
         }
         let meetings: Arc<dyn MeetingLinks> = Arc::new(Jitsi::new(&config.jitsi, room_key));
-        let chat = crate::providers::chat::build(&config, db.clone(), http_client.clone())?;
+        let chat =
+            crate::providers::chat::build(&config, db.clone(), http_client.clone(), &metrics)?;
         let outbox = Outbox::new(
             db.clone(),
             chat.provider.clone(),
@@ -99,7 +101,8 @@ impl App {
                 .await?
             }
             None => EventBus::in_process(config.realtime.event_buffer),
-        };
+        }
+        .counting(metrics.events_published.clone());
         let services = Services::new(Parts {
             config: config.clone(),
             db: db.clone(),
@@ -110,6 +113,7 @@ impl App {
             chat,
             outbox,
             events: events.clone(),
+            metrics,
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
@@ -159,13 +163,11 @@ impl App {
     ) -> anyhow::Result<()> {
         let token = self.state.shutdown.clone();
         let sockets = self.state.sockets.clone();
-        let scheduler = tokio::spawn(
-            self.state
-                .services
-                .chats
-                .clone()
-                .run_scheduler(token.clone(), self.state.config.chat.scheduler_poll),
-        );
+        let scheduler = tokio::spawn(self.state.services.chats.clone().run_scheduler(
+            token.clone(),
+            self.state.config.chat.scheduler_poll,
+            self.state.services.metrics.scheduler_lag.clone(),
+        ));
         let webhooks = tokio::spawn(self.state.services.webhooks.clone().run(token.clone()));
         let announcer = tokio::spawn(
             self.state

@@ -121,7 +121,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         _ => {}
     }
     let config = Config::from_env()?;
-    telemetry::init(config.log_json);
+    let _tracing = telemetry::init(config.log_json, config.otel.as_ref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => Box::pin(serve(config)).await,
         Command::Migrate => {

@@ -67,6 +67,55 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     /// Hardening limits.
     pub security: SecurityConfig,
+    /// OpenTelemetry trace export (`None`: off).
+    pub otel: Option<OtelConfig>,
+}
+
+/// OpenTelemetry trace export over OTLP/HTTP (protobuf).
+#[derive(Clone, Debug)]
+pub struct OtelConfig {
+    /// The traces URL: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as given, else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` followed by `/v1/traces`.
+    pub endpoint: String,
+    /// `OTEL_SERVICE_NAME` (default `caregraph`).
+    pub service_name: String,
+    /// `OTEL_TRACES_SAMPLER_ARG` (0 to 1, default 1): the share of traces started here that are
+    /// kept; a client's `traceparent` decides for its own trace.
+    pub sample_ratio: f64,
+}
+
+impl OtelConfig {
+    fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Option<Self>> {
+        let endpoint = match (
+            vars.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            vars.get("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(traces), _) => (
+                traces.trim().to_owned(),
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+            (None, Some(base)) => (
+                format!("{}/v1/traces", base.trim().trim_end_matches('/')),
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (None, None) => return Ok(None),
+        };
+        let (endpoint, name) = endpoint;
+        if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+            bail!("{name}: expected an http:// or https:// URL, got {endpoint:?}");
+        }
+        let sample_ratio: f64 = vars.parse("OTEL_TRACES_SAMPLER_ARG", 1.0)?;
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            bail!("OTEL_TRACES_SAMPLER_ARG: a ratio between 0 and 1, got {sample_ratio}");
+        }
+        Ok(Some(Self {
+            endpoint,
+            service_name: vars
+                .get("OTEL_SERVICE_NAME")
+                .map_or_else(|| "caregraph".to_owned(), |s| s.trim().to_owned()),
+            sample_ratio,
+        }))
+    }
 }
 
 /// Events and subscriptions.
@@ -621,6 +670,7 @@ impl Config {
             demo,
             open_signup: vars.flag("CAREGRAPH_OPEN_SIGNUP")?.unwrap_or(true),
             metrics_token: vars.get("CAREGRAPH_METRICS_TOKEN").map(SecretString::from),
+            otel: OtelConfig::from_vars(vars)?,
             shutdown_grace: vars.seconds("CAREGRAPH_SHUTDOWN_GRACE_SECONDS", 20)?,
             log_json: match vars.get("CAREGRAPH_LOG_FORMAT").as_deref() {
                 Some("json") => true,
@@ -664,6 +714,56 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_vars(&Vars::new(move |k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn traces_are_off_without_an_endpoint_and_bad_otel_values_name_their_variable() {
+        assert!(config(&[]).expect("defaults").otel.is_none());
+        let on = config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")])
+            .expect("valid")
+            .otel
+            .expect("on");
+        assert_eq!(on.endpoint, "http://collector:4318/v1/traces");
+        assert_eq!(on.service_name, "caregraph");
+        assert!((on.sample_ratio - 1.0).abs() < f64::EPSILON);
+        let traces = config(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://ignored:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://collector/traces",
+            ),
+            ("OTEL_SERVICE_NAME", "bff"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ])
+        .expect("valid")
+        .otel
+        .expect("on");
+        assert_eq!(traces.endpoint, "https://collector/traces");
+        assert_eq!(traces.service_name, "bff");
+        assert!((traces.sample_ratio - 0.25).abs() < f64::EPSILON);
+        for (pairs, variable) in [
+            (
+                vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")],
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+            (
+                vec![
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+                    ("OTEL_TRACES_SAMPLER_ARG", "half"),
+                ],
+                "OTEL_TRACES_SAMPLER_ARG",
+            ),
+        ] {
+            let error = config(&pairs).expect_err("refused").to_string();
+            assert!(error.contains(variable), "{error}");
+        }
     }
 
     #[test]

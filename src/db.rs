@@ -14,13 +14,7 @@ pub mod patients;
 pub mod users;
 pub mod webhooks;
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
@@ -35,13 +29,18 @@ use crate::config::DatabaseConfig;
 /// Counts the SQL statements this process runs (for metrics and batching tests).
 #[derive(Clone, Debug, Default)]
 pub struct QueryStats {
-    statements: Arc<AtomicU64>,
+    statements: prometheus_client::metrics::counter::Counter,
 }
 
 impl QueryStats {
     /// Statements run so far.
     pub fn statements(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
+        self.statements.get()
+    }
+
+    /// The counter itself, for the metrics registry.
+    pub fn counter(&self) -> prometheus_client::metrics::counter::Counter {
+        self.statements.clone()
     }
 }
 
@@ -75,7 +74,7 @@ pub async fn connect_counted(
     let stats = QueryStats::default();
     let counter = stats.statements.clone();
     db.set_metric_callback(move |_| {
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
     });
     Ok((db, stats))
 }

@@ -129,6 +129,8 @@ pub struct EventBus {
     relay: Option<mpsc::Sender<DomainEvent>>,
     /// Whether the Redis subscription is up (when configured).
     redis_up: Option<Arc<AtomicBool>>,
+    /// Counts published events (when set).
+    published: Option<prometheus_client::metrics::counter::Counter>,
 }
 
 /// How often the Redis subscription is pinged (and how long a ping may take).
@@ -142,7 +144,14 @@ impl EventBus {
             local,
             relay: None,
             redis_up: None,
+            published: None,
         }
+    }
+
+    /// The bus, counting each published event in `published`.
+    pub fn counting(mut self, published: prometheus_client::metrics::counter::Counter) -> Self {
+        self.published = Some(published);
+        self
     }
 
     /// A bus shared by every replica through Redis pub/sub at `url`. Returns once this replica
@@ -192,11 +201,15 @@ impl EventBus {
             local,
             relay: Some(relay),
             redis_up: Some(redis_up),
+            published: None,
         })
     }
 
     /// Publishes an event to every subscriber (none listening is fine).
     pub fn publish(&self, event: DomainEvent) {
+        if let Some(published) = &self.published {
+            published.inc();
+        }
         // Ids and kinds only: an event can carry message text and names (PHI).
         match &event {
             DomainEvent::ChatStatus(e) => {

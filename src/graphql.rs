@@ -12,6 +12,7 @@ pub mod errors;
 pub mod input;
 pub mod limits;
 pub mod loaders;
+pub mod observe;
 pub mod offline;
 pub mod organizations;
 pub mod pagination;
@@ -24,9 +25,11 @@ pub mod roots;
 pub mod subscriptions;
 pub mod trusted;
 
+use std::sync::Arc;
+
 use async_graphql::{Schema, SchemaBuilder};
 
-use crate::{config::GraphqlConfig, services::Services};
+use crate::{config::GraphqlConfig, services::Services, telemetry::metrics::Metrics};
 pub use roots::{Mutation, Query, Subscription};
 
 /// The executable schema.
@@ -39,9 +42,12 @@ pub const INTROSPECTION_DEPTH: usize = 20;
 fn builder(
     config: &GraphqlConfig,
     cost: cost::CostLimits,
+    metrics: Arc<Metrics>,
 ) -> SchemaBuilder<Query, Mutation, Subscription> {
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
-        // First, so that nothing walks a document before its cost is known.
+        // Outermost: it reads the document only once the cost limit below has passed it.
+        .extension(observe::Observe { metrics })
+        // First to walk a document, so that nothing walks one before its cost is known.
         .extension(cost::QueryCost { limits: cost })
         .limit_complexity(config.max_complexity)
         // An absolute cap for everything, introspection included; the data depth limit is the
@@ -67,7 +73,8 @@ fn builder(
 
 /// Builds the schema with the services as schema data.
 pub fn build(services: Services, config: &GraphqlConfig, cost: cost::CostLimits) -> AppSchema {
-    builder(config, cost).data(services).finish()
+    let metrics = services.metrics.clone();
+    builder(config, cost, metrics).data(services).finish()
 }
 
 /// The configuration of the schema as committed and as client tooling sees it: the default
@@ -87,17 +94,31 @@ fn offline_config() -> GraphqlConfig {
     }
 }
 
+/// Metrics nobody scrapes, for the schemas that serve no requests.
+fn offline_metrics() -> Arc<Metrics> {
+    Metrics::new(Default::default())
+}
+
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    builder(&offline_config(), cost::CostLimits::default())
-        .finish()
-        .sdl()
+    builder(
+        &offline_config(),
+        cost::CostLimits::default(),
+        offline_metrics(),
+    )
+    .finish()
+    .sdl()
 }
 
 /// The introspection result (`{"data": {"__schema": …}}`) that GraphQL Codegen and Apollo
 /// tooling read, with introspection on whatever `CAREGRAPH_ENV` says.
 pub async fn introspection_json() -> anyhow::Result<String> {
-    let schema = builder(&offline_config(), cost::CostLimits::default()).finish();
+    let schema = builder(
+        &offline_config(),
+        cost::CostLimits::default(),
+        offline_metrics(),
+    )
+    .finish();
     let response = schema.execute(offline::INTROSPECTION_QUERY).await;
     if !response.errors.is_empty() {
         let messages: Vec<String> = response.errors.into_iter().map(|e| e.message).collect();
@@ -109,7 +130,7 @@ pub async fn introspection_json() -> anyhow::Result<String> {
 /// A schema that validates documents with the server's rules and limits and executes nothing
 /// (see [`offline::ValidateOnly`]).
 pub fn validator(config: &GraphqlConfig, cost: cost::CostLimits) -> AppSchema {
-    builder(config, cost)
+    builder(config, cost, offline_metrics())
         .extension(offline::ValidateOnly)
         .finish()
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
+    extract::{MatchedPath, State},
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -27,6 +28,7 @@ use crate::{
     error::AppError,
     graphql::{AppSchema, persisted::PersistedQueries},
     services::Services,
+    telemetry::metrics::{HttpLabels, Metrics, method_label},
 };
 
 /// What every handler shares.
@@ -66,6 +68,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/webhooks/stream", post(webhooks::stream))
         .route("/webhooks/sendbird", post(webhooks::sendbird))
+        // Inside the router, where the matched route's pattern is known.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.services.metrics.clone(),
+            measure,
+        ))
         .with_state(state)
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TimeoutLayer::with_status_code(
@@ -87,6 +94,30 @@ pub fn router(state: AppState) -> Router {
         }))
         // Outermost, so that it sees the answers of the limit and timeout layers too.
         .layer(axum::middleware::map_response(graphql_bodies_for_limits))
+}
+
+/// Records each request's duration by method, route pattern and status.
+async fn measure(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let method = method_label(request.method());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "other".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    metrics
+        .http_duration
+        .get_or_create(&HttpLabels {
+            http_request_method: method,
+            http_route: route,
+            http_response_status_code: response.status().as_u16(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Gives the plain answers of the body-size and timeout layers (413, 408) a GraphQL error body

@@ -350,6 +350,8 @@ pub struct Counts {
     pub pending: u64,
     /// Given up.
     pub dead: u64,
+    /// How long the oldest waiting row has waited (zero when none waits).
+    pub oldest_pending_age: Duration,
 }
 
 /// The outbox: writes rows, delivers them, reports on them.
@@ -776,7 +778,19 @@ impl Outbox {
             .filter(outbox::Column::Status.eq(status::DEAD))
             .count(&self.db)
             .await?;
-        Ok(Counts { pending, dead })
+        let oldest = outbox::Entity::find()
+            .filter(outbox::Column::Status.eq(status::PENDING))
+            .order_by_asc(outbox::Column::CreatedAt)
+            .one(&self.db)
+            .await?;
+        let oldest_pending_age = oldest
+            .and_then(|row| (self.clock.now() - row.created_at).to_std().ok())
+            .unwrap_or_default();
+        Ok(Counts {
+            pending,
+            dead,
+            oldest_pending_age,
+        })
     }
 }
 

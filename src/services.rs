@@ -27,6 +27,7 @@ use crate::{
     events::EventBus,
     outbox::Outbox,
     providers::{chat::ChatStack, meetings::MeetingLinks},
+    telemetry::metrics::Metrics,
 };
 
 /// Every service, cheap to clone; built once by `App::build`.
@@ -66,6 +67,8 @@ pub struct Services {
     pub db: DatabaseConnection,
     /// SQL statement counts.
     pub stats: QueryStats,
+    /// The app's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// What the services are built from.
@@ -88,6 +91,8 @@ pub struct Parts {
     pub outbox: Outbox,
     /// The event bus.
     pub events: EventBus,
+    /// The app's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Services {
@@ -103,6 +108,7 @@ impl Services {
             chat,
             outbox,
             events,
+            metrics,
         } = parts;
         let chats = chat::ChatService::new(
             db.clone(),
@@ -146,6 +152,7 @@ impl Services {
             events,
             db,
             stats,
+            metrics,
         }
     }
 }

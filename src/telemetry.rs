@@ -1,6 +1,9 @@
 //! Logging, set up once: pretty locally, JSON in production. `RUST_LOG` overrides the filter.
+//! Metrics ([`metrics`]) and OpenTelemetry traces ([`otel`]).
 
-use tracing_subscriber::{EnvFilter, fmt, prelude::*};
+use tracing_subscriber::{EnvFilter, filter::filter_fn, fmt, prelude::*};
+
+use crate::config::OtelConfig;
 
 const DEFAULT_FILTER: &str = "info,sqlx=warn,sea_orm=warn,sea_orm_migration=warn,tower_http=info";
 
@@ -14,8 +17,10 @@ const PAYLOAD_TARGETS: &[&str] = &[
     "reqwest",
 ];
 
-/// Installs the global subscriber (a second call does nothing).
-pub fn init(json: bool) {
+/// Installs the global subscriber (a second call does nothing): the log output, and the OTLP
+/// trace exporter when `otel` is set. Keep the returned guard until the process ends: dropping
+/// it flushes the spans still buffered.
+pub fn init(json: bool, otel: Option<&OtelConfig>) -> anyhow::Result<Option<otel::Tracing>> {
     let mut filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     // Whatever RUST_LOG asks, these never log: they trace request and frame payloads (PHI).
@@ -24,111 +29,37 @@ pub fn init(json: bool) {
             filter = filter.add_directive(directive);
         }
     }
-    let registry = tracing_subscriber::registry().with(filter);
-    let _ = if json {
-        registry
-            .with(fmt::layer().json().with_current_span(false))
-            .try_init()
+    let logs = if json {
+        fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_filter(filter)
+            .boxed()
     } else {
-        registry.with(fmt::layer().compact()).try_init()
+        fmt::layer().compact().with_filter(filter).boxed()
     };
+    let (guard, traces) = match otel {
+        Some(config) => {
+            let (guard, tracer) = otel::provider(config)?;
+            // Only the spans made for export: no log line becomes a span event.
+            let layer = tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(filter_fn(|meta| {
+                    meta.is_span() && meta.target() == otel::TARGET
+                }));
+            (Some(guard), Some(layer))
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces)
+        .try_init();
+    Ok(guard)
 }
 
-/// Process-wide metrics, rendered as Prometheus text at `/metrics`.
-pub mod metrics {
-    use std::sync::LazyLock;
-
-    use prometheus_client::{
-        encoding::{EncodeLabelSet, text::encode},
-        metrics::{counter::Counter, family::Family, gauge::Gauge},
-        registry::Registry,
-    };
-
-    /// Labels of a provider call.
-    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-    pub struct ProviderCall {
-        /// `stream`, `sendbird`, `ethora`.
-        pub provider: String,
-        /// The operation.
-        pub operation: String,
-        /// `ok` or the failure class.
-        pub outcome: String,
-    }
-
-    /// The metrics.
-    pub struct Metrics {
-        registry: Registry,
-        /// Provider HTTP calls by provider, operation and outcome.
-        pub provider_calls: Family<ProviderCall, Counter>,
-        /// Outbox rows waiting (set at each scrape).
-        pub outbox_pending: Gauge,
-        /// Outbox rows given up on (set at each scrape).
-        pub outbox_dead: Gauge,
-        /// SQL statements run (set at each scrape).
-        pub sql_statements: Gauge,
-    }
-
-    static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-        let mut registry = Registry::with_prefix("caregraph");
-        let provider_calls = Family::<ProviderCall, Counter>::default();
-        let outbox_pending = Gauge::default();
-        let outbox_dead = Gauge::default();
-        let sql_statements = Gauge::default();
-        registry.register(
-            "provider_calls",
-            "Chat-provider HTTP calls",
-            provider_calls.clone(),
-        );
-        registry.register(
-            "outbox_pending",
-            "Provider side effects waiting for delivery",
-            outbox_pending.clone(),
-        );
-        registry.register(
-            "outbox_dead",
-            "Provider side effects given up on (admins can retry them)",
-            outbox_dead.clone(),
-        );
-        registry.register(
-            "sql_statements",
-            "SQL statements run by this process",
-            sql_statements.clone(),
-        );
-        Metrics {
-            registry,
-            provider_calls,
-            outbox_pending,
-            outbox_dead,
-            sql_statements,
-        }
-    });
-
-    /// The process's metrics.
-    pub fn get() -> &'static Metrics {
-        &METRICS
-    }
-
-    /// Counts one provider call.
-    pub fn provider_call(provider: &str, operation: &str, outcome: &str) {
-        get()
-            .provider_calls
-            .get_or_create(&ProviderCall {
-                provider: provider.to_owned(),
-                operation: operation.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render() -> String {
-        let mut out = String::new();
-        if encode(&mut out, &get().registry).is_err() {
-            out.clear();
-        }
-        out
-    }
-}
+pub mod metrics;
+pub mod otel;
 
 /// Test support: what a piece of code logs.
 #[cfg(test)]

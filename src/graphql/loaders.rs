@@ -3,7 +3,11 @@
 
 use std::collections::HashMap;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::{
+    dataloader::{DataLoader, Loader},
+    futures_util::future::BoxFuture,
+};
+use tracing::Instrument;
 
 use crate::{
     domain::{
@@ -30,9 +34,28 @@ pub fn per_request(services: &Services) -> DataLoader<AppLoader> {
         AppLoader {
             services: services.clone(),
         },
-        tokio::spawn,
+        spawn_traced,
     )
     .max_batch_size(500)
+}
+
+/// Spawns a batch in the span that asked for it, so its spans are the operation's children.
+fn spawn_traced(batch: BoxFuture<'static, ()>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(batch.in_current_span())
+}
+
+/// The span of one database batch: the lookup and how many keys (never their values).
+macro_rules! batch_span {
+    ($key:ty, $keys:expr) => {
+        tracing::debug_span!(
+            target: crate::telemetry::otel::TARGET,
+            "db.batch",
+            otel.name = concat!("load ", stringify!($key)),
+            otel.kind = "client",
+            db.operation.name = stringify!($key),
+            db.operation.batch.size = $keys.len(),
+        )
+    };
 }
 
 /// Keys of "rows belonging to a parent" lookups.
@@ -75,8 +98,13 @@ macro_rules! loader {
             type Error = async_graphql::Error;
 
             async fn load(&self, $keys: &[$key]) -> Result<HashMap<$key, $value>, Self::Error> {
-                let $services = &self.services;
-                Ok($body)
+                let span = batch_span!($key, $keys);
+                async {
+                    let $services = &self.services;
+                    Ok($body)
+                }
+                .instrument(span)
+                .await
             }
         }
     };
@@ -87,7 +115,12 @@ macro_rules! loader {
 
             async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, $value>, Self::Error> {
                 let inner: Vec<$inner> = keys.iter().map(|k| k.0).collect();
-                let found = self.services.lookups.$method(&inner).await?;
+                let found = self
+                    .services
+                    .lookups
+                    .$method(&inner)
+                    .instrument(batch_span!($key, keys))
+                    .await?;
                 Ok(found.into_iter().map(|(k, v)| ($key(k), v)).collect())
             }
         }
@@ -186,7 +219,7 @@ pub fn attach(
                     chats: services.chats.clone(),
                     viewer: viewer.clone(),
                 },
-                tokio::spawn,
+                spawn_traced,
             ))
             .data(channel_reads(services, &user.id)),
         None => request,
@@ -227,7 +260,7 @@ pub fn channel_reads(services: &Services, reader: &UserId) -> DataLoader<Channel
             chats: services.chats.clone(),
             reader: *reader,
         },
-        tokio::spawn,
+        spawn_traced,
     )
     .max_batch_size(limit)
 }

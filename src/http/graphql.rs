@@ -227,7 +227,13 @@ async fn execute(
         return response;
     }
     let request = loaders::attach(request, &state.services, &viewer).data(viewer);
-    let response = state.schema.execute(request).await;
+    // The client's `traceparent`, when traces are exported, is the operation span's parent.
+    let response = if crate::telemetry::otel::enabled() {
+        let parent = crate::telemetry::otel::client_context(headers);
+        opentelemetry::trace::FutureExt::with_context(state.schema.execute(request), parent).await
+    } else {
+        state.schema.execute(request).await
+    };
 
     // A request error (parse, validation, limits, variables): nothing executed, no error path.
     let request_error = response.data == async_graphql::Value::Null

@@ -4,7 +4,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 
 use super::AppState;
-use crate::db;
+use crate::{db, telemetry::metrics::BreakerState};
 
 /// 200 while the process serves requests.
 pub async fn healthz() -> &'static str {
@@ -36,11 +36,14 @@ struct Readiness {
 struct Checks {
     database: Check,
     redis: Check,
+    /// Each chat provider's circuit breaker (none for the local provider).
+    providers: std::collections::BTreeMap<&'static str, BreakerState>,
 }
 
-/// 200 while the database answers (`degraded` when Redis does not: events then stay on this
-/// replica, which still serves), 503 when it does not or while shutting down; a JSON body says
-/// which dependency is down.
+/// 200 while the database answers (`degraded` when Redis does not, as events then stay on this
+/// replica, or when a provider's breaker is open, as side effects then wait in the outbox: the
+/// replica still serves), 503 when it does not or while shutting down; a JSON body says which
+/// dependency is down.
 pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let redis = match state.services.events.redis_up() {
@@ -53,11 +56,18 @@ pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
     } else {
         Check::Down
     };
+    let providers: std::collections::BTreeMap<_, _> = state
+        .services
+        .metrics
+        .breaker_states()
+        .into_iter()
+        .collect();
+    let provider_down = providers.values().any(|b| *b != BreakerState::Closed);
     let (code, status) = if state.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
     } else if database == Check::Down {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-    } else if redis == Check::Down {
+    } else if redis == Check::Down || provider_down {
         (StatusCode::OK, "degraded")
     } else {
         (StatusCode::OK, "ready")
@@ -66,13 +76,17 @@ pub async fn readyz(State(state): State<AppState>) -> axum::response::Response {
         code,
         Json(Readiness {
             status,
-            checks: Checks { database, redis },
+            checks: Checks {
+                database,
+                redis,
+                providers,
+            },
         }),
     )
         .into_response()
 }
 
-/// Prometheus metrics: provider calls, outbox backlog and dead rows, SQL statements.
+/// Prometheus metrics (the series are listed in README "Operations").
 pub async fn metrics(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
@@ -93,21 +107,14 @@ pub async fn metrics(
             return StatusCode::UNAUTHORIZED.into_response();
         }
     }
-    let m = crate::telemetry::metrics::get();
-    if let Ok(counts) = state.services.outbox.counts().await {
-        m.outbox_pending
-            .set(i64::try_from(counts.pending).unwrap_or(i64::MAX));
-        m.outbox_dead
-            .set(i64::try_from(counts.dead).unwrap_or(i64::MAX));
-    }
-    m.sql_statements
-        .set(i64::try_from(state.services.stats.statements()).unwrap_or(i64::MAX));
+    let metrics = &state.services.metrics;
+    metrics.refresh(&state.services).await;
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        crate::telemetry::metrics::render(),
+        metrics.render(),
     )
         .into_response()
 }

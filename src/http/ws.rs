@@ -81,6 +81,8 @@ pub fn upgrade(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // When traces are exported, the handshake's `traceparent` parents each operation's span.
+    let trace_parent = crate::telemetry::otel::client_context(headers);
     let tracker = state.sockets.clone();
     upgrade
         .protocols([protocol.name()])
@@ -97,9 +99,9 @@ pub fn upgrade(
             tracker.track_future(async move {
                 // The socket keeps its connection's slot under the connection caps.
                 let _slot = slot;
-                Connection::new(state, protocol, client, header_token)
-                    .run(socket)
-                    .await;
+                let mut connection = Connection::new(state, protocol, client, header_token);
+                connection.trace_parent = trace_parent;
+                connection.run(socket).await;
             })
         })
 }
@@ -123,6 +125,8 @@ struct Connection {
     viewer: Option<Viewer>,
     ops: StreamMap<String, OpStream>,
     first_sent: std::collections::HashSet<String>,
+    /// The client's trace context from the handshake (empty unless traces are exported).
+    trace_parent: opentelemetry::Context,
 }
 
 /// The token a `connection_init` payload carries, in the accepted spellings.
@@ -156,10 +160,12 @@ impl Connection {
             viewer: None,
             ops: StreamMap::new(),
             first_sent: Default::default(),
+            trace_parent: opentelemetry::Context::new(),
         }
     }
 
     async fn run(mut self, socket: WebSocket) {
+        let _open = self.state.services.metrics.websocket_open();
         let (mut sink, mut incoming) = socket.split();
         let cfg = self.state.config.graphql.clone();
         let init_deadline = Instant::now() + cfg.ws_init_timeout;
@@ -346,12 +352,14 @@ impl Connection {
             return send(sink, json!({"type": "error", "id": id, "payload": errors})).await;
         }
         let request = loaders::attach(request, &self.state.services, &viewer).data(viewer);
-        let stream = self
-            .state
-            .schema
-            .execute_stream(request)
-            .map(Some)
-            .chain(futures_util::stream::once(async { None }));
+        let stream = {
+            // The operation's span is made in this call: under the handshake's trace context.
+            let _parent =
+                crate::telemetry::otel::enabled().then(|| self.trace_parent.clone().attach());
+            self.state.schema.execute_stream(request)
+        }
+        .map(Some)
+        .chain(futures_util::stream::once(async { None }));
         self.ops.insert(id, Box::pin(stream));
         Flow::Continue
     }

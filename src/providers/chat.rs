@@ -311,6 +311,7 @@ pub fn build(
     config: &crate::config::Config,
     db: sea_orm::DatabaseConnection,
     client: reqwest::Client,
+    metrics: &Arc<crate::telemetry::metrics::Metrics>,
 ) -> anyhow::Result<ChatStack> {
     use super::http::{ProviderHttp, Resilience};
     use crate::config::ChatProviderKind;
@@ -338,7 +339,7 @@ pub fn build(
             provider: Arc::new(stream::StreamChat::new(
                 chat.stream.as_ref().ok_or_else(|| missing("Stream"))?,
                 chat.token_ttl,
-                ProviderHttp::new("stream", client, resilience),
+                ProviderHttp::new("stream", client, resilience).with_metrics(metrics.clone()),
             )),
             local: None,
         },
@@ -346,7 +347,7 @@ pub fn build(
             provider: Arc::new(sendbird::Sendbird::new(
                 chat.sendbird.as_ref().ok_or_else(|| missing("Sendbird"))?,
                 chat.token_ttl,
-                ProviderHttp::new("sendbird", client, resilience),
+                ProviderHttp::new("sendbird", client, resilience).with_metrics(metrics.clone()),
             )),
             local: None,
         },
@@ -354,7 +355,7 @@ pub fn build(
             provider: Arc::new(ethora::Ethora::new(
                 chat.ethora.as_ref().ok_or_else(|| missing("Ethora"))?,
                 chat.token_ttl,
-                ProviderHttp::new("ethora", client, resilience),
+                ProviderHttp::new("ethora", client, resilience).with_metrics(metrics.clone()),
             )),
             local: None,
         },

@@ -17,7 +17,10 @@ use reqwest::{RequestBuilder, Response, StatusCode, header::HeaderMap};
 use tracing::Instrument;
 
 use super::error::ProviderError;
-use crate::backoff::Backoff;
+use crate::{
+    backoff::Backoff,
+    telemetry::metrics::{BreakerState, Metrics},
+};
 
 /// Retry and breaker settings.
 #[derive(Clone, Debug)]
@@ -108,6 +111,7 @@ pub struct ProviderHttp {
     client: reqwest::Client,
     settings: Resilience,
     breaker: Arc<Mutex<Breaker>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// The wait a provider asked for: `Retry-After` (seconds), `X-RateLimit-RetryAfter`
@@ -180,6 +184,28 @@ impl ProviderHttp {
             client,
             settings,
             breaker: Arc::default(),
+            metrics: None,
+        }
+    }
+
+    /// The client, counting its calls and showing its breaker's state in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        metrics.breaker(self.provider, BreakerState::Closed);
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Shows the breaker's new state.
+    fn show(&self, state: BreakerState) {
+        if let Some(m) = &self.metrics {
+            m.breaker(self.provider, state);
+        }
+    }
+
+    /// Counts a finished call.
+    fn count(&self, operation: &'static str, outcome: &'static str, started: Instant) {
+        if let Some(m) = &self.metrics {
+            m.provider_call(self.provider, operation, outcome, started.elapsed());
         }
     }
 
@@ -202,6 +228,7 @@ impl ProviderHttp {
                 // Half-open: this one call probes; its failure re-opens the breaker at once.
                 b.probing = true;
                 b.failures = self.settings.breaker_threshold.saturating_sub(1);
+                self.show(BreakerState::HalfOpen);
                 Some(ProbeSlot(Some(self.breaker.clone())))
             }
             None => Some(ProbeSlot(None)),
@@ -233,6 +260,7 @@ impl ProviderHttp {
                 };
                 b.cooldown = cooldown;
                 b.open_until = Some(Instant::now() + cooldown);
+                self.show(BreakerState::Open);
                 if probe {
                     tracing::warn!(
                         provider = self.provider,
@@ -250,6 +278,7 @@ impl ProviderHttp {
         } else {
             b.failures = 0;
             if b.open_until.take().is_some() {
+                self.show(BreakerState::Closed);
                 tracing::info!(provider = self.provider, "circuit breaker closed");
             }
         }
@@ -262,17 +291,23 @@ impl ProviderHttp {
         operation: &'static str,
         build: impl Fn(&reqwest::Client) -> RequestBuilder,
     ) -> Result<Response, ProviderError> {
-        let span = tracing::info_span!(
-            "provider_call",
+        // Exported as a trace span when tracing is on; no log line formats it.
+        let span = tracing::debug_span!(
+            target: crate::telemetry::otel::TARGET,
+            "provider.call",
+            otel.name = format_args!("{} {operation}", self.provider),
+            otel.kind = "client",
             provider = self.provider,
             operation,
             status = tracing::field::Empty,
             attempts = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
         );
+        let started = Instant::now();
         async {
             let Some(probe) = self.admit() else {
                 tracing::Span::current().record("status", "breaker_open");
-                crate::telemetry::metrics::provider_call(self.provider, operation, "breaker_open");
+                self.count(operation, "breaker_open", started);
                 return Err(ProviderError::Unavailable("circuit breaker open".into()));
             };
             let attempts = if SINGLE_ATTEMPT.try_with(|()| ()).is_ok() {
@@ -280,10 +315,13 @@ impl ProviderHttp {
             } else {
                 self.settings.attempts
             };
+            // The provider span's W3C trace context (empty when tracing is off).
+            let trace_context = crate::telemetry::otel::outgoing_headers();
             let mut attempt = 0;
             loop {
                 attempt += 1;
                 let result = match build(&self.client)
+                    .headers(trace_context.clone())
                     .timeout(self.settings.timeout)
                     .send()
                     .await
@@ -301,27 +339,24 @@ impl ProviderHttp {
                 match result {
                     Ok(response) => {
                         span.record("status", response.status().as_u16());
-                        crate::telemetry::metrics::provider_call(self.provider, operation, "ok");
+                        self.count(operation, "ok", started);
                         self.record(false, probe.is_probe());
                         probe.answered();
                         return Ok(response);
                     }
                     Err(e) if e.is_transient() && attempt < attempts => {
                         let wait = self.settings.backoff.wait(attempt - 1, e.retry_after());
-                        tracing::debug!(error = %e, ?wait, "retrying provider call");
+                        tracing::debug!(provider = self.provider, operation, error = %e, ?wait, "retrying provider call");
                         tokio::time::sleep(wait).await;
                     }
                     Err(e) => {
                         span.record("status", e.class());
-                        crate::telemetry::metrics::provider_call(
-                            self.provider,
-                            operation,
-                            e.class(),
-                        );
+                        span.record("otel.status_code", "ERROR");
+                        self.count(operation, e.class(), started);
                         self.record(e.is_transient(), probe.is_probe());
                         probe.answered();
                         if e.is_transient() {
-                            tracing::warn!(error = %e, "provider call failed");
+                            tracing::warn!(provider = self.provider, operation, error = %e, "provider call failed");
                         }
                         return Err(e);
                     }
@@ -497,6 +532,28 @@ mod tests {
         assert_eq!(count(&lines, "circuit breaker opened"), 1, "{lines:?}");
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(http.admit().is_none(), "the breaker is open");
+    }
+
+    #[test]
+    fn the_breaker_gauge_follows_closed_open_half_open_and_closed_again() {
+        let metrics = Metrics::new(prometheus_client::metrics::counter::Counter::default());
+        let http = breaker(1, Duration::ZERO).with_metrics(metrics.clone());
+        let state = || {
+            metrics
+                .breaker_state
+                .get_or_create(&crate::telemetry::metrics::ProviderLabel { provider: "test" })
+                .get()
+        };
+        assert_eq!(state(), 0, "closed");
+        let call = http.admit().expect("closed");
+        http.record(true, call.is_probe());
+        call.answered();
+        assert_eq!(state(), 1, "open");
+        let probe = http.admit().expect("half-open");
+        assert_eq!(state(), 2, "half-open");
+        http.record(false, probe.is_probe());
+        probe.answered();
+        assert_eq!(state(), 0, "closed again");
     }
 
     #[test]

@@ -301,7 +301,9 @@ async fn substring_search_in_a_large_practice_returns_the_first_matches_by_name_
  {
     let app = TestApp::spawn().await;
     let (_, org, token) = app.owner("Large", "owner@large.example").await;
-    let given = ["Aaron", "Beth", "Carl", "Dana", "Emil", "Fay", "Gus", "Hana"];
+    let given = [
+        "Aaron", "Beth", "Carl", "Dana", "Emil", "Fay", "Gus", "Hana",
+    ];
     let mut people = Vec::new();
     for i in 0..1_500 {
         let family = if i % 3 == 0 { "Barrow" } else { "Stone" };
@@ -320,8 +322,18 @@ async fn substring_search_in_a_large_practice_returns_the_first_matches_by_name_
         "gone@large.example".into(),
         false,
     ));
-    people.push(("Zoe".into(), "Quinn".into(), "zoe.qqx@large.example".into(), true));
-    people.push(("Zack".into(), "Quill".into(), "qqx.zack@large.example".into(), true));
+    people.push((
+        "Zoe".into(),
+        "Quinn".into(),
+        "zoe.qqx@large.example".into(),
+        true,
+    ));
+    people.push((
+        "Zack".into(),
+        "Quill".into(),
+        "qqx.zack@large.example".into(),
+        true,
+    ));
     seed(&app, &org, &people).await;
 
     let expected = |q: &str| {

@@ -41,7 +41,7 @@ async fn readyz_reports_each_dependency_as_json() {
     let body: Value = res.json().await.expect("json");
     assert_eq!(
         body,
-        json!({"status": "ready", "checks": {"database": "up", "redis": "disabled"}})
+        json!({"status": "ready", "checks": {"database": "up", "redis": "disabled", "providers": {}}})
     );
 }
 
@@ -66,6 +66,29 @@ async fn a_replica_that_is_shutting_down_says_so_with_503() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "shutting_down");
     assert_eq!(body["checks"]["database"], "up");
+}
+
+#[tokio::test]
+async fn an_open_provider_breaker_makes_the_replica_degraded_but_keeps_it_in_rotation() {
+    use caregraph::telemetry::metrics::BreakerState;
+    let app = TestApp::spawn().await;
+    let metrics = &app.state.services.metrics;
+    metrics.breaker("stream", BreakerState::Closed);
+    let (status, body) = Box::pin(readyz(app.state.clone())).await;
+    assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ready")));
+    assert_eq!(body["checks"]["providers"], json!({"stream": "closed"}));
+    metrics.breaker("stream", BreakerState::Open);
+    let (status, body) = Box::pin(readyz(app.state.clone())).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the outbox holds what the provider owes"
+    );
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"]["providers"], json!({"stream": "open"}));
+    metrics.breaker("stream", BreakerState::HalfOpen);
+    let (_, body) = Box::pin(readyz(app.state.clone())).await;
+    assert_eq!(body["checks"]["providers"], json!({"stream": "half_open"}));
 }
 
 /// A TCP proxy to Redis that can be cut (every connection dropped, new ones refused) and

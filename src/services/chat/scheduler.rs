@@ -120,8 +120,14 @@ impl ChatService {
     }
 
     /// Runs the scheduler until `stop`: one timer for the next window change, read from the
-    /// database (so restarts lose nothing), and a poll as a safety net.
-    pub async fn run_scheduler(self, stop: tokio_util::sync::CancellationToken, poll: Duration) {
+    /// database (so restarts lose nothing), and a poll as a safety net. `lag` shows how late
+    /// each tick ran after its timer was due, in seconds.
+    pub async fn run_scheduler(
+        self,
+        stop: tokio_util::sync::CancellationToken,
+        poll: Duration,
+        lag: crate::telemetry::metrics::FloatGauge,
+    ) {
         loop {
             let failed = match self.tick().await {
                 Ok(_) => false,
@@ -143,10 +149,12 @@ impl ChatService {
             } else {
                 Duration::from_millis(50)
             };
+            let due = tokio::time::Instant::now() + nap.max(floor);
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(nap.max(floor)) => {}
+                () = tokio::time::sleep_until(due) => {}
             }
+            lag.set(due.elapsed().as_secs_f64());
         }
     }
 }
