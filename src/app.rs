@@ -99,6 +99,13 @@ impl App {
             }
             None => EventBus::in_process(config.realtime.event_buffer),
         };
+        let audit = crate::audit::AuditLog::new(
+            db.clone(),
+            config.audit.enabled.then_some(config.audit.queue),
+            clock.clone(),
+            crate::audit::retention::checkpoint_key(&config),
+            config.audit.retention_days,
+        );
         let services = Services::new(Parts {
             config: config.clone(),
             db: db.clone(),
@@ -109,6 +116,7 @@ impl App {
             chat,
             outbox,
             events: events.clone(),
+            audit,
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
@@ -178,6 +186,11 @@ impl App {
                 tracing::error!(error = %e, "the outbox worker stopped unexpectedly");
             }
         });
+        // The audit writer stops last: after the requests and tasks that hand it records.
+        let audit_stop = CancellationToken::new();
+        let audit = self.state.services.audit.clone();
+        let audit_writer = tokio::spawn(audit.clone().run_writer(audit_stop.clone()));
+        let sealer = tokio::spawn(audit.run_sealer(token.clone()));
         let grace = self.state.config.shutdown_grace;
         let signal_token = token.clone();
         tokio::spawn(async move {
@@ -205,7 +218,11 @@ impl App {
             let _ = scheduler.await;
             let _ = webhooks.await;
             let _ = announcer.await;
-            serving.await
+            let _ = sealer.await;
+            let served = serving.await;
+            audit_stop.cancel();
+            let _ = audit_writer.await;
+            served
         })
         .await;
         match drained {

@@ -66,6 +66,8 @@ pub struct Services {
     pub db: DatabaseConnection,
     /// SQL statement counts.
     pub stats: QueryStats,
+    /// The audit trail's queue, writer and sealer.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// What the services are built from.
@@ -88,6 +90,8 @@ pub struct Parts {
     pub outbox: Outbox,
     /// The event bus.
     pub events: EventBus,
+    /// The audit trail.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Services {
@@ -103,6 +107,7 @@ impl Services {
             chat,
             outbox,
             events,
+            audit,
         } = parts;
         let chats = chat::ChatService::new(
             db.clone(),
@@ -146,6 +151,7 @@ impl Services {
             events,
             db,
             stats,
+            audit,
         }
     }
 }
