@@ -99,8 +99,13 @@ impl App {
             }
             None => EventBus::in_process(config.realtime.event_buffer),
         };
+        // The audit writer and sealer have a small pool of their own: their batches never take a
+        // request's connection, and the request pool's statement counts stay the requests' own.
+        let mut audit_db_config = config.database.clone();
+        audit_db_config.max_connections = 2;
+        let audit_db = db::connect(&audit_db_config).await?;
         let audit = crate::audit::AuditLog::new(
-            db.clone(),
+            audit_db,
             config.audit.enabled.then_some(config.audit.queue),
             clock.clone(),
             crate::audit::retention::checkpoint_key(&config),

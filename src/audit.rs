@@ -380,8 +380,10 @@ impl AuditScope {
     /// Buffers one read per entry (a list's rows), taking the buffer's lock once.
     pub fn record_all(&self, entries: impl IntoIterator<Item = AuditEntry>) {
         if let Some(inner) = &self.inner {
-            let records: Vec<AuditRecord> =
-                entries.into_iter().map(|e| Self::complete(inner, e)).collect();
+            let records: Vec<AuditRecord> = entries
+                .into_iter()
+                .map(|e| Self::complete(inner, e))
+                .collect();
             if let Ok(mut buffer) = inner.buffer.lock() {
                 buffer.extend(records);
             }

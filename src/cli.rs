@@ -167,14 +167,12 @@ async fn audit_verify(config: &Config, org: Option<&str>) -> anyhow::Result<()> 
     db::migrate(&conn).await?;
     let key = crate::audit::retention::checkpoint_key(config);
     let started = std::time::Instant::now();
-    let result = crate::audit::verify::verify(
-        &conn,
-        key.expose_secret().as_bytes(),
-        org,
-        |chain, n| out(&format!("  chain {chain}: {n} records checked...")),
-    )
-    .await
-    .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    let result =
+        crate::audit::verify::verify(&conn, key.expose_secret().as_bytes(), org, |chain, n| {
+            out(&format!("  chain {chain}: {n} records checked..."))
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
     match result {
         Ok(summary) => {
             out(&format!(

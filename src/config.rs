@@ -781,7 +781,12 @@ mod tests {
         assert_eq!(c.audit.queue, 10_000);
         assert_eq!(c.audit.retention_days, 2190);
         assert!(c.audit.key.is_none());
-        assert!(!config(&[("CAREGRAPH_AUDIT", "false")]).expect("off").audit.enabled);
+        assert!(
+            !config(&[("CAREGRAPH_AUDIT", "false")])
+                .expect("off")
+                .audit
+                .enabled
+        );
         for (key, value) in [
             ("CAREGRAPH_AUDIT_RETENTION_DAYS", "0"),
             ("CAREGRAPH_AUDIT_QUEUE", "lots"),

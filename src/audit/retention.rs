@@ -33,7 +33,12 @@ pub fn checkpoint_key(config: &crate::config::Config) -> SecretString {
 
 /// The signed bytes of a checkpoint: `caregraph-audit-checkpoint-v1` and the chain, the last
 /// pruned index, its hash and the cutoff, each encoded as in the record's canonical encoding.
-fn checkpoint_message(chain: &str, through: i64, last_hash: &str, before: &DateTime<Utc>) -> Vec<u8> {
+fn checkpoint_message(
+    chain: &str,
+    through: i64,
+    last_hash: &str,
+    before: &DateTime<Utc>,
+) -> Vec<u8> {
     let mut out = b"caregraph-audit-checkpoint-v1".to_vec();
     field(&mut out, Some(chain));
     field(&mut out, Some(&through.to_string()));
@@ -44,7 +49,12 @@ fn checkpoint_message(chain: &str, through: i64, last_hash: &str, before: &DateT
 
 /// Whether `cp` carries a valid signature under `key`.
 pub fn checkpoint_signature_ok(key: &[u8], cp: &audit_checkpoint::Model) -> bool {
-    let message = checkpoint_message(&cp.chain, cp.through_index, &cp.last_hash, &cp.pruned_before);
+    let message = checkpoint_message(
+        &cp.chain,
+        cp.through_index,
+        &cp.last_hash,
+        &cp.pruned_before,
+    );
     crate::crypto::verify_hex(key, &message, &cp.signature)
 }
 
@@ -62,7 +72,11 @@ pub async fn latest_checkpoint(
 
 /// Deletes the sealed records older than `cutoff` from the front of every chain, in bounded
 /// batches, each with its checkpoint in the same transaction; the number deleted.
-pub async fn prune(db: &DatabaseConnection, key: &SecretString, cutoff: DateTime<Utc>) -> AppResult<u64> {
+pub async fn prune(
+    db: &DatabaseConnection,
+    key: &SecretString,
+    cutoff: DateTime<Utc>,
+) -> AppResult<u64> {
     let key = key.expose_secret().as_bytes();
     // Stored at microsecond precision on both databases, so signed at that precision.
     let cutoff = cutoff.trunc_subsecs(6);
@@ -86,7 +100,12 @@ pub async fn prune(db: &DatabaseConnection, key: &SecretString, cutoff: DateTime
     Ok(deleted)
 }
 
-async fn prune_batch(db: &DatabaseConnection, key: &[u8], chain: &str, cutoff: DateTime<Utc>) -> AppResult<u64> {
+async fn prune_batch(
+    db: &DatabaseConnection,
+    key: &[u8],
+    chain: &str,
+    cutoff: DateTime<Utc>,
+) -> AppResult<u64> {
     let txn = db::begin(db).await?;
     let through = latest_checkpoint(&txn, chain)
         .await?
@@ -121,7 +140,10 @@ async fn prune_batch(db: &DatabaseConnection, key: &[u8], chain: &str, cutoff: D
         .filter(audit_event::Column::ChainIndex.lte(last_index))
         .exec(&txn)
         .await?;
-    let signature = crate::crypto::hmac_hex(key, &checkpoint_message(chain, last_index, &last_hash, &cutoff));
+    let signature = crate::crypto::hmac_hex(
+        key,
+        &checkpoint_message(chain, last_index, &last_hash, &cutoff),
+    );
     audit_checkpoint::Entity::insert(audit_checkpoint::ActiveModel {
         chain: Set(chain.to_owned()),
         through_index: Set(last_index),

@@ -189,7 +189,12 @@ impl AuditLog {
 
     /// Inserts `batch` in one statement, retrying a failed insert with backoff (three attempts
     /// once shutting down), then clears it.
-    async fn write(&self, inner: &Inner, batch: &mut Vec<AuditRecord>, stop: Option<&CancellationToken>) {
+    async fn write(
+        &self,
+        inner: &Inner,
+        batch: &mut Vec<AuditRecord>,
+        stop: Option<&CancellationToken>,
+    ) {
         if batch.is_empty() {
             return;
         }
@@ -201,7 +206,9 @@ impl AuditLog {
                 .await
             {
                 Ok(_) => {
-                    inner.written.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    inner
+                        .written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     break;
                 }
                 Err(e) => {

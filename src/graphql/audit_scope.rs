@@ -30,7 +30,9 @@ impl Extension for AuditOperationName {
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
         // Runs after `QueryCost`, which parsed the document (so this parses nothing again).
-        if let Some(viewer) = request.data.get(&std::any::TypeId::of::<Viewer>())
+        if let Some(viewer) = request
+            .data
+            .get(&std::any::TypeId::of::<Viewer>())
             .and_then(|d| d.downcast_ref::<Viewer>())
             .cloned()
             && viewer.audit.is_recording()

@@ -185,7 +185,8 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 64
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_owned)
 }
@@ -230,7 +231,13 @@ async fn execute(
             return error_response(StatusCode::UNAUTHORIZED, media, e.code(), &e.message());
         }
     };
-    let viewer = with_audit_scope(state, viewer, headers, client, request.operation_name.as_deref());
+    let viewer = with_audit_scope(
+        state,
+        viewer,
+        headers,
+        client,
+        request.operation_name.as_deref(),
+    );
     if let Err(e) = state.persisted.resolve(&mut request) {
         let status = if media == MediaType::GraphqlResponse {
             StatusCode::BAD_REQUEST

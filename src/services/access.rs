@@ -220,7 +220,7 @@ pub async fn patient_staff(
                     .denied(),
             );
             Err(AppError::Forbidden(
-            "only staff of the patient's organization may do this".into(),
+                "only staff of the patient's organization may do this".into(),
             ))
         }
     }

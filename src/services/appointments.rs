@@ -270,7 +270,16 @@ impl AppointmentService {
         };
         let txn = db::begin(&self.db).await?;
         db::appointments::insert(&txn, &appointment, &support).await?;
-        record_change(&txn, viewer, AuditAction::Create, AuditEntity::Appointment, appointment.id, appointment.org_id, Some(appointment.patient_id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         txn.commit().await?;
         Ok(appointment)
     }
@@ -282,7 +291,9 @@ impl AppointmentService {
     ) -> AppResult<Appointment> {
         let (appointment, reader) = read(&self.db, self.clock.now(), viewer, id).await?;
         if !reader.staff {
-            viewer.audit.record(appointment_entry(AuditAction::Read, &appointment).denied());
+            viewer
+                .audit
+                .record(appointment_entry(AuditAction::Read, &appointment).denied());
             return Err(AppError::Forbidden(
                 "only staff of the organization may change appointments".into(),
             ));
@@ -333,7 +344,16 @@ impl AppointmentService {
         appointment.duration_minutes = duration_minutes;
         let txn = db::begin(&self.db).await?;
         db::appointments::update_schedule(&txn, &appointment).await?;
-        record_change(&txn, viewer, AuditAction::Update, AuditEntity::Appointment, appointment.id, appointment.org_id, Some(appointment.patient_id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
@@ -366,7 +386,16 @@ impl AppointmentService {
         let txn = db::begin(&self.db).await?;
         db::appointments::set_practitioner(&txn, id, practitioner_id).await?;
         db::appointments::set_support_staff(&txn, id, &support).await?;
-        record_change(&txn, viewer, AuditAction::Update, AuditEntity::Appointment, appointment.id, appointment.org_id, Some(appointment.patient_id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
@@ -384,7 +413,16 @@ impl AppointmentService {
         let txn = db::begin(&self.db).await?;
         db::appointments::update_schedule(&txn, &appointment).await?;
         // A cancellation is an UPDATE too (the appointment is kept, with its status).
-        record_change(&txn, viewer, AuditAction::Update, AuditEntity::Appointment, appointment.id, appointment.org_id, Some(appointment.patient_id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }

@@ -201,8 +201,15 @@ impl CaseService {
                 .await?;
             }
         }
-        let action = if created { AuditAction::Create } else { AuditAction::Update };
-        viewer.audit.record_in(&txn, case_entry(action, &case)).await?;
+        let action = if created {
+            AuditAction::Create
+        } else {
+            AuditAction::Update
+        };
+        viewer
+            .audit
+            .record_in(&txn, case_entry(action, &case))
+            .await?;
         // The room is provisioned (or brought in step) on every call, with the case.
         self.commit_with_room(txn, &case, viewer).await?;
         Ok((case, created))

@@ -158,10 +158,28 @@ impl PatientService {
             },
         )
         .await?;
-        record_change(&txn, viewer, AuditAction::Create, AuditEntity::Patient, patient.id, org_id, Some(patient.id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::Patient,
+            patient.id,
+            org_id,
+            Some(patient.id),
+        )
+        .await?;
         for (i, g) in input.guardians.iter().enumerate() {
             let user = put_guardian(&txn, patient.id, g, &format!("input.guardians.{i}")).await?;
-            record_change(&txn, viewer, AuditAction::Create, AuditEntity::Guardian, user, org_id, Some(patient.id)).await?;
+            record_change(
+                &txn,
+                viewer,
+                AuditAction::Create,
+                AuditEntity::Guardian,
+                user,
+                org_id,
+                Some(patient.id),
+            )
+            .await?;
         }
         txn.commit().await?;
         Ok(patient)
@@ -190,7 +208,16 @@ impl PatientService {
         }
         let txn = db::begin(&self.db).await?;
         db::patients::update(&txn, &patient).await?;
-        record_change(&txn, viewer, AuditAction::Update, AuditEntity::Patient, patient.id, patient.org_id, Some(patient.id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Patient,
+            patient.id,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
         txn.commit().await?;
         Ok(patient)
     }
@@ -205,7 +232,16 @@ impl PatientService {
         let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
         let txn = db::begin(&self.db).await?;
         let user = put_guardian(&txn, patient.id, &g, "input").await?;
-        record_change(&txn, viewer, AuditAction::Create, AuditEntity::Guardian, user, patient.org_id, Some(patient.id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::Guardian,
+            user,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
         // A changed chat right takes effect in the patient's chats with the change.
         let mut fx = AfterCommit::default();
         self.chats
@@ -227,7 +263,16 @@ impl PatientService {
         if !db::patients::remove_guardian(&txn, id, user).await? {
             return Err(AppError::NotFound("guardian"));
         }
-        record_change(&txn, viewer, AuditAction::Delete, AuditEntity::Guardian, user, patient.org_id, Some(patient.id)).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Delete,
+            AuditEntity::Guardian,
+            user,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
         // The former guardian leaves the patient's chats with the change.
         let mut fx = AfterCommit::default();
         self.chats
@@ -263,7 +308,9 @@ impl PatientService {
         }
         let page = db::patients::list(&self.db, org_id, search.as_deref(), page).await?;
         viewer.audit.record_all(page.rows.iter().map(|(_, p)| {
-            AuditEntry::read(AuditEntity::Patient, p.id).org(p.org_id).patient(p.id)
+            AuditEntry::read(AuditEntity::Patient, p.id)
+                .org(p.org_id)
+                .patient(p.id)
         }));
         Ok(page)
     }
@@ -272,7 +319,9 @@ impl PatientService {
     pub async fn of_viewer(&self, viewer: &Viewer) -> AppResult<Vec<Patient>> {
         let patients = db::patients::of_guardian(&self.db, viewer.user()?.id).await?;
         viewer.audit.record_all(patients.iter().map(|p| {
-            AuditEntry::read(AuditEntity::Patient, p.id).org(p.org_id).patient(p.id)
+            AuditEntry::read(AuditEntity::Patient, p.id)
+                .org(p.org_id)
+                .patient(p.id)
         }));
         Ok(patients)
     }

@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use caregraph::{
-    audit::{
-        AuditActor, AuditEntity, AuditEntry, AuditLog, AuditScope, chain, retention, verify,
-    },
+    audit::{AuditActor, AuditEntity, AuditEntry, AuditLog, AuditScope, chain, retention, verify},
     db::entities::audit_event,
 };
 use chrono::Utc;
@@ -22,14 +20,19 @@ use serde_json::{Value, json};
 use crate::helpers::{Clinic, TestApp, quick};
 
 const READ_PATIENT: &str = "query ReadRex($id: ID!) { patient(id: $id) { id name } }";
-const UPDATE_PATIENT: &str =
-    "mutation RenameRex($id: ID!, $name: String!) { updatePatient(id: $id, input: { name: $name }) { id } }";
+const UPDATE_PATIENT: &str = "mutation RenameRex($id: ID!, $name: String!) { updatePatient(id: $id, input: { name: $name }) { id } }";
 const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
 const LIST_APPOINTMENTS: &str =
     "query Dashboard($org: ID!) { appointments(orgId: $org, first: 50) { edges { node { id } } } }";
 
 /// POSTs a query with an `x-request-id`.
-async fn gql_with_id(app: &TestApp, token: &str, request_id: &str, query: &str, vars: Value) -> Value {
+async fn gql_with_id(
+    app: &TestApp,
+    token: &str,
+    request_id: &str,
+    query: &str,
+    vars: Value,
+) -> Value {
     app.http
         .post(app.url("/graphql"))
         .bearer_auth(token)
@@ -49,7 +52,10 @@ fn db(app: &TestApp) -> &DatabaseConnection {
 
 /// Every record written so far (after the queue drained).
 async fn records(app: &TestApp) -> Vec<audit_event::Model> {
-    assert!(app.state.services.audit.written().await, "the audit queue drains");
+    assert!(
+        app.state.services.audit.written().await,
+        "the audit queue drains"
+    );
     audit_event::Entity::find()
         .order_by_asc(audit_event::Column::At)
         .order_by_asc(audit_event::Column::Id)
@@ -98,7 +104,14 @@ async fn schedule(app: &TestApp, c: &Clinic) -> String {
 async fn a_patient_read_leaves_exactly_one_read_record_with_the_requests_context() {
     let app = TestApp::spawn().await;
     let c = app.clinic("aread").await;
-    let body = gql_with_id(&app, &c.vet.token, "req-read-1", READ_PATIENT, json!({"id": c.patient})).await;
+    let body = gql_with_id(
+        &app,
+        &c.vet.token,
+        "req-read-1",
+        READ_PATIENT,
+        json!({"id": c.patient}),
+    )
+    .await;
     assert!(body.get("errors").is_none(), "{body}");
     let rows = of_request(&app, "req-read-1").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -120,7 +133,14 @@ async fn a_patient_read_leaves_exactly_one_read_record_with_the_requests_context
 async fn a_strangers_read_of_a_patient_is_recorded_as_denied_with_the_id_asked() {
     let app = TestApp::spawn().await;
     let c = app.clinic("adeny").await;
-    let body = gql_with_id(&app, &c.stranger.token, "req-deny-1", READ_PATIENT, json!({"id": c.patient})).await;
+    let body = gql_with_id(
+        &app,
+        &c.stranger.token,
+        "req-deny-1",
+        READ_PATIENT,
+        json!({"id": c.patient}),
+    )
+    .await;
     assert_eq!(crate::helpers::code(&body), "NOT_FOUND", "{body}");
     let rows = of_request(&app, "req-deny-1").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -135,7 +155,14 @@ async fn a_strangers_read_of_a_patient_is_recorded_as_denied_with_the_id_asked()
 async fn a_patient_update_records_one_update_and_no_read() {
     let app = TestApp::spawn().await;
     let c = app.clinic("aupd").await;
-    let body = gql_with_id(&app, &c.vet.token, "req-upd-1", UPDATE_PATIENT, json!({"id": c.patient, "name": "Rexford"})).await;
+    let body = gql_with_id(
+        &app,
+        &c.vet.token,
+        "req-upd-1",
+        UPDATE_PATIENT,
+        json!({"id": c.patient, "name": "Rexford"}),
+    )
+    .await;
     assert!(body.get("errors").is_none(), "{body}");
     let rows = of_request(&app, "req-upd-1").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -144,7 +171,14 @@ async fn a_patient_update_records_one_update_and_no_read() {
     assert_eq!(rows[0].patient_id.as_deref(), Some(c.patient.as_str()));
     assert_eq!(rows[0].operation_name.as_deref(), Some("RenameRex"));
     // A guardian may read the patient but not change it: FORBIDDEN, recorded as DENIED.
-    let body = gql_with_id(&app, &c.client.token, "req-upd-2", UPDATE_PATIENT, json!({"id": c.patient, "name": "Nope"})).await;
+    let body = gql_with_id(
+        &app,
+        &c.client.token,
+        "req-upd-2",
+        UPDATE_PATIENT,
+        json!({"id": c.patient, "name": "Nope"}),
+    )
+    .await;
     assert_eq!(crate::helpers::code(&body), "FORBIDDEN", "{body}");
     let rows = of_request(&app, "req-upd-2").await;
     assert_eq!(rows.len(), 1, "{rows:?}");
@@ -165,10 +199,23 @@ async fn creating_a_patient_records_the_patient_and_each_guardian_in_its_transac
         .map(|r| (r.entity_type.as_str(), r.entity_id.as_deref()))
         .collect();
     assert_eq!(created.len(), 3, "{kinds:?}");
-    assert!(kinds.contains(&("PATIENT", Some(c.patient.as_str()))), "{kinds:?}");
-    assert!(kinds.contains(&("GUARDIAN", Some(c.client.id.as_str()))), "{kinds:?}");
-    assert!(kinds.contains(&("GUARDIAN", Some(c.co_guardian.id.as_str()))), "{kinds:?}");
-    assert!(created.iter().all(|r| r.actor_id.as_deref() == Some(c.owner.id.as_str())));
+    assert!(
+        kinds.contains(&("PATIENT", Some(c.patient.as_str()))),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("GUARDIAN", Some(c.client.id.as_str()))),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("GUARDIAN", Some(c.co_guardian.id.as_str()))),
+        "{kinds:?}"
+    );
+    assert!(
+        created
+            .iter()
+            .all(|r| r.actor_id.as_deref() == Some(c.owner.id.as_str()))
+    );
 }
 
 #[tokio::test]
@@ -185,7 +232,14 @@ async fn a_list_records_one_read_per_row_returned_and_a_schedule_one_create() {
         .filter(|r| r.action == "CREATE" && r.entity_type == "APPOINTMENT")
         .count();
     assert_eq!(creates, 3);
-    let body = gql_with_id(&app, &c.owner.token, "req-list-1", LIST_APPOINTMENTS, json!({"org": c.org})).await;
+    let body = gql_with_id(
+        &app,
+        &c.owner.token,
+        "req-list-1",
+        LIST_APPOINTMENTS,
+        json!({"org": c.org}),
+    )
+    .await;
     assert!(body.get("errors").is_none(), "{body}");
     let rows = of_request(&app, "req-list-1").await;
     let mut read: Vec<String> = rows
@@ -197,8 +251,11 @@ async fn a_list_records_one_read_per_row_returned_and_a_schedule_one_create() {
     ids.sort();
     assert_eq!(read, ids);
     assert_eq!(rows.len(), 3, "nothing else was read: {rows:?}");
-    assert!(rows.iter().all(|r| r.patient_id.as_deref() == Some(c.patient.as_str())
-        && r.operation_name.as_deref() == Some("Dashboard")));
+    assert!(
+        rows.iter()
+            .all(|r| r.patient_id.as_deref() == Some(c.patient.as_str())
+                && r.operation_name.as_deref() == Some("Dashboard"))
+    );
 }
 
 #[tokio::test]
@@ -206,14 +263,31 @@ async fn nested_guardians_and_consents_record_one_read_per_row() {
     let app = TestApp::spawn().await;
     let c = app.clinic("anest").await;
     let query = "query Nested($id: ID!) { patient(id: $id) { id guardians { user { id } } } }";
-    let body = gql_with_id(&app, &c.vet.token, "req-nest-1", query, json!({"id": c.patient})).await;
+    let body = gql_with_id(
+        &app,
+        &c.vet.token,
+        "req-nest-1",
+        query,
+        json!({"id": c.patient}),
+    )
+    .await;
     assert!(body.get("errors").is_none(), "{body}");
     let rows = of_request(&app, "req-nest-1").await;
-    let guardians: Vec<_> = rows.iter().filter(|r| r.entity_type == "GUARDIAN").collect();
+    let guardians: Vec<_> = rows
+        .iter()
+        .filter(|r| r.entity_type == "GUARDIAN")
+        .collect();
     assert_eq!(guardians.len(), 2, "{rows:?}");
-    assert!(guardians.iter().all(|r| r.org_id.as_deref() == Some(c.org.as_str())
-        && r.patient_id.as_deref() == Some(c.patient.as_str())));
-    assert_eq!(rows.iter().filter(|r| r.entity_type == "PATIENT").count(), 1);
+    assert!(
+        guardians
+            .iter()
+            .all(|r| r.org_id.as_deref() == Some(c.org.as_str())
+                && r.patient_id.as_deref() == Some(c.patient.as_str()))
+    );
+    assert_eq!(
+        rows.iter().filter(|r| r.entity_type == "PATIENT").count(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -222,11 +296,19 @@ async fn sign_ins_record_login_and_a_failed_one_keeps_no_email() {
     let c = app.clinic("alogin").await;
     let login = "mutation SignIn($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
     let ok = app
-        .gql(None, login, json!({"e": "vet@alogin.example", "p": "a long password 1"}))
+        .gql(
+            None,
+            login,
+            json!({"e": "vet@alogin.example", "p": "a long password 1"}),
+        )
         .await;
     assert!(ok.get("errors").is_none(), "{ok}");
     let bad = app
-        .gql(None, login, json!({"e": "nobody-planted@alogin.example", "p": "wrong password 1"}))
+        .gql(
+            None,
+            login,
+            json!({"e": "nobody-planted@alogin.example", "p": "wrong password 1"}),
+        )
         .await;
     assert!(bad.get("errors").is_some(), "{bad}");
     let rows: Vec<_> = records(&app)
@@ -263,8 +345,17 @@ async fn planted_phi_appears_in_no_column_of_any_audit_record() {
             ]}}),
         )
         .await;
-    let patient = body["data"]["createPatient"]["id"].as_str().expect("patient").to_owned();
-    app.ok(&c.owner.token, READ_PATIENT, json!({"id": patient}), "patient").await;
+    let patient = body["data"]["createPatient"]["id"]
+        .as_str()
+        .expect("patient")
+        .to_owned();
+    app.ok(
+        &c.owner.token,
+        READ_PATIENT,
+        json!({"id": patient}),
+        "patient",
+    )
+    .await;
     app.ok(
         &c.owner.token,
         "query($id: ID!) { patient(id: $id) { guardians { user { email } } } }",
@@ -312,11 +403,17 @@ async fn planted_phi_appears_in_no_column_of_any_audit_record() {
     let rows = records(&app).await;
     let kinds: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
     assert!(kinds.contains(&"SEND"), "{kinds:?}");
-    assert!(rows.iter().any(|r| r.entity_type == "CHAT_MESSAGE" && r.action == "READ"));
+    assert!(
+        rows.iter()
+            .any(|r| r.entity_type == "CHAT_MESSAGE" && r.action == "READ")
+    );
     // Every column of every row, as the database holds it.
     let backend = db(&app).get_database_backend();
     let dump = db(&app)
-        .query_all_raw(Statement::from_string(backend, "SELECT * FROM audit_events"))
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT * FROM audit_events",
+        ))
         .await
         .expect("dump");
     let mut text_of_table = String::new();
@@ -329,7 +426,12 @@ async fn planted_phi_appears_in_no_column_of_any_audit_record() {
     }
     assert!(text_of_table.contains(&patient), "the dump holds the rows");
     for planted in [name, email, text, phone, "Planted-reason-text", "Plant"] {
-        assert!(!text_of_table.to_lowercase().contains(&planted.to_lowercase()), "{planted} leaked");
+        assert!(
+            !text_of_table
+                .to_lowercase()
+                .contains(&planted.to_lowercase()),
+            "{planted} leaked"
+        );
     }
 }
 
@@ -346,14 +448,19 @@ async fn a_flush_under_a_full_queue_waits_and_loses_nothing() {
     );
     let org = caregraph::domain::OrgId::parse(&c.org, "org").expect("org id");
     let scope: AuditScope = log.scope(AuditActor::System, Some("req-queue".into()), None);
-    scope.record_all((0..250).map(|i| AuditEntry::read(AuditEntity::Case, format!("case-{i}")).org(org)));
+    scope.record_all(
+        (0..250).map(|i| AuditEntry::read(AuditEntity::Case, format!("case-{i}")).org(org)),
+    );
     // No writer yet: 100 fit, the flush waits for the rest.
     let flushing = tokio::spawn({
         let log = log.clone();
         async move { log.flush(&scope).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!flushing.is_finished(), "the flush waits while the queue is full");
+    assert!(
+        !flushing.is_finished(),
+        "the flush waits while the queue is full"
+    );
     assert_eq!(log.counts().0, 100);
     let stop = tokio_util::sync::CancellationToken::new();
     let writer = tokio::spawn(log.clone().run_writer(stop.clone()));
@@ -379,7 +486,13 @@ async fn recording_off_records_nothing() {
     })
     .await;
     let c = app.clinic("aoff").await;
-    app.ok(&c.vet.token, READ_PATIENT, json!({"id": c.patient}), "patient").await;
+    app.ok(
+        &c.vet.token,
+        READ_PATIENT,
+        json!({"id": c.patient}),
+        "patient",
+    )
+    .await;
     assert!(records(&app).await.is_empty());
 }
 
@@ -388,7 +501,13 @@ async fn sealed_trail(tag: &str) -> (TestApp, Clinic) {
     let app = TestApp::spawn().await;
     let c = app.clinic(tag).await;
     for _ in 0..3 {
-        app.ok(&c.vet.token, READ_PATIENT, json!({"id": c.patient}), "patient").await;
+        app.ok(
+            &c.vet.token,
+            READ_PATIENT,
+            json!({"id": c.patient}),
+            "patient",
+        )
+        .await;
     }
     assert!(app.state.services.audit.written().await);
     app.state.services.audit.seal().await.expect("seal");
@@ -436,7 +555,10 @@ async fn a_tampered_row_fails_verification_at_that_row() {
     db(&app)
         .execute_raw(Statement::from_string(
             backend,
-            format!("UPDATE audit_events SET entity_id = 'someone-else' WHERE id = '{}'", victim.id),
+            format!(
+                "UPDATE audit_events SET entity_id = 'someone-else' WHERE id = '{}'",
+                victim.id
+            ),
         ))
         .await
         .expect("tamper");
@@ -467,28 +589,47 @@ async fn retention_prunes_the_front_behind_a_checkpoint_and_the_chain_still_veri
     let before = chain_rows(&app, &c.org).await;
     // Everything older than the third record goes.
     let cutoff = before[2].at;
-    let deleted = retention::prune(db(&app), &key(&app), cutoff).await.expect("prune");
+    let deleted = retention::prune(db(&app), &key(&app), cutoff)
+        .await
+        .expect("prune");
     let after = chain_rows(&app, &c.org).await;
     assert!(deleted >= 2, "{deleted}");
-    assert_eq!(after.len(), before.len() - 2, "only this chain's first two went");
+    assert_eq!(
+        after.len(),
+        before.len() - 2,
+        "only this chain's first two went"
+    );
     assert_eq!(after[0].chain_index, Some(3));
     let summary = verify_all(&app).await.expect("still verifiable");
     assert!(summary.from_checkpoint >= 1);
     // New records keep chaining after the pruned prefix.
-    app.ok(&c.vet.token, READ_PATIENT, json!({"id": c.patient}), "patient").await;
+    app.ok(
+        &c.vet.token,
+        READ_PATIENT,
+        json!({"id": c.patient}),
+        "patient",
+    )
+    .await;
     assert!(app.state.services.audit.written().await);
     app.state.services.audit.seal().await.expect("seal");
-    verify_all(&app).await.expect("still verifiable after more records");
+    verify_all(&app)
+        .await
+        .expect("still verifiable after more records");
 }
 
 #[tokio::test]
 async fn a_forged_checkpoint_fails_verification() {
     let (app, c) = sealed_trail("aforge").await;
     let before = chain_rows(&app, &c.org).await;
-    retention::prune(db(&app), &key(&app), before[2].at).await.expect("prune");
+    retention::prune(db(&app), &key(&app), before[2].at)
+        .await
+        .expect("prune");
     // Someone deletes one more record and moves the checkpoint over it without the key.
     let gone = &before[2];
-    audit_event::Entity::delete_by_id(gone.id.clone()).exec(db(&app)).await.expect("delete");
+    audit_event::Entity::delete_by_id(gone.id.clone())
+        .exec(db(&app))
+        .await
+        .expect("delete");
     let backend = db(&app).get_database_backend();
     db(&app)
         .execute_raw(Statement::from_string(
@@ -524,18 +665,80 @@ async fn the_verify_command_exits_non_zero_at_a_break_and_zero_with_a_summary() 
     let ok = run(Some(&c.org));
     let stdout = String::from_utf8_lossy(&ok.stdout).to_string();
     assert!(ok.status.success(), "{stdout}");
-    assert!(stdout.contains("audit trail intact: 1 chain(s)"), "{stdout}");
+    assert!(
+        stdout.contains("audit trail intact: 1 chain(s)"),
+        "{stdout}"
+    );
     let victim = &chain_rows(&app, &c.org).await[1];
     let backend = db(&app).get_database_backend();
     db(&app)
         .execute_raw(Statement::from_string(
             backend,
-            format!("UPDATE audit_events SET entity_id = 'x' WHERE id = '{}'", victim.id),
+            format!(
+                "UPDATE audit_events SET entity_id = 'x' WHERE id = '{}'",
+                victim.id
+            ),
         ))
         .await
         .expect("tamper");
     let bad = run(None);
     let stdout = String::from_utf8_lossy(&bad.stdout).to_string();
     assert!(!bad.status.success(), "{stdout}");
-    assert!(stdout.contains(&format!("chain {} breaks at index 2 (record {})", c.org, victim.id)), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "chain {} breaks at index 2 (record {})",
+            c.org, victim.id
+        )),
+        "{stdout}"
+    );
+}
+
+#[tokio::test]
+async fn a_query_over_a_websocket_is_recorded_after_its_delivery_under_its_operation_name() {
+    use crate::websocket::{Event, acked, next, send};
+    let app = TestApp::spawn().await;
+    let c = app.clinic("aws").await;
+    let mut ws = acked(&app, "graphql-transport-ws", &c.vet.token).await;
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "q1", "payload": {
+            "query": "query OverSocket($id: ID!) { patient(id: $id) { id } }",
+            "variables": {"id": c.patient}
+        }}),
+    )
+    .await;
+    match next(&mut ws).await {
+        Event::Msg(m) => assert_eq!(m["type"], "next", "{m}"),
+        other => panic!("{other:?}"),
+    }
+    // The socket stays open: the record was handed over with the delivery, not at close.
+    let rows: Vec<_> = records(&app)
+        .await
+        .into_iter()
+        .filter(|r| r.operation_name.as_deref() == Some("OverSocket"))
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].action, "READ");
+    assert_eq!(rows[0].entity_id.as_deref(), Some(c.patient.as_str()));
+    assert_eq!(rows[0].actor_id.as_deref(), Some(c.vet.id.as_str()));
+}
+
+#[tokio::test]
+async fn shutdown_writes_every_queued_record_before_the_process_stops() {
+    let mut app = TestApp::spawn().await;
+    let c = app.clinic("adrain").await;
+    let org = caregraph::domain::OrgId::parse(&c.org, "org").expect("org id");
+    let log = app.state.services.audit.clone();
+    let scope = log.scope(AuditActor::System, Some("req-drain".into()), None);
+    scope.record_all(
+        (0..5_000).map(|i| AuditEntry::read(AuditEntity::Case, format!("c{i}")).org(org)),
+    );
+    log.flush(&scope).await;
+    app.stop().await.expect("clean stop");
+    let written = audit_event::Entity::find()
+        .filter(audit_event::Column::RequestId.eq("req-drain"))
+        .all(db(&app))
+        .await
+        .expect("rows");
+    assert_eq!(written.len(), 5_000);
 }
