@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use sha2::{Digest, Sha256};
 
@@ -139,22 +139,45 @@ async fn seal_chain(
         None => (0, GENESIS_HASH.to_owned()),
     };
     let start = index;
+    // One UPDATE for the whole batch: `WITH v(id, idx, prev, h) AS (VALUES ...) UPDATE ... FROM
+    // v`, which both databases speak; a row another sealer filled meanwhile is not matched.
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * 4);
+    let mut tuples = Vec::with_capacity(rows.len());
+    let backend = txn.get_database_backend();
     for row in rows {
         index += 1;
         let h = hash(row, index, &prev);
-        let updated = audit_event::Entity::update_many()
-            .col_expr(audit_event::Column::ChainIndex, index.into())
-            .col_expr(audit_event::Column::PrevHash, prev.clone().into())
-            .col_expr(audit_event::Column::Hash, h.clone().into())
-            .filter(audit_event::Column::Id.eq(row.id.clone()))
-            .filter(audit_event::Column::ChainIndex.is_null())
-            .exec(&txn)
-            .await?;
-        if updated.rows_affected != 1 {
-            txn.rollback().await?;
-            return Ok(false);
-        }
+        let n = values.len();
+        tuples.push(match backend {
+            sea_orm::DatabaseBackend::Postgres => format!(
+                "(${}, CAST(${} AS BIGINT), ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ),
+            _ => "(?, ?, ?, ?)".to_owned(),
+        });
+        values.push(row.id.clone().into());
+        values.push(index.into());
+        values.push(prev.clone().into());
+        values.push(h.clone().into());
         prev = h;
+    }
+    let sql = format!(
+        "WITH v(id, idx, prev, h) AS (VALUES {}) \
+         UPDATE audit_events SET chain_index = v.idx, prev_hash = v.prev, hash = v.h \
+         FROM v WHERE audit_events.id = v.id AND audit_events.chain_index IS NULL",
+        tuples.join(", ")
+    );
+    let updated = txn
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .await?;
+    if updated.rows_affected() != rows.len() as u64 {
+        txn.rollback().await?;
+        return Ok(false);
     }
     let now = Utc::now();
     let moved = match head {
