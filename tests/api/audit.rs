@@ -742,3 +742,199 @@ async fn shutdown_writes_every_queued_record_before_the_process_stops() {
         .expect("rows");
     assert_eq!(written.len(), 5_000);
 }
+
+/// Runs `query` as `token` under `request_id` (no errors allowed); its records.
+async fn step(
+    app: &TestApp,
+    token: &str,
+    request_id: &str,
+    query: &str,
+    vars: Value,
+) -> (Value, Vec<audit_event::Model>) {
+    let body = gql_with_id(app, token, request_id, query, vars).await;
+    assert!(body.get("errors").is_none(), "{request_id}: {body}");
+    (body, of_request(app, request_id).await)
+}
+
+/// Exactly one record of `action` on `entity` among `rows`, which it returns.
+fn one<'a>(rows: &'a [audit_event::Model], action: &str, entity: &str) -> &'a audit_event::Model {
+    let found: Vec<_> = rows
+        .iter()
+        .filter(|r| r.action == action && r.entity_type == entity)
+        .collect();
+    assert_eq!(found.len(), 1, "{action} {entity}: {rows:?}");
+    found[0]
+}
+
+#[tokio::test]
+async fn each_kind_of_change_and_read_leaves_exactly_one_record_of_its_action() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("akinds").await;
+    let owner = c.owner.token.clone();
+    // Care team: created, then read.
+    let (body, rows) = step(
+        &app,
+        &owner,
+        "k-team",
+        "mutation($p: ID!) { createCareTeam(patientId: $p, input: {name: \"T\"}) { id } }",
+        json!({"p": c.patient}),
+    )
+    .await;
+    let team = body["data"]["createCareTeam"]["id"]
+        .as_str()
+        .expect("team")
+        .to_owned();
+    let r = one(&rows, "CREATE", "CARE_TEAM");
+    assert_eq!(r.entity_id.as_deref(), Some(team.as_str()));
+    assert_eq!(r.patient_id.as_deref(), Some(c.patient.as_str()));
+    // Consent: recorded, revoked.
+    let (body, rows) = step(&app, &owner, "k-consent", "mutation($p: ID!, $o: ID!) { recordConsent(patientId: $p, input: {scope: VIDEO, grantedToOrgId: $o}) { id } }", json!({"p": c.patient, "o": c.other_org})).await;
+    let consent = body["data"]["recordConsent"]["id"]
+        .as_str()
+        .expect("consent")
+        .to_owned();
+    assert_eq!(
+        one(&rows, "CREATE", "CONSENT").entity_id.as_deref(),
+        Some(consent.as_str())
+    );
+    let (_, rows) = step(
+        &app,
+        &owner,
+        "k-revoke",
+        "mutation($id: ID!) { revokeConsent(id: $id) { id } }",
+        json!({"id": consent}),
+    )
+    .await;
+    assert_eq!(
+        one(&rows, "UPDATE", "CONSENT").patient_id.as_deref(),
+        Some(c.patient.as_str())
+    );
+    // Case: created, read by staff, refused to a stranger.
+    let (body, rows) = step(&app, &owner, "k-case", "mutation($o: ID!, $p: ID) { createCase(orgId: $o, input: {reference: \"R-1\", title: \"Limp\", patientId: $p}) { id } }", json!({"o": c.org, "p": c.patient})).await;
+    let case = body["data"]["createCase"]["id"]
+        .as_str()
+        .expect("case")
+        .to_owned();
+    assert_eq!(
+        one(&rows, "CREATE", "CASE").entity_id.as_deref(),
+        Some(case.as_str())
+    );
+    let (_, rows) = step(
+        &app,
+        &c.vet.token,
+        "k-case-read",
+        "query($id: ID!) { case(id: $id) { id } }",
+        json!({"id": case}),
+    )
+    .await;
+    assert_eq!(one(&rows, "READ", "CASE").outcome, "ALLOWED");
+    let body = gql_with_id(
+        &app,
+        &c.stranger.token,
+        "k-case-deny",
+        "query($id: ID!) { case(id: $id) { id } }",
+        json!({"id": case}),
+    )
+    .await;
+    assert_eq!(crate::helpers::code(&body), "NOT_FOUND");
+    let rows = of_request(&app, "k-case-deny").await;
+    assert_eq!(one(&rows, "READ", "CASE").outcome, "DENIED");
+    // Appointment: cancelled (an UPDATE).
+    let appointment = schedule(&app, &c).await;
+    let (_, rows) = step(
+        &app,
+        &owner,
+        "k-cancel",
+        "mutation($id: ID!) { cancelAppointment(id: $id) { id } }",
+        json!({"id": appointment}),
+    )
+    .await;
+    assert_eq!(
+        one(&rows, "UPDATE", "APPOINTMENT").entity_id.as_deref(),
+        Some(appointment.as_str())
+    );
+    // Meeting: the practitioner joins an open teleconference.
+    let (body, _) = step(
+        &app,
+        &owner,
+        "k-tele",
+        SCHEDULE,
+        json!({"org": c.org, "input": {
+            "patientId": c.patient, "clientId": c.client.id, "practitionerId": c.vet.id,
+            "supportStaffIds": [], "startsAt": Utc::now().to_rfc3339(), "durationMinutes": 30,
+            "sessionType": "TELECONFERENCE"
+        }}),
+    )
+    .await;
+    let tele = body["data"]["scheduleAppointment"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let (_, rows) = step(
+        &app,
+        &c.vet.token,
+        "k-join",
+        "mutation($id: ID!) { joinMeeting(appointmentId: $id) { joinUrl } }",
+        json!({"id": tele}),
+    )
+    .await;
+    let r = one(&rows, "JOIN", "MEETING");
+    assert_eq!(
+        (r.entity_id.as_deref(), r.patient_id.as_deref()),
+        (Some(tele.as_str()), Some(c.patient.as_str()))
+    );
+    // Chat: a token, a message, a session read, a refused session read.
+    let (_, rows) = step(
+        &app,
+        &c.vet.token,
+        "k-token",
+        "mutation { issueChatToken { provider } }",
+        json!({}),
+    )
+    .await;
+    let r = one(&rows, "ISSUE_TOKEN", "CHAT_TOKEN");
+    assert_eq!(
+        (r.chain.as_str(), r.entity_id.as_deref()),
+        ("system", Some(c.vet.id.as_str()))
+    );
+    let (body, _) = step(&app, &c.vet.token, "k-group", "mutation($o: ID!, $m: ID!) { createGroupChat(orgId: $o, input: {title: \"Ward\", memberIds: [$m]}) { id } }", json!({"o": c.org, "m": c.owner.id})).await;
+    let group = body["data"]["createGroupChat"]["id"]
+        .as_str()
+        .expect("group")
+        .to_owned();
+    let (_, rows) = step(
+        &app,
+        &c.vet.token,
+        "k-send",
+        "mutation($id: ID!) { sendChatMessage(sessionId: $id, text: \"hello\") { id } }",
+        json!({"id": group}),
+    )
+    .await;
+    assert_eq!(
+        one(&rows, "SEND", "CHAT_MESSAGE").org_id.as_deref(),
+        Some(c.org.as_str())
+    );
+    let (_, rows) = step(
+        &app,
+        &c.vet.token,
+        "k-session",
+        "query($id: ID!) { chatSession(id: $id) { id } }",
+        json!({"id": group}),
+    )
+    .await;
+    assert_eq!(
+        one(&rows, "READ", "CHAT_SESSION").entity_id.as_deref(),
+        Some(group.as_str())
+    );
+    let body = gql_with_id(
+        &app,
+        &c.outsider.token,
+        "k-session-deny",
+        "query($id: ID!) { chatSession(id: $id) { id } }",
+        json!({"id": group}),
+    )
+    .await;
+    assert_eq!(crate::helpers::code(&body), "NOT_FOUND");
+    let rows = of_request(&app, "k-session-deny").await;
+    assert_eq!(one(&rows, "READ", "CHAT_SESSION").outcome, "DENIED");
+}
