@@ -355,6 +355,17 @@ impl AuditScope {
     }
 
     fn complete(inner: &ScopeInner, entry: AuditEntry) -> AuditRecord {
+        let operation_name = inner.operation_name.lock().ok().and_then(|n| n.clone());
+        Self::complete_with(inner, entry, operation_name)
+    }
+
+    /// A record of `entry` in this context: the record is the only allocation (the shared
+    /// strings are reference-counted).
+    fn complete_with(
+        inner: &ScopeInner,
+        entry: AuditEntry,
+        operation_name: Option<Arc<str>>,
+    ) -> AuditRecord {
         AuditRecord {
             id: uuid::Uuid::now_v7(),
             // Microseconds: what both databases store, so the hash covers what is kept.
@@ -363,7 +374,7 @@ impl AuditScope {
             entry,
             request_id: inner.request_id.clone(),
             client_address: inner.client_address.clone(),
-            operation_name: inner.operation_name.lock().ok().and_then(|n| n.clone()),
+            operation_name,
         }
     }
 
@@ -380,9 +391,10 @@ impl AuditScope {
     /// Buffers one read per entry (a list's rows), taking the buffer's lock once.
     pub fn record_all(&self, entries: impl IntoIterator<Item = AuditEntry>) {
         if let Some(inner) = &self.inner {
+            let operation_name = inner.operation_name.lock().ok().and_then(|n| n.clone());
             let records: Vec<AuditRecord> = entries
                 .into_iter()
-                .map(|e| Self::complete(inner, e))
+                .map(|e| Self::complete_with(inner, e, operation_name.clone()))
                 .collect();
             if let Ok(mut buffer) = inner.buffer.lock() {
                 buffer.extend(records);
