@@ -121,6 +121,7 @@ impl Services {
                 default_activation_minutes: config.chat.default_activation_minutes,
                 after_end_minutes: config.chat.after_end_minutes,
             },
+            audit.clone(),
         );
         let appointments = appointments::AppointmentService::new(
             db.clone(),

@@ -938,3 +938,61 @@ async fn each_kind_of_change_and_read_leaves_exactly_one_record_of_its_action() 
     let rows = of_request(&app, "k-session-deny").await;
     assert_eq!(one(&rows, "READ", "CHAT_SESSION").outcome, "DENIED");
 }
+
+#[tokio::test]
+async fn a_chat_closed_by_the_scheduler_is_recorded_as_the_schedulers_and_one_closed_by_a_user_as_theirs()
+ {
+    let start = Utc::now();
+    let clock = caregraph::clock::ManualClock::new(start);
+    let app = TestApp::spawn_with_clock(clock.clone(), quick).await;
+    let c = app.clinic("aclose").await;
+    let open = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id } }";
+    let mut sessions = Vec::new();
+    for minutes in [60, 600] {
+        let a =
+            crate::chat_sessions::appointment(&app, &c, start + chrono::Duration::minutes(minutes))
+                .await;
+        let s = app
+            .ok(
+                &c.client.token,
+                open,
+                json!({"id": a}),
+                "openAppointmentChat",
+            )
+            .await;
+        sessions.push(s["id"].as_str().expect("id").to_owned());
+    }
+    // The vet closes the second; the window of the first ends (and the scheduler closes it).
+    step(
+        &app,
+        &c.vet.token,
+        "k-close",
+        "mutation($id: ID!) { closeChatSession(sessionId: $id) { id } }",
+        json!({"id": sessions[1]}),
+    )
+    .await;
+    let by_user: Vec<_> = records(&app)
+        .await
+        .into_iter()
+        .filter(|r| r.action == "UPDATE" && r.entity_id.as_deref() == Some(sessions[1].as_str()))
+        .collect();
+    assert_eq!(by_user.len(), 1, "{by_user:?}");
+    assert_eq!(
+        (
+            by_user[0].actor_kind.as_str(),
+            by_user[0].actor_id.as_deref()
+        ),
+        ("USER", Some(c.vet.id.as_str()))
+    );
+    clock.set(start + chrono::Duration::minutes(60 + 30 + 121));
+    assert!(app.state.services.chats.tick().await.expect("tick") >= 1);
+    let closed: Vec<_> = records(&app)
+        .await
+        .into_iter()
+        .filter(|r| r.action == "UPDATE" && r.entity_id.as_deref() == Some(sessions[0].as_str()))
+        .collect();
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_eq!(closed[0].actor_kind, "SCHEDULER");
+    assert_eq!(closed[0].actor_id, None);
+    assert_eq!(closed[0].org_id.as_deref(), Some(c.org.as_str()));
+}

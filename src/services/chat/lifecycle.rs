@@ -5,7 +5,7 @@ use sea_orm::DatabaseTransaction;
 
 use super::{AfterCommit, ChatService, channel_of, chat_user, status_metadata};
 use crate::{
-    audit::{AuditAction, AuditEntity, AuditEntry},
+    audit::{AuditAction, AuditActor, AuditEntity, AuditEntry},
     auth::Viewer,
     db,
     domain::{
@@ -144,6 +144,23 @@ impl ChatService {
         if !db::chat_sessions::close(txn, session.id, by.map(|u| u.id), reason, now).await? {
             return Ok(false);
         }
+        // The close is recorded with the change: by the user who closed it, else by what did.
+        let actor = match (reason, by) {
+            (_, Some(u)) => AuditActor::User(u.id),
+            (StatusReason::WindowEnded, None) => AuditActor::Scheduler,
+            (StatusReason::ProviderFrozen | StatusReason::ProviderDeleted, None) => {
+                AuditActor::Webhook(self.stack.provider.name())
+            }
+            _ => AuditActor::System,
+        };
+        self.audit
+            .scope(actor, None, None)
+            .record_in(
+                txn,
+                AuditEntry::new(AuditAction::Update, AuditEntity::ChatSession, session.id)
+                    .org(session.org_id),
+            )
+            .await?;
         fx.deliver(crate::outbox::enqueue(txn, &entries, now).await?);
         let closed = ChatSession {
             status: ChatStatus::Closed,
