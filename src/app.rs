@@ -103,6 +103,18 @@ impl App {
             None => EventBus::in_process(config.realtime.event_buffer),
         }
         .counting(metrics.events_published.clone());
+        // The audit writer and sealer have a small pool of their own: their batches never take a
+        // request's connection, and the request pool's statement counts stay the requests' own.
+        let mut audit_db_config = config.database.clone();
+        audit_db_config.max_connections = 2;
+        let audit_db = db::connect(&audit_db_config).await?;
+        let audit = crate::audit::AuditLog::new(
+            audit_db,
+            config.audit.enabled.then_some(config.audit.queue),
+            clock.clone(),
+            crate::audit::retention::checkpoint_key(&config),
+            config.audit.retention_days,
+        );
         let services = Services::new(Parts {
             config: config.clone(),
             db: db.clone(),
@@ -114,6 +126,7 @@ impl App {
             outbox,
             events: events.clone(),
             metrics,
+            audit,
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
@@ -184,6 +197,11 @@ impl App {
                 tracing::error!(error = %e, "the outbox worker stopped unexpectedly");
             }
         });
+        // The audit writer stops last: after the requests and tasks that hand it records.
+        let audit_stop = CancellationToken::new();
+        let audit = self.state.services.audit.clone();
+        let audit_writer = tokio::spawn(audit.clone().run_writer(audit_stop.clone()));
+        let sealer = tokio::spawn(audit.run_sealer(token.clone()));
         let grace = self.state.config.shutdown_grace;
         let signal_token = token.clone();
         tokio::spawn(async move {
@@ -211,7 +229,11 @@ impl App {
             let _ = scheduler.await;
             let _ = webhooks.await;
             let _ = announcer.await;
-            serving.await
+            let _ = sealer.await;
+            let served = serving.await;
+            audit_stop.cancel();
+            let _ = audit_writer.await;
+            served
         })
         .await;
         match drained {

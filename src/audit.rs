@@ -5,9 +5,14 @@
 //! in it with [`AuditScope::record`] and written after the response in one batch; a change
 //! writes its record with [`AuditScope::record_in`] in the change's own transaction.
 
+pub mod chain;
+pub mod retention;
+pub mod verify;
+pub mod writer;
+
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
 
 use crate::{
@@ -16,12 +21,27 @@ use crate::{
     error::AppResult,
 };
 
+pub use writer::AuditLog;
+
 /// The chain of records that belong to no organisation (sign-ins).
 pub const SYSTEM_CHAIN: &str = "system";
 
 /// The most records one scope buffers before a flush is due (a request that reads more waits
 /// for the writer instead of growing the buffer).
 pub const SCOPE_BUFFER_LIMIT: usize = 1_000;
+
+/// The longest operation name stored.
+pub const MAX_OPERATION_NAME: usize = 100;
+
+/// Whether `name` is a GraphQL name of at most [`MAX_OPERATION_NAME`] characters.
+pub fn is_operation_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    name.len() <= MAX_OPERATION_NAME
+        && bytes
+            .next()
+            .is_some_and(|b| b == b'_' || b.is_ascii_alphabetic())
+        && bytes.all(|b| b == b'_' || b.is_ascii_alphanumeric())
+}
 
 /// What was done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -213,12 +233,12 @@ pub struct AuditRecord {
     pub actor: AuditActor,
     /// What.
     pub entry: AuditEntry,
-    /// The request's id.
-    pub request_id: Option<String>,
+    /// The request's id (shared by the request's records: a clone is a count, not a copy).
+    pub request_id: Option<Arc<str>>,
     /// The client's address.
-    pub client_address: Option<String>,
+    pub client_address: Option<Arc<str>>,
     /// The GraphQL operation's name.
-    pub operation_name: Option<String>,
+    pub operation_name: Option<Arc<str>>,
 }
 
 impl AuditRecord {
@@ -241,9 +261,9 @@ impl AuditRecord {
             entity_id: Set(self.entry.entity_id.clone()),
             patient_id: Set(self.entry.patient_id.map(|p| p.as_string())),
             outcome: Set(self.entry.outcome.as_str().to_owned()),
-            request_id: Set(self.request_id.clone()),
-            client_address: Set(self.client_address.clone()),
-            operation_name: Set(self.operation_name.clone()),
+            request_id: Set(self.request_id.as_deref().map(str::to_owned)),
+            client_address: Set(self.client_address.as_deref().map(str::to_owned)),
+            operation_name: Set(self.operation_name.as_deref().map(str::to_owned)),
             chain_index: Set(None),
             prev_hash: Set(None),
             hash: Set(None),
@@ -262,9 +282,9 @@ pub struct AuditScope {
 #[derive(Debug)]
 struct ScopeInner {
     actor: AuditActor,
-    request_id: Option<String>,
-    client_address: Option<String>,
-    operation_name: Mutex<Option<String>>,
+    request_id: Option<Arc<str>>,
+    client_address: Option<Arc<str>>,
+    operation_name: Mutex<Option<Arc<str>>>,
     buffer: Mutex<Vec<AuditRecord>>,
 }
 
@@ -278,8 +298,8 @@ impl AuditScope {
         Self {
             inner: Some(Arc::new(ScopeInner {
                 actor,
-                request_id,
-                client_address,
+                request_id: request_id.map(Arc::from),
+                client_address: client_address.map(Arc::from),
                 operation_name: Mutex::new(None),
                 buffer: Mutex::new(Vec::new()),
             })),
@@ -291,24 +311,70 @@ impl AuditScope {
         self.inner.is_some()
     }
 
-    /// Sets the GraphQL operation's name for the records that follow.
-    pub fn set_operation_name(&self, name: Option<String>) {
+    /// Sets the GraphQL operation's name for the records that follow, if it is a valid GraphQL
+    /// name (`[_A-Za-z][_0-9A-Za-z]*`) of at most [`MAX_OPERATION_NAME`] characters; anything
+    /// else is not stored.
+    pub fn set_operation_name(&self, name: Option<&str>) {
         if let Some(inner) = &self.inner
             && let Ok(mut slot) = inner.operation_name.lock()
         {
-            *slot = name;
+            *slot = name.filter(|n| is_operation_name(n)).map(Arc::from);
         }
     }
 
+    /// The same context (request id, address, operation) for another actor, with a buffer of
+    /// its own (a sign-in learns its user only when it succeeds).
+    pub fn with_actor(&self, actor: AuditActor) -> Self {
+        match &self.inner {
+            None => Self::default(),
+            Some(inner) => Self {
+                inner: Some(Arc::new(ScopeInner {
+                    actor,
+                    request_id: inner.request_id.clone(),
+                    client_address: inner.client_address.clone(),
+                    operation_name: Mutex::new(
+                        inner.operation_name.lock().ok().and_then(|n| n.clone()),
+                    ),
+                    buffer: Mutex::new(Vec::new()),
+                })),
+            },
+        }
+    }
+
+    /// Whether an operation name is set.
+    pub fn has_operation_name(&self) -> bool {
+        self.inner
+            .as_ref()
+            .and_then(|i| i.operation_name.lock().ok().map(|n| n.is_some()))
+            .unwrap_or(false)
+    }
+
+    /// The scope's actor, if it records.
+    pub fn actor(&self) -> Option<&AuditActor> {
+        self.inner.as_ref().map(|i| &i.actor)
+    }
+
     fn complete(inner: &ScopeInner, entry: AuditEntry) -> AuditRecord {
+        let operation_name = inner.operation_name.lock().ok().and_then(|n| n.clone());
+        Self::complete_with(inner, entry, operation_name)
+    }
+
+    /// A record of `entry` in this context: the record is the only allocation (the shared
+    /// strings are reference-counted).
+    fn complete_with(
+        inner: &ScopeInner,
+        entry: AuditEntry,
+        operation_name: Option<Arc<str>>,
+    ) -> AuditRecord {
         AuditRecord {
             id: uuid::Uuid::now_v7(),
-            at: Utc::now(),
+            // Microseconds: what both databases store, so the hash covers what is kept.
+            at: Utc::now().trunc_subsecs(6),
             actor: inner.actor.clone(),
             entry,
             request_id: inner.request_id.clone(),
             client_address: inner.client_address.clone(),
-            operation_name: inner.operation_name.lock().ok().and_then(|n| n.clone()),
+            operation_name,
         }
     }
 
@@ -318,6 +384,20 @@ impl AuditScope {
             let record = Self::complete(inner, entry);
             if let Ok(mut buffer) = inner.buffer.lock() {
                 buffer.push(record);
+            }
+        }
+    }
+
+    /// Buffers one read per entry (a list's rows), taking the buffer's lock once.
+    pub fn record_all(&self, entries: impl IntoIterator<Item = AuditEntry>) {
+        if let Some(inner) = &self.inner {
+            let operation_name = inner.operation_name.lock().ok().and_then(|n| n.clone());
+            let records: Vec<AuditRecord> = entries
+                .into_iter()
+                .map(|e| Self::complete_with(inner, e, operation_name.clone()))
+                .collect();
+            if let Ok(mut buffer) = inner.buffer.lock() {
+                buffer.extend(records);
             }
         }
     }

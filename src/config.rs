@@ -69,6 +69,48 @@ pub struct Config {
     pub security: SecurityConfig,
     /// OpenTelemetry trace export (`None`: off).
     pub otel: Option<OtelConfig>,
+    /// The audit trail.
+    pub audit: AuditConfig,
+}
+
+/// The audit trail.
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// `CAREGRAPH_AUDIT` (default true): record reads, denials and changes of patient-linked
+    /// data. Off, nothing is recorded (the sealer still seals what an earlier run recorded).
+    pub enabled: bool,
+    /// `CAREGRAPH_AUDIT_QUEUE` (default 10000, 100 to 1000000): records waiting for the writer;
+    /// when it is full, a request's flush waits for room (nothing is dropped).
+    pub queue: usize,
+    /// `CAREGRAPH_AUDIT_RETENTION_DAYS` (default 2190 = 6 years, at least 1): sealed records
+    /// older than this are pruned behind a signed checkpoint.
+    pub retention_days: u32,
+    /// `CAREGRAPH_AUDIT_KEY`: the key that signs checkpoints (default: derived from
+    /// `CAREGRAPH_JWT_SECRET`).
+    pub key: Option<SecretString>,
+}
+
+impl AuditConfig {
+    fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let queue: usize = vars.parse("CAREGRAPH_AUDIT_QUEUE", 10_000)?;
+        if !(100..=1_000_000).contains(&queue) {
+            bail!("CAREGRAPH_AUDIT_QUEUE: records between 100 and 1000000, got {queue}");
+        }
+        let retention_days: u32 = vars.parse("CAREGRAPH_AUDIT_RETENTION_DAYS", 2190)?;
+        if !(1..=36_500).contains(&retention_days) {
+            bail!("CAREGRAPH_AUDIT_RETENTION_DAYS: days between 1 and 36500, got {retention_days}");
+        }
+        let key = vars.get("CAREGRAPH_AUDIT_KEY");
+        if key.as_ref().is_some_and(|k| k.len() < 32) {
+            bail!("CAREGRAPH_AUDIT_KEY: at least 32 characters (e.g. `openssl rand -hex 32`)");
+        }
+        Ok(Self {
+            enabled: vars.flag("CAREGRAPH_AUDIT")?.unwrap_or(true),
+            queue,
+            retention_days,
+            key: key.map(SecretString::from),
+        })
+    }
 }
 
 /// OpenTelemetry trace export over OTLP/HTTP (protobuf).
@@ -653,11 +695,13 @@ impl Config {
         let chat = ChatConfig::from_vars(vars)?;
         let realtime = RealtimeConfig::from_vars(vars)?;
         let security = SecurityConfig::from_vars(vars)?;
+        let audit = AuditConfig::from_vars(vars)?;
         security::check_retry_budget(&security, chat.timeout, chat.retries)?;
 
         Ok(Self {
             env,
             security,
+            audit,
             jitsi,
             chat,
             realtime,
@@ -876,6 +920,30 @@ mod tests {
             Some(std::path::Path::new("docs.json"))
         );
         assert!(on.graphql.trusted_documents_only);
+    }
+
+    #[test]
+    fn audit_settings_default_to_on_10000_records_and_6_years_and_name_bad_values() {
+        let c = config(&[]).expect("defaults");
+        assert!(c.audit.enabled);
+        assert_eq!(c.audit.queue, 10_000);
+        assert_eq!(c.audit.retention_days, 2190);
+        assert!(c.audit.key.is_none());
+        assert!(
+            !config(&[("CAREGRAPH_AUDIT", "false")])
+                .expect("off")
+                .audit
+                .enabled
+        );
+        for (key, value) in [
+            ("CAREGRAPH_AUDIT_RETENTION_DAYS", "0"),
+            ("CAREGRAPH_AUDIT_QUEUE", "lots"),
+            ("CAREGRAPH_AUDIT_KEY", "short"),
+            ("CAREGRAPH_AUDIT", "maybe"),
+        ] {
+            let err = config(&[(key, value)]).expect_err(key);
+            assert!(err.to_string().contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod appointments;
 pub mod args;
+pub mod audit_scope;
 pub mod cases;
 pub mod chat;
 pub mod context;
@@ -59,6 +60,7 @@ fn builder(
             max_depth: config.max_depth,
         })
         .extension(limits::ErrorCodes)
+        .extension(audit_scope::AuditOperationName)
         .extension(input::TextArguments {
             max_bytes: cost.max_text_bytes,
         });

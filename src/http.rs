@@ -19,7 +19,10 @@ use axum::{
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{
-    catch_panic::CatchPanicLayer, limit::RequestBodyLimitLayer, timeout::TimeoutLayer,
+    catch_panic::CatchPanicLayer,
+    limit::RequestBodyLimitLayer,
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
     trace::TraceLayer,
 };
 
@@ -89,6 +92,10 @@ pub fn router(state: AppState) -> Router {
                 )
             },
         ))
+        // Every request has an id (a proxy's `x-request-id` is kept, else a new UUID), which the
+        // answer carries and audit records name.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(CatchPanicLayer::custom(|_| {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))

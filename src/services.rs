@@ -69,6 +69,8 @@ pub struct Services {
     pub stats: QueryStats,
     /// The app's metrics.
     pub metrics: Arc<Metrics>,
+    /// The audit trail's queue, writer and sealer.
+    pub audit: crate::audit::AuditLog,
 }
 
 /// What the services are built from.
@@ -93,6 +95,8 @@ pub struct Parts {
     pub events: EventBus,
     /// The app's metrics.
     pub metrics: Arc<Metrics>,
+    /// The audit trail.
+    pub audit: crate::audit::AuditLog,
 }
 
 impl Services {
@@ -109,6 +113,7 @@ impl Services {
             outbox,
             events,
             metrics,
+            audit,
         } = parts;
         let chats = chat::ChatService::new(
             db.clone(),
@@ -122,6 +127,7 @@ impl Services {
                 default_activation_minutes: config.chat.default_activation_minutes,
                 after_end_minutes: config.chat.after_end_minutes,
             },
+            audit.clone(),
         );
         let appointments = appointments::AppointmentService::new(
             db.clone(),
@@ -153,6 +159,7 @@ impl Services {
             db,
             stats,
             metrics,
+            audit,
         }
     }
 }

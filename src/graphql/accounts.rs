@@ -35,7 +35,7 @@ impl AccountMutation {
     ) -> GqlResult<AuthPayload> {
         let token = services(ctx)
             .accounts
-            .login(&email, password, viewer(ctx).client_ip)
+            .login(&email, password, viewer(ctx).client_ip, &viewer(ctx).audit)
             .await?;
         Ok(AuthPayload {
             access_token: token.token,

@@ -378,7 +378,7 @@ impl ChatSession {
         }
         let list = services(ctx)
             .chats
-            .recent_messages(&self.0, u32::try_from(limit).unwrap_or(20))
+            .recent_messages(viewer(ctx), &self.0, u32::try_from(limit).unwrap_or(20))
             .await?;
         Ok(list.into_iter().map(Into::into).collect())
     }

@@ -10,6 +10,7 @@ use async_graphql::{
 use tracing::Instrument;
 
 use crate::{
+    audit::{AuditEntity, AuditEntry},
     domain::{
         AppointmentId, CareTeamId, CaseId, ChatSessionId, ComplianceGroupId, Membership, OrgId,
         Organization, PatientId, User, UserId,
@@ -25,14 +26,18 @@ use crate::{
 /// The loader behind every per-request `DataLoader`; one `Loader` impl per key type.
 pub struct AppLoader {
     services: Services,
+    /// The viewer's audit scope: the patient-linked rows loaded are recorded here, once each
+    /// per request (the loader's cache sees to that).
+    audit: crate::audit::AuditScope,
 }
 
 /// Builds the loaders for one request (their caches must never outlive it: they hold what this
 /// viewer may see).
-pub fn per_request(services: &Services) -> DataLoader<AppLoader> {
+pub fn per_request(services: &Services, audit: crate::audit::AuditScope) -> DataLoader<AppLoader> {
     DataLoader::new(
         AppLoader {
             services: services.clone(),
+            audit,
         },
         spawn_traced,
     )
@@ -69,13 +74,28 @@ macro_rules! of_key {
     };
 }
 
-of_key! {
+/// Keys of a patient's own rows: the patient and its organisation (which the audit record of
+/// each row names).
+macro_rules! patient_key {
+    ($($(#[$doc:meta])* $name:ident;)+) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            pub struct $name(pub PatientId, pub OrgId);
+        )+
+    };
+}
+
+patient_key! {
     /// The guardians of a patient.
-    GuardiansOf(PatientId);
+    GuardiansOf;
     /// The consents of a patient.
-    ConsentsOf(PatientId);
+    ConsentsOf;
     /// The care teams of a patient.
-    CareTeamsOf(PatientId);
+    CareTeamsOf;
+}
+
+of_key! {
     /// The members of a care team.
     MembersOf(CareTeamId);
     /// The participants of a case.
@@ -127,14 +147,86 @@ macro_rules! loader {
     };
 }
 
+/// Implements `Loader<K>` for a patient's rows, recording one READ of `$entity` per row.
+macro_rules! patient_rows {
+    ($key:ident => $value:ty, $method:ident, $entity:ident, |$row:ident| $id:expr) => {
+        impl Loader<$key> for AppLoader {
+            type Value = Vec<$value>;
+            type Error = async_graphql::Error;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$value>>, Self::Error> {
+                let patients: Vec<PatientId> = keys.iter().map(|k| k.0).collect();
+                let mut found = self
+                    .services
+                    .lookups
+                    .$method(&patients)
+                    .instrument(batch_span!($key, keys))
+                    .await?;
+                let mut out = HashMap::with_capacity(keys.len());
+                for key in keys {
+                    let rows = found.remove(&key.0).unwrap_or_default();
+                    self.audit.record_all(rows.iter().map(|$row| {
+                        AuditEntry::read(AuditEntity::$entity, $id)
+                            .org(key.1)
+                            .patient(key.0)
+                    }));
+                    out.insert(*key, rows);
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+
 loader!(UserId => User, |s, keys| s.lookups.users(keys).await?);
 loader!(OrgId => Organization, |s, keys| s.lookups.organizations(keys).await?);
-loader!(PatientId => Patient, |s, keys| s.lookups.patients(keys).await?);
-loader!(AppointmentId => crate::domain::care::Appointment, |s, keys| s.lookups.appointments(keys).await?);
 loader!(ComplianceGroupId => ComplianceGroup, |s, keys| s.lookups.compliance_groups(keys).await?);
-loader!(of GuardiansOf(PatientId) => Vec<(Guardian, User)>, guardians);
-loader!(of ConsentsOf(PatientId) => Vec<Consent>, consents);
-loader!(of CareTeamsOf(PatientId) => Vec<CareTeam>, care_teams);
+patient_rows!(GuardiansOf => (Guardian, User), guardians, Guardian, |g| g.0.user_id);
+patient_rows!(ConsentsOf => Consent, consents, Consent, |c| c.id);
+patient_rows!(CareTeamsOf => CareTeam, care_teams, CareTeam, |t| t.id);
+
+impl Loader<PatientId> for AppLoader {
+    type Value = Patient;
+    type Error = async_graphql::Error;
+
+    /// Patients reached through a parent (an appointment's, a case's): one READ each.
+    async fn load(&self, keys: &[PatientId]) -> Result<HashMap<PatientId, Patient>, Self::Error> {
+        let found = self
+            .services
+            .lookups
+            .patients(keys)
+            .instrument(batch_span!(PatientId, keys))
+            .await?;
+        self.audit.record_all(found.values().map(|p| {
+            AuditEntry::read(AuditEntity::Patient, p.id)
+                .org(p.org_id)
+                .patient(p.id)
+        }));
+        Ok(found)
+    }
+}
+
+impl Loader<AppointmentId> for AppLoader {
+    type Value = crate::domain::care::Appointment;
+    type Error = async_graphql::Error;
+
+    /// Appointments reached through a parent (a chat's): one READ each.
+    async fn load(
+        &self,
+        keys: &[AppointmentId],
+    ) -> Result<HashMap<AppointmentId, Self::Value>, Self::Error> {
+        let found = self
+            .services
+            .lookups
+            .appointments(keys)
+            .instrument(batch_span!(AppointmentId, keys))
+            .await?;
+        self.audit.record_all(found.values().map(|a| {
+            crate::services::appointments::appointment_entry(crate::audit::AuditAction::Read, a)
+        }));
+        Ok(found)
+    }
+}
 loader!(of MembersOf(CareTeamId) => Vec<CareTeamMember>, care_team_members);
 loader!(of ParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
 loader!(of SupportStaffOf(AppointmentId) => Vec<User>, support_staff);
@@ -211,7 +303,7 @@ pub fn attach(
     services: &Services,
     viewer: &crate::auth::Viewer,
 ) -> async_graphql::Request {
-    let request = request.data(per_request(services));
+    let request = request.data(per_request(services, viewer.audit.clone()));
     match viewer.user_opt() {
         Some(user) => request
             .data(DataLoader::new(

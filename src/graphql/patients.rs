@@ -56,7 +56,7 @@ impl Patient {
     /// Guardians.
     async fn guardians(&self, ctx: &Context<'_>) -> GqlResult<Vec<Guardian>> {
         let list = loader(ctx)
-            .load_one(GuardiansOf(self.0.id))
+            .load_one(GuardiansOf(self.0.id, self.0.org_id))
             .await?
             .unwrap_or_default();
         Ok(list.into_iter().map(|(g, u)| Guardian(g, u)).collect())
@@ -64,7 +64,7 @@ impl Patient {
     /// Care teams.
     async fn care_teams(&self, ctx: &Context<'_>) -> GqlResult<Vec<CareTeam>> {
         let list = loader(ctx)
-            .load_one(CareTeamsOf(self.0.id))
+            .load_one(CareTeamsOf(self.0.id, self.0.org_id))
             .await?
             .unwrap_or_default();
         Ok(list.into_iter().map(CareTeam).collect())
@@ -72,7 +72,7 @@ impl Patient {
     /// Consents, active or not.
     async fn consents(&self, ctx: &Context<'_>) -> GqlResult<Vec<Consent>> {
         let list = loader(ctx)
-            .load_one(ConsentsOf(self.0.id))
+            .load_one(ConsentsOf(self.0.id, self.0.org_id))
             .await?
             .unwrap_or_default();
         Ok(list.into_iter().map(Consent).collect())

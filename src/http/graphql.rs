@@ -184,6 +184,43 @@ async fn viewer_from_headers(
     }
 }
 
+/// The request id (`x-request-id`: a proxy's, else the UUID the request-id layer set), if it is a
+/// plain token.
+pub(crate) fn request_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+}
+
+/// The viewer with a recording audit scope (the user, or anonymous; the request id, the client's
+/// address and the operation's name).
+pub(crate) fn with_audit_scope(
+    state: &AppState,
+    viewer: Viewer,
+    headers: &HeaderMap,
+    client: SocketAddr,
+    operation_name: Option<&str>,
+) -> Viewer {
+    let actor = match viewer.user_opt() {
+        Some(user) => crate::audit::AuditActor::User(user.id),
+        None => crate::audit::AuditActor::Anonymous,
+    };
+    let scope =
+        state
+            .services
+            .audit
+            .scope(actor, request_id(headers), Some(client.ip().to_string()));
+    scope.set_operation_name(operation_name);
+    viewer.with_audit(scope)
+}
+
 async fn execute(
     state: &AppState,
     headers: &HeaderMap,
@@ -203,6 +240,13 @@ async fn execute(
             return error_response(StatusCode::UNAUTHORIZED, media, e.code(), &e.message());
         }
     };
+    let viewer = with_audit_scope(
+        state,
+        viewer,
+        headers,
+        client,
+        request.operation_name.as_deref(),
+    );
     if let Err(e) = state
         .persisted
         .resolve(&mut request, document_id.as_deref())
@@ -226,6 +270,7 @@ async fn execute(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
+    let audit = viewer.audit.clone();
     let request = loaders::attach(request, &state.services, &viewer).data(viewer);
     // The client's `traceparent`, when traces are exported, is the operation span's parent.
     let response = if crate::telemetry::otel::enabled() {
@@ -234,6 +279,9 @@ async fn execute(
     } else {
         state.schema.execute(request).await
     };
+    // The request's reads go to the audit queue now, before the answer leaves: an in-memory
+    // hand-over (no database round-trip), which waits only when the queue is full.
+    state.services.audit.flush(&audit).await;
 
     // A request error (parse, validation, limits, variables): nothing executed, no error path.
     let request_error = response.data == async_graphql::Value::Null

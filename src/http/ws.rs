@@ -83,6 +83,7 @@ pub fn upgrade(
         .map(str::to_owned);
     // When traces are exported, the handshake's `traceparent` parents each operation's span.
     let trace_parent = crate::telemetry::otel::client_context(headers);
+    let request_id = super::graphql::request_id(headers);
     let tracker = state.sockets.clone();
     upgrade
         .protocols([protocol.name()])
@@ -99,7 +100,8 @@ pub fn upgrade(
             tracker.track_future(async move {
                 // The socket keeps its connection's slot under the connection caps.
                 let _slot = slot;
-                let mut connection = Connection::new(state, protocol, client, header_token);
+                let mut connection =
+                    Connection::new(state, protocol, client, header_token, request_id);
                 connection.trace_parent = trace_parent;
                 connection.run(socket).await;
             })
@@ -121,9 +123,12 @@ struct Connection {
     protocol: Protocol,
     client: SocketAddr,
     header_token: Option<String>,
+    request_id: Option<String>,
     init_received: bool,
     viewer: Option<Viewer>,
     ops: StreamMap<String, OpStream>,
+    /// Each operation's audit scope, flushed after each of its deliveries.
+    scopes: std::collections::HashMap<String, crate::audit::AuditScope>,
     first_sent: std::collections::HashSet<String>,
     /// The client's trace context from the handshake (empty unless traces are exported).
     trace_parent: opentelemetry::Context,
@@ -150,15 +155,18 @@ impl Connection {
         protocol: Protocol,
         client: SocketAddr,
         header_token: Option<String>,
+        request_id: Option<String>,
     ) -> Self {
         Self {
             state,
             protocol,
             client,
             header_token,
+            request_id,
             init_received: false,
             viewer: None,
             ops: StreamMap::new(),
+            scopes: Default::default(),
             first_sent: Default::default(),
             trace_parent: opentelemetry::Context::new(),
         }
@@ -220,6 +228,9 @@ impl Connection {
                 break (code, reason);
             }
         };
+        for scope in std::mem::take(&mut self.scopes).into_values() {
+            self.state.services.audit.flush(&scope).await;
+        }
         let frame = CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
@@ -274,6 +285,9 @@ impl Connection {
                 if let Some(id) = id {
                     self.ops.remove(&id);
                     self.first_sent.remove(&id);
+                    if let Some(scope) = self.scopes.remove(&id) {
+                        self.state.services.audit.flush(&scope).await;
+                    }
                 }
                 Flow::Continue
             }
@@ -351,6 +365,21 @@ impl Connection {
             let errors = serde_json::to_value(vec![e.to_server_error()]).unwrap_or(Json::Null);
             return send(sink, json!({"type": "error", "id": id, "payload": errors})).await;
         }
+        // Each operation records under its own name, with the connection's request id.
+        let actor = match viewer.user_opt() {
+            Some(user) => crate::audit::AuditActor::User(user.id),
+            None => crate::audit::AuditActor::Anonymous,
+        };
+        let scope = self.state.services.audit.scope(
+            actor,
+            self.request_id.clone(),
+            Some(self.client.ip().to_string()),
+        );
+        scope.set_operation_name(request.operation_name.as_deref());
+        let viewer = viewer.with_audit(scope.clone());
+        if scope.is_recording() {
+            self.scopes.insert(id.clone(), scope);
+        }
         let request = loaders::attach(request, &self.state.services, &viewer).data(viewer);
         let stream = {
             // The operation's span is made in this call: under the handshake's trace context.
@@ -371,13 +400,19 @@ impl Connection {
         sink: &mut SplitSink<WebSocket, Message>,
     ) -> Flow {
         let first = self.first_sent.insert(id.clone());
+        // What producing this delivery read is handed to the audit queue now.
+        if let Some(scope) = self.scopes.get(&id) {
+            self.state.services.audit.flush(scope).await;
+        }
         let Some(response) = item else {
             self.first_sent.remove(&id);
+            self.scopes.remove(&id);
             return send(sink, json!({"type": "complete", "id": id})).await;
         };
         if first && is_request_error(&response) {
             self.ops.remove(&id);
             self.first_sent.remove(&id);
+            self.scopes.remove(&id);
             let errors = serde_json::to_value(&response.errors).unwrap_or(Json::Null);
             return send(sink, json!({"type": "error", "id": id, "payload": errors})).await;
         }

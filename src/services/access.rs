@@ -2,10 +2,15 @@
 //!
 //! A non-member learns nothing about an organisation: every failed membership check is
 //! `NOT_FOUND`, whether or not the organisation exists.
+//!
+//! Every refusal here is recorded in the viewer's audit scope as a DENIED read of what was asked
+//! (the id as given); the services record the READ of what they hand out right beside these
+//! checks, and each change in the change's transaction ([`record_change`]).
 
 use sea_orm::ConnectionTrait;
 
 use crate::{
+    audit::{AuditAction, AuditEntity, AuditEntry},
     auth::Viewer,
     db,
     domain::{Membership, OrgId, User},
@@ -73,8 +78,26 @@ impl<T> std::ops::Deref for Readable<T> {
     }
 }
 
-/// Checks that the viewer is an active member of `org_id`.
+/// Checks that the viewer is an active member of `org_id`; a refusal is recorded as a DENIED
+/// read of the organisation's membership.
 pub async fn member_of(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    org_id: OrgId,
+) -> AppResult<(User, MemberOf)> {
+    let result = member_of_unrecorded(db, viewer, org_id).await;
+    if matches!(result, Err(AppError::NotFound(_))) {
+        viewer.audit.record(
+            AuditEntry::read(AuditEntity::Membership, org_id)
+                .org(org_id)
+                .denied(),
+        );
+    }
+    result
+}
+
+/// [`member_of`] without recording a refusal (for callers that try another rule next).
+pub(in crate::services) async fn member_of_unrecorded(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
     org_id: OrgId,
@@ -84,6 +107,33 @@ pub async fn member_of(
         Some(membership) if membership.active => Ok((user, MemberOf { membership })),
         _ => Err(AppError::NotFound("organization")),
     }
+}
+
+/// Records one READ of `patient` (the entity the viewer was given).
+pub fn record_patient_read(viewer: &Viewer, patient: &crate::domain::care::Patient) {
+    viewer.audit.record(
+        AuditEntry::read(AuditEntity::Patient, patient.id)
+            .org(patient.org_id)
+            .patient(patient.id),
+    );
+}
+
+/// Records a change (`action` on `entity` `id` of `patient` in `org`) in the change's
+/// transaction.
+pub async fn record_change(
+    txn: &impl ConnectionTrait,
+    viewer: &Viewer,
+    action: AuditAction,
+    entity: AuditEntity,
+    id: impl ToString,
+    org: OrgId,
+    patient: Option<crate::domain::PatientId>,
+) -> AppResult<()> {
+    let mut entry = AuditEntry::new(action, entity, id).org(org);
+    if let Some(p) = patient {
+        entry = entry.patient(p);
+    }
+    viewer.audit.record_in(txn, entry).await
 }
 
 /// Checks that the viewer is an active OWNER or ADMIN of `org_id`. A member without that role
@@ -124,9 +174,13 @@ pub async fn patient_reader(
     patient_id: crate::domain::PatientId,
 ) -> AppResult<(crate::domain::care::Patient, PatientReader)> {
     let user = viewer.user()?;
-    let patient = db::patients::find(db, patient_id)
-        .await?
-        .ok_or(AppError::NotFound("patient"))?;
+    let Some(patient) = db::patients::find(db, patient_id).await? else {
+        // Asked for an id that names no patient: recorded on the system chain.
+        viewer
+            .audit
+            .record(AuditEntry::read(AuditEntity::Patient, patient_id).denied());
+        return Err(AppError::NotFound("patient"));
+    };
     if let Some(m) = db::organizations::find_membership(db, patient.org_id, user.id).await?
         && m.active
     {
@@ -134,7 +188,15 @@ pub async fn patient_reader(
     }
     match db::patients::find_guardian(db, patient_id, user.id).await? {
         Some(g) => Ok((patient, PatientReader::Guardian(g))),
-        None => Err(AppError::NotFound("patient")),
+        None => {
+            viewer.audit.record(
+                AuditEntry::read(AuditEntity::Patient, patient_id)
+                    .org(patient.org_id)
+                    .patient(patient_id)
+                    .denied(),
+            );
+            Err(AppError::NotFound("patient"))
+        }
     }
 }
 
@@ -150,8 +212,16 @@ pub async fn patient_staff(
         PatientReader::Staff(membership) => {
             Ok((patient, viewer.user()?.clone(), MemberOf { membership }))
         }
-        PatientReader::Guardian(_) => Err(AppError::Forbidden(
-            "only staff of the patient's organization may do this".into(),
-        )),
+        PatientReader::Guardian(_) => {
+            viewer.audit.record(
+                AuditEntry::read(AuditEntity::Patient, patient_id)
+                    .org(patient.org_id)
+                    .patient(patient_id)
+                    .denied(),
+            );
+            Err(AppError::Forbidden(
+                "only staff of the patient's organization may do this".into(),
+            ))
+        }
     }
 }

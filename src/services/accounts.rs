@@ -101,6 +101,7 @@ impl AccountService {
         email: &str,
         password: String,
         client_ip: Option<IpAddr>,
+        audit: &crate::audit::AuditScope,
     ) -> AppResult<AccessToken> {
         // Forget recovered keys now and then, so the limiters' memory stays bounded.
         if rand::random::<u8>() == 0 {
@@ -126,6 +127,23 @@ impl AccountService {
             None => (None, None),
         };
         let ok = passwords::verify(password, hash).await?;
+        // Sign-ins go on the system chain; a failed one never stores the email typed (no
+        // entity id), only the user when the email named one.
+        use crate::audit::{AuditAction, AuditActor, AuditEntity, AuditEntry};
+        let (actor, action) = match &user {
+            Some(u) if ok => (AuditActor::User(u.id), AuditAction::Login),
+            Some(u) => (AuditActor::User(u.id), AuditAction::LoginFailed),
+            None => (AuditActor::Anonymous, AuditAction::LoginFailed),
+        };
+        let mut entry = AuditEntry::new(action, AuditEntity::User, "");
+        entry.entity_id = match (&user, ok) {
+            (Some(u), true) => Some(u.id.to_string()),
+            _ => None,
+        };
+        if action == AuditAction::LoginFailed {
+            entry = entry.denied();
+        }
+        audit.with_actor(actor).record_in(&self.db, entry).await?;
         match user {
             Some(user) if ok => {
                 tracing::info!(user = %user.id, "login succeeded");

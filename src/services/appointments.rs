@@ -8,11 +8,12 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{DatabaseConnection, DatabaseTransaction};
 
 use super::{
-    access::member_of,
+    access::{member_of, record_change},
     chat::{AfterCommit, ChatService},
     consent,
 };
 use crate::{
+    audit::{AuditAction, AuditEntity, AuditEntry},
     auth::Viewer,
     clock::SharedClock,
     config::JitsiConfig,
@@ -269,6 +270,16 @@ impl AppointmentService {
         };
         let txn = db::begin(&self.db).await?;
         db::appointments::insert(&txn, &appointment, &support).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         txn.commit().await?;
         Ok(appointment)
     }
@@ -278,8 +289,11 @@ impl AppointmentService {
         viewer: &Viewer,
         id: AppointmentId,
     ) -> AppResult<Appointment> {
-        let (appointment, reader) = self.read(viewer, id).await?;
+        let (appointment, reader) = read(&self.db, self.clock.now(), viewer, id).await?;
         if !reader.staff {
+            viewer
+                .audit
+                .record(appointment_entry(AuditAction::Read, &appointment).denied());
             return Err(AppError::Forbidden(
                 "only staff of the organization may change appointments".into(),
             ));
@@ -330,6 +344,16 @@ impl AppointmentService {
         appointment.duration_minutes = duration_minutes;
         let txn = db::begin(&self.db).await?;
         db::appointments::update_schedule(&txn, &appointment).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
@@ -362,6 +386,16 @@ impl AppointmentService {
         let txn = db::begin(&self.db).await?;
         db::appointments::set_practitioner(&txn, id, practitioner_id).await?;
         db::appointments::set_support_staff(&txn, id, &support).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
@@ -378,6 +412,17 @@ impl AppointmentService {
         appointment.status = appointment.status.transition(status)?;
         let txn = db::begin(&self.db).await?;
         db::appointments::update_schedule(&txn, &appointment).await?;
+        // A cancellation is an UPDATE too (the appointment is kept, with its status).
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Appointment,
+            appointment.id,
+            appointment.org_id,
+            Some(appointment.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &before, &appointment).await?;
         Ok(appointment)
     }
@@ -388,13 +433,18 @@ impl AppointmentService {
             .await
     }
 
-    /// An appointment with how the viewer relates to it; `NOT_FOUND` for anyone else.
+    /// An appointment with how the viewer relates to it (recorded as one READ); `NOT_FOUND` for
+    /// anyone else.
     pub async fn read(
         &self,
         viewer: &Viewer,
         id: AppointmentId,
     ) -> AppResult<(Appointment, AppointmentReader)> {
-        read(&self.db, self.clock.now(), viewer, id).await
+        let found = read(&self.db, self.clock.now(), viewer, id).await?;
+        viewer
+            .audit
+            .record(appointment_entry(AuditAction::Read, &found.0));
+        Ok(found)
     }
 
     /// A page of appointments by start time (staff).
@@ -411,7 +461,13 @@ impl AppointmentService {
         {
             return Err(AppError::bad_input("to", "must be after from"));
         }
-        db::appointments::list(&self.db, org_id, filter, page).await
+        let page = db::appointments::list(&self.db, org_id, filter, page).await?;
+        viewer.audit.record_all(
+            page.rows
+                .iter()
+                .map(|(_, a)| appointment_entry(AuditAction::Read, a)),
+        );
+        Ok(page)
     }
 
     /// The meeting window of an appointment.
@@ -514,7 +570,7 @@ impl AppointmentService {
 
     /// `joinMeeting`: the viewer's link, or why not now.
     pub async fn join(&self, viewer: &Viewer, id: AppointmentId) -> AppResult<MeetingView> {
-        let (appointment, reader) = self.read(viewer, id).await?;
+        let (appointment, reader) = read(&self.db, self.clock.now(), viewer, id).await?;
         if appointment.session_type != SessionType::Teleconference
             || appointment.room_name.is_none()
         {
@@ -558,10 +614,29 @@ impl AppointmentService {
             .map(|(_, u)| u)
             .collect();
         let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
-        self.meeting(viewer, &appointment, &support, &guardians, &memberships)
+        let view = self
+            .meeting(viewer, &appointment, &support, &guardians, &memberships)
             .await?
-            .ok_or(AppError::NotFound("meeting"))
+            .ok_or(AppError::NotFound("meeting"))?;
+        // The link handed out is the join.
+        viewer
+            .audit
+            .record_in(
+                &self.db,
+                AuditEntry::new(AuditAction::Join, AuditEntity::Meeting, appointment.id)
+                    .org(appointment.org_id)
+                    .patient(appointment.patient_id),
+            )
+            .await?;
+        Ok(view)
     }
+}
+
+/// The audit entry of `action` on `appointment`.
+pub(crate) fn appointment_entry(action: AuditAction, appointment: &Appointment) -> AuditEntry {
+    AuditEntry::new(action, AuditEntity::Appointment, appointment.id)
+        .org(appointment.org_id)
+        .patient(appointment.patient_id)
 }
 
 /// How the viewer relates to an appointment.
@@ -581,9 +656,12 @@ pub async fn read(
     id: AppointmentId,
 ) -> AppResult<(Appointment, AppointmentReader)> {
     let user = viewer.user()?;
-    let appointment = db::appointments::find(conn, id)
-        .await?
-        .ok_or(AppError::NotFound("appointment"))?;
+    let Some(appointment) = db::appointments::find(conn, id).await? else {
+        viewer
+            .audit
+            .record(AuditEntry::read(AuditEntity::Appointment, id).denied());
+        return Err(AppError::NotFound("appointment"));
+    };
     let memberships = db::organizations::memberships_of_user(conn, user.id).await?;
     let staff = memberships
         .iter()
@@ -598,6 +676,9 @@ pub async fn read(
         &memberships,
     );
     if !staff && !participant {
+        viewer
+            .audit
+            .record(appointment_entry(AuditAction::Read, &appointment).denied());
         return Err(AppError::NotFound("appointment"));
     }
     // Support staff from outside see it only while the patient's consent covers them.
@@ -605,6 +686,9 @@ pub async fn read(
         && outside_support(&appointment, user.id, &guardians, &memberships)
         && !consent_covers(conn, &appointment, &memberships, ConsentScope::Video, now).await?
     {
+        viewer
+            .audit
+            .record(appointment_entry(AuditAction::Read, &appointment).denied());
         return Err(AppError::NotFound("appointment"));
     }
     Ok((appointment, AppointmentReader { staff, participant }))

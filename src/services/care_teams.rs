@@ -7,11 +7,12 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
 use super::{
-    access::{PatientReader, patient_reader, patient_staff},
+    access::{PatientReader, patient_reader, patient_staff, record_change},
     chat::{AfterCommit, ChatService},
     consent,
 };
 use crate::{
+    audit::{AuditAction, AuditEntity, AuditEntry},
     auth::Viewer,
     clock::SharedClock,
     db,
@@ -165,6 +166,16 @@ impl CareTeamService {
             m.care_team_id = team.id;
             db::care_teams::insert_member(&txn, &m).await?;
         }
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::CareTeam,
+            team.id,
+            team.org_id,
+            Some(team.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &team, viewer).await?;
         Ok(team)
     }
@@ -307,6 +318,16 @@ impl CareTeamService {
         };
         let txn = db::begin(&self.db).await?;
         db::care_teams::insert_member(&txn, &member).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::CareTeam,
+            team.id,
+            team.org_id,
+            Some(team.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &team, viewer).await?;
         Ok(member)
     }
@@ -323,6 +344,16 @@ impl CareTeamService {
         if !db::care_teams::remove_member(&txn, team.id, member).await? {
             return Err(AppError::NotFound("care team member"));
         }
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::CareTeam,
+            team.id,
+            team.org_id,
+            Some(team.patient_id),
+        )
+        .await?;
         self.commit_with_chat(txn, &team, viewer).await?;
         Ok(team)
     }
@@ -339,10 +370,22 @@ impl CareTeamService {
         if let Some(me) = members.iter().find(|m| m.user_id == Some(user.id))
             && still_entitled(&self.db, self.clock.now(), &team, me).await?
         {
+            viewer.audit.record(
+                AuditEntry::read(AuditEntity::CareTeam, team.id)
+                    .org(team.org_id)
+                    .patient(team.patient_id),
+            );
             return Ok(team);
         }
         match patient_reader(&self.db, viewer, team.patient_id).await {
-            Ok((_, PatientReader::Staff(_) | PatientReader::Guardian(_))) => Ok(team),
+            Ok((_, PatientReader::Staff(_) | PatientReader::Guardian(_))) => {
+                viewer.audit.record(
+                    AuditEntry::read(AuditEntity::CareTeam, team.id)
+                        .org(team.org_id)
+                        .patient(team.patient_id),
+                );
+                Ok(team)
+            }
             Err(AppError::NotFound(_)) => Err(AppError::NotFound("care team")),
             Err(e) => Err(e),
         }

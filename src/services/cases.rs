@@ -8,6 +8,7 @@ use super::{
     chat::{AfterCommit, ChatService},
 };
 use crate::{
+    audit::{AuditAction, AuditEntity, AuditEntry},
     auth::Viewer,
     db::{self, cases::NewCase},
     domain::{
@@ -200,6 +201,15 @@ impl CaseService {
                 .await?;
             }
         }
+        let action = if created {
+            AuditAction::Create
+        } else {
+            AuditAction::Update
+        };
+        viewer
+            .audit
+            .record_in(&txn, case_entry(action, &case))
+            .await?;
         // The room is provisioned (or brought in step) on every call, with the case.
         self.commit_with_room(txn, &case, viewer).await?;
         Ok((case, created))
@@ -207,9 +217,12 @@ impl CaseService {
 
     async fn staff_case(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
         viewer.user()?;
-        let case = db::cases::find(&self.db, id)
-            .await?
-            .ok_or(AppError::NotFound("case"))?;
+        let Some(case) = db::cases::find(&self.db, id).await? else {
+            viewer
+                .audit
+                .record(AuditEntry::read(AuditEntity::Case, id).denied());
+            return Err(AppError::NotFound("case"));
+        };
         member_of(&self.db, viewer, case.org_id)
             .await
             .map_err(|e| match e {
@@ -245,6 +258,11 @@ impl CaseService {
             },
         )
         .await?;
+        // A participant change is an UPDATE of the case.
+        viewer
+            .audit
+            .record_in(&txn, case_entry(AuditAction::Update, &case))
+            .await?;
         self.commit_with_room(txn, &case, viewer).await?;
         Ok(case)
     }
@@ -261,6 +279,10 @@ impl CaseService {
         if !db::cases::remove_participant(&txn, id, user).await? {
             return Err(AppError::NotFound("case participant"));
         }
+        viewer
+            .audit
+            .record_in(&txn, case_entry(AuditAction::Update, &case))
+            .await?;
         self.commit_with_room(txn, &case, viewer).await?;
         Ok(case)
     }
@@ -274,6 +296,10 @@ impl CaseService {
         let case = db::cases::find(&txn, id)
             .await?
             .ok_or(AppError::NotFound("case"))?;
+        viewer
+            .audit
+            .record_in(&txn, case_entry(AuditAction::Update, &case))
+            .await?;
         let mut fx = AfterCommit::default();
         self.chats
             .case_closed(&txn, &mut fx, &case, viewer.user()?, delete_room)
@@ -286,21 +312,27 @@ impl CaseService {
     /// reads it only while active there (a deactivated one loses it at once).
     pub async fn case(&self, viewer: &Viewer, id: CaseId) -> AppResult<Case> {
         let user = viewer.user()?;
-        let case = db::cases::find(&self.db, id)
+        let Some(case) = db::cases::find(&self.db, id).await? else {
+            viewer
+                .audit
+                .record(AuditEntry::read(AuditEntity::Case, id).denied());
+            return Err(AppError::NotFound("case"));
+        };
+        let staff = db::organizations::find_membership(&self.db, case.org_id, user.id)
             .await?
-            .ok_or(AppError::NotFound("case"))?;
-        if let Some(m) = db::organizations::find_membership(&self.db, case.org_id, user.id).await?
-            && m.active
-        {
-            return Ok(case);
-        }
-        let participants = db::cases::participants_of(&self.db, &[id]).await?;
-        if participants
-            .iter()
-            .any(|p| p.user_id == user.id && p.role == CaseRole::Patient)
-        {
+            .is_some_and(|m| m.active);
+        let allowed = staff
+            || db::cases::participants_of(&self.db, &[id])
+                .await?
+                .iter()
+                .any(|p| p.user_id == user.id && p.role == CaseRole::Patient);
+        if allowed {
+            viewer.audit.record(case_entry(AuditAction::Read, &case));
             Ok(case)
         } else {
+            viewer
+                .audit
+                .record(case_entry(AuditAction::Read, &case).denied());
             Err(AppError::NotFound("case"))
         }
     }
@@ -313,9 +345,11 @@ impl CaseService {
         reference: &str,
     ) -> AppResult<Case> {
         member_of(&self.db, viewer, org_id).await?;
-        db::cases::find_by_reference(&self.db, org_id, reference.trim())
+        let case = db::cases::find_by_reference(&self.db, org_id, reference.trim())
             .await?
-            .ok_or(AppError::NotFound("case"))
+            .ok_or(AppError::NotFound("case"))?;
+        viewer.audit.record(case_entry(AuditAction::Read, &case));
+        Ok(case)
     }
 
     /// A page of cases, newest first (staff).
@@ -327,6 +361,21 @@ impl CaseService {
         page: &PageRequest,
     ) -> AppResult<Page<Case>> {
         member_of(&self.db, viewer, org_id).await?;
-        db::cases::list(&self.db, org_id, status, page).await
+        let page = db::cases::list(&self.db, org_id, status, page).await?;
+        viewer.audit.record_all(
+            page.rows
+                .iter()
+                .map(|(_, c)| case_entry(AuditAction::Read, c)),
+        );
+        Ok(page)
+    }
+}
+
+/// The audit entry of `action` on `case` (with its patient, when it has one).
+fn case_entry(action: AuditAction, case: &Case) -> AuditEntry {
+    let entry = AuditEntry::new(action, AuditEntity::Case, case.id).org(case.org_id);
+    match case.patient_id {
+        Some(p) => entry.patient(p),
+        None => entry,
     }
 }

@@ -56,6 +56,8 @@ pub struct ChatService {
     token_ttl: Duration,
     default_activation_minutes: i64,
     after_end: chrono::Duration,
+    /// Scopes for the changes no request makes (the scheduler's, a webhook's, the system's).
+    audit: crate::audit::AuditLog,
 }
 
 /// Settings of chat sessions.
@@ -145,6 +147,7 @@ impl ChatService {
         clock: SharedClock,
         events: EventBus,
         settings: ChatSettings,
+        audit: crate::audit::AuditLog,
     ) -> Self {
         Self {
             db,
@@ -156,6 +159,7 @@ impl ChatService {
             token_ttl: settings.token_ttl,
             default_activation_minutes: settings.default_activation_minutes,
             after_end: chrono::Duration::minutes(settings.after_end_minutes),
+            audit,
         }
     }
 

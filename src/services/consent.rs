@@ -9,10 +9,11 @@ use chrono::{DateTime, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
 
 use super::{
-    access::{PatientReader, manager_of, patient_reader},
+    access::{PatientReader, manager_of, patient_reader, record_change},
     chat::{AfterCommit, ChatService},
 };
 use crate::{
+    audit::{AuditAction, AuditEntity, AuditEntry},
     auth::Viewer,
     clock::SharedClock,
     db::{self, consents::NewConsent},
@@ -191,6 +192,16 @@ impl ConsentService {
             },
         )
         .await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::Consent,
+            consent.id,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
         self.commit_with_chats(txn, patient.id).await?;
         Ok(consent)
     }
@@ -201,7 +212,8 @@ impl ConsentService {
         let consent = db::consents::find(&self.db, consent_id)
             .await?
             .ok_or(AppError::NotFound("consent"))?;
-        self.consent_manager(viewer, consent.patient_id)
+        let (patient, _) = self
+            .consent_manager(viewer, consent.patient_id)
             .await
             .map_err(|e| match e {
                 AppError::NotFound(_) => AppError::NotFound("consent"),
@@ -209,6 +221,17 @@ impl ConsentService {
             })?;
         let txn = db::begin(&self.db).await?;
         db::consents::revoke(&txn, consent_id, self.clock.now()).await?;
+        // A revocation is an UPDATE: the consent is kept, with when it was revoked.
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Consent,
+            consent_id,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
         self.commit_with_chats(txn, consent.patient_id).await?;
         db::consents::find(&self.db, consent_id)
             .await?
@@ -255,7 +278,13 @@ impl ConsentService {
         org_id: OrgId,
     ) -> AppResult<Vec<ComplianceGroupInvitation>> {
         manager_of(&self.db, viewer, org_id).await?;
-        db::consents::invitations_of_org(&self.db, org_id).await
+        let invitations = db::consents::invitations_of_org(&self.db, org_id).await?;
+        viewer.audit.record_all(
+            invitations
+                .iter()
+                .map(|i| AuditEntry::read(AuditEntity::Invitation, i.group_id).org(org_id)),
+        );
+        Ok(invitations)
     }
 
     /// Accepts `org_id`'s invitation to a compliance group (its OWNERs and ADMINs).
@@ -274,6 +303,13 @@ impl ConsentService {
             return Err(INVITATION_NOT_FOUND);
         }
         db::consents::add_member(&txn, group, org_id).await?;
+        viewer
+            .audit
+            .record_in(
+                &txn,
+                AuditEntry::new(AuditAction::Update, AuditEntity::Invitation, group).org(org_id),
+            )
+            .await?;
         txn.commit().await?;
         db::consents::find_groups(&self.db, &[group])
             .await?
@@ -291,11 +327,19 @@ impl ConsentService {
         org_id: OrgId,
     ) -> AppResult<()> {
         self.invitee(viewer, org_id).await?;
-        if db::consents::remove_invitation(&self.db, group, org_id).await? {
-            Ok(())
-        } else {
-            Err(INVITATION_NOT_FOUND)
+        let txn = db::begin(&self.db).await?;
+        if !db::consents::remove_invitation(&txn, group, org_id).await? {
+            return Err(INVITATION_NOT_FOUND);
         }
+        viewer
+            .audit
+            .record_in(
+                &txn,
+                AuditEntry::new(AuditAction::Delete, AuditEntity::Invitation, group).org(org_id),
+            )
+            .await?;
+        txn.commit().await?;
+        Ok(())
     }
 
     /// Checks that the viewer manages the invited organisation.

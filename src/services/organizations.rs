@@ -171,6 +171,18 @@ impl OrganizationService {
         }
         let membership =
             db::organizations::insert_membership(&txn, org_id, &user, input.role, title).await?;
+        viewer
+            .audit
+            .record_in(
+                &txn,
+                crate::audit::AuditEntry::new(
+                    crate::audit::AuditAction::Create,
+                    crate::audit::AuditEntity::Membership,
+                    user.id,
+                )
+                .org(org_id),
+            )
+            .await?;
         txn.commit().await?;
         tracing::info!(org = %org_id, user = %user.id, role = input.role.as_str(), "member added");
         Ok(membership)
@@ -217,6 +229,18 @@ impl OrganizationService {
             ));
         }
         db::organizations::update_membership(&txn, &member).await?;
+        viewer
+            .audit
+            .record_in(
+                &txn,
+                crate::audit::AuditEntry::new(
+                    crate::audit::AuditAction::Update,
+                    crate::audit::AuditEntity::Membership,
+                    user_id,
+                )
+                .org(org_id),
+            )
+            .await?;
         // A member who lost their standing (deactivated, or no longer managing) leaves the
         // chats it carried, in this transaction.
         let mut fx = AfterCommit::default();

@@ -5,10 +5,11 @@ use chrono::NaiveDate;
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::{
-    access::{member_of, patient_reader, patient_staff},
+    access::{member_of, patient_reader, patient_staff, record_change, record_patient_read},
     chat::{AfterCommit, ChatService},
 };
 use crate::{
+    audit::{AuditAction, AuditEntity, AuditEntry},
     auth::Viewer,
     db::{self, patients::PatientFields, users::NewUser},
     domain::{
@@ -106,13 +107,14 @@ pub async fn find_or_create_user(
     .await
 }
 
-/// Makes the user of `g` (found by email, or created) a guardian of the patient; `field` names the input.
+/// Makes the user of `g` (found by email, or created) a guardian of the patient; `field` names
+/// the input. Returns the guardian's user id.
 async fn put_guardian(
     db: &impl ConnectionTrait,
     patient_id: PatientId,
     g: &GuardianInput,
     field: &str,
-) -> AppResult<()> {
+) -> AppResult<UserId> {
     let user = find_or_create_user(db, &g.email, &g.given_name, &g.family_name, field).await?;
     db::patients::upsert_guardian(
         db,
@@ -123,7 +125,8 @@ async fn put_guardian(
             can_chat: g.can_chat,
         },
     )
-    .await
+    .await?;
+    Ok(user.id)
 }
 
 impl PatientService {
@@ -155,8 +158,28 @@ impl PatientService {
             },
         )
         .await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::Patient,
+            patient.id,
+            org_id,
+            Some(patient.id),
+        )
+        .await?;
         for (i, g) in input.guardians.iter().enumerate() {
-            put_guardian(&txn, patient.id, g, &format!("input.guardians.{i}")).await?;
+            let user = put_guardian(&txn, patient.id, g, &format!("input.guardians.{i}")).await?;
+            record_change(
+                &txn,
+                viewer,
+                AuditAction::Create,
+                AuditEntity::Guardian,
+                user,
+                org_id,
+                Some(patient.id),
+            )
+            .await?;
         }
         txn.commit().await?;
         Ok(patient)
@@ -183,7 +206,19 @@ impl PatientService {
             check_birth(dob)?;
             patient.date_of_birth = dob;
         }
-        db::patients::update(&self.db, &patient).await?;
+        let txn = db::begin(&self.db).await?;
+        db::patients::update(&txn, &patient).await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Update,
+            AuditEntity::Patient,
+            patient.id,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
+        txn.commit().await?;
         Ok(patient)
     }
 
@@ -196,7 +231,17 @@ impl PatientService {
     ) -> AppResult<Patient> {
         let (patient, _, _) = patient_staff(&self.db, viewer, id).await?;
         let txn = db::begin(&self.db).await?;
-        put_guardian(&txn, patient.id, &g, "input").await?;
+        let user = put_guardian(&txn, patient.id, &g, "input").await?;
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Create,
+            AuditEntity::Guardian,
+            user,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
         // A changed chat right takes effect in the patient's chats with the change.
         let mut fx = AfterCommit::default();
         self.chats
@@ -218,6 +263,16 @@ impl PatientService {
         if !db::patients::remove_guardian(&txn, id, user).await? {
             return Err(AppError::NotFound("guardian"));
         }
+        record_change(
+            &txn,
+            viewer,
+            AuditAction::Delete,
+            AuditEntity::Guardian,
+            user,
+            patient.org_id,
+            Some(patient.id),
+        )
+        .await?;
         // The former guardian leaves the patient's chats with the change.
         let mut fx = AfterCommit::default();
         self.chats
@@ -230,7 +285,9 @@ impl PatientService {
 
     /// One patient (staff or guardian).
     pub async fn patient(&self, viewer: &Viewer, id: PatientId) -> AppResult<Patient> {
-        Ok(patient_reader(&self.db, viewer, id).await?.0)
+        let patient = patient_reader(&self.db, viewer, id).await?.0;
+        record_patient_read(viewer, &patient);
+        Ok(patient)
     }
 
     /// A page of an organisation's patients, optionally those whose name contains `search`.
@@ -249,11 +306,23 @@ impl PatientService {
         if search.as_ref().is_some_and(|s| s.chars().count() > 200) {
             return Err(AppError::bad_input("search", "at most 200 characters"));
         }
-        db::patients::list(&self.db, org_id, search.as_deref(), page).await
+        let page = db::patients::list(&self.db, org_id, search.as_deref(), page).await?;
+        viewer.audit.record_all(page.rows.iter().map(|(_, p)| {
+            AuditEntry::read(AuditEntity::Patient, p.id)
+                .org(p.org_id)
+                .patient(p.id)
+        }));
+        Ok(page)
     }
 
     /// The patients the viewer is guardian of.
     pub async fn of_viewer(&self, viewer: &Viewer) -> AppResult<Vec<Patient>> {
-        db::patients::of_guardian(&self.db, viewer.user()?.id).await
+        let patients = db::patients::of_guardian(&self.db, viewer.user()?.id).await?;
+        viewer.audit.record_all(patients.iter().map(|p| {
+            AuditEntry::read(AuditEntity::Patient, p.id)
+                .org(p.org_id)
+                .patient(p.id)
+        }));
+        Ok(patients)
     }
 }

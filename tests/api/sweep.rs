@@ -469,6 +469,10 @@ async fn snapshot(app: &TestApp, f: &Fixture) -> (Value, BTreeMap<String, i64>) 
     let mut counts = BTreeMap::new();
     for row in tables {
         let table: String = row.try_get("", "t").expect("table name");
+        // The audit trail records the refused attempts themselves (that is its job).
+        if table.starts_with("audit_") {
+            continue;
+        }
         let n = db
             .query_one_raw(Statement::from_string(
                 backend,

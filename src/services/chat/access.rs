@@ -9,6 +9,7 @@ use sea_orm::ConnectionTrait;
 
 use super::ChatService;
 use crate::{
+    audit::{AuditEntity, AuditEntry},
     auth::Viewer,
     db,
     domain::{
@@ -19,7 +20,7 @@ use crate::{
     },
     error::{AppError, AppResult},
     services::{
-        access::{Readable, member_of},
+        access::Readable,
         appointments::{consent_covers, is_participant, outside_support},
         care_teams::chat_members,
     },
@@ -30,6 +31,11 @@ pub(super) fn manages(memberships: &[Membership], org: OrgId) -> bool {
     memberships
         .iter()
         .any(|m| m.org_id == org && m.active && m.role.manages_organization())
+}
+
+/// The audit entry of a read of `session`.
+fn session_read(session: &ChatSession) -> AuditEntry {
+    AuditEntry::read(AuditEntity::ChatSession, session.id).org(session.org_id)
 }
 
 /// Whether `memberships` hold an active membership of `org`.
@@ -46,9 +52,12 @@ impl ChatService {
         id: ChatSessionId,
     ) -> AppResult<(Readable<ChatSession>, Option<ChatRole>)> {
         let me = viewer.user()?;
-        let session = db::chat_sessions::find(&self.db, id)
-            .await?
-            .ok_or(AppError::NotFound("chat session"))?;
+        let Some(session) = db::chat_sessions::find(&self.db, id).await? else {
+            viewer
+                .audit
+                .record(AuditEntry::read(AuditEntity::ChatSession, id).denied());
+            return Err(AppError::NotFound("chat session"));
+        };
         let members =
             db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id)).await?;
         let role = members
@@ -60,8 +69,10 @@ impl ChatService {
             .may_read(&session, me.id, role.is_some(), &memberships)
             .await?
         {
+            viewer.audit.record(session_read(&session));
             Ok((Readable::granted(session), role))
         } else {
+            viewer.audit.record(session_read(&session).denied());
             Err(AppError::NotFound("chat session"))
         }
     }
@@ -85,6 +96,7 @@ impl ChatService {
         {
             Ok(Readable::granted(session))
         } else {
+            viewer.audit.record(session_read(&session).denied());
             Err(AppError::NotFound("chat session"))
         }
     }
@@ -116,11 +128,15 @@ impl ChatService {
             .filter(|s| member_of.contains(&s.id))
             .collect();
         let standing = self.standing(&self.db, &rest, me.id, &memberships).await?;
-        Ok(managed
+        let granted: Vec<Readable<ChatSession>> = managed
             .into_iter()
             .chain(rest.into_iter().filter(|s| standing.contains(&s.id)))
             .map(Readable::granted)
-            .collect())
+            .collect();
+        viewer
+            .audit
+            .record_all(granted.iter().map(|s| session_read(s)));
+        Ok(granted)
     }
 
     /// The one read rule: an active OWNER/ADMIN of the session's organisation, or a member whose
@@ -264,13 +280,16 @@ impl ChatService {
             .await?;
         page.rows
             .retain(|(_, s)| manages(&memberships, s.org_id) || standing.contains(&s.id));
+        viewer
+            .audit
+            .record_all(page.rows.iter().map(|(_, s)| session_read(s)));
         Ok(page.map(Readable::granted))
     }
 
     /// Who may list (and follow) their own sessions in an organisation: its active members, and
     /// the clients of its patients; anyone else gets `NOT_FOUND`.
     pub async fn lister(&self, viewer: &Viewer, org: OrgId) -> AppResult<User> {
-        match member_of(&self.db, viewer, org).await {
+        match crate::services::access::member_of_unrecorded(&self.db, viewer, org).await {
             Ok((me, _)) => Ok(me),
             Err(AppError::NotFound(what)) => {
                 let me = viewer.user()?;
@@ -281,6 +300,11 @@ impl ChatService {
                 if client {
                     Ok(me.clone())
                 } else {
+                    viewer.audit.record(
+                        AuditEntry::read(AuditEntity::Membership, org)
+                            .org(org)
+                            .denied(),
+                    );
                     Err(AppError::NotFound(what))
                 }
             }

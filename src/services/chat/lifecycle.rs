@@ -5,6 +5,7 @@ use sea_orm::DatabaseTransaction;
 
 use super::{AfterCommit, ChatService, channel_of, chat_user, status_metadata};
 use crate::{
+    audit::{AuditAction, AuditActor, AuditEntity, AuditEntry},
     auth::Viewer,
     db,
     domain::{
@@ -33,11 +34,21 @@ impl ChatService {
                 "only active members and guardians get chat tokens".into(),
             ));
         }
-        self.stack
+        let credentials = self
+            .stack
             .provider
             .issue_token(&chat_user(me), self.token_ttl)
             .await
-            .map_err(|e| e.into_app(self.stack.provider.name()))
+            .map_err(|e| e.into_app(self.stack.provider.name()))?;
+        // A token opens every chat of the user: recorded on the system chain, for the user.
+        viewer
+            .audit
+            .record_in(
+                &self.db,
+                AuditEntry::new(AuditAction::IssueToken, AuditEntity::ChatToken, me.id),
+            )
+            .await?;
+        Ok(credentials)
     }
 
     /// Closes a session once: a staff member of it or an org admin may (a client gets
@@ -133,6 +144,23 @@ impl ChatService {
         if !db::chat_sessions::close(txn, session.id, by.map(|u| u.id), reason, now).await? {
             return Ok(false);
         }
+        // The close is recorded with the change: by the user who closed it, else by what did.
+        let actor = match (reason, by) {
+            (_, Some(u)) => AuditActor::User(u.id),
+            (StatusReason::WindowEnded, None) => AuditActor::Scheduler,
+            (StatusReason::ProviderFrozen | StatusReason::ProviderDeleted, None) => {
+                AuditActor::Webhook(self.stack.provider.name())
+            }
+            _ => AuditActor::System,
+        };
+        self.audit
+            .scope(actor, None, None)
+            .record_in(
+                txn,
+                AuditEntry::new(AuditAction::Update, AuditEntity::ChatSession, session.id)
+                    .org(session.org_id),
+            )
+            .await?;
         fx.deliver(crate::outbox::enqueue(txn, &entries, now).await?);
         let closed = ChatSession {
             status: ChatStatus::Closed,
@@ -200,22 +228,40 @@ impl ChatService {
                 }
                 other => other.into_app("local"),
             })?;
-        db::chat_sessions::touch(&self.db, session.id, message.sent_at).await?;
+        let txn = db::begin(&self.db).await?;
+        db::chat_sessions::touch(&txn, session.id, message.sent_at).await?;
+        viewer
+            .audit
+            .record_in(
+                &txn,
+                AuditEntry::new(AuditAction::Send, AuditEntity::ChatMessage, &message.id)
+                    .org(session.org_id),
+            )
+            .await?;
+        txn.commit().await?;
         self.announce_change(&session, ChangeKind::Message, Some(message.clone()), &[])
             .await;
         Ok(message)
     }
 
-    /// The latest messages of a session the viewer may read.
+    /// The latest messages of a session the viewer may read; one READ per message returned.
     pub async fn recent_messages(
         &self,
-        s: &ChatSession,
+        viewer: &Viewer,
+        s: &crate::services::access::Readable<ChatSession>,
         limit: u32,
     ) -> AppResult<Vec<ChatMessage>> {
-        self.stack
+        let messages = self
+            .stack
             .provider
             .recent_messages(&channel_of(s), limit)
             .await
-            .map_err(|e| e.into_app(self.stack.provider.name()))
+            .map_err(|e| e.into_app(self.stack.provider.name()))?;
+        viewer.audit.record_all(
+            messages
+                .iter()
+                .map(|m| AuditEntry::read(AuditEntity::ChatMessage, &m.id).org(s.org_id)),
+        );
+        Ok(messages)
     }
 }

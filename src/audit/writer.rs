@@ -1,0 +1,267 @@
+//! The [`AuditLog`]: the bounded queue between requests and the database, its one writer task
+//! (batched multi-row inserts), and the sealer task that chains what was written.
+//!
+//! A request's reads are buffered in its [`AuditScope`] and handed to the queue after the
+//! response is built; when the queue is full the hand-over waits for room, so no record is ever
+//! dropped. The writer inserts up to [`WRITE_BATCH`] records per statement. On shutdown the
+//! queue is drained before the process exits; a crash loses the records of in-flight requests
+//! and those still in the queue.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use sea_orm::{DatabaseConnection, EntityTrait};
+use secrecy::SecretString;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{AuditActor, AuditRecord, AuditScope, chain, retention};
+use crate::{clock::SharedClock, db::entities::audit_event};
+
+/// The most records one INSERT carries.
+pub const WRITE_BATCH: usize = 500;
+
+/// How often the sealer looks for unsealed records.
+pub const SEAL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How often (at most) the retention sweep runs.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// The longest the writer waits between two attempts at a failing insert.
+const MAX_RETRY: Duration = Duration::from_secs(5);
+
+/// Where requests hand over their records, and the tasks that write and seal them. Cheap to
+/// clone; a disabled log (`CAREGRAPH_AUDIT=false`) hands out scopes that record nothing.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Option<Arc<Inner>>,
+    db: DatabaseConnection,
+    clock: SharedClock,
+    key: SecretString,
+    retention_days: u32,
+}
+
+struct Inner {
+    tx: mpsc::Sender<AuditRecord>,
+    rx: Mutex<Option<mpsc::Receiver<AuditRecord>>>,
+    capacity: usize,
+    queued: AtomicU64,
+    written: AtomicU64,
+}
+
+impl AuditLog {
+    /// A log writing to `db` through a queue of `capacity` records (`None`: disabled).
+    pub fn new(
+        db: DatabaseConnection,
+        capacity: Option<usize>,
+        clock: SharedClock,
+        key: SecretString,
+        retention_days: u32,
+    ) -> Self {
+        let inner = capacity.map(|capacity| {
+            let (tx, rx) = mpsc::channel(capacity.max(1));
+            Arc::new(Inner {
+                tx,
+                rx: Mutex::new(Some(rx)),
+                capacity: capacity.max(1),
+                queued: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+            })
+        });
+        Self {
+            inner,
+            db,
+            clock,
+            key,
+            retention_days,
+        }
+    }
+
+    /// Whether records are kept.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// A scope for `actor`'s request, connection or job (one that records nothing when the log
+    /// is disabled).
+    pub fn scope(
+        &self,
+        actor: AuditActor,
+        request_id: Option<String>,
+        client_address: Option<String>,
+    ) -> AuditScope {
+        if self.inner.is_some() {
+            AuditScope::new(actor, request_id, client_address)
+        } else {
+            AuditScope::default()
+        }
+    }
+
+    /// Hands the scope's buffered records to the writer, waiting while the queue is full.
+    pub async fn flush(&self, scope: &AuditScope) {
+        if scope.buffered() > 0 {
+            self.submit(scope.take()).await;
+        }
+    }
+
+    /// Hands `records` to the writer, waiting while the queue is full (never dropping one).
+    pub async fn submit(&self, records: Vec<AuditRecord>) {
+        let Some(inner) = &self.inner else {
+            return;
+        };
+        let mut left = records.len();
+        let mut records = records.into_iter();
+        while left > 0 {
+            let n = left.min(inner.capacity);
+            let Ok(permits) = inner.tx.reserve_many(n).await else {
+                // Only after the writer is gone (the process is exiting).
+                tracing::error!(count = left, "the audit writer has stopped; records lost");
+                return;
+            };
+            for permit in permits {
+                if let Some(record) = records.next() {
+                    permit.send(record);
+                }
+            }
+            inner.queued.fetch_add(n as u64, Ordering::Relaxed);
+            left -= n;
+        }
+    }
+
+    /// Records handed over and records written so far.
+    pub fn counts(&self) -> (u64, u64) {
+        self.inner.as_ref().map_or((0, 0), |i| {
+            (
+                i.queued.load(Ordering::Relaxed),
+                i.written.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Waits (up to 10 s) until every record handed over so far is written; whether it was.
+    pub async fn written(&self) -> bool {
+        let target = self.counts().0;
+        for _ in 0..1_000 {
+            if self.counts().1 >= target {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    /// The writer: takes up to [`WRITE_BATCH`] records at a time from the queue and inserts
+    /// them in one statement. After `stop`, writes what is left in the queue and returns. Only
+    /// the first call runs; others return at once.
+    pub async fn run_writer(self, stop: CancellationToken) {
+        let Some(inner) = self.inner.clone() else {
+            return;
+        };
+        let Some(mut rx) = inner.rx.lock().ok().and_then(|mut slot| slot.take()) else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        loop {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, WRITE_BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                    self.write(&inner, &mut batch, Some(&stop)).await;
+                }
+                () = stop.cancelled() => break,
+            }
+        }
+        // Shutdown: everything still queued is written before the process exits.
+        while let Ok(record) = rx.try_recv() {
+            batch.push(record);
+            if batch.len() == WRITE_BATCH {
+                self.write(&inner, &mut batch, None).await;
+            }
+        }
+        self.write(&inner, &mut batch, None).await;
+    }
+
+    /// Inserts `batch` in one statement, retrying a failed insert with backoff (three attempts
+    /// once shutting down), then clears it.
+    async fn write(
+        &self,
+        inner: &Inner,
+        batch: &mut Vec<AuditRecord>,
+        stop: Option<&CancellationToken>,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut wait = Duration::from_millis(50);
+        for attempt in 1.. {
+            let rows = batch.iter().map(AuditRecord::to_row);
+            match audit_event::Entity::insert_many(rows)
+                .exec_without_returning(&self.db)
+                .await
+            {
+                Ok(_) => {
+                    inner
+                        .written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => {
+                    let stopping = stop.is_none_or(CancellationToken::is_cancelled);
+                    if stopping && attempt >= 3 {
+                        tracing::error!(error = %e, count = batch.len(), "writing audit records failed; records lost at shutdown");
+                        break;
+                    }
+                    tracing::warn!(error = %e, count = batch.len(), "writing audit records failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY);
+                }
+            }
+        }
+        batch.clear();
+    }
+
+    /// The sealer (every [`SEAL_INTERVAL`]) and the retention sweep (at most every
+    /// [`RETENTION_INTERVAL`]), until `stop`. Runs whether or not recording is on, so records of
+    /// an earlier run are sealed and pruned too.
+    pub async fn run_sealer(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(SEAL_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sweep: Option<tokio::time::Instant> = None;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = stop.cancelled() => break,
+            }
+            if let Err(e) = self.seal().await {
+                e.log_cause();
+            }
+            if last_sweep.is_none_or(|t| t.elapsed() >= RETENTION_INTERVAL) {
+                last_sweep = Some(tokio::time::Instant::now());
+                match self.sweep().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(deleted = n, "audit retention sweep"),
+                    Err(e) => e.log_cause(),
+                }
+            }
+        }
+        // What the writer wrote at shutdown is sealed by the next start (or another replica).
+        let _ = self.seal().await;
+    }
+
+    /// Seals every unsealed record now (at most 1,000 passes); the number sealed.
+    pub async fn seal(&self) -> crate::error::AppResult<usize> {
+        chain::seal_all(&self.db, 1_000).await
+    }
+
+    /// Prunes what is past retention now; the number of records deleted.
+    pub async fn sweep(&self) -> crate::error::AppResult<u64> {
+        let cutoff = self.clock.now() - chrono::Duration::days(i64::from(self.retention_days));
+        retention::prune(&self.db, &self.key, cutoff).await
+    }
+}
