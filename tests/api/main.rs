@@ -3,6 +3,7 @@
 //! `CAREGRAPH_TEST_POSTGRES_URL` is set).
 
 mod appointments;
+mod audit_query;
 mod auth;
 mod browser;
 mod care;
