@@ -2,7 +2,10 @@
 //! auditors, and `accessLog` for a patient's guardians and staff. Names are resolved when the
 //! trail is read (through the loaders), never stored in it.
 
-use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use async_graphql::{
+    Context, Enum, ID, InputObject, Object, OutputType, SimpleObject,
+    connection::{Connection, ConnectionNameType, EdgeNameType, EmptyFields},
+};
 use chrono::{DateTime, Utc};
 
 use super::{
@@ -331,6 +334,34 @@ impl AccessLogItem {
     }
 }
 
+/// Names the access log's connection `AccessLogConnection`.
+pub struct AccessLogConnectionName;
+
+impl ConnectionNameType for AccessLogConnectionName {
+    fn type_name<T: OutputType>() -> String {
+        "AccessLogConnection".into()
+    }
+}
+
+/// Names the access log's edges `AccessLogEdge`.
+pub struct AccessLogEdgeName;
+
+impl EdgeNameType for AccessLogEdgeName {
+    fn type_name<T: OutputType>() -> String {
+        "AccessLogEdge".into()
+    }
+}
+
+/// A page of a patient's access log.
+pub type AccessLogConnection = Connection<
+    String,
+    AccessLogItem,
+    pagination::ConnectionTotal,
+    EmptyFields,
+    AccessLogConnectionName,
+    AccessLogEdgeName,
+>;
+
 /// Audit trail queries.
 #[derive(Default)]
 pub struct AuditQuery;
@@ -367,7 +398,7 @@ impl AuditQuery {
         patient_id: ID,
         first: Option<i32>,
         after: Option<String>,
-    ) -> GqlResult<Conn<AccessLogItem>> {
+    ) -> GqlResult<AccessLogConnection> {
         let patient = PatientId::parse(&patient_id, "patientId")?;
         let request = pagination::request(first, after)?;
         let has_previous = request.after.is_some();
@@ -375,7 +406,11 @@ impl AuditQuery {
             .audit_trail
             .access_log(viewer(ctx), patient, &request)
             .await?;
-        Ok(pagination::connection(page, has_previous, AccessLogItem))
+        Ok(pagination::connection_named(
+            page,
+            has_previous,
+            AccessLogItem,
+        ))
     }
 }
 

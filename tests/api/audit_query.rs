@@ -192,6 +192,9 @@ fn clinic_trail(c: &Clinic, other_patient: PatientId) -> Vec<AuditRecord> {
     out
 }
 
+/// Which records a filter keeps.
+type Keep<'a> = Box<dyn Fn(&AuditRecord) -> bool + 'a>;
+
 async fn make_auditor(app: &TestApp, c: &Clinic, who: &str, auditor: bool) -> Value {
     app.gql(
         Some(&c.owner.token),
@@ -220,7 +223,7 @@ async fn an_auditor_sees_the_trail_with_every_filter() {
         .collect();
     let from = t0() + Duration::days(3);
     let to = t0() + Duration::days(7);
-    let cases: Vec<(Value, Box<dyn Fn(&AuditRecord) -> bool>)> = vec![
+    let cases: Vec<(Value, Keep)> = vec![
         (json!(null), Box::new(|_| true)),
         (
             json!({"patientId": c.patient}),

@@ -11,11 +11,7 @@ use caregraph::{
     auth::Viewer,
     config::Config,
     db::{self, entities::audit_event, users::NewUser},
-    domain::{
-        Email, PatientId, Slug, UserId,
-        audit::AuditFilter,
-        pagination::PageRequest,
-    },
+    domain::{Email, PatientId, Slug, UserId, audit::AuditFilter, pagination::PageRequest},
     services::organizations::create_with_owner,
 };
 use chrono::{Duration, Utc};
@@ -73,16 +69,27 @@ pub async fn run(label: &str, config: Config, records: usize, runs: usize) -> an
         };
         let actor = AuditActor::User(staff[rng.next() % STAFF]);
         let roll = rng.next() % 100;
-        let entry = match roll {
-            0..=64 => AuditEntry::read(AuditEntity::Patient, patient).patient(patient),
-            65..=79 => AuditEntry::read(AuditEntity::Appointment, uuid::Uuid::now_v7()).patient(patient),
-            80..=87 => AuditEntry::read(AuditEntity::ChatMessage, uuid::Uuid::now_v7()).patient(patient),
-            88..=93 => AuditEntry::new(AuditAction::Update, AuditEntity::Case, uuid::Uuid::now_v7())
+        let entry =
+            match roll {
+                0..=64 => AuditEntry::read(AuditEntity::Patient, patient).patient(patient),
+                65..=79 => AuditEntry::read(AuditEntity::Appointment, uuid::Uuid::now_v7())
+                    .patient(patient),
+                80..=87 => AuditEntry::read(AuditEntity::ChatMessage, uuid::Uuid::now_v7())
+                    .patient(patient),
+                88..=93 => {
+                    AuditEntry::new(AuditAction::Update, AuditEntity::Case, uuid::Uuid::now_v7())
+                        .patient(patient)
+                }
+                94..=96 => AuditEntry::new(
+                    AuditAction::Join,
+                    AuditEntity::Meeting,
+                    uuid::Uuid::now_v7(),
+                )
                 .patient(patient),
-            94..=96 => AuditEntry::new(AuditAction::Join, AuditEntity::Meeting, uuid::Uuid::now_v7())
-                .patient(patient),
-            _ => AuditEntry::read(AuditEntity::Patient, patient).patient(patient).denied(),
-        };
+                _ => AuditEntry::read(AuditEntity::Patient, patient)
+                    .patient(patient)
+                    .denied(),
+            };
         batch.push(
             AuditRecord {
                 id: uuid::Uuid::now_v7(),
