@@ -2,6 +2,7 @@
 //! per aggregate. Works on SQLite (the embedded default) and PostgreSQL.
 
 pub mod appointments;
+pub mod audit_events;
 pub mod care_teams;
 pub mod cases;
 pub mod chat_sessions;

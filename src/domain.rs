@@ -1,5 +1,6 @@
 //! Domain types: identifiers, roles and values with their rules. Nothing here does I/O.
 
+pub mod audit;
 pub mod care;
 pub mod chat;
 pub mod ids;

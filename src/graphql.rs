@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod appointments;
 pub mod args;
+pub mod audit;
 pub mod audit_scope;
 pub mod cases;
 pub mod chat;

@@ -1,7 +1,9 @@
 //! The HTTP surface: router and layers. `/graphql` (GET, POST and WebSocket upgrade),
-//! `/graphiql`, `/healthz`, `/readyz`, `/metrics`, and the providers' webhooks.
+//! `/graphiql`, `/exports/audit/{token}`, `/healthz`, `/readyz`, `/metrics`, and the providers'
+//! webhooks.
 
 pub mod connections;
+pub mod exports;
 pub mod graphiql;
 pub mod graphql;
 pub mod health;
@@ -67,6 +69,7 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .route("/graphql", get(graphql::get_or_upgrade).post(graphql::post))
+        .route("/exports/audit/{token}", get(exports::audit))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/webhooks/stream", post(webhooks::stream))

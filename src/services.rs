@@ -4,6 +4,8 @@
 pub mod access;
 pub mod accounts;
 pub mod appointments;
+pub mod audit_export;
+pub mod audit_trail;
 pub mod care_teams;
 pub mod cases;
 pub mod chat;
@@ -18,6 +20,7 @@ pub mod webhooks;
 use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
 
 use crate::{
     auth::Authenticator,
@@ -49,6 +52,8 @@ pub struct Services {
     pub appointments: appointments::AppointmentService,
     /// Chat sessions: the use cases.
     pub chats: chat::ChatService,
+    /// The audit trail's queries, exports and access logs.
+    pub audit_trail: audit_trail::AuditTrailService,
     /// Batch lookups for the dataloaders.
     pub lookups: lookups::Lookups,
     /// The clock.
@@ -151,6 +156,12 @@ impl Services {
             webhooks: webhooks::WebhookService::new(db.clone(), chats.clone(), clock.clone()),
             chats,
             lookups: lookups::Lookups::new(db.clone()),
+            audit_trail: audit_trail::AuditTrailService::new(
+                db.clone(),
+                clock.clone(),
+                config.auth.jwt_secret.expose_secret().as_bytes(),
+                config.public_url.clone(),
+            ),
             clock,
             chat_provider: chat,
             provider_ops: provider_ops::ProviderOpsService::new(db.clone(), outbox.clone()),

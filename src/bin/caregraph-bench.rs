@@ -1,9 +1,12 @@
 //! Benchmarks that print figures: `search` seeds one organisation with many members and times
 //! `searchColleagues` through the service layer, on SQLite and (given a URL) PostgreSQL;
-//! `fanout` fans one chat-session status change out to N WebSocket subscribers of one process.
+//! `fanout` fans one chat-session status change out to N WebSocket subscribers of one process;
+//! `audit` times `auditEvents` for one patient over 1,000,000 audit records (SQLite, and
+//! PostgreSQL given a URL).
 //!
 //! `cargo run --release --bin caregraph-bench -- search --members 100000 [--postgres URL]`
 //! `cargo build --release && cargo run --release --bin caregraph-bench -- fanout --subscribers 1000,10000`
+//! `cargo run --release --features bench --bin caregraph-bench -- audit [--postgres URL]`
 
 #![expect(clippy::print_stdout, reason = "a benchmark's figures are its output")]
 
@@ -24,6 +27,8 @@ use caregraph::{
 };
 use clap::{Parser, Subcommand};
 
+#[path = "bench/audit.rs"]
+mod audit;
 #[path = "bench/fanout.rs"]
 mod fanout;
 use sea_orm::{ConnectionTrait, EntityTrait};
@@ -43,6 +48,18 @@ enum Bench {
         #[arg(long, default_value_t = 100_000)]
         members: usize,
         /// Searches per query (after 20 warm-up runs).
+        #[arg(long, default_value_t = 300)]
+        runs: usize,
+        /// Also run on this PostgreSQL server (a fresh database is created and dropped).
+        #[arg(long, env = "CAREGRAPH_BENCH_POSTGRES_URL")]
+        postgres: Option<String>,
+    },
+    /// `auditEvents` for one patient over a year of a busy clinic's audit trail.
+    Audit {
+        /// Records to load.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Queries per filter (after 10 warm-up runs).
         #[arg(long, default_value_t = 300)]
         runs: usize,
         /// Also run on this PostgreSQL server (a fresh database is created and dropped).
@@ -320,6 +337,31 @@ async fn main() -> anyhow::Result<()> {
                 let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
                 let result =
                     Box::pin(run("postgres", &format!("{base}/{name}"), members, runs)).await;
+                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await?;
+                result?;
+            }
+        }
+        Bench::Audit {
+            records,
+            runs,
+            postgres,
+        } => {
+            let dir = tempfile_dir()?;
+            let sqlite = format!("sqlite://{}/audit.db?mode=rwc", dir.display());
+            let result = Box::pin(audit::run("sqlite", config(&sqlite)?, records, runs)).await;
+            let _ = std::fs::remove_dir_all(&dir);
+            result?;
+            if let Some(admin) = postgres {
+                let name = format!("cg_bench_{}", uuid::Uuid::new_v4().simple());
+                let conn = sea_orm::Database::connect(&admin)
+                    .await
+                    .context("connect to PostgreSQL")?;
+                conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await?;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                let url = format!("{base}/{name}");
+                let result = Box::pin(audit::run("postgres", config(&url)?, records, runs)).await;
                 conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                     .await?;
                 result?;

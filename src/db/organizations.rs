@@ -214,6 +214,7 @@ pub async fn update_membership(db: &impl ConnectionTrait, m: &Membership) -> App
         .col_expr(membership::Column::Role, Expr::value(m.role.as_str()))
         .col_expr(membership::Column::Title, Expr::value(m.title.clone()))
         .col_expr(membership::Column::Active, Expr::value(m.active))
+        .col_expr(membership::Column::Auditor, Expr::value(m.auditor))
         .filter(membership::Column::OrgId.eq(m.org_id.as_string()))
         .filter(membership::Column::UserId.eq(m.user_id.as_string()))
         .exec(db)

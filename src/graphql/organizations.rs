@@ -138,6 +138,11 @@ impl Colleague {
     async fn active(&self) -> bool {
         self.0.active
     }
+    /// Whether the member may read and export the organisation's audit trail now: an active
+    /// OWNER, or an active member an OWNER made an auditor.
+    async fn auditor(&self) -> bool {
+        crate::services::access::is_auditor(&self.0)
+    }
     /// The organisation.
     async fn organization(&self, ctx: &Context<'_>) -> GqlResult<Organization> {
         loader(ctx)
@@ -269,6 +274,8 @@ pub struct UpdateOrganizationMemberInput {
     pub title: MaybeUndefined<String>,
     /// Activate or deactivate the membership.
     pub active: Option<bool>,
+    /// Grant or withdraw reading and exporting the organisation's audit trail (OWNER only).
+    pub auditor: Option<bool>,
 }
 
 /// Input of `updateOrganization`; omitted fields stay as they are.
@@ -328,7 +335,8 @@ impl OrganizationMutation {
         Ok(Colleague(membership))
     }
 
-    /// Changes a member's role, title or active flag (OWNER/ADMIN).
+    /// Changes a member's role, title or active flag (OWNER/ADMIN), or their auditor flag
+    /// (OWNER only).
     async fn update_organization_member(
         &self,
         ctx: &Context<'_>,
@@ -346,6 +354,7 @@ impl OrganizationMutation {
                 MaybeUndefined::Value(t) => Some(Some(t)),
             },
             active: input.active,
+            auditor: input.auditor,
         };
         let membership = services(ctx)
             .organizations

@@ -2,7 +2,7 @@
 
 use async_graphql::{
     SimpleObject,
-    connection::{Connection, Edge, EmptyFields},
+    connection::{Connection, ConnectionNameType, Edge, EdgeNameType, EmptyFields},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
@@ -45,6 +45,21 @@ pub fn connection<T, N: async_graphql::OutputType>(
     has_previous: bool,
     node: impl Fn(T) -> N,
 ) -> Conn<N> {
+    connection_named(page, has_previous, node)
+}
+
+/// Turns a page into a connection whose type names are `Name` and `EdgeName` (not derived from
+/// the node's type name).
+pub fn connection_named<T, N, Name, EdgeName>(
+    page: Page<T>,
+    has_previous: bool,
+    node: impl Fn(T) -> N,
+) -> Connection<String, N, ConnectionTotal, EmptyFields, Name, EdgeName>
+where
+    N: async_graphql::OutputType,
+    Name: ConnectionNameType,
+    EdgeName: EdgeNameType,
+{
     let mut conn = Connection::with_additional_fields(
         has_previous,
         page.has_next,

@@ -5,6 +5,7 @@ use async_graphql::MergedObject;
 use super::{
     accounts::AccountMutation,
     appointments::{AppointmentMutation, AppointmentQuery},
+    audit::{AuditMutation, AuditQuery},
     cases::{CaseMutation, CaseQuery},
     chat::{ChatMutation, ChatQuery},
     organizations::{OrganizationMutation, OrganizationQuery},
@@ -23,6 +24,7 @@ pub struct Query(
     AppointmentQuery,
     ProviderOpsQuery,
     ChatQuery,
+    AuditQuery,
 );
 
 /// Every mutation.
@@ -35,4 +37,5 @@ pub struct Mutation(
     AppointmentMutation,
     ProviderOpsMutation,
     ChatMutation,
+    AuditMutation,
 );

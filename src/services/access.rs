@@ -53,6 +53,30 @@ impl ManagerOf {
     }
 }
 
+/// Proof that the viewer may read and export an organisation's audit trail: an active OWNER, or
+/// an active member with the `auditor` flag.
+#[derive(Clone, Debug)]
+pub struct AuditorOf {
+    membership: Membership,
+}
+
+impl AuditorOf {
+    /// The organisation.
+    pub fn org_id(&self) -> OrgId {
+        self.membership.org_id
+    }
+
+    /// The viewer's membership.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+}
+
+/// Whether a membership carries the auditor capability now: active, and OWNER or flagged.
+pub fn is_auditor(membership: &Membership) -> bool {
+    membership.active && (membership.role == crate::domain::OrgRole::Owner || membership.auditor)
+}
+
 /// Something the viewer may read: only the service layer makes one, after its read rule passed,
 /// so a resolver holding one holds the proof.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -152,6 +176,27 @@ pub async fn manager_of(
     Ok((
         user,
         ManagerOf {
+            membership: member.membership,
+        },
+    ))
+}
+
+/// Checks that the viewer may read `org_id`'s audit trail. A non-member (or an inactive one)
+/// gets `NOT_FOUND`; a member who is neither OWNER nor auditor gets `FORBIDDEN`.
+pub async fn auditor_of(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    org_id: OrgId,
+) -> AppResult<(User, AuditorOf)> {
+    let (user, member) = member_of(db, viewer, org_id).await?;
+    if !is_auditor(&member.membership) {
+        return Err(AppError::Forbidden(
+            "only an OWNER or an auditor of the organization may read its audit trail".into(),
+        ));
+    }
+    Ok((
+        user,
+        AuditorOf {
             membership: member.membership,
         },
     ))

@@ -46,6 +46,8 @@ pub struct MemberChange {
     pub title: Option<Option<String>>,
     /// Activate or deactivate.
     pub active: Option<bool>,
+    /// Grant or withdraw the auditor capability (OWNERs only).
+    pub auditor: Option<bool>,
 }
 
 /// Organisations and their members.
@@ -188,7 +190,8 @@ impl OrganizationService {
         Ok(membership)
     }
 
-    /// Changes a member's role, title or active flag (OWNER/ADMIN). The last active OWNER can be
+    /// Changes a member's role, title, active flag or auditor flag (OWNER/ADMIN; the auditor
+    /// flag OWNER only). The last active OWNER can be
     /// neither demoted nor deactivated; only an OWNER changes an OWNER or grants OWNER.
     pub async fn update_member(
         &self,
@@ -208,6 +211,11 @@ impl OrganizationService {
         if let Some(role) = change.role {
             check_may_grant(&manager, role)?;
         }
+        if change.auditor.is_some() && manager.membership().role != OrgRole::Owner {
+            return Err(AppError::Forbidden(
+                "only an OWNER may grant or withdraw the auditor capability".into(),
+            ));
+        }
         let was_active = member.active;
         let was_active_owner = member.active && member.role == OrgRole::Owner;
         if let Some(role) = change.role {
@@ -218,6 +226,9 @@ impl OrganizationService {
         }
         if let Some(active) = change.active {
             member.active = active;
+        }
+        if let Some(auditor) = change.auditor {
+            member.auditor = auditor;
         }
         let still_active_owner = member.active && member.role == OrgRole::Owner;
         if was_active_owner
