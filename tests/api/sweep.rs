@@ -153,6 +153,11 @@ fn table(f: &Fixture) -> Vec<Call> {
         // does not reveal A.
         call(M, "createComplianceGroup", Open, "mutation($o: ID!, $b: ID!) { createComplianceGroup(orgId: $b, input: {name: \"Enrol A\", organizationIds: [$o]}) { id name organizations { id name slug } invitedOrganizationIds } }".into(), json!({"o": o, "b": b})),
         call(Q, "complianceGroupInvitations", Denied, format!("query($o: ID!) {{ complianceGroupInvitations(orgId: $o) {{ {INVITATION} }} }}"), json!({"o": o})),
+        // The audit trail: A's auditors and owners only; a patient's access log: its guardians
+        // and A's staff only.
+        call(Q, "auditEvents", Denied, "query($o: ID!) { auditEvents(orgId: $o) { totalCount edges { node { id entityType entityId patientId organizationId actor { kind id user { id email } } } } } }".into(), json!({"o": o})),
+        call(M, "exportAuditEvents", Denied, "mutation($o: ID!) { exportAuditEvents(orgId: $o, format: NDJSON) { url expiresAt } }".into(), json!({"o": o})),
+        call(Q, "accessLog", Denied, "query($p: ID!) { accessLog(patientId: $p) { edges { node { at action organization { id name } reader { id displayName } } } } }".into(), json!({"p": p})),
         call(M, "createCareTeam", Denied, format!("mutation($p: ID!) {{ createCareTeam(patientId: $p, input: {{name: \"Evil team\"}}) {{ {CARE_TEAM} }} }}"), json!({"p": p})),
         call(M, "addCareTeamMember", Denied, "mutation($t: ID!, $u: ID!) { addCareTeamMember(careTeamId: $t, input: {userId: $u, role: MEMBER}) { id user { id email } } }".into(), json!({"t": f.care_team, "u": c.outsider.id})),
         call(M, "createCase", Denied, format!("mutation($o: ID!, $r: String!, $u: ID!) {{ createCase(orgId: $o, input: {{reference: $r, title: \"Evil\", participants: [{{userId: $u, role: PATIENT}}]}}) {{ {CASE} }} }}"), json!({"o": o, "r": f.case_ref, "u": c.outsider.id})),
