@@ -255,20 +255,26 @@ impl AuditRecord {
             chain: Set(chain),
             org_id: Set(self.entry.org_id.map(|org| org.as_string())),
             actor_kind: Set(actor_kind.to_owned()),
-            actor_id: Set(actor_id),
+            actor_id: Set(actor_id.map(|a| within(&a, 64))),
             action: Set(self.entry.action.as_str().to_owned()),
             entity_type: Set(self.entry.entity.as_str().to_owned()),
-            entity_id: Set(self.entry.entity_id.clone()),
+            entity_id: Set(self.entry.entity_id.as_deref().map(|e| within(e, 128))),
             patient_id: Set(self.entry.patient_id.map(|p| p.as_string())),
             outcome: Set(self.entry.outcome.as_str().to_owned()),
-            request_id: Set(self.request_id.as_deref().map(str::to_owned)),
-            client_address: Set(self.client_address.as_deref().map(str::to_owned)),
-            operation_name: Set(self.operation_name.as_deref().map(str::to_owned)),
+            request_id: Set(self.request_id.as_deref().map(|r| within(r, 64))),
+            client_address: Set(self.client_address.as_deref().map(|a| within(a, 64))),
+            operation_name: Set(self.operation_name.as_deref().map(|o| within(o, 128))),
             chain_index: Set(None),
             prev_hash: Set(None),
             hash: Set(None),
         }
     }
+}
+
+/// `text` cut to its column's width, `max` characters: PostgreSQL refuses a longer value, and
+/// one refused row would hold back the whole batch it is written in.
+fn within(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
 }
 
 /// The request (or connection, or job) context every record of a caller shares, and the

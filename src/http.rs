@@ -85,14 +85,17 @@ pub fn router(state: AppState) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        // The span names the path only: a query string can hold a search text or variables.
+        // The span names the path only: a query string can hold a search text or variables,
+        // and an export link's path is its credential.
         .layer(TraceLayer::new_for_http().make_span_with(
             |request: &axum::http::Request<axum::body::Body>| {
-                tracing::debug_span!(
-                    "request",
-                    method = %request.method(),
-                    path = %request.uri().path(),
-                )
+                let path = request.uri().path();
+                let path = if path.starts_with("/exports/audit/") {
+                    "/exports/audit/{token}"
+                } else {
+                    path
+                };
+                tracing::debug_span!("request", method = %request.method(), path = %path)
             },
         ))
         // Every request has an id (a proxy's `x-request-id` is kept, else a new UUID), which the

@@ -106,7 +106,7 @@ impl MigrationTrait for Migration {
                     .col(optional(AuditEvents::ActorId, 64))
                     .col(id(AuditEvents::Action, 24))
                     .col(id(AuditEvents::EntityType, 32))
-                    .col(optional(AuditEvents::EntityId, 64))
+                    .col(optional(AuditEvents::EntityId, 128))
                     .col(optional(AuditEvents::PatientId, 36))
                     .col(id(AuditEvents::Outcome, 8))
                     .col(optional(AuditEvents::RequestId, 64))

@@ -212,6 +212,14 @@ impl AuditLog {
                     break;
                 }
                 Err(e) => {
+                    // A batch that keeps failing may hold one row the database refuses, or rows a
+                    // commit whose answer was lost already wrote: row by row, the rest goes in.
+                    if attempt % 3 == 0
+                        && let Some(done) = self.row_by_row(batch).await
+                    {
+                        inner.written.fetch_add(done, Ordering::Relaxed);
+                        break;
+                    }
                     let stopping = stop.is_none_or(CancellationToken::is_cancelled);
                     if stopping && attempt >= 3 {
                         tracing::error!(error = %e, count = batch.len(), "writing audit records failed; records lost at shutdown");
@@ -224,6 +232,36 @@ impl AuditLog {
             }
         }
         batch.clear();
+    }
+
+    /// Writes `batch` one row at a time; a row that fails and is not already stored is refused
+    /// for good and dropped (logged by id, never by content). Returns how many rows are settled
+    /// (all of them), or `None` when none went in and none was stored: the database itself is
+    /// failing, and the batch waits for it.
+    async fn row_by_row(&self, batch: &[AuditRecord]) -> Option<u64> {
+        let (mut inserted, mut stored, mut refused) = (0u64, 0u64, Vec::new());
+        for record in batch {
+            match audit_event::Entity::insert(record.to_row())
+                .exec_without_returning(&self.db)
+                .await
+            {
+                Ok(_) => inserted += 1,
+                Err(e) => match audit_event::Entity::find_by_id(record.id.to_string())
+                    .one(&self.db)
+                    .await
+                {
+                    Ok(Some(_)) => stored += 1,
+                    _ => refused.push((record.id, e)),
+                },
+            }
+        }
+        if inserted == 0 && stored == 0 {
+            return None;
+        }
+        for (id, e) in &refused {
+            tracing::error!(record = %id, error = %e, "the database refuses this audit record; it is dropped");
+        }
+        Some(batch.len() as u64)
     }
 
     /// The sealer (every [`SEAL_INTERVAL`]) and the retention sweep (at most every

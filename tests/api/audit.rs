@@ -1035,3 +1035,42 @@ async fn a_request_without_an_id_gets_one_that_its_answer_and_its_records_carry(
         "a proxy's id is kept"
     );
 }
+
+#[tokio::test]
+async fn an_over_long_id_and_a_record_already_stored_hold_back_no_other_record() {
+    let app = TestApp::spawn().await;
+    let log = &app.state.services.audit;
+    let scope = log.scope(AuditActor::System, None, None);
+    // A system chat message's id is 84 characters; an entity id is stored up to 128.
+    let long = "m".repeat(300);
+    scope.record(AuditEntry::read(AuditEntity::ChatMessage, &long));
+    let first = scope.take();
+    log.submit(first.clone()).await;
+    assert!(log.written().await, "the over-long id is written");
+    let stored = audit_event::Entity::find_by_id(first[0].id.to_string())
+        .one(db(&app))
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(stored.entity_id.as_deref(), Some("m".repeat(128).as_str()));
+
+    // The same record again (as after a commit whose answer was lost) beside a new one: the
+    // batch fails as a whole, row by row the new one goes in, and the writer goes on.
+    scope.record(AuditEntry::read(AuditEntity::Patient, "fresh"));
+    let mut again = first.clone();
+    again.extend(scope.take());
+    log.submit(again).await;
+    assert!(log.written().await, "the writer is not stuck");
+    let fresh = audit_event::Entity::find()
+        .filter(audit_event::Column::EntityId.eq("fresh"))
+        .all(db(&app))
+        .await
+        .expect("read");
+    assert_eq!(fresh.len(), 1);
+    let copies = audit_event::Entity::find()
+        .filter(audit_event::Column::Id.eq(first[0].id.to_string()))
+        .all(db(&app))
+        .await
+        .expect("read");
+    assert_eq!(copies.len(), 1, "stored once");
+}
