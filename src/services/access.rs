@@ -103,19 +103,20 @@ impl<T> std::ops::Deref for Readable<T> {
 }
 
 /// Checks that the viewer is an active member of `org_id`; a refusal is recorded as a DENIED
-/// read of the organisation's membership.
+/// read of the organisation's membership, in that organisation's trail when it exists and in
+/// the `system` trail when it does not (so made-up ids cannot start new chains).
 pub async fn member_of(
     db: &impl ConnectionTrait,
     viewer: &Viewer,
     org_id: OrgId,
 ) -> AppResult<(User, MemberOf)> {
     let result = member_of_unrecorded(db, viewer, org_id).await;
-    if matches!(result, Err(AppError::NotFound(_))) {
-        viewer.audit.record(
-            AuditEntry::read(AuditEntity::Membership, org_id)
-                .org(org_id)
-                .denied(),
-        );
+    if matches!(result, Err(AppError::NotFound(_))) && viewer.audit.is_recording() {
+        let denied = AuditEntry::read(AuditEntity::Membership, org_id).denied();
+        let exists = db::organizations::find(db, org_id).await?.is_some();
+        viewer
+            .audit
+            .record(if exists { denied.org(org_id) } else { denied });
     }
     result
 }

@@ -1074,3 +1074,29 @@ async fn an_over_long_id_and_a_record_already_stored_hold_back_no_other_record()
         .expect("read");
     assert_eq!(copies.len(), 1, "stored once");
 }
+
+#[tokio::test]
+async fn a_refused_organisation_is_denied_in_its_own_trail_and_a_made_up_one_in_the_system_trail() {
+    let app = TestApp::spawn().await;
+    let c = app.clinic("aorgs").await;
+    const ORG: &str = "query($o: ID!) { organization(id: $o) { id name } }";
+    let made_up = uuid::Uuid::now_v7().to_string();
+    for (request, org) in [("req-org-real", c.org.as_str()), ("req-org-fake", &made_up)] {
+        let body = gql_with_id(&app, &c.stranger.token, request, ORG, json!({"o": org})).await;
+        assert_eq!(crate::helpers::code(&body), "NOT_FOUND", "{body}");
+    }
+    let real = of_request(&app, "req-org-real").await;
+    assert_eq!(real.len(), 1, "{real:?}");
+    assert_eq!(
+        (real[0].outcome.as_str(), real[0].entity_type.as_str()),
+        ("DENIED", "MEMBERSHIP")
+    );
+    assert_eq!(real[0].chain, c.org);
+    assert_eq!(real[0].org_id.as_deref(), Some(c.org.as_str()));
+    let fake = of_request(&app, "req-org-fake").await;
+    assert_eq!(fake.len(), 1, "{fake:?}");
+    assert_eq!(fake[0].outcome, "DENIED");
+    assert_eq!(fake[0].entity_id.as_deref(), Some(made_up.as_str()));
+    assert_eq!(fake[0].chain, "system", "a made-up id starts no chain");
+    assert_eq!(fake[0].org_id, None);
+}
