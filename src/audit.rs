@@ -26,10 +26,6 @@ pub use writer::AuditLog;
 /// The chain of records that belong to no organisation (sign-ins).
 pub const SYSTEM_CHAIN: &str = "system";
 
-/// The most records one scope buffers before a flush is due (a request that reads more waits
-/// for the writer instead of growing the buffer).
-pub const SCOPE_BUFFER_LIMIT: usize = 1_000;
-
 /// The longest operation name stored.
 pub const MAX_OPERATION_NAME: usize = 100;
 
