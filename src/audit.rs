@@ -95,6 +95,8 @@ pub enum AuditEntity {
     User,
     /// The audit trail itself (queries and exports).
     AuditTrail,
+    /// A practitioner's weekly availability (the entity id is the practitioner's user id).
+    Availability,
 }
 
 /// Whether the read rule let it through.
@@ -147,7 +149,7 @@ codes!(AuditEntity {
     Case => "CASE", Appointment => "APPOINTMENT", Meeting => "MEETING",
     ChatSession => "CHAT_SESSION", ChatMessage => "CHAT_MESSAGE", ChatToken => "CHAT_TOKEN",
     Invitation => "INVITATION", Membership => "MEMBERSHIP", User => "USER",
-    AuditTrail => "AUDIT_TRAIL",
+    AuditTrail => "AUDIT_TRAIL", Availability => "AVAILABILITY",
 });
 codes!(AuditOutcome { Allowed => "ALLOWED", Denied => "DENIED" });
 

@@ -1,6 +1,7 @@
 //! Domain types: identifiers, roles and values with their rules. Nothing here does I/O.
 
 pub mod audit;
+pub mod availability;
 pub mod care;
 pub mod chat;
 pub mod ids;

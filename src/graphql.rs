@@ -5,6 +5,7 @@ pub mod appointments;
 pub mod args;
 pub mod audit;
 pub mod audit_scope;
+pub mod booking;
 pub mod cases;
 pub mod chat;
 pub mod context;

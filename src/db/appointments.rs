@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    QueryOrder, QuerySelect, sea_query::Expr,
 };
 
 use super::entities::{appointment, appointment_support_staff};
@@ -128,6 +128,20 @@ pub async fn update_schedule(db: &impl ConnectionTrait, a: &Appointment) -> AppR
 pub async fn find(db: &impl ConnectionTrait, id: AppointmentId) -> AppResult<Option<Appointment>> {
     appointment::Entity::find_by_id(id.as_string())
         .one(db)
+        .await?
+        .map(to_domain)
+        .transpose()
+}
+
+/// Finds an appointment and locks its row until the transaction `txn` ends (PostgreSQL's
+/// `FOR UPDATE`; on SQLite the transaction holds the write lock already).
+pub async fn find_for_update(
+    txn: &impl ConnectionTrait,
+    id: AppointmentId,
+) -> AppResult<Option<Appointment>> {
+    appointment::Entity::find_by_id(id.as_string())
+        .lock_exclusive()
+        .one(txn)
         .await?
         .map(to_domain)
         .transpose()

@@ -104,6 +104,8 @@ mirror!(
         User,
         /// The audit trail itself (queries and exports).
         AuditTrail,
+        /// A practitioner's weekly availability (the entity id is the practitioner's user id).
+        Availability,
     }
 );
 mirror!(

@@ -147,3 +147,22 @@ gql_enum!(
         Closed => Closed,
     }
 );
+gql_enum!(
+    /// A day of the week.
+    Weekday => chrono::Weekday {
+        /// Monday.
+        Monday => Mon,
+        /// Tuesday.
+        Tuesday => Tue,
+        /// Wednesday.
+        Wednesday => Wed,
+        /// Thursday.
+        Thursday => Thu,
+        /// Friday.
+        Friday => Fri,
+        /// Saturday.
+        Saturday => Sat,
+        /// Sunday.
+        Sunday => Sun,
+    }
+);

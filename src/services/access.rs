@@ -271,3 +271,38 @@ pub async fn patient_staff(
         }
     }
 }
+
+/// How the viewer may see an organisation's booking calendar (its practitioners' free slots).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BookingReader {
+    /// An active member of the organisation.
+    Staff(Membership),
+    /// A guardian of at least one of the organisation's patients.
+    Guardian,
+}
+
+/// Checks that the viewer may read `org_id`'s free slots: active staff of the organisation, or
+/// a guardian of one of its patients. Anyone else gets `NOT_FOUND` (recorded as
+/// [`member_of`] records it).
+pub async fn booking_reader(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+    org_id: OrgId,
+) -> AppResult<BookingReader> {
+    match member_of_unrecorded(db, viewer, org_id).await {
+        Ok((_, member)) => return Ok(BookingReader::Staff(member.membership)),
+        Err(AppError::NotFound(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let user = viewer.user()?;
+    if db::patients::of_guardian(db, user.id)
+        .await?
+        .iter()
+        .any(|p| p.org_id == org_id)
+    {
+        return Ok(BookingReader::Guardian);
+    }
+    // Neither: refused (and recorded) the way every failed membership check is.
+    let (_, member) = member_of(db, viewer, org_id).await?;
+    Ok(BookingReader::Staff(member.membership))
+}

@@ -30,6 +30,16 @@ use crate::{
 
 pub use crate::db::appointments::AppointmentFilter;
 
+pub mod booking;
+
+/// The arguments a double-booking `CONFLICT` names: the one that brought in the practitioner and
+/// the one that brought in the support staff (the same one when the time moved).
+#[derive(Clone, Copy, Debug)]
+struct ConflictFields {
+    practitioner: &'static str,
+    support: &'static str,
+}
+
 /// Input of `scheduleAppointment`.
 #[derive(Clone, Debug)]
 pub struct ScheduleInput {
@@ -184,7 +194,9 @@ impl AppointmentService {
         Ok(out)
     }
 
-    /// Schedules an appointment (staff). A teleconference gets its room name now.
+    /// Schedules an appointment (staff). A teleconference gets its room name now. A practitioner
+    /// or support staff member who already has an overlapping appointment (not cancelled) is
+    /// `CONFLICT` naming `input.practitionerId` or `input.supportStaffIds`.
     pub async fn schedule(
         &self,
         viewer: &Viewer,
@@ -192,6 +204,28 @@ impl AppointmentService {
         input: ScheduleInput,
     ) -> AppResult<Appointment> {
         member_of(&self.db, viewer, org_id).await?;
+        self.create(
+            viewer,
+            org_id,
+            input,
+            ConflictFields {
+                practitioner: "input.practitionerId",
+                support: "input.supportStaffIds",
+            },
+        )
+        .await
+    }
+
+    /// Creates an appointment once the caller may (staff scheduling, or a guardian's request of
+    /// a free slot): the one path every new appointment takes, with its checks, its room, the
+    /// booking locks and overlap check, and its audit record in one transaction.
+    async fn create(
+        &self,
+        viewer: &Viewer,
+        org_id: OrgId,
+        input: ScheduleInput,
+        fields: ConflictFields,
+    ) -> AppResult<Appointment> {
         let patient = match db::patients::find(&self.db, input.patient_id).await? {
             Some(p) if p.org_id == org_id => p,
             _ => {
@@ -269,6 +303,7 @@ impl AppointmentService {
                 .then(|| self.meetings.room_name(id)),
         };
         let txn = db::begin(&self.db).await?;
+        claim(&txn, &appointment, &support, fields).await?;
         db::appointments::insert(&txn, &appointment, &support).await?;
         record_change(
             &txn,
@@ -343,6 +378,19 @@ impl AppointmentService {
         appointment.ends_at = starts_at + length;
         appointment.duration_minutes = duration_minutes;
         let txn = db::begin(&self.db).await?;
+        // The staff as they are now (a concurrent reassignment waits for this row, or came first).
+        let (practitioner, support) = staff_for_update(&txn, id).await?;
+        appointment.practitioner_id = practitioner;
+        claim(
+            &txn,
+            &appointment,
+            &support,
+            ConflictFields {
+                practitioner: "startsAt",
+                support: "startsAt",
+            },
+        )
+        .await?;
         db::appointments::update_schedule(&txn, &appointment).await?;
         record_change(
             &txn,
@@ -384,6 +432,23 @@ impl AppointmentService {
             .await?;
         appointment.practitioner_id = practitioner_id;
         let txn = db::begin(&self.db).await?;
+        // The times as they are now (a concurrent move waits for this row, or came first).
+        let current = db::appointments::find_for_update(&txn, id)
+            .await?
+            .ok_or(AppError::NotFound("appointment"))?;
+        appointment.starts_at = current.starts_at;
+        appointment.ends_at = current.ends_at;
+        appointment.duration_minutes = current.duration_minutes;
+        claim(
+            &txn,
+            &appointment,
+            &support,
+            ConflictFields {
+                practitioner: "practitionerId",
+                support: "supportStaffIds",
+            },
+        )
+        .await?;
         db::appointments::set_practitioner(&txn, id, practitioner_id).await?;
         db::appointments::set_support_staff(&txn, id, &support).await?;
         record_change(
@@ -630,6 +695,71 @@ impl AppointmentService {
             .await?;
         Ok(view)
     }
+}
+
+/// Takes the booking locks of an appointment's practitioner and support staff in `txn` and
+/// checks that none of them takes part in another appointment (not cancelled, any organisation)
+/// that overlaps it; else `CONFLICT` naming the argument that brought them in.
+///
+/// No double booking rests on this lock, not on timing: every path that puts a person into an
+/// appointment's time (scheduling, a guardian's request, a move, a change of staff) runs it in
+/// the transaction that writes the change, after [`db::begin`]. On PostgreSQL each person's
+/// `booking_locks` row is upserted first, which holds its row lock until the transaction ends:
+/// a second booking of the same person waits, then sees the first one's appointment in its
+/// overlap check. On SQLite [`db::begin`] takes the database's write lock before anything is
+/// read, so booking transactions run one after another. An exclusion constraint would do on
+/// PostgreSQL alone; the lock row works on both, and also covers support staff (another
+/// table) and appointments of other organisations.
+async fn claim(
+    txn: &DatabaseTransaction,
+    appointment: &Appointment,
+    support: &[UserId],
+    fields: ConflictFields,
+) -> AppResult<()> {
+    if appointment.status == AppointmentStatus::Cancelled {
+        return Ok(());
+    }
+    let mut people = vec![appointment.practitioner_id];
+    people.extend(support.iter().copied());
+    db::availability::lock_people(txn, &people).await?;
+    let busy = db::availability::busy_people(
+        txn,
+        &people,
+        appointment.starts_at,
+        appointment.ends_at,
+        Some(appointment.id),
+    )
+    .await?;
+    if busy.contains(&appointment.practitioner_id) {
+        return Err(AppError::ConflictOn {
+            message: "the practitioner has another appointment at that time".into(),
+            field: fields.practitioner.into(),
+        });
+    }
+    if !busy.is_empty() {
+        return Err(AppError::ConflictOn {
+            message: "a support staff member has another appointment at that time".into(),
+            field: fields.support.into(),
+        });
+    }
+    Ok(())
+}
+
+/// The practitioner and support staff of appointment `id` as stored now, its row locked for the
+/// rest of `txn` on PostgreSQL (SQLite's transaction already holds the write lock).
+async fn staff_for_update(
+    txn: &DatabaseTransaction,
+    id: AppointmentId,
+) -> AppResult<(UserId, Vec<UserId>)> {
+    let current = db::appointments::find_for_update(txn, id)
+        .await?
+        .ok_or(AppError::NotFound("appointment"))?;
+    let support = db::appointments::support_staff_of(txn, &[id])
+        .await?
+        .into_iter()
+        .map(|(_, u)| u)
+        .collect();
+    Ok((current.practitioner_id, support))
 }
 
 /// The audit entry of `action` on `appointment`.

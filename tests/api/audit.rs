@@ -84,14 +84,15 @@ async fn verify_all(app: &TestApp) -> Result<verify::Summary, verify::Break> {
         .expect("verify runs")
 }
 
-async fn schedule(app: &TestApp, c: &Clinic) -> String {
+/// Schedules the vet `hours` from now (distinct hours: the vet cannot be booked twice at once).
+async fn schedule(app: &TestApp, c: &Clinic, hours: i64) -> String {
     let body = app
         .ok(
             &c.owner.token,
             SCHEDULE,
             json!({"org": c.org, "input": {
                 "patientId": c.patient, "clientId": c.client.id, "practitionerId": c.vet.id,
-                "supportStaffIds": [], "startsAt": (Utc::now() + chrono::Duration::hours(2)).to_rfc3339(),
+                "supportStaffIds": [], "startsAt": (Utc::now() + chrono::Duration::hours(hours)).to_rfc3339(),
                 "durationMinutes": 30, "sessionType": "IN_PERSON", "reason": "Planted-reason-text"
             }}),
             "scheduleAppointment",
@@ -223,8 +224,8 @@ async fn a_list_records_one_read_per_row_returned_and_a_schedule_one_create() {
     let app = TestApp::spawn().await;
     let c = app.clinic("alist").await;
     let mut ids = Vec::new();
-    for _ in 0..3 {
-        ids.push(schedule(&app, &c).await);
+    for hours in 2..5 {
+        ids.push(schedule(&app, &c, hours).await);
     }
     let creates = records(&app)
         .await
@@ -840,7 +841,7 @@ async fn each_kind_of_change_and_read_leaves_exactly_one_record_of_its_action() 
     let rows = of_request(&app, "k-case-deny").await;
     assert_eq!(one(&rows, "READ", "CASE").outcome, "DENIED");
     // Appointment: cancelled (an UPDATE).
-    let appointment = schedule(&app, &c).await;
+    let appointment = schedule(&app, &c, 2).await;
     let (_, rows) = step(
         &app,
         &owner,

@@ -369,7 +369,7 @@ async fn schedule(
     c: &Clinic,
     patient: &str,
     client: &str,
-    in_minutes: i64,
+    starts_at: chrono::DateTime<Utc>,
 ) -> String {
     let a = app
         .ok(
@@ -378,8 +378,8 @@ async fn schedule(
             json!({"org": c.org, "input": {
                 "patientId": patient, "clientId": client, "practitionerId": c.vet.id,
                 "supportStaffIds": [c.tech.id],
-                "startsAt": (Utc::now() + chrono::Duration::minutes(in_minutes)).to_rfc3339(),
-                "durationMinutes": 30, "sessionType": "IN_PERSON"
+                "startsAt": starts_at.to_rfc3339(),
+                "durationMinutes": 5, "sessionType": "IN_PERSON"
             }}),
             "scheduleAppointment",
         )
@@ -476,12 +476,15 @@ async fn world(app: &TestApp, tag: &str) -> World {
         token: desk_token,
     };
 
-    let appt_a = schedule(app, &c, &c.patient, &c.client.id, 0).await;
+    // Five minutes each, back to back: the vet and tech are never booked twice at once.
+    let base = Utc::now();
+    let at = |minutes: i64| base + chrono::Duration::minutes(minutes);
+    let appt_a = schedule(app, &c, &c.patient, &c.client.id, at(0)).await;
     let s_a = open(app, &c.vet.token, &appt_a).await;
-    let appt_c = schedule(app, &c, &c.patient, &c.client.id, 10).await;
+    let appt_c = schedule(app, &c, &c.patient, &c.client.id, at(10)).await;
     let s_c = open(app, &c.vet.token, &appt_c).await;
-    let appt_d = schedule(app, &c, &c.patient, &c.client.id, 24 * 60).await;
-    let appt_b = schedule(app, &c, &tom, &other_client.id, 0).await;
+    let appt_d = schedule(app, &c, &c.patient, &c.client.id, at(24 * 60)).await;
+    let appt_b = schedule(app, &c, &tom, &other_client.id, at(5)).await;
     let s_b = open(app, &other_client.token, &appt_b).await;
     app.ok(
         &c.client.token,

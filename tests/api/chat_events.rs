@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::Receiver;
 
 use crate::{
-    chat_sessions::appointment,
+    chat_sessions::{appointment, back_to_back},
     fakes::{self, FakeProvider},
     helpers::{TestApp, code, quick, settle},
 };
@@ -518,8 +518,7 @@ async fn a_page_of_100_chat_sessions_costs_the_same_sql_statements_as_a_page_of_
     })
     .await;
     let c = app.clinic("chatpage").await;
-    for i in 0..100 {
-        let id = appointment(&app, &c, Utc::now() + chrono::Duration::minutes(i % 3)).await;
+    for id in back_to_back(&app, &c, Utc::now(), 100).await {
         app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
             .await;
     }
@@ -603,8 +602,7 @@ async fn a_page_of_100_chats_with_last_message_and_unread_count_reads_stream_in_
     })
     .await;
     let c = app.clinic("streampage").await;
-    for _ in 0..100 {
-        let id = appointment(&app, &c, Utc::now()).await;
+    for id in back_to_back(&app, &c, Utc::now(), 100).await {
         app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
             .await;
     }

@@ -22,6 +22,33 @@ pub(crate) async fn appointment(app: &TestApp, c: &Clinic, starts_at: DateTime<U
     appointment_with(app, c, starts_at, &[&c.tech.id]).await
 }
 
+/// `n` 5-minute teleconferences of the clinic's patient with its client and vet, back to back
+/// from `from` (a practitioner is never booked twice at once); their ids in order.
+pub(crate) async fn back_to_back(
+    app: &TestApp,
+    c: &Clinic,
+    from: DateTime<Utc>,
+    n: i64,
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let a = app
+            .ok(
+                &c.owner.token,
+                SCHEDULE,
+                json!({"org": c.org, "input": {
+                    "patientId": c.patient, "clientId": c.client.id, "practitionerId": c.vet.id,
+                    "startsAt": (from + chrono::Duration::minutes(5 * i)).to_rfc3339(),
+                    "durationMinutes": 5, "sessionType": "TELECONFERENCE"
+                }}),
+                "scheduleAppointment",
+            )
+            .await;
+        ids.push(a["id"].as_str().expect("id").to_owned());
+    }
+    ids
+}
+
 /// A 30-minute teleconference of the clinic's patient with its client and vet, and `support`.
 pub(crate) async fn appointment_with(
     app: &TestApp,
@@ -427,8 +454,8 @@ async fn with_stream_the_channel_is_created_once_and_a_page_reads_in_one_call() 
     .await;
     let c = app.clinic("streamchat").await;
     let mut sessions = Vec::new();
-    for _ in 0..3 {
-        let id = appointment(&app, &c, Utc::now()).await;
+    // Back to back from ten minutes ago: every chat window is open.
+    for id in back_to_back(&app, &c, Utc::now() - chrono::Duration::minutes(10), 3).await {
         let s = app
             .ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
             .await;

@@ -6,6 +6,7 @@ mod appointments;
 mod audit;
 mod audit_query;
 mod auth;
+mod booking;
 mod browser;
 mod care;
 mod cases;

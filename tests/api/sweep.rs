@@ -168,6 +168,14 @@ fn table(f: &Fixture) -> Vec<Call> {
         call(M, "assignAppointmentStaff", Denied, format!("mutation($id: ID!, $v: ID!, $u: ID!) {{ assignAppointmentStaff(id: $id, practitionerId: $v, supportStaffIds: [$u]) {{ {APPT} }} }}"), json!({"id": a, "v": c.vet.id, "u": c.outsider.id})),
         call(M, "setAppointmentStatus", Denied, format!("mutation($id: ID!) {{ setAppointmentStatus(id: $id, status: CHECKED_IN) {{ {APPT} }} }}"), json!({"id": a})),
         call(M, "joinMeeting", Denied, "mutation($id: ID!) { joinMeeting(appointmentId: $id) { provider roomName state joinUrl } }".into(), json!({"id": a})),
+        // Booking: guardians of A's patients (the other patient's client) may read free slots
+        // and availability, which carry no names; nobody outside may set or request.
+        call(Q, "availableSlots", Scoped, "query($o: ID!, $v: ID!, $f: DateTime!, $t: DateTime!) { availableSlots(orgId: $o, practitionerId: $v, from: $f, to: $t, sessionType: IN_PERSON) { startsAt endsAt durationMinutes } }".into(),
+            json!({"o": o, "v": c.vet.id, "f": Utc::now().to_rfc3339(), "t": (Utc::now() + chrono::Duration::days(7)).to_rfc3339()})),
+        call(Q, "practitionerAvailability", Scoped, "query($o: ID!, $v: ID!) { practitionerAvailability(orgId: $o, practitionerId: $v) { timezone slotMinutes weekly { weekday start end } } }".into(), json!({"o": o, "v": c.vet.id})),
+        call(M, "setPractitionerAvailability", Denied, "mutation($o: ID!, $v: ID!) { setPractitionerAvailability(orgId: $o, practitionerId: $v, input: {weekly: [{weekday: MONDAY, start: \"00:00\", end: \"23:00\"}], timezone: \"UTC\", slotMinutes: 30}) { timezone slotMinutes } }".into(), json!({"o": o, "v": c.vet.id})),
+        call(M, "requestAppointment", Denied, format!("mutation($o: ID!, $p: ID!, $v: ID!, $s: DateTime!) {{ requestAppointment(orgId: $o, input: {{patientId: $p, practitionerId: $v, startsAt: $s, sessionType: IN_PERSON, reason: \"intruder\"}}) {{ {APPT} }} }}"),
+            json!({"o": o, "p": p, "v": c.vet.id, "s": (Utc::now() + chrono::Duration::days(4)).to_rfc3339()})),
         call(M, "retryProviderOperation", Denied, "mutation($o: ID!, $id: ID!) { retryProviderOperation(orgId: $o, id: $id) { id key } }".into(), json!({"o": o, "id": uuid::Uuid::now_v7().to_string()})),
         call(M, "openAppointmentChat", Denied, format!("mutation($id: ID!) {{ openAppointmentChat(appointmentId: $id) {{ {SESSION} }} }}"), json!({"id": a})),
         call(M, "openDirectChat", Denied, format!("mutation($o: ID!, $v: ID!) {{ openDirectChat(orgId: $o, colleagueId: $v) {{ {SESSION} }} }}"), json!({"o": o, "v": c.vet.id})),
