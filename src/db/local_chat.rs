@@ -237,6 +237,37 @@ pub async fn post(
         .ok_or_else(|| sea_orm::DbErr::RecordNotFound("message just posted".into()))
 }
 
+/// A message of a channel by id.
+pub async fn find_message(
+    db: &impl ConnectionTrait,
+    cid: &str,
+    id: &str,
+) -> Result<Option<MessageRow>, sea_orm::DbErr> {
+    message::Entity::find()
+        .filter(message::Column::Cid.eq(cid))
+        .filter(message::Column::Id.eq(id))
+        .one(db)
+        .await
+}
+
+/// At most `limit` messages of a channel before `before_seq` (all when `None`), newest first.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    cid: &str,
+    limit: u64,
+    before_seq: Option<i64>,
+) -> Result<Vec<MessageRow>, sea_orm::DbErr> {
+    let mut query = message::Entity::find().filter(message::Column::Cid.eq(cid));
+    if let Some(seq) = before_seq {
+        query = query.filter(message::Column::Seq.lt(seq));
+    }
+    query
+        .order_by_desc(message::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 /// Marks everything up to `seq` read for a member.
 pub async fn mark_read(
     db: &impl ConnectionTrait,

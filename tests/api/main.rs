@@ -24,6 +24,7 @@ mod fakes;
 mod hardening;
 mod health;
 mod helpers;
+mod messaging;
 mod metrics;
 mod organizations;
 mod outbox;
