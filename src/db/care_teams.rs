@@ -65,6 +65,11 @@ pub async fn find(db: &impl ConnectionTrait, id: CareTeamId) -> AppResult<Option
         .transpose()
 }
 
+/// Finds many care teams (for loaders).
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[CareTeamId]) -> AppResult<Vec<CareTeam>> {
+    super::rows_in::<care_team::Entity, _>(db, care_team::Column::Id, ids, to_domain).await
+}
+
 /// The care teams of many patients (for loaders).
 pub async fn of_patients(
     db: &impl ConnectionTrait,

@@ -86,6 +86,11 @@ pub async fn find(db: &impl ConnectionTrait, id: CaseId) -> AppResult<Option<Cas
         .transpose()
 }
 
+/// Finds many cases (for loaders).
+pub async fn find_many(db: &impl ConnectionTrait, ids: &[CaseId]) -> AppResult<Vec<Case>> {
+    super::rows_in::<case::Entity, _>(db, case::Column::Id, ids, to_domain).await
+}
+
 /// Finds a case by its organisation's reference.
 pub async fn find_by_reference(
     db: &impl ConnectionTrait,

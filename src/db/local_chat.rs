@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    sea_query::{Expr, OnConflict},
+    sea_query::{Expr, ExprTrait, Func, OnConflict, Query},
 };
 use serde_json::{Map, Value};
 
@@ -237,6 +237,37 @@ pub async fn post(
         .ok_or_else(|| sea_orm::DbErr::RecordNotFound("message just posted".into()))
 }
 
+/// A message of a channel by id.
+pub async fn find_message(
+    db: &impl ConnectionTrait,
+    cid: &str,
+    id: &str,
+) -> Result<Option<MessageRow>, sea_orm::DbErr> {
+    message::Entity::find()
+        .filter(message::Column::Cid.eq(cid))
+        .filter(message::Column::Id.eq(id))
+        .one(db)
+        .await
+}
+
+/// At most `limit` messages of a channel before `before_seq` (all when `None`), newest first.
+pub async fn page(
+    db: &impl ConnectionTrait,
+    cid: &str,
+    limit: u64,
+    before_seq: Option<i64>,
+) -> Result<Vec<MessageRow>, sea_orm::DbErr> {
+    let mut query = message::Entity::find().filter(message::Column::Cid.eq(cid));
+    if let Some(seq) = before_seq {
+        query = query.filter(message::Column::Seq.lt(seq));
+    }
+    query
+        .order_by_desc(message::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 /// Marks everything up to `seq` read for a member.
 pub async fn mark_read(
     db: &impl ConnectionTrait,
@@ -273,7 +304,7 @@ pub async fn recent(
 /// What a batch read returns per channel: the channel, member count, last message, unread.
 pub type ChannelRead = (ChannelRow, u32, Option<MessageRow>, u32);
 
-/// Reads many channels for one user in four statements, whatever their number.
+/// Reads many channels for one user in at most five statements, whatever their number.
 pub async fn read(
     db: &impl ConnectionTrait,
     cids: &[String],
@@ -312,30 +343,38 @@ pub async fn read(
             .map(|m| (m.cid.clone(), m))
             .collect()
     };
-    let read_marks: HashMap<&str, i64> = members
-        .iter()
-        .filter(|m| m.user_id == for_user)
-        .map(|m| (m.cid.as_str(), m.last_read_seq))
-        .collect();
-    // Unread: other people's messages after the user's read mark, counted in one statement.
+    // Unread: other people's messages after the user's read mark, counted by the database in
+    // one statement (one row per channel, however many messages are unread).
     let mut unread: HashMap<String, u32> = HashMap::new();
-    if !read_marks.is_empty() {
-        let min_mark = read_marks.values().copied().min().unwrap_or(0);
-        let rows = message::Entity::find()
-            .select_only()
-            .column(message::Column::Cid)
-            .column(message::Column::Seq)
-            .filter(message::Column::Cid.is_in(read_marks.keys().map(|c| (*c).to_owned())))
-            .filter(message::Column::Seq.gt(min_mark))
-            .filter(message::Column::UserId.is_not_null())
-            .filter(message::Column::UserId.ne(for_user))
-            .into_tuple::<(String, i64)>()
-            .all(db)
-            .await?;
-        for (cid, seq) in rows {
-            if read_marks.get(cid.as_str()).is_some_and(|mark| seq > *mark) {
-                *unread.entry(cid).or_default() += 1;
-            }
+    if members.iter().any(|m| m.user_id == for_user) {
+        let query = Query::select()
+            .column((message::Entity, message::Column::Cid))
+            .expr(Func::count(Expr::col((
+                message::Entity,
+                message::Column::Seq,
+            ))))
+            .from(message::Entity)
+            .inner_join(
+                member::Entity,
+                Expr::col((member::Entity, member::Column::Cid))
+                    .equals((message::Entity, message::Column::Cid)),
+            )
+            .and_where(Expr::col((member::Entity, member::Column::UserId)).eq(for_user))
+            .and_where(
+                Expr::col((message::Entity, message::Column::Cid)).is_in(cids.iter().cloned()),
+            )
+            .and_where(
+                Expr::col((message::Entity, message::Column::Seq))
+                    .gt(Expr::col((member::Entity, member::Column::LastReadSeq))),
+            )
+            .and_where(Expr::col((message::Entity, message::Column::UserId)).is_not_null())
+            .and_where(Expr::col((message::Entity, message::Column::UserId)).ne(for_user))
+            .group_by_col((message::Entity, message::Column::Cid))
+            .to_owned();
+        for row in db.query_all(&query).await? {
+            let cid: String = row.try_get_by_index(0)?;
+            let n: i64 = row.try_get_by_index(1)?;
+            unread.insert(cid, u32::try_from(n).unwrap_or(u32::MAX));
         }
     }
     let mut counts: HashMap<&str, u32> = HashMap::new();

@@ -59,15 +59,12 @@ impl Case {
             loader(ctx).load_one(MembershipsOf(me)),
             loader(ctx).load_one(GuardianshipsOf(me)),
         )?;
-        let staff = memberships
-            .unwrap_or_default()
-            .iter()
-            .any(|m| m.active && m.org_id == self.0.org_id);
-        let guardian = guardianships
-            .unwrap_or_default()
-            .iter()
-            .any(|g| g.patient_id == patient);
-        if !(staff || guardian) {
+        if !crate::services::access::sees_patient(
+            &memberships.unwrap_or_default(),
+            &guardianships.unwrap_or_default(),
+            self.0.org_id,
+            patient,
+        ) {
             return Ok(None);
         }
         patient_of(ctx, patient).await.map(Some)

@@ -1,23 +1,39 @@
-//! GraphQL for chat sessions: appointment chats, tokens, closing, lists, `sendChatMessage`.
+//! GraphQL for chat sessions: appointment chats, tokens, closing, lists, and messaging through
+//! caregraph (`sendChatMessage`, `messages`, `markChatRead`, the provider's capabilities).
 
-use async_graphql::{Context, ID, Json, Object, SimpleObject, dataloader::DataLoader};
+use async_graphql::{
+    Context, ID, Json, Object, SimpleObject,
+    connection::{Connection, Edge, EmptyFields},
+    dataloader::DataLoader,
+};
+use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 
 use super::{
     appointments::Appointment,
     args::parse_ids,
+    cases::Case,
     context::{loader, services, viewer},
     errors::GqlResult,
-    loaders::{ChannelReads, ChatMembersOf, ProvisioningOf, SessionAccess},
+    loaders::{
+        ChannelReads, ChatMembersOf, GuardianshipsOf, MembershipsOf, ParticipantsOf,
+        ProvisioningOf, RoomKeyOf, SessionAccess,
+    },
     organizations::{Organization, User},
     pagination::{self, Conn},
-    related::{org_of, user_of},
+    patients::{CareTeam, Patient},
+    related::{org_of, patient_of, user_of},
 };
 use crate::{
-    domain::{self, AppointmentId, ChatSessionId, OrgId},
+    audit::AuditAction,
+    domain::{self, AppointmentId, ChatSessionId, OrgId, PatientId, chat::SessionKey},
     error::AppError,
-    providers::chat::{ChannelState, ChatMessage as ProviderMessage},
-    services::{access::Readable, chat::channel_of},
+    providers::chat::{Capabilities, ChannelState, ChatMessage as ProviderMessage},
+    services::{
+        access::{Readable, sees_case, sees_patient},
+        cases::case_entry,
+        chat::{HISTORY_PAGE_MAX, channel_of},
+    },
 };
 
 /// Whether a chat session's channel exists at the provider yet.
@@ -151,6 +167,61 @@ impl From<ProviderMessage> for ChatMessage {
     }
 }
 
+/// A page of a chat's history, newest first (`after` in Relay terms is `before` here: the
+/// next page holds older messages).
+pub type ChatMessageConnection = Connection<String, ChatMessage, EmptyFields, EmptyFields>;
+
+/// The cursor of a message in a history page.
+fn message_cursor(id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("m:{id}"))
+}
+
+/// The message id a history cursor names.
+fn cursor_message(cursor: &str) -> Result<String, AppError> {
+    let bad = || AppError::bad_input("before", "not a cursor of this chat's messages");
+    let bytes = URL_SAFE_NO_PAD.decode(cursor.trim()).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    match text.strip_prefix("m:") {
+        Some(id) if !id.is_empty() => Ok(id.to_owned()),
+        _ => Err(bad()),
+    }
+}
+
+/// The chat provider behind a session and what it can answer: a field it cannot answer is
+/// `null` (never a made-up value), and the matching flag here is `false`.
+#[derive(SimpleObject)]
+pub struct ChatProviderInfo {
+    /// `local`, `stream`, `sendbird` or `ethora`.
+    pub name: &'static str,
+    /// `unreadCount` and `markChatRead` work (else `unreadCount` is null).
+    pub supports_unread_count: bool,
+    /// `sendChatMessage` posts at the provider as the caller (else it is refused: post with the
+    /// provider's client SDK).
+    pub supports_server_send: bool,
+    /// `messages`, `recentMessages` and `lastMessage` come from the provider (else `messages`
+    /// is refused and `lastMessage` is null).
+    pub supports_history: bool,
+    /// The provider itself refuses posts in a closed or not yet open chat (else only
+    /// caregraph and its apps enforce the window).
+    pub enforces_freeze: bool,
+    /// Deactivating a user cuts off their provider tokens at once.
+    pub revokes_tokens: bool,
+}
+
+impl ChatProviderInfo {
+    /// The info of provider `name` with capabilities `c`.
+    pub fn new(name: &'static str, c: Capabilities) -> Self {
+        Self {
+            name,
+            supports_unread_count: c.unread_counts && c.read_markers,
+            supports_server_send: c.server_send,
+            supports_history: c.history && c.message_history,
+            enforces_freeze: c.enforces_freeze,
+            revokes_tokens: c.revokes_tokens,
+        }
+    }
+}
+
 /// What a provider's client SDK needs to connect as the caller.
 #[derive(SimpleObject)]
 pub struct ChatCredentials {
@@ -215,6 +286,28 @@ impl ChatSession {
             Provisioning::Pending => (ProvisioningState::Pending, None),
             Provisioning::Failed { retry_at } => (ProvisioningState::Failed, retry_at),
         })
+    }
+
+    /// The case of a case room, through the loaders (unchecked: the caller checks).
+    async fn case_of(&self, ctx: &Context<'_>) -> GqlResult<Option<domain::care::Case>> {
+        if self.0.category != domain::chat::ChatCategory::Case {
+            return Ok(None);
+        }
+        match loader(ctx).load_one(RoomKeyOf(self.0.id)).await? {
+            Some(SessionKey::Case(id)) => Ok(loader(ctx).load_one(id).await?),
+            _ => Ok(None),
+        }
+    }
+
+    /// The care team of a care-team chat, through the loaders.
+    async fn care_team_of(&self, ctx: &Context<'_>) -> GqlResult<Option<domain::care::CareTeam>> {
+        if self.0.category != domain::chat::ChatCategory::CareTeam {
+            return Ok(None);
+        }
+        match loader(ctx).load_one(RoomKeyOf(self.0.id)).await? {
+            Some(SessionKey::CareTeam(id)) => Ok(loader(ctx).load_one(id).await?),
+            _ => Ok(None),
+        }
     }
 
     async fn state(&self, ctx: &Context<'_>) -> GqlResult<Option<&ChannelState>> {
@@ -321,9 +414,10 @@ impl ChatSession {
             None => Ok(None),
         }
     }
-    /// The chat provider.
-    async fn provider(&self, ctx: &Context<'_>) -> &'static str {
-        services(ctx).chats.provider_name()
+    /// The chat provider and what it can answer.
+    async fn provider(&self, ctx: &Context<'_>) -> ChatProviderInfo {
+        let chats = &services(ctx).chats;
+        ChatProviderInfo::new(chats.provider_name(), chats.capabilities())
     }
     /// The provider's channel type.
     async fn channel_type(&self) -> &str {
@@ -360,12 +454,126 @@ impl ChatSession {
     async fn provisioning_retry_at(&self, ctx: &Context<'_>) -> GqlResult<Option<DateTime<Utc>>> {
         Ok(self.provisioning_of(ctx).await?.1)
     }
-    /// The caller's unread messages (read from the provider, batched per page).
-    async fn unread_count(&self, ctx: &Context<'_>) -> GqlResult<i32> {
-        Ok(self
-            .state(ctx)
-            .await?
-            .map_or(0, |s| i32::try_from(s.unread_count).unwrap_or(i32::MAX)))
+    /// The caller's unread messages (read from the provider, batched per page; 0 after
+    /// `markChatRead`). Null where the provider keeps no read state
+    /// (`provider.supportsUnreadCount` is false).
+    async fn unread_count(&self, ctx: &Context<'_>) -> GqlResult<Option<i32>> {
+        if !services(ctx).chats.capabilities().unread_counts {
+            return Ok(None);
+        }
+        Ok(match self.state(ctx).await? {
+            Some(state) => state
+                .unread_count
+                .map(|n| i32::try_from(n).unwrap_or(i32::MAX)),
+            // No channel at the provider yet: nothing to read.
+            None => Some(0),
+        })
+    }
+    /// The chat's history from the provider, newest first: `first` (1 to 100) messages older
+    /// than the `before` cursor (an edge's cursor of the previous page); `pageInfo.hasNextPage`
+    /// says whether older ones follow. Refused where the provider has no history API
+    /// (`provider.supportsHistory` is false).
+    async fn messages(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: Option<i32>,
+        before: Option<String>,
+    ) -> GqlResult<ChatMessageConnection> {
+        let first = first.unwrap_or(20);
+        let max = i32::try_from(HISTORY_PAGE_MAX).unwrap_or(100);
+        if !(1..=max).contains(&first) {
+            return Err(
+                AppError::bad_input("first", format!("must be between 1 and {max}")).into(),
+            );
+        }
+        let before = before.as_deref().map(cursor_message).transpose()?;
+        let page = services(ctx)
+            .chats
+            .history(
+                viewer(ctx),
+                &self.0,
+                u32::try_from(first).unwrap_or(20),
+                before.as_deref(),
+            )
+            .await?;
+        let mut conn = Connection::new(before.is_some(), page.has_more);
+        conn.edges.extend(
+            page.messages
+                .into_iter()
+                .map(|m| Edge::new(message_cursor(&m.id), ChatMessage::from(m))),
+        );
+        Ok(conn)
+    }
+    /// The case of a case room (null for other chats, and for a caller who may not read the
+    /// case).
+    async fn case(&self, ctx: &Context<'_>) -> GqlResult<Option<Case>> {
+        let Some(case) = self.case_of(ctx).await? else {
+            return Ok(None);
+        };
+        let me = viewer(ctx).user()?.id;
+        let (memberships, participants) = futures_util::try_join!(
+            loader(ctx).load_one(MembershipsOf(me)),
+            loader(ctx).load_one(ParticipantsOf(case.id)),
+        )?;
+        if !sees_case(
+            &memberships.unwrap_or_default(),
+            &participants.unwrap_or_default(),
+            me,
+            &case,
+        ) {
+            return Ok(None);
+        }
+        viewer(ctx)
+            .audit
+            .record(case_entry(AuditAction::Read, &case));
+        Ok(Some(Case(case)))
+    }
+    /// The care team of a care-team chat (null for other chats). Whoever may read the chat
+    /// (an OWNER/ADMIN of the organisation, or a member entitled to the team's chat now) may
+    /// read the team.
+    async fn care_team(&self, ctx: &Context<'_>) -> GqlResult<Option<CareTeam>> {
+        Ok(self.care_team_of(ctx).await?.map(CareTeam))
+    }
+    /// The patient the chat is about: an appointment's, a case's or a care team's (null for
+    /// other chats, and for a caller who may not see the patient's record: only staff of the
+    /// patient's organisation and its guardians may).
+    async fn patient(&self, ctx: &Context<'_>) -> GqlResult<Option<Patient>> {
+        use domain::chat::ChatCategory as C;
+        let subject: Option<(PatientId, OrgId)> = match self.0.category {
+            C::Client => match self.0.appointment_id {
+                Some(id) => loader(ctx)
+                    .load_one(id)
+                    .await?
+                    .map(|a| (a.patient_id, a.org_id)),
+                None => None,
+            },
+            C::Case => self
+                .case_of(ctx)
+                .await?
+                .and_then(|c| c.patient_id.map(|p| (p, c.org_id))),
+            C::CareTeam => self
+                .care_team_of(ctx)
+                .await?
+                .map(|t| (t.patient_id, t.org_id)),
+            C::Colleague | C::Group => None,
+        };
+        let Some((patient, org)) = subject else {
+            return Ok(None);
+        };
+        let me = viewer(ctx).user()?.id;
+        let (memberships, guardianships) = futures_util::try_join!(
+            loader(ctx).load_one(MembershipsOf(me)),
+            loader(ctx).load_one(GuardianshipsOf(me)),
+        )?;
+        if !sees_patient(
+            &memberships.unwrap_or_default(),
+            &guardianships.unwrap_or_default(),
+            org,
+            patient,
+        ) {
+            return Ok(None);
+        }
+        patient_of(ctx, patient).await.map(Some)
     }
     /// The latest messages, newest last (limit 1 to 100).
     async fn recent_messages(
@@ -659,12 +867,18 @@ impl ChatMutation {
         .await
     }
 
-    /// Posts a message as the caller (the local chat provider only; the session must be ACTIVE).
+    /// Posts a message as the caller, a member of the chat, at the provider as the caller's
+    /// provider user. The chat must be ACTIVE (a read-only group: its owner and the
+    /// organisation's admins only). With `clientMessageId` (1 to 100 characters, unique per
+    /// message in the caller's app) a retry posts nothing new and answers the message sent
+    /// first. Refused where the provider has no server API for it
+    /// (`provider.supportsServerSend` is false).
     async fn send_chat_message(
         &self,
         ctx: &Context<'_>,
         session_id: ID,
         text: String,
+        client_message_id: Option<String>,
     ) -> GqlResult<ChatMessage> {
         Ok(services(ctx)
             .chats
@@ -672,8 +886,20 @@ impl ChatMutation {
                 viewer(ctx),
                 ChatSessionId::parse(&session_id, "sessionId")?,
                 &text,
+                client_message_id.as_deref(),
             )
             .await?
             .into())
+    }
+
+    /// Marks the chat read for the caller up to its latest message (their read marker at the
+    /// provider; the local provider keeps it): `unreadCount` is 0 afterwards. Changes nothing
+    /// for a reader who is no member, or where the provider keeps no read state.
+    async fn mark_chat_read(&self, ctx: &Context<'_>, session_id: ID) -> GqlResult<ChatSession> {
+        let session = services(ctx)
+            .chats
+            .mark_read(viewer(ctx), ChatSessionId::parse(&session_id, "sessionId")?)
+            .await?;
+        Ok(ChatSession::from(session))
     }
 }

@@ -250,6 +250,73 @@ impl Loader<ChatOfAppointment> for AppLoader {
     }
 }
 
+impl Loader<CaseId> for AppLoader {
+    type Value = crate::domain::care::Case;
+    type Error = async_graphql::Error;
+
+    /// Cases reached through a parent (a chat's); the field that shows one checks the read rule
+    /// and records the READ.
+    async fn load(&self, keys: &[CaseId]) -> Result<HashMap<CaseId, Self::Value>, Self::Error> {
+        let found = self
+            .services
+            .lookups
+            .cases(keys)
+            .instrument(batch_span!(CaseId, keys))
+            .await?;
+        Ok(found)
+    }
+}
+
+impl Loader<CareTeamId> for AppLoader {
+    type Value = CareTeam;
+    type Error = async_graphql::Error;
+
+    /// Care teams reached through a parent (a chat's): one READ each.
+    async fn load(
+        &self,
+        keys: &[CareTeamId],
+    ) -> Result<HashMap<CareTeamId, CareTeam>, Self::Error> {
+        let found = self
+            .services
+            .lookups
+            .care_teams_by_id(keys)
+            .instrument(batch_span!(CareTeamId, keys))
+            .await?;
+        self.audit.record_all(found.values().map(|t| {
+            AuditEntry::read(AuditEntity::CareTeam, t.id)
+                .org(t.org_id)
+                .patient(t.patient_id)
+        }));
+        Ok(found)
+    }
+}
+
+/// The natural key of a chat session (which case or care team a room belongs to).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RoomKeyOf(pub ChatSessionId);
+
+impl Loader<RoomKeyOf> for AppLoader {
+    type Value = crate::domain::chat::SessionKey;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[RoomKeyOf],
+    ) -> Result<HashMap<RoomKeyOf, Self::Value>, Self::Error> {
+        let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
+        let found = self
+            .services
+            .chats
+            .keys_of(&ids)
+            .instrument(batch_span!(RoomKeyOf, keys))
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(id, key)| (RoomKeyOf(id), key))
+            .collect())
+    }
+}
+
 /// The members of a chat session (by session id).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ChatMembersOf(pub ChatSessionId);

@@ -77,6 +77,27 @@ pub struct SystemMessage {
     pub text: String,
 }
 
+/// A member's message posted through caregraph: `id` makes posting it idempotent (a repeat with
+/// the same id posts nothing new and answers the message posted first).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserMessage {
+    /// A deterministic id (derived from the session, the author and the client's message id).
+    pub id: String,
+    /// The author's user id (a member of the channel).
+    pub author: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A message as the provider answered a send: new, or the one a repeated id posted before.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sent {
+    /// The message.
+    pub message: ChatMessage,
+    /// Whether this call posted it (`false`: its id was posted before).
+    pub fresh: bool,
+}
+
 /// A message as previews show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
@@ -103,8 +124,9 @@ pub struct ChannelState {
     pub member_count: u32,
     /// Whether it is frozen.
     pub frozen: bool,
-    /// Unread messages of the user the read was made for.
-    pub unread_count: u32,
+    /// Unread messages of the user the read was made for (`None` where the provider keeps no
+    /// read state: see [`Capabilities::unread_counts`]).
+    pub unread_count: Option<u32>,
 }
 
 /// What a client SDK needs to connect as one user.
@@ -140,6 +162,12 @@ pub struct Capabilities {
     pub durable_message_dedup: bool,
     /// `revoke_tokens` makes tokens the provider accepted stop working before they expire.
     pub revokes_tokens: bool,
+    /// `send_message` posts as a member through the server API.
+    pub server_send: bool,
+    /// `history` pages through a channel's messages.
+    pub history: bool,
+    /// `mark_read` keeps a member's read marker at the provider.
+    pub read_markers: bool,
 }
 
 impl Capabilities {
@@ -150,6 +178,9 @@ impl Capabilities {
         enforces_freeze: true,
         durable_message_dedup: true,
         revokes_tokens: true,
+        server_send: true,
+        history: true,
+        read_markers: true,
     };
 }
 
@@ -249,6 +280,41 @@ pub trait ChatProvider: Send + Sync + 'static {
         channel: &ChannelRef,
         limit: u32,
     ) -> Result<Vec<ChatMessage>, ProviderError>;
+
+    /// Posts a member's message once (a repeated id posts nothing and answers the first one);
+    /// providers without [`Capabilities::server_send`] refuse.
+    async fn send_message(
+        &self,
+        _channel: &ChannelRef,
+        _message: &UserMessage,
+    ) -> Result<Sent, ProviderError> {
+        Err(unsupported(self.name(), "posting as a member"))
+    }
+
+    /// At most `limit` messages of a channel older than the message `before` (the newest when
+    /// `None`), newest first; providers without [`Capabilities::history`] refuse.
+    async fn history(
+        &self,
+        _channel: &ChannelRef,
+        _limit: u32,
+        _before: Option<&str>,
+    ) -> Result<Vec<ChatMessage>, ProviderError> {
+        Err(unsupported(self.name(), "message history"))
+    }
+
+    /// Moves a member's read marker to the channel's latest message; providers without
+    /// [`Capabilities::read_markers`] keep none and succeed without a call.
+    async fn mark_read(&self, _channel: &ChannelRef, _user_id: &str) -> Result<(), ProviderError> {
+        Ok(())
+    }
+}
+
+/// The refusal of an operation `provider`'s API does not offer (not retried, nothing sent).
+pub fn unsupported(provider: &str, what: &str) -> ProviderError {
+    ProviderError::Rejected {
+        status: 501,
+        message: format!("{provider} offers no server API for {what}"),
+    }
 }
 
 /// Percent-encodes one URL path segment (everything but RFC 3986 unreserved characters), for

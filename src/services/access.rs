@@ -212,6 +212,38 @@ pub enum PatientReader {
     Guardian(crate::domain::care::Guardian),
 }
 
+/// Whether a user with `memberships` and guardian links `guardianships` may see the record of
+/// `patient` (of organisation `org`): active staff of that organisation, or one of its guardians
+/// ([`patient_reader`]'s rule, on facts a loader already read).
+pub fn sees_patient(
+    memberships: &[Membership],
+    guardianships: &[crate::domain::care::Guardian],
+    org: OrgId,
+    patient: crate::domain::PatientId,
+) -> bool {
+    memberships.iter().any(|m| m.active && m.org_id == org)
+        || guardianships.iter().any(|g| g.patient_id == patient)
+}
+
+/// Whether `user` (with `memberships`) may read `case`, whose participants are `participants`:
+/// active staff of its organisation, or one of its PATIENT participants (the rule of
+/// `CaseService::case`, on facts a loader already read).
+pub fn sees_case(
+    memberships: &[Membership],
+    participants: &[crate::domain::care::CaseParticipant],
+    user: crate::domain::UserId,
+    case: &crate::domain::care::Case,
+) -> bool {
+    memberships
+        .iter()
+        .any(|m| m.active && m.org_id == case.org_id)
+        || participants.iter().any(|p| {
+            p.case_id == case.id
+                && p.user_id == user
+                && p.role == crate::domain::care::CaseRole::Patient
+        })
+}
+
 /// Checks that the viewer is staff of the patient's organisation or a guardian of the patient;
 /// anyone else gets `NOT_FOUND`.
 pub async fn patient_reader(

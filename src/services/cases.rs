@@ -372,7 +372,7 @@ impl CaseService {
 }
 
 /// The audit entry of `action` on `case` (with its patient, when it has one).
-fn case_entry(action: AuditAction, case: &Case) -> AuditEntry {
+pub(crate) fn case_entry(action: AuditAction, case: &Case) -> AuditEntry {
     let entry = AuditEntry::new(action, AuditEntity::Case, case.id).org(case.org_id);
     match case.patient_id {
         Some(p) => entry.patient(p),

@@ -12,6 +12,7 @@ mod effects;
 mod groups;
 mod lifecycle;
 mod membership;
+mod messaging;
 mod provider_events;
 mod provisioning;
 mod revocation;
@@ -20,6 +21,7 @@ mod watch;
 
 pub use effects::AfterCommit;
 pub use groups::{GroupChange, GroupInput};
+pub use messaging::{HISTORY_PAGE_MAX, HistoryPage};
 pub use watch::{ListEvent, Watch};
 
 use std::{sync::Arc, time::Duration};
@@ -379,6 +381,19 @@ impl ChatService {
     /// Sessions of appointments (for loaders).
     pub async fn of_appointments(&self, ids: &[AppointmentId]) -> AppResult<Vec<ChatSession>> {
         db::chat_sessions::of_appointments(&self.db, ids).await
+    }
+
+    /// The natural keys of sessions (for loaders: which case or care team a room belongs to).
+    pub async fn keys_of(
+        &self,
+        ids: &[ChatSessionId],
+    ) -> AppResult<Vec<(ChatSessionId, SessionKey)>> {
+        db::chat_sessions::keys_of(&self.db, ids).await
+    }
+
+    /// What the configured provider can do beyond the common core.
+    pub fn capabilities(&self) -> crate::providers::chat::Capabilities {
+        self.stack.provider.capabilities()
     }
 
     /// Members of sessions (for loaders).

@@ -72,6 +72,30 @@ impl Lookups {
             .collect())
     }
 
+    /// Cases by id.
+    pub async fn cases(
+        &self,
+        ids: &[CaseId],
+    ) -> AppResult<HashMap<CaseId, crate::domain::care::Case>> {
+        Ok(db::cases::find_many(&self.db, ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect())
+    }
+
+    /// Care teams by id.
+    pub async fn care_teams_by_id(
+        &self,
+        ids: &[CareTeamId],
+    ) -> AppResult<HashMap<CareTeamId, CareTeam>> {
+        Ok(db::care_teams::find_many(&self.db, ids)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect())
+    }
+
     /// Patients by id.
     pub async fn patients(&self, ids: &[PatientId]) -> AppResult<HashMap<PatientId, Patient>> {
         Ok(db::patients::find_many(&self.db, ids)

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use caregraph::providers::chat::ChannelRef;
 use chrono::Utc;
-use sea_orm::EntityTrait;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::helpers::{Clinic, Person, TestApp, settle};
@@ -279,6 +279,19 @@ fn operations() -> Vec<Op> {
             allowed: Who::Client,
             allowed_vars: |w| json!({"id": w.s_a, "t": "Rex is limping"}),
             allowed_check: |w, d| d["author"] == w.c.client.id && d["text"] == "Rex is limping",
+        },
+        Op {
+            name: "markChatRead",
+            query: "mutation($id: ID!) { markChatRead(sessionId: $id) { id unreadCount } }",
+            field: "markChatRead",
+            vars: |w, _| json!({"id": w.s_a}),
+            target: |w| s(&w.s_a),
+            outsider: Expect::Code("NOT_FOUND"),
+            other_client: Expect::Code("NOT_FOUND"),
+            // The vet has not read the client's message sent just before.
+            allowed: Who::Vet,
+            allowed_vars: |w| json!({"id": w.s_a}),
+            allowed_check: |w, d| d["id"] == w.s_a && d["unreadCount"] == 0,
         },
         Op {
             name: "chatSession",
@@ -575,8 +588,8 @@ async fn world(app: &TestApp, tag: &str) -> World {
 }
 
 /// Everything a refused call could have changed: each session as its organisation's OWNER reads
-/// it, each provider channel (metadata, members, frozen), each party's session list, and the
-/// not-yet-opened appointment's chat.
+/// it, each provider channel (metadata, members, frozen, read markers), each party's session
+/// list, and the not-yet-opened appointment's chat.
 async fn snapshot(app: &TestApp, w: &World) -> BTreeMap<String, Value> {
     settle(app).await;
     let local = app
@@ -602,6 +615,18 @@ async fn snapshot(app: &TestApp, w: &World) -> BTreeMap<String, Value> {
                     json!({"metadata": meta, "members": members, "frozen": frozen})
                 });
         out.insert(format!("provider: {label}"), json!(at_provider));
+        // Each member's read marker (`markChatRead`).
+        use caregraph::db::entities::local_chat_member as member;
+        let mut markers: Vec<(String, i64)> = member::Entity::find()
+            .filter(member::Column::Cid.eq(channel.cid()))
+            .all(&app.state.services.db)
+            .await
+            .expect("read the provider's read markers")
+            .into_iter()
+            .map(|m| (m.user_id, m.last_read_seq))
+            .collect();
+        markers.sort();
+        out.insert(format!("read markers: {label}"), json!(markers));
     }
     for (label, token, org) in [
         ("vet", &w.c.vet.token, &w.c.org),

@@ -21,7 +21,7 @@ use crate::{
 };
 
 const SCHEDULE: &str = "mutation($org: ID!, $input: ScheduleAppointmentInput!) { scheduleAppointment(orgId: $org, input: $input) { id } }";
-const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id status channelId provider allowedFrom allowedUntil } }";
+const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id status channelId provider { name } allowedFrom allowedUntil } }";
 const CLOSE: &str =
     "mutation($id: ID!) { closeChatSession(sessionId: $id) { id status closedAt closeReason } }";
 const READ: &str = "query($id: ID!) { chatSession(id: $id) { id status closeReason allowedFrom allowedUntil recentMessages { text system } } }";
@@ -374,7 +374,7 @@ impl Backend {
                 "openAppointmentChat",
             )
             .await;
-        assert_eq!(s["provider"], self.name());
+        assert_eq!(s["provider"]["name"], self.name());
         (
             s["id"].as_str().expect("id").to_owned(),
             s["channelId"].as_str().expect("channelId").to_owned(),

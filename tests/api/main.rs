@@ -25,6 +25,7 @@ mod fakes;
 mod hardening;
 mod health;
 mod helpers;
+mod messaging;
 mod metrics;
 mod organizations;
 mod outbox;

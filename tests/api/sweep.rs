@@ -197,6 +197,13 @@ fn table(f: &Fixture) -> Vec<Call> {
             json!({"id": s}),
         ));
         t.push(call(M, "sendChatMessage", Denied, "mutation($id: ID!) { sendChatMessage(sessionId: $id, text: \"intruder says hi\") { id text author } }".into(), json!({"id": s})));
+        t.push(call(
+            M,
+            "markChatRead",
+            Denied,
+            "mutation($id: ID!) { markChatRead(sessionId: $id) { id unreadCount } }".into(),
+            json!({"id": s}),
+        ));
         t.push(call(S, "chatSessionStatus", Denied, "subscription($s: ID) { chatSessionStatus(sessionId: $s) { sessionId appointmentId status reason allowedFrom allowedUntil } }".into(), json!({"s": s})));
     }
     t.extend([

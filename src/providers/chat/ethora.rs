@@ -41,6 +41,8 @@
 //! | `delete_channel` | `DELETE /v1/chats` | 422 "not found" and 404 count as deleted |
 //! | `read_channels` | `GET /v2/apps/{appId}/chats/{appId}_{id}?includeMembers=true` per room, at most [`READ_CONCURRENCY`] at once | member count and the `frozen` key only |
 //! | `recent_messages` | none | always empty |
+//! | `send_message`, `history` | none | refused: Ethora's REST API neither posts as a member nor reads messages |
+//! | `mark_read` | none | no read markers: succeeds without a call |
 //! | `issue_token` | none | client JWT signed locally |
 //! | `revoke_tokens` | none | Ethora has no revocation: see below |
 //!
@@ -56,7 +58,8 @@
 //!   after a restart posts the message again.
 //! - **Message history, last message and unread counts.** They live in XMPP (MAM), not in the
 //!   REST API: `recent_messages` returns nothing, and `read_channels` reports no last message and
-//!   an unread count of 0.
+//!   no unread count (`None`, shown as `null`: [`Capabilities::unread_counts`] is `false`), never
+//!   a made-up 0. Members post with the client SDK (XMPP): `send_message` and `history` refuse.
 //! - **Token expiry.** Ethora's client JWT has no `exp`, and this adapter mints exactly its
 //!   claims: `expires_at` is when caregraph wants apps to fetch a new token (the `ttl` asked
 //!   for, or the configured lifetime), but Ethora accepts the token after that, until the app
@@ -429,7 +432,7 @@ impl Ethora {
             last_message: None,
             member_count,
             frozen,
-            unread_count: 0,
+            unread_count: None,
         }))
     }
 
@@ -460,6 +463,9 @@ impl ChatProvider for Ethora {
             enforces_freeze: false,
             durable_message_dedup: false,
             revokes_tokens: false,
+            server_send: false,
+            history: false,
+            read_markers: false,
         }
     }
 

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Capabilities, ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage,
-    ChatProvider, ChatUser, ProviderError, SystemMessage,
+    ChatProvider, ChatUser, ProviderError, Sent, SystemMessage, UserMessage,
 };
 use crate::db::{self, local_chat};
 
@@ -92,47 +92,65 @@ impl LocalChat {
         user_id: &str,
         text: &str,
     ) -> Result<ChatMessage, ProviderError> {
+        let message = UserMessage {
+            id: uuid::Uuid::now_v7().to_string(),
+            author: user_id.to_owned(),
+            text: text.to_owned(),
+        };
+        self.post_once(channel, &message).await.map(|s| s.message)
+    }
+
+    /// Posts `message` unless its id was posted in the channel (then answers that one);
+    /// refused when the channel is frozen or the author is no member.
+    async fn post_once(
+        &self,
+        channel: &ChannelRef,
+        message: &UserMessage,
+    ) -> Result<Sent, ProviderError> {
         let row = self.existing(channel).await?;
+        let cid = channel.cid();
+        if let Some(posted) = local_chat::find_message(&self.db, &cid, &message.id)
+            .await
+            .map_err(store)?
+        {
+            return Ok(Sent {
+                message: to_message(posted),
+                fresh: false,
+            });
+        }
         if row.frozen {
             return Err(ProviderError::Rejected {
                 status: 403,
                 message: "the channel is frozen".into(),
             });
         }
-        let cid = channel.cid();
         let members = local_chat::members(&self.db, &cid).await.map_err(store)?;
-        if !members.iter().any(|m| m == user_id) {
+        if !members.contains(&message.author) {
             return Err(ProviderError::Rejected {
                 status: 403,
                 message: "not a member of the channel".into(),
             });
         }
-        let id = uuid::Uuid::now_v7().to_string();
         let txn = db::begin(&self.db).await.map_err(store)?;
-        let posted = local_chat::post(&txn, &cid, &id, Some(user_id), text, false, Utc::now())
-            .await
-            .map_err(store)?;
-        local_chat::mark_read(&txn, &cid, user_id, posted.seq)
+        let posted = local_chat::post(
+            &txn,
+            &cid,
+            &message.id,
+            Some(&message.author),
+            &message.text,
+            false,
+            Utc::now(),
+        )
+        .await
+        .map_err(store)?;
+        local_chat::mark_read(&txn, &cid, &message.author, posted.seq)
             .await
             .map_err(store)?;
         txn.commit().await.map_err(store)?;
-        Ok(to_message(posted))
-    }
-
-    /// Marks a channel read up to now for a member.
-    pub async fn mark_read(
-        &self,
-        channel: &ChannelRef,
-        user_id: &str,
-    ) -> Result<(), ProviderError> {
-        let cid = channel.cid();
-        let last = local_chat::recent(&self.db, &cid, 1).await.map_err(store)?;
-        if let Some(m) = last.last() {
-            local_chat::mark_read(&self.db, &cid, user_id, m.seq)
-                .await
-                .map_err(store)?;
-        }
-        Ok(())
+        Ok(Sent {
+            message: to_message(posted),
+            fresh: true,
+        })
     }
 
     /// The channel's custom data and members (for tests and support tooling).
@@ -357,7 +375,7 @@ impl ChatProvider for LocalChat {
                 last_message: last.map(to_message),
                 member_count: members,
                 frozen: c.frozen,
-                unread_count: unread,
+                unread_count: Some(unread),
             })
             .collect())
     }
@@ -376,5 +394,55 @@ impl ChatProvider for LocalChat {
                 .map(to_message)
                 .collect(),
         )
+    }
+
+    /// Posts once per id: a repeat answers the message posted first.
+    async fn send_message(
+        &self,
+        channel: &ChannelRef,
+        message: &UserMessage,
+    ) -> Result<Sent, ProviderError> {
+        self.post_once(channel, message).await
+    }
+
+    /// Messages older than `before` (a message of this channel), newest first.
+    async fn history(
+        &self,
+        channel: &ChannelRef,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<Vec<ChatMessage>, ProviderError> {
+        self.existing(channel).await?;
+        let cid = channel.cid();
+        let before_seq = match before {
+            Some(id) => Some(
+                local_chat::find_message(&self.db, &cid, id)
+                    .await
+                    .map_err(store)?
+                    .ok_or(ProviderError::NotFound)?
+                    .seq,
+            ),
+            None => None,
+        };
+        Ok(
+            local_chat::page(&self.db, &cid, u64::from(limit), before_seq)
+                .await
+                .map_err(store)?
+                .into_iter()
+                .map(to_message)
+                .collect(),
+        )
+    }
+
+    /// Moves the member's read marker to the channel's latest message.
+    async fn mark_read(&self, channel: &ChannelRef, user_id: &str) -> Result<(), ProviderError> {
+        let cid = channel.cid();
+        let last = local_chat::recent(&self.db, &cid, 1).await.map_err(store)?;
+        if let Some(m) = last.last() {
+            local_chat::mark_read(&self.db, &cid, user_id, m.seq)
+                .await
+                .map_err(store)?;
+        }
+        Ok(())
     }
 }

@@ -13,6 +13,11 @@
 //! - system messages are admin messages (`ADMM`) with `custom_type` [`SYSTEM_CUSTOM_TYPE`], the
 //!   caregraph id in `data` and in Sendbird's `dedup_id`; the recent system messages are checked
 //!   for the id first, and a duplicate answered by Sendbird counts as posted;
+//! - members' messages (`send_message`) are text messages (`MESG`) sent as the member with
+//!   caregraph's deterministic id in `dedup_id` and in `data`; a repeat Sendbird refuses as a
+//!   duplicate is answered with the message found by that id among the recent ones;
+//! - `history` lists messages before a message id (`message_id`, `include=false`, `reverse=true`:
+//!   newest first), `mark_read` is `PUT /v3/group_channels/{url}/messages/mark_as_read`;
 //! - `read_channels` is one `GET /v3/users/{user}/my_group_channels?channel_urls=…` per 100
 //!   channels, because only the per-user list carries that user's `unread_message_count`;
 //! - `revoke_tokens` is `DELETE /v3/users/{user}/token`, which revokes **all** the user's session
@@ -34,7 +39,7 @@ use serde_json::{Map, Value, json};
 
 use super::{
     ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage, ChatProvider, ChatUser,
-    ProviderError, SystemMessage,
+    ProviderError, Sent, SystemMessage, UserMessage,
 };
 use crate::{config::SendbirdConfig, providers::http::ProviderHttp};
 
@@ -233,6 +238,54 @@ impl Sendbird {
         }
     }
 
+    /// A page of a channel's messages before the message `before` (before now when `None`),
+    /// newest first.
+    async fn page_messages(
+        &self,
+        channel: &ChannelRef,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<Vec<Value>, ProviderError> {
+        let mut query = match before {
+            Some(id) => {
+                // Sendbird's message ids are integers: anything else names no message here.
+                if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(ProviderError::NotFound);
+                }
+                vec![
+                    ("message_id", id.to_owned()),
+                    ("include", "false".to_owned()),
+                ]
+            }
+            None => vec![
+                (
+                    "message_ts",
+                    (Utc::now().timestamp_millis() + CLOCK_SKEW_MS).to_string(),
+                ),
+                ("include", "true".to_owned()),
+            ],
+        };
+        query.extend([
+            ("prev_limit", limit.min(MAX_MESSAGE_PAGE).to_string()),
+            ("next_limit", "0".to_owned()),
+            ("reverse", "true".to_owned()),
+        ]);
+        let answer = self
+            .call(
+                "history",
+                Method::GET,
+                self.url(&["group_channels", &channel.channel_id, "messages"]),
+                &query,
+                None,
+            )
+            .await?;
+        match answer.get("messages") {
+            Some(Value::Array(messages)) => Ok(messages.clone()),
+            None | Some(Value::Null) => Ok(Vec::new()),
+            Some(_) => Err(malformed("messages is not a list")),
+        }
+    }
+
     /// Reads at most [`READ_BATCH_LIMIT`] channels for one user in one request.
     async fn read_chunk(
         &self,
@@ -288,7 +341,7 @@ impl Sendbird {
                 last_message: ch.get("last_message").and_then(message_from),
                 member_count: count(ch.get("member_count")),
                 frozen: ch.get("freeze").and_then(Value::as_bool).unwrap_or(false),
-                unread_count: count(ch.get("unread_message_count")),
+                unread_count: Some(count(ch.get("unread_message_count"))),
             });
         }
         Ok(out)
@@ -628,5 +681,89 @@ impl ChatProvider for Sendbird {
         let mut out: Vec<ChatMessage> = messages.iter().filter_map(message_from).collect();
         out.sort_by_key(|m| m.sent_at);
         Ok(out)
+    }
+
+    /// `POST …/messages` as the member (`MESG`) with `dedup_id` = the message's id; a repeat
+    /// Sendbird refuses is answered with the message of that id among the latest
+    /// [`DEDUP_WINDOW`].
+    async fn send_message(
+        &self,
+        channel: &ChannelRef,
+        message: &UserMessage,
+    ) -> Result<Sent, ProviderError> {
+        let body = json!({
+            "message_type": "MESG",
+            "user_id": message.author,
+            "message": message.text,
+            "data": json!({ SYSTEM_ID_KEY: message.id }).to_string(),
+            "dedup_id": message.id,
+        });
+        match self
+            .call(
+                "send_message",
+                Method::POST,
+                self.url(&["group_channels", &channel.channel_id, "messages"]),
+                &[],
+                Some(&body),
+            )
+            .await
+        {
+            Ok(answer) => Ok(Sent {
+                message: message_from(&answer).ok_or_else(|| malformed("message without id"))?,
+                fresh: true,
+            }),
+            Err(e) if is_exists(&e) => {
+                let recent = self
+                    .list_messages(
+                        "find_message",
+                        channel,
+                        DEDUP_WINDOW,
+                        &[("message_type", "MESG".to_owned())],
+                    )
+                    .await?;
+                let first = recent
+                    .iter()
+                    .find(|m| system_id_of(m).as_deref() == Some(message.id.as_str()))
+                    .and_then(message_from)
+                    .ok_or(e)?;
+                Ok(Sent {
+                    message: first,
+                    fresh: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `GET …/messages` before `before` (`message_id`, exclusive), newest first.
+    async fn history(
+        &self,
+        channel: &ChannelRef,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<Vec<ChatMessage>, ProviderError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let page = self.page_messages(channel, limit, before).await?;
+        Ok(page.iter().filter_map(message_from).collect())
+    }
+
+    /// `PUT /v3/group_channels/{url}/messages/mark_as_read` with `user_id`.
+    async fn mark_read(&self, channel: &ChannelRef, user_id: &str) -> Result<(), ProviderError> {
+        self.call(
+            "mark_read",
+            Method::PUT,
+            self.url(&[
+                "group_channels",
+                &channel.channel_id,
+                "messages",
+                "mark_as_read",
+            ]),
+            &[],
+            Some(&json!({ "user_id": user_id })),
+        )
+        .await
+        .map(drop)
     }
 }

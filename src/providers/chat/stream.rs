@@ -18,6 +18,9 @@
 //! | `delete_channel` | `DELETE /channels/{type}/{id}?hard_delete=true` (404 = done) |
 //! | `read_channels` | `POST /channels` filtered on `cid $in` (≤ 30 per call) |
 //! | `recent_messages` | `POST /channels/{type}/{id}/query` with `messages.limit` |
+//! | `send_message` | `POST /channels/{type}/{id}/message` as the member, with caregraph's deterministic message id; Stream's "already exists" is answered with `GET /messages/{id}` |
+//! | `history` | `POST /channels/{type}/{id}/query` with `messages.limit` and `messages.id_lt` |
+//! | `mark_read` | `POST /channels/{type}/{id}/read` with `user_id` |
 //! | `issue_token` | an HS256 user token minted locally (no HTTP) |
 //! | `revoke_tokens` | `PATCH /users` with `set.revoke_tokens_issued_before` (RFC 3339, milliseconds); a user Stream does not know is first created bare (`POST /users` with only the id) |
 //!
@@ -40,12 +43,12 @@ use tokio::sync::OnceCell;
 
 use super::{
     ChannelRef, ChannelSpec, ChannelState, ChatCredentials, ChatMessage, ChatProvider, ChatUser,
-    ProviderError, SystemMessage,
+    ProviderError, Sent, SystemMessage, UserMessage,
 };
 use crate::{config::StreamConfig, providers::http::ProviderHttp};
 
 mod wire;
-use wire::{ChannelStateWire, MemberWire, MessageWire, QueryChannelsResponse};
+use wire::{ChannelStateWire, MemberWire, MessageResponse, MessageWire, QueryChannelsResponse};
 
 /// The Stream user that system messages are sent as.
 pub const SYSTEM_USER_ID: &str = "caregraph-system";
@@ -282,6 +285,57 @@ impl StreamChat {
         })
     }
 
+    /// `POST /channels/{type}/{id}/query` for messages only (`messages` is the pagination object);
+    /// a channel that does not exist is [`ProviderError::NotFound`]. Oldest first, as Stream
+    /// answers.
+    async fn query_messages(
+        &self,
+        operation: &'static str,
+        channel: &ChannelRef,
+        messages: Value,
+    ) -> Result<Vec<ChatMessage>, ProviderError> {
+        let body = json!({
+            "state": true,
+            "watch": false,
+            "presence": false,
+            "messages": messages,
+        });
+        let mut path = channel_path(channel);
+        path.push("query");
+        let response = match self
+            .call(operation, Method::POST, &path, &[], Some(&body))
+            .await
+        {
+            Ok(response) => response,
+            // Querying a channel that does not exist without `created_by` is Stream's
+            // "cannot create it" input error: the channel is not there.
+            Err(ProviderError::Rejected {
+                status: 400,
+                message,
+            }) if message.contains("created_by") => {
+                return Err(ProviderError::NotFound);
+            }
+            Err(e) => return Err(e),
+        };
+        let state: ChannelStateWire = Self::read(response).await?;
+        let mut messages: Vec<ChatMessage> = state
+            .messages
+            .into_iter()
+            .map(MessageWire::into_chat)
+            .collect();
+        messages.sort_by_key(|m| m.sent_at);
+        Ok(messages)
+    }
+
+    /// `GET /messages/{id}`: a message posted before (for a repeated send).
+    async fn get_message(&self, id: &str) -> Result<ChatMessage, ProviderError> {
+        let response = self
+            .call("get_message", Method::GET, &["messages", id], &[], None)
+            .await?;
+        let answer: MessageResponse = Self::read(response).await?;
+        Ok(answer.message.into_chat())
+    }
+
     /// `POST /channels` for at most [`READ_BATCH_LIMIT`] channels.
     async fn read_batch(
         &self,
@@ -334,7 +388,7 @@ impl StreamChat {
                     .map(MessageWire::into_chat),
                 member_count,
                 frozen: channel.frozen,
-                unread_count,
+                unread_count: Some(unread_count),
             };
             found.insert(state.channel.cid(), state);
         }
@@ -632,37 +686,78 @@ impl ChatProvider for StreamChat {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        self.query_messages(
+            "recent_messages",
+            channel,
+            json!({ "limit": limit.min(MESSAGE_LIMIT_MAX) }),
+        )
+        .await
+    }
+
+    /// `POST /channels/{type}/{id}/message` with `{id, text, user_id}`: Stream keeps message ids
+    /// unique, so a repeat is refused ("a message with ID … already exists") and answered with
+    /// the stored message (`GET /messages/{id}`).
+    async fn send_message(
+        &self,
+        channel: &ChannelRef,
+        message: &UserMessage,
+    ) -> Result<Sent, ProviderError> {
         let body = json!({
-            "state": true,
-            "watch": false,
-            "presence": false,
-            "messages": { "limit": limit.min(MESSAGE_LIMIT_MAX) },
+            "message": {
+                "id": message.id,
+                "text": message.text,
+                "user_id": message.author,
+            },
         });
         let mut path = channel_path(channel);
-        path.push("query");
-        let response = match self
-            .call("recent_messages", Method::POST, &path, &[], Some(&body))
+        path.push("message");
+        match self
+            .call("send_message", Method::POST, &path, &[], Some(&body))
             .await
         {
-            Ok(response) => response,
-            // Querying a channel that does not exist without `created_by` is Stream's
-            // "cannot create it" input error: the channel is not there.
-            Err(ProviderError::Rejected {
-                status: 400,
-                message,
-            }) if message.contains("created_by") => {
-                return Err(ProviderError::NotFound);
+            Ok(response) => {
+                let answer: MessageResponse = Self::read(response).await?;
+                Ok(Sent {
+                    message: answer.message.into_chat(),
+                    fresh: true,
+                })
             }
-            Err(e) => return Err(e),
-        };
-        let state: ChannelStateWire = Self::read(response).await?;
-        let mut messages: Vec<ChatMessage> = state
-            .messages
-            .into_iter()
-            .map(MessageWire::into_chat)
-            .collect();
-        messages.sort_by_key(|m| m.sent_at);
+            Err(e) if is_duplicate_message(&e) => Ok(Sent {
+                message: self.get_message(&message.id).await?,
+                fresh: false,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `POST /channels/{type}/{id}/query` with `messages: {limit, id_lt}`, newest first.
+    async fn history(
+        &self,
+        channel: &ChannelRef,
+        limit: u32,
+        before: Option<&str>,
+    ) -> Result<Vec<ChatMessage>, ProviderError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut page = json!({ "limit": limit.min(MESSAGE_LIMIT_MAX) });
+        if let Some(before) = before {
+            page["id_lt"] = json!(before);
+        }
+        let mut messages = self.query_messages("history", channel, page).await?;
+        messages.reverse();
         Ok(messages)
+    }
+
+    /// `POST /channels/{type}/{id}/read` with `user_id`: the member's read marker moves to the
+    /// latest message.
+    async fn mark_read(&self, channel: &ChannelRef, user_id: &str) -> Result<(), ProviderError> {
+        let mut path = channel_path(channel);
+        path.push("read");
+        let body = json!({ "user_id": user_id });
+        self.call("mark_read", Method::POST, &path, &[], Some(&body))
+            .await?;
+        Ok(())
     }
 }
 

@@ -36,7 +36,8 @@ impl ChatService {
     }
 
     /// Opens (creates or gets) a 1:1 chat across two organisations that both allow network
-    /// messaging; it shows in both organisations' lists.
+    /// messaging; it shows in both organisations' lists. A colleague of the same organisation
+    /// is refused on `colleagueOrgId` (that is [`Self::open_direct_chat`]'s job).
     pub async fn open_network_direct_chat(
         &self,
         viewer: &Viewer,
@@ -45,6 +46,12 @@ impl ChatService {
         colleague_org: OrgId,
     ) -> AppResult<ChatSession> {
         let (me, _) = member_of(&self.db, viewer, org).await?;
+        if colleague_org == org {
+            return Err(AppError::bad_input(
+                "colleagueOrgId",
+                "a colleague of your own organization: use openDirectChat",
+            ));
+        }
         self.check_colleague(&me, colleague, colleague_org, "that organization")
             .await?;
         for o in [org, colleague_org] {
@@ -57,8 +64,7 @@ impl ChatService {
                 ));
             }
         }
-        let counterpart = (colleague_org != org).then_some(colleague_org);
-        self.direct(org, counterpart, &me, colleague).await
+        self.direct(org, Some(colleague_org), &me, colleague).await
     }
 
     /// Checks that `colleague` is someone else and an active member of `org` (named `org_name`

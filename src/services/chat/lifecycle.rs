@@ -1,4 +1,4 @@
-//! Closing sessions (one system message, a frozen channel), posting messages through caregraph,
+//! Closing sessions (one system message, a frozen channel), the latest messages for previews,
 //! and chat tokens.
 
 use sea_orm::DatabaseTransaction;
@@ -173,75 +173,6 @@ impl ChatService {
         self.owe_change(txn, fx, &closed, ChangeKind::Closed, None, &[])
             .await?;
         Ok(true)
-    }
-
-    /// Posts a message as the viewer (the local provider only; other providers' messages go
-    /// through their own SDKs). The session must be ACTIVE.
-    pub async fn send_message(
-        &self,
-        viewer: &Viewer,
-        id: ChatSessionId,
-        text: &str,
-    ) -> AppResult<ChatMessage> {
-        let Some(local) = &self.stack.local else {
-            return Err(AppError::bad_input(
-                "sessionId",
-                "messages are sent through the chat provider's SDK",
-            ));
-        };
-        let (session, role) = self.session(viewer, id).await?;
-        if role.is_none() {
-            return Err(AppError::Forbidden("only members post in a chat".into()));
-        }
-        if session.read_only && role != Some(ChatRole::Owner) {
-            let me = viewer.user()?;
-            let admin = db::organizations::find_membership(&self.db, session.org_id, me.id)
-                .await?
-                .is_some_and(|m| m.active && m.role.manages_organization());
-            if !admin {
-                return Err(AppError::Forbidden(
-                    "only the owner and organization admins post in a read-only group".into(),
-                ));
-            }
-        }
-        let text = text.trim();
-        if text.is_empty() || text.chars().count() > 4000 {
-            return Err(AppError::bad_input(
-                "text",
-                "a message has 1 to 4000 characters",
-            ));
-        }
-        let status = self.status_now(&session);
-        if status != ChatStatus::Active {
-            return Err(AppError::ChatNotOpen(format!(
-                "the chat is {}",
-                status.as_str()
-            )));
-        }
-        let me = viewer.user()?;
-        let message = local
-            .post_user_message(&channel_of(&session), &me.id.to_string(), text)
-            .await
-            .map_err(|e| match e {
-                crate::providers::chat::ProviderError::Rejected { message, .. } => {
-                    AppError::ChatNotOpen(message)
-                }
-                other => other.into_app("local"),
-            })?;
-        let txn = db::begin(&self.db).await?;
-        db::chat_sessions::touch(&txn, session.id, message.sent_at).await?;
-        viewer
-            .audit
-            .record_in(
-                &txn,
-                AuditEntry::new(AuditAction::Send, AuditEntity::ChatMessage, &message.id)
-                    .org(session.org_id),
-            )
-            .await?;
-        txn.commit().await?;
-        self.announce_change(&session, ChangeKind::Message, Some(message.clone()), &[])
-            .await;
-        Ok(message)
     }
 
     /// The latest messages of a session the viewer may read; one READ per message returned.

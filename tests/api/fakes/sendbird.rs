@@ -861,6 +861,24 @@ async fn send_message(State(app): State<App>, Path(url): Path<String>, body: Byt
     ok(message_json(&state, &url, &message))
 }
 
+/// `PUT /v3/group_channels/{channel_url}/messages/mark_as_read`: the member's read mark moves
+/// to the latest message.
+async fn mark_as_read(State(app): State<App>, Path(url): Path<String>, body: Bytes) -> Answer {
+    let body = object(&body)?;
+    let user = required_str(&body, "user_id")?;
+    let mut state = lock(&app.state);
+    let channel = state
+        .channels
+        .get_mut(&url)
+        .ok_or_else(|| not_found("Channel"))?;
+    if !channel.members.contains(&user) {
+        return Err(bad(400108, "The user is not a member of the channel."));
+    }
+    let last = channel.messages.last().map_or(0, |m| m.created_at);
+    channel.read.insert(user, last);
+    ok(json!({}))
+}
+
 /// Any other path.
 async fn unknown() -> Failure {
     error(StatusCode::NOT_FOUND, 400000, "Unknown API endpoint.")
@@ -896,6 +914,10 @@ fn router(app: App) -> Router {
         .route(
             "/v3/group_channels/{channel_url}/messages",
             get(list_messages).post(send_message),
+        )
+        .route(
+            "/v3/group_channels/{channel_url}/messages/mark_as_read",
+            put(mark_as_read),
         )
         .fallback(unknown)
         .layer(middleware::from_fn(authenticate))

@@ -434,6 +434,8 @@ pub async fn start() -> FakeStream {
                 .delete(delete_channel),
         )
         .route("/channels/{type}/{id}/message", post(send_message))
+        .route("/channels/{type}/{id}/read", post(mark_read))
+        .route("/messages/{id}", get(get_message))
         .layer(middleware::from_fn(check_auth))
         .with_state(shared.clone());
     let addr = serve(router, control.clone()).await;
@@ -816,9 +818,78 @@ async fn get_or_create(
         world.channels.insert(cid.clone(), channel);
     }
     let channel = &world.channels[&cid];
+    // `messages.id_lt` pages back: only messages before that one (none when it is unknown).
+    let id_lt = body
+        .get("messages")
+        .and_then(|m| m.get("id_lt"))
+        .and_then(Value::as_str);
+    let state = match id_lt {
+        Some(id) => {
+            let mut older = channel.clone();
+            let end = older.messages.iter().position(|m| m.id == id).unwrap_or(0);
+            older.messages.truncate(end);
+            world.state_json(&older, message_limit, None)
+        }
+        None => world.state_json(channel, message_limit, None),
+    };
+    success(StatusCode::CREATED, state)
+}
+
+/// `POST /channels/{type}/{id}/read`: a member's read marker moves to the latest message.
+async fn mark_read(
+    State(shared): State<Shared>,
+    Path((channel_type, id)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let op = "MarkRead";
+    let body = match object(op, &body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(user_id) = body.get("user_id").and_then(Value::as_str) else {
+        return input_error(
+            op,
+            "either user or user_id must be provided when using server side auth.",
+        );
+    };
+    let cid = format!("{channel_type}:{id}");
+    let mut world = shared.lock();
+    let seq = world.seq;
+    let stamp = now();
+    let Some(channel) = world.channels.get_mut(&cid) else {
+        return no_channel(op, &channel_type, &id);
+    };
+    let Some(member) = channel.members.iter_mut().find(|m| m.user_id == user_id) else {
+        return error(
+            403,
+            17,
+            &format!("{op} failed with error: \"user {user_id} is not a member of {cid}\""),
+        );
+    };
+    member.last_read_seq = seq;
+    member.last_read = stamp.clone();
+    let user = world.user_json(user_id);
     success(
         StatusCode::CREATED,
-        world.state_json(channel, message_limit, None),
+        json!({ "event": { "type": "message.read", "cid": cid, "user": user, "created_at": stamp } }),
+    )
+}
+
+/// `GET /messages/{id}`: one message by id.
+async fn get_message(State(shared): State<Shared>, Path(id): Path<String>) -> Response {
+    let world = shared.lock();
+    for channel in world.channels.values() {
+        if let Some(m) = channel.messages.iter().find(|m| m.id == id) {
+            return success(
+                StatusCode::OK,
+                json!({ "message": world.message_json(channel, m) }),
+            );
+        }
+    }
+    error(
+        404,
+        16,
+        &format!("GetMessage failed with error: \"message with id {id} not found\""),
     )
 }
 

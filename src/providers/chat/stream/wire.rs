@@ -155,3 +155,10 @@ pub(super) struct ReadWire {
     #[serde(default, deserialize_with = "null_default")]
     pub(super) unread_messages: u32,
 }
+
+/// The answer of a message send or read (`POST …/message`, `GET /messages/{id}`).
+#[derive(Debug, Deserialize)]
+pub(super) struct MessageResponse {
+    /// The message.
+    pub(super) message: MessageWire,
+}
