@@ -1,5 +1,6 @@
-//! The hash chain: the canonical encoding of a record, its SHA-256, and the sealer that gives
-//! unsealed records their place in their organisation's chain.
+//! The hash chain: the canonical encoding of a record, its SHA-256, [`append`] that stores new
+//! records sealed, and the sealer that gives records stored unsealed (the changes written in
+//! their own transactions) their place in their organisation's chain.
 //!
 //! # Canonical encoding (version 1)
 //!
@@ -25,8 +26,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
 use sha2::{Digest, Sha256};
 
@@ -124,11 +125,45 @@ pub async fn seal_once(db: &DatabaseConnection) -> AppResult<Sealed> {
     Ok(done)
 }
 
-/// Seals `rows` (in order) onto `chain`; false when another sealer got there first.
+/// Seals `rows` (in order, already stored unsealed) onto `chain`; false when another sealer
+/// got there first.
 async fn seal_chain(
     db: &DatabaseConnection,
     chain: &str,
     rows: &[audit_event::Model],
+) -> AppResult<bool> {
+    let mut rows = rows.to_vec();
+    place(db, chain, &mut rows, Placement::Update).await
+}
+
+/// Stores `rows` (new, in order) at the end of `chain`, sealed: one transaction reads the head,
+/// gives each row its index and hash, inserts them all and moves the head by compare-and-set.
+/// False when another sealer moved the head first (nothing is stored; try again).
+pub async fn append(
+    db: &DatabaseConnection,
+    chain: &str,
+    rows: &mut [audit_event::Model],
+) -> AppResult<bool> {
+    place(db, chain, rows, Placement::Insert).await
+}
+
+/// How [`place`] stores the rows it seals.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// They are stored already, unsealed: fill their chain columns.
+    Update,
+    /// They are new: insert them sealed.
+    Insert,
+}
+
+/// Gives `rows` the next places of `chain` (filling their chain columns) and stores them as
+/// `how` says, in one transaction whose head move is a compare-and-set; false (rolled back)
+/// when another sealer moved the head first.
+async fn place(
+    db: &DatabaseConnection,
+    chain: &str,
+    rows: &mut [audit_event::Model],
+    how: Placement,
 ) -> AppResult<bool> {
     let txn = db::begin(db).await?;
     let head = audit_chain_head::Entity::find_by_id(chain.to_owned())
@@ -139,43 +174,24 @@ async fn seal_chain(
         None => (0, GENESIS_HASH.to_owned()),
     };
     let start = index;
-    // One UPDATE for the whole batch: `WITH v(id, idx, prev, h) AS (VALUES ...) UPDATE ... FROM
-    // v`, which both databases speak; a row another sealer filled meanwhile is not matched.
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * 4);
-    let mut tuples = Vec::with_capacity(rows.len());
-    let backend = txn.get_database_backend();
-    for row in rows {
+    for row in rows.iter_mut() {
         index += 1;
         let h = hash(row, index, &prev);
-        let n = values.len();
-        tuples.push(match backend {
-            sea_orm::DatabaseBackend::Postgres => format!(
-                "(${}, CAST(${} AS BIGINT), ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4
-            ),
-            _ => "(?, ?, ?, ?)".to_owned(),
-        });
-        values.push(row.id.clone().into());
-        values.push(index.into());
-        values.push(prev.clone().into());
-        values.push(h.clone().into());
-        prev = h;
+        row.chain_index = Some(index);
+        row.prev_hash = Some(std::mem::replace(&mut prev, h.clone()));
+        row.hash = Some(h);
     }
-    let sql = format!(
-        "WITH v(id, idx, prev, h) AS (VALUES {}) \
-         UPDATE audit_events SET chain_index = v.idx, prev_hash = v.prev, hash = v.h \
-         FROM v WHERE audit_events.id = v.id AND audit_events.chain_index IS NULL",
-        tuples.join(", ")
-    );
-    let updated = txn
-        .execute_raw(sea_orm::Statement::from_sql_and_values(
-            backend, sql, values,
-        ))
-        .await?;
-    if updated.rows_affected() != rows.len() as u64 {
+    let stored = match how {
+        Placement::Update => fill_chain_columns(&txn, rows).await?,
+        Placement::Insert => {
+            let models = rows.iter().map(|r| r.clone().into_active_model().reset_all());
+            audit_event::Entity::insert_many(models)
+                .exec_without_returning(&txn)
+                .await?;
+            true
+        }
+    };
+    if !stored {
         txn.rollback().await?;
         return Ok(false);
     }
@@ -209,6 +225,48 @@ async fn seal_chain(
         txn.rollback().await?;
     }
     Ok(moved)
+}
+
+/// Fills the chain columns of stored, unsealed `rows` in one UPDATE; false when another sealer
+/// filled one of them meanwhile.
+async fn fill_chain_columns(
+    txn: &impl ConnectionTrait,
+    rows: &[audit_event::Model],
+) -> AppResult<bool> {
+    // `WITH v(id, idx, prev, h) AS (VALUES ...) UPDATE ... FROM v`, which both databases speak;
+    // a row another sealer filled meanwhile is not matched.
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * 4);
+    let mut tuples = Vec::with_capacity(rows.len());
+    let backend = txn.get_database_backend();
+    for row in rows {
+        let n = values.len();
+        tuples.push(match backend {
+            sea_orm::DatabaseBackend::Postgres => format!(
+                "(${}, CAST(${} AS BIGINT), ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ),
+            _ => "(?, ?, ?, ?)".to_owned(),
+        });
+        values.push(row.id.clone().into());
+        values.push(row.chain_index.into());
+        values.push(row.prev_hash.clone().into());
+        values.push(row.hash.clone().into());
+    }
+    let sql = format!(
+        "WITH v(id, idx, prev, h) AS (VALUES {}) \
+         UPDATE audit_events SET chain_index = v.idx, prev_hash = v.prev, hash = v.h \
+         FROM v WHERE audit_events.id = v.id AND audit_events.chain_index IS NULL",
+        tuples.join(", ")
+    );
+    let updated = txn
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .await?;
+    Ok(updated.rows_affected() == rows.len() as u64)
 }
 
 /// Seals until nothing is left unsealed (at most `max_passes` passes); the number sealed.

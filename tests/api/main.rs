@@ -5,6 +5,7 @@
 mod appointments;
 mod audit;
 mod audit_query;
+mod audit_sealing;
 mod auth;
 mod browser;
 mod care;
