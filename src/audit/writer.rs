@@ -294,7 +294,7 @@ impl AuditLog {
 
     /// Seals every unsealed record now (at most 1,000 passes); the number sealed.
     pub async fn seal(&self) -> crate::error::AppResult<usize> {
-        chain::seal_all(&self.db, 1_000).await
+        chain::seal_all(&self.db, &self.key, 1_000).await
     }
 
     /// Prunes what is past retention now; the number of records deleted.

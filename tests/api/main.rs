@@ -4,6 +4,7 @@
 
 mod appointments;
 mod audit;
+mod audit_hardening;
 mod audit_query;
 mod auth;
 mod browser;
