@@ -5,6 +5,7 @@
 mod appointments;
 mod audit;
 mod audit_hardening;
+mod audit_nested;
 mod audit_query;
 mod auth;
 mod browser;
