@@ -75,10 +75,16 @@ pub enum AuditEntity {
     Consent,
     /// A care team.
     CareTeam,
+    /// A member of a care team (by the member's id).
+    CareTeamMember,
     /// A case.
     Case,
+    /// A participant of a case (by the participant's user id).
+    CaseParticipant,
     /// An appointment.
     Appointment,
+    /// A support staff member of an appointment (by their user id).
+    SupportStaff,
     /// An appointment's video meeting.
     Meeting,
     /// A chat session.
@@ -144,7 +150,8 @@ codes!(AuditAction {
 });
 codes!(AuditEntity {
     Patient => "PATIENT", Guardian => "GUARDIAN", Consent => "CONSENT", CareTeam => "CARE_TEAM",
-    Case => "CASE", Appointment => "APPOINTMENT", Meeting => "MEETING",
+    CareTeamMember => "CARE_TEAM_MEMBER", Case => "CASE", CaseParticipant => "CASE_PARTICIPANT",
+    Appointment => "APPOINTMENT", SupportStaff => "SUPPORT_STAFF", Meeting => "MEETING",
     ChatSession => "CHAT_SESSION", ChatMessage => "CHAT_MESSAGE", ChatToken => "CHAT_TOKEN",
     Invitation => "INVITATION", Membership => "MEMBERSHIP", User => "USER",
     AuditTrail => "AUDIT_TRAIL",

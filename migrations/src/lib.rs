@@ -15,6 +15,7 @@ mod m20261121_000006_webhook_deliveries;
 mod m20261206_000001_consent_lapses;
 mod m20261206_000002_compliance_invitations;
 mod m20261206_000003_audit;
+mod m20261207_000001_audit_hardening;
 mod m20261207_000004_audit_unsealed_partial;
 
 /// The ordered list of caregraph migrations.
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_consent_lapses::Migration),
             Box::new(m20261206_000002_compliance_invitations::Migration),
             Box::new(m20261206_000003_audit::Migration),
+            Box::new(m20261207_000001_audit_hardening::Migration),
             Box::new(m20261207_000004_audit_unsealed_partial::Migration),
         ]
     }

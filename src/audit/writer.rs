@@ -19,7 +19,7 @@ use std::{
 };
 
 use sea_orm::{DatabaseConnection, EntityTrait};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -255,12 +255,13 @@ impl AuditLog {
         for record in batch.drain(..) {
             chains.entry(record.chain()).or_default().push(record);
         }
+        let key = self.key.expose_secret().as_bytes();
         let mut stored = 0;
         for (chain, records) in chains {
             let mut rows: Vec<_> = records.iter().map(AuditRecord::to_model).collect();
             let mut done = false;
             for _ in 0..APPEND_ATTEMPTS {
-                match chain::append(&self.db, &chain, &mut rows).await {
+                match chain::append(&self.db, key, &chain, &mut rows).await {
                     Ok(true) => {
                         done = true;
                         break;
@@ -341,7 +342,7 @@ impl AuditLog {
 
     /// Seals every unsealed record now (at most 1,000 passes); the number sealed.
     pub async fn seal(&self) -> crate::error::AppResult<usize> {
-        chain::seal_all(&self.db, 1_000).await
+        chain::seal_all(&self.db, &self.key, 1_000).await
     }
 
     /// Prunes what is past retention now; the number of records deleted.

@@ -42,6 +42,7 @@ async fn records_appended_by_the_writer_are_stored_sealed_after_what_the_sealer_
     let app = TestApp::spawn().await;
     let c = app.clinic("aappend").await;
     let db = &app.state.services.db;
+    let key = retention::checkpoint_key(&app.state.config);
     // The clinic's set-up changes were written unsealed in their transactions: seal them.
     assert!(app.state.services.audit.written().await);
     app.state.services.audit.seal().await.expect("seal");
@@ -51,7 +52,7 @@ async fn records_appended_by_the_writer_are_stored_sealed_after_what_the_sealer_
     let vet = UserId::parse(&c.vet.id, "vet").expect("vet");
     let mut rows: Vec<_> = (0..3).map(|_| read(org, vet, &c.patient)).collect();
 
-    assert!(chain::append(db, &c.org, &mut rows).await.expect("append"));
+    assert!(chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut rows).await.expect("append"));
 
     let after = chain_rows(&app, &c.org).await;
     assert_eq!(after.len(), before.len() + 3);
@@ -90,7 +91,6 @@ async fn records_appended_by_the_writer_are_stored_sealed_after_what_the_sealer_
     assert_eq!(last.action, "UPDATE");
     assert_eq!(last.prev_hash, stored[2].hash);
 
-    let key = retention::checkpoint_key(&app.state.config);
     let summary = verify::verify(db, key.expose_secret().as_bytes(), Some(&c.org), |_, _| {})
         .await
         .expect("verify runs")
@@ -103,6 +103,7 @@ async fn an_append_a_database_refuses_stores_nothing_and_leaves_the_head_where_i
     let app = TestApp::spawn().await;
     let c = app.clinic("arefuse").await;
     let db = &app.state.services.db;
+    let key = retention::checkpoint_key(&app.state.config);
     assert!(app.state.services.audit.written().await);
     app.state.services.audit.seal().await.expect("seal");
     let before = chain_rows(&app, &c.org).await;
@@ -110,14 +111,13 @@ async fn an_append_a_database_refuses_stores_nothing_and_leaves_the_head_where_i
     let vet = UserId::parse(&c.vet.id, "vet").expect("vet");
     let stored = read(org, vet, &c.patient);
     let mut first = vec![stored.clone()];
-    assert!(chain::append(db, &c.org, &mut first).await.expect("append"));
+    assert!(chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut first).await.expect("append"));
     // The same id again (a batch whose commit answer was lost): the insert fails as a whole.
     let mut again = vec![read(org, vet, &c.patient), stored];
-    assert!(chain::append(db, &c.org, &mut again).await.is_err());
+    assert!(chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut again).await.is_err());
 
     let after = chain_rows(&app, &c.org).await;
     assert_eq!(after.len(), before.len() + 1, "nothing of the refused batch");
-    let key = retention::checkpoint_key(&app.state.config);
     verify::verify(db, key.expose_secret().as_bytes(), Some(&c.org), |_, _| {})
         .await
         .expect("verify runs")

@@ -4,6 +4,8 @@
 
 mod appointments;
 mod audit;
+mod audit_hardening;
+mod audit_nested;
 mod audit_query;
 mod audit_sealing;
 mod auth;
