@@ -13,7 +13,7 @@ pub mod writer;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ActiveValue::Set, ConnectionTrait, EntityTrait};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel};
 
 use crate::{
     db::entities::audit_event,
@@ -75,10 +75,16 @@ pub enum AuditEntity {
     Consent,
     /// A care team.
     CareTeam,
+    /// A member of a care team (by the member's id).
+    CareTeamMember,
     /// A case.
     Case,
+    /// A participant of a case (by the participant's user id).
+    CaseParticipant,
     /// An appointment.
     Appointment,
+    /// A support staff member of an appointment (by their user id).
+    SupportStaff,
     /// An appointment's video meeting.
     Meeting,
     /// A chat session.
@@ -146,7 +152,8 @@ codes!(AuditAction {
 });
 codes!(AuditEntity {
     Patient => "PATIENT", Guardian => "GUARDIAN", Consent => "CONSENT", CareTeam => "CARE_TEAM",
-    Case => "CASE", Appointment => "APPOINTMENT", Meeting => "MEETING",
+    CareTeamMember => "CARE_TEAM_MEMBER", Case => "CASE", CaseParticipant => "CASE_PARTICIPANT",
+    Appointment => "APPOINTMENT", SupportStaff => "SUPPORT_STAFF", Meeting => "MEETING",
     ChatSession => "CHAT_SESSION", ChatMessage => "CHAT_MESSAGE", ChatToken => "CHAT_TOKEN",
     Invitation => "INVITATION", Membership => "MEMBERSHIP", User => "USER",
     AuditTrail => "AUDIT_TRAIL", Availability => "AVAILABILITY",
@@ -240,32 +247,40 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The row to insert.
+    /// The row to insert, unsealed.
     pub fn to_row(&self) -> audit_event::ActiveModel {
+        self.to_model().into_active_model().reset_all()
+    }
+
+    /// The row as stored, unsealed (the chain columns empty).
+    pub fn to_model(&self) -> audit_event::Model {
         let (actor_kind, actor_id) = self.actor.to_db();
-        let chain = self
-            .entry
-            .org_id
-            .map_or_else(|| SYSTEM_CHAIN.to_owned(), |org| org.as_string());
-        audit_event::ActiveModel {
-            id: Set(self.id.to_string()),
-            at: Set(self.at),
-            chain: Set(chain),
-            org_id: Set(self.entry.org_id.map(|org| org.as_string())),
-            actor_kind: Set(actor_kind.to_owned()),
-            actor_id: Set(actor_id.map(|a| within(&a, 64))),
-            action: Set(self.entry.action.as_str().to_owned()),
-            entity_type: Set(self.entry.entity.as_str().to_owned()),
-            entity_id: Set(self.entry.entity_id.as_deref().map(|e| within(e, 128))),
-            patient_id: Set(self.entry.patient_id.map(|p| p.as_string())),
-            outcome: Set(self.entry.outcome.as_str().to_owned()),
-            request_id: Set(self.request_id.as_deref().map(|r| within(r, 64))),
-            client_address: Set(self.client_address.as_deref().map(|a| within(a, 64))),
-            operation_name: Set(self.operation_name.as_deref().map(|o| within(o, 128))),
-            chain_index: Set(None),
-            prev_hash: Set(None),
-            hash: Set(None),
+        audit_event::Model {
+            id: self.id.to_string(),
+            at: self.at,
+            chain: self.chain(),
+            org_id: self.entry.org_id.map(|org| org.as_string()),
+            actor_kind: actor_kind.to_owned(),
+            actor_id: actor_id.map(|a| within(&a, 64)),
+            action: self.entry.action.as_str().to_owned(),
+            entity_type: self.entry.entity.as_str().to_owned(),
+            entity_id: self.entry.entity_id.as_deref().map(|e| within(e, 128)),
+            patient_id: self.entry.patient_id.map(|p| p.as_string()),
+            outcome: self.entry.outcome.as_str().to_owned(),
+            request_id: self.request_id.as_deref().map(|r| within(r, 64)),
+            client_address: self.client_address.as_deref().map(|a| within(a, 64)),
+            operation_name: self.operation_name.as_deref().map(|o| within(o, 128)),
+            chain_index: None,
+            prev_hash: None,
+            hash: None,
         }
+    }
+
+    /// The chain the record belongs to: its organisation's, or [`SYSTEM_CHAIN`].
+    pub fn chain(&self) -> String {
+        self.entry
+            .org_id
+            .map_or_else(|| SYSTEM_CHAIN.to_owned(), |org| org.as_string())
     }
 }
 

@@ -85,8 +85,8 @@ pub struct AuditConfig {
     /// `CAREGRAPH_AUDIT_RETENTION_DAYS` (default 2190 = 6 years, at least 1): sealed records
     /// older than this are pruned behind a signed checkpoint.
     pub retention_days: u32,
-    /// `CAREGRAPH_AUDIT_KEY`: the key that signs checkpoints (default: derived from
-    /// `CAREGRAPH_JWT_SECRET`).
+    /// `CAREGRAPH_AUDIT_KEY`: the key that signs checkpoints and chain heads (default: derived
+    /// from `CAREGRAPH_JWT_SECRET`).
     pub key: Option<SecretString>,
 }
 

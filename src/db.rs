@@ -3,6 +3,7 @@
 
 pub mod appointments;
 pub mod audit_events;
+pub mod audit_export_links;
 pub mod availability;
 pub mod care_teams;
 pub mod cases;

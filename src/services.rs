@@ -161,6 +161,7 @@ impl Services {
                 clock.clone(),
                 config.auth.jwt_secret.expose_secret().as_bytes(),
                 config.public_url.clone(),
+                audit.clone(),
             ),
             clock,
             chat_provider: chat,

@@ -15,7 +15,9 @@ mod m20261121_000006_webhook_deliveries;
 mod m20261206_000001_consent_lapses;
 mod m20261206_000002_compliance_invitations;
 mod m20261206_000003_audit;
+mod m20261207_000001_audit_hardening;
 mod m20261207_000002_availability;
+mod m20261207_000003_audit_unsealed_partial;
 
 /// The ordered list of caregraph migrations.
 pub struct Migrator;
@@ -33,7 +35,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000001_consent_lapses::Migration),
             Box::new(m20261206_000002_compliance_invitations::Migration),
             Box::new(m20261206_000003_audit::Migration),
+            Box::new(m20261207_000001_audit_hardening::Migration),
             Box::new(m20261207_000002_availability::Migration),
+            Box::new(m20261207_000003_audit_unsealed_partial::Migration),
         ]
     }
 }

@@ -1,5 +1,6 @@
-//! The hash chain: the canonical encoding of a record, its SHA-256, and the sealer that gives
-//! unsealed records their place in their organisation's chain.
+//! The hash chain: the canonical encoding of a record, its SHA-256, [`append`] that stores new
+//! records sealed, and the sealer that gives records stored unsealed (changes, written in their
+//! own transactions) their place in their organisation's chain.
 //!
 //! # Canonical encoding (version 1)
 //!
@@ -20,20 +21,30 @@
 //! precision, which both databases keep), `chain_index` in decimal. The first record of a chain
 //! has index 1 and a `prev_hash` of 64 zeros; a record after a pruned prefix chains to the
 //! checkpoint's `last_hash`.
+//!
+//! # Signed heads
+//!
+//! Each chain's head (its last index and hash) carries an HMAC-SHA256 signature with the key
+//! that signs retention checkpoints (see [`head_message`]), so records rewritten together with
+//! their head are found by `caregraph audit verify`, and the sealer extends only a head whose
+//! signature holds. A chain with sealed records but no head (a deleted head), or with a head
+//! whose signature does not hold, is not sealed further: it is logged by chain id and skipped,
+//! and every other chain goes on being sealed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
+    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
 };
+use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
 use crate::{
     db::{
         self,
-        entities::{audit_chain_head, audit_event},
+        entities::{audit_chain_head, audit_checkpoint, audit_event},
     },
     error::AppResult,
 };
@@ -89,22 +100,72 @@ pub fn hash(row: &audit_event::Model, chain_index: i64, prev_hash: &str) -> Stri
     hex::encode(Sha256::digest(canonical(row, chain_index, prev_hash)))
 }
 
+/// The most chains one [`seal_all`] skips as failing before it stops for this round.
+pub const MAX_FAILING_CHAINS: usize = 100;
+
+/// The signed bytes of a chain head: `caregraph-audit-head-v1` and the chain, the last index
+/// and its hash, each encoded as in the record's canonical encoding.
+pub fn head_message(chain: &str, last_index: i64, last_hash: &str) -> Vec<u8> {
+    let mut out = b"caregraph-audit-head-v1".to_vec();
+    field(&mut out, Some(chain));
+    field(&mut out, Some(&last_index.to_string()));
+    field(&mut out, Some(last_hash));
+    out
+}
+
+/// The signature (hex HMAC-SHA256 under `key`) of `chain`'s head at `last_index`, `last_hash`.
+pub fn sign_head(key: &[u8], chain: &str, last_index: i64, last_hash: &str) -> String {
+    crate::crypto::hmac_hex(key, &head_message(chain, last_index, last_hash))
+}
+
+/// Whether `head` carries a valid signature under `key` (an unsigned head does not).
+pub fn head_signature_ok(key: &[u8], head: &audit_chain_head::Model) -> bool {
+    head.signature.as_deref().is_some_and(|signature| {
+        crate::crypto::verify_hex(
+            key,
+            &head_message(&head.chain, head.last_index, &head.last_hash),
+            signature,
+        )
+    })
+}
+
 /// What one sealing pass did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sealed {
     /// Records given their place.
     pub records: usize,
     /// Chains whose head another sealer moved first (retried on a later pass).
     pub conflicts: usize,
+    /// Chains that could not be sealed (logged by id; skipped by the passes that follow).
+    pub failed: Vec<String>,
 }
 
-/// Seals up to [`SEAL_BATCH`] of the oldest unsealed records (ordered by `at, id`), one
-/// transaction per chain. Each chain's head moves by compare-and-set on `last_index`: when
-/// another replica sealed the same chain first, that chain's transaction is rolled back and its
-/// records wait for the next pass, so every index is given once.
-pub async fn seal_once(db: &DatabaseConnection) -> AppResult<Sealed> {
-    let rows = audit_event::Entity::find()
-        .filter(audit_event::Column::ChainIndex.is_null())
+/// How sealing one chain ended.
+enum ChainSealed {
+    /// Its records have their place.
+    Done,
+    /// Another sealer moved the head first.
+    Conflict,
+    /// The chain cannot be extended safely (the reason, for the log).
+    Refused(&'static str),
+}
+
+/// Seals up to [`SEAL_BATCH`] of the oldest unsealed records (ordered by `at, id`) outside the
+/// chains in `skip`, one transaction per chain, each head signed with `key`. Each chain's head
+/// moves by compare-and-set on `last_index`: when another replica sealed the same chain first,
+/// that chain's transaction is rolled back and its records wait for the next pass, so every
+/// index is given once. A chain that fails is logged by its id and listed in
+/// [`Sealed::failed`]; the other chains of the pass are sealed all the same.
+pub async fn seal_once(
+    db: &DatabaseConnection,
+    key: &[u8],
+    skip: &BTreeSet<String>,
+) -> AppResult<Sealed> {
+    let mut query = audit_event::Entity::find().filter(audit_event::Column::ChainIndex.is_null());
+    if !skip.is_empty() {
+        query = query.filter(audit_event::Column::Chain.is_not_in(skip.iter().cloned()));
+    }
+    let rows = query
         .order_by_asc(audit_event::Column::At)
         .order_by_asc(audit_event::Column::Id)
         .limit(SEAL_BATCH)
@@ -116,76 +177,140 @@ pub async fn seal_once(db: &DatabaseConnection) -> AppResult<Sealed> {
     }
     let mut done = Sealed::default();
     for (chain, rows) in chains {
-        match seal_chain(db, &chain, &rows).await? {
-            true => done.records += rows.len(),
-            false => done.conflicts += 1,
+        match seal_chain(db, key, &chain, &rows).await {
+            Ok(ChainSealed::Done) => done.records += rows.len(),
+            Ok(ChainSealed::Conflict) => done.conflicts += 1,
+            Ok(ChainSealed::Refused(reason)) => {
+                tracing::error!(chain = %chain, reason, "audit chain not sealed");
+                done.failed.push(chain);
+            }
+            Err(e) => {
+                // Ids only: an audit record holds no PHI, and the chain is an organisation id.
+                tracing::error!(chain = %chain, error = ?e, "sealing an audit chain failed");
+                done.failed.push(chain);
+            }
         }
     }
     Ok(done)
 }
 
-/// Seals `rows` (in order) onto `chain`; false when another sealer got there first.
+/// Whether `chain` has sealed records or a checkpoint (so it must have a head).
+async fn was_sealed(db: &impl ConnectionTrait, chain: &str) -> AppResult<bool> {
+    let sealed = audit_event::Entity::find()
+        .filter(audit_event::Column::Chain.eq(chain))
+        .filter(audit_event::Column::ChainIndex.is_not_null())
+        .one(db)
+        .await?
+        .is_some();
+    let pruned = audit_checkpoint::Entity::find()
+        .filter(audit_checkpoint::Column::Chain.eq(chain))
+        .one(db)
+        .await?
+        .is_some();
+    Ok(sealed || pruned)
+}
+
+/// Seals `rows` (in order, stored unsealed) onto `chain` and signs its new head with `key`.
 async fn seal_chain(
     db: &DatabaseConnection,
+    key: &[u8],
     chain: &str,
     rows: &[audit_event::Model],
+) -> AppResult<ChainSealed> {
+    let mut rows = rows.to_vec();
+    place(db, key, chain, &mut rows, Placement::Update).await
+}
+
+/// Stores `rows` (new, in order) at the end of `chain`, sealed, and signs its new head with
+/// `key`: one transaction reads the head, gives each row its index and hash, inserts them all
+/// and moves the head by compare-and-set. `Ok(true)` when stored; `Ok(false)` when nothing was
+/// stored (another sealer moved the head first, or the chain is refused as the sealer refuses
+/// it); an error when the database refused the rows (nothing stored either).
+pub async fn append(
+    db: &DatabaseConnection,
+    key: &[u8],
+    chain: &str,
+    rows: &mut [audit_event::Model],
 ) -> AppResult<bool> {
+    Ok(matches!(
+        place(db, key, chain, rows, Placement::Insert).await?,
+        ChainSealed::Done
+    ))
+}
+
+/// How [`place`] stores the rows it seals.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// They are stored already, unsealed: fill their chain columns.
+    Update,
+    /// They are new: insert them sealed.
+    Insert,
+}
+
+/// Gives `rows` the next places of `chain` (filling their chain columns), stores them as `how`
+/// says and signs the new head with `key`, in one transaction whose head move is a
+/// compare-and-set (rolled back when another sealer moved the head first).
+async fn place(
+    db: &DatabaseConnection,
+    key: &[u8],
+    chain: &str,
+    rows: &mut [audit_event::Model],
+    how: Placement,
+) -> AppResult<ChainSealed> {
     let txn = db::begin(db).await?;
     let head = audit_chain_head::Entity::find_by_id(chain.to_owned())
         .one(&txn)
         .await?;
+    let refused = match &head {
+        Some(h) if !head_signature_ok(key, h) => {
+            Some("the head's signature does not hold (altered or unsigned head)")
+        }
+        None if was_sealed(&txn, chain).await? => {
+            Some("the chain has sealed records but no head (deleted head)")
+        }
+        _ => None,
+    };
+    if let Some(reason) = refused {
+        txn.rollback().await?;
+        return Ok(ChainSealed::Refused(reason));
+    }
     let (mut index, mut prev) = match &head {
         Some(h) => (h.last_index, h.last_hash.clone()),
         None => (0, GENESIS_HASH.to_owned()),
     };
     let start = index;
-    // One UPDATE for the whole batch: `WITH v(id, idx, prev, h) AS (VALUES ...) UPDATE ... FROM
-    // v`, which both databases speak; a row another sealer filled meanwhile is not matched.
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * 4);
-    let mut tuples = Vec::with_capacity(rows.len());
-    let backend = txn.get_database_backend();
-    for row in rows {
+    for row in rows.iter_mut() {
         index += 1;
         let h = hash(row, index, &prev);
-        let n = values.len();
-        tuples.push(match backend {
-            sea_orm::DatabaseBackend::Postgres => format!(
-                "(${}, CAST(${} AS BIGINT), ${}, ${})",
-                n + 1,
-                n + 2,
-                n + 3,
-                n + 4
-            ),
-            _ => "(?, ?, ?, ?)".to_owned(),
-        });
-        values.push(row.id.clone().into());
-        values.push(index.into());
-        values.push(prev.clone().into());
-        values.push(h.clone().into());
-        prev = h;
+        row.chain_index = Some(index);
+        row.prev_hash = Some(std::mem::replace(&mut prev, h.clone()));
+        row.hash = Some(h);
     }
-    let sql = format!(
-        "WITH v(id, idx, prev, h) AS (VALUES {}) \
-         UPDATE audit_events SET chain_index = v.idx, prev_hash = v.prev, hash = v.h \
-         FROM v WHERE audit_events.id = v.id AND audit_events.chain_index IS NULL",
-        tuples.join(", ")
-    );
-    let updated = txn
-        .execute_raw(sea_orm::Statement::from_sql_and_values(
-            backend, sql, values,
-        ))
-        .await?;
-    if updated.rows_affected() != rows.len() as u64 {
+    let stored = match how {
+        Placement::Update => fill_chain_columns(&txn, rows).await?,
+        Placement::Insert => {
+            let models = rows
+                .iter()
+                .map(|r| r.clone().into_active_model().reset_all());
+            audit_event::Entity::insert_many(models)
+                .exec_without_returning(&txn)
+                .await?;
+            true
+        }
+    };
+    if !stored {
         txn.rollback().await?;
-        return Ok(false);
+        return Ok(ChainSealed::Conflict);
     }
     let now = Utc::now();
+    let signature = sign_head(key, chain, index, &prev);
     let moved = match head {
         Some(_) => {
             audit_chain_head::Entity::update_many()
                 .col_expr(audit_chain_head::Column::LastIndex, index.into())
                 .col_expr(audit_chain_head::Column::LastHash, prev.clone().into())
                 .col_expr(audit_chain_head::Column::SealedAt, now.into())
+                .col_expr(audit_chain_head::Column::Signature, signature.into())
                 .filter(audit_chain_head::Column::Chain.eq(chain))
                 .filter(audit_chain_head::Column::LastIndex.eq(start))
                 .exec(&txn)
@@ -198,6 +323,7 @@ async fn seal_chain(
             last_index: Set(index),
             last_hash: Set(prev),
             sealed_at: Set(now),
+            signature: Set(Some(signature)),
         })
         .exec_without_returning(&txn)
         .await
@@ -205,19 +331,74 @@ async fn seal_chain(
     };
     if moved {
         txn.commit().await?;
+        Ok(ChainSealed::Done)
     } else {
         txn.rollback().await?;
+        Ok(ChainSealed::Conflict)
     }
-    Ok(moved)
 }
 
-/// Seals until nothing is left unsealed (at most `max_passes` passes); the number sealed.
-pub async fn seal_all(db: &DatabaseConnection, max_passes: usize) -> AppResult<usize> {
+/// Fills the chain columns of stored, unsealed `rows` in one UPDATE; false when another sealer
+/// filled one of them meanwhile.
+async fn fill_chain_columns(
+    txn: &impl ConnectionTrait,
+    rows: &[audit_event::Model],
+) -> AppResult<bool> {
+    // `WITH v(id, idx, prev, h) AS (VALUES ...) UPDATE ... FROM v`, which both databases speak;
+    // a row another sealer filled meanwhile is not matched.
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * 4);
+    let mut tuples = Vec::with_capacity(rows.len());
+    let backend = txn.get_database_backend();
+    for row in rows {
+        let n = values.len();
+        tuples.push(match backend {
+            sea_orm::DatabaseBackend::Postgres => format!(
+                "(${}, CAST(${} AS BIGINT), ${}, ${})",
+                n + 1,
+                n + 2,
+                n + 3,
+                n + 4
+            ),
+            _ => "(?, ?, ?, ?)".to_owned(),
+        });
+        values.push(row.id.clone().into());
+        values.push(row.chain_index.into());
+        values.push(row.prev_hash.clone().into());
+        values.push(row.hash.clone().into());
+    }
+    let sql = format!(
+        "WITH v(id, idx, prev, h) AS (VALUES {}) \
+         UPDATE audit_events SET chain_index = v.idx, prev_hash = v.prev, hash = v.h \
+         FROM v WHERE audit_events.id = v.id AND audit_events.chain_index IS NULL",
+        tuples.join(", ")
+    );
+    let updated = txn
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .await?;
+    Ok(updated.rows_affected() == rows.len() as u64)
+}
+
+/// Seals until nothing is left unsealed (at most `max_passes` passes), signing heads with
+/// `key`; the number sealed. A chain that fails is skipped for the rest of the call (so the
+/// others are sealed), and tried again on the next call.
+pub async fn seal_all(
+    db: &DatabaseConnection,
+    key: &SecretString,
+    max_passes: usize,
+) -> AppResult<usize> {
+    let key = key.expose_secret().as_bytes();
+    let mut skip = BTreeSet::new();
     let mut total = 0;
     for _ in 0..max_passes {
-        let pass = seal_once(db).await?;
+        let pass = seal_once(db, key, &skip).await?;
         total += pass.records;
-        if pass.records == 0 && pass.conflicts == 0 {
+        let failed = pass.failed.len();
+        skip.extend(pass.failed);
+        if (pass.records == 0 && pass.conflicts == 0 && failed == 0)
+            || skip.len() >= MAX_FAILING_CHAINS
+        {
             break;
         }
     }

@@ -1,15 +1,21 @@
 //! `caregraph audit verify`: walks each chain in `chain_index` order, in bounded pages, from its
 //! latest signed checkpoint (or from index 1), recomputing every hash and checking every link,
 //! and reports the first break.
+//!
+//! The chains are those the records, heads and checkpoints name (every organisation with sealed
+//! records, not only those with a head), so a deleted head is a break, not a chain left out.
+//! Each head must carry a valid signature and match the chain's last sealed record.
+
+use std::collections::BTreeSet;
 
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{
-    chain::{GENESIS_HASH, hash},
+    chain::{GENESIS_HASH, hash, head_signature_ok},
     retention::{checkpoint_signature_ok, latest_checkpoint},
 };
 use crate::{
-    db::entities::{audit_chain_head, audit_event},
+    db::entities::{audit_chain_head, audit_checkpoint, audit_event},
     error::AppResult,
 };
 
@@ -64,14 +70,10 @@ pub async fn verify(
     chain: Option<&str>,
     mut progress: impl FnMut(&str, u64),
 ) -> AppResult<Result<Summary, Break>> {
-    let mut heads = audit_chain_head::Entity::find().order_by_asc(audit_chain_head::Column::Chain);
-    if let Some(chain) = chain {
-        heads = heads.filter(audit_chain_head::Column::Chain.eq(chain));
-    }
     let mut summary = Summary::default();
-    for head in heads.all(db).await? {
+    for name in chains(db, chain).await? {
         summary.chains += 1;
-        match verify_chain(db, key, &head, &mut summary, &mut progress).await? {
+        match verify_chain(db, key, &name, &mut summary, &mut progress).await? {
             Ok(()) => {}
             Err(b) => return Ok(Err(b)),
         }
@@ -79,20 +81,58 @@ pub async fn verify(
     Ok(Ok(summary))
 }
 
+/// The chains to verify, in order: every chain with a sealed record, a head or a checkpoint
+/// (only `chain`, when given).
+async fn chains(db: &DatabaseConnection, chain: Option<&str>) -> AppResult<BTreeSet<String>> {
+    let mut sealed = audit_event::Entity::find()
+        .select_only()
+        .column(audit_event::Column::Chain)
+        .distinct()
+        .filter(audit_event::Column::ChainIndex.is_not_null());
+    let mut heads = audit_chain_head::Entity::find()
+        .select_only()
+        .column(audit_chain_head::Column::Chain);
+    let mut checkpoints = audit_checkpoint::Entity::find()
+        .select_only()
+        .column(audit_checkpoint::Column::Chain)
+        .distinct();
+    if let Some(chain) = chain {
+        sealed = sealed.filter(audit_event::Column::Chain.eq(chain));
+        heads = heads.filter(audit_chain_head::Column::Chain.eq(chain));
+        checkpoints = checkpoints.filter(audit_checkpoint::Column::Chain.eq(chain));
+    }
+    let mut all = BTreeSet::new();
+    all.extend(sealed.into_tuple::<String>().all(db).await?);
+    all.extend(heads.into_tuple::<String>().all(db).await?);
+    all.extend(checkpoints.into_tuple::<String>().all(db).await?);
+    Ok(all)
+}
+
 async fn verify_chain(
     db: &DatabaseConnection,
     key: &[u8],
-    head: &audit_chain_head::Model,
+    chain: &str,
     summary: &mut Summary,
     progress: &mut impl FnMut(&str, u64),
 ) -> AppResult<Result<(), Break>> {
-    let chain = head.chain.as_str();
     let broken = |index: i64, id: Option<&str>, problem: String| Break {
         chain: chain.to_owned(),
         chain_index: index,
         record_id: id.map(str::to_owned),
         problem,
     };
+    let head = audit_chain_head::Entity::find_by_id(chain.to_owned())
+        .one(db)
+        .await?;
+    if let Some(head) = &head
+        && !head_signature_ok(key, head)
+    {
+        return Ok(Err(broken(
+            head.last_index,
+            None,
+            "the head's signature does not match (forged, altered or unsigned head)".into(),
+        )));
+    }
     let (mut expected, mut prev) = match latest_checkpoint(db, chain).await? {
         Some(cp) => {
             if !checkpoint_signature_ok(key, &cp) {
@@ -158,7 +198,22 @@ async fn verify_chain(
         }
     }
     let last = expected - 1;
-    if last != head.last_index || prev != head.last_hash {
+    let Some(head) = head else {
+        return Ok(Err(broken(
+            last,
+            None,
+            format!("the chain has sealed records through index {last} but no head (deleted head)"),
+        )));
+    };
+    let matches = |h: &audit_chain_head::Model| h.last_index == last && h.last_hash == prev;
+    if !matches(&head) {
+        // The sealer may have moved the head while the chain was walked: the head as it is now.
+        let moved = audit_chain_head::Entity::find_by_id(chain.to_owned())
+            .one(db)
+            .await?;
+        if moved.is_some_and(|h| head_signature_ok(key, &h) && matches(&h)) {
+            return Ok(Ok(()));
+        }
         return Ok(Err(broken(
             last + 1,
             None,

@@ -1,5 +1,7 @@
 //! The [`AuditLog`]: the bounded queue between requests and the database, its one writer task
-//! (batched multi-row inserts), and the sealer task that chains what was written.
+//! (batched multi-row inserts, sealed on the way in), and the sealer task that chains what was
+//! stored unsealed (changes, written in their own transactions, and what the writer could not
+//! seal).
 //!
 //! A request's reads are buffered in its [`AuditScope`] and handed to the queue after the
 //! response is built; when the queue is full the hand-over waits for room, so no record is ever
@@ -8,6 +10,7 @@
 //! and those still in the queue.
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -16,7 +19,7 @@ use std::{
 };
 
 use sea_orm::{DatabaseConnection, EntityTrait};
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +28,10 @@ use crate::{clock::SharedClock, db::entities::audit_event};
 
 /// The most records one INSERT carries.
 pub const WRITE_BATCH: usize = 500;
+
+/// How often the writer tries to store a chain's records sealed while other sealers move that
+/// chain's head first, before it stores them unsealed.
+const APPEND_ATTEMPTS: usize = 3;
 
 /// How often the sealer looks for unsealed records.
 pub const SEAL_INTERVAL: Duration = Duration::from_millis(200);
@@ -187,14 +194,19 @@ impl AuditLog {
         self.write(&inner, &mut batch, None).await;
     }
 
-    /// Inserts `batch` in one statement, retrying a failed insert with backoff (three attempts
-    /// once shutting down), then clears it.
+    /// Stores `batch` sealed where it can; inserts the rest unsealed in one statement, retrying
+    /// a failed insert with backoff (three attempts once shutting down); then clears it.
     async fn write(
         &self,
         inner: &Inner,
         batch: &mut Vec<AuditRecord>,
         stop: Option<&CancellationToken>,
     ) {
+        if batch.is_empty() {
+            return;
+        }
+        let sealed = self.append_sealed(batch).await;
+        inner.written.fetch_add(sealed, Ordering::Relaxed);
         if batch.is_empty() {
             return;
         }
@@ -232,6 +244,42 @@ impl AuditLog {
             }
         }
         batch.clear();
+    }
+
+    /// Stores `batch` sealed, one transaction per chain ([`chain::append`]), and returns how
+    /// many records went in; the records of a chain that could not be stored so (the database
+    /// fails, or another sealer kept moving the chain's head) are left in `batch`, in order, to
+    /// go in unsealed for the sealer.
+    async fn append_sealed(&self, batch: &mut Vec<AuditRecord>) -> u64 {
+        let mut chains: BTreeMap<String, Vec<AuditRecord>> = BTreeMap::new();
+        for record in batch.drain(..) {
+            chains.entry(record.chain()).or_default().push(record);
+        }
+        let key = self.key.expose_secret().as_bytes();
+        let mut stored = 0;
+        for (chain, records) in chains {
+            let mut rows: Vec<_> = records.iter().map(AuditRecord::to_model).collect();
+            let mut done = false;
+            for _ in 0..APPEND_ATTEMPTS {
+                match chain::append(&self.db, key, &chain, &mut rows).await {
+                    Ok(true) => {
+                        done = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!(error = ?e, "storing audit records sealed failed; storing them unsealed");
+                        break;
+                    }
+                }
+            }
+            if done {
+                stored += records.len() as u64;
+            } else {
+                batch.extend(records);
+            }
+        }
+        stored
     }
 
     /// Writes `batch` one row at a time; a row that fails and is not already stored is refused
@@ -294,7 +342,7 @@ impl AuditLog {
 
     /// Seals every unsealed record now (at most 1,000 passes); the number sealed.
     pub async fn seal(&self) -> crate::error::AppResult<usize> {
-        chain::seal_all(&self.db, 1_000).await
+        chain::seal_all(&self.db, &self.key, 1_000).await
     }
 
     /// Prunes what is past retention now; the number of records deleted.

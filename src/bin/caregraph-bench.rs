@@ -2,11 +2,13 @@
 //! `searchColleagues` through the service layer, on SQLite and (given a URL) PostgreSQL;
 //! `fanout` fans one chat-session status change out to N WebSocket subscribers of one process;
 //! `audit` times `auditEvents` for one patient over 1,000,000 audit records (SQLite, and
-//! PostgreSQL given a URL).
+//! PostgreSQL given a URL); `export` samples the server's memory while it streams an audit
+//! export of 1,000,000 records.
 //!
 //! `cargo run --release --bin caregraph-bench -- search --members 100000 [--postgres URL]`
 //! `cargo build --release && cargo run --release --bin caregraph-bench -- fanout --subscribers 1000,10000`
 //! `cargo run --release --features bench --bin caregraph-bench -- audit [--postgres URL]`
+//! `cargo build --release && cargo run --release --features bench --bin caregraph-bench -- export --records 1000000`
 
 #![expect(clippy::print_stdout, reason = "a benchmark's figures are its output")]
 
@@ -29,8 +31,12 @@ use clap::{Parser, Subcommand};
 
 #[path = "bench/audit.rs"]
 mod audit;
+#[path = "bench/export.rs"]
+mod export;
 #[path = "bench/fanout.rs"]
 mod fanout;
+#[path = "bench/server.rs"]
+mod server;
 use sea_orm::{ConnectionTrait, EntityTrait};
 
 /// caregraph benchmarks.
@@ -65,6 +71,12 @@ enum Bench {
         /// Also run on this PostgreSQL server (a fresh database is created and dropped).
         #[arg(long, env = "CAREGRAPH_BENCH_POSTGRES_URL")]
         postgres: Option<String>,
+    },
+    /// The server's memory while it streams an audit export of N records (CSV).
+    Export {
+        /// Records to load and export.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
     },
     /// One chat-session close fanned out to N WebSocket subscribers of one process.
     Fanout {
@@ -367,6 +379,7 @@ async fn main() -> anyhow::Result<()> {
                 result?;
             }
         }
+        Bench::Export { records } => export::run(records).await?,
         Bench::Fanout { subscribers } => fanout::run(&subscribers).await?,
     }
     Ok(())

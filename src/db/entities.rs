@@ -6,6 +6,7 @@ pub mod appointment_support_staff;
 pub mod audit_chain_head;
 pub mod audit_checkpoint;
 pub mod audit_event;
+pub mod audit_export_link;
 pub mod booking_lock;
 pub mod care_team;
 pub mod care_team_member;

@@ -8,7 +8,7 @@ use super::{
     context::{loader, services, viewer},
     enums::{AppointmentStatus, MeetingState, SessionType},
     errors::GqlResult,
-    loaders::{GuardianshipsOf, MembershipsOf, SupportStaffOf},
+    loaders::{GuardianshipsOf, MembershipsOf, StaffOf, SupportStaffOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     patients::Patient,
@@ -47,7 +47,7 @@ impl Appointment {
     /// Support staff.
     async fn support_staff(&self, ctx: &Context<'_>) -> GqlResult<Vec<User>> {
         let users = loader(ctx)
-            .load_one(SupportStaffOf(self.0.id))
+            .load_one(StaffOf(self.0.id, Some(self.0.patient_id), self.0.org_id))
             .await?
             .unwrap_or_default();
         Ok(users.into_iter().map(User).collect())

@@ -84,10 +84,16 @@ mirror!(
         Consent,
         /// A care team.
         CareTeam,
+        /// A member of a care team (by the member's id).
+        CareTeamMember,
         /// A case.
         Case,
+        /// A participant of a case (by the participant's user id).
+        CaseParticipant,
         /// An appointment.
         Appointment,
+        /// A support staff member of an appointment (by their user id).
+        SupportStaff,
         /// An appointment's video meeting.
         Meeting,
         /// A chat session.

@@ -72,7 +72,7 @@ impl Case {
     /// Participants.
     async fn participants(&self, ctx: &Context<'_>) -> GqlResult<Vec<CaseParticipant>> {
         let list = loader(ctx)
-            .load_one(ParticipantsOf(self.0.id))
+            .load_one(ParticipantsOf(self.0.id, self.0.patient_id, self.0.org_id))
             .await?
             .unwrap_or_default();
         Ok(list.into_iter().map(CaseParticipant).collect())

@@ -95,12 +95,29 @@ patient_key! {
     CareTeamsOf;
 }
 
-of_key! {
-    /// The members of a care team.
+/// Keys of rows under a patient-linked parent: the parent, its patient (when it has one) and its
+/// organisation (which the audit record of each row names).
+macro_rules! owned_key {
+    ($($(#[$doc:meta])* $name:ident($parent:ty);)+) => {
+        $(
+            $(#[$doc])*
+            #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+            pub struct $name(pub $parent, pub Option<PatientId>, pub OrgId);
+        )+
+    };
+}
+
+owned_key! {
+    /// The members of a care team, as handed out (one READ each).
     MembersOf(CareTeamId);
-    /// The participants of a case.
+    /// The participants of a case, as handed out (one READ each).
     ParticipantsOf(CaseId);
-    /// The support staff of an appointment.
+    /// The support staff of an appointment, as handed out (one READ each).
+    StaffOf(AppointmentId);
+}
+
+of_key! {
+    /// The support staff of an appointment, for a check (not recorded: nothing is handed out).
     SupportStaffOf(AppointmentId);
     /// The memberships of a user.
     MembershipsOf(UserId);
@@ -227,8 +244,43 @@ impl Loader<AppointmentId> for AppLoader {
         Ok(found)
     }
 }
-loader!(of MembersOf(CareTeamId) => Vec<CareTeamMember>, care_team_members);
-loader!(of ParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
+/// Implements `Loader<K>` for the rows under a patient-linked parent, recording one READ of
+/// `$entity` per row.
+macro_rules! owned_rows {
+    ($key:ident($parent:ty) => $value:ty, $method:ident, $entity:ident, |$row:ident| $id:expr) => {
+        impl Loader<$key> for AppLoader {
+            type Value = Vec<$value>;
+            type Error = async_graphql::Error;
+
+            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$value>>, Self::Error> {
+                let parents: Vec<$parent> = keys.iter().map(|k| k.0).collect();
+                let mut found = self
+                    .services
+                    .lookups
+                    .$method(&parents)
+                    .instrument(batch_span!($key, keys))
+                    .await?;
+                let mut out = HashMap::with_capacity(keys.len());
+                for key in keys {
+                    let rows = found.remove(&key.0).unwrap_or_default();
+                    self.audit.record_all(rows.iter().map(|$row| {
+                        let entry = AuditEntry::read(AuditEntity::$entity, $id).org(key.2);
+                        match key.1 {
+                            Some(patient) => entry.patient(patient),
+                            None => entry,
+                        }
+                    }));
+                    out.insert(*key, rows);
+                }
+                Ok(out)
+            }
+        }
+    };
+}
+
+owned_rows!(MembersOf(CareTeamId) => CareTeamMember, care_team_members, CareTeamMember, |m| m.id);
+owned_rows!(ParticipantsOf(CaseId) => CaseParticipant, case_participants, CaseParticipant, |p| p.user_id);
+owned_rows!(StaffOf(AppointmentId) => User, support_staff, SupportStaff, |u| u.id);
 loader!(of SupportStaffOf(AppointmentId) => Vec<User>, support_staff);
 loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);
 loader!(of GuardianshipsOf(UserId) => Vec<Guardian>, guardianships);

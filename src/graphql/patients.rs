@@ -250,7 +250,7 @@ impl CareTeam {
     /// Members.
     async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<CareTeamMember>> {
         let list = loader(ctx)
-            .load_one(MembersOf(self.0.id))
+            .load_one(MembersOf(self.0.id, Some(self.0.patient_id), self.0.org_id))
             .await?
             .unwrap_or_default();
         Ok(list.into_iter().map(CareTeamMember).collect())

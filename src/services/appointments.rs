@@ -556,7 +556,36 @@ impl AppointmentService {
 
     /// The meeting as `viewer` sees it (the caller already may read the appointment; support
     /// staff and guardians come from the per-request loaders). `None` unless a teleconference.
+    /// Recorded: a `JOIN` of the `MEETING` when the caller's join link is handed out, else a
+    /// `READ` of it.
     pub async fn meeting(
+        &self,
+        viewer: &Viewer,
+        appointment: &Appointment,
+        support: &[UserId],
+        guardians: &[Guardian],
+        viewer_memberships: &[Membership],
+    ) -> AppResult<Option<MeetingView>> {
+        let view = self
+            .meeting_view(viewer, appointment, support, guardians, viewer_memberships)
+            .await?;
+        if let Some(view) = &view {
+            let action = if view.join_url.is_some() {
+                AuditAction::Join
+            } else {
+                AuditAction::Read
+            };
+            viewer.audit.record(
+                AuditEntry::new(action, AuditEntity::Meeting, appointment.id)
+                    .org(appointment.org_id)
+                    .patient(appointment.patient_id),
+            );
+        }
+        Ok(view)
+    }
+
+    /// [`Self::meeting`] without recording it (`joinMeeting` records its own `JOIN`).
+    async fn meeting_view(
         &self,
         viewer: &Viewer,
         appointment: &Appointment,
@@ -680,7 +709,7 @@ impl AppointmentService {
             .collect();
         let guardians = db::patients::guardians_of(&self.db, &[appointment.patient_id]).await?;
         let view = self
-            .meeting(viewer, &appointment, &support, &guardians, &memberships)
+            .meeting_view(viewer, &appointment, &support, &guardians, &memberships)
             .await?
             .ok_or(AppError::NotFound("meeting"))?;
         // The link handed out is the join.

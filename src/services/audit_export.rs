@@ -3,9 +3,8 @@
 //!
 //! A token is `base64url(claims).base64url(HMAC-SHA256(claims))`, keyed by a key derived from
 //! the JWT secret, so any replica sharing the secret can serve it; it lives five minutes, and
-//! the process that serves it remembers its nonce until then, so it serves once.
-
-use std::{collections::HashMap, sync::Mutex};
+//! its nonce is stored in the database when it is used (`audit_export_links`, unique), so it
+//! serves once whichever replica is asked.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -27,9 +26,8 @@ type HmacSha256 = Hmac<Sha256>;
 /// How long a download link works.
 pub const EXPORT_TTL: Duration = Duration::minutes(5);
 
-/// The most unexpired links one process remembers as used (a link is remembered until it
-/// expires; past this, new downloads wait for old ones to expire).
-pub const MAX_REMEMBERED_LINKS: usize = 10_000;
+/// The length of a link's nonce (a v4 UUID in 32 hex digits), the width of its column.
+pub const NONCE_LEN: usize = 32;
 
 /// The export's file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,10 +92,18 @@ struct FilterClaims {
     to: Option<DateTime<Utc>>,
 }
 
-/// Signs and checks download links, and remembers the used ones.
+/// A checked link: what it grants, and the nonce that uses it up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckedLink {
+    /// What the link grants.
+    pub grant: ExportGrant,
+    /// The link's nonce, stored when the link is used.
+    pub nonce: String,
+}
+
+/// Signs and checks download links.
 pub struct LinkSigner {
     key: [u8; 32],
-    used: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
 impl std::fmt::Debug for LinkSigner {
@@ -122,7 +128,6 @@ impl LinkSigner {
         mac.update(b"caregraph audit export link v1");
         Self {
             key: mac.finalize().into_bytes().into(),
-            used: Mutex::new(HashMap::new()),
         }
     }
 
@@ -156,9 +161,9 @@ impl LinkSigner {
         Ok(format!("{body}.{tag}"))
     }
 
-    /// Checks a token at `now` and uses it up: a forged, altered, expired or already used token
-    /// is `NOT_FOUND`, like a link that never existed.
-    pub fn redeem(&self, token: &str, now: DateTime<Utc>) -> AppResult<ExportGrant> {
+    /// Checks a token at `now` (the caller uses up its nonce): a forged, altered or expired
+    /// token is `NOT_FOUND`, like a link that never existed.
+    pub fn check(&self, token: &str, now: DateTime<Utc>) -> AppResult<CheckedLink> {
         let (body, tag) = token.split_once('.').ok_or_else(not_found)?;
         let tag = URL_SAFE_NO_PAD.decode(tag).map_err(|_| not_found())?;
         let mut mac = self.mac();
@@ -179,39 +184,19 @@ impl LinkSigner {
             from: claims.f.from,
             to: claims.f.to,
         };
-        self.use_once(claims.n, expires_at, now)?;
-        Ok(ExportGrant {
-            org_id: claims.o,
-            user_id: claims.u,
-            filter,
-            format: claims.x,
-            expires_at,
-        })
-    }
-
-    fn use_once(
-        &self,
-        nonce: String,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> AppResult<()> {
-        let mut used = self
-            .used
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if used.contains_key(&nonce) {
+        if claims.n.len() != NONCE_LEN {
             return Err(not_found());
         }
-        if used.len() >= MAX_REMEMBERED_LINKS {
-            used.retain(|_, until| *until > now);
-        }
-        if used.len() >= MAX_REMEMBERED_LINKS {
-            return Err(AppError::RateLimited {
-                retry_after_seconds: 60,
-            });
-        }
-        used.insert(nonce, expires_at);
-        Ok(())
+        Ok(CheckedLink {
+            grant: ExportGrant {
+                org_id: claims.o,
+                user_id: claims.u,
+                filter,
+                format: claims.x,
+                expires_at,
+            },
+            nonce: claims.n,
+        })
     }
 }
 
@@ -317,27 +302,26 @@ mod tests {
     }
 
     #[test]
-    fn a_link_redeems_once_before_expiry_and_never_altered() {
+    fn a_link_checks_before_expiry_with_a_fresh_nonce_and_never_altered() {
         let signer = LinkSigner::new(b"secret");
         let now = Utc::now();
         let g = grant(now);
         let token = signer.sign(&g).expect("sign");
-        let got = signer.redeem(&token, now).expect("redeems");
-        assert_eq!(got.filter, g.filter);
-        assert_eq!(got.org_id, g.org_id);
-        assert!(matches!(
-            signer.redeem(&token, now),
-            Err(AppError::NotFound(_))
-        ));
+        let got = signer.check(&token, now).expect("checks");
+        assert_eq!(got.grant.filter, g.filter);
+        assert_eq!(got.grant.org_id, g.org_id);
+        assert_eq!(got.nonce.len(), NONCE_LEN);
+        let again = signer.sign(&g).expect("sign");
+        assert_ne!(signer.check(&again, now).expect("checks").nonce, got.nonce);
         let late = signer.sign(&g).expect("sign");
         assert!(matches!(
-            signer.redeem(&late, now + EXPORT_TTL),
+            signer.check(&late, now + EXPORT_TTL),
             Err(AppError::NotFound(_))
         ));
         let other = LinkSigner::new(b"another secret");
         let foreign = other.sign(&g).expect("sign");
         assert!(matches!(
-            signer.redeem(&foreign, now),
+            signer.check(&foreign, now),
             Err(AppError::NotFound(_))
         ));
         let fresh = signer.sign(&g).expect("sign");
@@ -347,10 +331,10 @@ mod tests {
         claims["f"]["c"] = serde_json::Value::Null;
         let altered = format!("{}.{tag}", URL_SAFE_NO_PAD.encode(claims.to_string()));
         assert!(matches!(
-            signer.redeem(&altered, now),
+            signer.check(&altered, now),
             Err(AppError::NotFound(_))
         ));
-        assert!(signer.redeem(&fresh, now).is_ok());
+        assert!(signer.check(&fresh, now).is_ok());
     }
 
     #[test]

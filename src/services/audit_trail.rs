@@ -12,11 +12,12 @@ use sea_orm::DatabaseConnection;
 use super::{
     access::{auditor_of, patient_reader},
     audit_export::{
-        CSV_HEADER, EXPORT_TTL, ExportFormat, ExportGrant, LinkSigner, write_csv, write_ndjson,
+        CSV_HEADER, CheckedLink, EXPORT_TTL, ExportFormat, ExportGrant, LinkSigner, write_csv,
+        write_ndjson,
     },
 };
 use crate::{
-    audit::{AuditAction, AuditActor, AuditEntity, AuditEntry, AuditScope},
+    audit::{AuditAction, AuditActor, AuditEntity, AuditEntry, AuditLog},
     auth::Viewer,
     clock::SharedClock,
     db::{self, audit_events::ChunkKey},
@@ -56,21 +57,25 @@ pub struct AuditTrailService {
     clock: SharedClock,
     links: Arc<LinkSigner>,
     public_url: Option<String>,
+    audit: AuditLog,
 }
 
 impl AuditTrailService {
-    /// Builds the service; download links are signed with a key derived from `jwt_secret`.
+    /// Builds the service; download links are signed with a key derived from `jwt_secret`, and
+    /// downloads are recorded through `audit` (nothing when it is disabled).
     pub fn new(
         db: DatabaseConnection,
         clock: SharedClock,
         jwt_secret: &[u8],
         public_url: Option<String>,
+        audit: AuditLog,
     ) -> Self {
         Self {
             db,
             clock,
             links: Arc::new(LinkSigner::new(jwt_secret)),
             public_url: public_url.map(|u| u.trim_end_matches('/').to_owned()),
+            audit,
         }
     }
 
@@ -123,29 +128,34 @@ impl AuditTrailService {
         })
     }
 
-    /// Opens a download: checks and uses up the link (an unknown, expired or used one is
-    /// `NOT_FOUND`), checks that its auditor still is one, and records the export.
+    /// Opens a download: checks and uses up the link in the database (an unknown, expired or
+    /// already used one is `NOT_FOUND`, on every replica), checks that its auditor still is one
+    /// and records the export (`EXPORT`, or a `DENIED` one when the auditor no longer is), when
+    /// recording is on.
     pub async fn open_download(&self, token: &str, who: Downloader) -> AppResult<ExportGrant> {
         let now = self.clock.now();
-        let grant = self.links.redeem(token, now)?;
+        let CheckedLink { grant, nonce } = self.links.check(token, now)?;
+        if !db::audit_export_links::use_once(&self.db, &nonce, grant.expires_at, now).await? {
+            return Err(AppError::NotFound("export"));
+        }
         let user = db::users::find(&self.db, grant.user_id)
             .await?
             .ok_or(AppError::NotFound("export"))?;
-        let scope = AuditScope::new(
+        let scope = self.audit.scope(
             AuditActor::User(user.id),
             who.request_id,
             who.client_ip.map(|ip| ip.to_string()),
         );
         let viewer = Viewer::signed_in(user, grant.expires_at, who.client_ip).with_audit(scope);
-        auditor_of(&self.db, &viewer, grant.org_id).await?;
-        viewer
-            .audit
-            .record_in(
-                &self.db,
-                AuditEntry::new(AuditAction::Export, AuditEntity::AuditTrail, grant.org_id)
-                    .org(grant.org_id),
-            )
-            .await?;
+        let export = AuditEntry::new(AuditAction::Export, AuditEntity::AuditTrail, grant.org_id)
+            .org(grant.org_id);
+        if let Err(refused) = auditor_of(&self.db, &viewer, grant.org_id).await {
+            // One record of the refusal: the denied export (not the read rule's own denial).
+            let _ = viewer.audit.take();
+            viewer.audit.record_in(&self.db, export.denied()).await?;
+            return Err(refused);
+        }
+        viewer.audit.record_in(&self.db, export).await?;
         tracing::info!(org = %grant.org_id, format = grant.format.extension(), "audit export started");
         Ok(grant)
     }

@@ -170,7 +170,7 @@ impl TestApp {
         let db = TestDb::new().await;
         let mut vars = base_vars(&db);
         configure(&mut vars);
-        Self::start(db, vars, None).await
+        Self::start(Some(db), vars, None).await
     }
 
     /// Spawns with a clock the test moves.
@@ -181,7 +181,7 @@ impl TestApp {
         let db = TestDb::new().await;
         let mut vars = base_vars(&db);
         configure(&mut vars);
-        Self::start(db, vars, Some(clock)).await
+        Self::start(Some(db), vars, Some(clock)).await
     }
 
     /// Stops this process and starts a new one on the same database (a restart), with the
@@ -191,11 +191,17 @@ impl TestApp {
         let db = self.db.take().expect("database");
         let mut vars = self.vars.clone();
         configure(&mut vars);
-        Self::start(db, vars, None).await
+        Self::start(Some(db), vars, None).await
+    }
+
+    /// A second process on this app's database with the same variables (a replica); the
+    /// database lives as long as this app, so stop the replica first.
+    pub async fn replica(&self) -> Self {
+        Self::start(None, self.vars.clone(), None).await
     }
 
     async fn start(
-        db: TestDb,
+        db: Option<TestDb>,
         vars: HashMap<String, String>,
         clock: Option<caregraph::clock::ManualClock>,
     ) -> Self {
@@ -220,7 +226,7 @@ impl TestApp {
             state,
             http: reqwest::Client::new(),
             vars,
-            db: Some(db),
+            db,
             shutdown: Some(tx),
             server: Some(server),
         }

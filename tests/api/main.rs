@@ -4,7 +4,10 @@
 
 mod appointments;
 mod audit;
+mod audit_hardening;
+mod audit_nested;
 mod audit_query;
+mod audit_sealing;
 mod auth;
 mod booking;
 mod browser;

@@ -11,11 +11,11 @@ use caregraph::{
     auth::Viewer,
     config::Config,
     db::{self, entities::audit_event, users::NewUser},
-    domain::{Email, PatientId, Slug, UserId, audit::AuditFilter, pagination::PageRequest},
+    domain::{Email, OrgId, PatientId, Slug, UserId, audit::AuditFilter, pagination::PageRequest},
     services::organizations::create_with_owner,
 };
 use chrono::{Duration, Utc};
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait};
 
 use super::Rng;
 
@@ -51,77 +51,12 @@ pub async fn run(label: &str, config: Config, records: usize, runs: usize) -> an
         &owner,
     )
     .await?;
-    let patients: Vec<PatientId> = (0..PATIENTS).map(|_| PatientId::new()).collect();
-    let target = patients[0];
-    let staff: Vec<UserId> = (0..STAFF).map(|_| UserId::new()).collect();
-    let year_start = Utc::now() - Duration::days(365);
-    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
-    let started = Instant::now();
-    let mut target_count = 0usize;
-    let mut batch = Vec::with_capacity(ROWS_PER_INSERT);
-    for i in 0..records {
-        let at = year_start + Duration::milliseconds((rng.next() % (365 * 86_400_000)) as i64);
-        let patient = if rng.next() % 10_000 < TARGET_SHARE {
-            target_count += 1;
-            target
-        } else {
-            patients[1 + rng.next() % (PATIENTS - 1)]
-        };
-        let actor = AuditActor::User(staff[rng.next() % STAFF]);
-        let roll = rng.next() % 100;
-        let entry =
-            match roll {
-                0..=64 => AuditEntry::read(AuditEntity::Patient, patient).patient(patient),
-                65..=79 => AuditEntry::read(AuditEntity::Appointment, uuid::Uuid::now_v7())
-                    .patient(patient),
-                80..=87 => AuditEntry::read(AuditEntity::ChatMessage, uuid::Uuid::now_v7())
-                    .patient(patient),
-                88..=93 => {
-                    AuditEntry::new(AuditAction::Update, AuditEntity::Case, uuid::Uuid::now_v7())
-                        .patient(patient)
-                }
-                94..=96 => AuditEntry::new(
-                    AuditAction::Join,
-                    AuditEntity::Meeting,
-                    uuid::Uuid::now_v7(),
-                )
-                .patient(patient),
-                _ => AuditEntry::read(AuditEntity::Patient, patient)
-                    .patient(patient)
-                    .denied(),
-            };
-        batch.push(
-            AuditRecord {
-                id: uuid::Uuid::now_v7(),
-                at,
-                actor,
-                entry: entry.org(org.id),
-                request_id: Some(format!("{:016x}", rng.next()).into()),
-                client_address: Some(
-                    format!("10.0.{}.{}", rng.next() % 256, rng.next() % 256).into(),
-                ),
-                operation_name: Some("PatientScreen".into()),
-            }
-            .to_row(),
-        );
-        if batch.len() == ROWS_PER_INSERT || i + 1 == records {
-            audit_event::Entity::insert_many(std::mem::take(&mut batch))
-                .exec_without_returning(&conn)
-                .await?;
-            if (i + 1) % 100_000 == 0 || i + 1 == records {
-                eprintln!(
-                    "[{label}] loaded {} / {records} records ({:.0} s)",
-                    i + 1,
-                    started.elapsed().as_secs_f64()
-                );
-            }
-        }
-    }
-    conn.execute_unprepared("ANALYZE").await?;
-    eprintln!(
-        "[{label}] loaded {records} records in {:.1} s; the target patient has {target_count}",
-        started.elapsed().as_secs_f64()
-    );
+    let Loaded {
+        target,
+        target_count,
+        staff,
+    } = load(&conn, org.id, records, label).await?;
+    eprintln!("[{label}] the target patient has {target_count} records");
 
     let app = App::build(config.as_ref().clone()).await?;
     let services = app.state.services.clone();
@@ -203,4 +138,101 @@ pub async fn run(label: &str, config: Config, records: usize, runs: usize) -> an
         );
     }
     Ok(())
+}
+
+/// What [`load`] put in.
+pub struct Loaded {
+    /// The patient with a chronic patient's share of the records.
+    pub target: PatientId,
+    /// How many records the target patient has.
+    pub target_count: usize,
+    /// The staff who read and changed records.
+    pub staff: Vec<UserId>,
+}
+
+/// Loads `records` records of a busy clinic's year (5,000 patients, 80 staff, one target
+/// patient with 0.25 % of them) into organisation `org`, unsealed, with multi-row inserts.
+pub async fn load(
+    conn: &DatabaseConnection,
+    org: OrgId,
+    records: usize,
+    label: &str,
+) -> anyhow::Result<Loaded> {
+    let patients: Vec<PatientId> = (0..PATIENTS).map(|_| PatientId::new()).collect();
+    let target = patients[0];
+    let staff: Vec<UserId> = (0..STAFF).map(|_| UserId::new()).collect();
+    let year_start = Utc::now() - Duration::days(365);
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let started = Instant::now();
+    let mut target_count = 0usize;
+    let mut batch = Vec::with_capacity(ROWS_PER_INSERT);
+    for i in 0..records {
+        let at = year_start + Duration::milliseconds((rng.next() % (365 * 86_400_000)) as i64);
+        let patient = if rng.next() % 10_000 < TARGET_SHARE {
+            target_count += 1;
+            target
+        } else {
+            patients[1 + rng.next() % (PATIENTS - 1)]
+        };
+        let actor = AuditActor::User(staff[rng.next() % STAFF]);
+        let roll = rng.next() % 100;
+        let entry =
+            match roll {
+                0..=64 => AuditEntry::read(AuditEntity::Patient, patient).patient(patient),
+                65..=79 => AuditEntry::read(AuditEntity::Appointment, uuid::Uuid::now_v7())
+                    .patient(patient),
+                80..=87 => AuditEntry::read(AuditEntity::ChatMessage, uuid::Uuid::now_v7())
+                    .patient(patient),
+                88..=93 => {
+                    AuditEntry::new(AuditAction::Update, AuditEntity::Case, uuid::Uuid::now_v7())
+                        .patient(patient)
+                }
+                94..=96 => AuditEntry::new(
+                    AuditAction::Join,
+                    AuditEntity::Meeting,
+                    uuid::Uuid::now_v7(),
+                )
+                .patient(patient),
+                _ => AuditEntry::read(AuditEntity::Patient, patient)
+                    .patient(patient)
+                    .denied(),
+            };
+        batch.push(
+            AuditRecord {
+                id: uuid::Uuid::now_v7(),
+                at,
+                actor,
+                entry: entry.org(org),
+                request_id: Some(format!("{:016x}", rng.next()).into()),
+                client_address: Some(
+                    format!("10.0.{}.{}", rng.next() % 256, rng.next() % 256).into(),
+                ),
+                operation_name: Some("PatientScreen".into()),
+            }
+            .to_row(),
+        );
+        if batch.len() == ROWS_PER_INSERT || i + 1 == records {
+            audit_event::Entity::insert_many(std::mem::take(&mut batch))
+                .exec_without_returning(conn)
+                .await?;
+            if (i + 1) % 100_000 == 0 || i + 1 == records {
+                eprintln!(
+                    "[{label}] loaded {} / {records} records ({:.0} s)",
+                    i + 1,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+    }
+    conn.execute_unprepared("ANALYZE").await?;
+    eprintln!(
+        "[{label}] loaded {records} records in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Loaded {
+        target,
+        target_count,
+        staff,
+    })
+
 }

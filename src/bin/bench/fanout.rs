@@ -12,13 +12,11 @@
 //! from just before the send until the last arrival, and the server's resident memory per
 //! connection (VmRSS after subscribing minus before, over N).
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+use super::server::Server;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, watch};
@@ -29,125 +27,6 @@ use tokio_tungstenite::{
 
 /// How long all subscribers may take to hear the close.
 const HEAR_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Clock ticks per second of `/proc/<pid>/stat` times: Linux reports them in `USER_HZ`, 100 on
-/// every architecture it exports to user space.
-const USER_HZ: u64 = 100;
-
-struct Server {
-    child: Child,
-    base: String,
-    token: String,
-    dir: std::path::PathBuf,
-    http: reqwest::Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-impl Server {
-    /// Starts the server with room for `subscribers` WebSockets from this one address, plus the
-    /// HTTP client's connections.
-    fn start(subscribers: usize) -> anyhow::Result<Self> {
-        let cap = (subscribers + 64).to_string();
-        let exe = std::env::current_exe()?;
-        let bin = exe.with_file_name("caregraph");
-        let dir = std::env::temp_dir().join(format!(
-            "caregraph-fanout-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        std::fs::create_dir_all(&dir)?;
-        let mut child = Command::new(&bin)
-            .current_dir(&dir)
-            .env_remove("CAREGRAPH_DATABASE_URL")
-            .env_remove("CAREGRAPH_REDIS_URL")
-            .env("CAREGRAPH_BIND", "127.0.0.1:0")
-            .env("CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS", "600")
-            .env("CAREGRAPH_MAX_CONNECTIONS", &cap)
-            .env("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS", &cap)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {} (build it with --release)", bin.display()))?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.contains("/graphiql#token=") {
-                    let _ = tx.send(line.trim().to_owned());
-                }
-            }
-        });
-        let link = rx
-            .recv_timeout(Duration::from_secs(60))
-            .context("the server printed no GraphiQL link")?;
-        let (base, token) = link.split_once("/graphiql#token=").context("link")?;
-        let base = base[base.find("http").context("url")?..].to_owned();
-        Ok(Self {
-            child,
-            base,
-            token: token.to_owned(),
-            dir,
-            http: reqwest::Client::new(),
-        })
-    }
-
-    fn rss_kib(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmRSS")
-    }
-
-    /// The server's CPU time so far, user plus system, over all its threads.
-    fn cpu(&self) -> anyhow::Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // The fields after the command name, which is in parentheses and may hold spaces:
-        // state is field 3, utime 14 and stime 15.
-        let rest = &stat[stat.rfind(')').context("stat")? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| -> anyhow::Result<u64> {
-            fields
-                .get(i - 3)
-                .context("stat field")?
-                .parse()
-                .context("stat field")
-        };
-        let ticks = ticks(14)? + ticks(15)?;
-        Ok(Duration::from_millis(ticks * 1000 / USER_HZ))
-    }
-
-    fn request(&self, query: &str, variables: Value) -> anyhow::Result<reqwest::Request> {
-        Ok(self
-            .http
-            .post(format!("{}/graphql", self.base))
-            .bearer_auth(&self.token)
-            .json(&json!({"query": query, "variables": variables}))
-            .build()?)
-    }
-
-    async fn execute(&self, request: reqwest::Request) -> anyhow::Result<Value> {
-        let body: Value = self.http.execute(request).await?.json().await?;
-        if !body["errors"].is_null() {
-            bail!("{body}");
-        }
-        Ok(body["data"].clone())
-    }
-
-    async fn gql(&self, query: &str, variables: Value) -> anyhow::Result<Value> {
-        self.execute(self.request(query, variables)?)
-            .await
-            .with_context(|| query.to_owned())
-    }
-}
 
 /// What a subscriber task tells the benchmark.
 enum Report {
@@ -226,7 +105,12 @@ async fn subscriber(
 }
 
 async fn one(n: usize) -> anyhow::Result<()> {
-    let server = Server::start(n)?;
+    let cap = (n + 64).to_string();
+    let server = Server::start(&[
+        ("CAREGRAPH_WS_IDLE_TIMEOUT_SECONDS", "600"),
+        ("CAREGRAPH_MAX_CONNECTIONS", &cap),
+        ("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS", &cap),
+    ])?;
     let me = server
         .gql(
             "{ viewer { memberships { organization { id } } } }",

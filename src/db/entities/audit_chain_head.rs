@@ -15,6 +15,9 @@ pub struct Model {
     pub last_hash: String,
     /// When the chain was last sealed.
     pub sealed_at: DateTimeUtc,
+    /// HMAC-SHA256 (hex) of the chain, `last_index` and `last_hash` with the audit key (none on
+    /// heads sealed before heads were signed).
+    pub signature: Option<String>,
 }
 
 /// No relations are navigated through the ORM; repositories join explicitly.
