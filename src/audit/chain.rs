@@ -222,8 +222,9 @@ async fn seal_chain(
 }
 
 /// Stores `rows` (new, in order) at the end of `chain`, sealed, and signs its new head with
-/// `key`: one transaction reads the head, gives each row its index and hash, inserts them all
-/// and moves the head by compare-and-set. `Ok(true)` when stored; `Ok(false)` when nothing was
+/// `key`: one transaction reads the head, places the chain's records that wait for the sealer
+/// (up to [`SEAL_BATCH`]) and then `rows`, inserts `rows` and moves the head by
+/// compare-and-set. `Ok(true)` when stored; `Ok(false)` when nothing was
 /// stored (another sealer moved the head first, or the chain is refused as the sealer refuses
 /// it); an error when the database refused the rows (nothing stored either).
 pub async fn append(
@@ -279,7 +280,22 @@ async fn place(
         None => (0, GENESIS_HASH.to_owned()),
     };
     let start = index;
-    for row in rows.iter_mut() {
+    // New rows go behind the chain's records that wait for the sealer (changes committed before
+    // them), so the chain keeps the order in which records were committed.
+    let mut pending = match how {
+        Placement::Insert => {
+            audit_event::Entity::find()
+                .filter(audit_event::Column::ChainIndex.is_null())
+                .filter(audit_event::Column::Chain.eq(chain))
+                .order_by_asc(audit_event::Column::At)
+                .order_by_asc(audit_event::Column::Id)
+                .limit(SEAL_BATCH)
+                .all(&txn)
+                .await?
+        }
+        Placement::Update => Vec::new(),
+    };
+    for row in pending.iter_mut().chain(rows.iter_mut()) {
         index += 1;
         let h = hash(row, index, &prev);
         row.chain_index = Some(index);
@@ -289,13 +305,17 @@ async fn place(
     let stored = match how {
         Placement::Update => fill_chain_columns(&txn, rows).await?,
         Placement::Insert => {
-            let models = rows
-                .iter()
-                .map(|r| r.clone().into_active_model().reset_all());
-            audit_event::Entity::insert_many(models)
-                .exec_without_returning(&txn)
-                .await?;
-            true
+            if pending.is_empty() || fill_chain_columns(&txn, &pending).await? {
+                let models = rows
+                    .iter()
+                    .map(|r| r.clone().into_active_model().reset_all());
+                audit_event::Entity::insert_many(models)
+                    .exec_without_returning(&txn)
+                    .await?;
+                true
+            } else {
+                false
+            }
         }
     };
     if !stored {

@@ -16,7 +16,7 @@ use super::{
     context::{loader, services, viewer},
     errors::GqlResult,
     loaders::{
-        ChannelReads, ChatMembersOf, GuardianshipsOf, MembershipsOf, ParticipantsOf,
+        CaseParticipantsOf, ChannelReads, ChatMembersOf, GuardianshipsOf, MembershipsOf,
         ProvisioningOf, RoomKeyOf, SessionAccess,
     },
     organizations::{Organization, User},
@@ -513,7 +513,7 @@ impl ChatSession {
         let me = viewer(ctx).user()?.id;
         let (memberships, participants) = futures_util::try_join!(
             loader(ctx).load_one(MembershipsOf(me)),
-            loader(ctx).load_one(ParticipantsOf(case.id)),
+            loader(ctx).load_one(CaseParticipantsOf(case.id)),
         )?;
         if !sees_case(
             &memberships.unwrap_or_default(),

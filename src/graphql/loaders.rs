@@ -119,6 +119,8 @@ owned_key! {
 of_key! {
     /// The support staff of an appointment, for a check (not recorded: nothing is handed out).
     SupportStaffOf(AppointmentId);
+    /// The participants of a case, for a check (not recorded: nothing is handed out).
+    CaseParticipantsOf(CaseId);
     /// The memberships of a user.
     MembershipsOf(UserId);
     /// The guardian links of a user (the patients they are guardian of).
@@ -282,6 +284,7 @@ owned_rows!(MembersOf(CareTeamId) => CareTeamMember, care_team_members, CareTeam
 owned_rows!(ParticipantsOf(CaseId) => CaseParticipant, case_participants, CaseParticipant, |p| p.user_id);
 owned_rows!(StaffOf(AppointmentId) => User, support_staff, SupportStaff, |u| u.id);
 loader!(of SupportStaffOf(AppointmentId) => Vec<User>, support_staff);
+loader!(of CaseParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
 loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);
 loader!(of GuardianshipsOf(UserId) => Vec<Guardian>, guardianships);
 

@@ -10,7 +10,8 @@
 //!   fails for want of descriptors, so `/healthz` and `/readyz` keep answering.
 //! - A connection must send a request's headers within `CAREGRAPH_HEADER_READ_TIMEOUT_SECONDS`
 //!   of opening (a silent or trickling client is dropped), and a keep-alive connection with no
-//!   request in flight closes after `CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS`.
+//!   request in flight closes after `CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS` (a request is in flight
+//!   until its response body has been sent: a long download is not idle).
 //! - Accepting comes before serving: the loop drains the kernel's listen queue
 //!   (`CAREGRAPH_LISTEN_BACKLOG`) up to [`ACCEPT_BURST`] connections in a row, so a reconnect
 //!   storm waits in tasks, not in a queue whose overflow drops connects.
@@ -20,10 +21,12 @@ use std::{
     collections::HashMap,
     convert::Infallible,
     net::{IpAddr, SocketAddr},
+    pin::Pin,
     sync::{
         Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
+    task::{Context, Poll},
     time::{Duration, Instant},
 };
 
@@ -221,8 +224,36 @@ impl Activity {
     }
 }
 
-/// Ends a request's count when its response is produced (or the request is dropped).
+/// Ends a request's count when its response has been sent (the response body holds it: see
+/// [`CountedBody`]), or when the request is dropped.
 struct InFlight(Arc<Activity>);
+
+/// A response body that keeps its request counted in flight until hyper has sent it or dropped
+/// it, so a long streamed download (an audit export) is never taken for an idle connection.
+struct CountedBody {
+    inner: axum::body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for CountedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -324,9 +355,14 @@ async fn connection(
         request.extensions_mut().insert(slot.clone());
         let router = router.clone();
         async move {
-            let response = router.oneshot(request).await;
-            drop(in_flight);
-            Ok::<_, Infallible>(response.unwrap_or_else(|never| match never {}))
+            let response = router
+                .oneshot(request)
+                .await
+                .unwrap_or_else(|never| match never {});
+            Ok::<_, Infallible>(response.map(|inner| CountedBody {
+                inner,
+                _in_flight: in_flight,
+            }))
         }
     });
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -788,7 +788,52 @@ async fn an_export_link_is_single_use_expires_and_a_wrong_token_is_404() {
     assert_eq!(status, 200);
 }
 
-/// The process's resident set, in bytes.
+#[tokio::test]
+async fn a_download_that_outlasts_the_idle_timeout_arrives_whole() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS".into(), "1".into());
+    })
+    .await;
+    let c = app.clinic("audq9").await;
+    settle(&app).await;
+    let o = org(&c.org);
+    let rex = pid(&c.patient);
+    let total = 50_000usize;
+    let mut batch = Vec::with_capacity(10_000);
+    for i in 0..total {
+        batch.push(record(
+            t0() + Duration::seconds(i as i64 * 7),
+            AuditActor::User(uid(&c.vet.id)),
+            AuditEntry::read(AuditEntity::Patient, rex)
+                .org(o)
+                .patient(rex),
+        ));
+        if batch.len() == 10_000 {
+            insert(&app, &batch).await;
+            batch.clear();
+        }
+    }
+    let url = export_url(&app, &c.owner.token, &c.org, json!(null), "CSV").await;
+    let mut res = app.http.get(app.url(&url)).send().await.expect("download");
+    assert_eq!(res.status().as_u16(), 200);
+    // A slow reader: for three idle timeouts the server can send only as fast as this reads
+    // (about 10 MB do not fit in the sockets' buffers), then the rest is read at once.
+    let started = std::time::Instant::now();
+    let mut rows = 0usize;
+    while let Some(chunk) = res.chunk().await.expect("the body is not cut short") {
+        rows += chunk.iter().filter(|b| **b == b'\n').count();
+        if started.elapsed() < std::time::Duration::from_secs(3) {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    assert!(started.elapsed() > std::time::Duration::from_secs(3));
+    assert_eq!(
+        rows,
+        1 + total + 1,
+        "the header, every record and the export's record"
+    );
+}
+
 #[tokio::test]
 async fn an_export_of_200000_records_streams_in_chunks_of_at_most_1000_records() {
     let app = TestApp::spawn().await;

@@ -52,7 +52,11 @@ async fn records_appended_by_the_writer_are_stored_sealed_after_what_the_sealer_
     let vet = UserId::parse(&c.vet.id, "vet").expect("vet");
     let mut rows: Vec<_> = (0..3).map(|_| read(org, vet, &c.patient)).collect();
 
-    assert!(chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut rows).await.expect("append"));
+    assert!(
+        chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut rows)
+            .await
+            .expect("append")
+    );
 
     let after = chain_rows(&app, &c.org).await;
     assert_eq!(after.len(), before.len() + 3);
@@ -111,13 +115,25 @@ async fn an_append_a_database_refuses_stores_nothing_and_leaves_the_head_where_i
     let vet = UserId::parse(&c.vet.id, "vet").expect("vet");
     let stored = read(org, vet, &c.patient);
     let mut first = vec![stored.clone()];
-    assert!(chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut first).await.expect("append"));
+    assert!(
+        chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut first)
+            .await
+            .expect("append")
+    );
     // The same id again (a batch whose commit answer was lost): the insert fails as a whole.
     let mut again = vec![read(org, vet, &c.patient), stored];
-    assert!(chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut again).await.is_err());
+    assert!(
+        chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut again)
+            .await
+            .is_err()
+    );
 
     let after = chain_rows(&app, &c.org).await;
-    assert_eq!(after.len(), before.len() + 1, "nothing of the refused batch");
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "nothing of the refused batch"
+    );
     verify::verify(db, key.expose_secret().as_bytes(), Some(&c.org), |_, _| {})
         .await
         .expect("verify runs")

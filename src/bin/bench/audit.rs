@@ -234,5 +234,4 @@ pub async fn load(
         target_count,
         staff,
     })
-
 }

@@ -141,4 +141,3 @@ impl Server {
             .with_context(|| query.to_owned())
     }
 }
-
