@@ -53,6 +53,7 @@ impl Server {
             .current_dir(&dir)
             .env_remove("CAREGRAPH_REDIS_URL")
             .env("CAREGRAPH_DATABASE_URL", &database)
+            .env("CAREGRAPH_DEMO", "true")
             .env("CAREGRAPH_BIND", "127.0.0.1:0")
             .env("RUST_LOG", "warn");
         for (key, value) in env {
