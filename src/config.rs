@@ -53,6 +53,9 @@ pub struct Config {
     pub demo: Option<bool>,
     /// `CAREGRAPH_OPEN_SIGNUP` (default true): any signed-in user may create an organisation.
     pub open_signup: bool,
+    /// `CAREGRAPH_ALLOW_OVERBOOKING` (default false): staff may schedule, move or staff a person
+    /// into overlapping appointments (a guardian's request still needs a free slot).
+    pub allow_overbooking: bool,
     /// `CAREGRAPH_SHUTDOWN_GRACE_SECONDS` (default 20): how long in-flight work may finish on shutdown.
     pub shutdown_grace: Duration,
     /// `CAREGRAPH_LOG_FORMAT` (`pretty` | `json`; default pretty, json in production).
@@ -713,6 +716,7 @@ impl Config {
             graphql,
             demo,
             open_signup: vars.flag("CAREGRAPH_OPEN_SIGNUP")?.unwrap_or(true),
+            allow_overbooking: vars.flag("CAREGRAPH_ALLOW_OVERBOOKING")?.unwrap_or(false),
             metrics_token: vars.get("CAREGRAPH_METRICS_TOKEN").map(SecretString::from),
             otel: OtelConfig::from_vars(vars)?,
             shutdown_grace: vars.seconds("CAREGRAPH_SHUTDOWN_GRACE_SECONDS", 20)?,

@@ -140,6 +140,7 @@ impl Services {
             meetings,
             &config.jitsi,
             chats.clone(),
+            config.allow_overbooking,
         );
         Self {
             accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),

@@ -38,6 +38,8 @@ pub mod booking;
 struct ConflictFields {
     practitioner: &'static str,
     support: &'static str,
+    /// Staff chose the people and the practice allows overbooking: no overlap check.
+    overbooking: bool,
 }
 
 /// Input of `scheduleAppointment`.
@@ -104,6 +106,7 @@ pub struct AppointmentService {
     meetings: Arc<dyn MeetingLinks>,
     early: Duration,
     late: Duration,
+    overbooking: bool,
 }
 
 impl AppointmentService {
@@ -114,6 +117,7 @@ impl AppointmentService {
         meetings: Arc<dyn MeetingLinks>,
         jitsi: &JitsiConfig,
         chats: ChatService,
+        overbooking: bool,
     ) -> Self {
         Self {
             chats,
@@ -122,6 +126,7 @@ impl AppointmentService {
             meetings,
             early: Duration::minutes(jitsi.allow_early_minutes),
             late: Duration::minutes(jitsi.max_late_minutes),
+            overbooking,
         }
     }
 
@@ -211,6 +216,7 @@ impl AppointmentService {
             ConflictFields {
                 practitioner: "input.practitionerId",
                 support: "input.supportStaffIds",
+                overbooking: self.overbooking,
             },
         )
         .await
@@ -388,6 +394,7 @@ impl AppointmentService {
             ConflictFields {
                 practitioner: "startsAt",
                 support: "startsAt",
+                overbooking: self.overbooking,
             },
         )
         .await?;
@@ -446,6 +453,7 @@ impl AppointmentService {
             ConflictFields {
                 practitioner: "practitionerId",
                 support: "supportStaffIds",
+                overbooking: self.overbooking,
             },
         )
         .await?;
@@ -728,7 +736,8 @@ impl AppointmentService {
 
 /// Takes the booking locks of an appointment's practitioner and support staff in `txn` and
 /// checks that none of them takes part in another appointment (not cancelled, any organisation)
-/// that overlaps it; else `CONFLICT` naming the argument that brought them in.
+/// that overlaps it; else `CONFLICT` naming the argument that brought them in. Nothing is checked
+/// when staff chose the people and `CAREGRAPH_ALLOW_OVERBOOKING` is on.
 ///
 /// No double booking rests on this lock, not on timing: every path that puts a person into an
 /// appointment's time (scheduling, a guardian's request, a move, a change of staff) runs it in
@@ -745,7 +754,7 @@ async fn claim(
     support: &[UserId],
     fields: ConflictFields,
 ) -> AppResult<()> {
-    if appointment.status == AppointmentStatus::Cancelled {
+    if appointment.status == AppointmentStatus::Cancelled || fields.overbooking {
         return Ok(());
     }
     let mut people = vec![appointment.practitioner_id];

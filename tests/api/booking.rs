@@ -606,6 +606,29 @@ async fn who_may_set_availability_read_slots_and_request_appointments() {
 }
 
 #[tokio::test]
+async fn a_practice_that_allows_overbooking_may_schedule_a_vet_into_overlapping_appointments() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_ALLOW_OVERBOOKING".into(), "true".into());
+    })
+    .await;
+    let c = app.clinic("overbook").await;
+    let at = |minutes: i64| (Utc::now() + Duration::minutes(minutes)).to_rfc3339();
+    for start in [120, 140] {
+        let body = app
+            .gql(
+                Some(&c.owner.token),
+                SCHEDULE,
+                json!({"org": c.org, "input": schedule_input(&c, &at(start), 30, &[&c.tech.id])}),
+            )
+            .await;
+        assert!(
+            body["data"]["scheduleAppointment"]["id"].is_string(),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn scheduling_moving_or_staffing_someone_into_an_overlapping_appointment_is_a_conflict() {
     let app = TestApp::spawn().await;
     let c = app.clinic("overlap").await;

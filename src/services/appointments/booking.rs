@@ -279,6 +279,7 @@ impl AppointmentService {
             ConflictFields {
                 practitioner: "input.startsAt",
                 support: "input.startsAt",
+                overbooking: false,
             },
         )
         .await
