@@ -788,17 +788,10 @@ async fn an_export_link_is_single_use_expires_and_a_wrong_token_is_404() {
     assert_eq!(status, 200);
 }
 
-#[tokio::test]
-async fn a_download_that_outlasts_the_idle_timeout_arrives_whole() {
-    let app = TestApp::spawn_with(|v| {
-        v.insert("CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS".into(), "1".into());
-    })
-    .await;
-    let c = app.clinic("audq9").await;
-    settle(&app).await;
+/// Stores `total` READ records of the clinic's patient by its vet, 7 s apart, 10,000 per insert.
+async fn seed_reads(app: &TestApp, c: &Clinic, total: usize) {
     let o = org(&c.org);
     let rex = pid(&c.patient);
-    let total = 50_000usize;
     let mut batch = Vec::with_capacity(10_000);
     for i in 0..total {
         batch.push(record(
@@ -809,10 +802,23 @@ async fn a_download_that_outlasts_the_idle_timeout_arrives_whole() {
                 .patient(rex),
         ));
         if batch.len() == 10_000 {
-            insert(&app, &batch).await;
+            insert(app, &batch).await;
             batch.clear();
         }
     }
+    insert(app, &batch).await;
+}
+
+#[tokio::test]
+async fn a_download_that_outlasts_the_idle_timeout_arrives_whole() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS".into(), "1".into());
+    })
+    .await;
+    let c = app.clinic("audq9").await;
+    settle(&app).await;
+    let total = 50_000usize;
+    seed_reads(&app, &c, total).await;
     let url = export_url(&app, &c.owner.token, &c.org, json!(null), "CSV").await;
     let mut res = app.http.get(app.url(&url)).send().await.expect("download");
     assert_eq!(res.status().as_u16(), 200);
@@ -839,24 +845,8 @@ async fn an_export_of_200000_records_streams_in_chunks_of_at_most_1000_records()
     let app = TestApp::spawn().await;
     let c = app.clinic("audq6").await;
     settle(&app).await;
-    let o = org(&c.org);
-    let rex = pid(&c.patient);
     let total = 200_000usize;
-    let mut batch = Vec::with_capacity(10_000);
-    for i in 0..total {
-        batch.push(record(
-            t0() + Duration::seconds(i as i64 * 7),
-            AuditActor::User(uid(&c.vet.id)),
-            AuditEntry::read(AuditEntity::Patient, rex)
-                .org(o)
-                .patient(rex),
-        ));
-        if batch.len() == 10_000 {
-            insert(&app, &batch).await;
-            batch.clear();
-        }
-    }
-    drop(batch);
+    seed_reads(&app, &c, total).await;
     // The service's stream yields one chunk of at most 1,000 records at a time.
     let url = export_url(&app, &c.owner.token, &c.org, json!(null), "NDJSON").await;
     let grant = app
