@@ -36,7 +36,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection,
-    EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -306,12 +306,7 @@ async fn place(
         Placement::Update => fill_chain_columns(&txn, rows).await?,
         Placement::Insert => {
             if pending.is_empty() || fill_chain_columns(&txn, &pending).await? {
-                let models = rows
-                    .iter()
-                    .map(|r| r.clone().into_active_model().reset_all());
-                audit_event::Entity::insert_many(models)
-                    .exec_without_returning(&txn)
-                    .await?;
+                insert_rows(&txn, rows).await?;
                 true
             } else {
                 false
@@ -356,6 +351,101 @@ async fn place(
         txn.rollback().await?;
         Ok(ChainSealed::Conflict)
     }
+}
+
+/// The columns of `audit_events`, in the order [`insert_rows`] binds them.
+const COLUMNS: [&str; 17] = [
+    "id",
+    "at",
+    "chain",
+    "org_id",
+    "actor_kind",
+    "actor_id",
+    "action",
+    "entity_type",
+    "entity_id",
+    "patient_id",
+    "outcome",
+    "request_id",
+    "client_address",
+    "operation_name",
+    "chain_index",
+    "prev_hash",
+    "hash",
+];
+
+/// The most rows one INSERT of [`insert_rows`] carries (a power of two).
+const INSERT_CHUNK: usize = 32;
+
+/// The text of an INSERT of `rows` records into `audit_events` for `backend`.
+fn insert_sql(backend: sea_orm::DatabaseBackend, rows: usize) -> String {
+    let mut sql = format!("INSERT INTO audit_events ({}) VALUES ", COLUMNS.join(", "));
+    let mut n = 0;
+    for row in 0..rows {
+        sql.push_str(if row == 0 { "(" } else { ", (" });
+        for column in 0..COLUMNS.len() {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            match backend {
+                sea_orm::DatabaseBackend::Postgres => sql.push_str(&format!("${n}")),
+                _ => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// Inserts `rows` (complete records) in statements of [`INSERT_CHUNK`] rows and then of the
+/// powers of two below it, so that only a handful of statement texts exist: each is prepared
+/// once per connection and reused (the driver caches prepared statements by their text), and
+/// no ORM model is built or cloned per row.
+pub(super) async fn insert_rows(
+    txn: &impl ConnectionTrait,
+    rows: &[audit_event::Model],
+) -> AppResult<()> {
+    let backend = txn.get_database_backend();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let size = if rest.len() >= INSERT_CHUNK {
+            INSERT_CHUNK
+        } else {
+            1 << rest.len().ilog2()
+        };
+        let (chunk, tail) = rest.split_at(size);
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(size * COLUMNS.len());
+        for row in chunk {
+            values.extend([
+                row.id.clone().into(),
+                row.at.into(),
+                row.chain.clone().into(),
+                row.org_id.clone().into(),
+                row.actor_kind.clone().into(),
+                row.actor_id.clone().into(),
+                row.action.clone().into(),
+                row.entity_type.clone().into(),
+                row.entity_id.clone().into(),
+                row.patient_id.clone().into(),
+                row.outcome.clone().into(),
+                row.request_id.clone().into(),
+                row.client_address.clone().into(),
+                row.operation_name.clone().into(),
+                row.chain_index.into(),
+                row.prev_hash.clone().into(),
+                row.hash.clone().into(),
+            ]);
+        }
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            insert_sql(backend, size),
+            values,
+        ))
+        .await?;
+        rest = tail;
+    }
+    Ok(())
 }
 
 /// Fills the chain columns of stored, unsealed `rows` in one UPDATE; false when another sealer

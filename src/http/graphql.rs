@@ -288,20 +288,26 @@ async fn execute(
         && !response.errors.is_empty()
         && response.errors.iter().all(|e| e.path.is_empty());
     let extra_headers = response.http_headers.clone();
-    let mut body = match serde_json::to_value(&response) {
+    let (status, body) = if request_error && media == MediaType::GraphqlResponse {
+        // No `data` key at all in a request error's body: edit the tree (rare path).
+        let body = serde_json::to_value(&response).map(|mut body| {
+            if let Some(obj) = body.as_object_mut() {
+                obj.remove("data");
+            }
+            body.to_string().into_bytes()
+        });
+        (StatusCode::BAD_REQUEST, body)
+    } else {
+        // Straight to bytes: no intermediate JSON tree per response.
+        (StatusCode::OK, serde_json::to_vec(&response))
+    };
+    let body = match body {
         Ok(b) => b,
         Err(e) => {
             return crate::error::AppError::internal(e).into_response();
         }
     };
-    let mut status = StatusCode::OK;
-    if request_error && media == MediaType::GraphqlResponse {
-        if let Some(obj) = body.as_object_mut() {
-            obj.remove("data");
-        }
-        status = StatusCode::BAD_REQUEST;
-    }
-    let mut http = (status, body.to_string()).into_response();
+    let mut http = (status, body).into_response();
     http.headers_mut().extend(extra_headers);
     http.headers_mut()
         .insert(header::CONTENT_TYPE, media.content_type());

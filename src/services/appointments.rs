@@ -564,8 +564,8 @@ impl AppointmentService {
 
     /// The meeting as `viewer` sees it (the caller already may read the appointment; support
     /// staff and guardians come from the per-request loaders). `None` unless a teleconference.
-    /// Recorded: a `JOIN` of the `MEETING` when the caller's join link is handed out, else a
-    /// `READ` of it.
+    /// Recorded: a `JOIN` of the `MEETING` when the caller's join link is handed out; without
+    /// the link, the room and its state are the appointment's own data, read under its `READ`.
     pub async fn meeting(
         &self,
         viewer: &Viewer,
@@ -577,14 +577,11 @@ impl AppointmentService {
         let view = self
             .meeting_view(viewer, appointment, support, guardians, viewer_memberships)
             .await?;
-        if let Some(view) = &view {
-            let action = if view.join_url.is_some() {
-                AuditAction::Join
-            } else {
-                AuditAction::Read
-            };
+        if let Some(view) = &view
+            && view.join_url.is_some()
+        {
             viewer.audit.record(
-                AuditEntry::new(action, AuditEntity::Meeting, appointment.id)
+                AuditEntry::new(AuditAction::Join, AuditEntity::Meeting, appointment.id)
                     .org(appointment.org_id)
                     .patient(appointment.patient_id),
             );

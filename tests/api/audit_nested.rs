@@ -1,7 +1,7 @@
 //! Nested reads of patient-linked rows are recorded like the rest: one READ per care-team
 //! member, case participant and appointment support staff member handed out, and an
-//! appointment's `meeting` as a READ of the MEETING, or a JOIN when it hands out the caller's
-//! link.
+//! appointment's `meeting` as a JOIN of the MEETING when it hands out the caller's link (without
+//! the link it is part of the appointment's READ).
 
 use caregraph::db::entities::audit_event;
 use chrono::Utc;
@@ -171,7 +171,8 @@ async fn nested_members_participants_and_support_staff_record_one_read_per_row()
 }
 
 #[tokio::test]
-async fn an_appointments_meeting_is_a_read_until_it_hands_out_the_callers_link_then_a_join() {
+async fn an_appointments_meeting_is_the_appointments_read_until_it_hands_out_the_callers_link_then_a_join()
+ {
     let app = TestApp::spawn().await;
     let c = app.clinic("anmeet").await;
     const MEETING: &str =
@@ -182,14 +183,24 @@ async fn an_appointments_meeting_is_a_read_until_it_hands_out_the_callers_link_t
         body["data"]["appointment"]["meeting"]["joinUrl"].is_null(),
         "{body}"
     );
-    let meeting: Vec<_> = rows.iter().filter(|r| r.entity_type == "MEETING").collect();
-    assert_eq!(meeting.len(), 1, "{rows:?}");
+    assert!(rows.iter().all(|r| r.entity_type != "MEETING"), "{rows:?}");
+    let appointment: Vec<_> = rows
+        .iter()
+        .filter(|r| r.entity_type == "APPOINTMENT")
+        .collect();
+    assert_eq!(appointment.len(), 1, "{rows:?}");
     assert_eq!(
-        (meeting[0].action.as_str(), meeting[0].entity_id.as_deref()),
+        (
+            appointment[0].action.as_str(),
+            appointment[0].entity_id.as_deref()
+        ),
         ("READ", Some(later.as_str()))
     );
-    assert_eq!(meeting[0].patient_id.as_deref(), Some(c.patient.as_str()));
-    assert_eq!(meeting[0].org_id.as_deref(), Some(c.org.as_str()));
+    assert_eq!(
+        appointment[0].patient_id.as_deref(),
+        Some(c.patient.as_str())
+    );
+    assert_eq!(appointment[0].org_id.as_deref(), Some(c.org.as_str()));
 
     let now = schedule(&app, &c, "TELECONFERENCE", 0).await;
     let (body, rows) = step(&app, &c.vet.token, "n-now", MEETING, json!({"id": now})).await;
@@ -203,6 +214,8 @@ async fn an_appointments_meeting_is_a_read_until_it_hands_out_the_callers_link_t
         (meeting[0].action.as_str(), meeting[0].entity_id.as_deref()),
         ("JOIN", Some(now.as_str()))
     );
+    assert_eq!(meeting[0].patient_id.as_deref(), Some(c.patient.as_str()));
+    assert_eq!(meeting[0].org_id.as_deref(), Some(c.org.as_str()));
 
     // An in-person appointment has no meeting, so nothing of it is recorded.
     let in_person = schedule(&app, &c, "IN_PERSON", 60).await;

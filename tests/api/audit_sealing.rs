@@ -139,3 +139,43 @@ async fn an_append_a_database_refuses_stores_nothing_and_leaves_the_head_where_i
         .expect("verify runs")
         .expect("the chain holds: the head did not move");
 }
+
+#[tokio::test]
+async fn an_append_of_a_batch_that_is_no_power_of_two_stores_every_record_exactly_as_given() {
+    let app = TestApp::spawn().await;
+    let c = app.clinic("achunks").await;
+    let db = &app.state.services.db;
+    let key = retention::checkpoint_key(&app.state.config);
+    assert!(app.state.services.audit.written().await);
+    app.state.services.audit.seal().await.expect("seal");
+    let before = chain_rows(&app, &c.org).await;
+    let org = OrgId::parse(&c.org, "org").expect("org");
+    let vet = UserId::parse(&c.vet.id, "vet").expect("vet");
+    // 45 = 32 + 8 + 4 + 1 rows: every statement size the writer uses, with and without the
+    // optional columns.
+    let mut rows: Vec<_> = (0..45)
+        .map(|i| {
+            let mut row = read(org, vet, &c.patient);
+            if i % 3 == 0 {
+                row.request_id = None;
+                row.operation_name = None;
+                row.patient_id = Some(c.patient.clone());
+            }
+            row
+        })
+        .collect();
+
+    assert!(
+        chain::append(db, key.expose_secret().as_bytes(), &c.org, &mut rows)
+            .await
+            .expect("append")
+    );
+
+    let after = chain_rows(&app, &c.org).await;
+    assert_eq!(&after[before.len()..], rows.as_slice());
+    let summary = verify::verify(db, key.expose_secret().as_bytes(), Some(&c.org), |_, _| {})
+        .await
+        .expect("verify runs")
+        .expect("the chain holds");
+    assert_eq!(summary.records, after.len() as u64);
+}
