@@ -999,7 +999,10 @@ mod tests {
         assert_eq!(c.mail.invitation_ttl, Duration::from_secs(72 * 3600));
         assert!(c.mail.smtp_url.is_none());
         let on = config(&[
-            ("CAREGRAPH_SMTP_URL", "smtp://u:hunter2@mail.example.org:587?tls=required"),
+            (
+                "CAREGRAPH_SMTP_URL",
+                "smtp://u:hunter2@mail.example.org:587?tls=required",
+            ),
             ("CAREGRAPH_MAIL_FROM", "Clinic <noreply@example.org>"),
             ("CAREGRAPH_INVITATION_TTL_HOURS", "24"),
         ])
@@ -1007,9 +1010,18 @@ mod tests {
         assert_eq!(on.mail.invitation_ttl, Duration::from_secs(24 * 3600));
         assert!(!format!("{on:?}").contains("hunter2"));
         for (pairs, variable) in [
-            (vec![("CAREGRAPH_INVITATION_TTL_HOURS", "0")], "CAREGRAPH_INVITATION_TTL_HOURS"),
-            (vec![("CAREGRAPH_INVITATION_TTL_HOURS", "721")], "CAREGRAPH_INVITATION_TTL_HOURS"),
-            (vec![("CAREGRAPH_SMTP_URL", "smtp://mail.example.org")], "CAREGRAPH_MAIL_FROM"),
+            (
+                vec![("CAREGRAPH_INVITATION_TTL_HOURS", "0")],
+                "CAREGRAPH_INVITATION_TTL_HOURS",
+            ),
+            (
+                vec![("CAREGRAPH_INVITATION_TTL_HOURS", "721")],
+                "CAREGRAPH_INVITATION_TTL_HOURS",
+            ),
+            (
+                vec![("CAREGRAPH_SMTP_URL", "smtp://mail.example.org")],
+                "CAREGRAPH_MAIL_FROM",
+            ),
             (
                 vec![
                     ("CAREGRAPH_SMTP_URL", "http://u:hunter2@mail.example.org"),

@@ -322,7 +322,10 @@ impl MailQueue {
             .order_by_asc(outbound_mail::Column::NextAttemptAt)
             .one(&self.db)
             .await?
-            .map(|m| m.next_attempt_at.max(m.locked_until.unwrap_or(m.next_attempt_at))))
+            .map(|m| {
+                m.next_attempt_at
+                    .max(m.locked_until.unwrap_or(m.next_attempt_at))
+            }))
     }
 
     /// Claims up to a batch of due mails and tries each once; how many finished (sent, kept or
@@ -398,8 +401,8 @@ impl MailQueue {
                 true
             }
             Err(e) => {
-                let dead = matches!(e, MailError::Permanent(_))
-                    || attempts >= self.settings.max_attempts;
+                let dead =
+                    matches!(e, MailError::Permanent(_)) || attempts >= self.settings.max_attempts;
                 let message: String = e.to_string().chars().take(1000).collect();
                 update = update.col_expr(outbound_mail::Column::LastError, Expr::value(message));
                 if dead {

@@ -100,7 +100,11 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Invitations::Kind).string_len(16).not_null())
                     .col(id_col(Invitations::OrgId))
                     .col(ColumnDef::new(Invitations::PatientId).string_len(36).null())
-                    .col(ColumnDef::new(Invitations::Email).string_len(320).not_null())
+                    .col(
+                        ColumnDef::new(Invitations::Email)
+                            .string_len(320)
+                            .not_null(),
+                    )
                     .col(
                         ColumnDef::new(Invitations::GivenName)
                             .string_len(200)

@@ -25,9 +25,7 @@ fn to_domain(m: invitation::Model) -> AppResult<Invitation> {
         },
         ("GUARDIAN", Some(patient)) => InvitationKind::Guardian {
             patient_id: PatientId::from_db(patient)?,
-            relationship: GuardianRelationship::from_db(
-                m.relationship.as_deref().unwrap_or(""),
-            )?,
+            relationship: GuardianRelationship::from_db(m.relationship.as_deref().unwrap_or(""))?,
             can_chat: m.can_chat,
         },
         (other, _) => {
@@ -163,7 +161,10 @@ pub async fn mark_accepted(
 ) -> AppResult<bool> {
     let done = invitation::Entity::update_many()
         .col_expr(invitation::Column::AcceptedAt, Expr::value(now))
-        .col_expr(invitation::Column::AcceptedBy, Expr::value(user.as_string()))
+        .col_expr(
+            invitation::Column::AcceptedBy,
+            Expr::value(user.as_string()),
+        )
         .filter(invitation::Column::Id.eq(id.as_string()))
         .filter(pending_at(now))
         .exec(db)

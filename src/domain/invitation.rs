@@ -161,7 +161,12 @@ mod tests {
         assert_eq!(token.hash().len(), 64);
         assert_ne!(InvitationToken::generate().hash(), token.hash());
         assert!(!format!("{token:?}").contains(token.expose()));
-        for bad in ["", "short", "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!", &"A".repeat(44)] {
+        for bad in [
+            "",
+            "short",
+            "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+            &"A".repeat(44),
+        ] {
             assert!(InvitationToken::parse(bad, "token").is_err(), "{bad:?}");
         }
     }

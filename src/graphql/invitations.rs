@@ -265,10 +265,9 @@ impl InvitationMutation {
                     email: input.email,
                     given_name: input.given_name,
                     family_name: input.family_name,
-                    relationship: input.relationship.map_or(
-                        domain::care::GuardianRelationship::CoGuardian,
-                        Into::into,
-                    ),
+                    relationship: input
+                        .relationship
+                        .map_or(domain::care::GuardianRelationship::CoGuardian, Into::into),
                     can_chat: input.can_chat,
                 },
             )

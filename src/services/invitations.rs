@@ -91,7 +91,10 @@ impl std::fmt::Debug for InvitationView {
         f.debug_struct("InvitationView")
             .field("invitation", &self.invitation.id)
             .field("status", &self.status)
-            .field("accept_url", &self.accept_url.as_ref().map(|_| "<redacted>"))
+            .field(
+                "accept_url",
+                &self.accept_url.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -330,15 +333,9 @@ impl InvitationService {
         let (_, member) = member_of(&self.db, viewer, org_id).await?;
         let members_too = member.membership().role.manages_organization();
         let now = self.clock.now();
-        let page = db::invitations::page_of_org(
-            &self.db,
-            org_id,
-            pending_only,
-            members_too,
-            now,
-            page,
-        )
-        .await?;
+        let page =
+            db::invitations::page_of_org(&self.db, org_id, pending_only, members_too, now, page)
+                .await?;
         Ok(page.map(|i| self.view(i, None)))
     }
 
@@ -357,7 +354,9 @@ impl InvitationService {
                 }
             }
             InvitationKind::Guardian { patient_id, .. } => {
-                patient_staff(&self.db, viewer, *patient_id).await.map(|_| ())
+                patient_staff(&self.db, viewer, *patient_id)
+                    .await
+                    .map(|_| ())
             }
         };
         match allowed {
@@ -425,7 +424,10 @@ impl InvitationService {
             }
             found => {
                 passwords::validate_new(&password, "password")?;
-                (found.map(|(u, _)| u), Some(passwords::hash(password).await?))
+                (
+                    found.map(|(u, _)| u),
+                    Some(passwords::hash(password).await?),
+                )
             }
         };
         let now = self.clock.now();

@@ -28,9 +28,11 @@ use crate::helpers::{Clinic, TestApp, code, quick};
 const INVITE_MEMBER: &str = "mutation Invite($org: ID!, $input: InviteOrganizationMemberInput!) { inviteOrganizationMember(orgId: $org, input: $input) { id email expiresAt acceptUrl status kind role title organizationId invitedBy { id } } }";
 const INVITE_GUARDIAN: &str = "mutation InviteGuardian($p: ID!, $input: InviteGuardianInput!) { inviteGuardian(patientId: $p, input: $input) { id email expiresAt acceptUrl status kind patientId relationship canChat } }";
 const ACCEPT: &str = "mutation Accept($t: String!, $pw: String!) { acceptInvitation(token: $t, password: $pw) { accessToken expiresAt user { id email displayName } } }";
-const REVOKE: &str = "mutation Revoke($id: ID!) { revokeInvitation(id: $id) { id status revokedAt acceptUrl } }";
+const REVOKE: &str =
+    "mutation Revoke($id: ID!) { revokeInvitation(id: $id) { id status revokedAt acceptUrl } }";
 const LIST: &str = "query List($org: ID!, $first: Int, $after: String, $pending: Boolean) { invitations(orgId: $org, first: $first, after: $after, pendingOnly: $pending) { totalCount pageInfo { hasNextPage endCursor } edges { node { id email kind status acceptUrl } } } }";
-const LOGIN: &str = "mutation SignIn($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
+const LOGIN: &str =
+    "mutation SignIn($e: String!, $p: String!) { login(email: $e, password: $p) { accessToken } }";
 const COLLEAGUES: &str = "query($o: ID!) { colleagues(orgId: $o, first: 100, includeInactive: true) { edges { node { user { email } role title active } } } }";
 const PATIENT: &str =
     "query($id: ID!) { patient(id: $id) { guardians { user { email } relationship canChat } } }";
@@ -85,8 +87,13 @@ async fn login(app: &TestApp, email: &str, password: &str) -> Value {
 }
 
 async fn colleague_emails(app: &TestApp, c: &Clinic) -> Vec<String> {
-    app.ok(&c.owner.token, COLLEAGUES, json!({ "o": c.org }), "colleagues")
-        .await["edges"]
+    app.ok(
+        &c.owner.token,
+        COLLEAGUES,
+        json!({ "o": c.org }),
+        "colleagues",
+    )
+    .await["edges"]
         .as_array()
         .expect("edges")
         .iter()
@@ -121,7 +128,10 @@ async fn settled_mail(app: &TestApp, invitation_id: &str) -> StoredMail {
 
 /// Every audit record written so far.
 async fn audit_records(app: &TestApp) -> Vec<audit_event::Model> {
-    assert!(app.state.services.audit.written().await, "the audit queue drains");
+    assert!(
+        app.state.services.audit.written().await,
+        "the audit queue drains"
+    );
     audit_event::Entity::find()
         .all(&app.state.services.db)
         .await
@@ -149,8 +159,18 @@ async fn a_guardian_invitation_returns_its_url_and_accepting_it_makes_a_guardian
 
     // Pending: no account, no guardian link, no sign-in.
     assert_eq!(user_count(&app, "gus@ginv.example").await, 0);
-    assert_eq!(code(&login(&app, "gus@ginv.example", PASSWORD).await), "UNAUTHENTICATED");
-    let before = app.ok(&c.owner.token, PATIENT, json!({ "id": c.patient }), "patient").await;
+    assert_eq!(
+        code(&login(&app, "gus@ginv.example", PASSWORD).await),
+        "UNAUTHENTICATED"
+    );
+    let before = app
+        .ok(
+            &c.owner.token,
+            PATIENT,
+            json!({ "id": c.patient }),
+            "patient",
+        )
+        .await;
     assert!(!before.to_string().contains("gus@ginv.example"), "{before}");
 
     let accepted = accept(&app, &token, PASSWORD).await;
@@ -160,10 +180,22 @@ async fn a_guardian_invitation_returns_its_url_and_accepting_it_makes_a_guardian
     assert_eq!(payload["user"]["displayName"], "Gus Guardian");
     let guardian_token = payload["accessToken"].as_str().expect("token");
     let mine = app
-        .ok(guardian_token, "{ viewer { patients { id } } }", json!({}), "viewer")
+        .ok(
+            guardian_token,
+            "{ viewer { patients { id } } }",
+            json!({}),
+            "viewer",
+        )
         .await;
     assert_eq!(mine["patients"][0]["id"], c.patient.as_str(), "{mine}");
-    let after = app.ok(&c.owner.token, PATIENT, json!({ "id": c.patient }), "patient").await;
+    let after = app
+        .ok(
+            &c.owner.token,
+            PATIENT,
+            json!({ "id": c.patient }),
+            "patient",
+        )
+        .await;
     let gus = after["guardians"]
         .as_array()
         .expect("guardians")
@@ -180,18 +212,39 @@ async fn a_guardian_invitation_returns_its_url_and_accepting_it_makes_a_guardian
 async fn a_pending_member_cannot_sign_in_and_is_no_colleague_until_accepted() {
     let app = TestApp::spawn_with(quick).await;
     let c = app.clinic("minv").await;
-    let invited = invite_member(&app, &c.owner.token, &c.org, "nia@minv.example", "PRACTITIONER").await;
+    let invited = invite_member(
+        &app,
+        &c.owner.token,
+        &c.org,
+        "nia@minv.example",
+        "PRACTITIONER",
+    )
+    .await;
     assert_eq!(invited["role"], "PRACTITIONER");
     assert_eq!(invited["title"], "Nurse");
     assert_eq!(invited["organizationId"], c.org.as_str());
     assert_eq!(invited["invitedBy"]["id"], c.owner.id.as_str());
-    assert!(!colleague_emails(&app, &c).await.contains(&"nia@minv.example".to_owned()));
-    assert_eq!(code(&login(&app, "nia@minv.example", PASSWORD).await), "UNAUTHENTICATED");
+    assert!(
+        !colleague_emails(&app, &c)
+            .await
+            .contains(&"nia@minv.example".to_owned())
+    );
+    assert_eq!(
+        code(&login(&app, "nia@minv.example", PASSWORD).await),
+        "UNAUTHENTICATED"
+    );
 
     let token = token_of(invited["acceptUrl"].as_str().expect("url"));
     let accepted = accept(&app, &token, PASSWORD).await;
     assert!(accepted.get("errors").is_none(), "{accepted}");
-    let list = app.ok(&c.owner.token, COLLEAGUES, json!({ "o": c.org }), "colleagues").await;
+    let list = app
+        .ok(
+            &c.owner.token,
+            COLLEAGUES,
+            json!({ "o": c.org }),
+            "colleagues",
+        )
+        .await;
     let nia = list["edges"]
         .as_array()
         .expect("edges")
@@ -209,7 +262,9 @@ async fn a_pending_member_cannot_sign_in_and_is_no_colleague_until_accepted() {
 async fn only_owners_and_admins_invite_staff_and_nobody_invites_above_their_own_role() {
     let app = TestApp::spawn_with(quick).await;
     let c = app.clinic("rinv").await;
-    let (_, admin) = app.member(&c.owner.token, &c.org, "admin@rinv.example", "ADMIN").await;
+    let (_, admin) = app
+        .member(&c.owner.token, &c.org, "admin@rinv.example", "ADMIN")
+        .await;
     let body = |token: &str, role: &str| {
         let (app, org, token, role) = (&app, c.org.clone(), token.to_owned(), role.to_owned());
         async move {
@@ -232,7 +287,10 @@ async fn only_owners_and_admins_invite_staff_and_nobody_invites_above_their_own_
     assert!(as_owner.get("errors").is_none(), "{as_owner}");
     // An ADMIN cannot revoke an OWNER invitation either.
     let id = as_owner["data"]["inviteOrganizationMember"]["id"].clone();
-    assert_eq!(code(&app.gql(Some(&admin), REVOKE, json!({ "id": id })).await), "FORBIDDEN");
+    assert_eq!(
+        code(&app.gql(Some(&admin), REVOKE, json!({ "id": id })).await),
+        "FORBIDDEN"
+    );
 }
 
 #[tokio::test]
@@ -288,7 +346,12 @@ async fn an_invitation_works_once_and_a_second_accept_changes_nothing() {
     let signed_in = login(&app, "once@oinv.example", PASSWORD).await;
     assert!(signed_in.get("errors").is_none(), "{signed_in}");
     let listed = app
-        .ok(&c.owner.token, LIST, json!({ "org": c.org, "pending": false }), "invitations")
+        .ok(
+            &c.owner.token,
+            LIST,
+            json!({ "org": c.org, "pending": false }),
+            "invitations",
+        )
         .await;
     assert_eq!(listed["edges"][0]["node"]["status"], "ACCEPTED", "{listed}");
 }
@@ -309,7 +372,13 @@ async fn an_expired_invitation_is_refused_and_changes_nothing() {
         .parse()
         .expect("a time");
     let made = caregraph::clock::Clock::now(&clock);
-    assert!((expires - made - chrono::Duration::hours(24)).num_seconds().abs() <= 1, "{expires} vs {made}");
+    assert!(
+        (expires - made - chrono::Duration::hours(24))
+            .num_seconds()
+            .abs()
+            <= 1,
+        "{expires} vs {made}"
+    );
     clock.advance(chrono::Duration::hours(24) + chrono::Duration::seconds(1));
     let token = token_of(invited["acceptUrl"].as_str().expect("url"));
     let late = accept(&app, &token, PASSWORD).await;
@@ -320,7 +389,12 @@ async fn an_expired_invitation_is_refused_and_changes_nothing() {
         .await;
     assert_eq!(pending["totalCount"], 0, "{pending}");
     let all = app
-        .ok(&c.owner.token, LIST, json!({ "org": c.org, "pending": false }), "invitations")
+        .ok(
+            &c.owner.token,
+            LIST,
+            json!({ "org": c.org, "pending": false }),
+            "invitations",
+        )
         .await;
     assert_eq!(all["edges"][0]["node"]["status"], "EXPIRED", "{all}");
 }
@@ -329,7 +403,8 @@ async fn an_expired_invitation_is_refused_and_changes_nothing() {
 async fn the_token_is_stored_only_as_its_sha256_and_audit_records_hold_ids_only() {
     let app = TestApp::spawn_with(quick).await;
     let c = app.clinic("hinv").await;
-    let invited = invite_guardian(&app, &c.tech.token, &c.patient, "planted-gus@hinv.example").await;
+    let invited =
+        invite_guardian(&app, &c.tech.token, &c.patient, "planted-gus@hinv.example").await;
     let token = token_of(invited["acceptUrl"].as_str().expect("url"));
     let id = invited["id"].as_str().expect("id").to_owned();
     let rows = invitation::Entity::find()
@@ -337,7 +412,10 @@ async fn the_token_is_stored_only_as_its_sha256_and_audit_records_hold_ids_only(
         .await
         .expect("rows");
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].token_hash, hex::encode(Sha256::digest(token.as_bytes())));
+    assert_eq!(
+        rows[0].token_hash,
+        hex::encode(Sha256::digest(token.as_bytes()))
+    );
     assert!(!format!("{:?}", rows[0]).contains(&token));
     let accepted = accept(&app, &token, PASSWORD).await;
     let new_user = accepted["data"]["acceptInvitation"]["user"]["id"]
@@ -351,24 +429,31 @@ async fn the_token_is_stored_only_as_its_sha256_and_audit_records_hold_ids_only(
         .filter(|r| r.entity_type == "INVITATION")
         .collect();
     assert_eq!(of_invitation.len(), 2, "{of_invitation:?}");
-    let created = of_invitation.iter().find(|r| r.action == "CREATE").expect("CREATE");
+    let created = of_invitation
+        .iter()
+        .find(|r| r.action == "CREATE")
+        .expect("CREATE");
     assert_eq!(created.entity_id.as_deref(), Some(id.as_str()));
     assert_eq!(created.actor_id.as_deref(), Some(c.tech.id.as_str()));
     assert_eq!(created.org_id.as_deref(), Some(c.org.as_str()));
     assert_eq!(created.patient_id.as_deref(), Some(c.patient.as_str()));
-    let used = of_invitation.iter().find(|r| r.action == "UPDATE").expect("accept");
+    let used = of_invitation
+        .iter()
+        .find(|r| r.action == "UPDATE")
+        .expect("accept");
     assert_eq!(used.entity_id.as_deref(), Some(id.as_str()));
     assert_eq!(used.actor_id.as_deref(), Some(new_user.as_str()));
     assert!(
-        records
-            .iter()
-            .any(|r| r.entity_type == "GUARDIAN"
-                && r.action == "CREATE"
-                && r.entity_id.as_deref() == Some(new_user.as_str())),
+        records.iter().any(|r| r.entity_type == "GUARDIAN"
+            && r.action == "CREATE"
+            && r.entity_id.as_deref() == Some(new_user.as_str())),
         "the guardian link is recorded"
     );
     let everything = format!("{records:?}");
-    assert!(!everything.contains("planted-gus"), "no email in audit records");
+    assert!(
+        !everything.contains("planted-gus"),
+        "no email in audit records"
+    );
     assert!(!everything.contains(&token), "no token in audit records");
 }
 
@@ -377,23 +462,48 @@ async fn an_existing_account_accepts_with_its_own_password_and_keeps_it() {
     let app = TestApp::spawn_with(quick).await;
     let c = app.clinic("xinv").await;
     // The stranger has an account (password "a long password 1") and no role in the clinic.
-    let invited = invite_member(&app, &c.owner.token, &c.org, "stranger@xinv.example", "STAFF").await;
+    let invited = invite_member(
+        &app,
+        &c.owner.token,
+        &c.org,
+        "stranger@xinv.example",
+        "STAFF",
+    )
+    .await;
     let token = token_of(invited["acceptUrl"].as_str().expect("url"));
     let wrong = accept(&app, &token, "not the password at all").await;
     assert_eq!(code(&wrong), "UNAUTHENTICATED", "{wrong}");
-    assert!(!colleague_emails(&app, &c).await.contains(&"stranger@xinv.example".to_owned()));
+    assert!(
+        !colleague_emails(&app, &c)
+            .await
+            .contains(&"stranger@xinv.example".to_owned())
+    );
     let right = accept(&app, &token, "a long password 1").await;
     assert!(right.get("errors").is_none(), "{right}");
-    assert_eq!(right["data"]["acceptInvitation"]["user"]["id"], c.stranger.id.as_str());
-    assert!(colleague_emails(&app, &c).await.contains(&"stranger@xinv.example".to_owned()));
+    assert_eq!(
+        right["data"]["acceptInvitation"]["user"]["id"],
+        c.stranger.id.as_str()
+    );
+    assert!(
+        colleague_emails(&app, &c)
+            .await
+            .contains(&"stranger@xinv.example".to_owned())
+    );
     let kept = login(&app, "stranger@xinv.example", "a long password 1").await;
-    assert!(kept.get("errors").is_none(), "the password is unchanged: {kept}");
+    assert!(
+        kept.get("errors").is_none(),
+        "the password is unchanged: {kept}"
+    );
     let memberships = membership::Entity::find()
         .filter(membership::Column::UserId.eq(c.stranger.id.as_str()))
         .all(&app.state.services.db)
         .await
         .expect("memberships");
-    assert_eq!(memberships.len(), 2, "their own organisation and the clinic");
+    assert_eq!(
+        memberships.len(),
+        2,
+        "their own organisation and the clinic"
+    );
 }
 
 #[tokio::test]
@@ -407,7 +517,11 @@ async fn a_guardian_account_without_a_password_gets_the_one_chosen_on_acceptance
     assert_eq!(code(&short), "BAD_USER_INPUT");
     assert_eq!(short["errors"][0]["extensions"]["field"], "password");
     let accepted = accept(&app, &token, PASSWORD).await;
-    assert_eq!(accepted["data"]["acceptInvitation"]["user"]["id"], c.co_guardian.id.as_str(), "{accepted}");
+    assert_eq!(
+        accepted["data"]["acceptInvitation"]["user"]["id"],
+        c.co_guardian.id.as_str(),
+        "{accepted}"
+    );
     let signed_in = login(&app, "co@pinv.example", PASSWORD).await;
     assert!(signed_in.get("errors").is_none(), "{signed_in}");
 }
@@ -417,8 +531,14 @@ async fn inviting_a_member_a_guardian_or_a_pending_invitee_again_is_a_conflict()
     let app = TestApp::spawn_with(quick).await;
     let c = app.clinic("cinv").await;
     for (query, vars) in [
-        (INVITE_MEMBER, json!({ "org": c.org, "input": member_input("vet@cinv.example", "STAFF") })),
-        (INVITE_GUARDIAN, json!({ "p": c.patient, "input": guardian_input("client@cinv.example") })),
+        (
+            INVITE_MEMBER,
+            json!({ "org": c.org, "input": member_input("vet@cinv.example", "STAFF") }),
+        ),
+        (
+            INVITE_GUARDIAN,
+            json!({ "p": c.patient, "input": guardian_input("client@cinv.example") }),
+        ),
     ] {
         let body = app.gql(Some(&c.owner.token), query, vars).await;
         assert_eq!(code(&body), "CONFLICT", "{body}");
@@ -454,8 +574,21 @@ async fn a_revoked_invitation_cannot_be_accepted_and_its_mail_keeps_no_link() {
     let id = invited["id"].as_str().expect("id").to_owned();
     let token = token_of(invited["acceptUrl"].as_str().expect("url"));
     settled_mail(&app, &id).await;
-    assert_eq!(code(&app.gql(Some(&c.outsider.token), REVOKE, json!({ "id": id })).await), "NOT_FOUND");
-    let revoked = app.ok(&c.tech.token, REVOKE, json!({ "id": id }), "revokeInvitation").await;
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.outsider.token), REVOKE, json!({ "id": id }))
+                .await
+        ),
+        "NOT_FOUND"
+    );
+    let revoked = app
+        .ok(
+            &c.tech.token,
+            REVOKE,
+            json!({ "id": id }),
+            "revokeInvitation",
+        )
+        .await;
     assert_eq!(revoked["status"], "REVOKED");
     assert!(revoked["acceptUrl"].is_null());
     let refused = accept(&app, &token, PASSWORD).await;
@@ -463,7 +596,9 @@ async fn a_revoked_invitation_cannot_be_accepted_and_its_mail_keeps_no_link() {
     assert_eq!(user_count(&app, "gone@vinv.example").await, 0);
     let mail = settled_mail(&app, &id).await;
     assert_eq!(mail.body, None, "the revoked link is gone from the outbox");
-    let pending = app.ok(&c.owner.token, LIST, json!({ "org": c.org }), "invitations").await;
+    let pending = app
+        .ok(&c.owner.token, LIST, json!({ "org": c.org }), "invitations")
+        .await;
     assert_eq!(pending["totalCount"], 0, "{pending}");
 }
 
@@ -475,7 +610,12 @@ async fn pending_invitations_are_listed_newest_first_and_other_staff_see_guardia
     invite_guardian(&app, &c.tech.token, &c.patient, "g1@linv.example").await;
     invite_member(&app, &c.owner.token, &c.org, "m2@linv.example", "STAFF").await;
     let page = app
-        .ok(&c.owner.token, LIST, json!({ "org": c.org, "first": 2 }), "invitations")
+        .ok(
+            &c.owner.token,
+            LIST,
+            json!({ "org": c.org, "first": 2 }),
+            "invitations",
+        )
         .await;
     assert_eq!(page["totalCount"], 3);
     let emails: Vec<_> = page["edges"]
@@ -484,9 +624,15 @@ async fn pending_invitations_are_listed_newest_first_and_other_staff_see_guardia
         .iter()
         .map(|e| e["node"]["email"].clone())
         .collect();
-    assert_eq!(emails, vec![json!("m2@linv.example"), json!("g1@linv.example")]);
+    assert_eq!(
+        emails,
+        vec![json!("m2@linv.example"), json!("g1@linv.example")]
+    );
     assert_eq!(page["pageInfo"]["hasNextPage"], true);
-    assert!(page["edges"][0]["node"]["acceptUrl"].is_null(), "the URL is shown once");
+    assert!(
+        page["edges"][0]["node"]["acceptUrl"].is_null(),
+        "the URL is shown once"
+    );
     let rest = app
         .ok(
             &c.owner.token,
@@ -496,10 +642,18 @@ async fn pending_invitations_are_listed_newest_first_and_other_staff_see_guardia
         )
         .await;
     assert_eq!(rest["edges"][0]["node"]["email"], "m1@linv.example");
-    let staff = app.ok(&c.tech.token, LIST, json!({ "org": c.org }), "invitations").await;
+    let staff = app
+        .ok(&c.tech.token, LIST, json!({ "org": c.org }), "invitations")
+        .await;
     assert_eq!(staff["totalCount"], 1, "{staff}");
     assert_eq!(staff["edges"][0]["node"]["kind"], "GUARDIAN");
-    assert_eq!(code(&app.gql(Some(&c.client.token), LIST, json!({ "org": c.org })).await), "NOT_FOUND");
+    assert_eq!(
+        code(
+            &app.gql(Some(&c.client.token), LIST, json!({ "org": c.org }))
+                .await
+        ),
+        "NOT_FOUND"
+    );
 }
 
 #[tokio::test]
@@ -516,7 +670,14 @@ async fn without_smtp_the_mail_stays_in_the_local_outbox_until_the_invitation_is
     let body = mail.body.expect("the operator reads the body");
     assert!(body.contains(&url), "{body}");
     assert!(body.contains("Hello Nia"), "{body}");
-    let recent = app.state.services.invitations.mail().recent(10).await.expect("recent");
+    let recent = app
+        .state
+        .services
+        .invitations
+        .mail()
+        .recent(10)
+        .await
+        .expect("recent");
     assert_eq!(recent[0].id, mail.id);
     let accepted = accept(&app, &token_of(&url), PASSWORD).await;
     assert!(accepted.get("errors").is_none(), "{accepted}");
@@ -532,13 +693,18 @@ async fn accepting_is_rate_limited_per_client_address_like_login() {
     })
     .await;
     for _ in 0..3 {
-        let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+        let token =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
         let body = accept(&app, &token, PASSWORD).await;
         assert_eq!(code(&body), "NOT_FOUND", "{body}");
     }
     let limited = accept(&app, "whatever", PASSWORD).await;
     assert_eq!(code(&limited), "RATE_LIMITED", "{limited}");
-    assert!(limited["errors"][0]["extensions"]["retryAfterSeconds"].as_u64().is_some());
+    assert!(
+        limited["errors"][0]["extensions"]["retryAfterSeconds"]
+            .as_u64()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -552,14 +718,38 @@ async fn a_malformed_token_is_bad_input_naming_the_field() {
 #[tokio::test]
 async fn the_accept_page_is_served_with_a_strict_content_security_policy() {
     let app = TestApp::spawn_with(quick).await;
-    let page = app.http.get(app.url("/accept-invitation")).send().await.expect("page");
+    let page = app
+        .http
+        .get(app.url("/accept-invitation"))
+        .send()
+        .await
+        .expect("page");
     assert_eq!(page.status(), 200);
-    let csp = page.headers()["content-security-policy"].to_str().expect("csp").to_owned();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned();
     assert!(csp.contains("script-src 'self'"), "{csp}");
-    assert!(page.text().await.expect("html").contains("/accept-invitation/accept.js"));
-    let script = app.http.get(app.url("/accept-invitation/accept.js")).send().await.expect("js");
+    assert!(
+        page.text()
+            .await
+            .expect("html")
+            .contains("/accept-invitation/accept.js")
+    );
+    let script = app
+        .http
+        .get(app.url("/accept-invitation/accept.js"))
+        .send()
+        .await
+        .expect("js");
     assert_eq!(script.status(), 200);
-    assert!(script.text().await.expect("js").contains("acceptInvitation"));
+    assert!(
+        script
+            .text()
+            .await
+            .expect("js")
+            .contains("acceptInvitation")
+    );
 }
 
 /// What the fake SMTP server received in one session.
@@ -593,7 +783,9 @@ impl FakeSmtp {
         tokio::spawn(async move {
             // Bounded: a test opens a handful of connections.
             for _ in 0..50 {
-                let Ok((socket, _)) = listener.accept().await else { return };
+                let Ok((socket, _)) = listener.accept().await else {
+                    return;
+                };
                 let n = {
                     let mut c = count.lock().expect("count");
                     *c += 1;
@@ -624,7 +816,9 @@ async fn session(
 ) -> std::io::Result<()> {
     let (read, mut write) = socket.into_split();
     if refuse {
-        write.write_all(b"421 4.3.2 fake.smtp busy, try later\r\n").await?;
+        write
+            .write_all(b"421 4.3.2 fake.smtp busy, try later\r\n")
+            .await?;
         return Ok(());
     }
     write.write_all(b"220 fake.smtp ESMTP\r\n").await?;
@@ -644,7 +838,9 @@ async fn session(
                 .unwrap_or_default()
         };
         if upper.starts_with("EHLO") || upper.starts_with("HELO") {
-            write.write_all(b"250-fake.smtp\r\n250 AUTH PLAIN\r\n").await?;
+            write
+                .write_all(b"250-fake.smtp\r\n250 AUTH PLAIN\r\n")
+                .await?;
         } else if upper.starts_with("AUTH PLAIN") {
             let encoded = match line.split_whitespace().nth(2) {
                 Some(initial) => initial.to_owned(),
@@ -660,7 +856,10 @@ async fn session(
                 .split(|b| *b == 0)
                 .map(|p| String::from_utf8_lossy(p).into_owned())
                 .collect();
-            current.auth = parts.get(1).zip(parts.get(2)).map(|(u, p)| (u.clone(), p.clone()));
+            current.auth = parts
+                .get(1)
+                .zip(parts.get(2))
+                .map(|(u, p)| (u.clone(), p.clone()));
             write.write_all(b"235 2.7.0 accepted\r\n").await?;
         } else if upper.starts_with("MAIL FROM:") {
             current.from = address();
@@ -725,8 +924,14 @@ fn smtp_vars(smtp: &FakeSmtp) -> impl FnOnce(&mut std::collections::HashMap<Stri
     move |v| {
         quick(v);
         v.insert("CAREGRAPH_SMTP_URL".into(), url);
-        v.insert("CAREGRAPH_MAIL_FROM".into(), "Clinic <noreply@clinic.example>".into());
-        v.insert("CAREGRAPH_PUBLIC_URL".into(), "https://care.example.org/".into());
+        v.insert(
+            "CAREGRAPH_MAIL_FROM".into(),
+            "Clinic <noreply@clinic.example>".into(),
+        );
+        v.insert(
+            "CAREGRAPH_PUBLIC_URL".into(),
+            "https://care.example.org/".into(),
+        );
     }
 }
 
@@ -737,19 +942,36 @@ async fn the_smtp_adapter_sends_the_exact_envelope_with_the_accept_url() {
     let c = app.clinic("smtp").await;
     let invited = invite_member(&app, &c.owner.token, &c.org, "Nia@SMTP.example", "STAFF").await;
     let url = invited["acceptUrl"].as_str().expect("url").to_owned();
-    assert!(url.starts_with("https://care.example.org/accept-invitation#token="), "{url}");
+    assert!(
+        url.starts_with("https://care.example.org/accept-invitation#token="),
+        "{url}"
+    );
     let mail = settled_mail(&app, invited["id"].as_str().expect("id")).await;
     assert_eq!(mail.status, "sent", "{mail:?}");
     assert_eq!(mail.body, None, "a sent mail keeps no link");
     let got = smtp.mails();
     assert_eq!(got.len(), 1, "{got:?}");
-    assert_eq!(got[0].auth, Some(("smtp-user".to_owned(), "smtp pass".to_owned())));
+    assert_eq!(
+        got[0].auth,
+        Some(("smtp-user".to_owned(), "smtp pass".to_owned()))
+    );
     assert_eq!(got[0].from, "noreply@clinic.example");
     assert_eq!(got[0].to, vec!["nia@smtp.example".to_owned()]);
-    assert!(got[0].data.contains("Subject: Invitation to smtp Clinic"), "{}", got[0].data);
-    assert!(got[0].data.contains("To: nia@smtp.example"), "{}", got[0].data);
+    assert!(
+        got[0].data.contains("Subject: Invitation to smtp Clinic"),
+        "{}",
+        got[0].data
+    );
+    assert!(
+        got[0].data.contains("To: nia@smtp.example"),
+        "{}",
+        got[0].data
+    );
     let body = body_text(&got[0].data);
-    assert!(body.contains(&url), "the body carries the accept URL: {body}");
+    assert!(
+        body.contains(&url),
+        "the body carries the accept URL: {body}"
+    );
 }
 
 #[tokio::test]
