@@ -45,8 +45,9 @@ pub struct Services {
     pub patients: patients::PatientService,
     /// Consent and compliance groups.
     pub consent: consent::ConsentService,
-    /// Invitations of staff and guardians.
-    pub invitations: invitations::InvitationService,
+    /// Invitations of staff and guardians (behind an `Arc`: `Services` travels inside request
+    /// futures, which must stay small).
+    pub invitations: Arc<invitations::InvitationService>,
     /// Care teams.
     pub care_teams: care_teams::CareTeamService,
     /// Cases.
@@ -154,7 +155,7 @@ impl Services {
         );
         let accounts = accounts::AccountService::new(config.clone(), db.clone(), auth);
         Self {
-            invitations: invitations::InvitationService::new(
+            invitations: Arc::new(invitations::InvitationService::new(
                 &config,
                 db.clone(),
                 clock.clone(),
@@ -162,7 +163,7 @@ impl Services {
                 accounts.clone(),
                 mail,
                 public_url,
-            ),
+            )),
             accounts,
             organizations: organizations::OrganizationService::new(
                 config.clone(),

@@ -202,8 +202,9 @@ impl InvitationQuery {
         org_id: ID,
         first: Option<i32>,
         after: Option<String>,
-        #[graphql(default = true)] pending_only: bool,
+        #[graphql(default_with = "Some(true)")] pending_only: Option<bool>,
     ) -> GqlResult<Conn<Invitation>> {
+        let pending_only = pending_only.unwrap_or(true);
         let org = OrgId::parse(&org_id, "orgId")?;
         let request = pagination::request(first, after)?;
         let has_previous = request.after.is_some();
