@@ -300,17 +300,11 @@ impl MailQueue {
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "mail round failed"),
             }
-            let nap = match self.next_due().await {
-                Ok(Some(due)) => (due - self.clock.now())
-                    .to_std()
-                    .unwrap_or_default()
-                    .min(self.settings.poll),
-                _ => self.settings.poll,
-            };
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(nap) => {}
+            let due = self.next_due().await.ok().flatten();
+            if !crate::backoff::rest(&stop, &self.wake, due, self.clock.now(), self.settings.poll)
+                .await
+            {
+                break;
             }
         }
         tracing::info!("mail worker stopped");

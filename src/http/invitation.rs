@@ -58,22 +58,16 @@ const SCRIPT: &str = r#""use strict";
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; \
 connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
-fn secured(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+fn secured(response: Response) -> Response {
+    super::graphiql::with_headers(
+        response,
+        &[
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+    )
 }
 
 /// The accept page.

@@ -86,6 +86,17 @@ async fn login(app: &TestApp, email: &str, password: &str) -> Value {
         .await
 }
 
+/// Every invitation of the clinic, as its OWNER sees them, newest first.
+async fn every_invitation(app: &TestApp, c: &Clinic) -> Value {
+    app.ok(
+        &c.owner.token,
+        LIST,
+        json!({ "org": c.org, "pending": false }),
+        "invitations",
+    )
+    .await
+}
+
 async fn colleague_emails(app: &TestApp, c: &Clinic) -> Vec<String> {
     app.ok(
         &c.owner.token,
@@ -345,14 +356,7 @@ async fn an_invitation_works_once_and_a_second_accept_changes_nothing() {
     );
     let signed_in = login(&app, "once@oinv.example", PASSWORD).await;
     assert!(signed_in.get("errors").is_none(), "{signed_in}");
-    let listed = app
-        .ok(
-            &c.owner.token,
-            LIST,
-            json!({ "org": c.org, "pending": false }),
-            "invitations",
-        )
-        .await;
+    let listed = every_invitation(&app, &c).await;
     assert_eq!(listed["edges"][0]["node"]["status"], "ACCEPTED", "{listed}");
 }
 
@@ -388,14 +392,7 @@ async fn an_expired_invitation_is_refused_and_changes_nothing() {
         .ok(&c.owner.token, LIST, json!({ "org": c.org }), "invitations")
         .await;
     assert_eq!(pending["totalCount"], 0, "{pending}");
-    let all = app
-        .ok(
-            &c.owner.token,
-            LIST,
-            json!({ "org": c.org, "pending": false }),
-            "invitations",
-        )
-        .await;
+    let all = every_invitation(&app, &c).await;
     assert_eq!(all["edges"][0]["node"]["status"], "EXPIRED", "{all}");
 }
 
