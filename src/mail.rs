@@ -252,6 +252,23 @@ pub async fn withdraw_for_invitation(
     Ok(())
 }
 
+/// The most recent mails, newest first (at most `limit`): what the operator reads when no SMTP
+/// server is configured (`caregraph mails`).
+pub async fn recent(
+    db: &impl ConnectionTrait,
+    limit: u64,
+) -> Result<Vec<StoredMail>, sea_orm::DbErr> {
+    Ok(outbound_mail::Entity::find()
+        .order_by_desc(outbound_mail::Column::CreatedAt)
+        .order_by_desc(outbound_mail::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(stored)
+        .collect())
+}
+
 /// A mail that may be claimed at `now`: pending, due, and not leased.
 fn claimable(now: DateTime<Utc>) -> Condition {
     Condition::all()
@@ -424,18 +441,9 @@ impl MailQueue {
         Ok(finished)
     }
 
-    /// The most recent mails, newest first (at most `limit`): what the operator reads when no
-    /// SMTP server is configured.
+    /// The most recent mails, newest first (at most `limit`).
     pub async fn recent(&self, limit: u64) -> Result<Vec<StoredMail>, sea_orm::DbErr> {
-        Ok(outbound_mail::Entity::find()
-            .order_by_desc(outbound_mail::Column::CreatedAt)
-            .order_by_desc(outbound_mail::Column::Id)
-            .limit(limit)
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(stored)
-            .collect())
+        recent(&self.db, limit).await
     }
 
     /// The mails of one invitation, oldest first.
@@ -451,5 +459,22 @@ impl MailQueue {
             .into_iter()
             .map(stored)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mail;
+
+    #[test]
+    fn a_mails_debug_output_leaves_out_the_address_and_the_body() {
+        let mail = Mail {
+            to: "planted@example.org".into(),
+            subject: "Invitation to a clinic".into(),
+            body: "https://care.example.org/accept-invitation#token=planted-token".into(),
+        };
+        let debug = format!("{mail:?}");
+        assert!(!debug.contains("planted"), "{debug}");
+        assert!(debug.contains("Invitation to a clinic"));
     }
 }

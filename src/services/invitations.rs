@@ -597,3 +597,36 @@ fn invitation_mail(invitation: &Invitation, org_name: &str, inviter: &User, url:
         body,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invitation_views_debug_output_leaves_out_the_accept_url() {
+        let now = Utc::now();
+        let view = InvitationView {
+            invitation: Invitation {
+                id: InvitationId::new(),
+                org_id: OrgId::new(),
+                email: "planted@example.org".into(),
+                given_name: "A".into(),
+                family_name: "B".into(),
+                kind: InvitationKind::Member {
+                    role: OrgRole::Staff,
+                    title: None,
+                },
+                invited_by: None,
+                created_at: now,
+                expires_at: now,
+                accepted_at: None,
+                accepted_by: None,
+                revoked_at: None,
+            },
+            status: InvitationStatus::Pending,
+            accept_url: Some("https://x.example/accept-invitation#token=planted".into()),
+        };
+        let debug = format!("{view:?}");
+        assert!(!debug.contains("planted"), "{debug}");
+    }
+}

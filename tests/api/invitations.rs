@@ -683,6 +683,34 @@ async fn without_smtp_the_mail_stays_in_the_local_outbox_until_the_invitation_is
 }
 
 #[tokio::test]
+async fn the_operator_reads_the_kept_mail_with_caregraph_mails() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("cmail").await;
+    let invited = invite_member(&app, &c.owner.token, &c.org, "cli@cmail.example", "STAFF").await;
+    let url = invited["acceptUrl"].as_str().expect("url").to_owned();
+    settled_mail(&app, invited["id"].as_str().expect("id")).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = crate::cli::caregraph(dir.path())
+        .args(["mails", "--limit", "5"])
+        .env(
+            "CAREGRAPH_DATABASE_URL",
+            &app.vars["CAREGRAPH_DATABASE_URL"],
+        )
+        .env("CAREGRAPH_JWT_SECRET", crate::helpers::SECRET)
+        .output()
+        .expect("caregraph mails");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(" kept "), "{stdout}");
+    assert!(stdout.contains("To: cli@cmail.example"), "{stdout}");
+    assert!(stdout.contains(&url), "{stdout}");
+}
+
+#[tokio::test]
 async fn accepting_is_rate_limited_per_client_address_like_login() {
     let app = TestApp::spawn_with(|v| {
         quick(v);
