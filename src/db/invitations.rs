@@ -151,25 +151,38 @@ pub async fn pending_exists(
         .is_some())
 }
 
-/// Marks a pending invitation accepted by `user`; false when it was no longer pending (a
-/// concurrent accept or a revocation won).
+/// Marks a pending invitation accepted, first thing in the accepting transaction; false when it
+/// was no longer pending (a concurrent accept or a revocation won: on PostgreSQL the row lock
+/// holds a concurrent accept here until this one ends, and it then finds no pending row).
 pub async fn mark_accepted(
     db: &impl ConnectionTrait,
     id: InvitationId,
-    user: UserId,
     now: DateTime<Utc>,
 ) -> AppResult<bool> {
     let done = invitation::Entity::update_many()
         .col_expr(invitation::Column::AcceptedAt, Expr::value(now))
-        .col_expr(
-            invitation::Column::AcceptedBy,
-            Expr::value(user.as_string()),
-        )
         .filter(invitation::Column::Id.eq(id.as_string()))
         .filter(pending_at(now))
         .exec(db)
         .await?;
     Ok(done.rows_affected == 1)
+}
+
+/// Records whose account accepted an invitation.
+pub async fn set_accepted_by(
+    db: &impl ConnectionTrait,
+    id: InvitationId,
+    user: UserId,
+) -> AppResult<()> {
+    invitation::Entity::update_many()
+        .col_expr(
+            invitation::Column::AcceptedBy,
+            Expr::value(user.as_string()),
+        )
+        .filter(invitation::Column::Id.eq(id.as_string()))
+        .exec(db)
+        .await?;
+    Ok(())
 }
 
 /// Marks an invitation revoked unless it was accepted or revoked already; whether it changed.

@@ -432,6 +432,18 @@ impl InvitationService {
         };
         let now = self.clock.now();
         let txn = db::begin(&self.db).await?;
+        // The invitation is taken first: a concurrent accept of the same token waits here, then
+        // finds it used, before either creates anything.
+        if !db::invitations::mark_accepted(&txn, invitation.id, now).await? {
+            drop(txn);
+            let current = db::invitations::find(&self.db, invitation.id)
+                .await?
+                .ok_or(AppError::NotFound("invitation"))?;
+            usable(&current, self.clock.now())?;
+            return Err(AppError::InvitationUsed(
+                "this invitation is no longer valid".into(),
+            ));
+        }
         let user = match (existing, new_hash) {
             (Some(user), Some(hash)) => {
                 db::users::set_password_hash(&txn, user.id, hash).await?;
@@ -451,17 +463,7 @@ impl InvitationService {
                 .await?
             }
         };
-        if !db::invitations::mark_accepted(&txn, invitation.id, user.id, now).await? {
-            // A concurrent accept or a revocation won; read again to say which.
-            drop(txn);
-            let current = db::invitations::find(&self.db, invitation.id)
-                .await?
-                .ok_or(AppError::NotFound("invitation"))?;
-            usable(&current, self.clock.now())?;
-            return Err(AppError::InvitationUsed(
-                "this invitation is no longer valid".into(),
-            ));
-        }
+        db::invitations::set_accepted_by(&txn, invitation.id, user.id).await?;
         mail::withdraw_for_invitation(&txn, &invitation.id.as_string(), now).await?;
         let audit = audit.with_actor(AuditActor::User(user.id));
         audit

@@ -361,6 +361,27 @@ async fn an_invitation_works_once_and_a_second_accept_changes_nothing() {
 }
 
 #[tokio::test]
+async fn two_concurrent_accepts_of_one_invitation_make_one_account() {
+    let app = TestApp::spawn_with(quick).await;
+    let c = app.clinic("dinv").await;
+    let invited = invite_guardian(&app, &c.tech.token, &c.patient, "race@dinv.example").await;
+    let token = token_of(invited["acceptUrl"].as_str().expect("url"));
+    let (a, b) = tokio::join!(
+        accept(&app, &token, PASSWORD),
+        accept(&app, &token, "another long password")
+    );
+    let codes: Vec<_> = [&a, &b]
+        .iter()
+        .map(|body| body.get("errors").map(|_| code(body).to_owned()))
+        .collect();
+    assert!(
+        codes.contains(&None) && codes.contains(&Some("INVITATION_USED".to_owned())),
+        "one accept wins, the other is told the invitation is used: {a} {b}"
+    );
+    assert_eq!(user_count(&app, "race@dinv.example").await, 1);
+}
+
+#[tokio::test]
 async fn an_expired_invitation_is_refused_and_changes_nothing() {
     let clock = caregraph::clock::ManualClock::new(chrono::Utc::now());
     let app = TestApp::spawn_with_clock(clock.clone(), |v| {
