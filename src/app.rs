@@ -19,6 +19,7 @@ use crate::{
     graphql,
     graphql::persisted::PersistedQueries,
     http::{self, AppState},
+    mail::{LocalOutbox, MailQueue, MailSettings, Mailer, smtp::SmtpMailer},
     outbox::{Outbox, Settings as OutboxSettings},
     providers::meetings::{MeetingLinks, jitsi::Jitsi},
     services::{self, Parts, Services},
@@ -115,6 +116,21 @@ impl App {
             crate::audit::retention::checkpoint_key(&config),
             config.audit.retention_days,
         );
+        // Bound before the services are built: the URLs they hand out (invitations) fall back
+        // to the bound address when CAREGRAPH_PUBLIC_URL is unset.
+        let listener = listen(config.bind, config.listen_backlog)
+            .with_context(|| format!("cannot bind {}", config.bind))?;
+        let public_url = config.public_base_url(listener.local_addr().unwrap_or(config.bind));
+        let mail = MailQueue::new(
+            db.clone(),
+            build_mailer(&config)?,
+            clock.clone(),
+            MailSettings {
+                max_attempts: config.chat.outbox_max_attempts,
+                backoff: Backoff::new(config.chat.outbox_backoff, config.chat.outbox_max_backoff),
+                poll: config.chat.outbox_poll,
+            },
+        );
         let services = Services::new(Parts {
             config: config.clone(),
             db: db.clone(),
@@ -127,6 +143,8 @@ impl App {
             events: events.clone(),
             metrics,
             audit,
+            mail,
+            public_url,
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)
@@ -153,8 +171,6 @@ impl App {
             sockets: TaskTracker::new(),
         };
         let router = http::router(state.clone());
-        let listener = listen(config.bind, config.listen_backlog)
-            .with_context(|| format!("cannot bind {}", config.bind))?;
         Ok(Self {
             state,
             router,
@@ -188,6 +204,14 @@ impl App {
                 .chats
                 .clone()
                 .run_announcer(token.clone()),
+        );
+        let mail = tokio::spawn(
+            self.state
+                .services
+                .invitations
+                .mail()
+                .clone()
+                .run(token.clone()),
         );
         let outbox = self.state.services.outbox.clone();
         let worker_stop = token.clone();
@@ -226,6 +250,7 @@ impl App {
         let drained = tokio::time::timeout(grace, async {
             sockets.wait().await;
             let _ = worker.await;
+            let _ = mail.await;
             let _ = scheduler.await;
             let _ = webhooks.await;
             let _ = announcer.await;
@@ -263,6 +288,22 @@ fn listen(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
+}
+
+/// The mailer `CAREGRAPH_SMTP_URL` asks for, else the local outbox (mails stay in the
+/// `outbound_mails` table for the operator).
+fn build_mailer(config: &Config) -> anyhow::Result<Arc<dyn Mailer>> {
+    match (&config.mail.smtp_url, &config.mail.from) {
+        (Some(url), Some(from)) => Ok(Arc::new(SmtpMailer::new(url.expose_secret(), from)?)),
+        _ => {
+            if config.is_production() {
+                tracing::warn!(
+                    "CAREGRAPH_SMTP_URL is unset: invitation mails stay in the outbound_mails table (staff get each invitation's URL in the API response)"
+                );
+            }
+            Ok(Arc::new(LocalOutbox))
+        }
+    }
 }
 
 /// Outside production, starting with the public development JWT secret says so loudly on

@@ -34,6 +34,25 @@ impl Backoff {
     }
 }
 
+/// A worker's rest between rounds: until the earliest `due` row (at most `poll`), a `wake`, or
+/// `stop`; false when stopped. The outbox and the mail queue rest by it.
+pub async fn rest(
+    stop: &tokio_util::sync::CancellationToken,
+    wake: &tokio::sync::Notify,
+    due: Option<chrono::DateTime<chrono::Utc>>,
+    now: chrono::DateTime<chrono::Utc>,
+    poll: Duration,
+) -> bool {
+    let nap = due.map_or(poll, |due| {
+        (due - now).to_std().unwrap_or_default().min(poll)
+    });
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = wake.notified() => true,
+        () = tokio::time::sleep(nap) => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

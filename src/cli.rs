@@ -1,5 +1,5 @@
 //! The command line: `serve` (the default), `migrate`, `schema`, `documents check`, `bootstrap`,
-//! `token`, `audit verify`.
+//! `token`, `audit verify`, `mails`.
 
 use std::{io::Write, path::PathBuf, time::Duration};
 
@@ -63,6 +63,13 @@ pub enum Command {
         /// Lifetime, e.g. 30m, 1h, 2d (default 1h).
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: Duration,
+    },
+    /// Print the most recent outgoing mails (the local outbox): what to hand over by hand when
+    /// no SMTP server is configured. A body is shown while it is kept.
+    Mails {
+        /// How many, newest first (1 to 1000).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1000))]
+        limit: u64,
     },
     /// The audit trail.
     Audit {
@@ -179,6 +186,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit {
             command: AuditCommand::Verify { org },
         } => audit_verify(&config, org.as_deref()).await,
+        Command::Mails { limit } => {
+            let conn = db::connect(&config.database).await?;
+            for mail in crate::mail::recent(&conn, limit).await? {
+                out(&format!(
+                    "mail {} {} {} attempts={}\nTo: {}\nSubject: {}\n\n{}\n",
+                    mail.id,
+                    mail.status,
+                    mail.created_at.to_rfc3339(),
+                    mail.attempts,
+                    mail.to,
+                    mail.subject,
+                    mail.body.as_deref().unwrap_or(
+                        "(body cleared: sent, or its invitation was accepted or revoked)"
+                    ),
+                ));
+            }
+            Ok(())
+        }
         Command::Token { email, ttl } => {
             let app = build_offline(config).await?;
             let token = app

@@ -74,6 +74,47 @@ pub struct Config {
     pub otel: Option<OtelConfig>,
     /// The audit trail.
     pub audit: AuditConfig,
+    /// Invitations and the mail that carries them.
+    pub mail: MailConfig,
+}
+
+/// Invitations and outgoing mail.
+#[derive(Clone, Debug)]
+pub struct MailConfig {
+    /// `CAREGRAPH_INVITATION_TTL_HOURS` (default 72, 1 to 720): how long an invitation can be
+    /// accepted.
+    pub invitation_ttl: Duration,
+    /// `CAREGRAPH_SMTP_URL`: `smtp://user:pass@host:port` (plain), `…?tls=required` (STARTTLS)
+    /// or `smtps://…` (TLS). Unset: mails stay in the local outbox table `outbound_mails`.
+    pub smtp_url: Option<SecretString>,
+    /// `CAREGRAPH_MAIL_FROM`: the sender of mails (`Name <address>` or an address); required
+    /// with `CAREGRAPH_SMTP_URL`.
+    pub from: Option<String>,
+}
+
+impl MailConfig {
+    fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let hours: u64 = vars.parse("CAREGRAPH_INVITATION_TTL_HOURS", 72)?;
+        if !(1..=720).contains(&hours) {
+            bail!("CAREGRAPH_INVITATION_TTL_HOURS: hours between 1 and 720, got {hours}");
+        }
+        let smtp_url = vars.get("CAREGRAPH_SMTP_URL").map(|u| u.trim().to_owned());
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            // The value is not repeated: it may hold a password.
+            bail!("CAREGRAPH_SMTP_URL: expected an smtp:// or smtps:// URL");
+        }
+        let from = vars.get("CAREGRAPH_MAIL_FROM").map(|f| f.trim().to_owned());
+        if smtp_url.is_some() && from.is_none() {
+            bail!("CAREGRAPH_MAIL_FROM: required with CAREGRAPH_SMTP_URL (the sender of mails)");
+        }
+        Ok(Self {
+            invitation_ttl: Duration::from_secs(hours * 3600),
+            smtp_url: smtp_url.map(SecretString::from),
+            from,
+        })
+    }
 }
 
 /// The audit trail.
@@ -699,12 +740,14 @@ impl Config {
         let realtime = RealtimeConfig::from_vars(vars)?;
         let security = SecurityConfig::from_vars(vars)?;
         let audit = AuditConfig::from_vars(vars)?;
+        let mail = MailConfig::from_vars(vars)?;
         security::check_retry_budget(&security, chat.timeout, chat.retries)?;
 
         Ok(Self {
             env,
             security,
             audit,
+            mail,
             jitsi,
             chat,
             realtime,
@@ -947,6 +990,49 @@ mod tests {
         ] {
             let err = config(&[(key, value)]).expect_err(key);
             assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn invitations_last_72_hours_by_default_and_smtp_needs_a_sender_and_an_smtp_url() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.mail.invitation_ttl, Duration::from_secs(72 * 3600));
+        assert!(c.mail.smtp_url.is_none());
+        let on = config(&[
+            (
+                "CAREGRAPH_SMTP_URL",
+                "smtp://u:hunter2@mail.example.org:587?tls=required",
+            ),
+            ("CAREGRAPH_MAIL_FROM", "Clinic <noreply@example.org>"),
+            ("CAREGRAPH_INVITATION_TTL_HOURS", "24"),
+        ])
+        .expect("valid");
+        assert_eq!(on.mail.invitation_ttl, Duration::from_secs(24 * 3600));
+        assert!(!format!("{on:?}").contains("hunter2"));
+        for (pairs, variable) in [
+            (
+                vec![("CAREGRAPH_INVITATION_TTL_HOURS", "0")],
+                "CAREGRAPH_INVITATION_TTL_HOURS",
+            ),
+            (
+                vec![("CAREGRAPH_INVITATION_TTL_HOURS", "721")],
+                "CAREGRAPH_INVITATION_TTL_HOURS",
+            ),
+            (
+                vec![("CAREGRAPH_SMTP_URL", "smtp://mail.example.org")],
+                "CAREGRAPH_MAIL_FROM",
+            ),
+            (
+                vec![
+                    ("CAREGRAPH_SMTP_URL", "http://u:hunter2@mail.example.org"),
+                    ("CAREGRAPH_MAIL_FROM", "noreply@example.org"),
+                ],
+                "CAREGRAPH_SMTP_URL",
+            ),
+        ] {
+            let error = config(&pairs).expect_err(variable).to_string();
+            assert!(error.contains(variable), "{error}");
+            assert!(!error.contains("hunter2"), "{error}");
         }
     }
 

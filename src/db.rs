@@ -10,6 +10,7 @@ pub mod cases;
 pub mod chat_sessions;
 pub mod consents;
 pub mod entities;
+pub mod invitations;
 pub mod keyset;
 pub mod local_chat;
 pub mod organizations;

@@ -5,11 +5,12 @@ pub mod availability;
 pub mod care;
 pub mod chat;
 pub mod ids;
+pub mod invitation;
 pub mod pagination;
 pub mod people;
 
 pub use ids::{
     AppointmentId, CareTeamId, CareTeamMemberId, CaseId, ChatSessionId, ComplianceGroupId,
-    ConsentId, OrgId, PatientId, UserId,
+    ConsentId, InvitationId, OrgId, PatientId, UserId,
 };
 pub use people::{Email, Membership, OrgRole, Organization, Slug, User};

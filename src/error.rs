@@ -36,6 +36,10 @@ pub enum ErrorCode {
     /// Only trusted documents run (`CAREGRAPH_TRUSTED_DOCUMENTS_ONLY`): the raw document sent is
     /// not one of them.
     TrustedDocumentRequired,
+    /// The invitation was not accepted in time; staff can send a new one.
+    InvitationExpired,
+    /// The invitation was accepted already (sign in instead) or revoked.
+    InvitationUsed,
 }
 
 impl ErrorCode {
@@ -55,6 +59,8 @@ impl ErrorCode {
             Self::Internal => "INTERNAL",
             Self::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             Self::TrustedDocumentRequired => "TRUSTED_DOCUMENT_REQUIRED",
+            Self::InvitationExpired => "INVITATION_EXPIRED",
+            Self::InvitationUsed => "INVITATION_USED",
         }
     }
 }
@@ -104,6 +110,10 @@ pub enum AppError {
         /// Whole seconds until a retry may succeed (at least 1).
         retry_after_seconds: u64,
     },
+    /// The client sees `INVITATION_EXPIRED` and this message.
+    InvitationExpired(String),
+    /// The client sees `INVITATION_USED` and this message (accepted already, or revoked).
+    InvitationUsed(String),
     /// The client sees `PROVIDER_UNAVAILABLE`; the cause is logged.
     ProviderUnavailable {
         /// Which provider.
@@ -136,7 +146,9 @@ impl AppError {
             | Self::Forbidden(m)
             | Self::Conflict(m)
             | Self::ConsentRequired(m)
-            | Self::ChatNotOpen(m) => m.clone(),
+            | Self::ChatNotOpen(m)
+            | Self::InvitationExpired(m)
+            | Self::InvitationUsed(m) => m.clone(),
             Self::NotFound(what) => format!("{what} not found"),
             Self::BadUserInput { message, .. }
             | Self::ConflictOn { message, .. }
@@ -163,6 +175,8 @@ impl AppError {
             Self::ChatNotOpen(_) => ErrorCode::ChatNotOpen,
             Self::MeetingNotOpen { .. } => ErrorCode::MeetingNotOpen,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::InvitationExpired(_) => ErrorCode::InvitationExpired,
+            Self::InvitationUsed(_) => ErrorCode::InvitationUsed,
             Self::ProviderUnavailable { .. } => ErrorCode::ProviderUnavailable,
             Self::Internal(_) => ErrorCode::Internal,
         }

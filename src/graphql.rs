@@ -13,6 +13,7 @@ pub mod cost;
 pub mod enums;
 pub mod errors;
 pub mod input;
+pub mod invitations;
 pub mod limits;
 pub mod loaders;
 pub mod observe;

@@ -1,12 +1,13 @@
 //! The HTTP surface: router and layers. `/graphql` (GET, POST and WebSocket upgrade),
-//! `/graphiql`, `/exports/audit/{token}`, `/healthz`, `/readyz`, `/metrics`, and the providers'
-//! webhooks.
+//! `/graphiql`, `/exports/audit/{token}`, `/accept-invitation`, `/healthz`, `/readyz`,
+//! `/metrics`, and the providers' webhooks.
 
 pub mod connections;
 pub mod exports;
 pub mod graphiql;
 pub mod graphql;
 pub mod health;
+pub mod invitation;
 pub mod webhooks;
 pub mod ws;
 
@@ -70,6 +71,8 @@ pub fn router(state: AppState) -> Router {
     routes
         .route("/graphql", get(graphql::get_or_upgrade).post(graphql::post))
         .route("/exports/audit/{token}", get(exports::audit))
+        .route("/accept-invitation", get(invitation::page))
+        .route("/accept-invitation/accept.js", get(invitation::script))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/webhooks/stream", post(webhooks::stream))

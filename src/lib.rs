@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod graphql;
 pub mod http;
+pub mod mail;
 pub mod outbox;
 pub mod providers;
 pub mod services;

@@ -540,17 +540,11 @@ impl Outbox {
             }
             // Sleep until the earliest retry is due (a backed-off row must not wait a whole poll
             // period), a new row wakes the worker, or the poll period passes.
-            let nap = match self.next_due().await {
-                Ok(Some(due)) => (due - self.clock.now())
-                    .to_std()
-                    .unwrap_or_default()
-                    .min(self.settings.poll),
-                _ => self.settings.poll,
-            };
-            tokio::select! {
-                () = stop.cancelled() => break,
-                () = self.wake.notified() => {}
-                () = tokio::time::sleep(nap) => {}
+            let due = self.next_due().await.ok().flatten();
+            if !crate::backoff::rest(&stop, &self.wake, due, self.clock.now(), self.settings.poll)
+                .await
+            {
+                break;
             }
         }
         tracing::info!("outbox worker stopped");

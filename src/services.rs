@@ -11,6 +11,7 @@ pub mod cases;
 pub mod chat;
 pub mod consent;
 pub mod demo;
+pub mod invitations;
 pub mod lookups;
 pub mod organizations;
 pub mod patients;
@@ -44,6 +45,9 @@ pub struct Services {
     pub patients: patients::PatientService,
     /// Consent and compliance groups.
     pub consent: consent::ConsentService,
+    /// Invitations of staff and guardians (behind an `Arc`: `Services` travels inside request
+    /// futures, which must stay small).
+    pub invitations: Arc<invitations::InvitationService>,
     /// Care teams.
     pub care_teams: care_teams::CareTeamService,
     /// Cases.
@@ -102,6 +106,11 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The audit trail.
     pub audit: crate::audit::AuditLog,
+    /// The mail queue (invitation mails).
+    pub mail: crate::mail::MailQueue,
+    /// The base URL people reach this service at (`CAREGRAPH_PUBLIC_URL`, else the bound
+    /// address), for the URLs caregraph hands out.
+    pub public_url: String,
 }
 
 impl Services {
@@ -119,6 +128,8 @@ impl Services {
             events,
             metrics,
             audit,
+            mail,
+            public_url,
         } = parts;
         let chats = chat::ChatService::new(
             db.clone(),
@@ -142,8 +153,18 @@ impl Services {
             chats.clone(),
             config.allow_overbooking,
         );
+        let accounts = accounts::AccountService::new(config.clone(), db.clone(), auth);
         Self {
-            accounts: accounts::AccountService::new(config.clone(), db.clone(), auth),
+            invitations: Arc::new(invitations::InvitationService::new(
+                &config,
+                db.clone(),
+                clock.clone(),
+                chats.clone(),
+                accounts.clone(),
+                mail,
+                public_url,
+            )),
+            accounts,
             organizations: organizations::OrganizationService::new(
                 config.clone(),
                 db.clone(),

@@ -104,6 +104,11 @@ id_type!(
     AppointmentId,
     "appointment"
 );
+id_type!(
+    /// An invitation's id.
+    InvitationId,
+    "invitation"
+);
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use super::{
     booking::{BookingMutation, BookingQuery},
     cases::{CaseMutation, CaseQuery},
     chat::{ChatMutation, ChatQuery},
+    invitations::{InvitationMutation, InvitationQuery},
     organizations::{OrganizationMutation, OrganizationQuery},
     patients::{PatientMutation, PatientQuery},
     provider_ops::{ProviderOpsMutation, ProviderOpsQuery},
@@ -27,6 +28,7 @@ pub struct Query(
     ProviderOpsQuery,
     ChatQuery,
     AuditQuery,
+    InvitationQuery,
 );
 
 /// Every mutation.
@@ -41,4 +43,5 @@ pub struct Mutation(
     ProviderOpsMutation,
     ChatMutation,
     AuditMutation,
+    InvitationMutation,
 );

@@ -44,7 +44,10 @@ pub async fn page() -> Response {
 }
 
 /// Sets fixed headers on a response.
-fn with_headers(mut response: Response, fixed: &[(HeaderName, &'static str)]) -> Response {
+pub(super) fn with_headers(
+    mut response: Response,
+    fixed: &[(HeaderName, &'static str)],
+) -> Response {
     let headers = response.headers_mut();
     for (name, value) in fixed {
         headers.insert(name.clone(), HeaderValue::from_static(value));

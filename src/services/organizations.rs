@@ -308,8 +308,9 @@ impl OrganizationService {
     }
 }
 
-/// Only an OWNER may grant or change the OWNER role.
-fn check_may_grant(manager: &ManagerOf, role: OrgRole) -> AppResult<()> {
+/// Only an OWNER may grant or change the OWNER role (so nobody grants a role above their own:
+/// only OWNERs and ADMINs manage members).
+pub(super) fn check_may_grant(manager: &ManagerOf, role: OrgRole) -> AppResult<()> {
     if role == OrgRole::Owner && manager.membership().role != OrgRole::Owner {
         return Err(AppError::Forbidden(
             "only an OWNER may grant or change OWNER".into(),

@@ -28,6 +28,7 @@ mod fakes;
 mod hardening;
 mod health;
 mod helpers;
+mod invitations;
 mod messaging;
 mod metrics;
 mod organizations;

@@ -74,6 +74,8 @@ struct Fixture {
     consent: String,
     /// A compliance group that invited A (pending).
     invitation: String,
+    /// A's pending invitation of a staff member.
+    staff_invitation: String,
     /// Strings of A no outsider may see.
     planted: Vec<String>,
 }
@@ -152,6 +154,12 @@ fn table(f: &Fixture) -> Vec<Call> {
         // B's OWNER may create B's own group (its own rows): A is only invited, and the answer
         // does not reveal A.
         call(M, "createComplianceGroup", Open, "mutation($o: ID!, $b: ID!) { createComplianceGroup(orgId: $b, input: {name: \"Enrol A\", organizationIds: [$o]}) { id name organizations { id name slug } invitedOrganizationIds } }".into(), json!({"o": o, "b": b})),
+        // Invitations: A's staff invite, and only A's staff see or revoke them; accepting needs
+        // the token, which no outsider has.
+        call(Q, "invitations", Denied, "query($o: ID!) { invitations(orgId: $o, pendingOnly: false) { totalCount nodes { id email givenName acceptUrl status } } }".into(), json!({"o": o})),
+        call(M, "inviteOrganizationMember", Denied, "mutation($o: ID!) { inviteOrganizationMember(orgId: $o, input: {email: \"intruder@evil.example\", givenName: \"In\", familyName: \"Truder\", role: OWNER}) { id email acceptUrl } }".into(), json!({"o": o})),
+        call(M, "inviteGuardian", Denied, "mutation($p: ID!) { inviteGuardian(patientId: $p, input: {email: \"intruder@evil.example\", givenName: \"In\", familyName: \"Truder\", canChat: true}) { id email acceptUrl } }".into(), json!({"p": p})),
+        call(M, "acceptInvitation", Denied, "mutation($t: String!) { acceptInvitation(token: $t, password: \"a long password 1\") { accessToken user { id email } } }".into(), json!({"t": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})),
         call(Q, "complianceGroupInvitations", Denied, format!("query($o: ID!) {{ complianceGroupInvitations(orgId: $o) {{ {INVITATION} }} }}"), json!({"o": o})),
         // The audit trail: A's auditors and owners only; a patient's access log: its guardians
         // and A's staff only.
@@ -221,6 +229,7 @@ fn table(f: &Fixture) -> Vec<Call> {
         call(M, "closeCase", Denied, format!("mutation($id: ID!) {{ closeCase(caseId: $id, deleteRoom: true) {{ {CASE} }} }}"), json!({"id": f.case})),
         call(M, "cancelAppointment", Denied, format!("mutation($id: ID!) {{ cancelAppointment(id: $id) {{ {APPT} }} }}"), json!({"id": a})),
         call(M, "deleteGroupChat", Denied, "mutation($id: ID!) { deleteGroupChat(sessionId: $id) }".into(), json!({"id": f.group})),
+        call(M, "revokeInvitation", Denied, "mutation($id: ID!) { revokeInvitation(id: $id) { id email status } }".into(), json!({"id": f.staff_invitation})),
         // Joining or turning down a compliance group in A's name.
         call(M, "acceptComplianceGroupInvitation", Denied, "mutation($g: ID!, $o: ID!) { acceptComplianceGroupInvitation(groupId: $g, orgId: $o) { id name organizations { id name slug } invitedOrganizationIds } }".into(), json!({"g": f.invitation, "o": o})),
         call(M, "declineComplianceGroupInvitation", Denied, "mutation($g: ID!, $o: ID!) { declineComplianceGroupInvitation(groupId: $g, orgId: $o) }".into(), json!({"g": f.invitation, "o": o})),
@@ -286,6 +295,8 @@ async fn organisation_a(app: &TestApp) -> Fixture {
     let ring = "Planted invitation ring Meridian";
     let invitation = as_a(app, &partner_token, "mutation($o: ID!, $a: ID!, $n: String!) { createComplianceGroup(orgId: $o, input: {name: $n, organizationIds: [$a]}) { id } }",
         json!({"o": partner, "a": c.org, "n": ring}), "createComplianceGroup").await["id"].as_str().expect("group id").to_owned();
+    let staff_invitation = as_a(app, &owner, "mutation($o: ID!) { inviteOrganizationMember(orgId: $o, input: {email: \"invitee@sweep.example\", givenName: \"Quillon\", familyName: \"Invitee\", role: ADMIN}) { id } }",
+        json!({"o": c.org}), "inviteOrganizationMember").await["id"].as_str().expect("invitation id").to_owned();
     let consent = as_a(app, &owner, "mutation($p: ID!, $o: ID!) { recordConsent(patientId: $p, input: {scope: MESSAGING, grantedToOrgId: $o}) { id } }",
         json!({"p": c.patient, "o": partner}), "recordConsent").await["id"].as_str().expect("consent id").to_owned();
     let id_of = |v: &Value| v["id"].as_str().expect("id").to_owned();
@@ -318,6 +329,9 @@ async fn organisation_a(app: &TestApp) -> Fixture {
         care_member.clone(),
         invitation.clone(),
         ring.into(),
+        staff_invitation.clone(),
+        "invitee@sweep.example".into(),
+        "Quillon".into(),
     ];
     for p in [&c.owner, &c.vet, &c.tech, &c.client, &c.co_guardian] {
         planted.push(p.id.clone());
@@ -379,6 +393,7 @@ async fn organisation_a(app: &TestApp) -> Fixture {
         group_title: group_title.into(),
         consent,
         invitation,
+        staff_invitation,
         planted,
     }
 }
