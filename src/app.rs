@@ -77,6 +77,7 @@ impl App {
         let meetings: Arc<dyn MeetingLinks> = Arc::new(Jitsi::new(&config.jitsi, room_key));
         let chat =
             crate::providers::chat::build(&config, db.clone(), http_client.clone(), &metrics)?;
+        let sms = crate::providers::sms::build(&config, db.clone(), http_client.clone(), &metrics);
         let outbox = Outbox::new(
             db.clone(),
             chat.provider.clone(),
@@ -127,6 +128,7 @@ impl App {
             events: events.clone(),
             metrics,
             audit,
+            sms,
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)

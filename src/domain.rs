@@ -7,9 +7,10 @@ pub mod chat;
 pub mod ids;
 pub mod pagination;
 pub mod people;
+pub mod sms;
 
 pub use ids::{
     AppointmentId, CareTeamId, CareTeamMemberId, CaseId, ChatSessionId, ComplianceGroupId,
-    ConsentId, OrgId, PatientId, UserId,
+    ConsentId, ExternalMemberId, OrgId, PatientId, UserId,
 };
 pub use people::{Email, Membership, OrgRole, Organization, Slug, User};

@@ -25,6 +25,7 @@ pub mod provider_ops;
 pub mod redact;
 pub mod related;
 pub mod roots;
+pub mod sms;
 pub mod subscriptions;
 pub mod trusted;
 

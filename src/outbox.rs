@@ -1,13 +1,16 @@
-//! The outbox: every side effect at the chat provider that follows a change in caregraph is
-//! written as a row in the same database transaction as the change, with an idempotency key,
-//! and delivered by a worker that retries with backoff until it succeeds, or marks the row dead
-//! after `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (visible to admins and in metrics).
+//! The outbox: every side effect at the chat provider that follows a change in caregraph, and
+//! every SMS relayed to an external chat member, is written as a row in the same database
+//! transaction as the change, with an idempotency key, and delivered by a worker that retries
+//! with backoff until it succeeds, or marks the row dead after `CAREGRAPH_OUTBOX_MAX_ATTEMPTS`
+//! (visible to admins and in metrics).
 //!
-//! Rows of one partition (one channel, the user directory, or one user's token revocations) are
-//! delivered in order, one at a time; partitions proceed in parallel. A row is claimed with a
-//! lease, so a process that dies mid-delivery loses nothing: the lease expires and another worker
-//! delivers it. Delivery is at least once, and every operation is idempotent at the provider, so
-//! the effect happens once.
+//! Rows of one partition (one channel, the user directory, one user's token revocations, or
+//! one SMS recipient) are delivered in order, one at a time; partitions proceed in parallel. A
+//! row is claimed with a lease, so a process that dies mid-delivery loses nothing: the lease
+//! expires and another worker delivers it. Delivery is at least once, and every chat operation
+//! is idempotent at the provider, so the effect happens once. An SMS has no idempotency at the
+//! gateway: its row (one per message and recipient, by key) is marked done once the gateway
+//! accepted it, so it is sent again only if the process dies between the two.
 
 use std::{sync::Arc, time::Duration};
 
@@ -111,6 +114,32 @@ pub enum Operation {
         /// Tokens issued before this instant stop working; later ones keep working.
         issued_before: DateTime<Utc>,
     },
+    /// Relay a chat message by SMS to an external member (delivered by the [`SmsRelay`], which
+    /// looks the number up and checks the member may still receive it when it sends).
+    SendSms {
+        /// The external member.
+        member_id: String,
+        /// Their chat session.
+        session_id: String,
+        /// The chat message relayed.
+        message_id: String,
+        /// The text, with its prefix.
+        body: String,
+    },
+}
+
+/// Delivers [`Operation::SendSms`] rows (the SMS side of the services, set once at start).
+#[async_trait::async_trait]
+pub trait SmsRelay: Send + Sync {
+    /// Sends one relayed message, or nothing when its member is gone, opted out or no longer
+    /// entitled (that is a success: the row is done).
+    async fn relay(
+        &self,
+        member_id: &str,
+        session_id: &str,
+        message_id: &str,
+        body: &str,
+    ) -> Result<(), ProviderError>;
 }
 
 impl Operation {
@@ -121,6 +150,9 @@ impl Operation {
             // One partition per user: a refused revocation holds back only that user's later
             // revocations, never the user directory.
             Self::RevokeTokens { user_id, .. } => format!("revoke_tokens:{user_id}"),
+            // One partition per recipient: their messages arrive in order, and a number that
+            // refuses holds back only its own.
+            Self::SendSms { member_id, .. } => format!("sms:{member_id}"),
             Self::CreateChannel { spec, .. } => spec.channel.cid(),
             Self::UpdateMetadata { channel, .. }
             | Self::AddMembers { channel, .. }
@@ -144,6 +176,7 @@ impl Operation {
             Self::SystemMessage { .. } => "system_message",
             Self::DeleteChannel { .. } => "delete_channel",
             Self::RevokeTokens { .. } => "revoke_tokens",
+            Self::SendSms { .. } => "send_sms",
         }
     }
 
@@ -190,6 +223,10 @@ impl Operation {
                 user_id,
                 issued_before,
             } => provider.revoke_tokens(user_id, *issued_before).await,
+            Self::SendSms { .. } => Err(ProviderError::Rejected {
+                status: 0,
+                message: "an SMS goes through the outbox's SMS relay".into(),
+            }),
         }
     }
 }
@@ -365,6 +402,8 @@ pub struct Outbox {
     delivered_late: tokio::sync::broadcast::Sender<String>,
     /// When this process's outbox started (rows older than this were left by another).
     started: DateTime<Utc>,
+    /// Delivers SMS rows (set once the services exist).
+    sms: Arc<std::sync::OnceLock<Arc<dyn SmsRelay>>>,
 }
 
 /// Where one outbox row stands, for those who wait on it.
@@ -425,6 +464,28 @@ impl Outbox {
             settings,
             wake: Arc::new(Notify::new()),
             delivered_late: tokio::sync::broadcast::channel(1024).0,
+            sms: Arc::default(),
+        }
+    }
+
+    /// Sets what delivers SMS rows (once; every clone of this outbox shares it).
+    pub fn set_sms_relay(&self, relay: Arc<dyn SmsRelay>) {
+        let _ = self.sms.set(relay);
+    }
+
+    /// Carries an operation out: SMS through the relay, the rest at the chat provider.
+    async fn apply(&self, op: &Operation) -> Result<(), ProviderError> {
+        match op {
+            Operation::SendSms {
+                member_id,
+                session_id,
+                message_id,
+                body,
+            } => match self.sms.get() {
+                Some(relay) => relay.relay(member_id, session_id, message_id, body).await,
+                None => Err(ProviderError::Unavailable("no SMS relay yet".into())),
+            },
+            other => other.apply(self.provider.as_ref()).await,
         }
     }
 
@@ -663,7 +724,7 @@ impl Outbox {
             Ok(op) => {
                 let call = tokio::time::timeout(
                     DELIVERY_BUDGET,
-                    single_attempt(op.apply(self.provider.as_ref())),
+                    single_attempt(self.apply(op)),
                 );
                 tokio::pin!(call);
                 let beat = (self.settings.lease / 3).max(Duration::from_millis(100));

@@ -15,6 +15,7 @@ pub mod lookups;
 pub mod organizations;
 pub mod patients;
 pub mod provider_ops;
+pub mod sms;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use crate::{
     db::QueryStats,
     events::EventBus,
     outbox::Outbox,
-    providers::{chat::ChatStack, meetings::MeetingLinks},
+    providers::{chat::ChatStack, meetings::MeetingLinks, sms::SmsGateway},
     telemetry::metrics::Metrics,
 };
 
@@ -76,6 +77,8 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The audit trail's queue, writer and sealer.
     pub audit: crate::audit::AuditLog,
+    /// The SMS relay's delivery (the outbox calls it).
+    pub sms: sms::SmsDelivery,
 }
 
 /// What the services are built from.
@@ -102,6 +105,8 @@ pub struct Parts {
     pub metrics: Arc<Metrics>,
     /// The audit trail.
     pub audit: crate::audit::AuditLog,
+    /// The SMS gateway of external chat members.
+    pub sms: Arc<dyn SmsGateway>,
 }
 
 impl Services {
@@ -119,7 +124,10 @@ impl Services {
             events,
             metrics,
             audit,
+            sms,
         } = parts;
+        let sms = sms::SmsDelivery::new(db.clone(), sms, clock.clone(), audit.clone());
+        outbox.set_sms_relay(Arc::new(sms.clone()));
         let chats = chat::ChatService::new(
             db.clone(),
             outbox.clone(),
@@ -173,6 +181,7 @@ impl Services {
             stats,
             metrics,
             audit,
+            sms,
         }
     }
 }

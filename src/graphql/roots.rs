@@ -12,6 +12,7 @@ use super::{
     organizations::{OrganizationMutation, OrganizationQuery},
     patients::{PatientMutation, PatientQuery},
     provider_ops::{ProviderOpsMutation, ProviderOpsQuery},
+    sms::SmsMutation,
 };
 
 pub use super::subscriptions::Subscription;
@@ -40,5 +41,6 @@ pub struct Mutation(
     BookingMutation,
     ProviderOpsMutation,
     ChatMutation,
+    SmsMutation,
     AuditMutation,
 );
