@@ -37,6 +37,7 @@ enum Chat {
     Local,
     Stream(fakes::stream::FakeStream),
     Sendbird(fakes::sendbird::FakeSendbird),
+    Ethora(fakes::ethora::FakeEthora),
 }
 
 /// A caregraph with a clinic whose patient consented to MESSAGING and has a care team (the vet
@@ -62,6 +63,7 @@ impl Setup {
             Chat::Local => Vec::new(),
             Chat::Stream(f) => f.vars(),
             Chat::Sendbird(f) => f.vars(),
+            Chat::Ethora(f) => f.vars(),
         };
         vars.extend(twilio.iter().flat_map(FakeTwilio::vars));
         let app = TestApp::spawn_with(|v| {
@@ -110,6 +112,7 @@ impl Setup {
             Chat::Local => None,
             Chat::Stream(f) => Some(f),
             Chat::Sendbird(f) => Some(f),
+            Chat::Ethora(f) => Some(f),
         }
     }
 
@@ -393,6 +396,74 @@ async fn adding_an_external_member_needs_a_valid_number_staff_a_team_or_case_cha
 }
 
 #[tokio::test]
+async fn in_a_case_chat_staff_add_external_members_and_a_patient_participant_may_not() {
+    let s = Setup::start(Chat::Local, false, "smscase").await;
+    let case = s
+        .app
+        .ok(
+            &s.c.owner.token,
+            "mutation($o: ID!, $i: CreateCaseInput!) { createCase(orgId: $o, input: $i) { id chat { id } } }",
+            json!({"o": s.c.org, "i": {"reference": "REF-7", "title": "Referral",
+                "participants": [{"userId": s.c.vet.id, "role": "PRACTITIONER"},
+                                 {"userId": s.c.client.id, "role": "PATIENT"}]}}),
+            "createCase",
+        )
+        .await;
+    settle(&s.app).await;
+    let chat = case["chat"]["id"].as_str().expect("case room").to_owned();
+    let add = |token: &str| {
+        s.app.gql(
+            Some(token),
+            ADD,
+            json!({"s": chat, "i": {"name": "Dr Ortiz", "phoneNumber": ORTIZ}}),
+        )
+    };
+    // The client reads the room but is not staff.
+    assert_eq!(code(&add(&s.c.client.token).await), "FORBIDDEN");
+    // A case about no patient needs no consent.
+    let added = add(&s.c.vet.token).await;
+    assert!(added.get("errors").is_none(), "{added}");
+    settle(&s.app).await;
+    s.app
+        .ok(
+            &s.c.vet.token,
+            SEND,
+            json!({"id": chat, "t": "Referral letter sent", "k": "c-1"}),
+            "sendChatMessage",
+        )
+        .await;
+    settle(&s.app).await;
+    let session = s
+        .app
+        .ok(&s.c.vet.token, SESSION, json!({"id": chat}), "chatSession")
+        .await;
+    let body = &local_bodies(&session, ORTIZ)[0];
+    let hex = chat.replace('-', "");
+    assert!(
+        body.ends_with(&format!("Case chat #{}] Referral letter sent", &hex[hex.len() - 6..])),
+        "{body}"
+    );
+    // A closed room takes no new external members.
+    s.app
+        .ok(
+            &s.c.owner.token,
+            "mutation($id: ID!) { closeCase(caseId: $id) { id } }",
+            json!({"id": case["id"]}),
+            "closeCase",
+        )
+        .await;
+    let closed = s
+        .app
+        .gql(
+            Some(&s.c.vet.token),
+            ADD,
+            json!({"s": chat, "i": {"name": "Nurse Kim", "phoneNumber": KIM}}),
+        )
+        .await;
+    assert_eq!(code(&closed), "CHAT_NOT_OPEN");
+}
+
+#[tokio::test]
 async fn a_removed_external_member_gets_nothing_more() {
     let s = Setup::start(Chat::Local, false, "smsremove").await;
     let ortiz = s.added("Dr Ortiz", ORTIZ).await;
@@ -613,6 +684,84 @@ async fn an_inbound_reply_is_posted_as_the_external_member_and_relayed_to_the_ot
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!history(&s).await.iter().any(|(t, _)| t == "hi"));
+}
+
+#[tokio::test]
+async fn a_number_in_two_chats_replies_into_the_one_that_relayed_to_it_last() {
+    let s = Setup::start(Chat::Local, true, "smstwochats").await;
+    let in_team = s.added("Dr Ortiz", ORTIZ).await;
+    let case = s
+        .app
+        .ok(
+            &s.c.owner.token,
+            "mutation($o: ID!, $i: CreateCaseInput!) { createCase(orgId: $o, input: $i) { chat { id } } }",
+            json!({"o": s.c.org, "i": {"reference": "REF-9", "title": "Second opinion",
+                "participants": [{"userId": s.c.vet.id, "role": "PRACTITIONER"}]}}),
+            "createCase",
+        )
+        .await;
+    settle(&s.app).await;
+    let case_chat = case["chat"]["id"].as_str().expect("room").to_owned();
+    let in_case = s
+        .app
+        .ok(
+            &s.c.vet.token,
+            ADD,
+            json!({"s": case_chat, "i": {"name": "Dr Ortiz", "phoneNumber": ORTIZ}}),
+            "addExternalChatMember",
+        )
+        .await["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    settle(&s.app).await;
+    s.send("Team question", "m-1").await;
+    s.app
+        .ok(
+            &s.c.vet.token,
+            SEND,
+            json!({"id": case_chat, "t": "Case question", "k": "c-1"}),
+            "sendChatMessage",
+        )
+        .await;
+    settle(&s.app).await;
+    s.twilio()
+        .inbound(&s.app, "SM00000000000000000000000000000601", ORTIZ, "Answer one")
+        .await;
+    let case_history = || async {
+        let page = s
+            .app
+            .ok(
+                &s.c.vet.token,
+                HISTORY,
+                json!({"id": case_chat}),
+                "chatSession",
+            )
+            .await;
+        page["messages"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|e| (e["node"]["text"].clone(), e["node"]["author"].clone()))
+            .collect::<Vec<_>>()
+    };
+    eventually("the reply is in the case chat", || async {
+        case_history()
+            .await
+            .contains(&(json!("Answer one"), json!(in_case)))
+    })
+    .await;
+    assert!(!history(&s).await.iter().any(|(t, _)| t == "Answer one"));
+    s.send("Team follow-up", "m-2").await;
+    s.twilio()
+        .inbound(&s.app, "SM00000000000000000000000000000602", ORTIZ, "Answer two")
+        .await;
+    eventually("the next reply is in the team chat", || async {
+        history(&s)
+            .await
+            .contains(&("Answer two".to_owned(), in_team.clone()))
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -861,4 +1010,14 @@ fn hmac_hex(key: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
     mac.update(body);
     hex::encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test]
+async fn on_ethora_external_members_are_refused_as_their_replies_could_not_be_posted() {
+    let fake = fakes::ethora::start().await;
+    let s = Setup::start(Chat::Ethora(fake), false, "smsethora").await;
+    let refused = s.add(&s.c.vet.token, "Dr Ortiz", ORTIZ).await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT");
+    assert_eq!(refused["errors"][0]["extensions"]["field"], "sessionId");
+    assert_eq!(s.session().await["memberCount"], 2);
 }

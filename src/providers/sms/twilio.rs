@@ -86,8 +86,8 @@ impl SmsGateway for Twilio {
         );
         let mut form: Vec<(&str, &str)> = vec![("To", sms.to.as_str())];
         match (&self.messaging_service_sid, &self.from_number) {
-            (Some(service), _) => form.push(("MessagingServiceSid", service)),
-            (None, Some(from)) => form.push(("From", from)),
+            (Some(service), _) => form.push(("MessagingServiceSid", service.as_str())),
+            (None, Some(from)) => form.push(("From", from.as_str())),
             (None, None) => {}
         }
         form.push(("Body", sms.body.as_str()));
@@ -147,9 +147,9 @@ mod tests {
     fn example() -> Vec<(String, String)> {
         [
             ("CallSid", "CA1234567890ABCDE"),
-            ("Caller", "+12349013030"),
+            ("Caller", "+14158675309"),
             ("Digits", "1234"),
-            ("From", "+12349013030"),
+            ("From", "+14158675309"),
             ("To", "+18005551212"),
         ]
         .iter()
@@ -161,7 +161,8 @@ mod tests {
     fn the_signature_matches_twilios_documented_example() {
         let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
         let sig = signature(b"12345", url, &example());
-        assert_eq!(sig, "0/KCTR6DLpKmkAf8muzZqo1nDgQ=");
+        // TwilioDevEd/api-snippets, security/signature_validation (twilio-node).
+        assert_eq!(sig, "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
         assert!(verify(b"12345", url, &example(), &sig));
     }
 
