@@ -411,17 +411,22 @@ async fn in_a_case_chat_staff_add_external_members_and_a_patient_participant_may
         .await;
     settle(&s.app).await;
     let chat = case["chat"]["id"].as_str().expect("case room").to_owned();
-    let add = |token: &str| {
-        s.app.gql(
-            Some(token),
-            ADD,
-            json!({"s": chat, "i": {"name": "Dr Ortiz", "phoneNumber": ORTIZ}}),
-        )
+    let app = &s.app;
+    let add = |token: String| {
+        let chat = chat.clone();
+        async move {
+            app.gql(
+                Some(&token),
+                ADD,
+                json!({"s": chat, "i": {"name": "Dr Ortiz", "phoneNumber": ORTIZ}}),
+            )
+            .await
+        }
     };
     // The client reads the room but is not staff.
-    assert_eq!(code(&add(&s.c.client.token).await), "FORBIDDEN");
+    assert_eq!(code(&add(s.c.client.token.clone()).await), "FORBIDDEN");
     // A case about no patient needs no consent.
-    let added = add(&s.c.vet.token).await;
+    let added = add(s.c.vet.token.clone()).await;
     assert!(added.get("errors").is_none(), "{added}");
     settle(&s.app).await;
     s.app
@@ -637,6 +642,28 @@ async fn a_twilio_outage_loses_no_sms_and_sends_none_twice() {
 }
 
 #[tokio::test]
+async fn a_number_twilio_refuses_dies_in_the_outbox_without_the_number_in_its_error() {
+    let s = Setup::start(Chat::Local, true, "smsrefused").await;
+    s.added("Dr Ortiz", ORTIZ).await;
+    s.twilio().invalidate(ORTIZ);
+    s.send("Are you there?", "m-1").await;
+    let dead = s
+        .app
+        .state
+        .services
+        .outbox
+        .rows(&s.c.org, "dead", 10)
+        .await
+        .expect("rows");
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].operation, "send_sms");
+    let error = dead[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("21211") || error.contains("[number]"), "{error}");
+    assert!(!error.contains("5005550101"), "{error}");
+    assert!(s.texts_to(ORTIZ).is_empty());
+}
+
+#[tokio::test]
 async fn an_inbound_reply_is_posted_as_the_external_member_and_relayed_to_the_others_once() {
     let s = Setup::start(Chat::Local, true, "smsinbound").await;
     let ortiz = s.added("Dr Ortiz", ORTIZ).await;
@@ -778,17 +805,17 @@ async fn the_twilio_webhook_refuses_bad_signatures_and_other_accounts() {
     let post = fakes::twilio::post_form;
     assert_eq!(post(&url, &params, None).await, 401, "unsigned");
     let wrong_key = fakes::twilio::sign("another token", &url, &params);
-    assert_eq!(post(&url, &params, Some(&wrong_key)).await, 401);
+    assert_eq!(post(&url, &params, Some(wrong_key.as_str())).await, 401);
     let other_url = fakes::twilio::sign(
         fakes::twilio::AUTH_TOKEN,
         "http://example.org/webhooks/twilio",
         &params,
     );
-    assert_eq!(post(&url, &params, Some(&other_url)).await, 401);
+    assert_eq!(post(&url, &params, Some(other_url.as_str())).await, 401);
     let good = fakes::twilio::sign(fakes::twilio::AUTH_TOKEN, &url, &params);
     let mut tampered = params;
     tampered[1].1 = "Tampered";
-    assert_eq!(post(&url, &tampered, Some(&good)).await, 401);
+    assert_eq!(post(&url, &tampered, Some(good.as_str())).await, 401);
     let foreign = [
         ("AccountSid", "AC99999999999999999999999999999999"),
         ("Body", "Forged"),
@@ -796,13 +823,13 @@ async fn the_twilio_webhook_refuses_bad_signatures_and_other_accounts() {
         ("MessageSid", "SM00000000000000000000000000000202"),
     ];
     let signed = fakes::twilio::sign(fakes::twilio::AUTH_TOKEN, &url, &foreign);
-    assert_eq!(post(&url, &foreign, Some(&signed)).await, 403);
+    assert_eq!(post(&url, &foreign, Some(signed.as_str())).await, 403);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!history(&s).await.iter().any(|(t, _)| t == "Forged"));
     // Without Twilio there is no webhook.
     let local = TestApp::spawn().await;
     let url = local.url("/webhooks/twilio");
-    assert_eq!(post(&url, &params, Some(&good)).await, 404);
+    assert_eq!(post(&url, &params, Some(good.as_str())).await, 404);
 }
 
 #[tokio::test]

@@ -47,8 +47,8 @@ pub struct Accepted {
 #[derive(Default)]
 struct World {
     accepted: Vec<Accepted>,
-    /// Numbers that sent STOP to the sender (Twilio refuses them with 21610).
-    unsubscribed: HashSet<String>,
+    /// Numbers Twilio finds invalid although well-formed (unassigned: 21211, naming the number).
+    invalid: HashSet<String>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -108,7 +108,7 @@ async fn create_message(
     let Some(to) = get("To") else {
         return error(400, 21604, "A 'To' phone number is required.");
     };
-    if !e164(&to) {
+    if !e164(&to) || world.lock().expect("fake twilio").invalid.contains(&to) {
         return error(
             400,
             21211,
@@ -124,9 +124,6 @@ async fn create_message(
         return error(400, 21602, "Message body is required.");
     };
     let mut world = world.lock().expect("fake twilio");
-    if world.unsubscribed.contains(&to) {
-        return error(400, 21610, "Attempt to send to unsubscribed recipient");
-    }
     let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
     world.accepted.push(Accepted {
         sid: sid.clone(),
@@ -207,12 +204,12 @@ impl FakeTwilio {
         self.world.lock().expect("fake twilio").accepted.clone()
     }
 
-    /// Makes `number` an unsubscribed recipient (it sent STOP to the sender).
-    pub fn unsubscribe(&self, number: &str) {
+    /// Makes Twilio refuse `number` as invalid (21211, its message naming the number).
+    pub fn invalidate(&self, number: &str) {
         self.world
             .lock()
             .expect("fake twilio")
-            .unsubscribed
+            .invalid
             .insert(number.to_owned());
     }
 
@@ -233,7 +230,7 @@ impl FakeTwilio {
         ];
         let url = app.url("/webhooks/twilio");
         let signature = sign(AUTH_TOKEN, &url, &params);
-        post_form(&url, &params, Some(&signature)).await
+        post_form(&url, &params, Some(signature.as_str())).await
     }
 }
 
