@@ -452,9 +452,9 @@ pub struct TwilioConfig {
 impl SmsConfig {
     fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
         let twilio = |key: &str| {
-            vars.get(key)
-                .map(|v| v.trim().to_owned())
-                .ok_or_else(|| anyhow::anyhow!("{key}: required when CAREGRAPH_SMS_PROVIDER=twilio"))
+            vars.get(key).map(|v| v.trim().to_owned()).ok_or_else(|| {
+                anyhow::anyhow!("{key}: required when CAREGRAPH_SMS_PROVIDER=twilio")
+            })
         };
         match vars
             .get("CAREGRAPH_SMS_PROVIDER")
@@ -860,6 +860,55 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_vars(&Vars::new(move |k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn sms_is_local_by_default_and_twilio_needs_its_credentials_and_a_sender() {
+        assert!(matches!(
+            config(&[]).expect("defaults").sms,
+            SmsConfig::Local { ref from } if from == "caregraph"
+        ));
+        let twilio = [
+            ("CAREGRAPH_SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ];
+        let on = config(&twilio).expect("valid");
+        let t = on.sms.twilio().expect("twilio");
+        assert_eq!(t.base_url, "https://api.twilio.com");
+        assert_eq!(t.from_number.as_deref(), Some("+15005550006"));
+        let service = config(&[
+            ("CAREGRAPH_SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_MESSAGING_SERVICE_SID", "MG1"),
+        ])
+        .expect("a messaging service instead of a number");
+        assert!(service.sms.twilio().expect("twilio").from_number.is_none());
+        for (drop, variable) in [
+            ("TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID"),
+            ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN"),
+            ("TWILIO_FROM_NUMBER", "TWILIO_FROM_NUMBER"),
+        ] {
+            let pairs: Vec<(&str, &str)> =
+                twilio.iter().copied().filter(|(k, _)| *k != drop).collect();
+            let error = config(&pairs).expect_err("refused").to_string();
+            assert!(error.contains(variable), "{error}");
+        }
+        let bad_from = config(&[
+            ("CAREGRAPH_SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM_NUMBER", "5550006"),
+        ])
+        .expect_err("not E.164")
+        .to_string();
+        assert!(bad_from.contains("TWILIO_FROM_NUMBER"), "{bad_from}");
+        let other = config(&[("CAREGRAPH_SMS_PROVIDER", "pigeon")])
+            .expect_err("unknown")
+            .to_string();
+        assert!(other.contains("CAREGRAPH_SMS_PROVIDER"), "{other}");
     }
 
     #[test]

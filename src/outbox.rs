@@ -398,12 +398,20 @@ pub struct Outbox {
     provider: Arc<dyn ChatProvider>,
     clock: SharedClock,
     settings: Settings,
-    wake: Arc<Notify>,
+    /// What every clone shares: the worker's wake-up and the SMS relay.
+    shared: Arc<Shared>,
     delivered_late: tokio::sync::broadcast::Sender<String>,
     /// When this process's outbox started (rows older than this were left by another).
     started: DateTime<Utc>,
+}
+
+/// What every clone of an [`Outbox`] shares (one allocation, so the handle stays small).
+#[derive(Default)]
+struct Shared {
+    /// Wakes the worker.
+    wake: Notify,
     /// Delivers SMS rows (set once the services exist).
-    sms: Arc<std::sync::OnceLock<Arc<dyn SmsRelay>>>,
+    sms: std::sync::OnceLock<Arc<dyn SmsRelay>>,
 }
 
 /// Where one outbox row stands, for those who wait on it.
@@ -462,15 +470,14 @@ impl Outbox {
             started: crate::domain::care::stored_precision(clock.now()),
             clock,
             settings,
-            wake: Arc::new(Notify::new()),
+            shared: Arc::default(),
             delivered_late: tokio::sync::broadcast::channel(1024).0,
-            sms: Arc::default(),
         }
     }
 
     /// Sets what delivers SMS rows (once; every clone of this outbox shares it).
     pub fn set_sms_relay(&self, relay: Arc<dyn SmsRelay>) {
-        let _ = self.sms.set(relay);
+        let _ = self.shared.sms.set(relay);
     }
 
     /// Carries an operation out: SMS through the relay, the rest at the chat provider.
@@ -481,7 +488,7 @@ impl Outbox {
                 session_id,
                 message_id,
                 body,
-            } => match self.sms.get() {
+            } => match self.shared.sms.get() {
                 Some(relay) => relay.relay(member_id, session_id, message_id, body).await,
                 None => Err(ProviderError::Unavailable("no SMS relay yet".into())),
             },
@@ -531,7 +538,7 @@ impl Outbox {
 
     /// Wakes the worker (after a transaction with new rows committed).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.shared.wake.notify_one();
     }
 
     /// Delivers these keys now (the caller waits for its own effects): the first round takes
@@ -610,7 +617,7 @@ impl Outbox {
             };
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = self.wake.notified() => {}
+                () = self.shared.wake.notified() => {}
                 () = tokio::time::sleep(nap) => {}
             }
         }
@@ -722,10 +729,7 @@ impl Outbox {
         let result = match &op {
             // The outbox owns the retry schedule: each provider call is tried once here.
             Ok(op) => {
-                let call = tokio::time::timeout(
-                    DELIVERY_BUDGET,
-                    single_attempt(self.apply(op)),
-                );
+                let call = tokio::time::timeout(DELIVERY_BUDGET, single_attempt(self.apply(op)));
                 tokio::pin!(call);
                 let beat = (self.settings.lease / 3).max(Duration::from_millis(100));
                 let mut heartbeat =

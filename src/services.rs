@@ -77,8 +77,6 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The audit trail's queue, writer and sealer.
     pub audit: crate::audit::AuditLog,
-    /// The SMS relay's delivery (the outbox calls it).
-    pub sms: sms::SmsDelivery,
 }
 
 /// What the services are built from.
@@ -126,8 +124,13 @@ impl Services {
             audit,
             sms,
         } = parts;
-        let sms = sms::SmsDelivery::new(db.clone(), sms, clock.clone(), audit.clone());
-        outbox.set_sms_relay(Arc::new(sms.clone()));
+        // The outbox delivers relayed SMS through it.
+        outbox.set_sms_relay(Arc::new(sms::SmsDelivery::new(
+            db.clone(),
+            sms,
+            clock.clone(),
+            audit.clone(),
+        )));
         let chats = chat::ChatService::new(
             db.clone(),
             outbox.clone(),
@@ -181,7 +184,6 @@ impl Services {
             stats,
             metrics,
             audit,
-            sms,
         }
     }
 }

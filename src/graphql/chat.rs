@@ -17,8 +17,7 @@ use super::{
     errors::GqlResult,
     loaders::{
         CaseParticipantsOf, ChannelReads, ChatMembersOf, ExternalMembersOf, GuardianshipsOf,
-        MembershipsOf,
-        ProvisioningOf, RoomKeyOf, SessionAccess,
+        MembershipsOf, ProvisioningOf, RoomKeyOf, SessionAccess,
     },
     organizations::{Organization, User},
     pagination::{self, Conn},
@@ -392,9 +391,11 @@ impl ChatSession {
             .load_one(ExternalMembersOf(self.0.id))
             .await?
             .unwrap_or_default();
-        viewer(ctx).audit.record_all(list.iter().map(|m| {
-            AuditEntry::read(AuditEntity::ExternalChatMember, m.id).org(self.0.org_id)
-        }));
+        viewer(ctx).audit.record_all(
+            list.iter().map(|m| {
+                AuditEntry::read(AuditEntity::ExternalChatMember, m.id).org(self.0.org_id)
+            }),
+        );
         Ok(list.into_iter().map(ExternalChatMember).collect())
     }
     /// Who opened it.

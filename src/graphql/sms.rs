@@ -55,9 +55,10 @@ impl ExternalChatMember {
             .chats
             .local_sms_of(self.0.id, LOCAL_SMS_MAX)
             .await?;
-        viewer(ctx)
-            .audit
-            .record_all(rows.iter().map(|r| AuditEntry::read(AuditEntity::Sms, &r.id)));
+        viewer(ctx).audit.record_all(
+            rows.iter()
+                .map(|r| AuditEntry::read(AuditEntity::Sms, &r.id)),
+        );
         Ok(rows.into_iter().map(LocalSmsMessage).collect())
     }
 }

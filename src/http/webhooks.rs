@@ -140,7 +140,10 @@ fn twilio_url(
         .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned());
     match &state.config.public_url {
         Some(base) => format!("{}{path}", base.trim_end_matches('/')),
-        None => format!("http://{}{path}", header(headers, "host").unwrap_or_default()),
+        None => format!(
+            "http://{}{path}",
+            header(headers, "host").unwrap_or_default()
+        ),
     }
 }
 

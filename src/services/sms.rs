@@ -112,7 +112,10 @@ impl SmsRelay for SmsDelivery {
             ProviderError::Unavailable("reading the SMS recipient failed".into())
         })?;
         let Some((member, org)) = recipient else {
-            tracing::debug!(member = member_id, "an SMS for a member who may no longer receive it was dropped");
+            tracing::debug!(
+                member = member_id,
+                "an SMS for a member who may no longer receive it was dropped"
+            );
             return Ok(());
         };
         let sid = self
@@ -124,7 +127,10 @@ impl SmsRelay for SmsDelivery {
             })
             .await?;
         if let Err(e) = self.record_sent(&member, org, &sid).await {
-            tracing::warn!(member = member_id, "an SMS was sent but recording it failed");
+            tracing::warn!(
+                member = member_id,
+                "an SMS was sent but recording it failed"
+            );
             e.log_cause();
         }
         Ok(())

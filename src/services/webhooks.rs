@@ -108,8 +108,7 @@ impl WebhookService {
             return Ok(false);
         }
         if source == Source::Twilio {
-            let form: Vec<(String, String)> =
-                serde_urlencoded::from_str(body).unwrap_or_default();
+            let form: Vec<(String, String)> = serde_urlencoded::from_str(body).unwrap_or_default();
             self.chat.sms_inbound(&InboundSms::from_form(&form)).await?;
             db::webhooks::processed(&self.db, source.as_str(), delivery_id, self.clock.now())
                 .await?;

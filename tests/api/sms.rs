@@ -21,9 +21,9 @@ const ADD: &str = "mutation($s: ID!, $i: ExternalChatMemberInput!) { addExternal
 const REMOVE: &str = "mutation($s: ID!, $m: ID!) { removeExternalChatMember(sessionId: $s, externalMemberId: $m) { id memberCount externalMembers { id } } }";
 const SESSION: &str = "query($id: ID!) { chatSession(id: $id) { memberCount members { user { id } } externalMembers { id name phoneNumber optedOut localSmsMessages { to from body } } } }";
 const SEND: &str = "mutation($id: ID!, $t: String!, $k: String) { sendChatMessage(sessionId: $id, text: $t, clientMessageId: $k) { id text } }";
-const HISTORY: &str =
-    "query($id: ID!) { chatSession(id: $id) { messages(first: 20) { edges { node { id text author } } } } }";
-const CONSENT: &str = "mutation($p: ID!, $i: RecordConsentInput!) { recordConsent(patientId: $p, input: $i) { id } }";
+const HISTORY: &str = "query($id: ID!) { chatSession(id: $id) { messages(first: 20) { edges { node { id text author } } } } }";
+const CONSENT: &str =
+    "mutation($p: ID!, $i: RecordConsentInput!) { recordConsent(patientId: $p, input: $i) { id } }";
 const REVOKE: &str = "mutation($id: ID!) { revokeConsent(id: $id) { id } }";
 const TEAM: &str = "mutation($p: ID!, $m: [ID!]!) { createCareTeam(patientId: $p, input: {name: \"Rex's rehab\", memberIds: $m}) { id chat { id channelId } } }";
 
@@ -94,7 +94,10 @@ impl Setup {
         settle(&app).await;
         Self {
             session: team["chat"]["id"].as_str().expect("chat").to_owned(),
-            channel: team["chat"]["channelId"].as_str().expect("channel").to_owned(),
+            channel: team["chat"]["channelId"]
+                .as_str()
+                .expect("channel")
+                .to_owned(),
             app,
             c,
             chat,
@@ -263,7 +266,10 @@ async fn an_outside_clinician_added_by_phone_counts_as_a_member_and_gets_each_me
     assert_eq!(member["optedOut"], false);
     settle(&s.app).await;
     let session = s.session().await;
-    assert_eq!(session["memberCount"], 3, "external members count: {session}");
+    assert_eq!(
+        session["memberCount"], 3,
+        "external members count: {session}"
+    );
     assert_eq!(session["members"].as_array().expect("members").len(), 2);
     assert_eq!(session["externalMembers"][0]["id"], member["id"]);
     s.send("BP is stable after the change", "m-1").await;
@@ -445,7 +451,10 @@ async fn in_a_case_chat_staff_add_external_members_and_a_patient_participant_may
     let body = &local_bodies(&session, ORTIZ)[0];
     let hex = chat.replace('-', "");
     assert!(
-        body.ends_with(&format!("Case chat #{}] Referral letter sent", &hex[hex.len() - 6..])),
+        body.ends_with(&format!(
+            "Case chat #{}] Referral letter sent",
+            &hex[hex.len() - 6..]
+        )),
         "{body}"
     );
     // A closed room takes no new external members.
@@ -484,7 +493,10 @@ async fn a_removed_external_member_gets_nothing_more() {
         )
         .await;
     assert_eq!(removed["memberCount"], 3);
-    assert_eq!(removed["externalMembers"].as_array().expect("list").len(), 1);
+    assert_eq!(
+        removed["externalMembers"].as_array().expect("list").len(),
+        1
+    );
     let again = s
         .app
         .gql(
@@ -591,8 +603,7 @@ async fn twilio_gets_one_exact_request_per_message_and_external_member() {
             call.header("content-type").as_deref(),
             Some("application/x-www-form-urlencoded")
         );
-        let form: Vec<(String, String)> =
-            serde_urlencoded::from_bytes(&call.body).expect("a form");
+        let form: Vec<(String, String)> = serde_urlencoded::from_bytes(&call.body).expect("a form");
         let recipient = form[0].1.clone();
         assert_eq!(
             form,
@@ -658,7 +669,10 @@ async fn a_number_twilio_refuses_dies_in_the_outbox_without_the_number_in_its_er
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].operation, "send_sms");
     let error = dead[0].last_error.clone().unwrap_or_default();
-    assert!(error.contains("21211") || error.contains("[number]"), "{error}");
+    assert!(
+        error.contains("21211") || error.contains("[number]"),
+        "{error}"
+    );
     assert!(!error.contains("5005550101"), "{error}");
     assert!(s.texts_to(ORTIZ).is_empty());
 }
@@ -707,7 +721,12 @@ async fn an_inbound_reply_is_posted_as_the_external_member_and_relayed_to_the_ot
     assert_eq!(s.texts_to(KIM).len(), 2);
     // A number nobody added posts nothing.
     s.twilio()
-        .inbound(&s.app, "SM00000000000000000000000000000199", "+15005550199", "hi")
+        .inbound(
+            &s.app,
+            "SM00000000000000000000000000000199",
+            "+15005550199",
+            "hi",
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!history(&s).await.iter().any(|(t, _)| t == "hi"));
@@ -753,7 +772,12 @@ async fn a_number_in_two_chats_replies_into_the_one_that_relayed_to_it_last() {
         .await;
     settle(&s.app).await;
     s.twilio()
-        .inbound(&s.app, "SM00000000000000000000000000000601", ORTIZ, "Answer one")
+        .inbound(
+            &s.app,
+            "SM00000000000000000000000000000601",
+            ORTIZ,
+            "Answer one",
+        )
         .await;
     let case_history = || async {
         let page = s
@@ -781,7 +805,12 @@ async fn a_number_in_two_chats_replies_into_the_one_that_relayed_to_it_last() {
     assert!(!history(&s).await.iter().any(|(t, _)| t == "Answer one"));
     s.send("Team follow-up", "m-2").await;
     s.twilio()
-        .inbound(&s.app, "SM00000000000000000000000000000602", ORTIZ, "Answer two")
+        .inbound(
+            &s.app,
+            "SM00000000000000000000000000000602",
+            ORTIZ,
+            "Answer two",
+        )
         .await;
     eventually("the next reply is in the team chat", || async {
         history(&s)
@@ -836,9 +865,7 @@ async fn the_twilio_webhook_refuses_bad_signatures_and_other_accounts() {
 async fn stop_opts_a_number_out_and_start_opts_it_back_in() {
     let s = Setup::start(Chat::Local, true, "smsstop").await;
     s.added("Dr Ortiz", ORTIZ).await;
-    let opted_out = || async {
-        s.session().await["externalMembers"][0]["optedOut"] == true
-    };
+    let opted_out = || async { s.session().await["externalMembers"][0]["optedOut"] == true };
     s.twilio()
         .inbound(&s.app, "SM00000000000000000000000000000301", ORTIZ, "STOP")
         .await;
@@ -846,11 +873,19 @@ async fn stop_opts_a_number_out_and_start_opts_it_back_in() {
     s.send("While opted out", "m-1").await;
     assert!(s.texts_to(ORTIZ).is_empty(), "nothing sent");
     s.twilio()
-        .inbound(&s.app, "SM00000000000000000000000000000302", ORTIZ, "A reply")
+        .inbound(
+            &s.app,
+            "SM00000000000000000000000000000302",
+            ORTIZ,
+            "A reply",
+        )
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        !history(&s).await.iter().any(|(t, _)| t == "A reply" || t == "STOP"),
+        !history(&s)
+            .await
+            .iter()
+            .any(|(t, _)| t == "A reply" || t == "STOP"),
         "a reply from an opted-out number is not posted, nor the keyword"
     );
     s.twilio()
@@ -876,7 +911,10 @@ async fn on_stream_an_external_member_joins_the_channel_and_replies_as_their_own
     );
     let channel_path = format!("/channels/messaging/{}", s.channel);
     let adds = stream.control().calls("POST", &channel_path);
-    assert_eq!(adds.last().expect("an add").json(), json!({"add_members": [ortiz]}));
+    assert_eq!(
+        adds.last().expect("an add").json(),
+        json!({"add_members": [ortiz]})
+    );
     assert!(
         stream
             .members(&s.channel_ref())
@@ -908,9 +946,11 @@ async fn on_stream_an_external_member_joins_the_channel_and_replies_as_their_own
     );
     // A message a client SDK posted, reported by Stream's webhook, is relayed once.
     let text = "Sutures out on Friday";
-    let event = serde_json::to_vec(&json!({"type": "message.new", "cid": format!("messaging:{}", s.channel),
+    let event = serde_json::to_vec(
+        &json!({"type": "message.new", "cid": format!("messaging:{}", s.channel),
         "message": {"id": "sdk-1", "text": text, "type": "regular",
-            "user": {"id": s.c.tech.id}, "created_at": chrono::Utc::now().to_rfc3339()}}))
+            "user": {"id": s.c.tech.id}, "created_at": chrono::Utc::now().to_rfc3339()}}),
+    )
     .expect("json");
     for _ in 0..2 {
         let status = reqwest::Client::new()
@@ -962,7 +1002,10 @@ async fn on_sendbird_an_external_member_joins_the_channel_and_replies_as_their_o
     );
     let invite = format!("/v3/group_channels/{}/invite", s.channel);
     let invites = sendbird.control().calls("POST", &invite);
-    assert_eq!(invites.last().expect("an invite").json()["user_ids"], json!([ortiz]));
+    assert_eq!(
+        invites.last().expect("an invite").json()["user_ids"],
+        json!([ortiz])
+    );
     assert!(
         sendbird
             .members(&s.channel_ref())
@@ -978,7 +1021,12 @@ async fn on_sendbird_an_external_member_joins_the_channel_and_replies_as_their_o
     );
     sendbird.control().clear();
     s.twilio()
-        .inbound(&s.app, "SM00000000000000000000000000000501", ORTIZ, "Called")
+        .inbound(
+            &s.app,
+            "SM00000000000000000000000000000501",
+            ORTIZ,
+            "Called",
+        )
         .await;
     let messages = format!("/v3/group_channels/{}/messages", s.channel);
     eventually("the reply reached Sendbird", || async {

@@ -171,7 +171,12 @@ mod tests {
         let url = "https://example.org/webhooks/twilio";
         let sig = signature(b"token", url, &example());
         assert!(!verify(b"other", url, &example(), &sig));
-        assert!(!verify(b"token", "https://example.org/other", &example(), &sig));
+        assert!(!verify(
+            b"token",
+            "https://example.org/other",
+            &example(),
+            &sig
+        ));
         let mut changed = example();
         changed[2].1 = "9999".into();
         assert!(!verify(b"token", url, &changed, &sig));

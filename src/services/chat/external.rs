@@ -100,12 +100,10 @@ pub(crate) async fn outsiders_allowed(
         // A case about no patient.
         return Ok(true);
     };
-    Ok(
-        db::consents::unrevoked(c, patient, ConsentScope::Messaging)
-            .await?
-            .iter()
-            .any(|consent| consent.is_active(now)),
-    )
+    Ok(db::consents::unrevoked(c, patient, ConsentScope::Messaging)
+        .await?
+        .iter()
+        .any(|consent| consent.is_active(now)))
 }
 
 /// The provider message id of an inbound SMS: the same SMS (Twilio retries) gives the same id.
@@ -234,8 +232,15 @@ impl ChatService {
         );
         let mut fx = super::AfterCommit::default();
         fx.deliver(crate::outbox::enqueue(&txn, &[entry], now).await?);
-        self.owe_change(&txn, &mut fx, &session, ChangeKind::MembersChanged, None, &[])
-            .await?;
+        self.owe_change(
+            &txn,
+            &mut fx,
+            &session,
+            ChangeKind::MembersChanged,
+            None,
+            &[],
+        )
+        .await?;
         self.commit(txn, fx).await?;
         Ok(member)
     }
@@ -281,8 +286,15 @@ impl ChatService {
         );
         let mut fx = super::AfterCommit::default();
         fx.deliver(crate::outbox::enqueue(&txn, &[entry], self.clock.now()).await?);
-        self.owe_change(&txn, &mut fx, &session, ChangeKind::MembersChanged, None, &[])
-            .await?;
+        self.owe_change(
+            &txn,
+            &mut fx,
+            &session,
+            ChangeKind::MembersChanged,
+            None,
+            &[],
+        )
+        .await?;
         self.commit(txn, fx).await?;
         Ok(session)
     }
@@ -367,8 +379,12 @@ impl ChatService {
             scope
                 .record_in(
                     txn,
-                    AuditEntry::new(AuditAction::Delete, AuditEntity::ExternalChatMember, gone.id)
-                        .org(session.org_id),
+                    AuditEntry::new(
+                        AuditAction::Delete,
+                        AuditEntity::ExternalChatMember,
+                        gone.id,
+                    )
+                    .org(session.org_id),
                 )
                 .await?;
             entries.push(Entry::new(
