@@ -953,15 +953,14 @@ async fn on_stream_an_external_member_joins_the_channel_and_replies_as_their_own
     )
     .expect("json");
     for _ in 0..2 {
-        let status = reqwest::Client::new()
-            .post(s.app.url("/webhooks/stream"))
-            .header("content-type", "application/json")
-            .header("x-signature", hmac_hex(fakes::stream::API_SECRET, &event))
-            .body(event.clone())
-            .send()
-            .await
-            .expect("post")
-            .status();
+        let status = signed_webhook(
+            &s.app,
+            "/webhooks/stream",
+            "x-signature",
+            fakes::stream::API_SECRET,
+            &event,
+        )
+        .await;
         assert_eq!(status, 200);
     }
     let tech = s.display_name(&s.c.tech.id).await;
@@ -1055,18 +1054,14 @@ async fn on_sendbird_an_external_member_joins_the_channel_and_replies_as_their_o
         "type": "MESG", "channel": {"channel_url": s.channel}, "sender": {"user_id": s.c.vet.id},
         "payload": {"message_id": id, "message": "Thanks", "created_at": chrono::Utc::now().timestamp_millis()}}))
     .expect("json");
-    let status = reqwest::Client::new()
-        .post(s.app.url("/webhooks/sendbird"))
-        .header("content-type", "application/json")
-        .header(
-            "x-sendbird-signature",
-            hmac_hex(fakes::sendbird::API_TOKEN, &event),
-        )
-        .body(event)
-        .send()
-        .await
-        .expect("post")
-        .status();
+    let status = signed_webhook(
+        &s.app,
+        "/webhooks/sendbird",
+        "x-sendbird-signature",
+        fakes::sendbird::API_TOKEN,
+        &event,
+    )
+    .await;
     assert_eq!(status, 200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     settle(&s.app).await;
@@ -1079,12 +1074,22 @@ async fn on_sendbird_an_external_member_joins_the_channel_and_replies_as_their_o
     );
 }
 
-/// HMAC-SHA256 hex, as Stream and Sendbird sign webhooks.
-fn hmac_hex(key: &str, body: &[u8]) -> String {
+/// Posts a JSON webhook delivery signed as Stream and Sendbird sign them (HMAC-SHA256 hex of
+/// the body with `key`, in `header`); the status.
+async fn signed_webhook(app: &TestApp, path: &str, header: &str, key: &str, body: &[u8]) -> u16 {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("key");
     mac.update(body);
-    hex::encode(mac.finalize().into_bytes())
+    reqwest::Client::new()
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .header(header, hex::encode(mac.finalize().into_bytes()))
+        .body(body.to_vec())
+        .send()
+        .await
+        .expect("post")
+        .status()
+        .as_u16()
 }
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction};
 
 use super::{ChatService, channel_of};
 use crate::{
-    audit::{AuditAction, AuditActor, AuditEntity, AuditEntry},
+    audit::{AuditAction, AuditActor, AuditEntity, AuditEntry, AuditScope},
     auth::Viewer,
     crypto::hmac_hex,
     db,
@@ -115,6 +115,93 @@ fn inbound_message_id(session: ChatSessionId, message_sid: &str) -> String {
     format!("cg-{}", &digest[..32])
 }
 
+/// A new external member of `session`, added at `now` (following a care-team member or not).
+fn new_member(
+    session: &ChatSession,
+    name: String,
+    phone_number: String,
+    care_team_member_id: Option<CareTeamMemberId>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> ExternalChatMember {
+    ExternalChatMember {
+        id: ExternalMemberId::new(),
+        session_id: session.id,
+        name,
+        phone_number,
+        opted_out: false,
+        care_team_member_id,
+        last_relayed_at: None,
+        created_at: crate::domain::care::stored_precision(now),
+    }
+}
+
+/// Writes `member` in `txn` with its CREATE record (in `scope`); the outbox entry that adds
+/// their chat user to the channel, or `None` when the number is in the chat already.
+async fn join_in(
+    txn: &DatabaseTransaction,
+    scope: &AuditScope,
+    session: &ChatSession,
+    member: &ExternalChatMember,
+) -> AppResult<Option<Entry>> {
+    if !db::sms::insert(txn, member).await? {
+        return Ok(None);
+    }
+    scope
+        .record_in(
+            txn,
+            AuditEntry::new(
+                AuditAction::Create,
+                AuditEntity::ExternalChatMember,
+                member.id,
+            )
+            .org(session.org_id),
+        )
+        .await?;
+    Ok(Some(Entry::new(
+        format!("chat:{}:external:{}:add", session.id, member.id),
+        Some(session.org_id.to_string()),
+        Operation::AddMembers {
+            channel: channel_of(session),
+            users: vec![ChatUser {
+                id: member.id.to_string(),
+                name: member.name.clone(),
+                image: None,
+            }],
+            message: None,
+        },
+    )))
+}
+
+/// Removes external member `member` of `session` in `txn` with its DELETE record (in
+/// `scope`); the outbox entry that removes their chat user from the channel, or `None` when
+/// there was no such member.
+async fn leave_in(
+    txn: &DatabaseTransaction,
+    scope: &AuditScope,
+    session: &ChatSession,
+    member: ExternalMemberId,
+) -> AppResult<Option<Entry>> {
+    if !db::sms::remove(txn, session.id, member).await? {
+        return Ok(None);
+    }
+    scope
+        .record_in(
+            txn,
+            AuditEntry::new(AuditAction::Delete, AuditEntity::ExternalChatMember, member)
+                .org(session.org_id),
+        )
+        .await?;
+    Ok(Some(Entry::new(
+        format!("chat:{}:external:{member}:remove", session.id),
+        Some(session.org_id.to_string()),
+        Operation::RemoveMembers {
+            channel: channel_of(session),
+            user_ids: vec![member.to_string()],
+            message: None,
+        },
+    )))
+}
+
 impl ChatService {
     /// The external members of many sessions (unchecked: for loaders behind a read check).
     pub async fn external_members_of(
@@ -189,47 +276,13 @@ impl ChatService {
                 "the patient has no active MESSAGING consent: people outside the organization join their chats only with one".into(),
             ));
         }
-        let member = ExternalChatMember {
-            id: ExternalMemberId::new(),
-            session_id: session.id,
-            name,
-            phone_number: phone,
-            opted_out: false,
-            care_team_member_id: None,
-            last_relayed_at: None,
-            created_at: crate::domain::care::stored_precision(now),
-        };
+        let member = new_member(&session, name, phone, None, now);
         let txn = db::begin(&self.db).await?;
-        if !db::sms::insert(&txn, &member).await? {
+        let Some(entry) = join_in(&txn, &viewer.audit, &session, &member).await? else {
             return Err(AppError::Conflict(
                 "that phone number is in this chat already".into(),
             ));
-        }
-        viewer
-            .audit
-            .record_in(
-                &txn,
-                AuditEntry::new(
-                    AuditAction::Create,
-                    AuditEntity::ExternalChatMember,
-                    member.id,
-                )
-                .org(session.org_id),
-            )
-            .await?;
-        let entry = Entry::new(
-            format!("chat:{}:external:{}:add", session.id, member.id),
-            Some(session.org_id.to_string()),
-            Operation::AddMembers {
-                channel: channel_of(&session),
-                users: vec![ChatUser {
-                    id: member.id.to_string(),
-                    name: member.name.clone(),
-                    image: None,
-                }],
-                message: None,
-            },
-        );
+        };
         let mut fx = super::AfterCommit::default();
         fx.deliver(crate::outbox::enqueue(&txn, &[entry], now).await?);
         self.owe_change(
@@ -264,26 +317,9 @@ impl ChatService {
             ));
         }
         let txn = db::begin(&self.db).await?;
-        if !db::sms::remove(&txn, session.id, member).await? {
+        let Some(entry) = leave_in(&txn, &viewer.audit, &session, member).await? else {
             return Err(AppError::NotFound("external chat member"));
-        }
-        viewer
-            .audit
-            .record_in(
-                &txn,
-                AuditEntry::new(AuditAction::Delete, AuditEntity::ExternalChatMember, member)
-                    .org(session.org_id),
-            )
-            .await?;
-        let entry = Entry::new(
-            format!("chat:{}:external:{member}:remove", session.id),
-            Some(session.org_id.to_string()),
-            Operation::RemoveMembers {
-                channel: channel_of(&session),
-                user_ids: vec![member.to_string()],
-                message: None,
-            },
-        );
+        };
         let mut fx = super::AfterCommit::default();
         fx.deliver(crate::outbox::enqueue(&txn, &[entry], self.clock.now()).await?);
         self.owe_change(
@@ -333,69 +369,14 @@ impl ChatService {
                 .iter()
                 .any(|e| e.care_team_member_id == Some(*id) || e.phone_number == *phone)
         }) {
-            let external = ExternalChatMember {
-                id: ExternalMemberId::new(),
-                session_id: session.id,
-                name: name.clone(),
-                phone_number: phone.clone(),
-                opted_out: false,
-                care_team_member_id: Some(*member_id),
-                last_relayed_at: None,
-                created_at: crate::domain::care::stored_precision(now),
-            };
-            if !db::sms::insert(txn, &external).await? {
-                continue;
-            }
-            scope
-                .record_in(
-                    txn,
-                    AuditEntry::new(
-                        AuditAction::Create,
-                        AuditEntity::ExternalChatMember,
-                        external.id,
-                    )
-                    .org(session.org_id),
-                )
-                .await?;
-            entries.push(Entry::new(
-                format!("chat:{}:external:{}:add", session.id, external.id),
-                Some(session.org_id.to_string()),
-                Operation::AddMembers {
-                    channel: channel_of(&session),
-                    users: vec![ChatUser {
-                        id: external.id.to_string(),
-                        name: external.name.clone(),
-                        image: None,
-                    }],
-                    message: None,
-                },
-            ));
+            let external = new_member(&session, name.clone(), phone.clone(), Some(*member_id), now);
+            entries.extend(join_in(txn, &scope, &session, &external).await?);
         }
         for gone in current.iter().filter(|e| {
             e.care_team_member_id
                 .is_some_and(|id| !phone_only.iter().any(|(m, _, _)| *m == id))
         }) {
-            db::sms::remove(txn, session.id, gone.id).await?;
-            scope
-                .record_in(
-                    txn,
-                    AuditEntry::new(
-                        AuditAction::Delete,
-                        AuditEntity::ExternalChatMember,
-                        gone.id,
-                    )
-                    .org(session.org_id),
-                )
-                .await?;
-            entries.push(Entry::new(
-                format!("chat:{}:external:{}:remove", session.id, gone.id),
-                Some(session.org_id.to_string()),
-                Operation::RemoveMembers {
-                    channel: channel_of(&session),
-                    user_ids: vec![gone.id.to_string()],
-                    message: None,
-                },
-            ));
+            entries.extend(leave_in(txn, &scope, &session, gone.id).await?);
         }
         if !entries.is_empty() {
             fx.deliver(crate::outbox::enqueue(txn, &entries, now).await?);
@@ -569,12 +550,7 @@ impl ChatService {
                 .scope(TWILIO, None, None)
                 .record_in(
                     &txn,
-                    AuditEntry::new(
-                        AuditAction::Send,
-                        AuditEntity::ChatMessage,
-                        &sent.message.id,
-                    )
-                    .org(session.org_id),
+                    super::messaging::sent_record(&sent.message.id, session.org_id),
                 )
                 .await?;
         }

@@ -49,6 +49,11 @@ fn message_id(session: ChatSessionId, author: &str, client_id: &str) -> String {
     format!("cg-{}", &digest[..32])
 }
 
+/// The record of a message posted in a chat of `org` (its id only, never its text).
+pub(super) fn sent_record(message_id: &str, org: crate::domain::OrgId) -> AuditEntry {
+    AuditEntry::new(AuditAction::Send, AuditEntity::ChatMessage, message_id).org(org)
+}
+
 /// The refusal of an operation the configured provider has no server API for.
 pub(super) fn not_offered(provider: &str, field: &str, what: &str, flag: &str) -> AppError {
     AppError::bad_input(
@@ -168,15 +173,7 @@ impl ChatService {
         crate::outbox::enqueue(&txn, &relays, self.clock.now()).await?;
         viewer
             .audit
-            .record_in(
-                &txn,
-                AuditEntry::new(
-                    AuditAction::Send,
-                    AuditEntity::ChatMessage,
-                    &sent.message.id,
-                )
-                .org(session.org_id),
-            )
+            .record_in(&txn, sent_record(&sent.message.id, session.org_id))
             .await?;
         txn.commit().await?;
         if !relays.is_empty() {
