@@ -975,6 +975,24 @@ mod tests {
     }
 
     #[test]
+    fn an_sms_is_partitioned_by_its_recipient_and_stored_as_send_sms() {
+        let op = Operation::SendSms {
+            member_id: "m-1".into(),
+            session_id: "s-1".into(),
+            message_id: "cg-1".into(),
+            body: "[A, Case chat #abcdef] hi".into(),
+        };
+        assert_eq!(op.partition_key(), "sms:m-1");
+        assert_eq!(op.name(), "send_sms");
+        let stored = serde_json::to_value(&op).expect("json");
+        assert_eq!(stored["op"], "send_sms");
+        assert_eq!(
+            serde_json::from_value::<Operation>(stored).expect("reads back"),
+            op
+        );
+    }
+
+    #[test]
     fn the_stored_json_of_the_earlier_operations_is_unchanged() {
         let op: Operation =
             serde_json::from_value(json!({ "op": "delete_users", "user_ids": ["a", "b"] }))

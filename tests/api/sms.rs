@@ -524,8 +524,8 @@ async fn a_removed_external_member_gets_nothing_more() {
 }
 
 #[tokio::test]
-async fn revoking_the_patient_s_consent_stops_the_relay_at_once() {
-    let s = Setup::start(Chat::Local, false, "smsconsent").await;
+async fn revoking_the_patient_s_consent_stops_relays_and_replies_at_once() {
+    let s = Setup::start(Chat::Local, true, "smsconsent").await;
     s.added("Dr Ortiz", ORTIZ).await;
     s.send("Before", "m-1").await;
     s.app
@@ -537,7 +537,17 @@ async fn revoking_the_patient_s_consent_stops_the_relay_at_once() {
         )
         .await;
     s.send("After", "m-2").await;
-    assert_eq!(local_bodies(&s.session().await, ORTIZ).len(), 1);
+    assert_eq!(s.texts_to(ORTIZ).len(), 1, "only the message before");
+    s.twilio()
+        .inbound(
+            &s.app,
+            "SM00000000000000000000000000000701",
+            ORTIZ,
+            "Late reply",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!history(&s).await.iter().any(|(t, _)| t == "Late reply"));
 }
 
 #[tokio::test]
@@ -545,6 +555,8 @@ async fn audit_records_name_external_members_and_sms_by_id_only() {
     let s = Setup::start(Chat::Local, false, "smsaudit").await;
     let ortiz = s.added("Dr Ortiz", ORTIZ).await;
     s.send("Potassium 5.9, recheck", "m-1").await;
+    // Reading the list is one READ per member (written after the response).
+    s.session().await;
     s.app
         .ok(
             &s.c.vet.token,
@@ -567,6 +579,15 @@ async fn audit_records_name_external_members_and_sms_by_id_only() {
     assert!(has("CREATE", "EXTERNAL_CHAT_MEMBER", Some(&ortiz)));
     assert!(has("DELETE", "EXTERNAL_CHAT_MEMBER", Some(&ortiz)));
     assert!(has("SEND", "SMS", None), "the relayed SMS");
+    eventually("the READ is recorded", || async {
+        audit_event::Entity::find()
+            .all(&s.app.state.services.db)
+            .await
+            .expect("audit")
+            .iter()
+            .any(|r| r.action == "READ" && r.entity_type == "EXTERNAL_CHAT_MEMBER")
+    })
+    .await;
     let everything = format!("{rows:?}");
     assert!(!everything.contains("5005550101"), "no phone number");
     assert!(!everything.contains("Potassium"), "no message text");
@@ -703,6 +724,20 @@ async fn an_inbound_reply_is_posted_as_the_external_member_and_relayed_to_the_ot
         "relayed to the other external member"
     );
     assert_eq!(s.texts_to(ORTIZ).len(), 1, "not back to its author");
+    let sent_by_twilio = audit_event::Entity::find()
+        .all(&s.app.state.services.db)
+        .await
+        .expect("audit")
+        .into_iter()
+        .any(|r| {
+            r.action == "SEND"
+                && r.entity_type == "CHAT_MESSAGE"
+                && r.actor_id.as_deref() == Some("twilio")
+        });
+    assert!(
+        sent_by_twilio,
+        "the reply is recorded as sent by the webhook"
+    );
     // Twilio retries the same SMS: nothing new.
     assert_eq!(
         s.twilio()
@@ -895,6 +930,19 @@ async fn stop_opts_a_number_out_and_start_opts_it_back_in() {
     s.send("Back in", "m-2").await;
     let vet = s.display_name(&s.c.vet.id).await;
     assert_eq!(s.texts_to(ORTIZ), vec![s.relayed(&vet, "Back in")]);
+    let by_twilio = audit_event::Entity::find()
+        .all(&s.app.state.services.db)
+        .await
+        .expect("audit")
+        .into_iter()
+        .filter(|r| {
+            r.action == "UPDATE"
+                && r.entity_type == "EXTERNAL_CHAT_MEMBER"
+                && r.actor_kind == "WEBHOOK"
+                && r.actor_id.as_deref() == Some("twilio")
+        })
+        .count();
+    assert_eq!(by_twilio, 2, "STOP and START");
 }
 
 #[tokio::test]
@@ -968,6 +1016,38 @@ async fn on_stream_an_external_member_joins_the_channel_and_replies_as_their_own
         s.texts_to(ORTIZ).contains(&s.relayed(&tech, text))
     })
     .await;
+    // Stream reports the external member's join: no intrusion to undo. A system message is not
+    // relayed.
+    let cid = format!("messaging:{}", s.channel);
+    let joined = serde_json::to_vec(&json!({"type": "member.added", "cid": cid,
+        "member": {"user_id": ortiz}, "user": {"id": ortiz},
+        "created_at": chrono::Utc::now().to_rfc3339()}))
+    .expect("json");
+    let system = serde_json::to_vec(&json!({"type": "message.new", "cid": cid,
+        "message": {"id": "sys-1", "text": "Dr Ortiz joined", "type": "system",
+            "user": {"id": s.c.tech.id}, "created_at": chrono::Utc::now().to_rfc3339()}}))
+    .expect("json");
+    for event in [joined, system] {
+        let status = signed_webhook(
+            &s.app,
+            "/webhooks/stream",
+            "x-signature",
+            fakes::stream::API_SECRET,
+            &event,
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle(&s.app).await;
+    assert!(
+        stream
+            .members(&s.channel_ref())
+            .expect("channel")
+            .contains(&ortiz),
+        "still in the channel"
+    );
+    assert!(!s.texts_to(ORTIZ).iter().any(|t| t.contains("joined")));
     // Leaving: removed at Stream too.
     stream.control().clear();
     s.app
