@@ -78,6 +78,7 @@ impl App {
         let meetings: Arc<dyn MeetingLinks> = Arc::new(Jitsi::new(&config.jitsi, room_key));
         let chat =
             crate::providers::chat::build(&config, db.clone(), http_client.clone(), &metrics)?;
+        let sms = crate::providers::sms::build(&config, db.clone(), http_client.clone(), &metrics);
         let outbox = Outbox::new(
             db.clone(),
             chat.provider.clone(),
@@ -145,6 +146,7 @@ impl App {
             audit,
             mail,
             public_url,
+            sms,
         });
         let demo = if config.seeds_demo() {
             services::demo::seed_if_empty(&db)

@@ -103,6 +103,10 @@ pub enum AuditEntity {
     AuditTrail,
     /// A practitioner's weekly availability (the entity id is the practitioner's user id).
     Availability,
+    /// A person outside caregraph in a chat, reached by SMS (by the external member's id).
+    ExternalChatMember,
+    /// An SMS relayed to an external chat member (by the gateway's message id).
+    Sms,
 }
 
 /// Whether the read rule let it through.
@@ -157,6 +161,7 @@ codes!(AuditEntity {
     ChatSession => "CHAT_SESSION", ChatMessage => "CHAT_MESSAGE", ChatToken => "CHAT_TOKEN",
     Invitation => "INVITATION", Membership => "MEMBERSHIP", User => "USER",
     AuditTrail => "AUDIT_TRAIL", Availability => "AVAILABILITY",
+    ExternalChatMember => "EXTERNAL_CHAT_MEMBER", Sms => "SMS",
 });
 codes!(AuditOutcome { Allowed => "ALLOWED", Denied => "DENIED" });
 

@@ -66,6 +66,8 @@ pub struct Config {
     pub jitsi: JitsiConfig,
     /// The chat provider.
     pub chat: ChatConfig,
+    /// The SMS gateway of external chat members.
+    pub sms: SmsConfig,
     /// Events and subscriptions.
     pub realtime: RealtimeConfig,
     /// Hardening limits.
@@ -457,6 +459,100 @@ impl ChatConfig {
     }
 }
 
+/// Which SMS gateway relays chat messages to external members.
+#[derive(Clone, Debug)]
+pub enum SmsConfig {
+    /// `CAREGRAPH_SMS_PROVIDER=local` (the default): messages are recorded in the database and
+    /// shown through the API; nothing is sent.
+    Local {
+        /// `CAREGRAPH_SMS_FROM` (default `caregraph`): the sender the local records show.
+        from: String,
+    },
+    /// `CAREGRAPH_SMS_PROVIDER=twilio`: Twilio's Messages API.
+    Twilio(TwilioConfig),
+}
+
+/// Twilio's Messages API.
+#[derive(Clone, Debug)]
+pub struct TwilioConfig {
+    /// `TWILIO_ACCOUNT_SID`.
+    pub account_sid: String,
+    /// `TWILIO_AUTH_TOKEN` (secret): basic auth of API calls, and the key of webhook signatures.
+    pub auth_token: SecretString,
+    /// `TWILIO_FROM_NUMBER`: the E.164 number messages come from (or a messaging service).
+    pub from_number: Option<String>,
+    /// `TWILIO_MESSAGING_SERVICE_SID`: sends through a messaging service instead of one number.
+    pub messaging_service_sid: Option<String>,
+    /// `TWILIO_BASE_URL` (default `https://api.twilio.com`).
+    pub base_url: String,
+    /// `TWILIO_WEBHOOK_URL`: the URL Twilio is configured to call for inbound messages, as it
+    /// signs it (default `CAREGRAPH_PUBLIC_URL` + `/webhooks/twilio`, else the request's host).
+    pub webhook_url: Option<String>,
+}
+
+impl SmsConfig {
+    fn from_vars(vars: &Vars<'_>) -> anyhow::Result<Self> {
+        let twilio = |key: &str| {
+            vars.get(key).map(|v| v.trim().to_owned()).ok_or_else(|| {
+                anyhow::anyhow!("{key}: required when CAREGRAPH_SMS_PROVIDER=twilio")
+            })
+        };
+        match vars
+            .get("CAREGRAPH_SMS_PROVIDER")
+            .map(|p| p.trim().to_lowercase())
+            .as_deref()
+        {
+            None | Some("local") => Ok(Self::Local {
+                from: vars
+                    .get("CAREGRAPH_SMS_FROM")
+                    .map_or_else(|| "caregraph".to_owned(), |f| f.trim().to_owned()),
+            }),
+            Some("twilio") => {
+                let from_number = vars.get("TWILIO_FROM_NUMBER").map(|v| v.trim().to_owned());
+                let messaging_service_sid = vars
+                    .get("TWILIO_MESSAGING_SERVICE_SID")
+                    .map(|v| v.trim().to_owned());
+                if from_number.is_none() && messaging_service_sid.is_none() {
+                    bail!(
+                        "TWILIO_FROM_NUMBER or TWILIO_MESSAGING_SERVICE_SID: one is required when CAREGRAPH_SMS_PROVIDER=twilio"
+                    );
+                }
+                if let Some(n) = &from_number
+                    && crate::domain::care::phone_number(n, "TWILIO_FROM_NUMBER").is_err()
+                {
+                    bail!("TWILIO_FROM_NUMBER: expected an E.164 number such as +15005550006");
+                }
+                Ok(Self::Twilio(TwilioConfig {
+                    account_sid: twilio("TWILIO_ACCOUNT_SID")?,
+                    auth_token: SecretString::from(twilio("TWILIO_AUTH_TOKEN")?),
+                    from_number,
+                    messaging_service_sid,
+                    base_url: base_url(
+                        vars.get("TWILIO_BASE_URL")
+                            .unwrap_or_else(|| "https://api.twilio.com".into()),
+                        "TWILIO_BASE_URL",
+                    )?,
+                    webhook_url: vars
+                        .get("TWILIO_WEBHOOK_URL")
+                        .map(|u| base_url(u, "TWILIO_WEBHOOK_URL"))
+                        .transpose()?,
+                }))
+            }
+            Some(other) => {
+                bail!("CAREGRAPH_SMS_PROVIDER: expected local or twilio, got {other:?}")
+            }
+        }
+    }
+
+    /// Twilio's settings, when Twilio is the gateway.
+    pub fn twilio(&self) -> Option<&TwilioConfig> {
+        match self {
+            Self::Twilio(t) => Some(t),
+            Self::Local { .. } => None,
+        }
+    }
+}
+
 /// Jitsi meeting links.
 #[derive(Clone, Debug)]
 pub struct JitsiConfig {
@@ -737,6 +833,7 @@ impl Config {
         }
 
         let chat = ChatConfig::from_vars(vars)?;
+        let sms = SmsConfig::from_vars(vars)?;
         let realtime = RealtimeConfig::from_vars(vars)?;
         let security = SecurityConfig::from_vars(vars)?;
         let audit = AuditConfig::from_vars(vars)?;
@@ -750,6 +847,7 @@ impl Config {
             mail,
             jitsi,
             chat,
+            sms,
             realtime,
             bind: vars.parse("CAREGRAPH_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             listen_backlog,
@@ -805,6 +903,55 @@ mod tests {
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
         Config::from_vars(&Vars::new(move |k| map.get(k).cloned()))
+    }
+
+    #[test]
+    fn sms_is_local_by_default_and_twilio_needs_its_credentials_and_a_sender() {
+        assert!(matches!(
+            config(&[]).expect("defaults").sms,
+            SmsConfig::Local { ref from } if from == "caregraph"
+        ));
+        let twilio = [
+            ("CAREGRAPH_SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM_NUMBER", "+15005550006"),
+        ];
+        let on = config(&twilio).expect("valid");
+        let t = on.sms.twilio().expect("twilio");
+        assert_eq!(t.base_url, "https://api.twilio.com");
+        assert_eq!(t.from_number.as_deref(), Some("+15005550006"));
+        let service = config(&[
+            ("CAREGRAPH_SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_MESSAGING_SERVICE_SID", "MG1"),
+        ])
+        .expect("a messaging service instead of a number");
+        assert!(service.sms.twilio().expect("twilio").from_number.is_none());
+        for (drop, variable) in [
+            ("TWILIO_ACCOUNT_SID", "TWILIO_ACCOUNT_SID"),
+            ("TWILIO_AUTH_TOKEN", "TWILIO_AUTH_TOKEN"),
+            ("TWILIO_FROM_NUMBER", "TWILIO_FROM_NUMBER"),
+        ] {
+            let pairs: Vec<(&str, &str)> =
+                twilio.iter().copied().filter(|(k, _)| *k != drop).collect();
+            let error = config(&pairs).expect_err("refused").to_string();
+            assert!(error.contains(variable), "{error}");
+        }
+        let bad_from = config(&[
+            ("CAREGRAPH_SMS_PROVIDER", "twilio"),
+            ("TWILIO_ACCOUNT_SID", "AC1"),
+            ("TWILIO_AUTH_TOKEN", "token"),
+            ("TWILIO_FROM_NUMBER", "5550006"),
+        ])
+        .expect_err("not E.164")
+        .to_string();
+        assert!(bad_from.contains("TWILIO_FROM_NUMBER"), "{bad_from}");
+        let other = config(&[("CAREGRAPH_SMS_PROVIDER", "pigeon")])
+            .expect_err("unknown")
+            .to_string();
+        assert!(other.contains("CAREGRAPH_SMS_PROVIDER"), "{other}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod keyset;
 pub mod local_chat;
 pub mod organizations;
 pub mod patients;
+pub mod sms;
 pub mod users;
 pub mod webhooks;
 

@@ -8,9 +8,10 @@ pub mod ids;
 pub mod invitation;
 pub mod pagination;
 pub mod people;
+pub mod sms;
 
 pub use ids::{
     AppointmentId, CareTeamId, CareTeamMemberId, CaseId, ChatSessionId, ComplianceGroupId,
-    ConsentId, InvitationId, OrgId, PatientId, UserId,
+    ConsentId, ExternalMemberId, InvitationId, OrgId, PatientId, UserId,
 };
 pub use people::{Email, Membership, OrgRole, Organization, Slug, User};

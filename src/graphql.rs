@@ -26,6 +26,7 @@ pub mod provider_ops;
 pub mod redact;
 pub mod related;
 pub mod roots;
+pub mod sms;
 pub mod subscriptions;
 pub mod trusted;
 

@@ -77,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/webhooks/stream", post(webhooks::stream))
         .route("/webhooks/sendbird", post(webhooks::sendbird))
+        .route("/webhooks/twilio", post(webhooks::twilio))
         // Inside the router, where the matched route's pattern is known.
         .route_layer(axum::middleware::from_fn_with_state(
             state.services.metrics.clone(),

@@ -1,13 +1,16 @@
-//! The outbox: every side effect at the chat provider that follows a change in caregraph is
-//! written as a row in the same database transaction as the change, with an idempotency key,
-//! and delivered by a worker that retries with backoff until it succeeds, or marks the row dead
-//! after `CAREGRAPH_OUTBOX_MAX_ATTEMPTS` (visible to admins and in metrics).
+//! The outbox: every side effect at the chat provider that follows a change in caregraph, and
+//! every SMS relayed to an external chat member, is written as a row in the same database
+//! transaction as the change, with an idempotency key, and delivered by a worker that retries
+//! with backoff until it succeeds, or marks the row dead after `CAREGRAPH_OUTBOX_MAX_ATTEMPTS`
+//! (visible to admins and in metrics).
 //!
-//! Rows of one partition (one channel, the user directory, or one user's token revocations) are
-//! delivered in order, one at a time; partitions proceed in parallel. A row is claimed with a
-//! lease, so a process that dies mid-delivery loses nothing: the lease expires and another worker
-//! delivers it. Delivery is at least once, and every operation is idempotent at the provider, so
-//! the effect happens once.
+//! Rows of one partition (one channel, the user directory, one user's token revocations, or
+//! one SMS recipient) are delivered in order, one at a time; partitions proceed in parallel. A
+//! row is claimed with a lease, so a process that dies mid-delivery loses nothing: the lease
+//! expires and another worker delivers it. Delivery is at least once, and every chat operation
+//! is idempotent at the provider, so the effect happens once. An SMS has no idempotency at the
+//! gateway: its row (one per message and recipient, by key) is marked done once the gateway
+//! accepted it, so it is sent again only if the process dies between the two.
 
 use std::{sync::Arc, time::Duration};
 
@@ -111,6 +114,32 @@ pub enum Operation {
         /// Tokens issued before this instant stop working; later ones keep working.
         issued_before: DateTime<Utc>,
     },
+    /// Relay a chat message by SMS to an external member (delivered by the [`SmsRelay`], which
+    /// looks the number up and checks the member may still receive it when it sends).
+    SendSms {
+        /// The external member.
+        member_id: String,
+        /// Their chat session.
+        session_id: String,
+        /// The chat message relayed.
+        message_id: String,
+        /// The text, with its prefix.
+        body: String,
+    },
+}
+
+/// Delivers [`Operation::SendSms`] rows (the SMS side of the services, set once at start).
+#[async_trait::async_trait]
+pub trait SmsRelay: Send + Sync {
+    /// Sends one relayed message, or nothing when its member is gone, opted out or no longer
+    /// entitled (that is a success: the row is done).
+    async fn relay(
+        &self,
+        member_id: &str,
+        session_id: &str,
+        message_id: &str,
+        body: &str,
+    ) -> Result<(), ProviderError>;
 }
 
 impl Operation {
@@ -121,6 +150,9 @@ impl Operation {
             // One partition per user: a refused revocation holds back only that user's later
             // revocations, never the user directory.
             Self::RevokeTokens { user_id, .. } => format!("revoke_tokens:{user_id}"),
+            // One partition per recipient: their messages arrive in order, and a number that
+            // refuses holds back only its own.
+            Self::SendSms { member_id, .. } => format!("sms:{member_id}"),
             Self::CreateChannel { spec, .. } => spec.channel.cid(),
             Self::UpdateMetadata { channel, .. }
             | Self::AddMembers { channel, .. }
@@ -144,6 +176,7 @@ impl Operation {
             Self::SystemMessage { .. } => "system_message",
             Self::DeleteChannel { .. } => "delete_channel",
             Self::RevokeTokens { .. } => "revoke_tokens",
+            Self::SendSms { .. } => "send_sms",
         }
     }
 
@@ -190,6 +223,10 @@ impl Operation {
                 user_id,
                 issued_before,
             } => provider.revoke_tokens(user_id, *issued_before).await,
+            Self::SendSms { .. } => Err(ProviderError::Rejected {
+                status: 0,
+                message: "an SMS goes through the outbox's SMS relay".into(),
+            }),
         }
     }
 }
@@ -361,10 +398,20 @@ pub struct Outbox {
     provider: Arc<dyn ChatProvider>,
     clock: SharedClock,
     settings: Settings,
-    wake: Arc<Notify>,
+    /// What every clone shares: the worker's wake-up and the SMS relay.
+    shared: Arc<Shared>,
     delivered_late: tokio::sync::broadcast::Sender<String>,
     /// When this process's outbox started (rows older than this were left by another).
     started: DateTime<Utc>,
+}
+
+/// What every clone of an [`Outbox`] shares (one allocation, so the handle stays small).
+#[derive(Default)]
+struct Shared {
+    /// Wakes the worker.
+    wake: Notify,
+    /// Delivers SMS rows (set once the services exist).
+    sms: std::sync::OnceLock<Arc<dyn SmsRelay>>,
 }
 
 /// Where one outbox row stands, for those who wait on it.
@@ -423,8 +470,29 @@ impl Outbox {
             started: crate::domain::care::stored_precision(clock.now()),
             clock,
             settings,
-            wake: Arc::new(Notify::new()),
+            shared: Arc::default(),
             delivered_late: tokio::sync::broadcast::channel(1024).0,
+        }
+    }
+
+    /// Sets what delivers SMS rows (once; every clone of this outbox shares it).
+    pub fn set_sms_relay(&self, relay: Arc<dyn SmsRelay>) {
+        let _ = self.shared.sms.set(relay);
+    }
+
+    /// Carries an operation out: SMS through the relay, the rest at the chat provider.
+    async fn apply(&self, op: &Operation) -> Result<(), ProviderError> {
+        match op {
+            Operation::SendSms {
+                member_id,
+                session_id,
+                message_id,
+                body,
+            } => match self.shared.sms.get() {
+                Some(relay) => relay.relay(member_id, session_id, message_id, body).await,
+                None => Err(ProviderError::Unavailable("no SMS relay yet".into())),
+            },
+            other => other.apply(self.provider.as_ref()).await,
         }
     }
 
@@ -470,7 +538,7 @@ impl Outbox {
 
     /// Wakes the worker (after a transaction with new rows committed).
     pub fn wake(&self) {
-        self.wake.notify_one();
+        self.shared.wake.notify_one();
     }
 
     /// Delivers these keys now (the caller waits for its own effects): the first round takes
@@ -541,8 +609,14 @@ impl Outbox {
             // Sleep until the earliest retry is due (a backed-off row must not wait a whole poll
             // period), a new row wakes the worker, or the poll period passes.
             let due = self.next_due().await.ok().flatten();
-            if !crate::backoff::rest(&stop, &self.wake, due, self.clock.now(), self.settings.poll)
-                .await
+            if !crate::backoff::rest(
+                &stop,
+                &self.shared.wake,
+                due,
+                self.clock.now(),
+                self.settings.poll,
+            )
+            .await
             {
                 break;
             }
@@ -655,10 +729,7 @@ impl Outbox {
         let result = match &op {
             // The outbox owns the retry schedule: each provider call is tried once here.
             Ok(op) => {
-                let call = tokio::time::timeout(
-                    DELIVERY_BUDGET,
-                    single_attempt(op.apply(self.provider.as_ref())),
-                );
+                let call = tokio::time::timeout(DELIVERY_BUDGET, single_attempt(self.apply(op)));
                 tokio::pin!(call);
                 let beat = (self.settings.lease / 3).max(Duration::from_millis(100));
                 let mut heartbeat =
@@ -901,6 +972,24 @@ mod tests {
         );
         assert_eq!(op.name(), "revoke_tokens");
         assert_eq!(op.partition_key(), "revoke_tokens:u-1");
+    }
+
+    #[test]
+    fn an_sms_is_partitioned_by_its_recipient_and_stored_as_send_sms() {
+        let op = Operation::SendSms {
+            member_id: "m-1".into(),
+            session_id: "s-1".into(),
+            message_id: "cg-1".into(),
+            body: "[A, Case chat #abcdef] hi".into(),
+        };
+        assert_eq!(op.partition_key(), "sms:m-1");
+        assert_eq!(op.name(), "send_sms");
+        let stored = serde_json::to_value(&op).expect("json");
+        assert_eq!(stored["op"], "send_sms");
+        assert_eq!(
+            serde_json::from_value::<Operation>(stored).expect("reads back"),
+            op
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod lookups;
 pub mod organizations;
 pub mod patients;
 pub mod provider_ops;
+pub mod sms;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -30,7 +31,7 @@ use crate::{
     db::QueryStats,
     events::EventBus,
     outbox::Outbox,
-    providers::{chat::ChatStack, meetings::MeetingLinks},
+    providers::{chat::ChatStack, meetings::MeetingLinks, sms::SmsGateway},
     telemetry::metrics::Metrics,
 };
 
@@ -111,6 +112,8 @@ pub struct Parts {
     /// The base URL people reach this service at (`CAREGRAPH_PUBLIC_URL`, else the bound
     /// address), for the URLs caregraph hands out.
     pub public_url: String,
+    /// The SMS gateway of external chat members.
+    pub sms: Arc<dyn SmsGateway>,
 }
 
 impl Services {
@@ -130,7 +133,15 @@ impl Services {
             audit,
             mail,
             public_url,
+            sms,
         } = parts;
+        // The outbox delivers relayed SMS through it.
+        outbox.set_sms_relay(Arc::new(sms::SmsDelivery::new(
+            db.clone(),
+            sms,
+            clock.clone(),
+            audit.clone(),
+        )));
         let chats = chat::ChatService::new(
             db.clone(),
             outbox.clone(),

@@ -18,6 +18,7 @@ mod m20261206_000003_audit;
 mod m20261207_000001_audit_hardening;
 mod m20261207_000002_availability;
 mod m20261207_000003_audit_unsealed_partial;
+mod m20261207_000004_sms_members;
 mod m20261207_000005_invitations;
 
 /// The ordered list of caregraph migrations.
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000001_audit_hardening::Migration),
             Box::new(m20261207_000002_availability::Migration),
             Box::new(m20261207_000003_audit_unsealed_partial::Migration),
+            Box::new(m20261207_000004_sms_members::Migration),
             Box::new(m20261207_000005_invitations::Migration),
         ]
     }

@@ -231,10 +231,10 @@ impl AuditLog {
                     }
                     let stopping = stop.is_none_or(CancellationToken::is_cancelled);
                     if stopping && attempt >= 3 {
-                        tracing::error!(error = %e, count = batch.len(), "writing audit records failed; records lost at shutdown");
+                        tracing::error!(error = ?e, count = batch.len(), "writing audit records failed; records lost at shutdown");
                         break;
                     }
-                    tracing::warn!(error = %e, count = batch.len(), "writing audit records failed; retrying");
+                    tracing::warn!(error = ?e, count = batch.len(), "writing audit records failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait = (wait * 2).min(MAX_RETRY);
                 }

@@ -100,6 +100,11 @@ id_type!(
     "chat session"
 );
 id_type!(
+    /// An external (SMS) member's id; the same id is their user id at the chat provider.
+    ExternalMemberId,
+    "external chat member"
+);
+id_type!(
     /// An appointment's id.
     AppointmentId,
     "appointment"

@@ -112,6 +112,10 @@ mirror!(
         AuditTrail,
         /// A practitioner's weekly availability (the entity id is the practitioner's user id).
         Availability,
+        /// A person outside caregraph in a chat, reached by SMS (by the external member's id).
+        ExternalChatMember,
+        /// An SMS relayed to an external chat member (by the gateway's message id).
+        Sms,
     }
 );
 mirror!(

@@ -16,16 +16,17 @@ use super::{
     context::{loader, services, viewer},
     errors::GqlResult,
     loaders::{
-        CaseParticipantsOf, ChannelReads, ChatMembersOf, GuardianshipsOf, MembershipsOf,
-        ProvisioningOf, RoomKeyOf, SessionAccess,
+        CaseParticipantsOf, ChannelReads, ChatMembersOf, ExternalMembersOf, GuardianshipsOf,
+        MembershipsOf, ProvisioningOf, RoomKeyOf, SessionAccess,
     },
     organizations::{Organization, User},
     pagination::{self, Conn},
     patients::{CareTeam, Patient},
     related::{org_of, patient_of, user_of},
+    sms::ExternalChatMember,
 };
 use crate::{
-    audit::AuditAction,
+    audit::{AuditAction, AuditEntity, AuditEntry},
     domain::{self, AppointmentId, ChatSessionId, OrgId, PatientId, chat::SessionKey},
     error::AppError,
     providers::chat::{Capabilities, ChannelState, ChatMessage as ProviderMessage},
@@ -371,13 +372,31 @@ impl ChatSession {
             .unwrap_or_default();
         Ok(list.into_iter().map(|(u, r)| ChatMember(u, r)).collect())
     }
-    /// How many members.
+    /// How many members: caregraph's members and the external (SMS) members.
     async fn member_count(&self, ctx: &Context<'_>) -> GqlResult<i32> {
         let list = loader(ctx)
             .load_one(ChatMembersOf(self.0.id))
             .await?
             .unwrap_or_default();
-        Ok(i32::try_from(list.len()).unwrap_or(i32::MAX))
+        let external = loader(ctx)
+            .load_one(ExternalMembersOf(self.0.id))
+            .await?
+            .unwrap_or_default();
+        Ok(i32::try_from(list.len() + external.len()).unwrap_or(i32::MAX))
+    }
+    /// The people outside caregraph in this chat, reached by SMS (care-team and case chats),
+    /// oldest first.
+    async fn external_members(&self, ctx: &Context<'_>) -> GqlResult<Vec<ExternalChatMember>> {
+        let list = loader(ctx)
+            .load_one(ExternalMembersOf(self.0.id))
+            .await?
+            .unwrap_or_default();
+        viewer(ctx).audit.record_all(
+            list.iter().map(|m| {
+                AuditEntry::read(AuditEntity::ExternalChatMember, m.id).org(self.0.org_id)
+            }),
+        );
+        Ok(list.into_iter().map(ExternalChatMember).collect())
     }
     /// Who opened it.
     async fn created_by(&self, ctx: &Context<'_>) -> GqlResult<User> {

@@ -397,6 +397,31 @@ impl Loader<ChatMembersOf> for AppLoader {
     }
 }
 
+/// The external (SMS) members of a chat session (by session id).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ExternalMembersOf(pub ChatSessionId);
+
+impl Loader<ExternalMembersOf> for AppLoader {
+    type Value = Vec<crate::domain::sms::ExternalChatMember>;
+    type Error = async_graphql::Error;
+
+    async fn load(
+        &self,
+        keys: &[ExternalMembersOf],
+    ) -> Result<HashMap<ExternalMembersOf, Self::Value>, Self::Error> {
+        let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
+        let rows = self.services.chats.external_members_of(&ids).await?;
+        let mut map: HashMap<ExternalMembersOf, Self::Value> =
+            keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+        for member in rows {
+            map.entry(ExternalMembersOf(member.session_id))
+                .or_default()
+                .push(member);
+        }
+        Ok(map)
+    }
+}
+
 /// Where a chat session's channel stands at the provider (by session id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ProvisioningOf(pub ChatSessionId);

@@ -13,6 +13,7 @@ use super::{
     organizations::{OrganizationMutation, OrganizationQuery},
     patients::{PatientMutation, PatientQuery},
     provider_ops::{ProviderOpsMutation, ProviderOpsQuery},
+    sms::SmsMutation,
 };
 
 pub use super::subscriptions::Subscription;
@@ -42,6 +43,7 @@ pub struct Mutation(
     BookingMutation,
     ProviderOpsMutation,
     ChatMutation,
+    SmsMutation,
     AuditMutation,
     InvitationMutation,
 );

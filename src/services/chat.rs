@@ -9,6 +9,7 @@ mod care_teams;
 mod case_rooms;
 mod direct;
 mod effects;
+mod external;
 mod groups;
 mod lifecycle;
 mod membership;
@@ -20,6 +21,8 @@ mod scheduler;
 mod watch;
 
 pub use effects::AfterCommit;
+pub use external::InboundSms;
+pub(crate) use external::outsiders_allowed;
 pub use groups::{GroupChange, GroupInput};
 pub use messaging::{HISTORY_PAGE_MAX, HistoryPage};
 pub use watch::{ListEvent, Watch};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sea_orm::DatabaseConnection;
 use serde_json::Value;
 
-use super::chat::ChatService;
+use super::chat::{ChatService, InboundSms};
 use crate::{
     clock::SharedClock,
     db,
@@ -23,6 +23,8 @@ pub enum Source {
     Stream,
     /// Sendbird.
     Sendbird,
+    /// Twilio (inbound SMS of external chat members; the body is the signed form).
+    Twilio,
 }
 
 impl Source {
@@ -31,6 +33,7 @@ impl Source {
         match self {
             Self::Stream => "stream",
             Self::Sendbird => "sendbird",
+            Self::Twilio => "twilio",
         }
     }
 
@@ -38,6 +41,7 @@ impl Source {
         match raw {
             "stream" => Some(Self::Stream),
             "sendbird" => Some(Self::Sendbird),
+            "twilio" => Some(Self::Twilio),
             _ => None,
         }
     }
@@ -46,6 +50,7 @@ impl Source {
         match self {
             Self::Stream => parse_stream(body),
             Self::Sendbird => parse_sendbird(body),
+            Self::Twilio => Vec::new(),
         }
     }
 }
@@ -101,6 +106,13 @@ impl WebhookService {
         .await?;
         if !claimed {
             return Ok(false);
+        }
+        if source == Source::Twilio {
+            let form: Vec<(String, String)> = serde_urlencoded::from_str(body).unwrap_or_default();
+            self.chat.sms_inbound(&InboundSms::from_form(&form)).await?;
+            db::webhooks::processed(&self.db, source.as_str(), delivery_id, self.clock.now())
+                .await?;
+            return Ok(true);
         }
         let events = match serde_json::from_str::<Value>(body) {
             Ok(json) => source.parse(&json),

@@ -105,6 +105,8 @@ struct World {
     case_chat: String,
     team: String,
     team_chat: String,
+    /// An external (SMS) member of the care-team chat (the patient consented to MESSAGING).
+    external: String,
     /// A former member, active nowhere (deactivation took them out of the group): the one
     /// `deleteChatUsers` deletes at the provider.
     leaver: String,
@@ -242,6 +244,32 @@ fn operations() -> Vec<Op> {
             // The group: the vet, the tech and now the owner (the leaver left when deactivated).
             allowed_check: |w, d| {
                 d["memberCount"] == 3 && d["members"].to_string().contains(&w.c.owner.id)
+            },
+        },
+        Op {
+            name: "addExternalChatMember",
+            query: "mutation($id: ID!, $i: ExternalChatMemberInput!) { addExternalChatMember(sessionId: $id, input: $i) { id name phoneNumber } }",
+            field: "addExternalChatMember",
+            vars: |w, _| json!({"id": w.team_chat, "i": {"name": "Intruder", "phoneNumber": "+15005550999"}}),
+            target: |w| s(&w.team_chat),
+            outsider: Expect::Code("NOT_FOUND"),
+            other_client: Expect::Code("NOT_FOUND"),
+            allowed: Who::Tech,
+            allowed_vars: |w| json!({"id": w.team_chat, "i": {"name": "Nurse Kim", "phoneNumber": "+15005550102"}}),
+            allowed_check: |_, d| d["phoneNumber"] == "+15005550102",
+        },
+        Op {
+            name: "removeExternalChatMember",
+            query: "mutation($id: ID!, $m: ID!) { removeExternalChatMember(sessionId: $id, externalMemberId: $m) { id externalMembers { id } } }",
+            field: "removeExternalChatMember",
+            vars: |w, _| json!({"id": w.team_chat, "m": w.external}),
+            target: |w| s(&w.team_chat),
+            outsider: Expect::Code("NOT_FOUND"),
+            other_client: Expect::Code("NOT_FOUND"),
+            allowed: Who::Vet,
+            allowed_vars: |w| json!({"id": w.team_chat, "m": w.external}),
+            allowed_check: |w, d| {
+                d["id"] == w.team_chat && !d["externalMembers"].to_string().contains(&w.external)
             },
         },
         Op {
@@ -542,6 +570,24 @@ async fn world(app: &TestApp, tag: &str) -> World {
         .await;
     let case_chat = case["chat"]["id"].as_str().expect("case room").to_owned();
     let team_chat = team["chat"]["id"].as_str().expect("team chat").to_owned();
+    app.ok(
+        &c.owner.token,
+        "mutation($p: ID!, $o: ID!) { recordConsent(patientId: $p, input: {scope: MESSAGING, grantedToOrgId: $o}) { id } }",
+        json!({"p": c.patient, "o": c.other_org}),
+        "recordConsent",
+    )
+    .await;
+    let external = app
+        .ok(
+            &c.vet.token,
+            "mutation($id: ID!) { addExternalChatMember(sessionId: $id, input: {name: \"Dr Ortiz\", phoneNumber: \"+15005550101\"}) { id } }",
+            json!({"id": team_chat}),
+            "addExternalChatMember",
+        )
+        .await["id"]
+        .as_str()
+        .expect("external member")
+        .to_owned();
     for (session, text) in [
         (&case_chat, "Case note: the claim is disputed"),
         (&team_chat, "Staff only: the x-ray is worrying"),
@@ -581,6 +627,7 @@ async fn world(app: &TestApp, tag: &str) -> World {
         case_chat,
         team: team["id"].as_str().expect("team id").to_owned(),
         team_chat,
+        external,
         channels,
         leaver,
         c,
@@ -856,6 +903,16 @@ async fn members_and_staff_without_the_right_part_are_refused_and_change_nothing
         ("updateGroupMembers", Who::Tech, Expect::Refused),
         ("deleteGroupChat", Who::Tech, Expect::Refused),
         ("chatSession", Who::Desk, Expect::Code("NOT_FOUND")),
+        (
+            "addExternalChatMember",
+            Who::Desk,
+            Expect::Code("NOT_FOUND"),
+        ),
+        (
+            "removeExternalChatMember",
+            Who::Client,
+            Expect::Code("NOT_FOUND"),
+        ),
         ("sendChatMessage", Who::Desk, Expect::Code("NOT_FOUND")),
         ("closeChatSession", Who::Desk, Expect::Code("NOT_FOUND")),
         ("updateGroupChat", Who::Desk, Expect::Code("NOT_FOUND")),

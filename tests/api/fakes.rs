@@ -5,6 +5,7 @@
 pub mod ethora;
 pub mod sendbird;
 pub mod stream;
+pub mod twilio;
 
 use std::{
     net::SocketAddr,

@@ -42,6 +42,7 @@ mod realtime;
 mod replicas;
 mod revocation;
 mod security;
+mod sms;
 mod storm;
 mod sweep;
 mod traces;

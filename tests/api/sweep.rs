@@ -192,6 +192,8 @@ fn table(f: &Fixture) -> Vec<Call> {
         call(M, "createGroupChat", Denied, format!("mutation($o: ID!, $t: String!) {{ createGroupChat(orgId: $o, input: {{title: $t, memberIds: []}}) {{ {SESSION} }} }}"), json!({"o": o, "t": f.group_title})),
         call(M, "updateGroupChat", Denied, format!("mutation($id: ID!) {{ updateGroupChat(sessionId: $id, input: {{title: \"Hijacked\", readOnly: true}}) {{ {SESSION} }} }}"), json!({"id": f.group})),
         call(M, "updateGroupMembers", Denied, format!("mutation($id: ID!, $a: [ID!], $r: [ID!]) {{ updateGroupMembers(sessionId: $id, add: $a, remove: $r) {{ {SESSION} }} }}"), json!({"id": f.group, "a": [c.outsider.id], "r": [c.vet.id]})),
+        call(M, "addExternalChatMember", Denied, "mutation($id: ID!) { addExternalChatMember(sessionId: $id, input: {name: \"Intruder\", phoneNumber: \"+15005550999\"}) { id name phoneNumber } }".into(), json!({"id": f.care_chat})),
+        call(M, "removeExternalChatMember", Denied, format!("mutation($id: ID!, $m: ID!) {{ removeExternalChatMember(sessionId: $id, externalMemberId: $m) {{ {SESSION} }} }}"), json!({"id": f.care_chat, "m": uuid::Uuid::now_v7().to_string()})),
         call(M, "deleteChatUsers", Denied, "mutation($o: ID!, $u: ID!) { deleteChatUsers(orgId: $o, userIds: [$u]) }".into(), json!({"o": o, "u": c.vet.id})),
         // The caller's own chat credentials: open to anyone signed in.
         call(M, "issueChatToken", Open, "mutation { issueChatToken { provider userId token connection } }".into(), json!({})),

@@ -1,4 +1,5 @@
-//! Care-team chats: a staff-only room per team; outside members take part only while consented.
+//! Care-team chats: a staff-only room per team; outside members take part only while consented,
+//! and phone-only members take part by SMS as external members.
 
 use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::json;
@@ -61,6 +62,8 @@ impl ChatService {
             &wanted,
             by,
         )
-        .await
+        .await?;
+        // Phone-only members take part by SMS.
+        self.sync_care_team_externals(txn, fx, team, by).await
     }
 }

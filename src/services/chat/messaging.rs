@@ -49,8 +49,13 @@ fn message_id(session: ChatSessionId, author: &str, client_id: &str) -> String {
     format!("cg-{}", &digest[..32])
 }
 
+/// The record of a message posted in a chat of `org` (its id only, never its text).
+pub(super) fn sent_record(message_id: &str, org: crate::domain::OrgId) -> AuditEntry {
+    AuditEntry::new(AuditAction::Send, AuditEntity::ChatMessage, message_id).org(org)
+}
+
 /// The refusal of an operation the configured provider has no server API for.
-fn not_offered(provider: &str, field: &str, what: &str, flag: &str) -> AppError {
+pub(super) fn not_offered(provider: &str, field: &str, what: &str, flag: &str) -> AppError {
     AppError::bad_input(
         field,
         format!(
@@ -143,25 +148,37 @@ impl ChatService {
                 } => AppError::ChatNotOpen(message),
                 other => other.into_app(provider),
             })?;
+        // Relayed by SMS to the chat's external members through the outbox, keyed by message
+        // and member: a repeat queues nothing new but recovers a relay its first try lost.
+        let relays = self
+            .relay_entries(
+                &self.db,
+                &session,
+                &sent.message.id,
+                &me.display_name,
+                &message.text,
+                None,
+            )
+            .await?;
         if !sent.fresh {
             // A repeat: the first send recorded and announced it.
+            if !relays.is_empty() {
+                crate::outbox::enqueue(&self.db, &relays, self.clock.now()).await?;
+                self.outbox.wake();
+            }
             return Ok(sent.message);
         }
         let txn = db::begin(&self.db).await?;
         db::chat_sessions::touch(&txn, session.id, sent.message.sent_at).await?;
+        crate::outbox::enqueue(&txn, &relays, self.clock.now()).await?;
         viewer
             .audit
-            .record_in(
-                &txn,
-                AuditEntry::new(
-                    AuditAction::Send,
-                    AuditEntity::ChatMessage,
-                    &sent.message.id,
-                )
-                .org(session.org_id),
-            )
+            .record_in(&txn, sent_record(&sent.message.id, session.org_id))
             .await?;
         txn.commit().await?;
+        if !relays.is_empty() {
+            self.outbox.wake();
+        }
         self.announce_change(
             &session,
             ChangeKind::Message,

@@ -1,4 +1,5 @@
-//! What a provider reports about caregraph's channels (through webhooks), applied here.
+//! What a provider reports about caregraph's channels (through webhooks), applied here; a new
+//! message is also relayed by SMS to the chat's external members.
 
 use super::ChatService;
 use crate::{
@@ -45,6 +46,7 @@ impl ChatService {
                 if message.sent_at > session.last_activity_at {
                     db::chat_sessions::touch(&self.db, session.id, message.sent_at).await?;
                 }
+                self.relay_reported(&session, &message).await?;
                 self.announce_change(&session, ChangeKind::Message, Some(message), &[])
                     .await;
             }
@@ -89,9 +91,12 @@ impl ChatService {
                 // caregraph decides who takes part: a member added at the provider behind its
                 // back (a client SDK's invite, a channel owner's add) is taken out again.
                 let current = self.members_of(std::slice::from_ref(&session.id)).await?;
+                let externals =
+                    db::sms::of_sessions(&self.db, std::slice::from_ref(&session.id)).await?;
                 let intruders: Vec<String> = user_ids
                     .into_iter()
                     .filter(|u| !current.iter().any(|(_, m, _)| m.to_string() == *u))
+                    .filter(|u| !externals.iter().any(|m| m.id.to_string() == *u))
                     .filter(|u| u.as_str() != crate::providers::chat::stream::SYSTEM_USER_ID)
                     .collect();
                 if intruders.is_empty() {
