@@ -76,6 +76,11 @@ async fn owner_and_clinic(app: &TestApp) -> (String, Value) {
     (owner, org)
 }
 
+/// The `nodes` of the walkthrough query `query` (rooted at `field`) with `{"org": org}`.
+async fn nodes(app: &TestApp, owner: &str, query: &str, org: &Value, field: &str) -> Value {
+    app.ok(owner, query, json!({ "org": org }), field).await["nodes"].clone()
+}
+
 /// The values of `field` (a `/`-separated path) in each of `list`'s items.
 fn each<'a>(list: &'a Value, field: &str) -> Vec<&'a Value> {
     list.as_array()
@@ -98,10 +103,7 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
     let vars = json!({ "org": org });
 
     // 2. Today's dashboard, by start time.
-    let day = app
-        .ok(&owner, DASHBOARD, vars.clone(), "appointments")
-        .await["nodes"]
-        .clone();
+    let day = nodes(&app, &owner, DASHBOARD, &org, "appointments").await;
     assert_eq!(each(&day, "status").len(), 3, "{day}");
     assert_eq!(
         each(&day, "status"),
@@ -124,10 +126,7 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
     assert_eq!(day[1]["supportStaff"][0]["displayName"], "Sam Rivera");
 
     // 3. The chat under way has its messages (no system message: nobody closed it).
-    let open = app
-        .ok(&owner, OPEN_CHAT, vars.clone(), "appointments")
-        .await["nodes"][0]["chat"]
-        .clone();
+    let open = nodes(&app, &owner, OPEN_CHAT, &org, "appointments").await[0]["chat"].clone();
     assert_eq!(open["status"], "ACTIVE");
     assert_eq!(open["members"].as_array().expect("members").len(), 3);
     let texts = each(&open["messages"]["nodes"], "text");
@@ -141,7 +140,7 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
     );
 
     // 4. The owner's own chats: the claim's room and the team channel.
-    let mine = app.ok(&owner, MY_CHATS, vars.clone(), "chatSessions").await["nodes"].clone();
+    let mine = nodes(&app, &owner, MY_CHATS, &org, "chatSessions").await;
     let mut categories: Vec<&str> = each(&mine, "category")
         .iter()
         .map(|c| c.as_str().expect("category"))
@@ -169,7 +168,7 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
     );
 
     // 6. The care team, its chat and its outside member.
-    let patients = app.ok(&owner, CARE_TEAMS, vars.clone(), "patients").await["nodes"].clone();
+    let patients = nodes(&app, &owner, CARE_TEAMS, &org, "patients").await;
     let mochi = patients
         .as_array()
         .expect("patients")
@@ -227,7 +226,7 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
         .await;
     let token = app.ok(&owner, TOKEN, json!({}), "issueChatToken").await;
     assert_eq!(token["provider"], "local");
-    let mine = app.ok(&owner, MY_CHATS, vars, "chatSessions").await["nodes"].clone();
+    let mine = nodes(&app, &owner, MY_CHATS, &org, "chatSessions").await;
     assert_eq!(
         mine[0]["lastMessage"]["text"], "Hello from the front office",
         "newest activity first: {mine}"
@@ -236,12 +235,11 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
 
 /// How many appointments and chats of the owner's the clinic has.
 async fn count(app: &TestApp, owner: &str, org: &Value) -> (usize, usize) {
-    let vars = json!({ "org": org });
-    let day = app.ok(owner, DASHBOARD, vars.clone(), "appointments").await;
-    let chats = app.ok(owner, MY_CHATS, vars, "chatSessions").await;
+    let day = nodes(app, owner, DASHBOARD, org, "appointments").await;
+    let chats = nodes(app, owner, MY_CHATS, org, "chatSessions").await;
     (
-        day["nodes"].as_array().expect("day").len(),
-        chats["nodes"].as_array().expect("chats").len(),
+        day.as_array().expect("day").len(),
+        chats.as_array().expect("chats").len(),
     )
 }
 
@@ -273,10 +271,7 @@ async fn a_demo_start_with_the_chat_provider_down_seeds_everything_but_the_messa
     .await;
     let (owner, org) = owner_and_clinic(&app).await;
     let vars = json!({ "org": org });
-    let day = app
-        .ok(&owner, DASHBOARD, vars.clone(), "appointments")
-        .await["nodes"]
-        .clone();
+    let day = nodes(&app, &owner, DASHBOARD, &org, "appointments").await;
     assert_eq!(
         each(&day, "meeting/state"),
         ["CLOSED", "OPEN", "NOT_YET_OPEN"]
@@ -303,10 +298,7 @@ async fn a_demo_start_with_the_chat_provider_down_seeds_everything_but_the_messa
     // Back up, the outbox makes the channels, with no message the provider never took.
     fake.control().heal();
     settle(&app).await;
-    let open = app
-        .ok(&owner, OPEN_CHAT, json!({"org": org}), "appointments")
-        .await["nodes"][0]["chat"]
-        .clone();
+    let open = nodes(&app, &owner, OPEN_CHAT, &org, "appointments").await[0]["chat"].clone();
     assert_eq!(open["status"], "ACTIVE");
     assert!(
         open["messages"]["nodes"]
@@ -326,13 +318,9 @@ async fn a_demo_start_on_stream_seeds_the_same_day_with_its_messages_at_stream()
     })
     .await;
     let (owner, org) = owner_and_clinic(&app).await;
-    let vars = json!({ "org": org });
-    let day = app
-        .ok(&owner, DASHBOARD, vars.clone(), "appointments")
-        .await["nodes"]
-        .clone();
+    let day = nodes(&app, &owner, DASHBOARD, &org, "appointments").await;
     assert_eq!(each(&day, "chat/status"), ["CLOSED", "ACTIVE", "PENDING"]);
-    let open = app.ok(&owner, OPEN_CHAT, vars, "appointments").await["nodes"][0]["chat"].clone();
+    let open = nodes(&app, &owner, OPEN_CHAT, &org, "appointments").await[0]["chat"].clone();
     assert_eq!(each(&open["messages"]["nodes"], "text").len(), 3, "{open}");
     assert!(
         fake.control()
