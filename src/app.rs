@@ -149,7 +149,8 @@ impl App {
             sms,
         });
         let demo = if config.seeds_demo() {
-            services::demo::seed_if_empty(&db)
+            // Boxed: the seed's many service calls would make every caller's future large.
+            Box::pin(services::demo::seed_if_empty(&services))
                 .await
                 .map_err(|e| anyhow::anyhow!("seeding demo data failed: {e:?}"))?
         } else {

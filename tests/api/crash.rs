@@ -318,7 +318,9 @@ fn channel_of(chat: &Value) -> caregraph::providers::chat::ChannelRef {
     }
 }
 
-#[tokio::test]
+// Two workers: `start_with` blocks its thread until the link is printed, and the demo seed
+// before it talks to the fake provider, which is served on this runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_kill_9_with_channels_pending_a_reopen_answers_ready_and_the_rest_follow_within_seconds()
  {
     use crate::fakes::FakeProvider;

@@ -24,6 +24,7 @@ mod colleagues;
 mod compliance_groups;
 mod configuration;
 mod crash;
+mod demo;
 mod fakes;
 mod hardening;
 mod health;

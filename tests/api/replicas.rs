@@ -80,7 +80,9 @@ async fn event(ws: &mut Ws, within: Duration) -> Option<Value> {
     }
 }
 
-#[tokio::test]
+// Two workers: `Replica::start` blocks its thread until the link is printed, and A's demo seed
+// before it talks to the fake provider, which is served on this runtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs CAREGRAPH_TEST_POSTGRES_URL and CAREGRAPH_TEST_REDIS_URL"]
 async fn two_processes_share_events_through_redis_exactly_once() {
     let how = "two processes share one database only on PostgreSQL, and events only through Redis";
