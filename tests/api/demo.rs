@@ -45,7 +45,8 @@ const CARE_TEAMS: &str = "query CareTeams($org: ID!) {
   patients(orgId: $org) {
     nodes { name careTeams { name
       members { role external displayName phone user { displayName } }
-      chat { status members { user { displayName } } } } }
+      chat { status members { user { displayName } }
+        externalMembers { name phoneNumber optedOut } } } }
   }
 }";
 const SLOTS: &str = "query Slots($org: ID!, $vet: ID!, $from: DateTime!, $to: DateTime!) {
@@ -194,6 +195,16 @@ async fn the_readme_walkthrough_works_on_the_demo_data() {
         team["chat"]["members"].as_array().expect("members").len(),
         2
     );
+    // The outside clinician takes part in the team's chat by SMS.
+    let external = team["chat"]["externalMembers"]
+        .as_array()
+        .expect("externalMembers");
+    assert_eq!(external.len(), 1, "{team}");
+    assert_eq!(
+        external[0]["phoneNumber"],
+        caregraph::services::demo::OUTSIDE_CLINICIAN_PHONE
+    );
+    assert_eq!(external[0]["optedOut"], false);
 
     // 7. Free slots tomorrow for the vet of the finished appointment.
     let tomorrow = (today + Duration::days(1))
