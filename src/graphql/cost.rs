@@ -244,10 +244,10 @@ mod tests {
 
     #[test]
     fn a_fragment_bomb_is_refused_without_expanding_it() {
-        let start = std::time::Instant::now();
+        // Expanded, 200 levels would be 2^200 selections: that the call returns at all shows
+        // fragments are counted once (no clock: a timed assertion fails on a busy machine).
         assert!(cost(&bomb(25), 5_000).is_err());
         assert!(cost(&bomb(200), 5_000).is_err());
-        assert!(start.elapsed() < std::time::Duration::from_millis(100));
         assert!(cost(&bomb(5), 5_000).is_ok());
     }
 
