@@ -161,9 +161,9 @@ impl App {
             max_directives: config.security.max_directives,
             max_text_bytes: config.security.max_text_bytes,
         };
-        let schema = graphql::build(services.clone(), &config.graphql, cost);
+        let graphql = Arc::new(graphql::build(services.clone(), &config.graphql, cost));
         let state = AppState {
-            schema,
+            graphql,
             services,
             persisted: Arc::new(
                 PersistedQueries::new(config.graphql.apq_cache_size)

@@ -65,6 +65,10 @@ pub async fn connect_counted(
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
+        // Pinging a connection at every checkout is one more round trip to SQLite's worker
+        // thread per statement; only one idle long enough to have been dropped (by a server,
+        // proxy or firewall) is tested.
+        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         // For every pooled SQLite connection: WAL lets readers and the single writer proceed
         // together; foreign keys are off by default in SQLite; a busy writer is waited for.
         .map_sqlx_sqlite_opts(|opts| {

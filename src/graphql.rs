@@ -4,12 +4,13 @@ pub mod accounts;
 pub mod appointments;
 pub mod args;
 pub mod audit;
-pub mod audit_scope;
+pub mod batch;
 pub mod booking;
 pub mod cases;
 pub mod chat;
 pub mod context;
 pub mod cost;
+pub mod engine;
 pub mod enums;
 pub mod errors;
 pub mod input;
@@ -44,43 +45,27 @@ pub type AppSchema = Schema<Query, Mutation, Subscription>;
 /// needs 15.
 pub const INTROSPECTION_DEPTH: usize = 20;
 
-fn builder(
-    config: &GraphqlConfig,
-    cost: cost::CostLimits,
-    metrics: Arc<Metrics>,
-) -> SchemaBuilder<Query, Mutation, Subscription> {
+fn builder(config: &GraphqlConfig) -> SchemaBuilder<Query, Mutation, Subscription> {
+    // No extensions: the checks and observation around each operation are the gate's
+    // (`engine::Gate`), outside the engine's per-field path.
     let mut builder = Schema::build(Query::default(), Mutation::default(), Subscription)
-        // Outermost: it reads the document only once the cost limit below has passed it.
-        .extension(observe::Observe { metrics })
-        // First to walk a document, so that nothing walks one before its cost is known.
-        .extension(cost::QueryCost { limits: cost })
         .limit_complexity(config.max_complexity)
         // An absolute cap for everything, introspection included; the data depth limit is the
-        // `limits::DepthLimit` extension, which measures introspection separately.
+        // gate's (`limits::check_depth`), which measures introspection separately.
         .limit_depth(config.max_depth.max(INTROSPECTION_DEPTH))
         .limit_recursive_depth(32)
-        .limit_directives(8)
-        .extension(limits::DepthLimit {
-            max_depth: config.max_depth,
-        })
-        .extension(limits::ErrorCodes)
-        .extension(audit_scope::AuditOperationName)
-        .extension(input::TextArguments {
-            max_bytes: cost.max_text_bytes,
-        });
+        .limit_directives(8);
     if !config.introspection {
-        builder = builder
-            .disable_introspection()
-            .disable_suggestions()
-            .extension(redact::RedactArgumentNames);
+        builder = builder.disable_introspection().disable_suggestions();
     }
     builder
 }
 
-/// Builds the schema with the services as schema data.
-pub fn build(services: Services, config: &GraphqlConfig, cost: cost::CostLimits) -> AppSchema {
-    let metrics = services.metrics.clone();
-    builder(config, cost, metrics).data(services).finish()
+/// Builds the engine: the schema with the services as schema data, behind its gate.
+pub fn build(services: Services, config: &GraphqlConfig, cost: cost::CostLimits) -> engine::Engine {
+    let gate = engine::Gate::new(config, cost, services.metrics.clone());
+    let schema = builder(config).data(services.clone()).finish();
+    engine::Engine::new(schema, gate, services)
 }
 
 /// The configuration of the schema as committed and as client tooling sees it: the default
@@ -107,24 +92,13 @@ fn offline_metrics() -> Arc<Metrics> {
 
 /// The schema in SDL, as committed in `schema.graphql`.
 pub fn sdl() -> String {
-    builder(
-        &offline_config(),
-        cost::CostLimits::default(),
-        offline_metrics(),
-    )
-    .finish()
-    .sdl()
+    builder(&offline_config()).finish().sdl()
 }
 
 /// The introspection result (`{"data": {"__schema": …}}`) that GraphQL Codegen and Apollo
 /// tooling read, with introspection on whatever `CAREGRAPH_ENV` says.
 pub async fn introspection_json() -> anyhow::Result<String> {
-    let schema = builder(
-        &offline_config(),
-        cost::CostLimits::default(),
-        offline_metrics(),
-    )
-    .finish();
+    let schema = builder(&offline_config()).finish();
     let response = schema.execute(offline::INTROSPECTION_QUERY).await;
     if !response.errors.is_empty() {
         let messages: Vec<String> = response.errors.into_iter().map(|e| e.message).collect();
@@ -133,10 +107,9 @@ pub async fn introspection_json() -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(&response)?)
 }
 
-/// A schema that validates documents with the server's rules and limits and executes nothing
-/// (see [`offline::ValidateOnly`]).
-pub fn validator(config: &GraphqlConfig, cost: cost::CostLimits) -> AppSchema {
-    builder(config, cost, offline_metrics())
-        .extension(offline::ValidateOnly)
-        .finish()
+/// A schema that validates documents with the server's rules and executes nothing (see
+/// [`offline::ValidateOnly`]), and the gate that checks them with the server's limits.
+pub fn validator(config: &GraphqlConfig, cost: cost::CostLimits) -> (AppSchema, engine::Gate) {
+    let schema = builder(config).extension(offline::ValidateOnly).finish();
+    (schema, engine::Gate::new(config, cost, offline_metrics()))
 }

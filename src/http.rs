@@ -32,7 +32,7 @@ use tower_http::{
 use crate::{
     config::Config,
     error::AppError,
-    graphql::{AppSchema, persisted::PersistedQueries},
+    graphql::{engine::Engine, persisted::PersistedQueries},
     services::Services,
     telemetry::metrics::{HttpLabels, Metrics, method_label},
 };
@@ -40,8 +40,8 @@ use crate::{
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    /// The executable schema.
-    pub schema: AppSchema,
+    /// The executable schema behind its gate.
+    pub graphql: Arc<Engine>,
     /// The services.
     pub services: Services,
     /// The configuration.

@@ -1,12 +1,13 @@
 //! The [`Viewer`]: who is calling, resolved the same way from an HTTP bearer header and from a
 //! WebSocket `connection_init` payload.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::OnceCell;
 
 use crate::{
-    domain::User,
+    domain::{Membership, User},
     error::{AppError, AppResult},
 };
 
@@ -20,6 +21,8 @@ pub struct Viewer {
     pub client_ip: Option<IpAddr>,
     /// Where the service layer records what this caller reads and changes.
     pub audit: crate::audit::AuditScope,
+    /// The caller's memberships, once read, for an operation that may remember them.
+    memberships: Option<Arc<OnceCell<Vec<Membership>>>>,
 }
 
 impl Viewer {
@@ -30,6 +33,7 @@ impl Viewer {
             token_expires_at: None,
             client_ip,
             audit: crate::audit::AuditScope::default(),
+            memberships: None,
         }
     }
 
@@ -44,6 +48,7 @@ impl Viewer {
             token_expires_at: Some(token_expires_at),
             client_ip,
             audit: crate::audit::AuditScope::default(),
+            memberships: None,
         }
     }
 
@@ -63,5 +68,18 @@ impl Viewer {
     /// The signed-in user, if any.
     pub fn user_opt(&self) -> Option<&User> {
         self.user.as_ref()
+    }
+
+    /// The same caller, whose memberships are read at most once from now on: for one query,
+    /// which changes nothing it reads. Never for a connection or a subscription, which must see
+    /// a lost right at its next operation or event.
+    pub fn remembering_memberships(mut self) -> Self {
+        self.memberships = Some(Arc::default());
+        self
+    }
+
+    /// Where the caller's memberships are remembered, if they are.
+    pub fn remembered_memberships(&self) -> Option<&OnceCell<Vec<Membership>>> {
+        self.memberships.as_deref()
     }
 }

@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 
 use super::{
     args::parse_ids,
-    context::{loader, services, viewer},
+    context::{loader, my_memberships, services, viewer},
     enums::{AppointmentStatus, MeetingState, SessionType},
     errors::GqlResult,
-    loaders::{GuardianshipsOf, MembershipsOf, StaffOf, SupportStaffOf},
+    loaders::{GuardianshipsOf, StaffOf, SupportStaffOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     patients::Patient,
@@ -97,7 +97,7 @@ impl Appointment {
         let (support, guardianships, memberships) = futures_util::try_join!(
             loader(ctx).load_one(SupportStaffOf(self.0.id)),
             loader(ctx).load_one(GuardianshipsOf(me)),
-            loader(ctx).load_one(MembershipsOf(me)),
+            my_memberships(ctx),
         )?;
         let support: Vec<UserId> = support.unwrap_or_default().iter().map(|u| u.id).collect();
         let guardians = guardianships.unwrap_or_default();
@@ -119,7 +119,7 @@ impl Appointment {
         let session = loader(ctx)
             .load_one(super::loaders::ChatOfAppointment(self.0.id))
             .await?;
-        super::chat::ChatSession::visible(ctx, session.map(|s| s.id)).await
+        super::chat::ChatSession::visible(ctx, session).await
     }
 }
 

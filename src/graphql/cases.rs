@@ -5,10 +5,10 @@ use chrono::{DateTime, Utc};
 
 use super::{
     args::check_len,
-    context::{loader, services, viewer},
+    context::{loader, my_memberships, services, viewer},
     enums::{CaseKind, CaseRole, CaseStatus},
     errors::GqlResult,
-    loaders::{GuardianshipsOf, MembershipsOf, ParticipantsOf},
+    loaders::{GuardianshipsOf, ParticipantsOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     patients::Patient,
@@ -56,7 +56,7 @@ impl Case {
         };
         let me = viewer(ctx).user()?.id;
         let (memberships, guardianships) = futures_util::try_join!(
-            loader(ctx).load_one(MembershipsOf(me)),
+            my_memberships(ctx),
             loader(ctx).load_one(GuardianshipsOf(me)),
         )?;
         if !crate::services::access::sees_patient(
@@ -80,7 +80,7 @@ impl Case {
     /// The case's chat room, for its members and the organisation's OWNER/ADMIN.
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
         let session = services(ctx).chats.case_room(&self.0.id).await?;
-        super::chat::ChatSession::visible(ctx, session.map(|s| s.id)).await
+        super::chat::ChatSession::visible(ctx, session).await
     }
     /// Created.
     async fn created_at(&self) -> DateTime<Utc> {

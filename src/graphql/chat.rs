@@ -4,20 +4,20 @@
 use async_graphql::{
     Context, ID, Json, Object, SimpleObject,
     connection::{Connection, Edge, EmptyFields},
-    dataloader::DataLoader,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 
 use super::{
+    batch::DataLoader,
     appointments::Appointment,
     args::parse_ids,
     cases::Case,
-    context::{loader, services, viewer},
+    context::{loader, my_memberships, services, viewer},
     errors::GqlResult,
     loaders::{
         CaseParticipantsOf, ChannelReads, ChatMembersOf, ExternalMembersOf, GuardianshipsOf,
-        MembershipsOf, ProvisioningOf, RoomKeyOf, SessionAccess,
+        ProvisioningOf, RoomKeyOf, SessionAccess,
     },
     organizations::{Organization, User},
     pagination::{self, Conn},
@@ -259,10 +259,17 @@ impl From<Readable<domain::chat::ChatSession>> for ChatSession {
 impl ChatSession {
     /// A session reached through its appointment, case or care team, if the viewer may read
     /// it; batched through the per-request session-access loader.
-    pub async fn visible(ctx: &Context<'_>, id: Option<ChatSessionId>) -> GqlResult<Option<Self>> {
-        let (Some(id), Some(access)) = (id, ctx.data_opt::<DataLoader<SessionAccess>>()) else {
+    pub async fn visible(
+        ctx: &Context<'_>,
+        session: Option<domain::chat::ChatSession>,
+    ) -> GqlResult<Option<Self>> {
+        let (Some(session), Some(access)) =
+            (session, ctx.data_opt::<DataLoader<SessionAccess>>())
+        else {
             return Ok(None);
         };
+        let id = session.id;
+        access.loader().at_hand(session);
         Ok(access.load_one(id).await?.map(Self::from))
     }
 
@@ -531,7 +538,7 @@ impl ChatSession {
         };
         let me = viewer(ctx).user()?.id;
         let (memberships, participants) = futures_util::try_join!(
-            loader(ctx).load_one(MembershipsOf(me)),
+            my_memberships(ctx),
             loader(ctx).load_one(CaseParticipantsOf(case.id)),
         )?;
         if !sees_case(
@@ -581,7 +588,7 @@ impl ChatSession {
         };
         let me = viewer(ctx).user()?.id;
         let (memberships, guardianships) = futures_util::try_join!(
-            loader(ctx).load_one(MembershipsOf(me)),
+            my_memberships(ctx),
             loader(ctx).load_one(GuardianshipsOf(me)),
         )?;
         if !sees_patient(

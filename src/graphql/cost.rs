@@ -5,14 +5,13 @@
 //! This check counts the selections (fields, spreads, inline fragments) and directives a
 //! document expands to, computing each fragment's total once (memoised, cycles counted as
 //! nothing, saturating arithmetic) and refusing as soon as the budget is exceeded; so
-//! everything after it is bounded by the budget. Parsing and this check run on the blocking
-//! thread pool, so a large document never holds up the async runtime's other tasks.
+//! everything after it is bounded by the budget. A large document is parsed and checked on the
+//! blocking thread pool, so it never holds up the async runtime's other tasks.
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use async_graphql::{
-    Name, Positioned, Request, ServerResult,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest},
+    Name, Positioned, ServerResult,
     parser::{
         parse_query,
         types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet},
@@ -166,40 +165,24 @@ impl<'a> Walk<'a> {
     }
 }
 
-/// Parses the request's document on the blocking pool and checks its cost before the engine
-/// sees it; the engine then reuses the parsed document.
-pub struct QueryCost {
-    /// The budget.
-    pub limits: CostLimits,
-}
+/// Documents up to this size are parsed on the calling task (well under a millisecond);
+/// larger ones on the blocking pool.
+const INLINE_PARSE_BYTES: usize = 8 * 1024;
 
-impl ExtensionFactory for QueryCost {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(QueryCost {
-            limits: self.limits,
-        })
+/// Parses `query` and checks its cost: on the blocking pool when it is large, so a large
+/// document never holds up the async runtime's other tasks.
+pub async fn parse_checked(query: &str, limits: CostLimits) -> ServerResult<ExecutableDocument> {
+    fn parse(query: &str, limits: CostLimits) -> ServerResult<ExecutableDocument> {
+        let doc = parse_query(query)?;
+        check(&doc, limits).map(|()| doc).map_err(request_error)
     }
-}
-
-#[async_trait::async_trait]
-impl Extension for QueryCost {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        mut request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        let query = request.query.clone();
-        let limits = self.limits;
-        let parsed = tokio::task::spawn_blocking(move || -> ServerResult<ExecutableDocument> {
-            let doc = parse_query(&query)?;
-            check(&doc, limits).map(|()| doc).map_err(request_error)
-        })
+    if query.len() <= INLINE_PARSE_BYTES {
+        return parse(query, limits);
+    }
+    let query = query.to_owned();
+    tokio::task::spawn_blocking(move || parse(&query, limits))
         .await
-        .map_err(|_| request_error("the query could not be checked"))?;
-        request.set_parsed_query(parsed?);
-        next.run(ctx, request).await
-    }
+        .map_err(|_| request_error("the query could not be checked"))?
 }
 
 #[cfg(test)]

@@ -4,58 +4,37 @@
 //! whether the text is written in the document or passed as a variable. So no such text reaches
 //! SQL, a provider or a log.
 
-use std::sync::Arc;
-
 use async_graphql::{
     Pos, ServerError, ServerResult, Variables,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextParseQuery},
     parser::types::{ExecutableDocument, Selection, SelectionSet},
 };
 use async_graphql_value::{ConstValue, Value};
 
 use crate::error::AppError;
 
-/// Refuses control characters and over-long texts in arguments.
-pub struct TextArguments {
-    /// The longest text, in bytes.
-    pub max_bytes: usize,
-}
-
-impl ExtensionFactory for TextArguments {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(TextArguments {
-            max_bytes: self.max_bytes,
-        })
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for TextArguments {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        let check = Check {
-            variables,
-            max_bytes: self.max_bytes,
-        };
-        for (_, op) in doc.operations.iter() {
-            for def in &op.node.variable_definitions {
-                if let Some(default) = &def.node.default_value {
-                    check.constant(&default.node, def.node.name.node.as_str(), def.pos)?;
-                }
+/// Refuses a document whose arguments (written in it, as variables or as variable defaults)
+/// hold a control character or a text longer than `max_bytes`.
+pub fn check_texts(
+    doc: &ExecutableDocument,
+    variables: &Variables,
+    max_bytes: usize,
+) -> ServerResult<()> {
+    let check = Check {
+        variables,
+        max_bytes,
+    };
+    for (_, op) in doc.operations.iter() {
+        for def in &op.node.variable_definitions {
+            if let Some(default) = &def.node.default_value {
+                check.constant(&default.node, def.node.name.node.as_str(), def.pos)?;
             }
-            check.set(&op.node.selection_set.node)?;
         }
-        for fragment in doc.fragments.values() {
-            check.set(&fragment.node.selection_set.node)?;
-        }
-        Ok(doc)
+        check.set(&op.node.selection_set.node)?;
     }
+    for fragment in doc.fragments.values() {
+        check.set(&fragment.node.selection_set.node)?;
+    }
+    Ok(())
 }
 
 /// Why a text is refused, if it is.

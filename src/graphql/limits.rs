@@ -1,53 +1,24 @@
-//! Schema extensions: the data depth limit (introspection measured apart, so GraphiQL works),
-//! and `extensions.code` on every error the engine raises itself.
+//! The data depth limit, with introspection measured apart (so GraphiQL works under a tight
+//! data limit).
 
-use std::{collections::HashMap, sync::Arc};
+use std::collections::HashMap;
 
 use async_graphql::{
-    Name, Positioned, Response, ServerResult, Variables,
-    extensions::{
-        Extension, ExtensionContext, ExtensionFactory, NextParseQuery, NextRequest, NextSubscribe,
-    },
-    futures_util::stream::BoxStream,
+    Name, Positioned, ServerResult,
     parser::types::{ExecutableDocument, FragmentDefinition, Selection, SelectionSet},
 };
-use futures_util::StreamExt;
 
-use super::errors::{request_error, stamp_codes};
+use super::errors::request_error;
 
-/// Rejects documents whose data selections nest deeper than `max_depth`.
-pub struct DepthLimit {
-    /// The largest allowed depth of non-introspection fields.
-    pub max_depth: usize,
-}
-
-impl ExtensionFactory for DepthLimit {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(DepthLimit {
-            max_depth: self.max_depth,
-        })
+/// Refuses a document whose data selections nest deeper than `max_depth`.
+pub fn check_depth(doc: &ExecutableDocument, max_depth: usize) -> ServerResult<()> {
+    let depth = data_depth(doc);
+    if depth > max_depth {
+        return Err(request_error(format!(
+            "Query is nested too deep: depth {depth}, the limit is {max_depth}."
+        )));
     }
-}
-
-#[async_trait::async_trait]
-impl Extension for DepthLimit {
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let doc = next.run(ctx, query, variables).await?;
-        let depth = data_depth(&doc);
-        if depth > self.max_depth {
-            return Err(request_error(format!(
-                "Query is nested too deep: depth {depth}, the limit is {}.",
-                self.max_depth
-            )));
-        }
-        Ok(doc)
-    }
+    Ok(())
 }
 
 /// The deepest nesting of fields in any operation, not counting introspection subtrees
@@ -109,38 +80,6 @@ fn depth_of(
         })
         .max()
         .unwrap_or(0)
-}
-
-/// Gives every error without `extensions.code` the code `BAD_USER_INPUT`.
-pub struct ErrorCodes;
-
-impl ExtensionFactory for ErrorCodes {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(ErrorCodes)
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for ErrorCodes {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        stamp_codes(&mut response.errors);
-        response
-    }
-
-    fn subscribe<'s>(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        stream: BoxStream<'s, Response>,
-        next: NextSubscribe<'_>,
-    ) -> BoxStream<'s, Response> {
-        next.run(ctx, stream)
-            .map(|mut response| {
-                stamp_codes(&mut response.errors);
-                response
-            })
-            .boxed()
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,11 @@
 //! Per-request dataloaders: every per-row lookup in a list goes through here, so the number of
 //! SQL statements for a page does not grow with the page size.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Mutex};
 
-use async_graphql::{
-    dataloader::{DataLoader, Loader},
-    futures_util::future::BoxFuture,
-};
 use tracing::Instrument;
 
+use super::batch::{Batches, DataLoader, Loader};
 use crate::{
     audit::{AuditEntity, AuditEntry},
     domain::{
@@ -26,27 +23,26 @@ use crate::{
 /// The loader behind every per-request `DataLoader`; one `Loader` impl per key type.
 pub struct AppLoader {
     services: Services,
-    /// The viewer's audit scope: the patient-linked rows loaded are recorded here, once each
-    /// per request (the loader's cache sees to that).
+    /// The viewer's audit scope: the patient-linked rows loaded are recorded here (once per
+    /// request in a query, whose loaders keep what they loaded).
     audit: crate::audit::AuditScope,
 }
 
-/// Builds the loaders for one request (their caches must never outlive it: they hold what this
+/// Builds the loaders for one request (what they keep must never outlive it: it is what this
 /// viewer may see).
-pub fn per_request(services: &Services, audit: crate::audit::AuditScope) -> DataLoader<AppLoader> {
+pub fn per_request(
+    services: &Services,
+    audit: crate::audit::AuditScope,
+    batches: &Batches,
+) -> DataLoader<AppLoader> {
     DataLoader::new(
         AppLoader {
             services: services.clone(),
             audit,
         },
-        spawn_traced,
+        batches,
     )
     .max_batch_size(500)
-}
-
-/// Spawns a batch in the span that asked for it, so its spans are the operation's children.
-fn spawn_traced(batch: BoxFuture<'static, ()>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(batch.in_current_span())
 }
 
 /// The span of one database batch: the lookup and how many keys (never their values).
@@ -443,24 +439,26 @@ impl Loader<ProvisioningOf> for AppLoader {
     }
 }
 
-/// Adds the per-request loaders to a request: the database loader always, the viewer's session
-/// access and provider reads for a signed-in viewer.
+/// Adds the per-request loaders to a request, batching with `batches`: the database loader
+/// always, the viewer's session access and provider reads for a signed-in viewer.
 pub fn attach(
     request: async_graphql::Request,
     services: &Services,
     viewer: &crate::auth::Viewer,
+    batches: &Batches,
 ) -> async_graphql::Request {
-    let request = request.data(per_request(services, viewer.audit.clone()));
+    let request = request.data(per_request(services, viewer.audit.clone(), batches));
     match viewer.user_opt() {
         Some(user) => request
             .data(DataLoader::new(
                 SessionAccess {
                     chats: services.chats.clone(),
                     viewer: viewer.clone(),
+                    at_hand: Mutex::default(),
                 },
-                spawn_traced,
+                batches,
             ))
-            .data(channel_reads(services, &user.id)),
+            .data(channel_reads(services, &user.id, batches)),
         None => request,
     }
 }
@@ -469,6 +467,16 @@ pub fn attach(
 pub struct SessionAccess {
     chats: ChatService,
     viewer: crate::auth::Viewer,
+    /// Sessions this request has read already (through their appointment, case or care team),
+    /// which the rule then need not read again; taken by the batch that checks them.
+    at_hand: Mutex<HashMap<ChatSessionId, ChatSession>>,
+}
+
+impl SessionAccess {
+    /// Hands over a session the request has just read, before asking for it by id.
+    pub fn at_hand(&self, session: ChatSession) {
+        lock(&self.at_hand).insert(session.id, session);
+    }
 }
 
 impl Loader<ChatSessionId> for SessionAccess {
@@ -479,9 +487,28 @@ impl Loader<ChatSessionId> for SessionAccess {
         &self,
         keys: &[ChatSessionId],
     ) -> Result<HashMap<ChatSessionId, Self::Value>, Self::Error> {
-        let sessions = self.chats.readable(&self.viewer, keys).await?;
+        let (read, missing): (Vec<ChatSession>, Vec<ChatSessionId>) = {
+            let mut at_hand = lock(&self.at_hand);
+            let mut read = Vec::new();
+            let mut missing = Vec::new();
+            for id in keys {
+                match at_hand.remove(id) {
+                    Some(session) => read.push(session),
+                    None => missing.push(*id),
+                }
+            }
+            (read, missing)
+        };
+        let sessions = self
+            .chats
+            .readable_among(&self.viewer, read, &missing)
+            .await?;
         Ok(sessions.into_iter().map(|s| (s.id, s)).collect())
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads channel state at the chat provider for one user, batched to the provider's own limit:
@@ -492,14 +519,18 @@ pub struct ChannelReads {
 }
 
 /// Builds the per-request channel-state loader for `reader`.
-pub fn channel_reads(services: &Services, reader: &UserId) -> DataLoader<ChannelReads> {
+pub fn channel_reads(
+    services: &Services,
+    reader: &UserId,
+    batches: &Batches,
+) -> DataLoader<ChannelReads> {
     let limit = services.chats.read_batch_limit();
     DataLoader::new(
         ChannelReads {
             chats: services.chats.clone(),
             reader: *reader,
         },
-        spawn_traced,
+        batches,
     )
     .max_batch_size(limit)
 }

@@ -12,6 +12,7 @@ use async_graphql::{
 
 use super::{
     AppSchema,
+    engine::Gate,
     trusted::{Manifest, Problem},
 };
 
@@ -119,9 +120,9 @@ impl Extension for ValidateOnly {
     }
 }
 
-/// Validates one document against a [`ValidateOnly`] schema (each operation, when it holds
-/// several): the messages of what is wrong, empty when it would run.
-pub async fn check_document(validator: &AppSchema, document: &str) -> Vec<String> {
+/// Validates one document against a [`ValidateOnly`] schema behind the server's gate (each
+/// operation, when it holds several): the messages of what is wrong, empty when it would run.
+pub async fn check_document(validator: &(AppSchema, Gate), document: &str) -> Vec<String> {
     let names: Vec<Option<String>> = match parse_query(document) {
         // The parser's message spans lines (a pointer under the text): one line per problem.
         Err(e) => {
@@ -148,7 +149,15 @@ pub async fn check_document(validator: &AppSchema, document: &str) -> Vec<String
         if let Some(name) = &name {
             request = request.operation_name(name.as_str());
         }
-        let response = validator.execute(request).await;
+        let (schema, gate) = validator;
+        let response = gate
+            .execute(
+                schema,
+                request,
+                &crate::audit::AuditScope::default(),
+                |request, _| (request, Default::default()),
+            )
+            .await;
         for error in response.errors {
             let message = error.message.replace('\n', " ");
             messages.push(match &name {
@@ -161,7 +170,7 @@ pub async fn check_document(validator: &AppSchema, document: &str) -> Vec<String
 }
 
 /// Every problem of a manifest: its ids and hashes, then each document against the schema.
-pub async fn check_manifest(validator: &AppSchema, manifest: &Manifest) -> Vec<Problem> {
+pub async fn check_manifest(validator: &(AppSchema, Gate), manifest: &Manifest) -> Vec<Problem> {
     let mut problems = manifest.problems();
     for entry in &manifest.entries {
         if problems.len() >= super::trusted::MAX_PROBLEMS {

@@ -5,10 +5,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{
     args::{check_len, parse_ids},
-    context::{loader, services, viewer},
+    context::{loader, my_memberships, services, viewer},
     enums::{CareTeamRole, ConsentScope, GuardianRelationship, RiskLevel},
     errors::GqlResult,
-    loaders::{CareTeamsOf, ConsentsOf, GuardiansOf, MembersOf, MembershipsOf},
+    loaders::{CareTeamsOf, ConsentsOf, GuardiansOf, MembersOf},
     organizations::{Organization, User},
     pagination::{self, Conn},
     related::{org_of, patient_of, user_of},
@@ -178,10 +178,7 @@ impl ComplianceGroup {
         let Some(me) = viewer(ctx).user_opt() else {
             return Ok(Vec::new());
         };
-        let memberships = loader(ctx)
-            .load_one(MembershipsOf(me.id))
-            .await?
-            .unwrap_or_default();
+        let memberships = my_memberships(ctx).await?.unwrap_or_default();
         Ok(invited_visible_to(&self.0, &memberships)
             .iter()
             .map(|o| ID(o.to_string()))
@@ -245,7 +242,7 @@ impl CareTeam {
     /// organisation's OWNER/ADMIN.
     async fn chat(&self, ctx: &Context<'_>) -> GqlResult<Option<super::chat::ChatSession>> {
         let session = services(ctx).chats.care_team_chat(&self.0.id).await?;
-        super::chat::ChatSession::visible(ctx, session.map(|s| s.id)).await
+        super::chat::ChatSession::visible(ctx, session).await
     }
     /// Members.
     async fn members(&self, ctx: &Context<'_>) -> GqlResult<Vec<CareTeamMember>> {

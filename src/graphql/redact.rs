@@ -2,28 +2,15 @@
 //! names ("Field \"x\" argument \"id\" ... is required but not provided") get a generic message,
 //! so that the error messages cannot stand in for the introspection that is turned off.
 
-use std::sync::Arc;
-
-use async_graphql::{
-    Response, ServerError,
-    extensions::{Extension, ExtensionContext, ExtensionFactory, NextRequest},
-};
+use async_graphql::ServerError;
 
 /// The message that replaces an engine error naming arguments.
 pub const GENERIC_ARGUMENT_ERROR: &str =
     "The query is invalid: an argument is missing, unknown or of the wrong type.";
 
-/// Replaces the messages of engine errors about arguments (registered inside the code stamping,
-/// so only errors the engine raised, which carry no code yet, are touched).
-pub struct RedactArgumentNames;
-
-impl ExtensionFactory for RedactArgumentNames {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(RedactArgumentNames)
-    }
-}
-
-fn redact(errors: &mut [ServerError]) {
+/// Replaces the messages of engine errors about arguments: only errors the engine raised, which
+/// carry no code yet, are touched (so call it before codes are stamped).
+pub fn redact(errors: &mut [ServerError]) {
     for error in errors {
         let from_engine = error
             .extensions
@@ -32,14 +19,5 @@ fn redact(errors: &mut [ServerError]) {
         if from_engine && error.message.contains("argument") {
             error.message = GENERIC_ARGUMENT_ERROR.to_owned();
         }
-    }
-}
-
-#[async_trait::async_trait]
-impl Extension for RedactArgumentNames {
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
-        let mut response = next.run(ctx).await;
-        redact(&mut response.errors);
-        response
     }
 }

@@ -29,7 +29,7 @@ use super::{AppState, ws};
 use crate::{
     auth::Viewer,
     error::ErrorCode,
-    graphql::{loaders, persisted},
+    graphql::persisted,
 };
 
 /// The response media types caregraph speaks.
@@ -271,13 +271,13 @@ async fn execute(
         return response;
     }
     let audit = viewer.audit.clone();
-    let request = loaders::attach(request, &state.services, &viewer).data(viewer);
     // The client's `traceparent`, when traces are exported, is the operation span's parent.
     let response = if crate::telemetry::otel::enabled() {
         let parent = crate::telemetry::otel::client_context(headers);
-        opentelemetry::trace::FutureExt::with_context(state.schema.execute(request), parent).await
+        opentelemetry::trace::FutureExt::with_context(state.graphql.execute(request, viewer), parent)
+            .await
     } else {
-        state.schema.execute(request).await
+        state.graphql.execute(request, viewer).await
     };
     // The request's reads go to the audit queue now, before the answer leaves: an in-memory
     // hand-over (no database round-trip), which waits only when the queue is full.

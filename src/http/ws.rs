@@ -28,7 +28,7 @@ use tokio_stream::StreamMap;
 use super::AppState;
 use crate::{
     auth::Viewer,
-    graphql::{loaders, persisted},
+    graphql::persisted,
 };
 
 /// The two subprotocols.
@@ -380,12 +380,11 @@ impl Connection {
         if scope.is_recording() {
             self.scopes.insert(id.clone(), scope);
         }
-        let request = loaders::attach(request, &self.state.services, &viewer).data(viewer);
         let stream = {
             // The operation's span is made in this call: under the handshake's trace context.
             let _parent =
                 crate::telemetry::otel::enabled().then(|| self.trace_parent.clone().attach());
-            self.state.schema.execute_stream(request)
+            self.state.graphql.execute_stream(request, viewer)
         }
         .map(Some)
         .chain(futures_util::stream::once(async { None }));

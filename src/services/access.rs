@@ -128,9 +128,32 @@ pub(in crate::services) async fn member_of_unrecorded(
     org_id: OrgId,
 ) -> AppResult<(User, MemberOf)> {
     let user = viewer.user()?.clone();
-    match db::organizations::find_membership(db, org_id, user.id).await? {
+    let found = match viewer.remembered_memberships() {
+        Some(_) => memberships(db, viewer)
+            .await?
+            .into_iter()
+            .find(|m| m.org_id == org_id),
+        None => db::organizations::find_membership(db, org_id, user.id).await?,
+    };
+    match found {
         Some(membership) if membership.active => Ok((user, MemberOf { membership })),
         _ => Err(AppError::NotFound("organization")),
+    }
+}
+
+/// The signed-in viewer's memberships (active or not), oldest first: read once per operation
+/// when the viewer remembers them ([`Viewer::remembering_memberships`]), else every time.
+pub async fn memberships(
+    db: &impl ConnectionTrait,
+    viewer: &Viewer,
+) -> AppResult<Vec<Membership>> {
+    let user = viewer.user()?.id;
+    match viewer.remembered_memberships() {
+        Some(memo) => Ok(memo
+            .get_or_try_init(|| db::organizations::memberships_of_user(db, user))
+            .await?
+            .clone()),
+        None => db::organizations::memberships_of_user(db, user).await,
     }
 }
 

@@ -663,9 +663,7 @@ async fn a_subscriber_that_falls_behind_gets_the_current_state_instead_of_a_gap(
         "subscription($s: ID!) { chatSessionStatus(sessionId: $s) { status reason } }",
     )
     .variables(async_graphql::Variables::from_json(json!({"s": dm["id"]})));
-    let request =
-        caregraph::graphql::loaders::attach(request, &app.state.services, &viewer).data(viewer);
-    let mut stream = app.state.schema.execute_stream(request);
+    let mut stream = app.state.graphql.execute_stream(request, viewer);
     let first = stream
         .next()
         .await

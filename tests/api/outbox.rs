@@ -285,8 +285,10 @@ async fn read_in_pages(fake: &dyn FakeProvider, n: usize, reader: &str) {
 
 #[tokio::test]
 async fn a_page_of_channel_reads_costs_one_provider_call_per_batch_limit() {
-    use async_graphql::dataloader::DataLoader;
-    use caregraph::graphql::loaders::ChannelReads;
+    use caregraph::graphql::{
+        batch::{Batches, DataLoader},
+        loaders::ChannelReads,
+    };
 
     for (name, fake, per_100, per_10) in [
         (
@@ -313,7 +315,11 @@ async fn a_page_of_channel_reads_costs_one_provider_call_per_batch_limit() {
         for (n, expected) in [(100, per_100), (10, per_10)] {
             fake.control().clear();
             let loader: DataLoader<ChannelReads> =
-                caregraph::graphql::loaders::channel_reads(&app.state.services, &reader);
+                caregraph::graphql::loaders::channel_reads(
+                    &app.state.services,
+                    &reader,
+                    &Batches::default(),
+                );
             let keys: Vec<ChannelRef> = (0..n)
                 .map(|i| ChannelRef {
                     channel_type: "messaging".into(),

@@ -64,7 +64,7 @@ impl ChatService {
             .iter()
             .find(|(_, u, _)| *u == me.id)
             .map(|(_, _, r)| *r);
-        let memberships = self.memberships_of(me.id).await?;
+        let memberships = self.memberships_of(viewer).await?;
         if self
             .may_read(&session, me.id, role.is_some(), &memberships)
             .await?
@@ -89,7 +89,7 @@ impl ChatService {
             .await?
             .iter()
             .any(|(_, u, _)| *u == me.id);
-        let memberships = self.memberships_of(me.id).await?;
+        let memberships = self.memberships_of(viewer).await?;
         if self
             .may_read(&session, me.id, is_member, &memberships)
             .await?
@@ -108,17 +108,31 @@ impl ChatService {
         viewer: &Viewer,
         ids: &[ChatSessionId],
     ) -> AppResult<Vec<Readable<ChatSession>>> {
+        self.readable_among(viewer, Vec::new(), ids).await
+    }
+
+    /// [`Self::readable`] for `sessions` the caller has just read plus the sessions `ids`
+    /// (which are read here): one statement fewer when every session is at hand.
+    pub async fn readable_among(
+        &self,
+        viewer: &Viewer,
+        mut sessions: Vec<ChatSession>,
+        ids: &[ChatSessionId],
+    ) -> AppResult<Vec<Readable<ChatSession>>> {
         let Some(me) = viewer.user_opt() else {
             return Ok(Vec::new());
         };
-        let sessions = db::chat_sessions::find_many(&self.db, ids).await?;
-        let member_of: HashSet<ChatSessionId> = db::chat_sessions::members_of(&self.db, ids)
+        if !ids.is_empty() {
+            sessions.extend(db::chat_sessions::find_many(&self.db, ids).await?);
+        }
+        let all: Vec<ChatSessionId> = sessions.iter().map(|s| s.id).collect();
+        let member_of: HashSet<ChatSessionId> = db::chat_sessions::members_of(&self.db, &all)
             .await?
             .into_iter()
             .filter(|(_, u, _)| *u == me.id)
             .map(|(s, _, _)| s)
             .collect();
-        let memberships = self.memberships_of(me.id).await?;
+        let memberships = self.memberships_of(viewer).await?;
         // Only a member who does not manage the organisation needs the facts behind their row.
         let (managed, rest): (Vec<ChatSession>, Vec<ChatSession>) = sessions
             .into_iter()
@@ -247,8 +261,8 @@ impl ChatService {
     }
 
     /// The viewer's memberships (every organisation).
-    async fn memberships_of(&self, user: UserId) -> AppResult<Vec<Membership>> {
-        db::organizations::memberships_of_users(&self.db, &[user]).await
+    async fn memberships_of(&self, viewer: &Viewer) -> AppResult<Vec<Membership>> {
+        crate::services::access::memberships(&self.db, viewer).await
     }
 
     /// The viewer's sessions in an organisation, newest activity first (staff, or a client of
@@ -273,7 +287,7 @@ impl ChatService {
         .await?;
         // Each row is one of the viewer's own sessions, listed while the rule lets them read it
         // (a stale row after a lost right is left out, so such a page may come up short).
-        let memberships = self.memberships_of(me.id).await?;
+        let memberships = self.memberships_of(viewer).await?;
         let sessions: Vec<ChatSession> = page.rows.iter().map(|(_, s)| s.clone()).collect();
         let standing = self
             .standing(&self.db, &sessions, me.id, &memberships)

@@ -1,0 +1,437 @@
+//! Per-request batch loading without timers: every key a request's resolvers ask for during
+//! one poll of the request is loaded in one batch per key type, started as that poll ends.
+//!
+//! The engine resolves a list's items and their fields concurrently within one task, so one
+//! poll of the request reaches every row of a level before anything it waits on can answer:
+//! the keys a level asks for are all pending when the poll ends, whatever the load on the
+//! machine. (async-graphql's own `DataLoader` instead waits 1 ms on a timer thread after the
+//! first key, and a busy runtime could start the batch before the level had asked for all its
+//! keys, splitting it in two.) A key asked for while no poll of the request runs (from a batch
+//! that loads through another loader, say) starts its batch at once.
+//!
+//! A query's loaders keep what they loaded for the rest of the request, so what every
+//! resolver asks (the viewer's memberships, say) is read once; a mutation's or subscription's
+//! do not, since what they read may change between fields or events.
+
+use std::{
+    any::{Any, TypeId},
+    collections::{HashMap, HashSet},
+    hash::Hash,
+    pin::Pin,
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+pub use async_graphql::dataloader::Loader;
+use futures_util::{FutureExt, Stream, StreamExt, future::join_all};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A batch to start, once the poll that asked for it ends.
+type Start = Box<dyn FnOnce() + Send>;
+
+/// The batches of one request's loaders, started when each poll of the request ends.
+#[derive(Clone, Default)]
+pub struct Batches(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    polls: Mutex<Polls>,
+    /// Whether loaded values are kept for the rest of the request (a query's).
+    keep: AtomicBool,
+}
+
+#[derive(Default)]
+struct Polls {
+    /// Whether a poll of the request runs now.
+    polling: bool,
+    /// Batches asked for during the running poll.
+    waiting: Vec<Start>,
+}
+
+impl Batches {
+    /// Starts `start` when the running poll ends, or now when none runs.
+    fn schedule(&self, start: Start) {
+        let mut polls = lock(&self.0.polls);
+        if polls.polling {
+            polls.waiting.push(start);
+        } else {
+            drop(polls);
+            start();
+        }
+    }
+
+    fn begin(&self) -> PollGuard<'_> {
+        lock(&self.0.polls).polling = true;
+        PollGuard(self)
+    }
+
+    /// Keeps what the loaders load for the rest of the request: for a query, whose reads do
+    /// not change what they read.
+    pub fn keep_loaded(&self, keep: bool) {
+        self.0.keep.store(keep, Ordering::Relaxed);
+    }
+
+    fn keeps(&self) -> bool {
+        self.0.keep.load(Ordering::Relaxed)
+    }
+}
+
+/// Ends a poll (also when it panics): starts what it asked for.
+struct PollGuard<'a>(&'a Batches);
+
+impl Drop for PollGuard<'_> {
+    fn drop(&mut self) {
+        let waiting = {
+            let mut polls = lock(&self.0.0.polls);
+            polls.polling = false;
+            std::mem::take(&mut polls.waiting)
+        };
+        for start in waiting {
+            start();
+        }
+    }
+}
+
+/// A request's future or stream, polled so that its loaders batch per poll.
+pub struct Batched<S> {
+    inner: S,
+    batches: Batches,
+}
+
+impl<S> Batched<S> {
+    /// `inner`, whose loaders were made with `batches`.
+    pub fn new(inner: S, batches: Batches) -> Self {
+        Self { inner, batches }
+    }
+}
+
+impl<F: Future + Unpin> Future for Batched<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = &mut *self;
+        let _poll = this.batches.begin();
+        this.inner.poll_unpin(cx)
+    }
+}
+
+impl<S: Stream + Unpin> Stream for Batched<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        let this = &mut *self;
+        let _poll = this.batches.begin();
+        this.inner.poll_next_unpin(cx)
+    }
+}
+
+/// What a loader's callers of one key type wait for.
+type Answer<K, V, E> = oneshot::Sender<Result<HashMap<K, V>, E>>;
+
+/// The keys of one type asked for since their last batch started, and what was loaded.
+struct Pending<K, V, E> {
+    keys: HashSet<K>,
+    waiters: Vec<(Vec<K>, Answer<K, V, E>)>,
+    loaded: HashMap<K, V>,
+}
+
+impl<K, V, E> Default for Pending<K, V, E> {
+    fn default() -> Self {
+        Self {
+            keys: HashSet::new(),
+            waiters: Vec::new(),
+            loaded: HashMap::new(),
+        }
+    }
+}
+
+struct Inner<T> {
+    loader: T,
+    batches: Batches,
+    /// The most keys one load is given.
+    max_batch: usize,
+    /// A `Pending<K, ..>` per key type.
+    pending: Mutex<HashMap<TypeId, Box<dyn Any + Send>>>,
+}
+
+/// A per-request loader: [`Loader::load`] is called with the keys of a whole level at once.
+pub struct DataLoader<T> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Send + Sync + 'static> DataLoader<T> {
+    /// A loader whose batches start at the end of the polls of the request `batches` belongs to.
+    pub fn new(loader: T, batches: &Batches) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                loader,
+                batches: batches.clone(),
+                max_batch: usize::MAX,
+                pending: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The loader itself.
+    pub fn loader(&self) -> &T {
+        &self.inner.loader
+    }
+
+    /// At most `max` keys per call of the loader (a batch of more is split).
+    pub fn max_batch_size(mut self, max: usize) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.max_batch = max.max(1);
+        }
+        self
+    }
+
+    /// Loads one key.
+    pub async fn load_one<K>(&self, key: K) -> Result<Option<T::Value>, T::Error>
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        T: Loader<K>,
+        T::Error: From<&'static str>,
+    {
+        let mut found = self.load_many(std::iter::once(key.clone())).await?;
+        Ok(found.remove(&key))
+    }
+
+    /// Loads some keys: those found, by key.
+    pub async fn load_many<K, I>(&self, keys: I) -> Result<HashMap<K, T::Value>, T::Error>
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        I: IntoIterator<Item = K>,
+        T: Loader<K>,
+        T::Error: From<&'static str>,
+    {
+        let (mut found, answer, first) = {
+            let mut pending = lock(&self.inner.pending);
+            let typed = pending
+                .entry(TypeId::of::<K>())
+                .or_insert_with(|| Box::new(Pending::<K, T::Value, T::Error>::default()))
+                .downcast_mut::<Pending<K, T::Value, T::Error>>()
+                .ok_or("a loader's pending keys have the wrong type")?;
+            let mut found = HashMap::new();
+            let mut wanted = Vec::new();
+            for key in keys {
+                match typed.loaded.get(&key) {
+                    Some(value) => {
+                        found.insert(key, value.clone());
+                    }
+                    None => wanted.push(key),
+                }
+            }
+            if wanted.is_empty() {
+                return Ok(found);
+            }
+            let first = typed.keys.is_empty();
+            typed.keys.extend(wanted.iter().cloned());
+            let (tx, rx) = oneshot::channel();
+            typed.waiters.push((wanted, tx));
+            (found, rx, first)
+        };
+        if first {
+            let inner = self.inner.clone();
+            self.inner
+                .batches
+                .schedule(Box::new(move || Inner::start::<K>(inner)));
+        }
+        let loaded = answer
+            .await
+            .map_err(|_| T::Error::from("a batch load stopped before it answered"))??;
+        found.extend(loaded);
+        Ok(found)
+    }
+}
+
+impl<T: Send + Sync + 'static> Inner<T> {
+    /// Starts the batch of the keys of type `K` asked for so far.
+    fn start<K>(inner: Arc<Self>)
+    where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        T: Loader<K>,
+    {
+        let (keys, waiters) = {
+            let mut pending = lock(&inner.pending);
+            let Some(typed) = pending
+                .get_mut(&TypeId::of::<K>())
+                .and_then(|p| p.downcast_mut::<Pending<K, T::Value, T::Error>>())
+            else {
+                return;
+            };
+            (
+                std::mem::take(&mut typed.keys),
+                std::mem::take(&mut typed.waiters),
+            )
+        };
+        if keys.is_empty() {
+            return;
+        }
+        let keys: Vec<K> = keys.into_iter().collect();
+        tokio::spawn(
+            async move {
+                let loads = keys
+                    .chunks(inner.max_batch)
+                    .map(|chunk| inner.loader.load(chunk));
+                let mut values = HashMap::new();
+                let mut failed = None;
+                for result in join_all(loads).await {
+                    match result {
+                        Ok(loaded) => values.extend(loaded),
+                        Err(e) => failed = Some(e),
+                    }
+                }
+                inner.answer(waiters, values, failed);
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Hands each waiter its keys' values (or the batch's error), keeping them when asked to.
+    fn answer<K>(
+        &self,
+        waiters: Vec<(Vec<K>, Answer<K, T::Value, T::Error>)>,
+        values: HashMap<K, T::Value>,
+        failed: Option<T::Error>,
+    ) where
+        K: Send + Sync + Hash + Eq + Clone + 'static,
+        T: Loader<K>,
+    {
+        if let Some(error) = failed {
+            for (_, tx) in waiters {
+                let _ = tx.send(Err(error.clone()));
+            }
+            return;
+        }
+        // Kept before anyone is answered, so a caller that asks again finds them.
+        if self.batches.keeps() {
+            let mut pending = lock(&self.pending);
+            if let Some(typed) = pending
+                .get_mut(&TypeId::of::<K>())
+                .and_then(|p| p.downcast_mut::<Pending<K, T::Value, T::Error>>())
+            {
+                typed
+                    .loaded
+                    .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+            }
+        }
+        for (keys, tx) in waiters {
+            let mine = keys
+                .iter()
+                .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
+                .collect();
+            let _ = tx.send(Ok(mine));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures_util::future::join_all;
+
+    use super::*;
+
+    /// Doubles numbers, counting its calls and remembering each call's keys.
+    #[derive(Default)]
+    struct Doubler {
+        calls: AtomicUsize,
+        batches: Mutex<Vec<Vec<u32>>>,
+    }
+
+    impl Loader<u32> for Doubler {
+        type Value = u32;
+        type Error = async_graphql::Error;
+
+        async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let mut sorted = keys.to_vec();
+            sorted.sort_unstable();
+            lock(&self.batches).push(sorted);
+            Ok(keys.iter().map(|k| (*k, k * 2)).collect())
+        }
+    }
+
+    fn calls(loader: &DataLoader<Doubler>) -> usize {
+        loader.loader().calls.load(Ordering::SeqCst)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_key_asked_for_in_one_poll_is_loaded_in_one_batch() {
+        let batches = Batches::default();
+        let loader = DataLoader::new(Doubler::default(), &batches);
+        let level = join_all((0..200).map(|k| loader.load_one(k)));
+        let values = Batched::new(Box::pin(level), batches).await;
+        assert_eq!(calls(&loader), 1);
+        assert_eq!(lock(&loader.loader().batches)[0], (0..200).collect::<Vec<_>>());
+        for (k, v) in values.into_iter().enumerate() {
+            assert_eq!(v.expect("loaded"), Some(k as u32 * 2));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_asked_for_outside_a_poll_of_the_request_is_loaded_at_once() {
+        let loader = DataLoader::new(Doubler::default(), &Batches::default());
+        assert_eq!(loader.load_one(21).await.expect("loaded"), Some(42));
+        assert_eq!(calls(&loader), 1);
+    }
+
+    #[tokio::test]
+    async fn a_batch_over_the_limit_is_split_into_calls_of_at_most_the_limit() {
+        let batches = Batches::default();
+        let loader = DataLoader::new(Doubler::default(), &batches).max_batch_size(30);
+        let level = join_all((0..100).map(|k| loader.load_one(k)));
+        Batched::new(Box::pin(level), batches).await;
+        let sizes: Vec<usize> = lock(&loader.loader().batches)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes.len(), 4, "ceil(100 / 30) calls: {sizes:?}");
+        assert!(sizes.iter().all(|n| *n <= 30), "{sizes:?}");
+        assert_eq!(sizes.iter().sum::<usize>(), 100);
+    }
+
+    #[tokio::test]
+    async fn what_a_query_loaded_is_kept_and_what_anything_else_loaded_is_read_again() {
+        for (keep, expected_calls) in [(true, 1), (false, 2)] {
+            let batches = Batches::default();
+            batches.keep_loaded(keep);
+            let loader = DataLoader::new(Doubler::default(), &batches);
+            let twice = async {
+                let first = loader.load_one(7).await.expect("first");
+                let again = loader.load_one(7).await.expect("again");
+                (first, again)
+            };
+            let (first, again) = Batched::new(Box::pin(twice), batches).await;
+            assert_eq!((first, again), (Some(14), Some(14)));
+            assert_eq!(calls(&loader), expected_calls, "keep = {keep}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_batch_answers_every_caller_with_its_error() {
+        struct Failing;
+        impl Loader<u32> for Failing {
+            type Value = u32;
+            type Error = async_graphql::Error;
+            async fn load(&self, _: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+                Err(async_graphql::Error::new("the database is down"))
+            }
+        }
+        let batches = Batches::default();
+        let loader = DataLoader::new(Failing, &batches);
+        let level = join_all((0..3).map(|k| loader.load_one(k)));
+        for result in Batched::new(Box::pin(level), batches).await {
+            assert_eq!(result.expect_err("failed").message, "the database is down");
+        }
+    }
+}
