@@ -116,6 +116,10 @@ impl App {
             clock.clone(),
             crate::audit::retention::checkpoint_key(&config),
             config.audit.retention_days,
+        )
+        .coalescing_reads(
+            config.audit.read_window,
+            metrics.audit_records_coalesced.clone(),
         );
         // Bound before the services are built: the URLs they hand out (invitations) fall back
         // to the bound address when CAREGRAPH_PUBLIC_URL is unset.

@@ -2,10 +2,12 @@
 //! by the service layer (ids and codes only, never names, message text or other PHI).
 //!
 //! A [`Viewer`](crate::auth::Viewer) carries an [`AuditScope`]: reads and denials are buffered
-//! in it with [`AuditScope::record`] and written after the response in one batch; a change
+//! in it with [`AuditScope::record`] and written after the response in one batch (less the
+//! allowed reads that repeat one written within the read window: [`coalesce`]); a change
 //! writes its record with [`AuditScope::record_in`] in the change's own transaction.
 
 pub mod chain;
+pub mod coalesce;
 pub mod retention;
 pub mod verify;
 pub mod writer;
@@ -119,7 +121,7 @@ pub enum AuditOutcome {
 }
 
 /// Who did it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum AuditActor {
     /// A signed-in user.
     User(UserId),
@@ -179,7 +181,7 @@ impl AuditActor {
 }
 
 /// One thing to record, before the request's context is added.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AuditEntry {
     /// The organisation the entity belongs to, if any.
     pub org_id: Option<OrgId>,

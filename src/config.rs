@@ -134,6 +134,9 @@ pub struct AuditConfig {
     /// `CAREGRAPH_AUDIT_KEY`: the key that signs checkpoints and chain heads (default: derived
     /// from `CAREGRAPH_JWT_SECRET`).
     pub key: Option<SecretString>,
+    /// `CAREGRAPH_AUDIT_READ_WINDOW_SECONDS` (default 60, 0 to 3600): an allowed read identical
+    /// to one this process accepted less than this ago is not recorded again (0: every read is).
+    pub read_window: Duration,
 }
 
 impl AuditConfig {
@@ -146,6 +149,12 @@ impl AuditConfig {
         if !(1..=36_500).contains(&retention_days) {
             bail!("CAREGRAPH_AUDIT_RETENTION_DAYS: days between 1 and 36500, got {retention_days}");
         }
+        let read_window: u64 = vars.parse("CAREGRAPH_AUDIT_READ_WINDOW_SECONDS", 60)?;
+        if read_window > 3600 {
+            bail!(
+                "CAREGRAPH_AUDIT_READ_WINDOW_SECONDS: seconds between 0 and 3600, got {read_window}"
+            );
+        }
         let key = vars.get("CAREGRAPH_AUDIT_KEY");
         if key.as_ref().is_some_and(|k| k.len() < 32) {
             bail!("CAREGRAPH_AUDIT_KEY: at least 32 characters (e.g. `openssl rand -hex 32`)");
@@ -155,6 +164,7 @@ impl AuditConfig {
             queue,
             retention_days,
             key: key.map(SecretString::from),
+            read_window: Duration::from_secs(read_window),
         })
     }
 }
@@ -1117,12 +1127,18 @@ mod tests {
     }
 
     #[test]
-    fn audit_settings_default_to_on_10000_records_and_6_years_and_name_bad_values() {
+    fn audit_settings_default_to_on_10000_records_6_years_a_60_second_read_window_and_name_bad_values()
+     {
         let c = config(&[]).expect("defaults");
         assert!(c.audit.enabled);
         assert_eq!(c.audit.queue, 10_000);
         assert_eq!(c.audit.retention_days, 2190);
         assert!(c.audit.key.is_none());
+        assert_eq!(c.audit.read_window, Duration::from_secs(60));
+        for (value, seconds) in [("0", 0), ("3600", 3600)] {
+            let c = config(&[("CAREGRAPH_AUDIT_READ_WINDOW_SECONDS", value)]).expect(value);
+            assert_eq!(c.audit.read_window, Duration::from_secs(seconds));
+        }
         assert!(
             !config(&[("CAREGRAPH_AUDIT", "false")])
                 .expect("off")
@@ -1132,6 +1148,9 @@ mod tests {
         for (key, value) in [
             ("CAREGRAPH_AUDIT_RETENTION_DAYS", "0"),
             ("CAREGRAPH_AUDIT_QUEUE", "lots"),
+            ("CAREGRAPH_AUDIT_READ_WINDOW_SECONDS", "3601"),
+            ("CAREGRAPH_AUDIT_READ_WINDOW_SECONDS", "-1"),
+            ("CAREGRAPH_AUDIT_READ_WINDOW_SECONDS", "a minute"),
             ("CAREGRAPH_AUDIT_KEY", "short"),
             ("CAREGRAPH_AUDIT", "maybe"),
         ] {

@@ -5,7 +5,8 @@
 //!
 //! A request's reads are buffered in its [`AuditScope`] and handed to the queue after the
 //! response is built; when the queue is full the hand-over waits for room, so no record is ever
-//! dropped. The writer takes up to [`WRITE_BATCH`] records at a time. On shutdown the
+//! dropped. The writer takes up to [`WRITE_BATCH`] records at a time and leaves out the allowed
+//! reads that repeat one it accepted within the read window ([`ReadCoalescer`]). On shutdown the
 //! queue is drained before the process exits; a crash loses the records of in-flight requests
 //! and those still in the queue.
 
@@ -18,12 +19,13 @@ use std::{
     time::Duration,
 };
 
+use prometheus_client::metrics::counter::Counter;
 use sea_orm::{DatabaseConnection, EntityTrait};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AuditActor, AuditRecord, AuditScope, chain, retention};
+use super::{AuditActor, AuditRecord, AuditScope, chain, coalesce::ReadCoalescer, retention};
 use crate::{clock::SharedClock, db::entities::audit_event};
 
 /// The most records the writer takes from the queue at a time (one transaction per
@@ -60,10 +62,15 @@ struct Inner {
     capacity: usize,
     queued: AtomicU64,
     written: AtomicU64,
+    /// Allowed reads repeating one accepted less than this ago are not written (zero: all are).
+    read_window: Duration,
+    /// Records left out as repeated reads (`caregraph_audit_records_coalesced_total`).
+    coalesced: Counter,
 }
 
 impl AuditLog {
-    /// A log writing to `db` through a queue of `capacity` records (`None`: disabled).
+    /// A log writing to `db` through a queue of `capacity` records (`None`: disabled), every
+    /// read included (see [`AuditLog::coalescing_reads`]).
     pub fn new(
         db: DatabaseConnection,
         capacity: Option<usize>,
@@ -79,6 +86,8 @@ impl AuditLog {
                 capacity: capacity.max(1),
                 queued: AtomicU64::new(0),
                 written: AtomicU64::new(0),
+                read_window: Duration::ZERO,
+                coalesced: Counter::default(),
             })
         });
         Self {
@@ -88,6 +97,25 @@ impl AuditLog {
             key,
             retention_days,
         }
+    }
+
+    /// Leaves out an allowed read identical to one the writer accepted less than `window` ago
+    /// (zero: every read is written), counting each one left out in `coalesced`. Takes effect
+    /// on a log not cloned yet (as [`AuditLog::new`] returns it); a clone keeps every read.
+    /// The settings live behind the log's shared pointer, so the log, held by every service and
+    /// thus by every request's future, stays as small as it was.
+    #[must_use]
+    pub fn coalescing_reads(mut self, window: Duration, coalesced: Counter) -> Self {
+        if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
+            inner.read_window = window;
+            inner.coalesced = coalesced;
+        }
+        self
+    }
+
+    /// How many records were left out as repeated reads.
+    pub fn coalesced(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |i| i.coalesced.get())
     }
 
     /// Whether records are kept.
@@ -141,17 +169,18 @@ impl AuditLog {
         }
     }
 
-    /// Records handed over and records written so far.
+    /// Records handed over and records settled so far: written, or left out as repeated reads.
     pub fn counts(&self) -> (u64, u64) {
         self.inner.as_ref().map_or((0, 0), |i| {
             (
                 i.queued.load(Ordering::Relaxed),
-                i.written.load(Ordering::Relaxed),
+                i.written.load(Ordering::Relaxed) + i.coalesced.get(),
             )
         })
     }
 
-    /// Waits (up to 10 s) until every record handed over so far is written; whether it was.
+    /// Waits (up to 10 s) until every record handed over so far is settled (written, or left
+    /// out as a repeated read); whether it was.
     pub async fn written(&self) -> bool {
         let target = self.counts().0;
         for _ in 0..1_000 {
@@ -174,12 +203,14 @@ impl AuditLog {
             return;
         };
         let mut batch = Vec::with_capacity(WRITE_BATCH);
+        let mut reads = ReadCoalescer::new(inner.read_window);
         loop {
             tokio::select! {
                 n = rx.recv_many(&mut batch, WRITE_BATCH) => {
                     if n == 0 {
                         break;
                     }
+                    self.coalesce(&inner, &mut reads, &mut batch);
                     self.write(&inner, &mut batch, Some(&stop)).await;
                 }
                 () = stop.cancelled() => break,
@@ -189,10 +220,24 @@ impl AuditLog {
         while let Ok(record) = rx.try_recv() {
             batch.push(record);
             if batch.len() == WRITE_BATCH {
+                self.coalesce(&inner, &mut reads, &mut batch);
                 self.write(&inner, &mut batch, None).await;
             }
         }
+        self.coalesce(&inner, &mut reads, &mut batch);
         self.write(&inner, &mut batch, None).await;
+    }
+
+    /// Takes out of `batch` the allowed reads that repeat one accepted within the read window
+    /// (never written, only counted); the rest keep their order.
+    fn coalesce(&self, inner: &Inner, reads: &mut ReadCoalescer, batch: &mut Vec<AuditRecord>) {
+        if inner.read_window.is_zero() || batch.is_empty() {
+            return;
+        }
+        let now = self.clock.now();
+        let before = batch.len();
+        batch.retain(|record| !reads.is_repeat(record, now));
+        inner.coalesced.inc_by((before - batch.len()) as u64);
     }
 
     /// Stores `batch` sealed where it can; inserts the rest unsealed in one transaction, retrying

@@ -163,6 +163,8 @@ pub struct Metrics {
     pub outbox_oldest_pending_age: FloatGauge,
     /// How late the scheduler's last tick ran after it was due.
     pub scheduler_lag: FloatGauge,
+    /// Audit records not written because they repeat an allowed read within the read window.
+    pub audit_records_coalesced: Counter,
     /// Database pool connections by state (set at each scrape).
     pub db_connections: Family<PoolState, Gauge>,
     /// The database pool's size limit (set at each scrape).
@@ -190,6 +192,7 @@ impl Metrics {
             outbox_dead: Gauge::default(),
             outbox_oldest_pending_age: FloatGauge::default(),
             scheduler_lag: FloatGauge::default(),
+            audit_records_coalesced: Counter::default(),
             db_connections: Family::default(),
             db_connections_max: Gauge::default(),
             names: Mutex::default(),
@@ -269,6 +272,11 @@ impl Metrics {
             "How late the chat scheduler's last tick ran after it was due",
             Unit::Seconds,
             m.scheduler_lag.clone(),
+        );
+        registry.register(
+            "caregraph_audit_records_coalesced",
+            "Allowed reads not recorded again: identical to one this process recorded within CAREGRAPH_AUDIT_READ_WINDOW_SECONDS",
+            m.audit_records_coalesced.clone(),
         );
         registry.register(
             "caregraph_sql_statements",

@@ -18,7 +18,7 @@ use sea_orm::{
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use crate::helpers::{Clinic, TestApp};
+use crate::helpers::{Clinic, TestApp, every_read};
 
 const READ_PATIENT: &str = "query ReadRex($id: ID!) { patient(id: $id) { id } }";
 const EXPORT: &str = "mutation($o: ID!, $fmt: AuditExportFormat!) {
@@ -196,7 +196,8 @@ async fn a_link_opened_by_an_ex_auditor_is_refused_and_recorded_as_a_denied_expo
 
 #[tokio::test]
 async fn a_deleted_chain_head_is_a_break_and_every_other_chain_is_still_sealed() {
-    let app = TestApp::spawn().await;
+    // Every read recorded: the repeated reads are here to make records.
+    let app = TestApp::spawn_with(every_read).await;
     let a = app.clinic("hdela").await;
     let b = app.clinic("hdelb").await;
     read(&app, &a, 2).await;
@@ -245,7 +246,8 @@ async fn a_deleted_chain_head_is_a_break_and_every_other_chain_is_still_sealed()
 
 #[tokio::test]
 async fn records_rewritten_with_their_head_fail_verification_and_nothing_is_sealed_onto_them() {
-    let app = TestApp::spawn().await;
+    // Every read recorded: the repeated reads are here to make records.
+    let app = TestApp::spawn_with(every_read).await;
     let c = app.clinic("hrewrite").await;
     read(&app, &c, 3).await;
     written_and_sealed(&app).await;
@@ -342,7 +344,8 @@ async fn retention_does_not_prune_a_prefix_that_does_not_verify_and_reports_it()
 
 #[tokio::test]
 async fn two_replicas_sweeping_at_once_prune_each_batch_once_without_error() {
-    let app = TestApp::spawn().await;
+    // Every read recorded: the repeated reads are here to make records.
+    let app = TestApp::spawn_with(every_read).await;
     let c = app.clinic("hsweep").await;
     read(&app, &c, 20).await;
     written_and_sealed(&app).await;

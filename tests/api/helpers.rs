@@ -23,6 +23,12 @@ pub fn quick(v: &mut HashMap<String, String>) {
     v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
 }
 
+/// App settings for tests that count records of repeated reads for another purpose (sealing,
+/// retention, one record per request): every read is recorded, none coalesced.
+pub fn every_read(v: &mut HashMap<String, String>) {
+    v.insert("CAREGRAPH_AUDIT_READ_WINDOW_SECONDS".into(), "0".into());
+}
+
 /// Waits (up to 10 s) until the outbox has nothing pending.
 pub async fn settle(app: &TestApp) {
     for _ in 0..400 {

@@ -4,6 +4,7 @@
 
 mod appointments;
 mod audit;
+mod audit_coalescing;
 mod audit_hardening;
 mod audit_nested;
 mod audit_query;
