@@ -65,10 +65,6 @@ pub async fn connect_counted(
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(10))
         .sqlx_logging(false)
-        // Pinging a connection at every checkout is one more round trip to SQLite's worker
-        // thread per statement; only one idle long enough to have been dropped (by a server,
-        // proxy or firewall) is tested.
-        .test_before_acquire_if_idle_for(Duration::from_secs(30))
         // For every pooled SQLite connection: WAL lets readers and the single writer proceed
         // together; foreign keys are off by default in SQLite; a busy writer is waited for.
         .map_sqlx_sqlite_opts(|opts| {
@@ -77,6 +73,12 @@ pub async fn connect_counted(
                 .busy_timeout(Duration::from_secs(5))
                 .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
         });
+    if url.starts_with("sqlite:") {
+        // A SQLite connection is a file handle that cannot be dropped by a server: pinging it
+        // at every checkout was one more round trip to its worker thread per statement. A
+        // PostgreSQL connection is still tested at every checkout.
+        options.test_before_acquire(false);
+    }
     let mut db = Database::connect(options)
         .await
         .map_err(|e| anyhow::anyhow!("cannot connect to the database: {e}"))?;

@@ -27,10 +27,14 @@ use std::{
 
 pub use async_graphql::dataloader::Loader;
 use futures_util::{FutureExt, Stream, StreamExt, future::join_all};
-use tokio::sync::oneshot;
+// Not tokio's oneshot: a tokio receiver spends the task's cooperative budget (128 per poll), so
+// past 128 answers in one poll the rest of a level would wait for another poll and its next
+// level would be split into several batches.
+use futures_channel::oneshot;
 use tracing::Instrument;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, also after a panic in another holder (what it guards stays consistent).
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -278,15 +282,16 @@ impl<T: Send + Sync + 'static> Inner<T> {
         let keys: Vec<K> = keys.into_iter().collect();
         tokio::spawn(
             async move {
-                let loads = keys
-                    .chunks(inner.max_batch)
-                    .map(|chunk| inner.loader.load(chunk));
+                let loads = keys.chunks(inner.max_batch).map(|chunk| {
+                    let inner = &inner;
+                    async move { (chunk, inner.loader.load(chunk).await) }
+                });
                 let mut values = HashMap::new();
-                let mut failed = None;
-                for result in join_all(loads).await {
+                let mut failed = HashMap::new();
+                for (chunk, result) in join_all(loads).await {
                     match result {
                         Ok(loaded) => values.extend(loaded),
-                        Err(e) => failed = Some(e),
+                        Err(e) => failed.extend(chunk.iter().map(|k| (k.clone(), e.clone()))),
                     }
                 }
                 inner.answer(waiters, values, failed);
@@ -295,22 +300,18 @@ impl<T: Send + Sync + 'static> Inner<T> {
         );
     }
 
-    /// Hands each waiter its keys' values (or the batch's error), keeping them when asked to.
+    /// Hands each waiter its keys' values, or the error of a call that was to load one of
+    /// them (calls of at most `max_batch` keys fail on their own), keeping the values when
+    /// asked to.
     fn answer<K>(
         &self,
         waiters: Vec<(Vec<K>, Answer<K, T::Value, T::Error>)>,
         values: HashMap<K, T::Value>,
-        failed: Option<T::Error>,
+        failed: HashMap<K, T::Error>,
     ) where
         K: Send + Sync + Hash + Eq + Clone + 'static,
         T: Loader<K>,
     {
-        if let Some(error) = failed {
-            for (_, tx) in waiters {
-                let _ = tx.send(Err(error.clone()));
-            }
-            return;
-        }
         // Kept before anyone is answered, so a caller that asks again finds them.
         if self.batches.keeps() {
             let mut pending = lock(&self.pending);
@@ -324,11 +325,14 @@ impl<T: Send + Sync + 'static> Inner<T> {
             }
         }
         for (keys, tx) in waiters {
-            let mine = keys
-                .iter()
-                .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
-                .collect();
-            let _ = tx.send(Ok(mine));
+            let answer = match keys.iter().find_map(|k| failed.get(k)) {
+                Some(error) => Err(error.clone()),
+                None => Ok(keys
+                    .iter()
+                    .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
+                    .collect()),
+            };
+            let _ = tx.send(answer);
         }
     }
 }
@@ -372,10 +376,60 @@ mod tests {
         let level = join_all((0..200).map(|k| loader.load_one(k)));
         let values = Batched::new(Box::pin(level), batches).await;
         assert_eq!(calls(&loader), 1);
-        assert_eq!(lock(&loader.loader().batches)[0], (0..200).collect::<Vec<_>>());
+        assert_eq!(
+            lock(&loader.loader().batches)[0],
+            (0..200).collect::<Vec<_>>()
+        );
         for (k, v) in values.into_iter().enumerate() {
             assert_eq!(v.expect("loaded"), Some(k as u32 * 2));
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_next_level_of_a_large_level_is_loaded_in_one_batch_too() {
+        let batches = Batches::default();
+        let loader = DataLoader::new(Doubler::default(), &batches);
+        // 200 rows, each asking for a second key once its first is answered: more answers in
+        // one poll than tokio's cooperative budget of 128.
+        let loader = &loader;
+        let rows = join_all((0..200).map(|k| async move {
+            loader.load_one(k).await?;
+            loader.load_one(k + 1000).await
+        }));
+        let values = Batched::new(Box::pin(rows), batches).await;
+        assert_eq!(
+            calls(&loader),
+            2,
+            "{:?}",
+            lock(&loader.loader().batches).len()
+        );
+        assert!(values.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_fails_only_the_callers_of_its_keys() {
+        /// Fails any call that includes key 0.
+        struct FailsZero;
+        impl Loader<u32> for FailsZero {
+            type Value = u32;
+            type Error = async_graphql::Error;
+            async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+                if keys.contains(&0) {
+                    return Err(async_graphql::Error::new("call failed"));
+                }
+                Ok(keys.iter().map(|k| (*k, *k)).collect())
+            }
+        }
+        let batches = Batches::default();
+        let loader = DataLoader::new(FailsZero, &batches).max_batch_size(1);
+        let level = join_all((0..3).map(|k| loader.load_one(k)));
+        let results = Batched::new(Box::pin(level), batches).await;
+        assert_eq!(
+            results[0].as_ref().expect_err("failed").message,
+            "call failed"
+        );
+        assert_eq!(results[1].as_ref().expect("loaded"), &Some(1));
+        assert_eq!(results[2].as_ref().expect("loaded"), &Some(2));
     }
 
     #[tokio::test]

@@ -9,9 +9,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 
 use super::{
-    batch::DataLoader,
     appointments::Appointment,
     args::parse_ids,
+    batch::DataLoader,
     cases::Case,
     context::{loader, my_memberships, services, viewer},
     errors::GqlResult,
@@ -263,8 +263,7 @@ impl ChatSession {
         ctx: &Context<'_>,
         session: Option<domain::chat::ChatSession>,
     ) -> GqlResult<Option<Self>> {
-        let (Some(session), Some(access)) =
-            (session, ctx.data_opt::<DataLoader<SessionAccess>>())
+        let (Some(session), Some(access)) = (session, ctx.data_opt::<DataLoader<SessionAccess>>())
         else {
             return Ok(None);
         };

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Mutex};
 
 use tracing::Instrument;
 
-use super::batch::{Batches, DataLoader, Loader};
+use super::batch::{Batches, DataLoader, Loader, lock};
 use crate::{
     audit::{AuditEntity, AuditEntry},
     domain::{
@@ -505,10 +505,6 @@ impl Loader<ChatSessionId> for SessionAccess {
             .await?;
         Ok(sessions.into_iter().map(|s| (s.id, s)).collect())
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Reads channel state at the chat provider for one user, batched to the provider's own limit:

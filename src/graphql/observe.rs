@@ -99,9 +99,10 @@ pub fn labels(
     })
 }
 
-/// Names the operation's span once its labels are known.
+/// Names the operation's span once its labels are known (left unnamed for an operation the
+/// document does not hold).
 pub fn name_span(span: &tracing::Span, labels: &OperationLabels) {
-    if span.is_disabled() {
+    if span.is_disabled() || labels.graphql_operation_type == unknown().graphql_operation_type {
         return;
     }
     let name = &labels.graphql_operation_name;

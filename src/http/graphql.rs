@@ -26,11 +26,7 @@ use axum::{
 use serde_json::{Map, Value as Json};
 
 use super::{AppState, ws};
-use crate::{
-    auth::Viewer,
-    error::ErrorCode,
-    graphql::persisted,
-};
+use crate::{auth::Viewer, error::ErrorCode, graphql::persisted};
 
 /// The response media types caregraph speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,8 +270,11 @@ async fn execute(
     // The client's `traceparent`, when traces are exported, is the operation span's parent.
     let response = if crate::telemetry::otel::enabled() {
         let parent = crate::telemetry::otel::client_context(headers);
-        opentelemetry::trace::FutureExt::with_context(state.graphql.execute(request, viewer), parent)
-            .await
+        opentelemetry::trace::FutureExt::with_context(
+            state.graphql.execute(request, viewer),
+            parent,
+        )
+        .await
     } else {
         state.graphql.execute(request, viewer).await
     };

@@ -26,10 +26,7 @@ use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
 
 use super::AppState;
-use crate::{
-    auth::Viewer,
-    graphql::persisted,
-};
+use crate::{auth::Viewer, graphql::persisted};
 
 /// The two subprotocols.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -143,10 +143,7 @@ pub(in crate::services) async fn member_of_unrecorded(
 
 /// The signed-in viewer's memberships (active or not), oldest first: read once per operation
 /// when the viewer remembers them ([`Viewer::remembering_memberships`]), else every time.
-pub async fn memberships(
-    db: &impl ConnectionTrait,
-    viewer: &Viewer,
-) -> AppResult<Vec<Membership>> {
+pub async fn memberships(db: &impl ConnectionTrait, viewer: &Viewer) -> AppResult<Vec<Membership>> {
     let user = viewer.user()?.id;
     match viewer.remembered_memberships() {
         Some(memo) => Ok(memo

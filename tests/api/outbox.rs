@@ -314,12 +314,11 @@ async fn a_page_of_channel_reads_costs_one_provider_call_per_batch_limit() {
         .await;
         for (n, expected) in [(100, per_100), (10, per_10)] {
             fake.control().clear();
-            let loader: DataLoader<ChannelReads> =
-                caregraph::graphql::loaders::channel_reads(
-                    &app.state.services,
-                    &reader,
-                    &Batches::default(),
-                );
+            let loader: DataLoader<ChannelReads> = caregraph::graphql::loaders::channel_reads(
+                &app.state.services,
+                &reader,
+                &Batches::default(),
+            );
             let keys: Vec<ChannelRef> = (0..n)
                 .map(|i| ChannelRef {
                     channel_type: "messaging".into(),
