@@ -1,10 +1,12 @@
-//! Read coalescing: an allowed `READ` identical to one the writer accepted less than a window
-//! ago is not written again (`CAREGRAPH_AUDIT_READ_WINDOW_SECONDS`).
+//! Read coalescing: an allowed `READ`, or a `JOIN` recorded when a read hands out the caller's
+//! meeting link, identical to one the writer accepted less than a window ago is not written
+//! again (`CAREGRAPH_AUDIT_READ_WINDOW_SECONDS`).
 //!
 //! "Identical" is the same organisation, actor (kind and id), action, entity type and id,
 //! patient, client address and operation name; the request id and the time do not count.
-//! Nothing else is ever coalesced: a denial, a change, a join, an export or a sign-in is always
-//! written. The writer task owns the one [`ReadCoalescer`] of the process, so there is no lock;
+//! Nothing else is ever coalesced: a denial, a change, an export or a sign-in is always
+//! written, and so is `joinMeeting`'s `JOIN`, which is written in its own transaction and never
+//! reaches the writer. The writer task owns the one [`ReadCoalescer`] of the process, so there is no lock;
 //! each replica coalesces on its own.
 
 use std::{
@@ -68,16 +70,16 @@ impl ReadCoalescer {
         self.seen.is_empty()
     }
 
-    /// Whether `record`, handed to the writer at `now`, repeats an allowed read accepted less
-    /// than the window before (then it is not written); otherwise it is accepted, and remembered
-    /// when it is an allowed read and there is room.
+    /// Whether `record`, handed to the writer at `now`, repeats an allowed read (or join)
+    /// accepted less than the window before (then it is not written); otherwise it is accepted,
+    /// and remembered when it is an allowed read or join and there is room.
     ///
     /// Time is the app's clock, read by the writer: a clock set back makes a remembered read
     /// count as new (written again), one set forward expires it early. Either way a read is
     /// written more often, never less.
     pub fn is_repeat(&mut self, record: &AuditRecord, now: DateTime<Utc>) -> bool {
         if self.window.is_zero()
-            || record.entry.action != AuditAction::Read
+            || !matches!(record.entry.action, AuditAction::Read | AuditAction::Join)
             || record.entry.outcome != AuditOutcome::Allowed
         {
             return false;
@@ -132,7 +134,7 @@ impl ReadCoalescer {
     }
 
     /// The 128-bit key of a read's identifying fields (everything but its id, time and request
-    /// id; the action and outcome are always `READ` and `ALLOWED` here).
+    /// id; the outcome is always `ALLOWED` here).
     fn key(&self, record: &AuditRecord) -> u128 {
         let fields = (
             &record.actor,
@@ -245,14 +247,26 @@ mod tests {
     }
 
     #[test]
+    fn a_meeting_link_handed_out_again_within_the_window_is_coalesced_apart_from_the_read() {
+        let mut c = ReadCoalescer::new(MINUTE);
+        let user = AuditActor::User(UserId::new());
+        let read = read(user, "p1", "10.0.0.1");
+        let mut join = read.clone();
+        join.entry.action = AuditAction::Join;
+        assert!(!c.is_repeat(&read, t0()));
+        assert!(!c.is_repeat(&join, t0()), "a join is not the read's repeat");
+        assert!(c.is_repeat(&join, t0() + Duration::seconds(30)));
+    }
+
+    #[test]
     fn denials_and_other_actions_are_never_coalesced_and_a_zero_window_coalesces_nothing() {
         let mut c = ReadCoalescer::new(MINUTE);
         let user = AuditActor::User(UserId::new());
         let mut denied = read(user.clone(), "p1", "10.0.0.1");
         denied.entry = denied.entry.denied();
-        let mut join = read(user.clone(), "p1", "10.0.0.1");
-        join.entry.action = AuditAction::Join;
-        for r in [&denied, &join] {
+        let mut export = read(user.clone(), "p1", "10.0.0.1");
+        export.entry.action = AuditAction::Export;
+        for r in [&denied, &export] {
             assert!(!c.is_repeat(r, t0()));
             assert!(!c.is_repeat(r, t0()));
         }

@@ -25,7 +25,8 @@ pub struct SecurityConfig {
     pub request_timeout: Duration,
     /// `CAREGRAPH_MAX_CONNECTIONS` (default 512): concurrent connections.
     pub max_connections: usize,
-    /// `CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS` (default 64): concurrent connections of one address.
+    /// `CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS` (default 128): concurrent connections of one address
+    /// (a reverse proxy, or a load test of 64 connections plus its probes, is one address).
     pub max_connections_per_address: usize,
     /// `CAREGRAPH_JWT_LEEWAY_SECONDS` (default 30): clock skew allowed on `exp`, `nbf` and `iat`.
     pub jwt_leeway: Duration,
@@ -50,7 +51,8 @@ impl SecurityConfig {
             http_idle_timeout: vars.seconds("CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS", 60)?,
             request_timeout: vars.seconds("CAREGRAPH_REQUEST_TIMEOUT_SECONDS", 45)?,
             max_connections: vars.parse("CAREGRAPH_MAX_CONNECTIONS", 512)?,
-            max_connections_per_address: vars.parse("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS", 64)?,
+            max_connections_per_address: vars
+                .parse("CAREGRAPH_MAX_CONNECTIONS_PER_ADDRESS", 128)?,
             jwt_leeway: vars.seconds("CAREGRAPH_JWT_LEEWAY_SECONDS", 30)?,
             webhook_max_age: vars.seconds("CAREGRAPH_WEBHOOK_MAX_AGE_SECONDS", 3600)?,
             login_per_pair_per_minute: vars.parse("CAREGRAPH_LOGIN_PER_PAIR_PER_MINUTE", 5)?,
