@@ -134,8 +134,9 @@ pub struct AuditConfig {
     /// `CAREGRAPH_AUDIT_KEY`: the key that signs checkpoints and chain heads (default: derived
     /// from `CAREGRAPH_JWT_SECRET`).
     pub key: Option<SecretString>,
-    /// `CAREGRAPH_AUDIT_READ_WINDOW_SECONDS` (default 60, 0 to 3600): an allowed read (or join) identical
-    /// to one this process accepted less than this ago is not recorded again (0: every read is).
+    /// `CAREGRAPH_AUDIT_READ_WINDOW_SECONDS` (default 60, 0 to 3600): an allowed read (or the
+    /// join a read records) identical to one this process accepted less than this ago is not
+    /// recorded again (0: every read is).
     pub read_window: Duration,
 }
 
