@@ -26,10 +26,13 @@ use std::{
 };
 
 pub use async_graphql::dataloader::Loader;
-use futures_util::{FutureExt, Stream, StreamExt, future::join_all};
+use futures_util::{
+    FutureExt, Stream, StreamExt,
+    future::{Shared, join_all},
+};
 // Not tokio's oneshot: a tokio receiver spends the task's cooperative budget (128 per poll), so
-// past 128 answers in one poll the rest of a level would wait for another poll and its next
-// level would be split into several batches.
+// past 128 callers in one poll the rest would wait for another poll and the next level would
+// be split into several batches.
 use futures_channel::oneshot;
 use tracing::Instrument;
 
@@ -43,10 +46,11 @@ type Start = Box<dyn FnOnce() + Send>;
 
 /// The batches of one request's loaders, started when each poll of the request ends.
 #[derive(Clone, Default)]
-pub struct Batches(Arc<Shared>);
+pub struct Batches(Arc<RequestBatches>);
 
+/// What a request's loaders share: its polls and whether they keep what they load.
 #[derive(Default)]
-struct Shared {
+struct RequestBatches {
     polls: Mutex<Polls>,
     /// Whether loaded values are kept for the rest of the request (a query's).
     keep: AtomicBool,
@@ -137,13 +141,22 @@ impl<S: Stream + Unpin> Stream for Batched<S> {
     }
 }
 
-/// What a loader's callers of one key type wait for.
-type Answer<K, V, E> = oneshot::Sender<Result<HashMap<K, V>, E>>;
+/// What one batch loaded: the values found, and the error of each key whose call failed.
+struct Outcome<K, V, E> {
+    values: HashMap<K, V>,
+    failed: HashMap<K, E>,
+}
+
+/// What every caller of one batch waits on: one answer for all of them, so that they all see
+/// it at the same poll of the request (answered one by one, a caller polled early would ask
+/// for the next level's keys alone, splitting that level's batch).
+type Answer<K, V, E> = Shared<oneshot::Receiver<Arc<Outcome<K, V, E>>>>;
 
 /// The keys of one type asked for since their last batch started, and what was loaded.
 struct Pending<K, V, E> {
     keys: HashSet<K>,
-    waiters: Vec<(Vec<K>, Answer<K, V, E>)>,
+    /// Where the batch of `keys` answers, and what their callers wait on.
+    batch: Option<(oneshot::Sender<Arc<Outcome<K, V, E>>>, Answer<K, V, E>)>,
     loaded: HashMap<K, V>,
 }
 
@@ -151,7 +164,7 @@ impl<K, V, E> Default for Pending<K, V, E> {
     fn default() -> Self {
         Self {
             keys: HashSet::new(),
-            waiters: Vec::new(),
+            batch: None,
             loaded: HashMap::new(),
         }
     }
@@ -202,7 +215,7 @@ impl<T: Send + Sync + 'static> DataLoader<T> {
     where
         K: Send + Sync + Hash + Eq + Clone + 'static,
         T: Loader<K>,
-        T::Error: From<&'static str>,
+        T::Error: From<&'static str> + Sync,
     {
         let mut found = self.load_many(std::iter::once(key.clone())).await?;
         Ok(found.remove(&key))
@@ -214,9 +227,9 @@ impl<T: Send + Sync + 'static> DataLoader<T> {
         K: Send + Sync + Hash + Eq + Clone + 'static,
         I: IntoIterator<Item = K>,
         T: Loader<K>,
-        T::Error: From<&'static str>,
+        T::Error: From<&'static str> + Sync,
     {
-        let (mut found, answer, first) = {
+        let (mut found, answer, first, wanted) = {
             let mut pending = lock(&self.inner.pending);
             let typed = pending
                 .entry(TypeId::of::<K>())
@@ -236,11 +249,17 @@ impl<T: Send + Sync + 'static> DataLoader<T> {
             if wanted.is_empty() {
                 return Ok(found);
             }
-            let first = typed.keys.is_empty();
+            let first = typed.batch.is_none();
             typed.keys.extend(wanted.iter().cloned());
-            let (tx, rx) = oneshot::channel();
-            typed.waiters.push((wanted, tx));
-            (found, rx, first)
+            let answer = typed
+                .batch
+                .get_or_insert_with(|| {
+                    let (tx, rx) = oneshot::channel();
+                    (tx, rx.shared())
+                })
+                .1
+                .clone();
+            (found, answer, first, wanted)
         };
         if first {
             let inner = self.inner.clone();
@@ -248,10 +267,17 @@ impl<T: Send + Sync + 'static> DataLoader<T> {
                 .batches
                 .schedule(Box::new(move || Inner::start::<K>(inner)));
         }
-        let loaded = answer
+        let outcome = answer
             .await
-            .map_err(|_| T::Error::from("a batch load stopped before it answered"))??;
-        found.extend(loaded);
+            .map_err(|_| T::Error::from("a batch load stopped before it answered"))?;
+        for key in wanted {
+            if let Some(error) = outcome.failed.get(&key) {
+                return Err(error.clone());
+            }
+            if let Some(value) = outcome.values.get(&key) {
+                found.insert(key, value.clone());
+            }
+        }
         Ok(found)
     }
 }
@@ -262,8 +288,9 @@ impl<T: Send + Sync + 'static> Inner<T> {
     where
         K: Send + Sync + Hash + Eq + Clone + 'static,
         T: Loader<K>,
+        T::Error: Sync,
     {
-        let (keys, waiters) = {
+        let (keys, answer) = {
             let mut pending = lock(&inner.pending);
             let Some(typed) = pending
                 .get_mut(&TypeId::of::<K>())
@@ -271,14 +298,11 @@ impl<T: Send + Sync + 'static> Inner<T> {
             else {
                 return;
             };
-            (
-                std::mem::take(&mut typed.keys),
-                std::mem::take(&mut typed.waiters),
-            )
+            let Some((answer, _)) = typed.batch.take() else {
+                return;
+            };
+            (std::mem::take(&mut typed.keys), answer)
         };
-        if keys.is_empty() {
-            return;
-        }
         let keys: Vec<K> = keys.into_iter().collect();
         tokio::spawn(
             async move {
@@ -294,23 +318,21 @@ impl<T: Send + Sync + 'static> Inner<T> {
                         Err(e) => failed.extend(chunk.iter().map(|k| (k.clone(), e.clone()))),
                     }
                 }
-                inner.answer(waiters, values, failed);
+                inner.answer(answer, Outcome { values, failed });
             }
             .in_current_span(),
         );
     }
 
-    /// Hands each waiter its keys' values, or the error of a call that was to load one of
-    /// them (calls of at most `max_batch` keys fail on their own), keeping the values when
-    /// asked to.
+    /// Answers every caller of a batch at once, keeping the values first when asked to.
     fn answer<K>(
         &self,
-        waiters: Vec<(Vec<K>, Answer<K, T::Value, T::Error>)>,
-        values: HashMap<K, T::Value>,
-        failed: HashMap<K, T::Error>,
+        answer: oneshot::Sender<Arc<Outcome<K, T::Value, T::Error>>>,
+        outcome: Outcome<K, T::Value, T::Error>,
     ) where
         K: Send + Sync + Hash + Eq + Clone + 'static,
         T: Loader<K>,
+        T::Error: Sync,
     {
         // Kept before anyone is answered, so a caller that asks again finds them.
         if self.batches.keeps() {
@@ -321,19 +343,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
             {
                 typed
                     .loaded
-                    .extend(values.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    .extend(outcome.values.iter().map(|(k, v)| (k.clone(), v.clone())));
             }
         }
-        for (keys, tx) in waiters {
-            let answer = match keys.iter().find_map(|k| failed.get(k)) {
-                Some(error) => Err(error.clone()),
-                None => Ok(keys
-                    .iter()
-                    .filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone())))
-                    .collect()),
-            };
-            let _ = tx.send(answer);
-        }
+        let _ = answer.send(Arc::new(outcome));
     }
 }
 
