@@ -152,11 +152,20 @@ struct Outcome<K, V, E> {
 /// for the next level's keys alone, splitting that level's batch).
 type Answer<K, V, E> = Shared<oneshot::Receiver<Arc<Outcome<K, V, E>>>>;
 
+/// Where a batch sends its one answer.
+type Answering<K, V, E> = oneshot::Sender<Arc<Outcome<K, V, E>>>;
+
+/// A batch not yet answered: where it answers, and what its callers wait on.
+struct Open<K, V, E> {
+    answering: Answering<K, V, E>,
+    answer: Answer<K, V, E>,
+}
+
 /// The keys of one type asked for since their last batch started, and what was loaded.
 struct Pending<K, V, E> {
     keys: HashSet<K>,
     /// Where the batch of `keys` answers, and what their callers wait on.
-    batch: Option<(oneshot::Sender<Arc<Outcome<K, V, E>>>, Answer<K, V, E>)>,
+    batch: Option<Open<K, V, E>>,
     loaded: HashMap<K, V>,
 }
 
@@ -254,10 +263,13 @@ impl<T: Send + Sync + 'static> DataLoader<T> {
             let answer = typed
                 .batch
                 .get_or_insert_with(|| {
-                    let (tx, rx) = oneshot::channel();
-                    (tx, rx.shared())
+                    let (answering, rx) = oneshot::channel();
+                    Open {
+                        answering,
+                        answer: rx.shared(),
+                    }
                 })
-                .1
+                .answer
                 .clone();
             (found, answer, first, wanted)
         };
@@ -298,7 +310,10 @@ impl<T: Send + Sync + 'static> Inner<T> {
             else {
                 return;
             };
-            let Some((answer, _)) = typed.batch.take() else {
+            let Some(Open {
+                answering: answer, ..
+            }) = typed.batch.take()
+            else {
                 return;
             };
             (std::mem::take(&mut typed.keys), answer)
@@ -327,7 +342,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
     /// Answers every caller of a batch at once, keeping the values first when asked to.
     fn answer<K>(
         &self,
-        answer: oneshot::Sender<Arc<Outcome<K, T::Value, T::Error>>>,
+        answer: Answering<K, T::Value, T::Error>,
         outcome: Outcome<K, T::Value, T::Error>,
     ) where
         K: Send + Sync + Hash + Eq + Clone + 'static,
@@ -411,7 +426,7 @@ mod tests {
         }));
         let values = Batched::new(Box::pin(rows), batches).await;
         assert_eq!(
-            calls(&loader),
+            calls(loader),
             2,
             "{:?}",
             lock(&loader.loader().batches).len()
