@@ -12,9 +12,9 @@
 //!   of opening (a silent or trickling client is dropped), and a keep-alive connection with no
 //!   request in flight closes after `CAREGRAPH_HTTP_IDLE_TIMEOUT_SECONDS` (a request is in flight
 //!   until its response body has been sent: a long download is not idle).
-//! - Accepting comes before serving: the loop drains the kernel's listen queue
-//!   (`CAREGRAPH_LISTEN_BACKLOG`) up to [`ACCEPT_BURST`] connections in a row, so a reconnect
-//!   storm waits in tasks, not in a queue whose overflow drops connects.
+//! - Accepting comes before serving: a thread of its own drains the kernel's listen queue
+//!   (`CAREGRAPH_LISTEN_BACKLOG`) however busy the runtime is, so a reconnect storm waits in
+//!   tasks, not in a queue whose overflow drops connects.
 //! - On shutdown the listener closes, idle connections close, and requests in flight finish.
 
 use std::{
@@ -180,9 +180,6 @@ impl RareLog {
     }
 }
 
-/// Connections accepted in a row before the accept loop lets other tasks run.
-pub const ACCEPT_BURST: usize = 1024;
-
 static REFUSED: RareLog = RareLog::new();
 static ACCEPT_FAILED: RareLog = RareLog::new();
 
@@ -283,55 +280,133 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
-    let mut burst = 0;
-    loop {
-        // Accepting goes first: a connection waiting in the kernel's queue costs a dropped
-        // connect (and a client's one-second retry) once the queue is full, one accepted costs a
-        // task. So accepting ignores tokio's cooperative budget (128 polls, after which the loop
-        // would wait behind every connection's task) and yields only every ACCEPT_BURST.
-        burst += 1;
-        if burst > ACCEPT_BURST {
-            burst = 0;
-            tokio::task::yield_now().await;
+    // Accepting has a thread of its own, so a connect never waits in the kernel's queue behind
+    // the runtime's tasks: a connection waiting there costs a dropped connect (and a client's
+    // one-second retry) once the queue is full, one accepted costs a task. The thread stops when
+    // `shutdown` is cancelled or this future is dropped (its runtime gone).
+    let stop = shutdown.child_token();
+    let _stop_when_dropped = stop.clone().drop_guard();
+    let accepting = Accepting {
+        gate,
+        builder,
+        router,
+        connections: connections.clone(),
+        runtime: tokio::runtime::Handle::current(),
+        shutdown,
+        stop,
+    };
+    let (stopped, accept_ended) = tokio::sync::oneshot::channel::<()>();
+    let listener = listener.into_std();
+    let spawned = listener.and_then(|listener| {
+        std::thread::Builder::new()
+            .name("caregraph-accept".into())
+            .spawn(move || {
+                accepting.run(listener);
+                drop(stopped);
+            })
+    });
+    match spawned {
+        Ok(_) => {
+            let _ = accept_ended.await;
         }
-        let (stream, peer) = tokio::select! {
-            accepted = tokio::task::unconstrained(listener.accept()) => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    if let Some(n) = ACCEPT_FAILED.due() {
-                        tracing::warn!(error = %e, failures = n, "accepting a connection failed");
-                    }
-                    // Out of descriptors, most likely: give connections time to close.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => break,
-        };
-        let Some(slot) = gate.admit(peer.ip()) else {
-            drop(stream);
-            if let Some(n) = REFUSED.due() {
-                tracing::warn!(
-                    refused = n,
-                    max_connections = limits.max_connections,
-                    max_per_address = limits.max_per_address,
-                    "connections over CAREGRAPH_MAX_CONNECTIONS(_PER_ADDRESS) were closed"
-                );
-            }
-            continue;
-        };
-        connections.spawn(connection(
-            builder.clone(),
-            stream,
-            peer,
-            slot,
-            router.clone(),
-            shutdown.clone(),
-        ));
+        Err(e) => tracing::error!(error = %e, "the accept thread could not start"),
     }
-    drop(listener);
     connections.close();
     connections.wait().await;
+}
+
+/// What the accept thread needs: the listener's side of [`serve`].
+struct Accepting {
+    gate: Gate,
+    builder: Arc<Builder<TokioExecutor>>,
+    router: Router,
+    connections: TaskTracker,
+    /// The server's runtime, where connections are served.
+    runtime: tokio::runtime::Handle,
+    /// The server's shutdown, handed to each connection.
+    shutdown: CancellationToken,
+    /// Cancelled at shutdown or when [`serve`] is dropped.
+    stop: CancellationToken,
+}
+
+impl Accepting {
+    /// Accepts on `listener` until stopped, on a single-threaded runtime of the calling thread.
+    fn run(self, listener: std::net::TcpListener) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                tracing::error!(error = %e, "the accept thread's runtime could not start");
+                return;
+            }
+        };
+        runtime.block_on(self.accept(listener));
+    }
+
+    async fn accept(self, listener: std::net::TcpListener) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::error!(error = %e, "the listener could not be registered");
+                return;
+            }
+        };
+        let limits = self.gate.limits;
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        if let Some(n) = ACCEPT_FAILED.due() {
+                            tracing::warn!(error = %e, failures = n, "accepting a connection failed");
+                        }
+                        // Out of descriptors, most likely: give connections time to close.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = self.stop.cancelled() => break,
+            };
+            let Some(slot) = self.gate.admit(peer.ip()) else {
+                drop(stream);
+                if let Some(n) = REFUSED.due() {
+                    tracing::warn!(
+                        refused = n,
+                        max_connections = limits.max_connections,
+                        max_per_address = limits.max_per_address,
+                        "connections over CAREGRAPH_MAX_CONNECTIONS(_PER_ADDRESS) were closed"
+                    );
+                }
+                continue;
+            };
+            // The socket moves to the server's runtime: off this thread's reactor, onto its.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "an accepted connection could not be handed over");
+                    continue;
+                }
+            };
+            let (builder, router, shutdown) = (
+                self.builder.clone(),
+                self.router.clone(),
+                self.shutdown.clone(),
+            );
+            self.connections.spawn_on(
+                async move {
+                    match tokio::net::TcpStream::from_std(stream) {
+                        Ok(stream) => connection(builder, stream, peer, slot, router, shutdown).await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "an accepted connection could not be registered");
+                        }
+                    }
+                },
+                &self.runtime,
+            );
+        }
+    }
 }
 
 async fn connection(

@@ -717,10 +717,18 @@ async fn an_inbound_reply_is_posted_as_the_external_member_and_relayed_to_the_ot
             .contains(&("Reviewed: no fracture".to_owned(), ortiz.clone()))
     })
     .await;
+    // The webhook is answered before it is processed, and the reply is in the chat before its
+    // relays are queued: wait for the relay itself, then for the outbox to settle.
+    let relayed = s.relayed("Dr Ortiz", "Reviewed: no fracture");
+    eventually(
+        "the reply is relayed to the other external member",
+        || async { s.texts_to(KIM).contains(&relayed) },
+    )
+    .await;
     settle(&s.app).await;
     assert_eq!(
         s.texts_to(KIM).last().cloned(),
-        Some(s.relayed("Dr Ortiz", "Reviewed: no fracture")),
+        Some(relayed),
         "relayed to the other external member"
     );
     assert_eq!(s.texts_to(ORTIZ).len(), 1, "not back to its author");
