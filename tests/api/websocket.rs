@@ -337,6 +337,39 @@ async fn a_validation_error_arrives_as_an_error_message() {
 }
 
 #[tokio::test]
+async fn production_subscription_errors_do_not_name_schema_arguments() {
+    let app = TestApp::spawn_with(|v| {
+        v.insert("CAREGRAPH_ENV".into(), "production".into());
+    })
+    .await;
+    let (_, _, token) = app.owner("Redacted", "redacted@example.org").await;
+    let mut ws = acked(&app, "graphql-transport-ws", &token).await;
+    // `orgId` is required: the engine's message would name it.
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "r", "payload": {"query": "subscription { chatSessionsChanged { kind } }"}}),
+    )
+    .await;
+    match next(&mut ws).await {
+        Event::Msg(m) => {
+            assert_eq!(m["type"], "error", "{m}");
+            let errors = m["payload"].as_array().expect("errors");
+            assert!(!errors.is_empty(), "{m}");
+            for error in errors {
+                assert_eq!(
+                    error["message"],
+                    caregraph::graphql::redact::GENERIC_ARGUMENT_ERROR,
+                    "{m}"
+                );
+                assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT");
+            }
+            assert!(!m.to_string().contains("orgId"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn the_socket_closes_when_the_access_token_expires() {
     let app = TestApp::spawn().await;
     let (user, _, _) = app.owner("Expiry", "expiry@example.org").await;
