@@ -5,17 +5,21 @@
 //! PostgreSQL given a URL); `export` samples the server's memory while it streams an audit
 //! export of 1,000,000 records.
 //!
-//! `dashboard` loads the real `caregraph` binary over HTTP with a closed-loop driver
+//! Two GraphQL workloads load the real `caregraph` binary over HTTP with a closed-loop driver
 //! (`bench/load.rs`) on the dashboard's dataset (`bench/seed.rs`, as `../shared/bench/seed.mjs`
-//! writes it through the API), on SQLite and (given a URL) PostgreSQL, and prints req/s, server
+//! writes it through the API), on SQLite and (given a URL) PostgreSQL, and print req/s, server
 //! CPU per request, p50/p99, server memory under load, SQL statements per request and errors
-//! per concurrency, sending `../shared/bench/dashboard.graphql`.
+//! per concurrency: `dashboard` sends `../shared/bench/dashboard.graphql`; `chats` the PMS chat
+//! list (`chatSessions(first: 50)` with `lastMessage`, `unreadCount` and members) with the
+//! Stream provider pointed at a fake this benchmark runs (`bench/stream_fake.rs`), with the
+//! provider reads per page.
 //!
 //! `cargo run --release --features bench --bin caregraph-bench -- search --members 100000 [--postgres URL]`
 //! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- fanout --subscribers 1000,10000`
 //! `cargo run --release --features bench --bin caregraph-bench -- audit [--postgres URL]`
 //! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- export --records 1000000`
 //! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- dashboard [--postgres URL] [--conns 16,64] [--seconds 10]`
+//! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- chats [--postgres URL] [--conns 16,64] [--seconds 10]`
 
 #![expect(clippy::print_stdout, reason = "a benchmark's figures are its output")]
 
@@ -38,6 +42,8 @@ use clap::{Parser, Subcommand};
 
 #[path = "bench/audit.rs"]
 mod audit;
+#[path = "bench/chats.rs"]
+mod chats;
 #[path = "bench/dashboard.rs"]
 mod dashboard;
 #[path = "bench/export.rs"]
@@ -50,6 +56,8 @@ mod load;
 mod seed;
 #[path = "bench/server.rs"]
 mod server;
+#[path = "bench/stream_fake.rs"]
+mod stream_fake;
 use sea_orm::{ConnectionTrait, EntityTrait};
 
 /// caregraph benchmarks.
@@ -99,6 +107,8 @@ enum Bench {
     },
     /// The PMS dashboard query (`../shared/bench/dashboard.graphql`) under load.
     Dashboard(load::LoadArgs),
+    /// The PMS chat list (`chatSessions(first: 50)`) under load, Stream provider (a fake).
+    Chats(load::LoadArgs),
 }
 
 const GIVEN: &[&str] = &[
@@ -368,6 +378,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Export { records } => export::run(records).await?,
         Bench::Fanout { subscribers } => fanout::run(&subscribers).await?,
         Bench::Dashboard(args) => Box::pin(dashboard::run(&args)).await?,
+        Bench::Chats(args) => Box::pin(chats::run(&args)).await?,
     }
     Ok(())
 }
@@ -415,7 +426,10 @@ mod tests {
             max_text_bytes: config.security.max_text_bytes,
         };
         let validator = graphql::validator(&config.graphql, cost);
-        for (name, document) in [("dashboard", super::dashboard::QUERY)] {
+        for (name, document) in [
+            ("dashboard", super::dashboard::QUERY),
+            ("chats", super::chats::QUERY),
+        ] {
             let problems = check_document(&validator, document).await;
             assert!(problems.is_empty(), "{name}: {problems:?}");
         }
