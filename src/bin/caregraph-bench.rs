@@ -5,14 +5,15 @@
 //! PostgreSQL given a URL); `export` samples the server's memory while it streams an audit
 //! export of 1,000,000 records.
 //!
-//! Two GraphQL workloads load the real `caregraph` binary over HTTP with a closed-loop driver
+//! Three GraphQL workloads load the real `caregraph` binary over HTTP with a closed-loop driver
 //! (`bench/load.rs`) on the dashboard's dataset (`bench/seed.rs`, as `../shared/bench/seed.mjs`
 //! writes it through the API), on SQLite and (given a URL) PostgreSQL, and print req/s, server
 //! CPU per request, p50/p99, server memory under load, SQL statements per request and errors
 //! per concurrency: `dashboard` sends `../shared/bench/dashboard.graphql`; `chats` the PMS chat
 //! list (`chatSessions(first: 50)` with `lastMessage`, `unreadCount` and members) with the
 //! Stream provider pointed at a fake this benchmark runs (`bench/stream_fake.rs`), with the
-//! provider reads per page.
+//! provider reads per page; `appointment` the single `appointment(id)` with the dashboard's
+//! fields.
 //!
 //! `cargo run --release --features bench --bin caregraph-bench -- search --members 100000 [--postgres URL]`
 //! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- fanout --subscribers 1000,10000`
@@ -20,6 +21,7 @@
 //! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- export --records 1000000`
 //! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- dashboard [--postgres URL] [--conns 16,64] [--seconds 10]`
 //! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- chats [--postgres URL] [--conns 16,64] [--seconds 10]`
+//! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- appointment [--postgres URL] [--conns 16,64] [--seconds 10]`
 
 #![expect(clippy::print_stdout, reason = "a benchmark's figures are its output")]
 
@@ -40,6 +42,8 @@ use caregraph::{
 };
 use clap::{Parser, Subcommand};
 
+#[path = "bench/appointment.rs"]
+mod appointment;
 #[path = "bench/audit.rs"]
 mod audit;
 #[path = "bench/chats.rs"]
@@ -109,6 +113,8 @@ enum Bench {
     Dashboard(load::LoadArgs),
     /// The PMS chat list (`chatSessions(first: 50)`) under load, Stream provider (a fake).
     Chats(load::LoadArgs),
+    /// The single `appointment(id)` query under load.
+    Appointment(load::LoadArgs),
 }
 
 const GIVEN: &[&str] = &[
@@ -379,6 +385,7 @@ async fn main() -> anyhow::Result<()> {
         Bench::Fanout { subscribers } => fanout::run(&subscribers).await?,
         Bench::Dashboard(args) => Box::pin(dashboard::run(&args)).await?,
         Bench::Chats(args) => Box::pin(chats::run(&args)).await?,
+        Bench::Appointment(args) => Box::pin(appointment::run(&args)).await?,
     }
     Ok(())
 }
@@ -426,9 +433,11 @@ mod tests {
             max_text_bytes: config.security.max_text_bytes,
         };
         let validator = graphql::validator(&config.graphql, cost);
+        let appointment = super::appointment::query().expect("the appointment query");
         for (name, document) in [
             ("dashboard", super::dashboard::QUERY),
             ("chats", super::chats::QUERY),
+            ("appointment", appointment.as_str()),
         ] {
             let problems = check_document(&validator, document).await;
             assert!(problems.is_empty(), "{name}: {problems:?}");
