@@ -5,10 +5,23 @@
 //! PostgreSQL given a URL); `export` samples the server's memory while it streams an audit
 //! export of 1,000,000 records.
 //!
-//! `cargo run --release --bin caregraph-bench -- search --members 100000 [--postgres URL]`
-//! `cargo build --release && cargo run --release --bin caregraph-bench -- fanout --subscribers 1000,10000`
+//! Three GraphQL workloads load the real `caregraph` binary over HTTP with a closed-loop driver
+//! (`bench/load.rs`) on the dashboard's dataset (`bench/seed.rs`, as `../shared/bench/seed.mjs`
+//! writes it through the API), on SQLite and (given a URL) PostgreSQL, and print req/s, server
+//! CPU per request, p50/p99, server memory under load, SQL statements per request and errors
+//! per concurrency: `dashboard` sends `../shared/bench/dashboard.graphql`; `chats` the PMS chat
+//! list (`chatSessions(first: 50)` with `lastMessage`, `unreadCount` and members) with the
+//! Stream provider pointed at a fake this benchmark runs (`bench/stream_fake.rs`), with the
+//! provider reads per page; `appointment` the single `appointment(id)` with the dashboard's
+//! fields.
+//!
+//! `cargo run --release --features bench --bin caregraph-bench -- search --members 100000 [--postgres URL]`
+//! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- fanout --subscribers 1000,10000`
 //! `cargo run --release --features bench --bin caregraph-bench -- audit [--postgres URL]`
-//! `cargo build --release && cargo run --release --features bench --bin caregraph-bench -- export --records 1000000`
+//! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- export --records 1000000`
+//! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- dashboard [--postgres URL] [--conns 16,64] [--seconds 10]`
+//! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- chats [--postgres URL] [--conns 16,64] [--seconds 10]`
+//! `cargo build --release --features bench && cargo run --release --features bench --bin caregraph-bench -- appointment [--postgres URL] [--conns 16,64] [--seconds 10]`
 
 #![expect(clippy::print_stdout, reason = "a benchmark's figures are its output")]
 
@@ -29,14 +42,26 @@ use caregraph::{
 };
 use clap::{Parser, Subcommand};
 
+#[path = "bench/appointment.rs"]
+mod appointment;
 #[path = "bench/audit.rs"]
 mod audit;
+#[path = "bench/chats.rs"]
+mod chats;
+#[path = "bench/dashboard.rs"]
+mod dashboard;
 #[path = "bench/export.rs"]
 mod export;
 #[path = "bench/fanout.rs"]
 mod fanout;
+#[path = "bench/load.rs"]
+mod load;
+#[path = "bench/seed.rs"]
+mod seed;
 #[path = "bench/server.rs"]
 mod server;
+#[path = "bench/stream_fake.rs"]
+mod stream_fake;
 use sea_orm::{ConnectionTrait, EntityTrait};
 
 /// caregraph benchmarks.
@@ -84,6 +109,12 @@ enum Bench {
         #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
         subscribers: Vec<usize>,
     },
+    /// The PMS dashboard query (`../shared/bench/dashboard.graphql`) under load.
+    Dashboard(load::LoadArgs),
+    /// The PMS chat list (`chatSessions(first: 50)`) under load, Stream provider (a fake).
+    Chats(load::LoadArgs),
+    /// The single `appointment(id)` query under load.
+    Appointment(load::LoadArgs),
 }
 
 const GIVEN: &[&str] = &[
@@ -335,59 +366,81 @@ async fn main() -> anyhow::Result<()> {
             runs,
             postgres,
         } => {
-            let dir = tempfile_dir()?;
-            let sqlite = format!("sqlite://{}/bench.db?mode=rwc", dir.display());
-            Box::pin(run("sqlite", &sqlite, members, runs)).await?;
-            let _ = std::fs::remove_dir_all(&dir);
-            if let Some(admin) = postgres {
-                let name = format!("cg_bench_{}", uuid::Uuid::new_v4().simple());
-                let conn = sea_orm::Database::connect(&admin)
-                    .await
-                    .context("connect to PostgreSQL")?;
-                conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await?;
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                let result =
-                    Box::pin(run("postgres", &format!("{base}/{name}"), members, runs)).await;
-                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await?;
-                result?;
-            }
+            on_each_database(postgres.as_deref(), async |label, url| {
+                Box::pin(run(label, url, members, runs)).await
+            })
+            .await?;
         }
         Bench::Audit {
             records,
             runs,
             postgres,
         } => {
-            let dir = tempfile_dir()?;
-            let sqlite = format!("sqlite://{}/audit.db?mode=rwc", dir.display());
-            let result = Box::pin(audit::run("sqlite", config(&sqlite)?, records, runs)).await;
-            let _ = std::fs::remove_dir_all(&dir);
-            result?;
-            if let Some(admin) = postgres {
-                let name = format!("cg_bench_{}", uuid::Uuid::new_v4().simple());
-                let conn = sea_orm::Database::connect(&admin)
-                    .await
-                    .context("connect to PostgreSQL")?;
-                conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await?;
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
-                let url = format!("{base}/{name}");
-                let result = Box::pin(audit::run("postgres", config(&url)?, records, runs)).await;
-                conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await?;
-                result?;
-            }
+            on_each_database(postgres.as_deref(), async |label, url| {
+                Box::pin(audit::run(label, config(url)?, records, runs)).await
+            })
+            .await?;
         }
         Bench::Export { records } => export::run(records).await?,
         Bench::Fanout { subscribers } => fanout::run(&subscribers).await?,
+        Bench::Dashboard(args) => Box::pin(dashboard::run(&args)).await?,
+        Bench::Chats(args) => Box::pin(chats::run(&args)).await?,
+        Bench::Appointment(args) => Box::pin(appointment::run(&args)).await?,
     }
     Ok(())
 }
 
-fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
+/// Runs `work` with the label `sqlite` on a fresh SQLite file (in a temporary directory removed
+/// after), then, given the URL of a PostgreSQL server, with the label `postgres` on a fresh
+/// database there (created before and dropped after).
+async fn on_each_database(
+    postgres: Option<&str>,
+    work: impl AsyncFn(&str, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let dir =
         std::env::temp_dir().join(format!("caregraph-bench-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)?;
-    Ok(dir)
+    let sqlite = format!("sqlite://{}/bench.db?mode=rwc", dir.display());
+    let result = work("sqlite", &sqlite).await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result?;
+    if let Some(admin) = postgres {
+        let name = format!("cg_bench_{}", uuid::Uuid::new_v4().simple());
+        let conn = sea_orm::Database::connect(admin)
+            .await
+            .context("connect to PostgreSQL")?;
+        conn.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let base = admin.rsplit_once('/').map_or(admin, |(b, _)| b);
+        let result = work("postgres", &format!("{base}/{name}")).await;
+        conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        result?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use caregraph::graphql::{self, cost::CostLimits, offline::check_document};
+
+    #[tokio::test]
+    async fn the_workload_queries_validate_against_the_schema_within_the_servers_limits() {
+        let config = super::config("sqlite::memory:").expect("the default configuration");
+        let cost = CostLimits {
+            max_selections: config.security.max_selections,
+            max_directives: config.security.max_directives,
+            max_text_bytes: config.security.max_text_bytes,
+        };
+        let validator = graphql::validator(&config.graphql, cost);
+        let appointment = super::appointment::query().expect("the appointment query");
+        for (name, document) in [
+            ("dashboard", super::dashboard::QUERY),
+            ("chats", super::chats::QUERY),
+            ("appointment", appointment.as_str()),
+        ] {
+            let problems = check_document(&validator, document).await;
+            assert!(problems.is_empty(), "{name}: {problems:?}");
+        }
+    }
 }
