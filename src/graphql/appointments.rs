@@ -99,7 +99,7 @@ impl Appointment {
             loader(ctx).load_one(GuardianshipsOf(me)),
             my_memberships(ctx),
         )?;
-        let support: Vec<UserId> = support.unwrap_or_default().iter().map(|u| u.id).collect();
+        let support = support.unwrap_or_default();
         let guardians = guardianships.unwrap_or_default();
         let view = services(ctx)
             .appointments

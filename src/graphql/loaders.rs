@@ -113,7 +113,8 @@ owned_key! {
 }
 
 of_key! {
-    /// The support staff of an appointment, for a check (not recorded: nothing is handed out).
+    /// The support staff of an appointment, as user ids, for a check (not recorded: nothing is
+    /// handed out).
     SupportStaffOf(AppointmentId);
     /// The participants of a case, for a check (not recorded: nothing is handed out).
     CaseParticipantsOf(CaseId);
@@ -279,7 +280,7 @@ macro_rules! owned_rows {
 owned_rows!(MembersOf(CareTeamId) => CareTeamMember, care_team_members, CareTeamMember, |m| m.id);
 owned_rows!(ParticipantsOf(CaseId) => CaseParticipant, case_participants, CaseParticipant, |p| p.user_id);
 owned_rows!(StaffOf(AppointmentId) => User, support_staff, SupportStaff, |u| u.id);
-loader!(of SupportStaffOf(AppointmentId) => Vec<User>, support_staff);
+loader!(of SupportStaffOf(AppointmentId) => Vec<UserId>, support_staff_ids);
 loader!(of CaseParticipantsOf(CaseId) => Vec<CaseParticipant>, case_participants);
 loader!(of MembershipsOf(UserId) => Vec<Membership>, memberships);
 loader!(of GuardianshipsOf(UserId) => Vec<Guardian>, guardianships);

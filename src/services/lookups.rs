@@ -166,6 +166,20 @@ impl Lookups {
         ))
     }
 
+    /// The support staff of appointments, as user ids (one statement; for checks that need
+    /// no user rows, such as who may join a meeting).
+    pub async fn support_staff_ids(
+        &self,
+        ids: &[AppointmentId],
+    ) -> AppResult<HashMap<AppointmentId, Vec<UserId>>> {
+        let mut map: HashMap<AppointmentId, Vec<UserId>> =
+            ids.iter().map(|k| (*k, Vec::new())).collect();
+        for (a, u) in db::appointments::support_staff_of(&self.db, ids).await? {
+            map.entry(a).or_default().push(u);
+        }
+        Ok(map)
+    }
+
     /// Support staff of appointments, with their users.
     pub async fn support_staff(
         &self,
