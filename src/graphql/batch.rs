@@ -1,13 +1,20 @@
-//! Per-request batch loading without timers: every key a request's resolvers ask for during
-//! one poll of the request is loaded in one batch per key type, started as that poll ends.
+//! Per-request batch loading without timers: every key a request's resolvers ask for while the
+//! request runs is loaded in one batch per key type, started when the request has nothing left
+//! to run but waits (a poll of it that ends without waking it again).
 //!
-//! The engine resolves a list's items and their fields concurrently within one task, so one
-//! poll of the request reaches every row of a level before anything it waits on can answer:
-//! the keys a level asks for are all pending when the poll ends, whatever the load on the
-//! machine. (async-graphql's own `DataLoader` instead waits 1 ms on a timer thread after the
-//! first key, and a busy runtime could start the batch before the level had asked for all its
-//! keys, splitting it in two.) A key asked for while no poll of the request runs (from a batch
-//! that loads through another loader, say) starts its batch at once.
+//! The engine resolves a list's items and their fields concurrently within one task, so the
+//! request reaches every row of a level before anything it waits on can answer. A poll of the
+//! request can end before that, though: the engine's `FuturesUnordered` gives up its poll
+//! early, waking itself, when two of the futures it polls wake themselves (the first caller to
+//! see a batch's answer does; so did a field that shared a `tokio::sync::OnceCell` with its
+//! sibling), and two answers landing together made that happen more often the busier the
+//! machine (the chat list's second level was split into batches of two rows). So a poll during
+//! which the request was woken is followed at once by another, in the same task poll, before
+//! the batches start: the keys a level asks for are all pending when they start, whatever the
+//! load. (async-graphql's own `DataLoader` instead waits 1 ms on a timer thread after the first
+//! key, and a busy runtime could start the batch before the level had asked for all its keys.)
+//! A key asked for while no poll of the request runs (from a batch that loads through another
+//! loader, say) starts its batch at once.
 //!
 //! A query's loaders keep what they loaded for the rest of the request, so what every
 //! resolver asks (the viewer's memberships, say) is read once; a mutation's or subscription's
@@ -22,13 +29,14 @@ use std::{
         Arc, Mutex, MutexGuard, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
-    task::{Context, Poll},
+    task::{Context, Poll, Wake, Waker},
 };
 
 pub use async_graphql::dataloader::Loader;
 use futures_util::{
     FutureExt, Stream, StreamExt,
     future::{Shared, join_all},
+    task::AtomicWaker,
 };
 // Not tokio's oneshot: a tokio receiver spends the task's cooperative budget (128 per poll), so
 // past 128 callers in one poll the rest would wait for another poll and the next level would
@@ -41,10 +49,15 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// A batch to start, once the poll that asked for it ends.
+/// A batch to start, once the run of polls that asked for it ends.
 type Start = Box<dyn FnOnce() + Send>;
 
-/// The batches of one request's loaders, started when each poll of the request ends.
+/// The most polls of the request one task poll runs back to back while the request wakes
+/// itself (a level of the chat list takes 2 to 4): a future that kept waking itself without
+/// waiting for anything would otherwise keep the batches from starting.
+const POLLS_PER_WAKE_MAX: usize = 64;
+
+/// The batches of one request's loaders, started when each run of polls of the request ends.
 #[derive(Clone, Default)]
 pub struct Batches(Arc<RequestBatches>);
 
@@ -58,14 +71,14 @@ struct RequestBatches {
 
 #[derive(Default)]
 struct Polls {
-    /// Whether a poll of the request runs now.
+    /// Whether a run of polls of the request is under way.
     polling: bool,
-    /// Batches asked for during the running poll.
+    /// Batches asked for during the running polls.
     waiting: Vec<Start>,
 }
 
 impl Batches {
-    /// Starts `start` when the running poll ends, or now when none runs.
+    /// Starts `start` when the running polls end, or now when none runs.
     fn schedule(&self, start: Start) {
         let mut polls = lock(&self.0.polls);
         if polls.polling {
@@ -92,7 +105,7 @@ impl Batches {
     }
 }
 
-/// Ends a poll (also when it panics): starts what it asked for.
+/// Ends a run of polls (also when one panics): starts what they asked for.
 struct PollGuard<'a>(&'a Batches);
 
 impl Drop for PollGuard<'_> {
@@ -108,16 +121,79 @@ impl Drop for PollGuard<'_> {
     }
 }
 
-/// A request's future or stream, polled so that its loaders batch per poll.
+/// The waker a request is polled with: a wake while a poll of the request runs is noted (the
+/// request is polled again at once), any other goes to the task that polls the request.
+#[derive(Default)]
+struct Wakes {
+    /// The task that polls the request.
+    task: AtomicWaker,
+    /// Whether a poll of the request runs.
+    polling: AtomicBool,
+    /// Whether the request was woken since the running poll began.
+    woken: AtomicBool,
+}
+
+impl Wake for Wakes {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::SeqCst);
+        if !self.polling.load(Ordering::SeqCst) {
+            self.task.wake();
+        }
+    }
+}
+
+/// A request's future or stream, polled so that its loaders batch per level: polled again
+/// while it wakes itself, and its batches started when it waits.
 pub struct Batched<S> {
     inner: S,
     batches: Batches,
+    wakes: Arc<Wakes>,
+    /// [`Self::wakes`] as a waker, made once.
+    waker: Waker,
 }
 
 impl<S> Batched<S> {
     /// `inner`, whose loaders were made with `batches`.
     pub fn new(inner: S, batches: Batches) -> Self {
-        Self { inner, batches }
+        let wakes = Arc::new(Wakes::default());
+        Self {
+            inner,
+            batches,
+            waker: Waker::from(wakes.clone()),
+            wakes,
+        }
+    }
+
+    /// Polls the request with `poll` until it is ready or waits without having woken itself (at
+    /// most [`POLLS_PER_WAKE_MAX`] times), then starts the batches it asked for.
+    fn run<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut poll: impl FnMut(&mut S, &mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        let wakes = &*self.wakes;
+        wakes.task.register(cx.waker());
+        wakes.polling.store(true, Ordering::SeqCst);
+        let _poll = self.batches.begin();
+        let mut inner = Context::from_waker(&self.waker);
+        let mut result = Poll::Pending;
+        for _ in 0..POLLS_PER_WAKE_MAX {
+            wakes.woken.store(false, Ordering::SeqCst);
+            result = poll(&mut self.inner, &mut inner);
+            if result.is_ready() || !wakes.woken.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+        wakes.polling.store(false, Ordering::SeqCst);
+        // Woken after the last poll began (or on every one of them): poll again later.
+        if result.is_pending() && wakes.woken.load(Ordering::SeqCst) {
+            wakes.task.wake();
+        }
+        result
     }
 }
 
@@ -125,9 +201,7 @@ impl<F: Future + Unpin> Future for Batched<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        let _poll = this.batches.begin();
-        this.inner.poll_unpin(cx)
+        self.run(cx, |inner, cx| inner.poll_unpin(cx))
     }
 }
 
@@ -135,9 +209,7 @@ impl<S: Stream + Unpin> Stream for Batched<S> {
     type Item = S::Item;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
-        let this = &mut *self;
-        let _poll = this.batches.begin();
-        this.inner.poll_next_unpin(cx)
+        self.run(cx, |inner, cx| inner.poll_next_unpin(cx))
     }
 }
 
@@ -432,6 +504,74 @@ mod tests {
             lock(&loader.loader().batches).len()
         );
         assert!(values.iter().all(Result::is_ok));
+    }
+
+    /// Wakes its task while polled and waits for one poll, as a future that gives up its poll.
+    struct WakeSelfOnce(bool);
+
+    impl Future for WakeSelfOnce {
+        type Output = ();
+
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                return Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn the_next_level_is_loaded_in_one_batch_when_its_rows_wake_themselves_while_polled() {
+        let batches = Batches::default();
+        let loader = DataLoader::new(Doubler::default(), &batches);
+        let loader = &loader;
+        // More rows than join_all joins in place, so a FuturesUnordered polls them, as the
+        // engine's lists do: it gives up its poll once two rows woke themselves while polled,
+        // before the other rows asked for their next key. Each row asks for its next key while
+        // one of its fields wakes the row (the chat list's rows did, through a shared cell).
+        let rows = join_all((0..50).map(|k| async move {
+            loader.load_one(k).await?;
+            let (next, ()) =
+                futures_util::future::join(loader.load_one(k + 1000), WakeSelfOnce(false)).await;
+            next
+        }));
+        let values = Batched::new(Box::pin(rows), batches).await;
+        let sizes: Vec<usize> = lock(&loader.loader().batches)
+            .iter()
+            .map(Vec::len)
+            .collect();
+        assert_eq!(sizes, [50, 50]);
+        assert!(values.iter().all(Result::is_ok));
+    }
+
+    #[tokio::test]
+    async fn a_future_that_keeps_waking_itself_does_not_hold_back_the_batches() {
+        let batches = Batches::default();
+        let loader = DataLoader::new(Doubler::default(), &batches);
+        let answered = AtomicBool::new(false);
+        // Spins (waking itself at every poll) until the other future's key is answered.
+        let spinner = async {
+            let mut spins = 0_usize;
+            while !answered.load(Ordering::SeqCst) {
+                WakeSelfOnce(false).await;
+                spins += 1;
+            }
+            spins
+        };
+        let asker = async {
+            let value = loader.load_one(21).await;
+            answered.store(true, Ordering::SeqCst);
+            value
+        };
+        let both = futures_util::future::join(spinner, asker);
+        let run = Batched::new(Box::pin(both), batches);
+        let (spins, value) = tokio::time::timeout(std::time::Duration::from_secs(5), run)
+            .await
+            .expect("the batch started although a future kept waking itself");
+        assert_eq!(value.expect("loaded"), Some(42));
+        assert!(spins >= POLLS_PER_WAKE_MAX, "{spins}");
     }
 
     #[tokio::test]

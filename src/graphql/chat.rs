@@ -242,17 +242,13 @@ pub struct ChatCredentials {
     pub connection: Json<serde_json::Value>,
 }
 
-/// A conversation mirrored to one provider channel, with its provider state read at most once
-/// (its `lastMessage` and `unreadCount` share one load, so a page's batches stay whole). Built
-/// only from a [`Readable`] session: the service's read rule passed.
-pub struct ChatSession(
-    Readable<domain::chat::ChatSession>,
-    tokio::sync::OnceCell<Option<ChannelState>>,
-);
+/// A conversation mirrored to one provider channel. Built only from a [`Readable`] session:
+/// the service's read rule passed.
+pub struct ChatSession(Readable<domain::chat::ChatSession>);
 
 impl From<Readable<domain::chat::ChatSession>> for ChatSession {
     fn from(session: Readable<domain::chat::ChatSession>) -> Self {
-        Self(session, tokio::sync::OnceCell::new())
+        Self(session)
     }
 }
 
@@ -317,15 +313,15 @@ impl ChatSession {
         }
     }
 
-    async fn state(&self, ctx: &Context<'_>) -> GqlResult<Option<&ChannelState>> {
+    /// The channel's state at the provider, through the per-request channel reads: its
+    /// `lastMessage` and `unreadCount` ask for it while the same level resolves, so one key of
+    /// that level's batch serves both (no cell of its own: a `tokio::sync::OnceCell` woke the
+    /// sibling field while the engine polled it, which ended the request's poll early).
+    async fn state(&self, ctx: &Context<'_>) -> GqlResult<Option<ChannelState>> {
         let Some(reads) = ctx.data_opt::<DataLoader<ChannelReads>>() else {
             return Ok(None);
         };
-        let state = self
-            .1
-            .get_or_try_init(|| reads.load_one(channel_of(&self.0)))
-            .await?;
-        Ok(state.as_ref())
+        reads.load_one(channel_of(&self.0)).await
     }
 }
 
@@ -465,7 +461,7 @@ impl ChatSession {
         Ok(self
             .state(ctx)
             .await?
-            .and_then(|s| s.last_message.clone())
+            .and_then(|s| s.last_message)
             .map(Into::into))
     }
     /// Whether the provider's channel exists yet: `READY`, `PENDING` (queued), or `FAILED`

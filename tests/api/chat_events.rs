@@ -1,9 +1,10 @@
 //! Chat sessions, continued: every status transition is a domain event on the bus, a new
 //! practitioner or support staff changes an appointment chat's members, organisations set how
 //! early their appointment chats open, consent changes re-sync care-team chats at once,
-//! `deleteChatUsers`, and a page of 100 sessions costs a constant number of SQL statements.
+//! `deleteChatUsers`, and a page of 100 sessions costs a constant number of SQL statements, as
+//! many pages at once cost as many times those of one.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use caregraph::{
     clock::ManualClock,
@@ -17,12 +18,29 @@ use tokio::sync::broadcast::Receiver;
 use crate::{
     chat_sessions::{appointment, back_to_back},
     fakes::{self, FakeProvider},
-    helpers::{TestApp, code, quick, settle},
+    helpers::{Clinic, TestApp, code, quick, settle},
 };
 
 const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id status allowedFrom members { user { id } } } }";
 const CLOSE: &str = "mutation($id: ID!) { closeChatSession(sessionId: $id) { id status } }";
 const RESCHEDULE: &str = "mutation($id: ID!, $s: DateTime!) { rescheduleAppointment(id: $id, startsAt: $s, durationMinutes: 30) { id } }";
+
+/// Puts the background workers to sleep through a measurement: only the queries' statements
+/// count.
+fn workers_asleep(v: &mut HashMap<String, String>) {
+    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "600000".into());
+    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
+}
+
+/// A clinic with `n` back-to-back appointments whose chats its vet has opened.
+async fn clinic_with_chats(app: &TestApp, tag: &str, n: i64) -> Clinic {
+    let c = app.clinic(tag).await;
+    for id in back_to_back(app, &c, Utc::now(), n).await {
+        app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
+            .await;
+    }
+    c
+}
 
 /// The next status event (skipping list changes), within two seconds.
 async fn next_status(rx: &mut Receiver<Arc<DomainEvent>>) -> StatusEvent {
@@ -511,17 +529,8 @@ async fn deleting_chat_users_needs_an_admin_and_users_who_are_active_nowhere() {
 
 #[tokio::test]
 async fn a_page_of_100_chat_sessions_costs_the_same_sql_statements_as_a_page_of_10() {
-    // The worker sleeps through the measurement: only the query's statements count.
-    let app = TestApp::spawn_with(|v| {
-        v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "600000".into());
-        v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
-    })
-    .await;
-    let c = app.clinic("chatpage").await;
-    for id in back_to_back(&app, &c, Utc::now(), 100).await {
-        app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
-            .await;
-    }
+    let app = TestApp::spawn_with(workers_asleep).await;
+    let c = clinic_with_chats(&app, "chatpage", 100).await;
     let q =
         "query($o: ID!, $n: Int!) { chatSessions(orgId: $o, first: $n) { totalCount edges { node {
         id status category memberCount members { user { id displayName } role }
@@ -601,11 +610,7 @@ async fn a_page_of_100_chats_with_last_message_and_unread_count_reads_stream_in_
         v.extend(fake.vars());
     })
     .await;
-    let c = app.clinic("streampage").await;
-    for id in back_to_back(&app, &c, Utc::now(), 100).await {
-        app.ok(&c.vet.token, OPEN, json!({"id": id}), "openAppointmentChat")
-            .await;
-    }
+    let c = clinic_with_chats(&app, "streampage", 100).await;
     settle(&app).await;
     fake.control().clear();
     let page = app
@@ -705,5 +710,43 @@ async fn a_subscriber_that_falls_behind_gets_the_current_state_instead_of_a_gap(
         resync["chatSessionStatus"],
         json!({"status": "CLOSED", "reason": "CURRENT"}),
         "the state as it is now, not a silent gap"
+    );
+}
+
+#[tokio::test]
+async fn a_chat_list_page_asked_16_times_at_once_costs_16_times_the_sql_statements_of_one() {
+    // Stream, so that the rows' provider state and their members answer at different times
+    // (they did split the members' level into batches of two rows when they landed together).
+    let fake = fakes::stream::start().await;
+    let app = TestApp::spawn_with(|v| {
+        v.extend(fake.vars());
+        workers_asleep(v);
+    })
+    .await;
+    let c = clinic_with_chats(&app, "chatload", 60).await;
+    // The PMS chat list (`caregraph-bench chats`).
+    let q = "query($o: ID!) { chatSessions(orgId: $o, first: 50) { nodes { id category status
+        title isGroup memberCount unreadCount lastMessage { id text } members { role user { id
+        displayName } } } } }";
+    let page = || app.ok(&c.vet.token, q, json!({"o": c.org}), "chatSessions");
+    let statements = || app.state.services.stats.statements();
+    let one = page().await;
+    let before = statements();
+    page().await;
+    let single = statements() - before;
+    assert_eq!(one["nodes"].as_array().expect("nodes").len(), 50);
+    assert!(
+        one["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|n| n["unreadCount"] == 0)
+    );
+    let before = statements();
+    futures_util::future::join_all((0..16).map(|_| page())).await;
+    assert_eq!(
+        statements() - before,
+        16 * single,
+        "each page's levels are loaded in one batch per lookup, whatever the load"
     );
 }
