@@ -166,7 +166,7 @@ impl App {
             max_text_bytes: config.security.max_text_bytes,
         };
         let graphql = Arc::new(graphql::build(services.clone(), &config.graphql, cost));
-        let state = AppState {
+        let state = AppState::new(http::Shared {
             graphql,
             services,
             persisted: Arc::new(
@@ -176,7 +176,7 @@ impl App {
             config: config.clone(),
             shutdown,
             sockets: TaskTracker::new(),
-        };
+        });
         let router = http::router(state.clone());
         Ok(Self {
             state,

@@ -165,3 +165,30 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
 pub async fn ping(db: &DatabaseConnection) -> bool {
     db.ping().await.is_ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database, Statement};
+
+    /// The flags `.cargo/config.toml` builds the bundled SQLite with: no memory statistics (a
+    /// process-wide mutex around every allocation) and the planner's stability guarantee (a
+    /// `LIMIT ?` does not expire the prepared statement each time it is bound).
+    #[tokio::test]
+    async fn the_bundled_sqlite_is_built_with_the_project_flags() {
+        let db = Database::connect("sqlite::memory:")
+            .await
+            .expect("connects");
+        for option in ["SQLITE_DEFAULT_MEMSTATUS=0", "SQLITE_ENABLE_QPSG"] {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    format!("SELECT sqlite_compileoption_used('{option}') AS used"),
+                ))
+                .await
+                .expect("query")
+                .expect("one row");
+            let used: i64 = row.try_get("", "used").expect("used");
+            assert_eq!(used, 1, "the bundled SQLite is built without {option}");
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub mod cases;
 pub mod chat;
 pub mod context;
 pub mod cost;
+pub mod documents;
 pub mod engine;
 pub mod enums;
 pub mod errors;

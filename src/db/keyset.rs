@@ -1,11 +1,12 @@
 //! The one keyset paginator: every paged list is a filter plus an order (a sort column and the
 //! id column as tie-breaker), read as "the rows after the cursor's key", one row more than the
-//! page to know whether more follow, and counted in all.
+//! page to know whether more follow, and counted in all in the same statement.
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ModelTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, Value, sea_query::ValueType,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, ModelTrait, Order,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Value,
+    sea_query::{Asterisk, Expr, ExprTrait, ValueType},
 };
 
 use crate::{
@@ -91,7 +92,15 @@ fn value_as<T: ValueType>(v: Value) -> AppResult<T> {
     T::try_from(v).map_err(|e| AppError::internal(anyhow::anyhow!("page key column: {e:?}")))
 }
 
+/// The alias of the count that rides along with a page's rows.
+const TOTAL: &str = "keyset_total";
+
 /// One page of `E`'s rows matching `filter`, in `order`, each converted by `to_domain`.
+///
+/// The count of all matching rows rides along with the page as an uncorrelated scalar subquery
+/// (`(SELECT COUNT(*) ... ) AS keyset_total`, which SQLite and PostgreSQL run once per
+/// statement): one statement and one round trip instead of a count followed by the page. Only
+/// a page past the end of its list, which has no row to carry it, counts on its own.
 pub async fn page<E, T>(
     db: &impl ConnectionTrait,
     filter: Condition,
@@ -103,8 +112,12 @@ where
     E: EntityTrait,
     E::Model: Sync,
 {
-    let total = E::find().filter(filter.clone()).count(db).await?;
-    let mut query = E::find().filter(filter);
+    let count = E::find()
+        .filter(filter.clone())
+        .select_only()
+        .expr(Expr::col(Asterisk).count())
+        .into_query();
+    let mut query = E::find().filter(filter.clone());
     if let Some(after) = &page.after {
         query = query.filter(order.after(after)?);
     }
@@ -113,14 +126,22 @@ where
     } else {
         Order::Asc
     };
-    let rows = query
+    let statement = query
         .order_by(order.sort, direction.clone())
         .order_by(order.id, direction)
         .limit(page.fetch())
-        .all(db)
-        .await?
-        .into_iter()
-        .map(|m| {
+        .expr_as(Expr::SubQuery(None, Box::new(count.into())), TOTAL)
+        .build(db.get_database_backend());
+    let fetched = db.query_all_raw(statement).await?;
+    let total = match fetched.first() {
+        Some(row) => <u64 as TryFrom<i64>>::try_from(row.try_get("", TOTAL)?).unwrap_or(0),
+        None if page.after.is_none() => 0,
+        None => E::find().filter(filter).count(db).await?,
+    };
+    let rows = fetched
+        .iter()
+        .map(|row| {
+            let m = E::Model::from_query_result(row, "")?;
             let key = order.key_of(&m)?;
             to_domain(m).map(|t| (key, t))
         })

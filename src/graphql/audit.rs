@@ -366,7 +366,7 @@ impl EdgeNameType for AccessLogEdgeName {
 
 /// A page of a patient's access log.
 pub type AccessLogConnection = Connection<
-    String,
+    pagination::PageCursor,
     AccessLogItem,
     pagination::ConnectionTotal,
     EmptyFields,

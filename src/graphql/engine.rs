@@ -22,6 +22,7 @@ use super::{
     AppSchema,
     batch::{Batched, Batches},
     cost,
+    documents::{Candidate, Documents},
     errors::stamp_codes,
     input, limits, loaders, observe, redact,
 };
@@ -40,6 +41,8 @@ pub struct Gate {
     max_depth: usize,
     /// Introspection off: engine errors naming arguments are redacted.
     redact_argument_names: bool,
+    /// The documents of recent queries, parsed and checked.
+    documents: Documents,
 }
 
 impl Gate {
@@ -50,25 +53,41 @@ impl Gate {
             cost,
             max_depth: config.max_depth,
             redact_argument_names: !config.introspection,
+            documents: Documents::default(),
         }
     }
 
-    /// Parses and checks the request's document (the engine reuses it), naming the audit
-    /// scope's operation; the operation's labels once every check has passed.
+    /// Parses and checks the request's document (the engine reuses it), or takes the kept one,
+    /// naming the audit scope's operation; the operation's labels once every check has passed,
+    /// and, when `keep` and the document was parsed, the candidate to keep once it has run.
     async fn admit(
         &self,
         request: &mut Request,
         audit: &AuditScope,
-    ) -> Result<OperationLabels, ServerError> {
-        let doc = cost::parse_checked(&request.query, self.cost).await?;
-        if audit.is_recording() && !audit.has_operation_name() {
-            audit.set_operation_name(only_operation_name(&doc));
-        }
-        limits::check_depth(&doc, self.max_depth)?;
+        keep: bool,
+    ) -> Result<(OperationLabels, Option<Candidate>), ServerError> {
+        let (doc, candidate) = match self.documents.get(&request.query) {
+            Some(doc) => (doc, None),
+            None => {
+                let doc = cost::parse_checked(&request.query, self.cost).await?;
+                name_operation(audit, &doc);
+                limits::check_depth(&doc, self.max_depth)?;
+                let candidate = keep
+                    .then(|| Documents::candidate(&request.query, &doc))
+                    .flatten();
+                (doc, candidate)
+            }
+        };
+        name_operation(audit, &doc);
         input::check_texts(&doc, &request.variables, self.cost.max_text_bytes)?;
         let labels = observe::labels(&self.metrics, &doc, request.operation_name.as_deref());
         request.set_parsed_query(doc);
-        Ok(labels.unwrap_or_else(observe::unknown))
+        Ok((labels.unwrap_or_else(observe::unknown), candidate))
+    }
+
+    /// How many parsed documents are kept.
+    pub fn documents_kept(&self) -> usize {
+        self.documents.len()
     }
 
     /// Codes (and, with introspection off, argument names redacted) on a response's errors.
@@ -90,12 +109,17 @@ impl Gate {
     ) -> Response {
         let started = Instant::now();
         let span = observe::operation_span();
-        let (labels, mut response) = match self.admit(&mut request, audit).await {
-            Ok(labels) => {
+        let (labels, mut response) = match self.admit(&mut request, audit, true).await {
+            Ok((labels, candidate)) => {
                 observe::name_span(&span, &labels);
                 let (request, batches) = prepare(request, &labels);
                 let running = Batched::new(schema.execute(request).boxed(), batches);
                 let response = running.instrument(span.clone()).await;
+                if let Some(candidate) = candidate
+                    && response.data != async_graphql::Value::Null
+                {
+                    self.documents.keep(candidate);
+                }
                 (labels, response)
             }
             Err(error) => (observe::unknown(), Response::from_errors(vec![error])),
@@ -126,8 +150,8 @@ impl Gate {
         let gate = self.clone();
         let schema = schema.clone();
         async move {
-            let (labels, inner) = match gate.admit(&mut request, &audit).await {
-                Ok(labels) => {
+            let (labels, inner) = match gate.admit(&mut request, &audit, false).await {
+                Ok((labels, _)) => {
                     observe::name_span(&span, &labels);
                     let (request, batches) = prepare(request, &labels);
                     let inner = span.in_scope(|| schema.execute_stream(request));
@@ -153,6 +177,13 @@ impl Gate {
     }
 }
 
+/// Names the audit scope's operation after the document's only one, unless it has a name.
+fn name_operation(audit: &AuditScope, doc: &ExecutableDocument) {
+    if audit.is_recording() && !audit.has_operation_name() {
+        audit.set_operation_name(only_operation_name(doc));
+    }
+}
+
 /// The name of the document's operation when it holds exactly one named operation: a request
 /// that sent no `operationName` is recorded under it (tested by `tests/api/audit.rs`, whose
 /// queries send no `operationName`). The parser keeps a named operation in the map by its name;
@@ -174,6 +205,11 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// How many parsed documents the gate keeps (see `graphql/documents.rs`).
+    pub fn documents_kept(&self) -> usize {
+        self.gate.documents_kept()
+    }
+
     /// The engine running `schema` behind `gate`.
     pub fn new(schema: AppSchema, gate: Gate, services: Services) -> Self {
         Self {

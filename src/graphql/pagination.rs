@@ -2,7 +2,7 @@
 
 use async_graphql::{
     SimpleObject,
-    connection::{Connection, ConnectionNameType, Edge, EdgeNameType, EmptyFields},
+    connection::{Connection, ConnectionNameType, CursorType, Edge, EdgeNameType, EmptyFields},
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 
@@ -19,7 +19,25 @@ pub struct ConnectionTotal {
 }
 
 /// A Relay connection with `totalCount`.
-pub type Conn<N> = Connection<String, N, ConnectionTotal, EmptyFields>;
+pub type Conn<N> = Connection<PageCursor, N, ConnectionTotal, EmptyFields>;
+
+/// A row's place in its list, encoded as an opaque cursor only when a client asks for it
+/// (`cursor`, `pageInfo`): a page of 50 asked for `pageInfo` alone encodes two, not 50.
+pub struct PageCursor(Key);
+
+impl CursorType for PageCursor {
+    type Error = &'static str;
+
+    fn decode_cursor(s: &str) -> Result<Self, Self::Error> {
+        decode(s)
+            .map(Self)
+            .map_err(|_| "not a cursor from this list")
+    }
+
+    fn encode_cursor(&self) -> String {
+        encode(&self.0)
+    }
+}
 
 fn encode(key: &Key) -> String {
     let json = serde_json::json!([key.sort, key.id]).to_string();
@@ -54,7 +72,7 @@ pub fn connection_named<T, N, Name, EdgeName>(
     page: Page<T>,
     has_previous: bool,
     node: impl Fn(T) -> N,
-) -> Connection<String, N, ConnectionTotal, EmptyFields, Name, EdgeName>
+) -> Connection<PageCursor, N, ConnectionTotal, EmptyFields, Name, EdgeName>
 where
     N: async_graphql::OutputType,
     Name: ConnectionNameType,
@@ -70,7 +88,7 @@ where
     conn.edges.extend(
         page.rows
             .into_iter()
-            .map(|(key, item)| Edge::new(encode(&key), node(item))),
+            .map(|(key, item)| Edge::new(PageCursor(key), node(item))),
     );
     conn
 }
@@ -86,6 +104,8 @@ mod tests {
             id: "01".into(),
         };
         assert_eq!(decode(&encode(&key)).expect("decodes"), key);
+        let cursor = PageCursor(key.clone()).encode_cursor();
+        assert_eq!(PageCursor::decode_cursor(&cursor).expect("decodes").0, key);
         assert!(decode("%%%").is_err());
         assert!(decode(&URL_SAFE_NO_PAD.encode("{}")).is_err());
     }

@@ -642,12 +642,26 @@ async fn patients_are_paged_by_name_with_a_total_count() {
             );
         } else {
             assert_eq!(page["pageInfo"]["hasNextPage"], false, "{page}");
+            after = page["pageInfo"]["endCursor"].as_str().map(str::to_owned);
             break;
         }
         assert!(pages < 10, "paging does not end");
     }
     assert_eq!(pages, 3);
     assert_eq!(seen, ["Alpha", "Bravo", "Charlie", "delta", "echo", "Rex"]);
+
+    // After the last row: no rows to carry the count along, and still all six are counted.
+    let past = app
+        .ok(
+            &c.vet.token,
+            PATIENTS,
+            json!({ "org": c.org, "first": 2, "after": after.expect("a last cursor") }),
+            "patients",
+        )
+        .await;
+    assert_eq!(past["nodes"], json!([]), "{past}");
+    assert_eq!(past["totalCount"], 6, "{past}");
+    assert_eq!(past["pageInfo"]["hasNextPage"], false, "{past}");
 
     // Paging arguments are checked.
     for (vars, bad) in [

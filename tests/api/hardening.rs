@@ -626,3 +626,28 @@ async fn a_flood_of_silent_connections_from_many_addresses_makes_room_for_health
     // makes room for the health check.
     healthz_answers(&app).await;
 }
+
+#[tokio::test]
+async fn a_document_is_kept_parsed_only_once_it_has_run_to_data() {
+    let app = TestApp::spawn().await;
+    let kept = || app.state.graphql.documents_kept();
+    let before = kept();
+    for _ in 0..2 {
+        let body = app.gql(None, "{ noSuchField }", json!({})).await;
+        assert!(body["errors"].is_array(), "{body}");
+    }
+    assert_eq!(
+        kept(),
+        before,
+        "a document that fails validation is not kept"
+    );
+    let long = format!("{{ __typename {} }}", "__typename ".repeat(300));
+    let body = app.gql(None, &long, json!({})).await;
+    assert_eq!(body["data"]["__typename"], "Query", "{body}");
+    assert_eq!(kept(), before, "a long text is not kept");
+    for _ in 0..3 {
+        let body = app.gql(None, "{ __typename }", json!({})).await;
+        assert_eq!(body["data"]["__typename"], "Query", "{body}");
+    }
+    assert_eq!(kept(), before + 1, "a document that ran is kept once");
+}

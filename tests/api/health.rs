@@ -48,8 +48,9 @@ async fn readyz_reports_each_dependency_as_json() {
 #[tokio::test]
 async fn a_database_that_does_not_answer_takes_the_replica_out_of_rotation() {
     let app = TestApp::spawn().await;
-    let mut state = app.state.clone();
-    state.services.db = sea_orm::DatabaseConnection::default();
+    let state = app
+        .state
+        .modified(|s| s.services.db = sea_orm::DatabaseConnection::default());
     let (status, body) = Box::pin(readyz(state)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "unavailable");
@@ -59,8 +60,9 @@ async fn a_database_that_does_not_answer_takes_the_replica_out_of_rotation() {
 #[tokio::test]
 async fn a_replica_that_is_shutting_down_says_so_with_503() {
     let app = TestApp::spawn().await;
-    let mut state = app.state.clone();
-    state.shutdown = tokio_util::sync::CancellationToken::new();
+    let state = app
+        .state
+        .modified(|s| s.shutdown = tokio_util::sync::CancellationToken::new());
     state.shutdown.cancel();
     let (status, body) = Box::pin(readyz(state)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
