@@ -67,7 +67,10 @@ impl Gate {
         keep: bool,
     ) -> Result<(OperationLabels, Option<Candidate>), ServerError> {
         let (doc, candidate) = match self.documents.get(&request.query) {
-            Some(doc) => (doc, None),
+            Some(doc) => {
+                name_operation(audit, &doc);
+                (doc, None)
+            }
             None => {
                 let doc = cost::parse_checked(&request.query, self.cost).await?;
                 name_operation(audit, &doc);
@@ -78,7 +81,6 @@ impl Gate {
                 (doc, candidate)
             }
         };
-        name_operation(audit, &doc);
         input::check_texts(&doc, &request.variables, self.cost.max_text_bytes)?;
         let labels = observe::labels(&self.metrics, &doc, request.operation_name.as_deref());
         request.set_parsed_query(doc);

@@ -651,3 +651,39 @@ async fn a_document_is_kept_parsed_only_once_it_has_run_to_data() {
     }
     assert_eq!(kept(), before + 1, "a document that ran is kept once");
 }
+
+#[tokio::test]
+async fn a_kept_document_is_still_checked_for_its_variables_and_its_callers_rights() {
+    let app = TestApp::spawn().await;
+    let c = app.clinic("kept").await;
+    let query = "query($o: ID!, $t: String) { patients(orgId: $o, search: $t) { totalCount } }";
+    let kept = app.state.graphql.documents_kept();
+    let ok = app
+        .ok(
+            &c.owner.token,
+            query,
+            json!({"o": c.org, "t": "re"}),
+            "patients",
+        )
+        .await;
+    assert!(ok["totalCount"].is_number(), "{ok}");
+    assert_eq!(app.state.graphql.documents_kept(), kept + 1);
+    // The same text again, now with a control character: refused before any resolver runs.
+    let body = app
+        .gql(
+            Some(&c.owner.token),
+            query,
+            json!({"o": c.org, "t": "ab\u{0}"}),
+        )
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert_eq!(body["errors"][0]["extensions"]["field"], "search", "{body}");
+    // And from someone outside the clinic: the rule is the resolvers', not the document's.
+    for outsider in [&c.outsider, &c.stranger] {
+        let body = app
+            .gql(Some(&outsider.token), query, json!({"o": c.org, "t": "re"}))
+            .await;
+        assert_eq!(body["data"], serde_json::Value::Null, "{body}");
+        assert!(body["errors"].is_array(), "{body}");
+    }
+}
