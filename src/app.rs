@@ -165,6 +165,7 @@ impl App {
             max_directives: config.security.max_directives,
             max_text_bytes: config.security.max_text_bytes,
         };
+        let services = Arc::new(services);
         let graphql = Arc::new(graphql::build(services.clone(), &config.graphql, cost));
         let state = AppState::new(http::Shared {
             graphql,

@@ -63,7 +63,11 @@ fn builder(config: &GraphqlConfig) -> SchemaBuilder<Query, Mutation, Subscriptio
 }
 
 /// Builds the engine: the schema with the services as schema data, behind its gate.
-pub fn build(services: Services, config: &GraphqlConfig, cost: cost::CostLimits) -> engine::Engine {
+pub fn build(
+    services: Arc<Services>,
+    config: &GraphqlConfig,
+    cost: cost::CostLimits,
+) -> engine::Engine {
     let gate = engine::Gate::new(config, cost, services.metrics.clone());
     let schema = builder(config).data(services.clone()).finish();
     engine::Engine::new(schema, gate, services)

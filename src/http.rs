@@ -71,8 +71,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     /// The executable schema behind its gate.
     pub graphql: Arc<Engine>,
-    /// The services.
-    pub services: Services,
+    /// The services (the same `Arc` the GraphQL engine holds).
+    pub services: Arc<Services>,
     /// The configuration.
     pub config: Arc<Config>,
     /// Apollo persisted queries.

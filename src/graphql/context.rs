@@ -1,5 +1,7 @@
 //! Reading the viewer, the services and the per-request loaders from the resolver context.
 
+use std::sync::Arc;
+
 use async_graphql::Context;
 
 use super::{
@@ -16,8 +18,8 @@ pub fn viewer<'a>(ctx: &Context<'a>) -> &'a Viewer {
 }
 
 /// The services.
-pub fn services<'a>(ctx: &Context<'a>) -> &'a Services {
-    ctx.data_unchecked::<Services>()
+pub fn services<'a>(ctx: &Context<'a>) -> &'a Arc<Services> {
+    ctx.data_unchecked::<Arc<Services>>()
 }
 
 /// The per-request dataloader.

@@ -152,7 +152,9 @@ impl Gate {
         let gate = self.clone();
         let schema = schema.clone();
         async move {
-            let (labels, inner) = match gate.admit(&mut request, &audit, false).await {
+            // Boxed: the parse and checks need room only while they run, and this future's
+            // room is the stream's for as long as a subscription lasts.
+            let (labels, inner) = match Box::pin(gate.admit(&mut request, &audit, false)).await {
                 Ok((labels, _)) => {
                     observe::name_span(&span, &labels);
                     let (request, batches) = prepare(request, &labels);
@@ -203,7 +205,7 @@ fn only_operation_name(doc: &ExecutableDocument) -> Option<&str> {
 pub struct Engine {
     schema: AppSchema,
     gate: Arc<Gate>,
-    services: Services,
+    services: Arc<Services>,
 }
 
 impl Engine {
@@ -213,7 +215,7 @@ impl Engine {
     }
 
     /// The engine running `schema` behind `gate`.
-    pub fn new(schema: AppSchema, gate: Gate, services: Services) -> Self {
+    pub fn new(schema: AppSchema, gate: Gate, services: Arc<Services>) -> Self {
         Self {
             schema,
             gate: Arc::new(gate),
@@ -225,7 +227,7 @@ impl Engine {
     /// query keeps what its loaders load and the viewer's memberships for the rest of the
     /// request; a mutation or a subscription reads afresh each time.
     fn prepare(
-        services: Services,
+        services: Arc<Services>,
         viewer: Viewer,
     ) -> impl FnOnce(Request, &OperationLabels) -> (Request, Batches) + Send + 'static {
         move |request, labels| {

@@ -1,7 +1,10 @@
 //! Per-request dataloaders: every per-row lookup in a list goes through here, so the number of
 //! SQL statements for a page does not grow with the page size.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 
 use tracing::Instrument;
 
@@ -17,12 +20,12 @@ use crate::{
         chat::ChatSession,
     },
     providers::chat::{ChannelRef, ChannelState},
-    services::{Services, access::Readable, chat::ChatService},
+    services::{Services, access::Readable},
 };
 
 /// The loader behind every per-request `DataLoader`; one `Loader` impl per key type.
 pub struct AppLoader {
-    services: Services,
+    services: Arc<Services>,
     /// The viewer's audit scope: the patient-linked rows loaded are recorded here (once per
     /// request in a query, whose loaders keep what they loaded).
     audit: crate::audit::AuditScope,
@@ -31,7 +34,7 @@ pub struct AppLoader {
 /// Builds the loaders for one request (what they keep must never outlive it: it is what this
 /// viewer may see).
 pub fn per_request(
-    services: &Services,
+    services: &Arc<Services>,
     audit: crate::audit::AuditScope,
     batches: &Batches,
 ) -> DataLoader<AppLoader> {
@@ -444,7 +447,7 @@ impl Loader<ProvisioningOf> for AppLoader {
 /// always, the viewer's session access and provider reads for a signed-in viewer.
 pub fn attach(
     request: async_graphql::Request,
-    services: &Services,
+    services: &Arc<Services>,
     viewer: &crate::auth::Viewer,
     batches: &Batches,
 ) -> async_graphql::Request {
@@ -453,7 +456,7 @@ pub fn attach(
         Some(user) => request
             .data(DataLoader::new(
                 SessionAccess {
-                    chats: services.chats.clone(),
+                    services: services.clone(),
                     viewer: viewer.clone(),
                     at_hand: Mutex::default(),
                 },
@@ -466,7 +469,7 @@ pub fn attach(
 
 /// The chat sessions the viewer may read, by id, batched (the rule is the service's).
 pub struct SessionAccess {
-    chats: ChatService,
+    services: Arc<Services>,
     viewer: crate::auth::Viewer,
     /// Sessions this request has read already (through their appointment, case or care team),
     /// which the rule then need not read again; taken by the batch that checks them.
@@ -501,6 +504,7 @@ impl Loader<ChatSessionId> for SessionAccess {
             (read, missing)
         };
         let sessions = self
+            .services
             .chats
             .readable_among(&self.viewer, read, &missing)
             .await?;
@@ -511,20 +515,20 @@ impl Loader<ChatSessionId> for SessionAccess {
 /// Reads channel state at the chat provider for one user, batched to the provider's own limit:
 /// a page of N chat sessions costs ceil(N / limit) provider calls (one for the local provider).
 pub struct ChannelReads {
-    chats: ChatService,
+    services: Arc<Services>,
     reader: UserId,
 }
 
 /// Builds the per-request channel-state loader for `reader`.
 pub fn channel_reads(
-    services: &Services,
+    services: &Arc<Services>,
     reader: &UserId,
     batches: &Batches,
 ) -> DataLoader<ChannelReads> {
     let limit = services.chats.read_batch_limit();
     DataLoader::new(
         ChannelReads {
-            chats: services.chats.clone(),
+            services: services.clone(),
             reader: *reader,
         },
         batches,
@@ -540,7 +544,11 @@ impl Loader<ChannelRef> for ChannelReads {
         &self,
         keys: &[ChannelRef],
     ) -> Result<HashMap<ChannelRef, Self::Value>, Self::Error> {
-        let states = self.chats.channel_states(keys, &self.reader).await?;
+        let states = self
+            .services
+            .chats
+            .channel_states(keys, &self.reader)
+            .await?;
         Ok(states.into_iter().map(|s| (s.channel.clone(), s)).collect())
     }
 }

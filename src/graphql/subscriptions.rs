@@ -180,7 +180,10 @@ impl Subscription {
         let services = services(ctx).clone();
         // Subscribe before reading the state: a change in between is seen twice, never missed.
         let rx = services.events.subscribe();
-        let first = services.chats.current_status(&viewer, &watch).await?;
+        // Boxed, here and in what the stream awaits: a stream lives as long as its socket, and
+        // would otherwise keep room for the largest future it ever awaited (the database
+        // reads), ten thousand times over.
+        let first = Box::pin(services.chats.current_status(&viewer, &watch)).await?;
         let rest = stream::unfold(
             (rx, services, viewer, watch),
             |(mut rx, services, viewer, watch)| async move {
@@ -202,7 +205,7 @@ impl Subscription {
         let viewer = viewer(ctx).clone();
         let org = OrgId::parse(&org_id, "orgId")?;
         let services = services(ctx).clone();
-        services.chats.lister(&viewer, org).await?;
+        Box::pin(services.chats.lister(&viewer, org)).await?;
         let rx = services.events.subscribe();
         // After a `Last` change the stream completes.
         Ok(stream::unfold(

@@ -20,7 +20,10 @@ use axum::{
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use futures_util::{SinkExt, Stream, StreamExt, stream::SplitSink};
+use futures_util::{
+    SinkExt, Stream, StreamExt,
+    stream::{SplitSink, SplitStream},
+};
 use serde_json::{Value as Json, json};
 use tokio::time::{Instant, sleep_until};
 use tokio_stream::StreamMap;
@@ -88,20 +91,19 @@ pub fn upgrade(
         .max_message_size(state.config.graphql.max_body_bytes)
         .max_frame_size(state.config.graphql.max_body_bytes)
         // Sockets are many and mostly idle: small buffers (the defaults are 128 KiB each way,
-        // most of a connection's memory), growing only for a large message; writes go out at
-        // once, and a client that stops reading cannot make the server buffer without bound.
-        .read_buffer_size(4 * 1024)
+        // most of a connection's memory; 4 KiB read was a fifth of it), growing only for a
+        // larger message (a subscribe message is a few hundred bytes); writes go out at once,
+        // and a client that stops reading cannot make the server buffer without bound.
+        .read_buffer_size(2 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * 1024 * 1024)
         .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                // The socket keeps its connection's slot under the connection caps.
-                let _slot = slot;
-                let mut connection =
-                    Connection::new(state, protocol, client, header_token, request_id);
-                connection.trace_parent = trace_parent;
-                connection.run(socket).await;
-            })
+            let mut connection = Connection::new(state, protocol, client, header_token, request_id);
+            connection.trace_parent = trace_parent;
+            // Split here and handed over as they are (no `async` block around them): a future
+            // keeps its arguments for its whole life, so the socket would be held twice.
+            let (sink, incoming) = socket.split();
+            tracker.track_future(connection.run(sink, incoming, slot))
         })
 }
 
@@ -169,12 +171,19 @@ impl Connection {
         }
     }
 
-    async fn run(mut self, socket: WebSocket) {
+    /// Serves the socket until it closes; `_slot` keeps the connection's place under the
+    /// connection caps meanwhile.
+    async fn run(
+        mut self,
+        mut sink: SplitSink<WebSocket, Message>,
+        mut incoming: SplitStream<WebSocket>,
+        _slot: Option<super::connections::Slot>,
+    ) {
         let _open = self.state.services.metrics.websocket_open();
-        let (mut sink, mut incoming) = socket.split();
-        let cfg = self.state.config.graphql.clone();
-        let init_deadline = Instant::now() + cfg.ws_init_timeout;
-        let mut idle_deadline = Instant::now() + cfg.ws_idle_timeout;
+        let cfg = &self.state.config.graphql;
+        let (init_timeout, idle_timeout) = (cfg.ws_init_timeout, cfg.ws_idle_timeout);
+        let init_deadline = Instant::now() + init_timeout;
+        let mut idle_deadline = Instant::now() + idle_timeout;
         let mut keepalive =
             tokio::time::interval_at(Instant::now() + cfg.ws_keepalive, cfg.ws_keepalive);
         let shutdown = self.state.shutdown.clone();
@@ -191,12 +200,15 @@ impl Connection {
                     }
                     Some(Err(_)) => break (1000, "bye"),
                     Some(Ok(message)) => {
-                        idle_deadline = Instant::now() + cfg.ws_idle_timeout;
-                        self.on_message(message, &mut sink).await
+                        idle_deadline = Instant::now() + idle_timeout;
+                        // Boxed, as the deliveries and the last flush: this future lives as long
+                        // as the socket, and would otherwise keep room for the largest thing it
+                        // ever awaited (the token check's database reads) while it waits.
+                        Box::pin(self.on_message(message, &mut sink)).await
                     }
                 },
                 Some((id, item)) = self.ops.next(), if !self.ops.is_empty() => {
-                    self.on_result(id, item, &mut sink).await
+                    Box::pin(self.on_result(id, item, &mut sink)).await
                 }
                 _ = keepalive.tick() => {
                     // A WebSocket ping frame too: every client answers it with a pong frame,
@@ -226,7 +238,7 @@ impl Connection {
             }
         };
         for scope in std::mem::take(&mut self.scopes).into_values() {
-            self.state.services.audit.flush(&scope).await;
+            Box::pin(self.state.services.audit.flush(&scope)).await;
         }
         let frame = CloseFrame {
             code,

@@ -95,6 +95,8 @@ impl ChatService {
 
     /// The next event a watcher should hear: a matching status event, or the state now after a
     /// lag or a membership change; `None` ends the stream (the bus closed or access was lost).
+    /// What it reads is boxed, so that waiting for an event takes little room (a subscription
+    /// waits in it for its whole life).
     pub async fn next_status(
         &self,
         rx: &mut Receiver<Arc<DomainEvent>>,
@@ -106,7 +108,7 @@ impl ChatService {
                 Ok(event) => event,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "a status subscriber fell behind; resynchronising");
-                    return self.current_status(viewer, watch).await.ok();
+                    return Box::pin(self.current_status(viewer, watch)).await.ok();
                 }
                 Err(RecvError::Closed) => return None,
             };
@@ -115,17 +117,19 @@ impl ChatService {
                 // rule decides from then on (staff not in it and not admins stop here).
                 DomainEvent::ChatStatus(s) if watch.matches(s) => {
                     if matches!(watch, Watch::Appointment(_)) && s.session_id.is_some() {
-                        self.current_status(viewer, watch).await.ok()?;
+                        Box::pin(self.current_status(viewer, watch)).await.ok()?;
                     }
                     return Some(s.clone());
                 }
-                DomainEvent::Resync => return self.current_status(viewer, watch).await.ok(),
+                DomainEvent::Resync => {
+                    return Box::pin(self.current_status(viewer, watch)).await.ok();
+                }
                 // A member who leaves a session stops watching it.
                 DomainEvent::ChatChanged(c)
                     if c.kind == ChangeKind::MembersChanged
                         && matches!(watch, Watch::Session(id) if *id == c.session_id) =>
                 {
-                    self.current_status(viewer, watch).await.ok()?;
+                    Box::pin(self.current_status(viewer, watch)).await.ok()?;
                 }
                 _ => {}
             }
@@ -134,7 +138,8 @@ impl ChatService {
 
     /// The next change a list subscriber of `org` should hear: changes to its own sessions
     /// there (a message only while the read rule still lets it read the session, as the change
-    /// carries the text), or a `Resync` after a lag; `None` ends the stream.
+    /// carries the text), or a `Resync` after a lag; `None` ends the stream. Its reads are boxed,
+    /// as [`Self::next_status`]'s.
     pub async fn next_change(
         &self,
         rx: &mut Receiver<Arc<DomainEvent>>,
@@ -151,12 +156,12 @@ impl ChatService {
                     {
                         // Losing a place may end the right to follow the organisation at all.
                         if c.kind == ChangeKind::MembersChanged
-                            && self.lister(viewer, org).await.is_err()
+                            && Box::pin(self.lister(viewer, org)).await.is_err()
                         {
                             return Some(ListEvent::Last(c.clone()));
                         }
                         let readable = c.kind != ChangeKind::Message
-                            || self.session(viewer, c.session_id).await.is_ok();
+                            || Box::pin(self.session(viewer, c.session_id)).await.is_ok();
                         if readable {
                             return Some(ListEvent::Change(c.clone()));
                         }
