@@ -613,8 +613,9 @@ impl AppointmentService {
                 guardians,
                 viewer_memberships,
             )
-            && self
-                .consent_for(user, appointment, viewer_memberships)
+            // Boxed: its read is rare (staff of another organisation), and an inline one
+            // would make every row's fields larger (see `graphql::context::my_memberships`).
+            && Box::pin(self.consent_for(user, appointment, viewer_memberships))
                 .await?
                 .is_ok()
         {
