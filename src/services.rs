@@ -46,8 +46,7 @@ pub struct Services {
     pub patients: patients::PatientService,
     /// Consent and compliance groups.
     pub consent: consent::ConsentService,
-    /// Invitations of staff and guardians (behind an `Arc`: `Services` travels inside request
-    /// futures, which must stay small).
+    /// Invitations of staff and guardians.
     pub invitations: Arc<invitations::InvitationService>,
     /// Care teams.
     pub care_teams: care_teams::CareTeamService,

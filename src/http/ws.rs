@@ -103,7 +103,8 @@ pub fn upgrade(
             // Split here and handed over as they are (no `async` block around them): a future
             // keeps its arguments for its whole life, so the socket would be held twice.
             let (sink, incoming) = socket.split();
-            tracker.track_future(connection.run(sink, incoming, slot))
+            connection.slot = slot;
+            tracker.track_future(connection.run(sink, incoming))
         })
 }
 
@@ -131,6 +132,10 @@ struct Connection {
     first_sent: std::collections::HashSet<String>,
     /// The client's trace context from the handshake (empty unless traces are exported).
     trace_parent: opentelemetry::Context,
+    /// The connection's place under the connection caps: the last field, and `self` the first
+    /// argument of `run`, so it is given back only after the socket and its operations are
+    /// dropped.
+    slot: Option<super::connections::Slot>,
 }
 
 /// The token a `connection_init` payload carries, in the accepted spellings.
@@ -168,16 +173,15 @@ impl Connection {
             scopes: Default::default(),
             first_sent: Default::default(),
             trace_parent: opentelemetry::Context::new(),
+            slot: None,
         }
     }
 
-    /// Serves the socket until it closes; `_slot` keeps the connection's place under the
-    /// connection caps meanwhile.
+    /// Serves the socket until it closes.
     async fn run(
         mut self,
         mut sink: SplitSink<WebSocket, Message>,
         mut incoming: SplitStream<WebSocket>,
-        _slot: Option<super::connections::Slot>,
     ) {
         let _open = self.state.services.metrics.websocket_open();
         let cfg = &self.state.config.graphql;

@@ -158,6 +158,33 @@ async fn a_subscription_streams_over_graphql_transport_ws() {
 }
 
 #[tokio::test]
+async fn a_message_many_times_the_sockets_read_buffer_arrives_whole() {
+    let app = TestApp::spawn().await;
+    let (_, _, token) = app.owner("Big Clinic", "big@example.org").await;
+    let mut ws = acked(&app, "graphql-transport-ws", &token).await;
+    // 16 KiB of comment ahead of the query: eight times the 2 KiB read buffer.
+    let query = format!(
+        "# {}\n{{ viewer {{ user {{ email }} }} }}",
+        "x".repeat(16 * 1024)
+    );
+    send(
+        &mut ws,
+        json!({"type": "subscribe", "id": "big", "payload": {"query": query}}),
+    )
+    .await;
+    match next(&mut ws).await {
+        Event::Msg(m) => {
+            assert_eq!(m["type"], "next", "{m}");
+            assert_eq!(
+                m["payload"]["data"]["viewer"]["user"]["email"],
+                "big@example.org"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_subscription_streams_over_the_legacy_graphql_ws_protocol() {
     let app = TestApp::spawn().await;
     let (_, _, token) = app.owner("Legacy Clinic", "legacy@example.org").await;
