@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{
     helpers::{TestApp, TestDb, base_vars, code},
-    websocket::{Event, acked, next, send},
+    websocket::{Event, acked, next, send, subscribe},
 };
 
 const TYPENAME: &str = "query Typename { __typename }";
@@ -308,19 +308,10 @@ async fn a_subscription_runs_by_document_id_over_websocket_and_only_refuses_raw_
     let mut ws = acked(&app, "graphql-transport-ws", &token).await;
 
     let id = format!("sha256:{}", sha256_hex(CLOCK));
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "id": "1", "payload": {"documentId": id}}),
-    )
-    .await;
-    match next(&mut ws).await {
-        Event::Msg(m) => {
-            assert_eq!(m["type"], "next", "{m}");
-            assert_eq!(m["id"], "1");
-            assert!(m["payload"]["data"]["serverTime"].is_string(), "{m}");
-        }
-        other => panic!("expected a result, got {other:?}"),
-    }
+    let m = subscribe(&mut ws, "1", json!({"documentId": id})).await;
+    assert_eq!(m["type"], "next", "{m}");
+    assert_eq!(m["id"], "1");
+    assert!(m["payload"]["data"]["serverTime"].is_string(), "{m}");
     send(&mut ws, json!({"type": "complete", "id": "1"})).await;
 
     // Apollo's hash form over the socket too.

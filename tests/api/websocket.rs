@@ -75,6 +75,20 @@ pub(crate) async fn next(ws: &mut Ws) -> Event {
     }
 }
 
+/// Sends a `subscribe` (graphql-transport-ws) of `payload` as operation `id` and returns the
+/// first message that arrives (a panic if the socket closes instead).
+pub(crate) async fn subscribe(ws: &mut Ws, id: &str, payload: Value) -> Value {
+    send(
+        ws,
+        json!({"type": "subscribe", "id": id, "payload": payload}),
+    )
+    .await;
+    match next(ws).await {
+        Event::Msg(m) => m,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
 pub(crate) async fn expect_close(ws: &mut Ws, code: u16) -> String {
     match next(ws).await {
         Event::Closed(c, reason) => {
@@ -167,21 +181,12 @@ async fn a_message_many_times_the_sockets_read_buffer_arrives_whole() {
         "# {}\n{{ viewer {{ user {{ email }} }} }}",
         "x".repeat(16 * 1024)
     );
-    send(
-        &mut ws,
-        json!({"type": "subscribe", "id": "big", "payload": {"query": query}}),
-    )
-    .await;
-    match next(&mut ws).await {
-        Event::Msg(m) => {
-            assert_eq!(m["type"], "next", "{m}");
-            assert_eq!(
-                m["payload"]["data"]["viewer"]["user"]["email"],
-                "big@example.org"
-            );
-        }
-        other => panic!("{other:?}"),
-    }
+    let m = subscribe(&mut ws, "big", json!({"query": query})).await;
+    assert_eq!(m["type"], "next", "{m}");
+    assert_eq!(
+        m["payload"]["data"]["viewer"]["user"]["email"],
+        "big@example.org"
+    );
 }
 
 #[tokio::test]
