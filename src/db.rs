@@ -8,6 +8,7 @@ pub mod availability;
 pub mod care_teams;
 pub mod cases;
 pub mod chat_sessions;
+pub mod columns;
 pub mod consents;
 pub mod entities;
 pub mod invitations;
@@ -92,19 +93,21 @@ pub async fn connect_counted(
 
 /// The rows of `E` whose `column` holds one of `ids`, read as domain values; no statement runs
 /// for no ids (the batch lookup behind the loaders).
-pub async fn rows_in<E: EntityTrait, T>(
+pub async fn rows_in<E, T>(
     db: &impl ConnectionTrait,
     column: E::Column,
     ids: &[impl ToString],
     to_domain: impl Fn(E::Model) -> crate::error::AppResult<T>,
-) -> crate::error::AppResult<Vec<T>> {
+) -> crate::error::AppResult<Vec<T>>
+where
+    E: EntityTrait,
+    E::Model: columns::FromColumns,
+{
     let values: Vec<String> = ids.iter().map(ToString::to_string).collect();
     if values.is_empty() {
         return Ok(Vec::new());
     }
-    E::find()
-        .filter(column.is_in(values))
-        .all(db)
+    columns::all(db, E::find().filter(column.is_in(values)))
         .await?
         .into_iter()
         .map(to_domain)

@@ -163,13 +163,13 @@ pub async fn support_staff_of(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    appointment_support_staff::Entity::find()
+    let select = appointment_support_staff::Entity::find()
         .filter(
             appointment_support_staff::Column::AppointmentId
                 .is_in(ids.iter().map(AppointmentId::as_string)),
         )
-        .order_by_asc(appointment_support_staff::Column::UserId)
-        .all(db)
+        .order_by_asc(appointment_support_staff::Column::UserId);
+    super::columns::all(db, select)
         .await?
         .into_iter()
         .map(|m| {

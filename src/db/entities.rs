@@ -1,6 +1,32 @@
 //! sea-orm entities: the tables as they are stored. No GraphQL derives; services turn these into
 //! domain values.
 
+/// Defines an entity's `Model` (with sea-orm's derive) and its reader by column position
+/// ([`super::columns::FromColumns`]): its fields in their order, which is the order of the
+/// entity's `Column` enum and so of the columns sea-orm selects.
+macro_rules! model {
+    (
+        $(#[$attr:meta])*
+        pub struct Model {
+            $( $(#[$field_attr:meta])* pub $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct Model {
+            $( $(#[$field_attr])* pub $field: $ty ),*
+        }
+
+        impl $crate::db::columns::FromColumns for Model {
+            fn from_columns(
+                columns: &mut $crate::db::columns::Columns<'_>,
+            ) -> Result<Self, sea_orm::DbErr> {
+                // Struct fields are evaluated in the order written: the columns' order.
+                Ok(Self { $( $field: columns.next()? ),* })
+            }
+        }
+    };
+}
+
 pub mod appointment;
 pub mod appointment_support_staff;
 pub mod audit_chain_head;

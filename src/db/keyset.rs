@@ -4,11 +4,12 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, ModelTrait, Order,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Value,
+    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ModelTrait, Order, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Value,
     sea_query::{Asterisk, Expr, ExprTrait, ValueType},
 };
 
+use super::columns::FromColumns;
 use crate::{
     domain::pagination::{Key, Page, PageRequest},
     error::{AppError, AppResult},
@@ -110,7 +111,7 @@ pub async fn page<E, T>(
 ) -> AppResult<Page<T>>
 where
     E: EntityTrait,
-    E::Model: Sync,
+    E::Model: Sync + FromColumns,
 {
     let count = E::find()
         .filter(filter.clone())
@@ -141,7 +142,7 @@ where
     let rows = fetched
         .iter()
         .map(|row| {
-            let m = E::Model::from_query_result(row, "")?;
+            let m = E::Model::from_row(row)?;
             let key = order.key_of(&m)?;
             to_domain(m).map(|t| (key, t))
         })

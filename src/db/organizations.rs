@@ -198,10 +198,10 @@ pub async fn memberships_of_users(
     if users.is_empty() {
         return Ok(Vec::new());
     }
-    membership::Entity::find()
+    let select = membership::Entity::find()
         .filter(membership::Column::UserId.is_in(users.iter().map(UserId::as_string)))
-        .order_by_asc(membership::Column::CreatedAt)
-        .all(db)
+        .order_by_asc(membership::Column::CreatedAt);
+    super::columns::all(db, select)
         .await?
         .into_iter()
         .map(membership_to_domain)

@@ -4,7 +4,7 @@
 //! `deleteChatUsers`, and a page of 100 sessions costs a constant number of SQL statements, as
 //! many pages at once cost as many times those of one.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use caregraph::{
     clock::ManualClock,
@@ -18,19 +18,12 @@ use tokio::sync::broadcast::Receiver;
 use crate::{
     chat_sessions::{appointment, back_to_back},
     fakes::{self, FakeProvider},
-    helpers::{Clinic, TestApp, code, quick, settle},
+    helpers::{Clinic, TestApp, code, quick, settle, workers_asleep},
 };
 
 const OPEN: &str = "mutation($id: ID!) { openAppointmentChat(appointmentId: $id) { id status allowedFrom members { user { id } } } }";
 const CLOSE: &str = "mutation($id: ID!) { closeChatSession(sessionId: $id) { id status } }";
 const RESCHEDULE: &str = "mutation($id: ID!, $s: DateTime!) { rescheduleAppointment(id: $id, startsAt: $s, durationMinutes: 30) { id } }";
-
-/// Puts the background workers to sleep through a measurement: only the queries' statements
-/// count.
-fn workers_asleep(v: &mut HashMap<String, String>) {
-    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "600000".into());
-    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
-}
 
 /// A clinic with `n` back-to-back appointments whose chats its vet has opened.
 async fn clinic_with_chats(app: &TestApp, tag: &str, n: i64) -> Clinic {

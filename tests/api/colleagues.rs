@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, code};
+use crate::helpers::{TestApp, code, workers_asleep};
 
 const SEARCH: &str = "query($o: ID!, $q: String!, $l: Int) { searchColleagues(orgId: $o, query: $q, limit: $l) { user { displayName email } role } }";
 const LIST: &str = "query($o: ID!, $first: Int, $after: String, $all: Boolean) { colleagues(orgId: $o, first: $first, after: $after, includeInactive: $all) { totalCount pageInfo { hasNextPage hasPreviousPage endCursor } edges { cursor node { user { displayName } active } } } }";
@@ -299,7 +299,7 @@ async fn seed(app: &TestApp, org: &str, people: &[(String, String, String, bool)
 #[tokio::test]
 async fn substring_search_in_a_large_practice_returns_the_first_matches_by_name_whether_matches_are_common_or_rare()
  {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_with(workers_asleep).await;
     let (_, org, token) = app.owner("Large", "owner@large.example").await;
     let given = [
         "Aaron", "Beth", "Carl", "Dana", "Emil", "Fay", "Gus", "Hana",

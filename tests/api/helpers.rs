@@ -29,6 +29,13 @@ pub fn every_read(v: &mut HashMap<String, String>) {
     v.insert("CAREGRAPH_AUDIT_READ_WINDOW_SECONDS".into(), "0".into());
 }
 
+/// Puts the background workers to sleep through a measurement: only the queries' statements
+/// count.
+pub fn workers_asleep(v: &mut HashMap<String, String>) {
+    v.insert("CAREGRAPH_OUTBOX_POLL_MS".into(), "600000".into());
+    v.insert("CAREGRAPH_CHAT_SCHEDULER_POLL_MS".into(), "600000".into());
+}
+
 /// Waits (up to 10 s) until the outbox has nothing pending.
 pub async fn settle(app: &TestApp) {
     for _ in 0..400 {
