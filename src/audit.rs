@@ -15,7 +15,7 @@ pub mod writer;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, IntoActiveModel};
+use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel};
 
 use crate::{
     db::entities::audit_event,
@@ -437,7 +437,11 @@ impl AuditScope {
     }
 
     /// Writes the record of a change in the change's transaction.
-    pub async fn record_in(&self, txn: &impl ConnectionTrait, entry: AuditEntry) -> AppResult<()> {
+    pub async fn record_in(
+        &self,
+        txn: &impl crate::db::Source,
+        entry: AuditEntry,
+    ) -> AppResult<()> {
         if let Some(inner) = &self.inner {
             let record = Self::complete(inner, entry);
             audit_event::Entity::insert(record.to_row())

@@ -590,6 +590,9 @@ pub struct DatabaseConfig {
     pub embedded_default: bool,
     /// `CAREGRAPH_DATABASE_MAX_CONNECTIONS` (default 10).
     pub max_connections: u32,
+    /// `CAREGRAPH_SQLITE_DIRECT_READS` (default true): on a SQLite file, the batch lookups and
+    /// paged lists read on the request's own thread instead of through the pool (`db::direct`).
+    pub direct_reads: bool,
 }
 
 /// Authentication settings.
@@ -730,6 +733,7 @@ impl Config {
             embedded_default: db_url.is_none(),
             url: SecretString::from(db_url.unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned())),
             max_connections: vars.parse("CAREGRAPH_DATABASE_MAX_CONNECTIONS", 10)?,
+            direct_reads: vars.flag("CAREGRAPH_SQLITE_DIRECT_READS")?.unwrap_or(true),
         };
         let scheme = database.url.expose_secret();
         if !(scheme.starts_with("sqlite:") || scheme.starts_with("postgres")) {

@@ -10,6 +10,7 @@ pub mod cases;
 pub mod chat_sessions;
 pub mod columns;
 pub mod consents;
+pub mod direct;
 pub mod entities;
 pub mod invitations;
 pub mod keyset;
@@ -20,13 +21,13 @@ pub mod sms;
 pub mod users;
 pub mod webhooks;
 
-use std::time::Duration;
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use migrations::{Migrator, MigratorTrait};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
-    DatabaseConnection, DatabaseTransaction, DbErr, DeleteMany, EntityTrait, QueryFilter,
-    TransactionTrait, UpdateMany, sea_query::OnConflict, sqlx,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, DeleteMany, EntityTrait, ExecResult,
+    QueryFilter, QueryResult, Statement, TransactionTrait, UpdateMany, sea_query::OnConflict, sqlx,
 };
 use secrecy::ExposeSecret;
 
@@ -50,15 +51,91 @@ impl QueryStats {
     }
 }
 
+/// A connection reads go through: sea-orm's pool or a transaction, and on a SQLite file the
+/// application's direct reader ([`direct`]).
+pub trait Source: ConnectionTrait {
+    /// The reader that runs reads on the calling thread, when there is one.
+    fn direct(&self) -> Option<&direct::Reader> {
+        None
+    }
+}
+
+impl Source for DatabaseConnection {}
+
+impl Source for DatabaseTransaction {}
+
+/// The application's database: sea-orm's pool, and on a SQLite file a direct reader for the
+/// reads of [`columns::rows`] (everything else, writes and transactions included, is the pool's).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: DatabaseConnection,
+    direct: Option<Arc<direct::Reader>>,
+}
+
+impl Db {
+    /// The database without a direct reader: every statement goes through sea-orm's pool.
+    pub fn pooled(pool: DatabaseConnection) -> Self {
+        Self { pool, direct: None }
+    }
+
+    /// Closes the pool (the direct reader's connections close with the last clone).
+    pub async fn close(self) -> Result<(), DbErr> {
+        self.pool.close().await
+    }
+}
+
+impl std::ops::Deref for Db {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        &self.pool
+    }
+}
+
+impl Source for Db {
+    fn direct(&self) -> Option<&direct::Reader> {
+        self.direct.as_deref()
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for Db {
+    fn get_database_backend(&self) -> DbBackend {
+        self.pool.get_database_backend()
+    }
+
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.pool.execute_raw(stmt).await
+    }
+
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.pool.execute_unprepared(sql).await
+    }
+
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.pool.query_one_raw(stmt).await
+    }
+
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.pool.query_all_raw(stmt).await
+    }
+
+    fn support_returning(&self) -> bool {
+        self.pool.support_returning()
+    }
+
+    fn is_mock_connection(&self) -> bool {
+        self.pool.is_mock_connection()
+    }
+}
+
 /// Connects to the configured database (creating a SQLite file when needed).
-pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<DatabaseConnection> {
+pub async fn connect(config: &DatabaseConfig) -> anyhow::Result<Db> {
     Ok(connect_counted(config).await?.0)
 }
 
 /// Connects and counts the statements run through the connection.
-pub async fn connect_counted(
-    config: &DatabaseConfig,
-) -> anyhow::Result<(DatabaseConnection, QueryStats)> {
+pub async fn connect_counted(config: &DatabaseConfig) -> anyhow::Result<(Db, QueryStats)> {
     let url = config.url.expose_secret();
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -88,13 +165,31 @@ pub async fn connect_counted(
     db.set_metric_callback(move |_| {
         counter.inc();
     });
-    Ok((db, stats))
+    let direct = match config.direct_reads {
+        true => sqlite_file(url).map(|path| {
+            Arc::new(direct::Reader::new(
+                path,
+                config.max_connections as usize,
+                stats.counter(),
+            ))
+        }),
+        false => None,
+    };
+    Ok((Db { pool: db, direct }, stats))
+}
+
+/// The database file a `sqlite:` URL names, once the pool has created it; `None` for any other
+/// URL and for an in-memory database (which no other connection could open).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let path = options.get_filename();
+    path.is_file().then(|| path.to_owned())
 }
 
 /// The rows of `E` whose `column` holds one of `ids`, read as domain values; no statement runs
 /// for no ids (the batch lookup behind the loaders).
 pub async fn rows_in<E, T>(
-    db: &impl ConnectionTrait,
+    db: &impl Source,
     column: E::Column,
     ids: &[impl ToString],
     to_domain: impl Fn(E::Model) -> crate::error::AppResult<T>,
@@ -117,7 +212,7 @@ where
 /// Inserts `rows` but those whose `key` columns match a stored row or an earlier one of `rows`;
 /// how many it inserted (no statement runs for no rows).
 pub async fn insert_new<A: ActiveModelTrait>(
-    db: &impl ConnectionTrait,
+    db: &impl Source,
     rows: impl IntoIterator<Item = A>,
     key: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
 ) -> Result<u64, DbErr> {
@@ -130,7 +225,7 @@ pub async fn insert_new<A: ActiveModelTrait>(
 /// Runs a guarded `update` of one row; whether it changed the row (`false`: the guard no longer
 /// held, e.g. a concurrent writer came first).
 pub async fn update_one<E: EntityTrait>(
-    db: &impl ConnectionTrait,
+    db: &impl Source,
     update: UpdateMany<E>,
 ) -> Result<bool, DbErr> {
     Ok(update.exec(db).await?.rows_affected == 1)
@@ -138,7 +233,7 @@ pub async fn update_one<E: EntityTrait>(
 
 /// Runs a `delete` of one row by its key; whether there was the row.
 pub async fn delete_one<E: EntityTrait>(
-    db: &impl ConnectionTrait,
+    db: &impl Source,
     delete: DeleteMany<E>,
 ) -> Result<bool, DbErr> {
     Ok(delete.exec(db).await?.rows_affected > 0)

@@ -15,8 +15,8 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -187,7 +187,7 @@ fn chrono(d: Duration) -> chrono::Duration {
 /// The `outbound_mails` queue and its worker.
 #[derive(Clone)]
 pub struct MailQueue {
-    db: DatabaseConnection,
+    db: crate::db::Db,
     mailer: Arc<dyn Mailer>,
     clock: SharedClock,
     settings: MailSettings,
@@ -196,7 +196,7 @@ pub struct MailQueue {
 
 /// Writes a mail in the caller's transaction; the caller wakes the queue after commit.
 pub async fn enqueue(
-    db: &impl ConnectionTrait,
+    db: &impl crate::db::Source,
     new: NewMail,
     now: DateTime<Utc>,
 ) -> Result<String, sea_orm::DbErr> {
@@ -226,7 +226,7 @@ pub async fn enqueue(
 /// Clears the body of every mail of an invitation, in the caller's transaction; one not yet
 /// sent is withdrawn (its link no longer works, so it is not sent).
 pub async fn withdraw_for_invitation(
-    db: &impl ConnectionTrait,
+    db: &impl crate::db::Source,
     invitation_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sea_orm::DbErr> {
@@ -255,7 +255,7 @@ pub async fn withdraw_for_invitation(
 /// The most recent mails, newest first (at most `limit`): what the operator reads when no SMTP
 /// server is configured (`caregraph mails`).
 pub async fn recent(
-    db: &impl ConnectionTrait,
+    db: &impl crate::db::Source,
     limit: u64,
 ) -> Result<Vec<StoredMail>, sea_orm::DbErr> {
     Ok(outbound_mail::Entity::find()
@@ -284,7 +284,7 @@ fn claimable(now: DateTime<Utc>) -> Condition {
 impl MailQueue {
     /// A queue that hands its mails to `mailer`.
     pub fn new(
-        db: DatabaseConnection,
+        db: crate::db::Db,
         mailer: Arc<dyn Mailer>,
         clock: SharedClock,
         settings: MailSettings,

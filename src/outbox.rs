@@ -19,8 +19,7 @@ use futures_util::{StreamExt, stream};
 use rand::Rng;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, OnConflict},
 };
 use serde::{Deserialize, Serialize};
@@ -295,7 +294,7 @@ pub fn revoke_tokens_entry(
 /// Writes entries in the caller's transaction; returns their keys (an existing key is skipped,
 /// so retried requests never duplicate an effect).
 pub async fn enqueue(
-    db: &impl ConnectionTrait,
+    db: &impl crate::db::Source,
     entries: &[Entry],
     now: DateTime<Utc>,
 ) -> Result<Vec<String>, sea_orm::DbErr> {
@@ -394,7 +393,7 @@ pub struct Counts {
 /// The outbox: writes rows, delivers them, reports on them.
 #[derive(Clone)]
 pub struct Outbox {
-    db: DatabaseConnection,
+    db: crate::db::Db,
     provider: Arc<dyn ChatProvider>,
     clock: SharedClock,
     settings: Settings,
@@ -458,7 +457,7 @@ fn chrono(d: Duration) -> chrono::Duration {
 impl Outbox {
     /// Builds the outbox over `provider`.
     pub fn new(
-        db: DatabaseConnection,
+        db: crate::db::Db,
         provider: Arc<dyn ChatProvider>,
         clock: SharedClock,
         settings: Settings,

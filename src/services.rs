@@ -21,7 +21,6 @@ pub mod webhooks;
 
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 
 use crate::{
@@ -73,7 +72,7 @@ pub struct Services {
     /// Admins' view of failed provider operations.
     pub provider_ops: provider_ops::ProviderOpsService,
     /// The database, for readiness checks.
-    pub db: DatabaseConnection,
+    pub db: crate::db::Db,
     /// SQL statement counts.
     pub stats: QueryStats,
     /// The app's metrics.
@@ -87,7 +86,7 @@ pub struct Parts {
     /// Configuration.
     pub config: Arc<Config>,
     /// The database.
-    pub db: DatabaseConnection,
+    pub db: crate::db::Db,
     /// Its statement counter.
     pub stats: QueryStats,
     /// Token verification and minting.

@@ -35,8 +35,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -195,7 +195,7 @@ pub async fn seal_once(
 }
 
 /// Whether `chain` has sealed records or a checkpoint (so it must have a head).
-async fn was_sealed(db: &impl ConnectionTrait, chain: &str) -> AppResult<bool> {
+async fn was_sealed(db: &impl db::Source, chain: &str) -> AppResult<bool> {
     let sealed = audit_event::Entity::find()
         .filter(audit_event::Column::Chain.eq(chain))
         .filter(audit_event::Column::ChainIndex.is_not_null())
@@ -403,7 +403,7 @@ fn insert_sql(backend: sea_orm::DatabaseBackend, rows: usize) -> String {
 /// once per connection and reused (the driver caches prepared statements by their text), and
 /// no ORM model is built or cloned per row.
 pub(super) async fn insert_rows(
-    txn: &impl ConnectionTrait,
+    txn: &impl db::Source,
     rows: &[audit_event::Model],
 ) -> AppResult<()> {
     let backend = txn.get_database_backend();
@@ -450,10 +450,7 @@ pub(super) async fn insert_rows(
 
 /// Fills the chain columns of stored, unsealed `rows` in one UPDATE; false when another sealer
 /// filled one of them meanwhile.
-async fn fill_chain_columns(
-    txn: &impl ConnectionTrait,
-    rows: &[audit_event::Model],
-) -> AppResult<bool> {
+async fn fill_chain_columns(txn: &impl db::Source, rows: &[audit_event::Model]) -> AppResult<bool> {
     // `WITH v(id, idx, prev, h) AS (VALUES ...) UPDATE ... FROM v`, which both databases speak;
     // a row another sealer filled meanwhile is not matched.
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * 4);

@@ -11,8 +11,8 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TryInsertResult,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, TryInsertResult,
 };
 use secrecy::{ExposeSecret, SecretString};
 
@@ -70,7 +70,7 @@ pub fn checkpoint_signature_ok(key: &[u8], cp: &audit_checkpoint::Model) -> bool
 
 /// The latest checkpoint of `chain`, if it was ever pruned.
 pub async fn latest_checkpoint(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     chain: &str,
 ) -> AppResult<Option<audit_checkpoint::Model>> {
     Ok(audit_checkpoint::Entity::find()

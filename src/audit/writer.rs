@@ -20,7 +20,7 @@ use std::{
 };
 
 use prometheus_client::metrics::counter::Counter;
-use sea_orm::{DatabaseConnection, EntityTrait};
+use sea_orm::EntityTrait;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -50,7 +50,7 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct AuditLog {
     inner: Option<Arc<Inner>>,
-    db: DatabaseConnection,
+    db: crate::db::Db,
     clock: SharedClock,
     key: SecretString,
     retention_days: u32,
@@ -72,7 +72,7 @@ impl AuditLog {
     /// A log writing to `db` through a queue of `capacity` records (`None`: disabled), every
     /// read included (see [`AuditLog::coalescing_reads`]).
     pub fn new(
-        db: DatabaseConnection,
+        db: crate::db::Db,
         capacity: Option<usize>,
         clock: SharedClock,
         key: SecretString,

@@ -18,7 +18,6 @@ use jsonwebtoken::{
     Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
     jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm},
 };
-use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, RwLock};
@@ -154,13 +153,13 @@ pub struct Authenticator {
     hs_decoding: DecodingKey,
     hs_encoding: EncodingKey,
     jwks: Option<Arc<JwksCache>>,
-    db: DatabaseConnection,
+    db: db::Db,
     leeway: Duration,
 }
 
 impl Authenticator {
     /// Builds the authenticator from configuration.
-    pub fn new(config: &AuthConfig, db: DatabaseConnection, http: reqwest::Client) -> Self {
+    pub fn new(config: &AuthConfig, db: db::Db, http: reqwest::Client) -> Self {
         let secret = config.jwt_secret.expose_secret().as_bytes();
         Self {
             hs_decoding: DecodingKey::from_secret(secret),

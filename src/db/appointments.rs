@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 
 use super::entities::{appointment, appointment_support_staff};
@@ -37,11 +37,7 @@ fn to_domain(m: appointment::Model) -> AppResult<Appointment> {
 }
 
 /// Inserts an appointment with its support staff.
-pub async fn insert(
-    db: &impl ConnectionTrait,
-    a: &Appointment,
-    support: &[UserId],
-) -> AppResult<()> {
+pub async fn insert(db: &impl super::Source, a: &Appointment, support: &[UserId]) -> AppResult<()> {
     let now = Utc::now();
     appointment::Entity::insert(appointment::ActiveModel {
         id: Set(a.id.as_string()),
@@ -68,7 +64,7 @@ pub async fn insert(
 
 /// Replaces an appointment's support staff.
 pub async fn set_support_staff(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: AppointmentId,
     support: &[UserId],
 ) -> AppResult<()> {
@@ -91,7 +87,7 @@ pub async fn set_support_staff(
 
 /// Stores an appointment's practitioner (alone, so that a concurrent reschedule keeps it).
 pub async fn set_practitioner(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: AppointmentId,
     practitioner: UserId,
 ) -> AppResult<()> {
@@ -108,7 +104,7 @@ pub async fn set_practitioner(
 }
 
 /// Stores times and status.
-pub async fn update_schedule(db: &impl ConnectionTrait, a: &Appointment) -> AppResult<()> {
+pub async fn update_schedule(db: &impl super::Source, a: &Appointment) -> AppResult<()> {
     appointment::Entity::update_many()
         .col_expr(appointment::Column::StartsAt, Expr::value(a.starts_at))
         .col_expr(appointment::Column::EndsAt, Expr::value(a.ends_at))
@@ -125,7 +121,7 @@ pub async fn update_schedule(db: &impl ConnectionTrait, a: &Appointment) -> AppR
 }
 
 /// Finds an appointment.
-pub async fn find(db: &impl ConnectionTrait, id: AppointmentId) -> AppResult<Option<Appointment>> {
+pub async fn find(db: &impl super::Source, id: AppointmentId) -> AppResult<Option<Appointment>> {
     appointment::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -136,7 +132,7 @@ pub async fn find(db: &impl ConnectionTrait, id: AppointmentId) -> AppResult<Opt
 /// Finds an appointment and locks its row until the transaction `txn` ends (PostgreSQL's
 /// `FOR UPDATE`; on SQLite the transaction holds the write lock already).
 pub async fn find_for_update(
-    txn: &impl ConnectionTrait,
+    txn: &impl super::Source,
     id: AppointmentId,
 ) -> AppResult<Option<Appointment>> {
     appointment::Entity::find_by_id(id.as_string())
@@ -149,7 +145,7 @@ pub async fn find_for_update(
 
 /// Appointments by id (for loaders).
 pub async fn find_many(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     ids: &[AppointmentId],
 ) -> AppResult<Vec<Appointment>> {
     super::rows_in::<appointment::Entity, _>(db, appointment::Column::Id, ids, to_domain).await
@@ -157,7 +153,7 @@ pub async fn find_many(
 
 /// The support staff of many appointments (for loaders).
 pub async fn support_staff_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     ids: &[AppointmentId],
 ) -> AppResult<Vec<(AppointmentId, UserId)>> {
     if ids.is_empty() {
@@ -196,7 +192,7 @@ pub struct AppointmentFilter {
 
 /// A page of an organisation's appointments by start time.
 pub async fn list(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     f: &AppointmentFilter,
     page: &PageRequest,

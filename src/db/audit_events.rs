@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Query},
 };
 
@@ -79,7 +79,7 @@ fn to_domain(m: audit_event::Model) -> AppResult<AuditEvent> {
 
 /// One page of an organisation's records matching `filter`, newest first.
 pub async fn page(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     filter: &AuditFilter,
     request: &PageRequest,
@@ -100,7 +100,7 @@ pub type ChunkKey = (DateTime<Utc>, String);
 /// Up to `limit` records matching `filter` that sort after `after`, newest first (the export
 /// reads the trail chunk by chunk with this, never all at once).
 pub async fn chunk(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     filter: &AuditFilter,
     after: Option<&ChunkKey>,
@@ -130,7 +130,7 @@ pub async fn chunk(
 /// A page of `patient_id`'s access log, newest first: allowed reads of the patient's data by
 /// users who are (or were) members of the organisation the read was made in.
 pub async fn access_log(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patient_id: PatientId,
     request: &PageRequest,
 ) -> AppResult<Page<AccessLogEntry>> {

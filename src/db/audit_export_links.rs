@@ -2,9 +2,7 @@
 //! and the primary key refuses a second use from any replica sharing the database.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, TryInsertResult,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, TryInsertResult};
 
 use super::entities::audit_export_link;
 use crate::error::AppResult;
@@ -13,7 +11,7 @@ use crate::error::AppResult;
 /// when it was used before. Nonces expired at `now` are removed first (their links are refused
 /// by their signed expiry, so they can never be presented again).
 pub async fn use_once(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     nonce: &str,
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,

@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, OnConflict, Query},
 };
 
@@ -40,7 +40,7 @@ fn to_domain(m: practitioner_availability::Model) -> AppResult<Availability> {
 
 /// A practitioner's schedule in an organisation, if set.
 pub async fn find(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     practitioner: UserId,
 ) -> AppResult<Option<Availability>> {
@@ -52,7 +52,7 @@ pub async fn find(
 }
 
 /// Stores a practitioner's schedule, replacing the one before.
-pub async fn upsert(db: &impl ConnectionTrait, a: &Availability) -> AppResult<()> {
+pub async fn upsert(db: &impl super::Source, a: &Availability) -> AppResult<()> {
     let weekly = serde_json::to_string(&a.weekly).map_err(AppError::internal)?;
     practitioner_availability::Entity::insert(practitioner_availability::ActiveModel {
         org_id: Set(a.org_id.as_string()),
@@ -89,7 +89,7 @@ pub async fn upsert(db: &impl ConnectionTrait, a: &Availability) -> AppResult<()
 /// COMMITTED takes a new snapshot per statement). On SQLite the transaction already holds the
 /// database's single write lock ([`super::begin`]), which serializes every booking; the upsert
 /// then costs one write and changes nothing about the order.
-pub async fn lock_people(txn: &impl ConnectionTrait, people: &[UserId]) -> AppResult<()> {
+pub async fn lock_people(txn: &impl super::Source, people: &[UserId]) -> AppResult<()> {
     let mut ids: Vec<String> = people.iter().map(UserId::as_string).collect();
     ids.sort();
     ids.dedup();
@@ -132,7 +132,7 @@ fn overlapping(
 /// Which of `people` already take part in an appointment (as its practitioner or support
 /// staff, in any organisation) that is not cancelled and meets `[from, until)`, `except` one.
 pub async fn busy_people(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     people: &[UserId],
     from: DateTime<Utc>,
     until: DateTime<Utc>,
@@ -182,7 +182,7 @@ pub async fn busy_people(
 /// The times `person` is taken in `[from, until)`: appointments not cancelled in which they are
 /// the practitioner or support staff (any organisation), at most [`MAX_BUSY`] of each kind.
 pub async fn busy_times(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     person: UserId,
     from: DateTime<Utc>,
     until: DateTime<Utc>,

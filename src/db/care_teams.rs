@@ -1,9 +1,7 @@
 //! The care teams repository.
 
 use chrono::Utc;
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 
 use super::entities::{care_team, care_team_member};
 use crate::{
@@ -37,7 +35,7 @@ fn member_to_domain(m: care_team_member::Model) -> AppResult<CareTeamMember> {
 
 /// Inserts a care team.
 pub async fn insert(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patient: PatientId,
     org: OrgId,
     name: String,
@@ -57,7 +55,7 @@ pub async fn insert(
 }
 
 /// Finds a care team.
-pub async fn find(db: &impl ConnectionTrait, id: CareTeamId) -> AppResult<Option<CareTeam>> {
+pub async fn find(db: &impl super::Source, id: CareTeamId) -> AppResult<Option<CareTeam>> {
     care_team::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -66,13 +64,13 @@ pub async fn find(db: &impl ConnectionTrait, id: CareTeamId) -> AppResult<Option
 }
 
 /// Finds many care teams (for loaders).
-pub async fn find_many(db: &impl ConnectionTrait, ids: &[CareTeamId]) -> AppResult<Vec<CareTeam>> {
+pub async fn find_many(db: &impl super::Source, ids: &[CareTeamId]) -> AppResult<Vec<CareTeam>> {
     super::rows_in::<care_team::Entity, _>(db, care_team::Column::Id, ids, to_domain).await
 }
 
 /// The care teams of many patients (for loaders).
 pub async fn of_patients(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patients: &[PatientId],
 ) -> AppResult<Vec<CareTeam>> {
     if patients.is_empty() {
@@ -89,7 +87,7 @@ pub async fn of_patients(
 }
 
 /// Adds a member.
-pub async fn insert_member(db: &impl ConnectionTrait, m: &CareTeamMember) -> AppResult<()> {
+pub async fn insert_member(db: &impl super::Source, m: &CareTeamMember) -> AppResult<()> {
     care_team_member::Entity::insert(care_team_member::ActiveModel {
         id: Set(m.id.as_string()),
         care_team_id: Set(m.care_team_id.as_string()),
@@ -107,7 +105,7 @@ pub async fn insert_member(db: &impl ConnectionTrait, m: &CareTeamMember) -> App
 
 /// Removes a member; whether one was removed.
 pub async fn remove_member(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     team: CareTeamId,
     member: CareTeamMemberId,
 ) -> AppResult<bool> {
@@ -119,7 +117,7 @@ pub async fn remove_member(
 
 /// The members of many teams, oldest first (for loaders).
 pub async fn members_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     teams: &[CareTeamId],
 ) -> AppResult<Vec<CareTeamMember>> {
     if teams.is_empty() {

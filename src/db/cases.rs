@@ -2,8 +2,7 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    QueryOrder, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, sea_query::Expr,
 };
 
 use super::entities::{case, case_participant};
@@ -61,7 +60,7 @@ pub struct NewCase {
 }
 
 /// Inserts a case.
-pub async fn insert(db: &impl ConnectionTrait, new: NewCase) -> AppResult<Case> {
+pub async fn insert(db: &impl super::Source, new: NewCase) -> AppResult<Case> {
     let model = case::ActiveModel {
         id: Set(CaseId::new().as_string()),
         org_id: Set(new.org_id.as_string()),
@@ -78,7 +77,7 @@ pub async fn insert(db: &impl ConnectionTrait, new: NewCase) -> AppResult<Case> 
 }
 
 /// Finds a case.
-pub async fn find(db: &impl ConnectionTrait, id: CaseId) -> AppResult<Option<Case>> {
+pub async fn find(db: &impl super::Source, id: CaseId) -> AppResult<Option<Case>> {
     case::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -87,13 +86,13 @@ pub async fn find(db: &impl ConnectionTrait, id: CaseId) -> AppResult<Option<Cas
 }
 
 /// Finds many cases (for loaders).
-pub async fn find_many(db: &impl ConnectionTrait, ids: &[CaseId]) -> AppResult<Vec<Case>> {
+pub async fn find_many(db: &impl super::Source, ids: &[CaseId]) -> AppResult<Vec<Case>> {
     super::rows_in::<case::Entity, _>(db, case::Column::Id, ids, to_domain).await
 }
 
 /// Finds a case by its organisation's reference.
 pub async fn find_by_reference(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     reference: &str,
 ) -> AppResult<Option<Case>> {
@@ -107,7 +106,7 @@ pub async fn find_by_reference(
 }
 
 /// Closes a case (once).
-pub async fn close(db: &impl ConnectionTrait, id: CaseId) -> AppResult<()> {
+pub async fn close(db: &impl super::Source, id: CaseId) -> AppResult<()> {
     case::Entity::update_many()
         .col_expr(
             case::Column::Status,
@@ -123,7 +122,7 @@ pub async fn close(db: &impl ConnectionTrait, id: CaseId) -> AppResult<()> {
 
 /// A page of an organisation's cases, newest first.
 pub async fn list(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     status: Option<CaseStatus>,
     page: &PageRequest,
@@ -137,7 +136,7 @@ pub async fn list(
 }
 
 /// Adds a participant, or changes their role.
-pub async fn upsert_participant(db: &impl ConnectionTrait, p: &CaseParticipant) -> AppResult<()> {
+pub async fn upsert_participant(db: &impl super::Source, p: &CaseParticipant) -> AppResult<()> {
     let existing =
         case_participant::Entity::find_by_id((p.case_id.as_string(), p.user_id.as_string()))
             .one(db)
@@ -164,7 +163,7 @@ pub async fn upsert_participant(db: &impl ConnectionTrait, p: &CaseParticipant) 
 
 /// Removes a participant; whether one was removed.
 pub async fn remove_participant(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     case: CaseId,
     user: UserId,
 ) -> AppResult<bool> {
@@ -176,7 +175,7 @@ pub async fn remove_participant(
 
 /// The participants of many cases (for loaders).
 pub async fn participants_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cases: &[CaseId],
 ) -> AppResult<Vec<CaseParticipant>> {
     if cases.is_empty() {

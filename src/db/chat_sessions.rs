@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, UpdateMany,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    UpdateMany,
     sea_query::{Expr, SelectStatement},
 };
 
@@ -96,7 +96,7 @@ const WINDOW_EDGES: [(ChatStatus, session::Column); 2] = [
 /// Inserts a session (its natural key is unique: a concurrent twin fails with CONFLICT) and its
 /// members.
 pub async fn insert(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     s: &ChatSession,
     natural_key: &SessionKey,
     members: &[(UserId, ChatRole)],
@@ -142,7 +142,7 @@ pub async fn insert(
 }
 
 /// Finds a session.
-pub async fn find(db: &impl ConnectionTrait, id: ChatSessionId) -> AppResult<Option<ChatSession>> {
+pub async fn find(db: &impl super::Source, id: ChatSessionId) -> AppResult<Option<ChatSession>> {
     session::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -152,7 +152,7 @@ pub async fn find(db: &impl ConnectionTrait, id: ChatSessionId) -> AppResult<Opt
 
 /// Finds a session by its natural key (e.g. `appointment:<id>`).
 pub async fn find_by_key(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     key: &SessionKey,
 ) -> AppResult<Option<ChatSession>> {
     session::Entity::find()
@@ -165,7 +165,7 @@ pub async fn find_by_key(
 
 /// The session of a provider channel, if caregraph made it.
 pub async fn find_by_channel(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     channel_type: &str,
     channel_id: &str,
 ) -> AppResult<Option<ChatSession>> {
@@ -180,7 +180,7 @@ pub async fn find_by_channel(
 
 /// Sessions by id (for loaders).
 pub async fn find_many(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     ids: &[ChatSessionId],
 ) -> AppResult<Vec<ChatSession>> {
     super::rows_in::<session::Entity, _>(db, session::Column::Id, ids, to_domain).await
@@ -188,7 +188,7 @@ pub async fn find_many(
 
 /// Sessions of appointments (for loaders).
 pub async fn of_appointments(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     ids: &[AppointmentId],
 ) -> AppResult<Vec<ChatSession>> {
     super::rows_in::<session::Entity, _>(db, session::Column::AppointmentId, ids, to_domain).await
@@ -196,7 +196,7 @@ pub async fn of_appointments(
 
 /// The natural keys of sessions (a key caregraph did not write is left out).
 pub async fn keys_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     ids: &[ChatSessionId],
 ) -> AppResult<Vec<(ChatSessionId, SessionKey)>> {
     super::rows_in::<session::Entity, _>(db, session::Column::Id, ids, |m| {
@@ -215,7 +215,7 @@ pub async fn keys_of(
 
 /// The members of many sessions.
 pub async fn members_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     ids: &[ChatSessionId],
 ) -> AppResult<Vec<(ChatSessionId, UserId, ChatRole)>> {
     if ids.is_empty() {
@@ -240,7 +240,7 @@ pub async fn members_of(
 
 /// Closes a session unless it is closed; whether this call closed it.
 pub async fn close(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ChatSessionId,
     by: Option<UserId>,
     reason: StatusReason,
@@ -262,7 +262,7 @@ pub async fn close(
 
 /// Moves a session from one status to another; whether it was in `from`.
 pub async fn transition(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     session: &ChatSession,
     to: ChatStatus,
     at: DateTime<Utc>,
@@ -279,7 +279,7 @@ pub async fn transition(
 
 /// Moves an open session's window (and its stored status); whether it was open.
 pub async fn set_window(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ChatSessionId,
     from: DateTime<Utc>,
     until: DateTime<Utc>,
@@ -295,7 +295,7 @@ pub async fn set_window(
 
 /// Runs `update` on the session if it is still open, stamping `updated_at`; whether it was open.
 async fn update_open(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ChatSessionId,
     at: DateTime<Utc>,
     update: UpdateMany<session::Entity>,
@@ -308,11 +308,7 @@ async fn update_open(
 }
 
 /// Records activity (a message) for list order.
-pub async fn touch(
-    db: &impl ConnectionTrait,
-    id: ChatSessionId,
-    at: DateTime<Utc>,
-) -> AppResult<()> {
+pub async fn touch(db: &impl super::Source, id: ChatSessionId, at: DateTime<Utc>) -> AppResult<()> {
     session::Entity::update_many()
         .col_expr(session::Column::LastActivityAt, Expr::value(at))
         .filter(session::Column::Id.eq(id.as_string()))
@@ -324,7 +320,7 @@ pub async fn touch(
 /// Sessions whose window opens (PENDING, `allowed_from <= now`) or ends (ACTIVE,
 /// `allowed_until <= now`).
 pub async fn due(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     now: DateTime<Utc>,
     limit: u64,
 ) -> AppResult<Vec<ChatSession>> {
@@ -348,7 +344,7 @@ pub async fn due(
 }
 
 /// When the next window opens or ends.
-pub async fn next_due(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<Utc>>> {
+pub async fn next_due(db: &impl super::Source) -> AppResult<Option<DateTime<Utc>>> {
     let mut next = None;
     for (status, edge) in WINDOW_EDGES {
         let first: Option<DateTime<Utc>> = session::Entity::find()
@@ -368,7 +364,7 @@ pub async fn next_due(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<Ut
 
 /// A page of a user's sessions in an organisation, newest activity first.
 pub async fn list_for_member(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     user: UserId,
     category: Option<ChatCategory>,
@@ -390,7 +386,7 @@ pub async fn list_for_member(
 
 /// Stores a group's title, image and broadcast mode.
 pub async fn update_group(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ChatSessionId,
     title: Option<String>,
     image_url: Option<String>,
@@ -410,7 +406,7 @@ pub async fn update_group(
 
 /// Adds members (those in stay as they are).
 pub async fn add_members(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ChatSessionId,
     users: &[(UserId, ChatRole)],
     at: DateTime<Utc>,
@@ -427,7 +423,7 @@ pub async fn add_members(
 
 /// Removes members.
 pub async fn remove_members(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ChatSessionId,
     users: &[UserId],
 ) -> AppResult<()> {
@@ -440,7 +436,7 @@ pub async fn remove_members(
 }
 
 /// Deletes a session and its members.
-pub async fn delete(db: &impl ConnectionTrait, id: ChatSessionId) -> AppResult<()> {
+pub async fn delete(db: &impl super::Source, id: ChatSessionId) -> AppResult<()> {
     member::Entity::delete_many()
         .filter(member::Column::SessionId.eq(id.as_string()))
         .exec(db)
@@ -453,7 +449,7 @@ pub async fn delete(db: &impl ConnectionTrait, id: ChatSessionId) -> AppResult<(
 
 /// Which of `users` are or were members of a session of `org` (as owner or counterpart).
 pub async fn users_in_org_sessions(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     users: &[UserId],
 ) -> AppResult<Vec<UserId>> {
@@ -478,7 +474,7 @@ pub async fn users_in_org_sessions(
 }
 
 /// Removes users from every session they are in.
-pub async fn remove_users_everywhere(db: &impl ConnectionTrait, users: &[UserId]) -> AppResult<()> {
+pub async fn remove_users_everywhere(db: &impl super::Source, users: &[UserId]) -> AppResult<()> {
     member::Entity::delete_many()
         .filter(member::Column::UserId.is_in(users.iter().map(UserId::as_string)))
         .exec(db)
@@ -488,7 +484,7 @@ pub async fn remove_users_everywhere(db: &impl ConnectionTrait, users: &[UserId]
 
 /// The members of a session with when each joined.
 pub async fn members_joined(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ChatSessionId,
 ) -> AppResult<Vec<(UserId, DateTime<Utc>)>> {
     member::Entity::find()
@@ -503,7 +499,7 @@ pub async fn members_joined(
 /// Up to `limit` sessions (open or closed) `user` is a member of, by id after `after` (a page
 /// of a walk over all of them).
 pub async fn of_member(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     user: UserId,
     after: Option<ChatSessionId>,
     limit: u64,
@@ -525,7 +521,7 @@ pub async fn of_member(
 
 /// The chats (open or closed) of a patient's appointments.
 pub async fn of_patient_appointments(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patient: PatientId,
 ) -> AppResult<Vec<ChatSession>> {
     let appointments = super::entities::appointment::Entity::find()

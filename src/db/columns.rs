@@ -2,13 +2,18 @@
 //! its fields' order (`db::entities::model!` writes the reader next to the model).
 //!
 //! sea-orm reads a model by looking each column up by name, through a wrapper per value that
-//! formats an error string for every NULL it meets. Reading by position calls sqlx's decoder for
-//! each column directly, with the types sea-orm asks for (a field's type as an `Option`, a NULL
-//! in a field that is not one an error), so the same values on both databases; it took
+//! formats an error string for every NULL it meets. Reading by position calls the driver's
+//! decoder for each column directly, with the types sea-orm asks for (a field's type as an
+//! `Option`, a NULL in a field that is not one an error), so the same values on both databases
+//! and on both SQLite paths (sqlx's pool, or [`super::direct`] on the calling thread); it took
 //! the dashboard query from 12.18 to 11.52 million instructions per request (callgrind, README
 //! Performance).
 
-use sea_orm::{ConnectionTrait, DbErr, EntityTrait, QueryResult, QueryTrait, Select, sqlx};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc};
+use rusqlite::types::ValueRef;
+use sea_orm::{DbErr, EntityTrait, QueryResult, QuerySelect, QueryTrait, Select, Statement, sqlx};
+
+use super::Source;
 
 /// A row's columns, read one after the other from the first.
 pub struct Columns<'r> {
@@ -16,27 +21,141 @@ pub struct Columns<'r> {
     next: usize,
 }
 
-/// The driver's row underneath sea-orm's.
+/// The driver's row underneath sea-orm's, or a row of a direct SQLite read.
 enum Row<'r> {
     Sqlite(&'r sqlx::sqlite::SqliteRow),
     Postgres(&'r sqlx::postgres::PgRow),
+    Direct(&'r rusqlite::Row<'r>),
 }
 
-/// A type sqlx decodes on both databases.
+/// A type read on both databases: by sqlx, or from the value SQLite holds on a direct read.
 trait Decodable:
     for<'a> sqlx::Decode<'a, sqlx::Sqlite>
     + sqlx::Type<sqlx::Sqlite>
     + for<'a> sqlx::Decode<'a, sqlx::Postgres>
     + sqlx::Type<sqlx::Postgres>
 {
+    /// The value SQLite holds, decoded as sqlx-sqlite decodes it (`None` for a NULL).
+    fn direct(value: ValueRef<'_>) -> Result<Option<Self>, String>;
 }
 
-impl<T> Decodable for T where
-    T: for<'a> sqlx::Decode<'a, sqlx::Sqlite>
-        + sqlx::Type<sqlx::Sqlite>
-        + for<'a> sqlx::Decode<'a, sqlx::Postgres>
-        + sqlx::Type<sqlx::Postgres>
-{
+/// What a direct read met where it wanted `wanted`.
+fn mismatch(wanted: &str, value: ValueRef<'_>) -> String {
+    format!(
+        "mismatched types: {wanted} from SQLite {}",
+        value.data_type()
+    )
+}
+
+/// The text SQLite holds, or `None` for a NULL.
+fn text<'v>(wanted: &str, value: ValueRef<'v>) -> Result<Option<&'v str>, String> {
+    match value {
+        ValueRef::Null => Ok(None),
+        ValueRef::Text(bytes) => std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+        other => Err(mismatch(wanted, other)),
+    }
+}
+
+/// The integer SQLite holds, or `None` for a NULL.
+fn integer(wanted: &str, value: ValueRef<'_>) -> Result<Option<i64>, String> {
+    match value {
+        ValueRef::Null => Ok(None),
+        ValueRef::Integer(i) => Ok(Some(i)),
+        other => Err(mismatch(wanted, other)),
+    }
+}
+
+impl Decodable for String {
+    fn direct(value: ValueRef<'_>) -> Result<Option<Self>, String> {
+        Ok(text("text", value)?.map(str::to_owned))
+    }
+}
+
+impl Decodable for bool {
+    fn direct(value: ValueRef<'_>) -> Result<Option<Self>, String> {
+        Ok(integer("boolean", value)?.map(|i| i != 0))
+    }
+}
+
+impl Decodable for i32 {
+    fn direct(value: ValueRef<'_>) -> Result<Option<Self>, String> {
+        integer("integer", value)?
+            .map(|i| i32::try_from(i).map_err(|e| e.to_string()))
+            .transpose()
+    }
+}
+
+impl Decodable for i64 {
+    fn direct(value: ValueRef<'_>) -> Result<Option<Self>, String> {
+        integer("integer", value)
+    }
+}
+
+impl Decodable for NaiveDate {
+    fn direct(value: ValueRef<'_>) -> Result<Option<Self>, String> {
+        text("date", value)?
+            .map(|t| NaiveDate::parse_from_str(t, "%F").map_err(|e| e.to_string()))
+            .transpose()
+    }
+}
+
+impl Decodable for DateTime<Utc> {
+    fn direct(value: ValueRef<'_>) -> Result<Option<Self>, String> {
+        let at = match value {
+            ValueRef::Null => return Ok(None),
+            ValueRef::Text(_) => text("time", value)?.and_then(time_from_text),
+            ValueRef::Integer(seconds) => Utc.fix().timestamp_opt(seconds, 0).single(),
+            ValueRef::Real(days) => time_from_julian_days(days),
+            ValueRef::Blob(_) => return Err(mismatch("time", value)),
+        };
+        at.map(|t| Some(t.with_timezone(&Utc)))
+            .ok_or_else(|| "invalid datetime".to_owned())
+    }
+}
+
+/// The time formats SQLite's date and time functions accept, after RFC 3339 (which sqlx writes);
+/// a time without an offset is UTC.
+const TIME_FORMATS: [&str; 12] = [
+    "%F %T%.f",
+    "%F %R",
+    "%F %RZ",
+    "%F %R%:z",
+    "%F %T%.fZ",
+    "%F %T%.f%:z",
+    "%FT%R",
+    "%FT%RZ",
+    "%FT%R%:z",
+    "%FT%T%.f",
+    "%FT%T%.fZ",
+    "%FT%T%.f%:z",
+];
+
+/// A time stored as text, read as sqlx-sqlite reads it.
+fn time_from_text(t: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_rfc3339(t).ok().or_else(|| {
+        TIME_FORMATS.iter().find_map(|format| {
+            DateTime::parse_from_str(t, format).ok().or_else(|| {
+                NaiveDateTime::parse_from_str(t, format)
+                    .ok()
+                    .map(|n| Utc.fix().from_utc_datetime(&n))
+            })
+        })
+    })
+}
+
+/// A time stored as a Julian day number, read as sqlx-sqlite reads it.
+fn time_from_julian_days(days: f64) -> Option<DateTime<FixedOffset>> {
+    const UNIX_EPOCH_IN_JULIAN_DAYS: f64 = 2_440_587.5;
+    let seconds = (days - UNIX_EPOCH_IN_JULIAN_DAYS) * 86_400.0;
+    if !seconds.is_finite() {
+        return None;
+    }
+    // Lossy as sqlx's: whole seconds and the fraction's nanoseconds.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let (whole, nanos) = (seconds.trunc() as i64, (seconds.fract() * 1e9).abs() as u32);
+    Utc.fix().timestamp_opt(whole, nanos).single()
 }
 
 /// A type a model's field holds: read as sea-orm reads it, always as an `Option` first, so that
@@ -54,28 +173,21 @@ macro_rules! column_values {
         $(
             impl ColumnValue for $t {
                 fn read(row: &Columns<'_>, index: usize) -> Result<Self, DbErr> {
-                    row.decode::<Option<$t>>(index)?
+                    row.decode::<$t>(index)?
                         .ok_or_else(|| DbErr::Type(format!("column {index}: NULL")))
                 }
             }
 
             impl ColumnValue for Option<$t> {
                 fn read(row: &Columns<'_>, index: usize) -> Result<Self, DbErr> {
-                    row.decode::<Option<$t>>(index)
+                    row.decode::<$t>(index)
                 }
             }
         )+
     };
 }
 
-column_values!(
-    String,
-    bool,
-    i32,
-    i64,
-    chrono::DateTime<chrono::Utc>,
-    chrono::NaiveDate
-);
+column_values!(String, bool, i32, i64, DateTime<Utc>, NaiveDate);
 
 impl<'r> Columns<'r> {
     /// The columns of `row`, from the first.
@@ -90,6 +202,14 @@ impl<'r> Columns<'r> {
         Ok(Self { row, next: 0 })
     }
 
+    /// The columns of a row of a direct SQLite read, from the first.
+    pub(super) fn direct(row: &'r rusqlite::Row<'r>) -> Self {
+        Self {
+            row: Row::Direct(row),
+            next: 0,
+        }
+    }
+
     /// The next column's value.
     #[allow(clippy::should_implement_trait)]
     pub fn next<T: ColumnValue>(&mut self) -> Result<T, DbErr> {
@@ -98,11 +218,15 @@ impl<'r> Columns<'r> {
         T::read(self, index)
     }
 
-    /// Column `index` decoded by sqlx as `T`.
-    fn decode<T: Decodable>(&self, index: usize) -> Result<T, DbErr> {
+    /// Column `index` decoded as `T`, `None` for a NULL.
+    fn decode<T: Decodable>(&self, index: usize) -> Result<Option<T>, DbErr> {
         match self.row {
-            Row::Sqlite(r) => sqlx::Row::try_get(r, index),
-            Row::Postgres(r) => sqlx::Row::try_get(r, index),
+            Row::Sqlite(r) => sqlx::Row::try_get(r, index).map_err(|e| e.to_string()),
+            Row::Postgres(r) => sqlx::Row::try_get(r, index).map_err(|e| e.to_string()),
+            Row::Direct(r) => r
+                .get_ref(index)
+                .map_err(|e| e.to_string())
+                .and_then(T::direct),
         }
         .map_err(|e| DbErr::Type(format!("column {index}: {e}")))
     }
@@ -119,17 +243,42 @@ pub trait FromColumns: Sized {
     }
 }
 
+/// Runs `statement` and reads each row with `read`: on the calling thread when `db` has a direct
+/// SQLite reader, else through sea-orm.
+pub async fn rows<T>(
+    db: &impl Source,
+    statement: Statement,
+    mut read: impl FnMut(&mut Columns<'_>) -> Result<T, DbErr>,
+) -> Result<Vec<T>, DbErr> {
+    if let Some(found) = db.direct().and_then(|d| d.rows(&statement, &mut read)) {
+        return found;
+    }
+    db.query_all_raw(statement)
+        .await?
+        .iter()
+        .map(|row| read(&mut Columns::of(row)?))
+        .collect()
+}
+
 /// The models `select` reads (what sea-orm's `all` returns, read by position).
-pub async fn all<E>(db: &impl ConnectionTrait, select: Select<E>) -> Result<Vec<E::Model>, DbErr>
+pub async fn all<E>(db: &impl Source, select: Select<E>) -> Result<Vec<E::Model>, DbErr>
 where
     E: EntityTrait,
     E::Model: FromColumns,
 {
-    db.query_all_raw(select.build(db.get_database_backend()))
-        .await?
-        .iter()
-        .map(E::Model::from_row)
-        .collect()
+    rows(db, select.build(db.get_database_backend()), |c| {
+        E::Model::from_columns(c)
+    })
+    .await
+}
+
+/// The first model `select` reads, if any (what sea-orm's `one` returns, read by position).
+pub async fn first<E>(db: &impl Source, select: Select<E>) -> Result<Option<E::Model>, DbErr>
+where
+    E: EntityTrait,
+    E::Model: FromColumns,
+{
+    Ok(all(db, select.limit(1)).await?.into_iter().next())
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 
 use super::entities::{
@@ -56,7 +56,7 @@ pub struct NewConsent {
 }
 
 /// Records a consent.
-pub async fn insert(db: &impl ConnectionTrait, new: NewConsent) -> AppResult<Consent> {
+pub async fn insert(db: &impl super::Source, new: NewConsent) -> AppResult<Consent> {
     let model = consent::ActiveModel {
         id: Set(ConsentId::new().as_string()),
         patient_id: Set(new.patient_id.as_string()),
@@ -77,7 +77,7 @@ pub async fn insert(db: &impl ConnectionTrait, new: NewConsent) -> AppResult<Con
 }
 
 /// Finds a consent.
-pub async fn find(db: &impl ConnectionTrait, id: ConsentId) -> AppResult<Option<Consent>> {
+pub async fn find(db: &impl super::Source, id: ConsentId) -> AppResult<Option<Consent>> {
     consent::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -86,7 +86,7 @@ pub async fn find(db: &impl ConnectionTrait, id: ConsentId) -> AppResult<Option<
 }
 
 /// Marks a consent revoked (once; a second revocation keeps the first time).
-pub async fn revoke(db: &impl ConnectionTrait, id: ConsentId, at: DateTime<Utc>) -> AppResult<()> {
+pub async fn revoke(db: &impl super::Source, id: ConsentId, at: DateTime<Utc>) -> AppResult<()> {
     consent::Entity::update_many()
         .col_expr(consent::Column::RevokedAt, Expr::value(at))
         .filter(consent::Column::Id.eq(id.as_string()))
@@ -98,7 +98,7 @@ pub async fn revoke(db: &impl ConnectionTrait, id: ConsentId, at: DateTime<Utc>)
 
 /// The consents of many patients, oldest first (for loaders).
 pub async fn of_patients(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patients: &[PatientId],
 ) -> AppResult<Vec<Consent>> {
     if patients.is_empty() {
@@ -116,7 +116,7 @@ pub async fn of_patients(
 
 /// A patient's unrevoked consents of one scope (expiry is the caller's to judge).
 pub async fn unrevoked(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patient: PatientId,
     scope: ConsentScope,
 ) -> AppResult<Vec<Consent>> {
@@ -134,7 +134,7 @@ pub async fn unrevoked(
 /// Up to `limit` consents that reached `expires_at` by `now` unrevoked, whose lapse the chats
 /// have not followed yet.
 pub async fn lapsed_unapplied(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     now: DateTime<Utc>,
     limit: u64,
 ) -> AppResult<Vec<Consent>> {
@@ -153,7 +153,7 @@ pub async fn lapsed_unapplied(
 
 /// Marks a consent's lapse applied; whether this call did (a concurrent scheduler loses).
 pub async fn mark_lapse_applied(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ConsentId,
     at: DateTime<Utc>,
 ) -> AppResult<bool> {
@@ -165,7 +165,7 @@ pub async fn mark_lapse_applied(
 }
 
 /// When the next unrevoked consent lapses whose lapse is still to apply.
-pub async fn next_lapse(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<Utc>>> {
+pub async fn next_lapse(db: &impl super::Source) -> AppResult<Option<DateTime<Utc>>> {
     Ok(consent::Entity::find()
         .filter(consent::Column::ExpiresAt.is_not_null())
         .filter(consent::Column::RevokedAt.is_null())
@@ -180,7 +180,7 @@ pub async fn next_lapse(db: &impl ConnectionTrait) -> AppResult<Option<DateTime<
 ///
 /// An invitation is stored whether or not its id names an organisation.
 pub async fn insert_group(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     name: String,
     owner: OrgId,
     invited: &[OrgId],
@@ -223,7 +223,7 @@ pub async fn insert_group(
 
 /// Finds compliance groups with their members and pending invitations.
 pub async fn find_groups(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     ids: &[ComplianceGroupId],
 ) -> AppResult<Vec<ComplianceGroup>> {
     if ids.is_empty() {
@@ -270,7 +270,7 @@ pub async fn find_groups(
 
 /// An organisation's pending invitations, oldest first, with each group's name and owner.
 pub async fn invitations_of_org(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
 ) -> AppResult<Vec<ComplianceGroupInvitation>> {
     let invitations = compliance_group_invitation::Entity::find()
@@ -315,7 +315,7 @@ pub async fn invitations_of_org(
 
 /// Removes a pending invitation; `false` when there was none.
 pub async fn remove_invitation(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     group: ComplianceGroupId,
     org: OrgId,
 ) -> AppResult<bool> {
@@ -327,7 +327,7 @@ pub async fn remove_invitation(
 
 /// Makes an organisation a member of a compliance group.
 pub async fn add_member(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     group: ComplianceGroupId,
     org: OrgId,
 ) -> AppResult<()> {
@@ -342,7 +342,7 @@ pub async fn add_member(
 
 /// The compliance groups an organisation belongs to as a member (pending invitations do not count).
 pub async fn groups_of_org(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
 ) -> AppResult<Vec<ComplianceGroupId>> {
     compliance_group_member::Entity::find()

@@ -2,8 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter,
-    sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter, sea_query::Expr,
 };
 
 use super::{entities::invitation, keyset::Keyset};
@@ -52,7 +51,7 @@ fn to_domain(m: invitation::Model) -> AppResult<Invitation> {
 
 /// Inserts an invitation with the hash of its token.
 pub async fn insert(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     invitation: &Invitation,
     token_hash: String,
 ) -> AppResult<()> {
@@ -99,7 +98,7 @@ pub async fn insert(
 }
 
 /// Finds an invitation by id.
-pub async fn find(db: &impl ConnectionTrait, id: InvitationId) -> AppResult<Option<Invitation>> {
+pub async fn find(db: &impl super::Source, id: InvitationId) -> AppResult<Option<Invitation>> {
     invitation::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -109,7 +108,7 @@ pub async fn find(db: &impl ConnectionTrait, id: InvitationId) -> AppResult<Opti
 
 /// Finds an invitation by the hash of its token.
 pub async fn find_by_token_hash(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     hash: &str,
 ) -> AppResult<Option<Invitation>> {
     invitation::Entity::find()
@@ -131,7 +130,7 @@ fn pending_at(now: DateTime<Utc>) -> Condition {
 /// Whether a pending invitation of `email` to `org` exists: as a member when `patient` is
 /// `None`, else as a guardian of that patient.
 pub async fn pending_exists(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     email: &str,
     patient: Option<PatientId>,
@@ -155,7 +154,7 @@ pub async fn pending_exists(
 /// was no longer pending (a concurrent accept or a revocation won: on PostgreSQL the row lock
 /// holds a concurrent accept here until this one ends, and it then finds no pending row).
 pub async fn mark_accepted(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: InvitationId,
     now: DateTime<Utc>,
 ) -> AppResult<bool> {
@@ -170,7 +169,7 @@ pub async fn mark_accepted(
 
 /// Records whose account accepted an invitation.
 pub async fn set_accepted_by(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: InvitationId,
     user: UserId,
 ) -> AppResult<()> {
@@ -187,7 +186,7 @@ pub async fn set_accepted_by(
 
 /// Marks an invitation revoked unless it was accepted or revoked already; whether it changed.
 pub async fn mark_revoked(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: InvitationId,
     now: DateTime<Utc>,
 ) -> AppResult<bool> {
@@ -204,7 +203,7 @@ pub async fn mark_revoked(
 /// A page of an organisation's invitations, newest first: all of them, or only those still
 /// pending at `now`; only guardian invitations unless `members_too`.
 pub async fn page_of_org(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org: OrgId,
     pending_only: bool,
     members_too: bool,

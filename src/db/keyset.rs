@@ -4,8 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, ModelTrait, Order, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, QueryTrait, Value,
+    ColumnTrait, Condition, EntityTrait, ModelTrait, Order, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Value,
     sea_query::{Asterisk, Expr, ExprTrait, ValueType},
 };
 
@@ -103,7 +103,7 @@ const TOTAL: &str = "keyset_total";
 /// statement): one statement and one round trip instead of a count followed by the page. Only
 /// a page past the end of its list, which has no row to carry it, counts on its own.
 pub async fn page<E, T>(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     filter: Condition,
     order: Keyset<E::Column>,
     page: &PageRequest,
@@ -133,16 +133,20 @@ where
         .limit(page.fetch())
         .expr_as(Expr::SubQuery(None, Box::new(count.into())), TOTAL)
         .build(db.get_database_backend());
-    let fetched = db.query_all_raw(statement).await?;
+    let fetched = super::columns::rows(db, statement, |c| {
+        let m = E::Model::from_columns(c)?;
+        let total: i64 = c.next()?;
+        Ok((m, total))
+    })
+    .await?;
     let total = match fetched.first() {
-        Some(row) => <u64 as TryFrom<i64>>::try_from(row.try_get("", TOTAL)?).unwrap_or(0),
+        Some((_, total)) => <u64 as TryFrom<i64>>::try_from(*total).unwrap_or(0),
         None if page.after.is_none() => 0,
         None => E::find().filter(filter).count(db).await?,
     };
     let rows = fetched
-        .iter()
-        .map(|row| {
-            let m = E::Model::from_row(row)?;
+        .into_iter()
+        .map(|(m, _)| {
             let key = order.key_of(&m)?;
             to_domain(m).map(|t| (key, t))
         })

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     sea_query::{Expr, ExprTrait, Func, OnConflict, Query},
 };
 use serde_json::{Map, Value};
@@ -23,7 +23,7 @@ pub type ChannelRow = channel::Model;
 
 /// Inserts or updates users.
 pub async fn upsert_users(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     users: &[(String, String, Option<String>)],
 ) -> Result<(), sea_orm::DbErr> {
     // One row per id: PostgreSQL refuses an upsert that touches a row twice.
@@ -52,7 +52,7 @@ pub async fn upsert_users(
 }
 
 /// Deletes users and their memberships.
-pub async fn delete_users(db: &impl ConnectionTrait, ids: &[String]) -> Result<(), sea_orm::DbErr> {
+pub async fn delete_users(db: &impl super::Source, ids: &[String]) -> Result<(), sea_orm::DbErr> {
     if ids.is_empty() {
         return Ok(());
     }
@@ -89,7 +89,7 @@ pub struct NewChannel<'a> {
 
 /// Creates a channel unless it exists.
 pub async fn create_channel(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     c: NewChannel<'_>,
 ) -> Result<(), sea_orm::DbErr> {
     let now = Utc::now();
@@ -111,7 +111,7 @@ pub async fn create_channel(
 
 /// Finds a channel.
 pub async fn find_channel(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
 ) -> Result<Option<ChannelRow>, sea_orm::DbErr> {
     channel::Entity::find_by_id(cid.to_owned()).one(db).await
@@ -119,7 +119,7 @@ pub async fn find_channel(
 
 /// Stores a channel's custom data.
 pub async fn set_metadata(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     metadata: &Map<String, Value>,
 ) -> Result<(), sea_orm::DbErr> {
@@ -129,7 +129,7 @@ pub async fn set_metadata(
 
 /// Sets a channel's frozen flag.
 pub async fn set_frozen(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     frozen: bool,
 ) -> Result<(), sea_orm::DbErr> {
@@ -139,7 +139,7 @@ pub async fn set_frozen(
 /// Sets one column of a channel alone, so that a concurrent change of another is not lost, and
 /// stamps `updated_at`.
 async fn set_channel_column(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     column: channel::Column,
     value: impl Into<sea_orm::Value>,
@@ -154,7 +154,7 @@ async fn set_channel_column(
 }
 
 /// Deletes a channel with its members and messages; whether it existed.
-pub async fn delete_channel(db: &impl ConnectionTrait, cid: &str) -> Result<bool, sea_orm::DbErr> {
+pub async fn delete_channel(db: &impl super::Source, cid: &str) -> Result<bool, sea_orm::DbErr> {
     message::Entity::delete_many()
         .filter(message::Column::Cid.eq(cid))
         .exec(db)
@@ -169,7 +169,7 @@ pub async fn delete_channel(db: &impl ConnectionTrait, cid: &str) -> Result<bool
 
 /// Adds members (those already in stay as they are).
 pub async fn add_members(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     users: &[String],
 ) -> Result<(), sea_orm::DbErr> {
@@ -185,7 +185,7 @@ pub async fn add_members(
 
 /// Removes members.
 pub async fn remove_members(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     users: &[String],
 ) -> Result<(), sea_orm::DbErr> {
@@ -198,7 +198,7 @@ pub async fn remove_members(
 }
 
 /// The member ids of a channel.
-pub async fn members(db: &impl ConnectionTrait, cid: &str) -> Result<Vec<String>, sea_orm::DbErr> {
+pub async fn members(db: &impl super::Source, cid: &str) -> Result<Vec<String>, sea_orm::DbErr> {
     Ok(member::Entity::find()
         .filter(member::Column::Cid.eq(cid))
         .order_by_asc(member::Column::UserId)
@@ -211,7 +211,7 @@ pub async fn members(db: &impl ConnectionTrait, cid: &str) -> Result<Vec<String>
 
 /// Posts a message unless one with this id exists in the channel; returns it.
 pub async fn post(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     id: &str,
     user_id: Option<&str>,
@@ -239,7 +239,7 @@ pub async fn post(
 
 /// A message of a channel by id.
 pub async fn find_message(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     id: &str,
 ) -> Result<Option<MessageRow>, sea_orm::DbErr> {
@@ -252,7 +252,7 @@ pub async fn find_message(
 
 /// At most `limit` messages of a channel before `before_seq` (all when `None`), newest first.
 pub async fn page(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     limit: u64,
     before_seq: Option<i64>,
@@ -270,7 +270,7 @@ pub async fn page(
 
 /// Marks everything up to `seq` read for a member.
 pub async fn mark_read(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     user_id: &str,
     seq: i64,
@@ -287,7 +287,7 @@ pub async fn mark_read(
 
 /// The latest `limit` messages of a channel, oldest first.
 pub async fn recent(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cid: &str,
     limit: u64,
 ) -> Result<Vec<MessageRow>, sea_orm::DbErr> {
@@ -306,7 +306,7 @@ pub type ChannelRead = (ChannelRow, u32, Option<MessageRow>, u32);
 
 /// Reads many channels for one user in at most five statements, whatever their number.
 pub async fn read(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     cids: &[String],
     for_user: &str,
 ) -> Result<Vec<ChannelRead>, sea_orm::DbErr> {

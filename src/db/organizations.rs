@@ -3,8 +3,8 @@
 use chrono::Utc;
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, FromQueryResult, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, EntityTrait, FromQueryResult, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect,
     sea_query::{Expr, ExprTrait, LikeExpr},
 };
 
@@ -55,11 +55,7 @@ fn membership_to_domain(m: membership::Model) -> AppResult<Membership> {
 }
 
 /// Inserts an organisation.
-pub async fn insert(
-    db: &impl ConnectionTrait,
-    name: String,
-    slug: &Slug,
-) -> AppResult<Organization> {
+pub async fn insert(db: &impl super::Source, name: String, slug: &Slug) -> AppResult<Organization> {
     let model = organization::ActiveModel {
         id: Set(OrgId::new().as_string()),
         name: Set(name),
@@ -76,7 +72,7 @@ pub async fn insert(
 }
 
 /// Finds an organisation by id.
-pub async fn find(db: &impl ConnectionTrait, id: OrgId) -> AppResult<Option<Organization>> {
+pub async fn find(db: &impl super::Source, id: OrgId) -> AppResult<Option<Organization>> {
     organization::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -85,13 +81,13 @@ pub async fn find(db: &impl ConnectionTrait, id: OrgId) -> AppResult<Option<Orga
 }
 
 /// Finds many organisations by id (for loaders).
-pub async fn find_many(db: &impl ConnectionTrait, ids: &[OrgId]) -> AppResult<Vec<Organization>> {
+pub async fn find_many(db: &impl super::Source, ids: &[OrgId]) -> AppResult<Vec<Organization>> {
     super::rows_in::<organization::Entity, _>(db, organization::Column::Id, ids, org_to_domain)
         .await
 }
 
 /// Whether a slug is taken.
-pub async fn slug_taken(db: &impl ConnectionTrait, slug: &Slug) -> AppResult<bool> {
+pub async fn slug_taken(db: &impl super::Source, slug: &Slug) -> AppResult<bool> {
     Ok(organization::Entity::find()
         .filter(organization::Column::Slug.eq(slug.as_str()))
         .count(db)
@@ -100,13 +96,13 @@ pub async fn slug_taken(db: &impl ConnectionTrait, slug: &Slug) -> AppResult<boo
 }
 
 /// How many organisations exist (an empty database gets demo data).
-pub async fn count(db: &impl ConnectionTrait) -> AppResult<u64> {
+pub async fn count(db: &impl super::Source) -> AppResult<u64> {
     Ok(organization::Entity::find().count(db).await?)
 }
 
 /// Changes an organisation's name, network-messaging switch and chat activation minutes.
 pub async fn update(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: OrgId,
     name: Option<String>,
     cross_org_messaging: Option<bool>,
@@ -156,7 +152,7 @@ pub fn membership_row(
 
 /// Inserts a membership.
 pub async fn insert_membership(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     user: &User,
     role: OrgRole,
@@ -171,7 +167,7 @@ pub async fn insert_membership(
 
 /// Finds one membership.
 pub async fn find_membership(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     user_id: UserId,
 ) -> AppResult<Option<Membership>> {
@@ -184,7 +180,7 @@ pub async fn find_membership(
 
 /// A user's memberships, oldest first.
 pub async fn memberships_of_user(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     user_id: UserId,
 ) -> AppResult<Vec<Membership>> {
     memberships_of_users(db, &[user_id]).await
@@ -192,7 +188,7 @@ pub async fn memberships_of_user(
 
 /// The memberships of many users (for loaders).
 pub async fn memberships_of_users(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     users: &[UserId],
 ) -> AppResult<Vec<Membership>> {
     if users.is_empty() {
@@ -209,7 +205,7 @@ pub async fn memberships_of_users(
 }
 
 /// Stores a membership's role, title and active flag.
-pub async fn update_membership(db: &impl ConnectionTrait, m: &Membership) -> AppResult<()> {
+pub async fn update_membership(db: &impl super::Source, m: &Membership) -> AppResult<()> {
     membership::Entity::update_many()
         .col_expr(membership::Column::Role, Expr::value(m.role.as_str()))
         .col_expr(membership::Column::Title, Expr::value(m.title.clone()))
@@ -223,7 +219,7 @@ pub async fn update_membership(db: &impl ConnectionTrait, m: &Membership) -> App
 }
 
 /// How many active owners an organisation has (the last one may not be demoted).
-pub async fn active_owner_count(db: &impl ConnectionTrait, org_id: OrgId) -> AppResult<u64> {
+pub async fn active_owner_count(db: &impl super::Source, org_id: OrgId) -> AppResult<u64> {
     Ok(membership::Entity::find()
         .filter(membership::Column::OrgId.eq(org_id.as_string()))
         .filter(membership::Column::Role.eq(OrgRole::Owner.as_str()))
@@ -234,7 +230,7 @@ pub async fn active_owner_count(db: &impl ConnectionTrait, org_id: OrgId) -> App
 
 /// A page of an organisation's members, ordered by display name.
 pub async fn list_members(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     include_inactive: bool,
     page: &PageRequest,
@@ -261,7 +257,7 @@ pub async fn list_members(
 /// Each phase is one range or index lookup with a `LIMIT`, so a large organisation costs no
 /// more than a small one. Every condition is a bound value: the query is data.
 pub async fn search_members(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     exclude: UserId,
     query: &str,
@@ -325,7 +321,7 @@ const SUBSTRING_WINDOW: u64 = 1_000;
 /// `contains`: when that fills `limit`, they are the answer, since any other match sorts after
 /// them. Only a rare query, whose matches are few, goes on to the trigram lookup (`indexed`).
 async fn substring_matches(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     scope: Condition,
     contains: Condition,
     indexed: Condition,
@@ -378,7 +374,7 @@ fn contains_like(query: &str) -> Condition {
 /// Members whose names or email contain `query`. On SQLite a query of three or more characters
 /// goes through the FTS5 trigram index as one quoted phrase (a quote inside is doubled); on
 /// PostgreSQL `LIKE` uses the trigram index. Shorter queries scan the organisation's rows.
-fn substring(db: &impl ConnectionTrait, query: &str) -> Condition {
+fn substring(db: &impl super::Source, query: &str) -> Condition {
     if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite && query.chars().count() >= 3 {
         let phrase = format!("\"{}\"", query.replace('"', "\"\""));
         Condition::all().add(Expr::cust_with_values(

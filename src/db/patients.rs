@@ -3,7 +3,7 @@
 use chrono::{NaiveDate, Utc};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder,
     sea_query::{Expr, ExprTrait, LikeExpr},
 };
 
@@ -54,7 +54,7 @@ pub struct PatientFields {
 
 /// Inserts a patient.
 pub async fn insert(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     f: PatientFields,
 ) -> AppResult<Patient> {
@@ -78,7 +78,7 @@ pub async fn insert(
 }
 
 /// Stores a patient's fields.
-pub async fn update(db: &impl ConnectionTrait, p: &Patient) -> AppResult<()> {
+pub async fn update(db: &impl super::Source, p: &Patient) -> AppResult<()> {
     patient::Entity::update_many()
         .col_expr(patient::Column::Name, Expr::value(p.name.clone()))
         .col_expr(
@@ -99,7 +99,7 @@ pub async fn update(db: &impl ConnectionTrait, p: &Patient) -> AppResult<()> {
 }
 
 /// Finds a patient.
-pub async fn find(db: &impl ConnectionTrait, id: PatientId) -> AppResult<Option<Patient>> {
+pub async fn find(db: &impl super::Source, id: PatientId) -> AppResult<Option<Patient>> {
     patient::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -108,14 +108,14 @@ pub async fn find(db: &impl ConnectionTrait, id: PatientId) -> AppResult<Option<
 }
 
 /// Finds many patients (for loaders).
-pub async fn find_many(db: &impl ConnectionTrait, ids: &[PatientId]) -> AppResult<Vec<Patient>> {
+pub async fn find_many(db: &impl super::Source, ids: &[PatientId]) -> AppResult<Vec<Patient>> {
     super::rows_in::<patient::Entity, _>(db, patient::Column::Id, ids, to_domain).await
 }
 
 /// A page of an organisation's patients by name, optionally those whose name contains `search`
 /// (lowercased; matched as data).
 pub async fn list(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     org_id: OrgId,
     search: Option<&str>,
     page: &PageRequest,
@@ -131,7 +131,7 @@ pub async fn list(
 }
 
 /// The patients a user is guardian of, by name.
-pub async fn of_guardian(db: &impl ConnectionTrait, user_id: UserId) -> AppResult<Vec<Patient>> {
+pub async fn of_guardian(db: &impl super::Source, user_id: UserId) -> AppResult<Vec<Patient>> {
     let ids: Vec<String> = guardian::Entity::find()
         .filter(guardian::Column::UserId.eq(user_id.as_string()))
         .all(db)
@@ -153,7 +153,7 @@ pub async fn of_guardian(db: &impl ConnectionTrait, user_id: UserId) -> AppResul
 }
 
 /// Inserts or updates a guardian.
-pub async fn upsert_guardian(db: &impl ConnectionTrait, g: &Guardian) -> AppResult<()> {
+pub async fn upsert_guardian(db: &impl super::Source, g: &Guardian) -> AppResult<()> {
     let existing = guardian::Entity::find_by_id((g.patient_id.as_string(), g.user_id.as_string()))
         .one(db)
         .await?;
@@ -184,7 +184,7 @@ pub async fn upsert_guardian(db: &impl ConnectionTrait, g: &Guardian) -> AppResu
 
 /// Removes a guardian; whether one was removed.
 pub async fn remove_guardian(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patient: PatientId,
     user: UserId,
 ) -> AppResult<bool> {
@@ -196,7 +196,7 @@ pub async fn remove_guardian(
 
 /// One guardian link.
 pub async fn find_guardian(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patient: PatientId,
     user: UserId,
 ) -> AppResult<Option<Guardian>> {
@@ -209,7 +209,7 @@ pub async fn find_guardian(
 
 /// The guardians of many patients (for loaders).
 pub async fn guardians_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     patients: &[PatientId],
 ) -> AppResult<Vec<Guardian>> {
     if patients.is_empty() {
@@ -227,7 +227,7 @@ pub async fn guardians_of(
 
 /// The guardian links of many users (for loaders).
 pub async fn guardianships_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     users: &[UserId],
 ) -> AppResult<Vec<Guardian>> {
     super::rows_in::<guardian::Entity, _>(db, guardian::Column::UserId, users, guardian_to_domain)

@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, sea_query::Expr,
+    ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    sea_query::Expr,
 };
 
 use super::entities::{chat_external_member as member, local_sms_message as local};
@@ -37,7 +37,7 @@ fn to_domain(m: member::Model) -> AppResult<ExternalChatMember> {
 }
 
 /// Inserts an external member; `false` when the number is in the session already.
-pub async fn insert(db: &impl ConnectionTrait, m: &ExternalChatMember) -> AppResult<bool> {
+pub async fn insert(db: &impl super::Source, m: &ExternalChatMember) -> AppResult<bool> {
     let row = member::ActiveModel {
         id: Set(m.id.as_string()),
         session_id: Set(m.session_id.as_string()),
@@ -59,7 +59,7 @@ pub async fn insert(db: &impl ConnectionTrait, m: &ExternalChatMember) -> AppRes
 
 /// One external member.
 pub async fn find(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ExternalMemberId,
 ) -> AppResult<Option<ExternalChatMember>> {
     member::Entity::find_by_id(id.as_string())
@@ -71,7 +71,7 @@ pub async fn find(
 
 /// The external members of many sessions, oldest first.
 pub async fn of_sessions(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     sessions: &[ChatSessionId],
 ) -> AppResult<Vec<ExternalChatMember>> {
     if sessions.is_empty() {
@@ -90,7 +90,7 @@ pub async fn of_sessions(
 
 /// Removes an external member of a session; whether there was one.
 pub async fn remove(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     session: ChatSessionId,
     id: ExternalMemberId,
 ) -> AppResult<bool> {
@@ -101,10 +101,7 @@ pub async fn remove(
 }
 
 /// The external members with a phone number, the one relayed to last first (then the newest).
-pub async fn by_phone(
-    db: &impl ConnectionTrait,
-    phone: &str,
-) -> AppResult<Vec<ExternalChatMember>> {
+pub async fn by_phone(db: &impl super::Source, phone: &str) -> AppResult<Vec<ExternalChatMember>> {
     let mut found = member::Entity::find()
         .filter(member::Column::PhoneNumber.eq(phone))
         .order_by_desc(member::Column::CreatedAt)
@@ -125,7 +122,7 @@ pub async fn by_phone(
 
 /// Opts a number out of (or back into) every chat it is in; how many members changed.
 pub async fn set_opted_out(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     phone: &str,
     opted_out: bool,
 ) -> AppResult<u64> {
@@ -140,7 +137,7 @@ pub async fn set_opted_out(
 
 /// Notes that a message was relayed to a member at `at`.
 pub async fn relayed(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     id: ExternalMemberId,
     at: DateTime<Utc>,
 ) -> AppResult<()> {
@@ -153,7 +150,7 @@ pub async fn relayed(
 }
 
 /// Records a message of the local gateway.
-pub async fn record_local(db: &impl ConnectionTrait, sms: &RecordedSms) -> AppResult<()> {
+pub async fn record_local(db: &impl super::Source, sms: &RecordedSms) -> AppResult<()> {
     local::Entity::insert(local::ActiveModel {
         id: Set(sms.id.clone()),
         reference: Set(sms.reference.clone()),
@@ -169,7 +166,7 @@ pub async fn record_local(db: &impl ConnectionTrait, sms: &RecordedSms) -> AppRe
 
 /// The latest `limit` messages the local gateway recorded for `reference`, oldest first.
 pub async fn local_of(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     reference: &str,
     limit: u64,
 ) -> AppResult<Vec<RecordedSms>> {

@@ -1,7 +1,7 @@
 //! The users repository.
 
 use chrono::Utc;
-use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
 use super::entities::user;
 use crate::{
@@ -63,13 +63,13 @@ pub fn user_row(new: NewUser) -> (user::ActiveModel, User) {
 }
 
 /// Inserts a user.
-pub async fn insert(db: &impl ConnectionTrait, new: NewUser) -> AppResult<User> {
+pub async fn insert(db: &impl super::Source, new: NewUser) -> AppResult<User> {
     let (row, _) = user_row(new);
     to_domain(user::Entity::insert(row).exec_with_returning(db).await?)
 }
 
 /// Finds a user by id.
-pub async fn find(db: &impl ConnectionTrait, id: UserId) -> AppResult<Option<User>> {
+pub async fn find(db: &impl super::Source, id: UserId) -> AppResult<Option<User>> {
     user::Entity::find_by_id(id.as_string())
         .one(db)
         .await?
@@ -78,13 +78,13 @@ pub async fn find(db: &impl ConnectionTrait, id: UserId) -> AppResult<Option<Use
 }
 
 /// Finds many users by id, in no particular order (for loaders).
-pub async fn find_many(db: &impl ConnectionTrait, ids: &[UserId]) -> AppResult<Vec<User>> {
+pub async fn find_many(db: &impl super::Source, ids: &[UserId]) -> AppResult<Vec<User>> {
     super::rows_in::<user::Entity, _>(db, user::Column::Id, ids, to_domain).await
 }
 
 /// Finds a user and their password hash by email.
 pub async fn find_by_email(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     email: &Email,
 ) -> AppResult<Option<(User, Option<String>)>> {
     match user::Entity::find()
@@ -102,32 +102,26 @@ pub async fn find_by_email(
 
 /// Finds the user a token's `sub` names: caregraph's own id, or an identity provider's
 /// `externalId`.
-pub async fn find_by_subject(db: &impl ConnectionTrait, sub: &str) -> AppResult<Option<User>> {
+pub async fn find_by_subject(db: &impl super::Source, sub: &str) -> AppResult<Option<User>> {
     // caregraph's own ids are UUIDs; an identity provider's subject may be anything,
     // UUIDs included, so a UUID that is no user id is still tried as an external id.
     let by_id = if uuid::Uuid::parse_str(sub).is_ok() {
-        user::Entity::find_by_id(sub).one(db).await?
+        super::columns::first(db, user::Entity::find_by_id(sub)).await?
     } else {
         None
     };
     let found = match by_id {
         Some(m) => Some(m),
         None => {
-            user::Entity::find()
-                .filter(user::Column::ExternalId.eq(sub))
-                .one(db)
-                .await?
+            let by_external = user::Entity::find().filter(user::Column::ExternalId.eq(sub));
+            super::columns::first(db, by_external).await?
         }
     };
     found.map(to_domain).transpose()
 }
 
 /// Sets a user's password hash.
-pub async fn set_password_hash(
-    db: &impl ConnectionTrait,
-    id: UserId,
-    hash: String,
-) -> AppResult<()> {
+pub async fn set_password_hash(db: &impl super::Source, id: UserId, hash: String) -> AppResult<()> {
     user::Entity::update_many()
         .col_expr(
             user::Column::PasswordHash,

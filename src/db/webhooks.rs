@@ -2,17 +2,14 @@
 //! process.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
-};
+use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::entities::webhook_delivery as delivery;
 use crate::error::AppResult;
 
 /// Records a delivery; `false` when it was already recorded (a retry).
 pub async fn record(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     provider: &str,
     delivery_id: &str,
     body: &str,
@@ -33,7 +30,7 @@ pub async fn record(
 /// Claims an unprocessed delivery until `until` (one processor at a time: a claim that expired
 /// may be taken again); whether this caller holds it now.
 pub async fn claim(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     provider: &str,
     delivery_id: &str,
     now: DateTime<Utc>,
@@ -57,7 +54,7 @@ pub async fn claim(
 
 /// Marks a delivery processed.
 pub async fn processed(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     provider: &str,
     delivery_id: &str,
     at: DateTime<Utc>,
@@ -77,7 +74,7 @@ pub async fn processed(
 /// Deliveries received by `before`, not processed yet and not held by a live claim, oldest
 /// first.
 pub async fn unprocessed(
-    db: &impl ConnectionTrait,
+    db: &impl super::Source,
     before: DateTime<Utc>,
     limit: u64,
 ) -> AppResult<Vec<(String, String, String)>> {
@@ -100,7 +97,7 @@ pub async fn unprocessed(
 
 /// Forgets processed deliveries received before `before` (providers retry for minutes, not
 /// weeks).
-pub async fn prune(db: &impl ConnectionTrait, before: DateTime<Utc>) -> AppResult<u64> {
+pub async fn prune(db: &impl super::Source, before: DateTime<Utc>) -> AppResult<u64> {
     Ok(delivery::Entity::delete_many()
         .filter(delivery::Column::ProcessedAt.is_not_null())
         .filter(delivery::Column::ReceivedAt.lt(before))

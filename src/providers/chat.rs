@@ -375,7 +375,7 @@ pub struct ChatStack {
 /// Builds the provider `CAREGRAPH_CHAT_PROVIDER` names.
 pub fn build(
     config: &crate::config::Config,
-    db: sea_orm::DatabaseConnection,
+    db: crate::db::Db,
     client: reqwest::Client,
     metrics: &Arc<crate::telemetry::metrics::Metrics>,
 ) -> anyhow::Result<ChatStack> {

@@ -36,7 +36,7 @@ pub trait SmsGateway: Send + Sync + 'static {
 /// Builds the gateway `CAREGRAPH_SMS_PROVIDER` names.
 pub fn build(
     config: &crate::config::Config,
-    db: sea_orm::DatabaseConnection,
+    db: crate::db::Db,
     client: reqwest::Client,
     metrics: &Arc<crate::telemetry::metrics::Metrics>,
 ) -> Arc<dyn SmsGateway> {

@@ -7,8 +7,6 @@
 //! (the id as given); the services record the READ of what they hand out right beside these
 //! checks, and each change in the change's transaction ([`record_change`]).
 
-use sea_orm::ConnectionTrait;
-
 use crate::{
     audit::{AuditAction, AuditEntity, AuditEntry},
     auth::Viewer,
@@ -106,7 +104,7 @@ impl<T> std::ops::Deref for Readable<T> {
 /// read of the organisation's membership, in that organisation's trail when it exists and in
 /// the `system` trail when it does not (so made-up ids cannot start new chains).
 pub async fn member_of(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     viewer: &Viewer,
     org_id: OrgId,
 ) -> AppResult<(User, MemberOf)> {
@@ -123,7 +121,7 @@ pub async fn member_of(
 
 /// [`member_of`] without recording a refusal (for callers that try another rule next).
 pub(in crate::services) async fn member_of_unrecorded(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     viewer: &Viewer,
     org_id: OrgId,
 ) -> AppResult<(User, MemberOf)> {
@@ -143,7 +141,7 @@ pub(in crate::services) async fn member_of_unrecorded(
 
 /// The signed-in viewer's memberships (active or not), oldest first: read once per operation
 /// when the viewer remembers them ([`Viewer::remembering_memberships`]), else every time.
-pub async fn memberships(db: &impl ConnectionTrait, viewer: &Viewer) -> AppResult<Vec<Membership>> {
+pub async fn memberships(db: &impl db::Source, viewer: &Viewer) -> AppResult<Vec<Membership>> {
     let user = viewer.user()?.id;
     match viewer.remembered_memberships() {
         Some(memo) => Ok(memo
@@ -166,7 +164,7 @@ pub fn record_patient_read(viewer: &Viewer, patient: &crate::domain::care::Patie
 /// Records a change (`action` on `entity` `id` of `patient` in `org`) in the change's
 /// transaction.
 pub async fn record_change(
-    txn: &impl ConnectionTrait,
+    txn: &impl db::Source,
     viewer: &Viewer,
     action: AuditAction,
     entity: AuditEntity,
@@ -184,7 +182,7 @@ pub async fn record_change(
 /// Checks that the viewer is an active OWNER or ADMIN of `org_id`. A member without that role
 /// gets `FORBIDDEN` (they already know the organisation exists).
 pub async fn manager_of(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     viewer: &Viewer,
     org_id: OrgId,
 ) -> AppResult<(User, ManagerOf)> {
@@ -205,7 +203,7 @@ pub async fn manager_of(
 /// Checks that the viewer may read `org_id`'s audit trail. A non-member (or an inactive one)
 /// gets `NOT_FOUND`; a member who is neither OWNER nor auditor gets `FORBIDDEN`.
 pub async fn auditor_of(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     viewer: &Viewer,
     org_id: OrgId,
 ) -> AppResult<(User, AuditorOf)> {
@@ -267,7 +265,7 @@ pub fn sees_case(
 /// Checks that the viewer is staff of the patient's organisation or a guardian of the patient;
 /// anyone else gets `NOT_FOUND`.
 pub async fn patient_reader(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     viewer: &Viewer,
     patient_id: crate::domain::PatientId,
 ) -> AppResult<(crate::domain::care::Patient, PatientReader)> {
@@ -301,7 +299,7 @@ pub async fn patient_reader(
 /// Checks that the viewer is staff of the patient's organisation. A guardian gets `FORBIDDEN`
 /// (they know the patient); anyone else `NOT_FOUND`.
 pub async fn patient_staff(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     viewer: &Viewer,
     patient_id: crate::domain::PatientId,
 ) -> AppResult<(crate::domain::care::Patient, User, MemberOf)> {
@@ -337,7 +335,7 @@ pub enum BookingReader {
 /// a guardian of one of its patients. Anyone else gets `NOT_FOUND` (recorded as
 /// [`member_of`] records it).
 pub async fn booking_reader(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     viewer: &Viewer,
     org_id: OrgId,
 ) -> AppResult<BookingReader> {

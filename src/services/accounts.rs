@@ -10,7 +10,6 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
 
 use super::organizations::create_with_owner;
 use crate::{
@@ -45,7 +44,7 @@ impl std::fmt::Debug for AccessToken {
 /// Sign-in and tokens.
 #[derive(Clone)]
 pub struct AccountService {
-    db: DatabaseConnection,
+    db: db::Db,
     auth: Authenticator,
     per_email: Arc<KeyedLimit<String>>,
     per_address: Arc<KeyedLimit<IpAddr>>,
@@ -73,7 +72,7 @@ impl Drop for SlowLane {
 
 impl AccountService {
     /// Builds the service.
-    pub fn new(config: Arc<Config>, db: DatabaseConnection, auth: Authenticator) -> Self {
+    pub fn new(config: Arc<Config>, db: db::Db, auth: Authenticator) -> Self {
         Self {
             db,
             auth,

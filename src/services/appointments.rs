@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 
 use super::{
     access::{member_of, record_change},
@@ -101,7 +101,7 @@ pub struct MeetingView {
 #[derive(Clone)]
 pub struct AppointmentService {
     chats: ChatService,
-    db: DatabaseConnection,
+    db: db::Db,
     clock: SharedClock,
     meetings: Arc<dyn MeetingLinks>,
     early: Duration,
@@ -112,7 +112,7 @@ pub struct AppointmentService {
 impl AppointmentService {
     /// Builds the service.
     pub fn new(
-        db: DatabaseConnection,
+        db: db::Db,
         clock: SharedClock,
         meetings: Arc<dyn MeetingLinks>,
         jitsi: &JitsiConfig,
@@ -816,7 +816,7 @@ pub struct AppointmentReader {
 
 /// An appointment with how the viewer relates to it; `NOT_FOUND` for anyone else.
 pub async fn read(
-    conn: &impl sea_orm::ConnectionTrait,
+    conn: &impl db::Source,
     now: DateTime<Utc>,
     viewer: &Viewer,
     id: AppointmentId,
@@ -906,7 +906,7 @@ pub fn outside_support(
 /// Whether the patient's consent of `scope` covers one of the organisations the holder of
 /// `memberships` is active in now (an expired or revoked consent covers nothing).
 pub async fn consent_covers(
-    db: &impl sea_orm::ConnectionTrait,
+    db: &impl db::Source,
     appointment: &Appointment,
     memberships: &[Membership],
     scope: ConsentScope,

@@ -7,7 +7,6 @@
 use std::{net::IpAddr, sync::Arc};
 
 use futures_util::{Stream, stream};
-use sea_orm::DatabaseConnection;
 
 use super::{
     access::{auditor_of, patient_reader},
@@ -53,7 +52,7 @@ pub struct Downloader {
 /// The audit trail's readers.
 #[derive(Clone)]
 pub struct AuditTrailService {
-    db: DatabaseConnection,
+    db: db::Db,
     clock: SharedClock,
     links: Arc<LinkSigner>,
     public_url: Option<String>,
@@ -64,7 +63,7 @@ impl AuditTrailService {
     /// Builds the service; download links are signed with a key derived from `jwt_secret`, and
     /// downloads are recorded through `audit` (nothing when it is disabled).
     pub fn new(
-        db: DatabaseConnection,
+        db: db::Db,
         clock: SharedClock,
         jwt_secret: &[u8],
         public_url: Option<String>,
@@ -167,7 +166,7 @@ impl AuditTrailService {
         grant: ExportGrant,
     ) -> impl Stream<Item = AppResult<Vec<u8>>> + Send + 'static {
         struct State {
-            db: DatabaseConnection,
+            db: db::Db,
             grant: ExportGrant,
             after: Option<ChunkKey>,
             started: bool,

@@ -4,7 +4,7 @@
 //! by phone number.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 
 use super::{
     access::{PatientReader, patient_reader, patient_staff, record_change},
@@ -42,7 +42,7 @@ pub struct NewCareTeamMember {
 /// Care teams.
 #[derive(Clone)]
 pub struct CareTeamService {
-    db: DatabaseConnection,
+    db: db::Db,
     clock: SharedClock,
     chats: ChatService,
 }
@@ -51,7 +51,7 @@ pub struct CareTeamService {
 /// of the patient's organisation while active, outside staff while active and consented
 /// (phone-only members are reached outside the chat).
 pub async fn chat_members(
-    c: &impl ConnectionTrait,
+    c: &impl db::Source,
     now: DateTime<Utc>,
     team: &CareTeam,
 ) -> AppResult<Vec<UserId>> {
@@ -69,7 +69,7 @@ pub async fn chat_members(
 /// active there; a member of another organisation while active there and while that
 /// organisation holds the patient's MESSAGING consent.
 async fn still_entitled(
-    c: &impl ConnectionTrait,
+    c: &impl db::Source,
     now: DateTime<Utc>,
     team: &CareTeam,
     member: &CareTeamMember,
@@ -100,7 +100,7 @@ async fn still_entitled(
 
 impl CareTeamService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, clock: SharedClock, chats: ChatService) -> Self {
+    pub fn new(db: db::Db, clock: SharedClock, chats: ChatService) -> Self {
         Self { db, clock, chats }
     }
 

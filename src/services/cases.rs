@@ -1,7 +1,7 @@
 //! Cases (claims, encounters): create-or-get on `(orgId, reference)`, participants, close.
 //! Staff of the organisation manage cases; participants may read their own.
 
-use sea_orm::{DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 
 use super::{
     access::member_of,
@@ -38,13 +38,13 @@ pub struct NewCaseInput {
 /// Cases.
 #[derive(Clone)]
 pub struct CaseService {
-    db: DatabaseConnection,
+    db: db::Db,
     chats: ChatService,
 }
 
 impl CaseService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, chats: ChatService) -> Self {
+    pub fn new(db: db::Db, chats: ChatService) -> Self {
         Self { db, chats }
     }
 

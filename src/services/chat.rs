@@ -52,7 +52,7 @@ use crate::{
 /// Chat sessions.
 #[derive(Clone)]
 pub struct ChatService {
-    db: sea_orm::DatabaseConnection,
+    db: db::Db,
     outbox: Outbox,
     stack: ChatStack,
     clock: SharedClock,
@@ -146,7 +146,7 @@ fn status_metadata(status: ChatStatus) -> Map<String, Value> {
 impl ChatService {
     /// Builds the service.
     pub fn new(
-        db: sea_orm::DatabaseConnection,
+        db: db::Db,
         outbox: Outbox,
         chat: ChatStack,
         clock: SharedClock,

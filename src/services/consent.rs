@@ -6,7 +6,7 @@
 //! directly or through a compliance group; otherwise `CONSENT_REQUIRED`.
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 
 use super::{
     access::{PatientReader, manager_of, patient_reader, record_change},
@@ -40,7 +40,7 @@ pub struct ConsentProof {
 /// The compliance rule: `Ok` when `org` is the patient's own organisation or holds an active
 /// consent of `scope` (directly or through a compliance group), else `CONSENT_REQUIRED`.
 pub async fn require(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     patient: &Patient,
     org: OrgId,
     scope: ConsentScope,
@@ -85,14 +85,14 @@ pub struct ConsentInput {
 /// Consent records and compliance groups.
 #[derive(Clone)]
 pub struct ConsentService {
-    db: DatabaseConnection,
+    db: db::Db,
     clock: SharedClock,
     chats: ChatService,
 }
 
 impl ConsentService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, clock: SharedClock, chats: ChatService) -> Self {
+    pub fn new(db: db::Db, clock: SharedClock, chats: ChatService) -> Self {
         Self { db, clock, chats }
     }
 

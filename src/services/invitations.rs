@@ -15,7 +15,6 @@
 use std::{net::IpAddr, sync::Arc};
 
 use chrono::{DateTime, Utc};
-use sea_orm::DatabaseConnection;
 
 use super::{
     access::{manager_of, member_of, patient_staff},
@@ -102,7 +101,7 @@ impl std::fmt::Debug for InvitationView {
 /// Invitations: make, list, revoke, accept.
 #[derive(Clone)]
 pub struct InvitationService {
-    db: DatabaseConnection,
+    db: db::Db,
     clock: SharedClock,
     chats: ChatService,
     accounts: AccountService,
@@ -117,7 +116,7 @@ impl InvitationService {
     /// Builds the service; accept URLs start with `base_url` (`CAREGRAPH_PUBLIC_URL`).
     pub fn new(
         config: &Config,
-        db: DatabaseConnection,
+        db: db::Db,
         clock: SharedClock,
         chats: ChatService,
         accounts: AccountService,

@@ -3,8 +3,6 @@
 
 use std::collections::HashMap;
 
-use sea_orm::DatabaseConnection;
-
 use crate::{
     db,
     domain::{
@@ -33,12 +31,12 @@ fn group<K: std::hash::Hash + Eq + Copy, V>(
 /// Batch lookups.
 #[derive(Clone)]
 pub struct Lookups {
-    db: DatabaseConnection,
+    db: db::Db,
 }
 
 impl Lookups {
     /// Builds the lookups.
-    pub fn new(db: DatabaseConnection) -> Self {
+    pub fn new(db: db::Db) -> Self {
         Self { db }
     }
 

@@ -54,13 +54,13 @@ pub struct MemberChange {
 #[derive(Clone)]
 pub struct OrganizationService {
     config: Arc<Config>,
-    db: DatabaseConnection,
+    db: db::Db,
     chats: ChatService,
 }
 
 impl OrganizationService {
     /// Builds the service.
-    pub fn new(config: Arc<Config>, db: DatabaseConnection, chats: ChatService) -> Self {
+    pub fn new(config: Arc<Config>, db: db::Db, chats: ChatService) -> Self {
         Self { config, db, chats }
     }
 

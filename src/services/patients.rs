@@ -2,7 +2,6 @@
 //! reads their own patients; anyone else learns nothing (`NOT_FOUND`).
 
 use chrono::NaiveDate;
-use sea_orm::{ConnectionTrait, DatabaseConnection};
 
 use super::{
     access::{member_of, patient_reader, patient_staff, record_change, record_patient_read},
@@ -67,7 +66,7 @@ pub struct PatientChange {
 /// Patients and guardians.
 #[derive(Clone)]
 pub struct PatientService {
-    db: DatabaseConnection,
+    db: db::Db,
     chats: ChatService,
 }
 
@@ -83,7 +82,7 @@ fn check_birth(date: Option<NaiveDate>) -> AppResult<()> {
 
 /// Finds the user with this email or creates a client account (no password) for them.
 pub async fn find_or_create_user(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     email: &str,
     given: &str,
     family: &str,
@@ -110,7 +109,7 @@ pub async fn find_or_create_user(
 /// Makes the user of `g` (found by email, or created) a guardian of the patient; `field` names
 /// the input. Returns the guardian's user id.
 async fn put_guardian(
-    db: &impl ConnectionTrait,
+    db: &impl db::Source,
     patient_id: PatientId,
     g: &GuardianInput,
     field: &str,
@@ -131,7 +130,7 @@ async fn put_guardian(
 
 impl PatientService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, chats: ChatService) -> Self {
+    pub fn new(db: db::Db, chats: ChatService) -> Self {
         Self { db, chats }
     }
 

@@ -12,13 +12,13 @@ use crate::{
 /// Admin view of the outbox.
 #[derive(Clone)]
 pub struct ProviderOpsService {
-    db: sea_orm::DatabaseConnection,
+    db: crate::db::Db,
     outbox: Outbox,
 }
 
 impl ProviderOpsService {
     /// Builds the service.
-    pub fn new(db: sea_orm::DatabaseConnection, outbox: Outbox) -> Self {
+    pub fn new(db: crate::db::Db, outbox: Outbox) -> Self {
         Self { db, outbox }
     }
 

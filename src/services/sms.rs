@@ -6,8 +6,6 @@
 
 use std::sync::Arc;
 
-use sea_orm::DatabaseConnection;
-
 use super::chat::outsiders_allowed;
 use crate::{
     audit::{AuditAction, AuditActor, AuditEntity, AuditEntry, AuditLog},
@@ -22,7 +20,7 @@ use crate::{
 /// Sends relayed chat messages to external members.
 #[derive(Clone)]
 pub struct SmsDelivery {
-    db: DatabaseConnection,
+    db: db::Db,
     gateway: Arc<dyn SmsGateway>,
     clock: SharedClock,
     audit: AuditLog,
@@ -31,7 +29,7 @@ pub struct SmsDelivery {
 impl SmsDelivery {
     /// Builds the delivery over `gateway`.
     pub fn new(
-        db: DatabaseConnection,
+        db: db::Db,
         gateway: Arc<dyn SmsGateway>,
         clock: SharedClock,
         audit: AuditLog,

@@ -5,7 +5,6 @@
 
 use std::time::Duration;
 
-use sea_orm::DatabaseConnection;
 use serde_json::Value;
 
 use super::chat::{ChatService, InboundSms};
@@ -58,14 +57,14 @@ impl Source {
 /// Webhook deliveries.
 #[derive(Clone)]
 pub struct WebhookService {
-    db: DatabaseConnection,
+    db: db::Db,
     chat: ChatService,
     clock: SharedClock,
 }
 
 impl WebhookService {
     /// Builds the service.
-    pub fn new(db: DatabaseConnection, chat: ChatService, clock: SharedClock) -> Self {
+    pub fn new(db: db::Db, chat: ChatService, clock: SharedClock) -> Self {
         Self { db, chat, clock }
     }
 

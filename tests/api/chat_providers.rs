@@ -62,7 +62,10 @@ impl Local {
         let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
         caregraph::db::migrate(&conn).await.expect("migrate");
         Self {
-            chat: LocalChat::new(conn, secrecy::SecretString::from("local-chat-test-key")),
+            chat: LocalChat::new(
+                caregraph::db::Db::pooled(conn),
+                secrecy::SecretString::from("local-chat-test-key"),
+            ),
             _db: db,
         }
     }

@@ -48,9 +48,10 @@ async fn readyz_reports_each_dependency_as_json() {
 #[tokio::test]
 async fn a_database_that_does_not_answer_takes_the_replica_out_of_rotation() {
     let app = TestApp::spawn().await;
-    let state = app
-        .state
-        .modified(|s| Arc::make_mut(&mut s.services).db = sea_orm::DatabaseConnection::default());
+    let state = app.state.modified(|s| {
+        Arc::make_mut(&mut s.services).db =
+            caregraph::db::Db::pooled(sea_orm::DatabaseConnection::default())
+    });
     let (status, body) = Box::pin(readyz(state)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["status"], "unavailable");

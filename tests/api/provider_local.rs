@@ -11,7 +11,10 @@ async fn revoking_tokens_on_the_local_provider_succeeds_and_is_not_a_capability(
     let db = TestDb::new().await;
     let conn = sea_orm::Database::connect(&db.url).await.expect("connect");
     caregraph::db::migrate(&conn).await.expect("migrate");
-    let chat = LocalChat::new(conn, secrecy::SecretString::from("local-chat-test-key"));
+    let chat = LocalChat::new(
+        caregraph::db::Db::pooled(conn),
+        secrecy::SecretString::from("local-chat-test-key"),
+    );
     assert!(!chat.capabilities().revokes_tokens);
     assert!(chat.capabilities().message_history, "the rest stays");
     chat.revoke_tokens("u-1", chrono::Utc::now())

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DbErr;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value, json};
 
@@ -29,7 +29,7 @@ pub const TOKEN_AUDIENCE: &str = "caregraph-local-chat";
 /// The local chat provider.
 #[derive(Clone)]
 pub struct LocalChat {
-    db: DatabaseConnection,
+    db: db::Db,
     token_key: SecretString,
 }
 
@@ -49,7 +49,7 @@ fn to_message(m: local_chat::MessageRow) -> ChatMessage {
 
 impl LocalChat {
     /// Stores chat in `db`; tokens are signed with `token_key`.
-    pub fn new(db: DatabaseConnection, token_key: SecretString) -> Self {
+    pub fn new(db: db::Db, token_key: SecretString) -> Self {
         Self { db, token_key }
     }
 

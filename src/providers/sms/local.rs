@@ -2,7 +2,6 @@
 //! API for demos and tests) and nothing is sent.
 
 use async_trait::async_trait;
-use sea_orm::DatabaseConnection;
 
 use super::{OutboundSms, ProviderError, SmsGateway};
 use crate::{db::sms::record_local, domain::sms::RecordedSms as Record};
@@ -10,13 +9,13 @@ use crate::{db::sms::record_local, domain::sms::RecordedSms as Record};
 /// Records messages instead of sending them.
 #[derive(Clone)]
 pub struct LocalSms {
-    db: DatabaseConnection,
+    db: crate::db::Db,
     from: String,
 }
 
 impl LocalSms {
     /// Records into `db`, as sent from `from`.
-    pub fn new(db: DatabaseConnection, from: String) -> Self {
+    pub fn new(db: crate::db::Db, from: String) -> Self {
         Self { db, from }
     }
 }

@@ -5,8 +5,6 @@
 
 use std::collections::HashSet;
 
-use sea_orm::ConnectionTrait;
-
 use super::ChatService;
 use crate::{
     audit::{AuditEntity, AuditEntry},
@@ -182,7 +180,7 @@ impl ChatService {
     /// and consented when outside). A member row alone proves nothing.
     pub(super) async fn standing(
         &self,
-        c: &impl ConnectionTrait,
+        c: &impl db::Source,
         sessions: &[ChatSession],
         user: UserId,
         memberships: &[Membership],

@@ -1,7 +1,7 @@
 //! Appointment chats: create-or-get, who takes part, the window an appointment gives its chat,
 //! and how the chat follows its appointment (cancellation, moves, staff changes).
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
 use super::{AfterCommit, ChatService, base_metadata, channel_of, status_metadata};
@@ -29,7 +29,7 @@ impl ChatService {
     /// consented).
     pub(super) async fn appointment_members(
         &self,
-        c: &impl ConnectionTrait,
+        c: &impl db::Source,
         appointment: &crate::domain::care::Appointment,
     ) -> AppResult<Vec<(UserId, ChatRole)>> {
         let guardians = db::patients::guardians_of(c, &[appointment.patient_id]).await?;
@@ -57,7 +57,7 @@ impl ChatService {
     /// from outside, and those only while the patient's MESSAGING consent covers them.
     async fn may_join(
         &self,
-        c: &impl ConnectionTrait,
+        c: &impl db::Source,
         appointment: &crate::domain::care::Appointment,
         user: UserId,
     ) -> AppResult<bool> {
@@ -167,7 +167,7 @@ impl ChatService {
     /// appointment's own, else its organisation's, else the deployment's default.
     pub async fn window_of(
         &self,
-        c: &impl ConnectionTrait,
+        c: &impl db::Source,
         a: &crate::domain::care::Appointment,
     ) -> AppResult<(
         i64,
@@ -191,7 +191,7 @@ impl ChatService {
     /// Owes the news of a cancellation or a move of an appointment whose chat is not open yet.
     async fn owe_unopened(
         &self,
-        c: &impl ConnectionTrait,
+        c: &impl db::Source,
         fx: &mut AfterCommit,
         before: &crate::domain::care::Appointment,
         a: &crate::domain::care::Appointment,

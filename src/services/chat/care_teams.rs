@@ -1,7 +1,7 @@
 //! Care-team chats: a staff-only room per team; outside members take part only while consented,
 //! and phone-only members take part by SMS as external members.
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
 use super::{AfterCommit, ChatService, base_metadata};
@@ -18,7 +18,7 @@ use crate::{
 
 /// A care team's conversation as `c` sees it.
 pub(super) async fn team_chat_of(
-    c: &impl ConnectionTrait,
+    c: &impl db::Source,
     team: &CareTeamId,
 ) -> AppResult<Option<ChatSession>> {
     db::chat_sessions::find_by_key(c, &SessionKey::CareTeam(*team)).await

@@ -1,6 +1,6 @@
 //! Case rooms: one room per case, its members following the case's participants.
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 use serde_json::json;
 
 use super::{AfterCommit, ChatService, base_metadata, delete_entry};
@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// A case's room as `c` sees it.
-async fn room_of(c: &impl ConnectionTrait, case: &CaseId) -> AppResult<Option<ChatSession>> {
+async fn room_of(c: &impl db::Source, case: &CaseId) -> AppResult<Option<ChatSession>> {
     db::chat_sessions::find_by_key(c, &SessionKey::Case(*case)).await
 }
 

@@ -98,7 +98,7 @@ impl ChatService {
     /// transaction: after the change) and to `also` (those who just left).
     pub(super) async fn owe_change(
         &self,
-        c: &impl sea_orm::ConnectionTrait,
+        c: &impl db::Source,
         fx: &mut AfterCommit,
         session: &ChatSession,
         kind: ChangeKind,

@@ -4,7 +4,7 @@
 //! the outbox; their replies arrive through Twilio's webhook and are posted as their chat user;
 //! STOP and START opt their number out and in again.
 
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 
 use super::{ChatService, channel_of};
 use crate::{
@@ -78,7 +78,7 @@ fn kind_label(category: ChatCategory) -> Option<&'static str> {
 /// chat, while the patient it is about (if any) holds an active `MESSAGING` consent; evaluated
 /// on current facts at every add, relay and reply, so a revoked consent stops them at once.
 pub(crate) async fn outsiders_allowed(
-    c: &impl ConnectionTrait,
+    c: &impl db::Source,
     session: &ChatSession,
     now: chrono::DateTime<chrono::Utc>,
 ) -> AppResult<bool> {
@@ -390,7 +390,7 @@ impl ChatService {
     /// twice (sent through caregraph, then by the provider's webhook) is relayed once.
     pub(super) async fn relay_entries(
         &self,
-        c: &impl ConnectionTrait,
+        c: &impl db::Source,
         session: &ChatSession,
         message_id: &str,
         author: &str,

@@ -1,0 +1,397 @@
+//! SQLite reads run on the calling thread: query-only connections to the database file, used
+//! directly from the runtime's worker instead of through sqlx's pool.
+//!
+//! sqlx runs every SQLite connection on a thread of its own: a statement is a checkout from the
+//! pool, a command sent to that thread, rows sent back one by one through a channel (a wake-up of
+//! the waiting task each time) and a task spawned to put the connection back; every value is
+//! copied out of SQLite on the way (`sqlite3_value_dup`). A read through this module prepares
+//! (or reuses) the statement on an idle query-only connection of its own, steps it where the task
+//! runs and decodes each value where SQLite holds it. Writes and everything in a transaction stay
+//! on sea-orm's pool; in WAL mode a reader sees every transaction committed before its
+//! statement starts, so a read after a write sees the write.
+//!
+//! Used by [`super::columns::rows`] (the loaders' batch lookups and the paged lists). A statement
+//! whose parameters hold a type this module does not bind is left to the pool, so the two paths
+//! read the same rows. The values decode as sqlx decodes them (`columns::ColumnValue`).
+
+use std::{path::PathBuf, sync::Mutex, time::Duration};
+
+use chrono::SecondsFormat;
+use rusqlite::{
+    OpenFlags,
+    types::{ToSqlOutput, Value as Sql, ValueRef},
+};
+use sea_orm::{DbErr, RuntimeErr, Statement, Value};
+
+use super::columns::Columns;
+
+/// Prepared statements kept per connection: the loaders' lookups differ in their number of ids,
+/// so a batch of a new size is one more statement.
+const STATEMENT_CACHE: usize = 64;
+
+/// Query-only connections to one SQLite file, lent to one read at a time.
+pub struct Reader {
+    path: PathBuf,
+    /// Connections not in use; at most `keep` are kept.
+    idle: Mutex<Vec<rusqlite::Connection>>,
+    keep: usize,
+    statements: prometheus_client::metrics::counter::Counter,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("keep", &self.keep).finish()
+    }
+}
+
+impl Reader {
+    /// A reader of the database file at `path` that keeps up to `keep` idle connections and
+    /// counts its statements in `statements` (the same counter as the pool's).
+    pub fn new(
+        path: PathBuf,
+        keep: usize,
+        statements: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+            keep,
+            statements,
+        }
+    }
+
+    /// Runs `statement` and reads each row with `read`; `None` when a parameter is of a type
+    /// this reader does not bind (the caller then uses the pool).
+    pub fn rows<T>(
+        &self,
+        statement: &Statement,
+        read: &mut impl FnMut(&mut Columns<'_>) -> Result<T, DbErr>,
+    ) -> Option<Result<Vec<T>, DbErr>> {
+        let params = match &statement.values {
+            Some(values) => values.0.iter().map(param).collect::<Option<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let conn = match self.checkout() {
+            Ok(conn) => conn,
+            Err(e) => return Some(Err(e)),
+        };
+        self.statements.inc();
+        let found = run(&conn, &statement.sql, &params, read);
+        self.give_back(conn);
+        Some(found)
+    }
+
+    /// An idle connection, or a new one.
+    fn checkout(&self) -> Result<rusqlite::Connection, DbErr> {
+        if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(conn);
+        }
+        // Opened for reading and writing, as the pool's connections are, so that it can take
+        // part in the WAL's shared-memory index however the pool's connections come and go;
+        // `query_only` refuses any statement that would change the database.
+        let conn = rusqlite::Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(query_error)?;
+        conn.pragma_update(None, "query_only", true)
+            .map_err(query_error)?;
+        // A checkpoint or a recovering writer is waited for, as on the pool's connections.
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(query_error)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        Ok(conn)
+    }
+
+    /// Keeps `conn` for the next read, unless enough are kept.
+    fn give_back(&self, conn: rusqlite::Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.keep {
+            idle.push(conn);
+        }
+    }
+}
+
+/// Steps `sql` with `params` on `conn`, reading each row with `read`.
+fn run<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[ToSqlOutput<'_>],
+    read: &mut impl FnMut(&mut Columns<'_>) -> Result<T, DbErr>,
+) -> Result<Vec<T>, DbErr> {
+    let mut stmt = conn.prepare_cached(sql).map_err(query_error)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(params))
+        .map_err(query_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(query_error)? {
+        out.push(read(&mut Columns::direct(row))?);
+    }
+    Ok(out)
+}
+
+/// A sea-query value bound as sqlx binds it on SQLite (booleans as integers, times as RFC 3339
+/// text with as many fraction digits as they need, dates as `YYYY-MM-DD`); `None` for a type
+/// left to the pool.
+fn param(value: &Value) -> Option<ToSqlOutput<'_>> {
+    let integer = |v: Option<i64>| v.map_or(Sql::Null, Sql::Integer);
+    Some(ToSqlOutput::Owned(match value {
+        Value::String(Some(s)) => return Some(ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))),
+        Value::String(None) => Sql::Null,
+        Value::Bool(v) => integer(v.map(i64::from)),
+        Value::TinyInt(v) => integer(v.map(i64::from)),
+        Value::SmallInt(v) => integer(v.map(i64::from)),
+        Value::Int(v) => integer(v.map(i64::from)),
+        Value::BigInt(v) => integer(*v),
+        Value::TinyUnsigned(v) => integer(v.map(i64::from)),
+        Value::SmallUnsigned(v) => integer(v.map(i64::from)),
+        Value::Unsigned(v) => integer(v.map(i64::from)),
+        Value::BigUnsigned(v) => match v {
+            Some(v) => Sql::Integer(i64::try_from(*v).ok()?),
+            None => Sql::Null,
+        },
+        Value::ChronoDateTimeUtc(v) => v.map_or(Sql::Null, |t| {
+            Sql::Text(t.to_rfc3339_opts(SecondsFormat::AutoSi, false))
+        }),
+        Value::ChronoDate(v) => v.map_or(Sql::Null, |d| Sql::Text(d.format("%F").to_string())),
+        _ => return None,
+    }))
+}
+
+/// A SQLite error as sea-orm reports a failed query.
+pub(crate) fn query_error(e: rusqlite::Error) -> DbErr {
+    DbErr::Query(RuntimeErr::Internal(format!("sqlite: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeZone, Utc};
+    use sea_orm::{
+        ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement,
+    };
+
+    use crate::{
+        config::DatabaseConfig,
+        db::{
+            Db, Source,
+            columns::{self, Columns},
+            entities::{membership, organization},
+        },
+    };
+
+    /// A migrated SQLite file with a direct reader (and the directory that holds it).
+    async fn file_db() -> (Db, crate::db::QueryStats, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let (db, stats) = crate::db::connect_counted(&DatabaseConfig {
+            url: url.into(),
+            embedded_default: false,
+            max_connections: 2,
+            direct_reads: true,
+        })
+        .await
+        .expect("connects");
+        crate::db::migrate(&db).await.expect("migrates");
+        (db, stats, dir)
+    }
+
+    /// What `select` reads through the pool and directly: both, after checking they are equal.
+    async fn both_paths<E>(db: &Db, select: sea_orm::Select<E>) -> Vec<E::Model>
+    where
+        E: EntityTrait,
+        E::Model: columns::FromColumns + PartialEq + std::fmt::Debug,
+    {
+        let pooled = columns::all(&db.pool, select.clone()).await.expect("pool");
+        let direct = columns::all(db, select.clone()).await.expect("direct");
+        let by_name = select.all(&db.pool).await.expect("sea-orm");
+        assert_eq!(direct, pooled);
+        assert_eq!(direct, by_name);
+        direct
+    }
+
+    /// Rows filtered by text, boolean, integer and time parameters (a time with nanoseconds,
+    /// which sqlx stores with nine fraction digits) read the same directly as through sqlx's
+    /// pool and sea-orm's by-name reader, and each direct read counts as one statement.
+    #[tokio::test]
+    async fn a_direct_read_binds_and_reads_every_value_as_the_pool_does() {
+        let (db, stats, _dir) = file_db().await;
+        assert!(db.direct().is_some(), "a SQLite file gets a direct reader");
+        let at = Utc.with_ymd_and_hms(2026, 12, 7, 9, 30, 15).unwrap();
+        let fine = at + chrono::Duration::nanoseconds(123_456_789);
+        let org =
+            |id: &str, messaging: bool, minutes: Option<i32>, created| organization::ActiveModel {
+                id: Set(id.into()),
+                name: Set(format!("Org {id}")),
+                slug: Set(id.into()),
+                cross_org_messaging: Set(messaging),
+                chat_activation_minutes: Set(minutes),
+                created_at: Set(created),
+            };
+        organization::Entity::insert_many([
+            org("o1", true, Some(15), at),
+            org("o2", false, None, fine),
+            org("o3", true, Some(-4), fine),
+        ])
+        .exec(&db.pool)
+        .await
+        .expect("organisations");
+
+        use organization::Column as C;
+        let everything = both_paths(&db, organization::Entity::find()).await;
+        assert_eq!(everything.len(), 3);
+        assert_eq!(everything[1].created_at, fine);
+        assert_eq!(everything[1].chat_activation_minutes, None);
+        let at_fine = both_paths(
+            &db,
+            organization::Entity::find().filter(C::CreatedAt.eq(fine)),
+        )
+        .await;
+        assert_eq!(at_fine.len(), 2, "a time parameter matches the stored text");
+        let chatty = organization::Entity::find()
+            .filter(C::CrossOrgMessaging.eq(true))
+            .filter(C::ChatActivationMinutes.lt(0))
+            .filter(C::Id.is_in(["o1", "o3"]));
+        let chatty = both_paths(&db, chatty).await;
+        assert_eq!(
+            chatty.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            ["o3"]
+        );
+
+        let before = stats.statements();
+        columns::all(&db, organization::Entity::find())
+            .await
+            .expect("direct");
+        assert_eq!(stats.statements(), before + 1);
+    }
+
+    /// A statement with a parameter the reader does not bind (JSON) is left to the pool.
+    #[tokio::test]
+    async fn a_parameter_the_reader_does_not_bind_leaves_the_statement_to_the_pool() {
+        let (db, _stats, _dir) = file_db().await;
+        let statement = Statement::from_sql_and_values(
+            db.get_database_backend(),
+            "SELECT ? AS j",
+            [sea_orm::Value::Json(Some(Box::new(
+                serde_json::json!({"a": 1}),
+            )))],
+        );
+        let reader = db.direct().expect("direct reader");
+        assert!(
+            reader
+                .rows(&statement, &mut |c| c.next::<String>())
+                .is_none()
+        );
+        let read = columns::rows(&db, statement, |c| c.next::<String>())
+            .await
+            .expect("read through the pool");
+        assert_eq!(read, [r#"{"a":1}"#]);
+    }
+
+    /// A statement that would change the database fails on a direct connection and changes
+    /// nothing (the connections are `query_only`).
+    #[tokio::test]
+    async fn a_statement_that_writes_is_refused_on_a_direct_connection() {
+        let (db, _stats, _dir) = file_db().await;
+        let insert = Statement::from_string(
+            db.get_database_backend(),
+            "INSERT INTO organizations (id, name, slug, cross_org_messaging, created_at) \
+             VALUES ('o1', 'Vets', 'vets', 0, '2026-12-07T09:30:15+00:00') RETURNING id",
+        );
+        let reader = db.direct().expect("direct reader");
+        let refused = reader
+            .rows(&insert, &mut |c| c.next::<String>())
+            .expect("bound");
+        assert!(refused.is_err(), "{refused:?}");
+        let count = organization::Entity::find()
+            .all(&db.pool)
+            .await
+            .expect("read");
+        assert!(count.is_empty());
+    }
+
+    /// Times stored in every form SQLite's date functions and sqlx write (RFC 3339 with an
+    /// offset, space-separated, without seconds, Unix seconds, Julian days) and NULL read the
+    /// same directly as through sqlx.
+    #[tokio::test]
+    async fn times_stored_in_any_form_sqlite_knows_read_as_sqlx_reads_them() {
+        let (db, _stats, _dir) = file_db().await;
+        let statement = Statement::from_string(
+            db.get_database_backend(),
+            "SELECT '2026-12-07T09:30:15.5+01:00', '2026-12-07 09:30:15', '2026-12-07 09:30', \
+             1765099815, 2461381.896, NULL",
+        );
+        let read = |c: &mut Columns<'_>| {
+            (0..6)
+                .map(|_| c.next::<Option<DateTime<Utc>>>())
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let direct = columns::rows(&db, statement.clone(), read)
+            .await
+            .expect("direct");
+        let pooled = columns::rows(&db.pool, statement, read)
+            .await
+            .expect("pool");
+        assert_eq!(direct, pooled);
+        assert!(direct[0].iter().take(5).all(Option::is_some), "{direct:?}");
+        assert_eq!(direct[0][5], None);
+        assert_eq!(
+            direct[0][1],
+            Some(Utc.with_ymd_and_hms(2026, 12, 7, 9, 30, 15).unwrap())
+        );
+    }
+
+    /// A membership's 64-bit integer and optional text read the same on both paths, and an
+    /// in-memory database gets no direct reader (no other connection could open it).
+    #[tokio::test]
+    async fn integers_and_missing_texts_read_alike_and_memory_databases_stay_on_the_pool() {
+        let (db, _stats, _dir) = file_db().await;
+        let at = Utc.with_ymd_and_hms(2026, 12, 7, 9, 30, 15).unwrap();
+        organization::Entity::insert(organization::ActiveModel {
+            id: Set("o1".into()),
+            name: Set("Vets".into()),
+            slug: Set("vets".into()),
+            cross_org_messaging: Set(false),
+            chat_activation_minutes: Set(None),
+            created_at: Set(at),
+        })
+        .exec(&db.pool)
+        .await
+        .expect("organisation");
+        let user = crate::db::entities::user::ActiveModel {
+            id: Set("u1".into()),
+            email: Set("a@example.org".into()),
+            external_id: Set(None),
+            given_name: Set("Ada".into()),
+            family_name: Set("Lovelace".into()),
+            display_name: Set("Ada L".into()),
+            avatar_url: Set(None),
+            password_hash: Set(None),
+            created_at: Set(at),
+        };
+        crate::db::entities::user::Entity::insert(user)
+            .exec(&db.pool)
+            .await
+            .expect("user");
+        db.execute_unprepared(
+            "INSERT INTO memberships (org_id, user_id, role, title, active, auditor, created_at, \
+             search_given, search_family, search_display, search_text, search_id) VALUES \
+             ('o1', 'u1', 'OWNER', NULL, 1, 0, '2026-12-07T09:30:15+00:00', 'ada', 'lovelace', \
+             'ada l', 'ada lovelace a@example.org', 9007199254740993)",
+        )
+        .await
+        .expect("membership");
+        let rows = both_paths(&db, membership::Entity::find()).await;
+        assert_eq!(rows[0].search_id, 9_007_199_254_740_993);
+        assert_eq!(rows[0].title, None);
+
+        let memory = crate::db::connect(&DatabaseConfig {
+            url: "sqlite::memory:".to_owned().into(),
+            embedded_default: false,
+            max_connections: 1,
+            direct_reads: true,
+        })
+        .await
+        .expect("connects");
+        assert!(memory.direct().is_none());
+    }
+}
