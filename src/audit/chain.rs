@@ -156,21 +156,16 @@ enum ChainSealed {
 /// that chain's transaction is rolled back and its records wait for the next pass, so every
 /// index is given once. A chain that fails is logged by its id and listed in
 /// [`Sealed::failed`]; the other chains of the pass are sealed all the same.
-pub async fn seal_once(
-    db: &DatabaseConnection,
-    key: &[u8],
-    skip: &BTreeSet<String>,
-) -> AppResult<Sealed> {
+pub async fn seal_once(db: &db::Db, key: &[u8], skip: &BTreeSet<String>) -> AppResult<Sealed> {
     let mut query = audit_event::Entity::find().filter(audit_event::Column::ChainIndex.is_null());
     if !skip.is_empty() {
         query = query.filter(audit_event::Column::Chain.is_not_in(skip.iter().cloned()));
     }
-    let rows = query
+    let query = query
         .order_by_asc(audit_event::Column::At)
         .order_by_asc(audit_event::Column::Id)
-        .limit(SEAL_BATCH)
-        .all(db)
-        .await?;
+        .limit(SEAL_BATCH);
+    let rows = db::columns::all(db, query).await?;
     let mut chains: BTreeMap<String, Vec<audit_event::Model>> = BTreeMap::new();
     for row in rows {
         chains.entry(row.chain.clone()).or_default().push(row);
@@ -490,11 +485,7 @@ async fn fill_chain_columns(txn: &impl db::Source, rows: &[audit_event::Model]) 
 /// Seals until nothing is left unsealed (at most `max_passes` passes), signing heads with
 /// `key`; the number sealed. A chain that fails is skipped for the rest of the call (so the
 /// others are sealed), and tried again on the next call.
-pub async fn seal_all(
-    db: &DatabaseConnection,
-    key: &SecretString,
-    max_passes: usize,
-) -> AppResult<usize> {
+pub async fn seal_all(db: &db::Db, key: &SecretString, max_passes: usize) -> AppResult<usize> {
     let key = key.expose_secret().as_bytes();
     let mut skip = BTreeSet::new();
     let mut total = 0;

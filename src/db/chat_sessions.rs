@@ -221,11 +221,11 @@ pub async fn members_of(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    member::Entity::find()
+    let select = member::Entity::find()
         .filter(member::Column::SessionId.is_in(ids.iter().map(ChatSessionId::as_string)))
         .order_by_asc(member::Column::CreatedAt)
-        .order_by_asc(member::Column::UserId)
-        .all(db)
+        .order_by_asc(member::Column::UserId);
+    super::columns::all(db, select)
         .await?
         .into_iter()
         .map(|m| {
