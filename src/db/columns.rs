@@ -134,6 +134,9 @@ const TIME_FORMATS: [&str; 12] = [
 
 /// A time stored as text, read as sqlx-sqlite reads it.
 fn time_from_text(t: &str) -> Option<DateTime<FixedOffset>> {
+    if let Some(at) = utc_as_written(t) {
+        return Some(at.fixed_offset());
+    }
     DateTime::parse_from_rfc3339(t).ok().or_else(|| {
         TIME_FORMATS.iter().find_map(|format| {
             DateTime::parse_from_str(t, format).ok().or_else(|| {
@@ -143,6 +146,41 @@ fn time_from_text(t: &str) -> Option<DateTime<FixedOffset>> {
             })
         })
     })
+}
+
+/// A UTC time in the one form sqlx writes one (`2026-12-07T09:30:15.123456+00:00`, zero to nine
+/// fraction digits, or `Z` for the offset), read without chrono's general parser; `None` for any
+/// other text, which the general parser then reads (a leap second included).
+fn utc_as_written(t: &str) -> Option<DateTime<Utc>> {
+    let b = t.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range)?.iter().try_fold(0u32, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
+        })
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    if !separators.iter().all(|&(i, c)| b.get(i) == Some(&c)) {
+        return None;
+    }
+    let (mut end, mut nanos) = (19, 0);
+    if b.get(19) == Some(&b'.') {
+        end = 20 + b[20..].iter().take_while(|c| c.is_ascii_digit()).count();
+        let places = end - 20;
+        if !(1..=9).contains(&places) {
+            return None;
+        }
+        nanos = digits(20..end)? * 10u32.pow(9 - u32::try_from(places).ok()?);
+    }
+    if !matches!(&b[end..], b"+00:00" | b"Z") {
+        return None;
+    }
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(digits(0..4)?).ok()?,
+        digits(5..7)?,
+        digits(8..10)?,
+    )?;
+    let time = date.and_hms_nano_opt(digits(11..13)?, digits(14..16)?, digits(17..19)?, nanos)?;
+    Some(Utc.from_utc_datetime(&time))
 }
 
 /// A time stored as a Julian day number, read as sqlx-sqlite reads it.
@@ -363,6 +401,47 @@ mod tests {
         let users = both_ways::<user::Entity>(&db).await;
         assert_eq!(users[0].created_at, at);
         assert_eq!(users[0].password_hash, None);
+    }
+
+    /// Times in the form sqlx writes read by the short path exactly as chrono's RFC 3339 parser
+    /// reads them; anything else (another offset, a leap second, a malformed or truncated text)
+    /// is left to the general parser.
+    #[test]
+    fn a_time_as_sqlx_writes_it_reads_as_chrono_reads_it_and_other_texts_are_left_to_chrono() {
+        let written = [
+            "2026-12-07T09:30:15+00:00",
+            "2026-12-07T09:30:15Z",
+            "2026-12-07T09:30:15.5+00:00",
+            "2026-12-07T09:30:15.123+00:00",
+            "2026-12-07T09:30:15.123456+00:00",
+            "2026-12-07T09:30:15.123456789+00:00",
+            "0001-01-01T00:00:00+00:00",
+            "2024-02-29T23:59:59.999999999Z",
+        ];
+        for t in written {
+            let chrono = chrono::DateTime::parse_from_rfc3339(t).expect(t).to_utc();
+            assert_eq!(super::utc_as_written(t), Some(chrono), "{t}");
+        }
+        let others = [
+            "2026-12-07T09:30:15+01:00",
+            "2026-12-07T23:59:60+00:00",
+            "2026-12-07 09:30:15",
+            "2026-12-07T09:30:15.+00:00",
+            "2026-12-07T09:30:15.1234567891+00:00",
+            "2026-12-07T09:30:15+00:0",
+            "2026-02-30T09:30:15+00:00",
+            "2026-12-07T09:3x:15+00:00",
+            "2026-12-07T09:30",
+            "",
+        ];
+        for t in others {
+            assert_eq!(super::utc_as_written(t), None, "{t}");
+        }
+        let leap = super::time_from_text("2026-12-31T23:59:60+00:00");
+        assert_eq!(
+            leap,
+            chrono::DateTime::parse_from_rfc3339("2026-12-31T23:59:60+00:00").ok()
+        );
     }
 
     /// A NULL where the model has no `Option` is an error by position as by name (sqlx alone
