@@ -179,8 +179,21 @@ pub async fn connect_counted(config: &DatabaseConfig) -> anyhow::Result<(Db, Que
 }
 
 /// The database file a `sqlite:` URL names, once the pool has created it; `None` for any other
-/// URL and for an in-memory database (which no other connection could open).
+/// URL, for an in-memory database (which no other connection could open, whatever file of that
+/// name exists) and for one opened through another VFS or as immutable (left to the pool, which
+/// knows those options).
 fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let pool_only = query.split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        matches!(key, "vfs" | "immutable") || (key == "mode" && value == "memory")
+    });
+    if pool_only {
+        return None;
+    }
     let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
     let path = options.get_filename();
     path.is_file().then(|| path.to_owned())

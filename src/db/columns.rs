@@ -171,7 +171,7 @@ fn utc_as_written(t: &str) -> Option<DateTime<Utc>> {
         }
         nanos = digits(20..end)? * 10u32.pow(9 - u32::try_from(places).ok()?);
     }
-    if !matches!(&b[end..], b"+00:00" | b"Z") {
+    if !matches!(b.get(end..)?, b"+00:00" | b"Z") {
         return None;
     }
     let date = NaiveDate::from_ymd_opt(
@@ -282,7 +282,7 @@ pub trait FromColumns: Sized {
 }
 
 /// Runs `statement` and reads each row with `read`: on the calling thread when `db` has a direct
-/// SQLite reader, else through sea-orm.
+/// SQLite reader (which leaves a long statement to the pool), else through sea-orm.
 pub async fn rows<T>(
     db: &impl Source,
     statement: Statement,
@@ -304,10 +304,8 @@ where
     E: EntityTrait,
     E::Model: FromColumns,
 {
-    rows(db, select.build(db.get_database_backend()), |c| {
-        E::Model::from_columns(c)
-    })
-    .await
+    let statement = select.build(db.get_database_backend());
+    rows(db, statement, E::Model::from_columns).await
 }
 
 /// The first model `select` reads, if any (what sea-orm's `one` returns, read by position).
@@ -432,6 +430,9 @@ mod tests {
             "2026-02-30T09:30:15+00:00",
             "2026-12-07T09:3x:15+00:00",
             "2026-12-07T09:30",
+            "2026-12-07T09:30:",
+            "2026-12-07T09:30:1",
+            "2026-12-07T09:30:15",
             "",
         ];
         for t in others {

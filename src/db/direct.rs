@@ -10,9 +10,15 @@
 //! on sea-orm's pool; in WAL mode a reader sees every transaction committed before its
 //! statement starts, so a read after a write sees the write.
 //!
-//! Used by [`super::columns::rows`] (the loaders' batch lookups and the paged lists). A statement
-//! whose parameters hold a type this module does not bind is left to the pool, so the two paths
-//! read the same rows. The values decode as sqlx decodes them (`columns::ColumnValue`).
+//! Used by [`super::columns::rows`]: the reads of `columns::all` and `columns::first` (the
+//! loaders' batch lookups by id, chat members, the token's user and the viewer's memberships,
+//! the audit sealer's batch) and the keyset pages. A read holds its runtime thread for at most
+//! [`STEP_BUDGET`] of SQLite's virtual-machine steps (a few milliseconds): one that needs more
+//! (a page whose total counts a large table, say) is interrupted and left to the pool, whose
+//! connections run on threads of their own. So is a statement whose parameters hold a type this
+//! module does not bind, a read when no connection can be opened, and one that finds the
+//! database busy for longer than [`BUSY_WAIT`]; the two paths read the same rows. The values
+//! bind as sqlx binds them and decode as sqlx decodes them (`columns::ColumnValue`).
 
 use std::{path::PathBuf, sync::Mutex, time::Duration};
 
@@ -60,8 +66,8 @@ impl Reader {
         }
     }
 
-    /// Runs `statement` and reads each row with `read`; `None` when a parameter is of a type
-    /// this reader does not bind (the caller then uses the pool).
+    /// Runs `statement` and reads each row with `read`; `None` when the pool should run it
+    /// instead (see the module's documentation).
     pub fn rows<T>(
         &self,
         statement: &Statement,
@@ -71,18 +77,29 @@ impl Reader {
             Some(values) => values.0.iter().map(param).collect::<Option<Vec<_>>>()?,
             None => Vec::new(),
         };
-        let conn = match self.checkout() {
-            Ok(conn) => conn,
-            Err(e) => return Some(Err(e)),
-        };
-        self.statements.inc();
+        let conn = self
+            .checkout()
+            .map_err(|e| {
+                tracing::warn!(error = %e, "no direct SQLite connection; reading through the pool");
+            })
+            .ok()?;
         let found = run(&conn, &statement.sql, &params, read);
         self.give_back(conn);
-        Some(found)
+        match found {
+            Err(Failure::ToPool) => None,
+            Err(Failure::Db(e)) => {
+                self.statements.inc();
+                Some(Err(e))
+            }
+            Ok(rows) => {
+                self.statements.inc();
+                Some(Ok(rows))
+            }
+        }
     }
 
     /// An idle connection, or a new one.
-    fn checkout(&self) -> Result<rusqlite::Connection, DbErr> {
+    fn checkout(&self) -> Result<rusqlite::Connection, rusqlite::Error> {
         if let Some(conn) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(conn);
         }
@@ -92,13 +109,11 @@ impl Reader {
         let conn = rusqlite::Connection::open_with_flags(
             &self.path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(query_error)?;
-        conn.pragma_update(None, "query_only", true)
-            .map_err(query_error)?;
-        // A checkpoint or a recovering writer is waited for, as on the pool's connections.
-        conn.busy_timeout(Duration::from_secs(5))
-            .map_err(query_error)?;
+        )?;
+        conn.pragma_update(None, "query_only", true)?;
+        conn.busy_timeout(BUSY_WAIT)?;
+        // Called once a statement has taken STEP_BUDGET steps: `true` interrupts it.
+        conn.progress_handler(STEP_BUDGET, Some(|| true))?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(conn)
     }
@@ -112,20 +127,48 @@ impl Reader {
     }
 }
 
+/// The most virtual-machine steps a direct read takes on a runtime thread before it is
+/// interrupted and left to the pool: a few milliseconds of SQLite's work. The dashboard's
+/// statements take a few thousand each.
+const STEP_BUDGET: std::ffi::c_int = 500_000;
+
+/// How long a direct read waits for a busy database (a recovering or checkpointing writer in WAL
+/// mode) before leaving the statement to the pool: short, since it waits on a runtime thread.
+const BUSY_WAIT: Duration = Duration::from_millis(50);
+
+/// Why a direct read gave no rows.
+enum Failure {
+    /// The database stayed busy, or the statement ran past its step budget: the pool runs it.
+    ToPool,
+    /// The statement failed.
+    Db(DbErr),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(
+                rusqlite::ErrorCode::DatabaseBusy
+                | rusqlite::ErrorCode::DatabaseLocked
+                | rusqlite::ErrorCode::OperationInterrupted,
+            ) => Self::ToPool,
+            _ => Self::Db(query_error(e)),
+        }
+    }
+}
+
 /// Steps `sql` with `params` on `conn`, reading each row with `read`.
 fn run<T>(
     conn: &rusqlite::Connection,
     sql: &str,
     params: &[ToSqlOutput<'_>],
     read: &mut impl FnMut(&mut Columns<'_>) -> Result<T, DbErr>,
-) -> Result<Vec<T>, DbErr> {
-    let mut stmt = conn.prepare_cached(sql).map_err(query_error)?;
-    let mut rows = stmt
-        .query(rusqlite::params_from_iter(params))
-        .map_err(query_error)?;
+) -> Result<Vec<T>, Failure> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(query_error)? {
-        out.push(read(&mut Columns::direct(row))?);
+    while let Some(row) = rows.next()? {
+        out.push(read(&mut Columns::direct(row)).map_err(Failure::Db)?);
     }
     Ok(out)
 }
@@ -167,7 +210,8 @@ pub(crate) fn query_error(e: rusqlite::Error) -> DbErr {
 mod tests {
     use chrono::{DateTime, TimeZone, Utc};
     use sea_orm::{
-        ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Statement,
+        ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryTrait,
+        Statement,
     };
 
     use crate::{
@@ -195,14 +239,22 @@ mod tests {
         (db, stats, dir)
     }
 
-    /// What `select` reads through the pool and directly: both, after checking they are equal.
+    /// What `select` reads through the pool and directly (on the reader itself, so a statement
+    /// it would leave to the pool fails the test): both, after checking they are equal.
     async fn both_paths<E>(db: &Db, select: sea_orm::Select<E>) -> Vec<E::Model>
     where
         E: EntityTrait,
         E::Model: columns::FromColumns + PartialEq + std::fmt::Debug,
     {
         let pooled = columns::all(&db.pool, select.clone()).await.expect("pool");
-        let direct = columns::all(db, select.clone()).await.expect("direct");
+        let statement = select.clone().build(db.get_database_backend());
+        let reader = db.direct().expect("direct reader");
+        let direct = reader
+            .rows(&statement, &mut |c| {
+                <E::Model as columns::FromColumns>::from_columns(c)
+            })
+            .expect("bound directly")
+            .expect("direct");
         let by_name = select.all(&db.pool).await.expect("sea-orm");
         assert_eq!(direct, pooled);
         assert_eq!(direct, by_name);
@@ -257,6 +309,29 @@ mod tests {
             ["o3"]
         );
 
+        let unset = both_paths(
+            &db,
+            organization::Entity::find().filter(sea_orm::sea_query::Expr::cust_with_values(
+                "chat_activation_minutes IS ?",
+                [Option::<i32>::None],
+            )),
+        )
+        .await;
+        assert_eq!(
+            unset.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(),
+            ["o2"],
+            "a NULL parameter binds as NULL"
+        );
+        let dated = both_paths(
+            &db,
+            organization::Entity::find().filter(sea_orm::sea_query::ExprTrait::eq(
+                sea_orm::sea_query::Expr::cust("date(substr(created_at, 1, 10))"),
+                chrono::NaiveDate::from_ymd_opt(2026, 12, 7).expect("a date"),
+            )),
+        )
+        .await;
+        assert_eq!(dated.len(), 3, "a date parameter binds as YYYY-MM-DD");
+
         let before = stats.statements();
         columns::all(&db, organization::Entity::find())
             .await
@@ -287,6 +362,36 @@ mod tests {
         assert_eq!(read, [r#"{"a":1}"#]);
     }
 
+    /// A read that runs past its step budget is interrupted on the runtime thread and run by
+    /// the pool instead, to the same answer.
+    #[tokio::test]
+    async fn a_read_past_its_step_budget_is_left_to_the_pool_and_answers_the_same() {
+        let (db, stats, _dir) = file_db().await;
+        let long = Statement::from_string(
+            db.get_database_backend(),
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000) \
+             SELECT count(*) FROM n",
+        );
+        let short = Statement::from_string(
+            db.get_database_backend(),
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000) \
+             SELECT count(*) FROM n",
+        );
+        let reader = db.direct().expect("direct reader");
+        let short = reader
+            .rows(&short, &mut |c| c.next::<i64>())
+            .expect("within the budget")
+            .expect("counted");
+        assert_eq!(short, [1000]);
+        assert!(reader.rows(&long, &mut |c| c.next::<i64>()).is_none());
+        let before = stats.statements();
+        let counted = columns::rows(&db, long, |c| c.next::<i64>())
+            .await
+            .expect("counted by the pool");
+        assert_eq!(counted, [1_000_000]);
+        assert_eq!(stats.statements(), before + 1, "counted once, by the pool");
+    }
+
     /// A statement that would change the database fails on a direct connection and changes
     /// nothing (the connections are `query_only`).
     #[tokio::test]
@@ -301,7 +406,8 @@ mod tests {
         let refused = reader
             .rows(&insert, &mut |c| c.next::<String>())
             .expect("bound");
-        assert!(refused.is_err(), "{refused:?}");
+        let err = refused.expect_err("a write on a query-only connection");
+        assert!(err.to_string().contains("readonly"), "{err}");
         let count = organization::Entity::find()
             .all(&db.pool)
             .await
@@ -325,8 +431,11 @@ mod tests {
                 .map(|_| c.next::<Option<DateTime<Utc>>>())
                 .collect::<Result<Vec<_>, _>>()
         };
-        let direct = columns::rows(&db, statement.clone(), read)
-            .await
+        let direct = db
+            .direct()
+            .expect("direct reader")
+            .rows(&statement, &mut { read })
+            .expect("bound directly")
             .expect("direct");
         let pooled = columns::rows(&db.pool, statement, read)
             .await
@@ -393,5 +502,29 @@ mod tests {
         .await
         .expect("connects");
         assert!(memory.direct().is_none());
+
+        // A file of the name exists, but `mode=memory` opens an empty database in memory.
+        let named = _dir.path().join("t.db");
+        let in_memory = crate::db::connect(&DatabaseConfig {
+            url: format!("sqlite://{}?mode=memory", named.display()).into(),
+            embedded_default: false,
+            max_connections: 1,
+            direct_reads: true,
+        })
+        .await
+        .expect("connects");
+        assert!(named.is_file());
+        assert!(in_memory.direct().is_none());
+
+        // CAREGRAPH_SQLITE_DIRECT_READS=false: the same file, every statement through the pool.
+        let switched_off = crate::db::connect(&DatabaseConfig {
+            url: format!("sqlite://{}?mode=rwc", named.display()).into(),
+            embedded_default: false,
+            max_connections: 1,
+            direct_reads: false,
+        })
+        .await
+        .expect("connects");
+        assert!(switched_off.direct().is_none());
     }
 }
