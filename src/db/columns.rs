@@ -318,7 +318,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use chrono::{TimeZone, Utc};
     use sea_orm::{
         ActiveValue::Set, ConnectionTrait, Database, EntityTrait, FromQueryResult, QueryTrait,
@@ -326,6 +326,38 @@ mod tests {
 
     use super::FromColumns;
     use crate::db::entities::{organization, user};
+
+    /// An organisation row for tests (its name and slug from `id`).
+    pub(in crate::db) fn organization_row(
+        id: &str,
+        messaging: bool,
+        minutes: Option<i32>,
+        created: chrono::DateTime<Utc>,
+    ) -> organization::ActiveModel {
+        organization::ActiveModel {
+            id: Set(id.into()),
+            name: Set(format!("Org {id}")),
+            slug: Set(id.into()),
+            cross_org_messaging: Set(messaging),
+            chat_activation_minutes: Set(minutes),
+            created_at: Set(created),
+        }
+    }
+
+    /// A user row for tests, with NULL and non-NULL optional texts.
+    pub(in crate::db) fn user_row(id: &str, created: chrono::DateTime<Utc>) -> user::ActiveModel {
+        user::ActiveModel {
+            id: Set(id.into()),
+            email: Set(format!("{id}@example.org")),
+            external_id: Set(None),
+            given_name: Set("Ada".into()),
+            family_name: Set("Lovelace".into()),
+            display_name: Set("Ada L".into()),
+            avatar_url: Set(Some("https://example.org/a.png".into())),
+            password_hash: Set(None),
+            created_at: Set(created),
+        }
+    }
 
     /// Reads every row of `E` both ways, by name (sea-orm) and by position, and compares.
     async fn both_ways<E>(db: &sea_orm::DatabaseConnection) -> Vec<E::Model>
@@ -358,40 +390,16 @@ mod tests {
         crate::db::migrate(&db).await.expect("migrates");
         let at = Utc.with_ymd_and_hms(2026, 12, 7, 9, 30, 15).unwrap();
         organization::Entity::insert_many([
-            organization::ActiveModel {
-                id: Set("o1".into()),
-                name: Set("Vets".into()),
-                slug: Set("vets".into()),
-                cross_org_messaging: Set(true),
-                chat_activation_minutes: Set(Some(15)),
-                created_at: Set(at),
-            },
-            organization::ActiveModel {
-                id: Set("o2".into()),
-                name: Set("Clinic".into()),
-                slug: Set("clinic".into()),
-                cross_org_messaging: Set(false),
-                chat_activation_minutes: Set(None),
-                created_at: Set(at),
-            },
+            organization_row("o1", true, Some(15), at),
+            organization_row("o2", false, None, at),
         ])
         .exec(&db)
         .await
         .expect("organisations");
-        user::Entity::insert(user::ActiveModel {
-            id: Set("u1".into()),
-            email: Set("a@example.org".into()),
-            external_id: Set(None),
-            given_name: Set("Ada".into()),
-            family_name: Set("Lovelace".into()),
-            display_name: Set("Ada L".into()),
-            avatar_url: Set(Some("https://example.org/a.png".into())),
-            password_hash: Set(None),
-            created_at: Set(at),
-        })
-        .exec(&db)
-        .await
-        .expect("user");
+        user::Entity::insert(user_row("u1", at))
+            .exec(&db)
+            .await
+            .expect("user");
 
         let orgs = both_ways::<organization::Entity>(&db).await;
         assert_eq!(orgs.len(), 2);

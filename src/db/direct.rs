@@ -165,6 +165,9 @@ fn run<T>(
     read: &mut impl FnMut(&mut Columns<'_>) -> Result<T, DbErr>,
 ) -> Result<Vec<T>, Failure> {
     let mut stmt = conn.prepare_cached(sql)?;
+    // SQLite counts a statement's steps across all its runs and calls the progress handler at
+    // every multiple of the budget: counted afresh, each run has the whole budget.
+    stmt.reset_status(rusqlite::StatementStatus::VmStep);
     let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -209,16 +212,16 @@ pub(crate) fn query_error(e: rusqlite::Error) -> DbErr {
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, TimeZone, Utc};
-    use sea_orm::{
-        ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryTrait,
-        Statement,
-    };
+    use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryTrait, Statement};
 
     use crate::{
         config::DatabaseConfig,
         db::{
             Db, Source,
-            columns::{self, Columns},
+            columns::{
+                self, Columns,
+                tests::{organization_row, user_row},
+            },
             entities::{membership, organization},
         },
     };
@@ -237,6 +240,18 @@ mod tests {
         .expect("connects");
         crate::db::migrate(&db).await.expect("migrates");
         (db, stats, dir)
+    }
+
+    /// The database `url` names, with or without a direct reader as `direct_reads` says.
+    async fn connect(url: String, direct_reads: bool) -> Db {
+        crate::db::connect(&DatabaseConfig {
+            url: url.into(),
+            embedded_default: false,
+            max_connections: 1,
+            direct_reads,
+        })
+        .await
+        .expect("connects")
     }
 
     /// What `select` reads through the pool and directly (on the reader itself, so a statement
@@ -270,19 +285,10 @@ mod tests {
         assert!(db.direct().is_some(), "a SQLite file gets a direct reader");
         let at = Utc.with_ymd_and_hms(2026, 12, 7, 9, 30, 15).unwrap();
         let fine = at + chrono::Duration::nanoseconds(123_456_789);
-        let org =
-            |id: &str, messaging: bool, minutes: Option<i32>, created| organization::ActiveModel {
-                id: Set(id.into()),
-                name: Set(format!("Org {id}")),
-                slug: Set(id.into()),
-                cross_org_messaging: Set(messaging),
-                chat_activation_minutes: Set(minutes),
-                created_at: Set(created),
-            };
         organization::Entity::insert_many([
-            org("o1", true, Some(15), at),
-            org("o2", false, None, fine),
-            org("o3", true, Some(-4), fine),
+            organization_row("o1", true, Some(15), at),
+            organization_row("o2", false, None, fine),
+            organization_row("o3", true, Some(-4), fine),
         ])
         .exec(&db.pool)
         .await
@@ -363,7 +369,7 @@ mod tests {
     }
 
     /// A read that runs past its step budget is interrupted on the runtime thread and run by
-    /// the pool instead, to the same answer.
+    /// the pool instead, to the same answer; a short statement run again and again never is.
     #[tokio::test]
     async fn a_read_past_its_step_budget_is_left_to_the_pool_and_answers_the_same() {
         let (db, stats, _dir) = file_db().await;
@@ -372,17 +378,26 @@ mod tests {
             "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000) \
              SELECT count(*) FROM n",
         );
-        let short = Statement::from_string(
+        let short_statement = Statement::from_string(
             db.get_database_backend(),
             "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000) \
              SELECT count(*) FROM n",
         );
         let reader = db.direct().expect("direct reader");
         let short = reader
-            .rows(&short, &mut |c| c.next::<i64>())
+            .rows(&short_statement, &mut |c| c.next::<i64>())
             .expect("within the budget")
             .expect("counted");
         assert_eq!(short, [1000]);
+        // The same cached statement, run until its steps add up to several budgets: each run
+        // has a budget of its own.
+        for _ in 0..200 {
+            assert!(
+                reader
+                    .rows(&short_statement, &mut |c| c.next::<i64>())
+                    .is_some()
+            );
+        }
         assert!(reader.rows(&long, &mut |c| c.next::<i64>()).is_none());
         let before = stats.statements();
         let counted = columns::rows(&db, long, |c| c.next::<i64>())
@@ -455,29 +470,11 @@ mod tests {
     async fn integers_and_missing_texts_read_alike_and_memory_databases_stay_on_the_pool() {
         let (db, _stats, _dir) = file_db().await;
         let at = Utc.with_ymd_and_hms(2026, 12, 7, 9, 30, 15).unwrap();
-        organization::Entity::insert(organization::ActiveModel {
-            id: Set("o1".into()),
-            name: Set("Vets".into()),
-            slug: Set("vets".into()),
-            cross_org_messaging: Set(false),
-            chat_activation_minutes: Set(None),
-            created_at: Set(at),
-        })
-        .exec(&db.pool)
-        .await
-        .expect("organisation");
-        let user = crate::db::entities::user::ActiveModel {
-            id: Set("u1".into()),
-            email: Set("a@example.org".into()),
-            external_id: Set(None),
-            given_name: Set("Ada".into()),
-            family_name: Set("Lovelace".into()),
-            display_name: Set("Ada L".into()),
-            avatar_url: Set(None),
-            password_hash: Set(None),
-            created_at: Set(at),
-        };
-        crate::db::entities::user::Entity::insert(user)
+        organization::Entity::insert(organization_row("o1", false, None, at))
+            .exec(&db.pool)
+            .await
+            .expect("organisation");
+        crate::db::entities::user::Entity::insert(user_row("u1", at))
             .exec(&db.pool)
             .await
             .expect("user");
@@ -493,38 +490,17 @@ mod tests {
         assert_eq!(rows[0].search_id, 9_007_199_254_740_993);
         assert_eq!(rows[0].title, None);
 
-        let memory = crate::db::connect(&DatabaseConfig {
-            url: "sqlite::memory:".to_owned().into(),
-            embedded_default: false,
-            max_connections: 1,
-            direct_reads: true,
-        })
-        .await
-        .expect("connects");
+        let memory = connect("sqlite::memory:".to_owned(), true).await;
         assert!(memory.direct().is_none());
 
         // A file of the name exists, but `mode=memory` opens an empty database in memory.
         let named = _dir.path().join("t.db");
-        let in_memory = crate::db::connect(&DatabaseConfig {
-            url: format!("sqlite://{}?mode=memory", named.display()).into(),
-            embedded_default: false,
-            max_connections: 1,
-            direct_reads: true,
-        })
-        .await
-        .expect("connects");
+        let in_memory = connect(format!("sqlite://{}?mode=memory", named.display()), true).await;
         assert!(named.is_file());
         assert!(in_memory.direct().is_none());
 
         // CAREGRAPH_SQLITE_DIRECT_READS=false: the same file, every statement through the pool.
-        let switched_off = crate::db::connect(&DatabaseConfig {
-            url: format!("sqlite://{}?mode=rwc", named.display()).into(),
-            embedded_default: false,
-            max_connections: 1,
-            direct_reads: false,
-        })
-        .await
-        .expect("connects");
+        let switched_off = connect(format!("sqlite://{}?mode=rwc", named.display()), false).await;
         assert!(switched_off.direct().is_none());
     }
 }
