@@ -282,7 +282,8 @@ pub trait FromColumns: Sized {
 }
 
 /// Runs `statement` and reads each row with `read`: on the calling thread when `db` has a direct
-/// SQLite reader (which leaves a long statement to the pool), else through sea-orm.
+/// SQLite reader (which leaves a long statement to the pool), else through sea-orm. `read` may
+/// see a row twice when a direct read is left to the pool part way: it must only decode.
 pub async fn rows<T>(
     db: &impl Source,
     statement: Statement,

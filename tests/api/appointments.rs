@@ -825,4 +825,10 @@ async fn a_page_of_appointments_costs_the_same_sql_statements_whatever_its_size(
         counts[0], counts[1],
         "statements for 50 vs 5 rows: {counts:?}"
     );
+    // On SQLite every read of the page was answered on the request's own thread.
+    let db = &app.state.services.db;
+    if sea_orm::ConnectionTrait::get_database_backend(db) == sea_orm::DatabaseBackend::Sqlite {
+        let direct = caregraph::db::Source::direct(db).expect("a SQLite file is read directly");
+        assert_eq!(direct.fallbacks(), 0, "reads left to the pool");
+    }
 }
