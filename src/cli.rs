@@ -129,6 +129,15 @@ fn out(line: &str) {
     let _ = writeln!(stdout, "{line}");
 }
 
+/// Runs the command line on a new multi-threaded runtime (what `#[tokio::main]` builds).
+pub fn main(cli: Cli) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("the async runtime")?
+        .block_on(Box::pin(run(cli)))
+}
+
 /// Runs the command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
@@ -294,6 +303,13 @@ async fn build_offline(mut config: Config) -> anyhow::Result<App> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    if !crate::process::huge_pages(config.huge_pages) {
+        if config.huge_pages {
+            tracing::warn!("CAREGRAPH_HUGE_PAGES: the kernel kept its own setting");
+        } else {
+            tracing::debug!("transparent huge pages: the kernel kept its own setting");
+        }
+    }
     let demo_mode = config.seeds_demo();
     let app = App::build(config).await?;
     let addr = app.local_addr();

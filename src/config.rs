@@ -56,6 +56,9 @@ pub struct Config {
     /// `CAREGRAPH_ALLOW_OVERBOOKING` (default false): staff may schedule, move or staff a person
     /// into overlapping appointments (a guardian's request still needs a free slot).
     pub allow_overbooking: bool,
+    /// `CAREGRAPH_HUGE_PAGES` (default false): whether `serve` lets the kernel back the heap
+    /// with transparent huge pages (see [`crate::process::huge_pages`]).
+    pub huge_pages: bool,
     /// `CAREGRAPH_SHUTDOWN_GRACE_SECONDS` (default 20): how long in-flight work may finish on shutdown.
     pub shutdown_grace: Duration,
     /// `CAREGRAPH_LOG_FORMAT` (`pretty` | `json`; default pretty, json in production).
@@ -873,6 +876,7 @@ impl Config {
             demo,
             open_signup: vars.flag("CAREGRAPH_OPEN_SIGNUP")?.unwrap_or(true),
             allow_overbooking: vars.flag("CAREGRAPH_ALLOW_OVERBOOKING")?.unwrap_or(false),
+            huge_pages: vars.flag("CAREGRAPH_HUGE_PAGES")?.unwrap_or(false),
             metrics_token: vars.get("CAREGRAPH_METRICS_TOKEN").map(SecretString::from),
             otel: OtelConfig::from_vars(vars)?,
             shutdown_grace: vars.seconds("CAREGRAPH_SHUTDOWN_GRACE_SECONDS", 20)?,
@@ -1205,6 +1209,15 @@ mod tests {
             assert!(error.contains(variable), "{error}");
             assert!(!error.contains("hunter2"), "{error}");
         }
+    }
+
+    #[test]
+    fn huge_pages_are_off_unless_asked_for() {
+        assert!(!config(&[]).expect("default").huge_pages);
+        let set = config(&[("CAREGRAPH_HUGE_PAGES", "true")]).expect("a flag");
+        assert!(set.huge_pages);
+        let err = config(&[("CAREGRAPH_HUGE_PAGES", "big")]).expect_err("not a flag");
+        assert!(err.to_string().contains("CAREGRAPH_HUGE_PAGES"), "{err}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod http;
 pub mod mail;
 pub mod outbox;
+pub mod process;
 pub mod providers;
 pub mod services;
 pub mod telemetry;

@@ -7,7 +7,8 @@ use clap::Parser;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    Box::pin(caregraph::cli::run(caregraph::cli::Cli::parse())).await
+fn main() -> anyhow::Result<()> {
+    // Before the runtime's threads allocate: `serve` applies `CAREGRAPH_HUGE_PAGES` later.
+    caregraph::process::huge_pages(false);
+    caregraph::cli::main(caregraph::cli::Cli::parse())
 }

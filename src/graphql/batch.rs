@@ -16,6 +16,12 @@
 //! A key asked for while no poll of the request runs (from a batch that loads through another
 //! loader, say) starts its batch at once.
 //!
+//! A batch runs on the request's thread as far as it goes without waiting. One that answers at
+//! once (direct SQLite reads do) wakes the request within the same task poll, which then goes
+//! on to the next level: a request whose reads are all direct runs from its first level to its
+//! response in one poll of its task, with no task per batch and no other request's work in
+//! between. A batch that waits (for the pool or a provider) goes on in a task of its own.
+//!
 //! A query's loaders keep what they loaded for the rest of the request, so what every
 //! resolver asks (the viewer's memberships, say) is read once; a mutation's or subscription's
 //! do not, since what they read may change between fields or events.
@@ -30,6 +36,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
+    time::{Duration, Instant},
 };
 
 pub use async_graphql::dataloader::Loader;
@@ -53,20 +60,40 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 type Start = Box<dyn FnOnce() + Send>;
 
 /// The most polls of the request one task poll runs back to back while the request wakes
-/// itself (a level of the chat list takes 2 to 4): a future that kept waking itself without
-/// waiting for anything would otherwise keep the batches from starting.
+/// itself within one level (a level of the chat list takes 2 to 4): a future that kept waking
+/// itself without waiting for anything would otherwise keep the batches from starting.
 const POLLS_PER_WAKE_MAX: usize = 64;
+
+/// How long one poll of a request starts its batches on its own thread and goes on to the next
+/// level when they answer at once: past it, what the request waits for starts in tasks of its
+/// own and the thread serves the other tasks waiting for it first (a large query whose direct
+/// reads each take up to their step budget would otherwise hold the thread for all its levels).
+const INLINE_SLICE: Duration = Duration::from_millis(2);
 
 /// The batches of one request's loaders, started when each run of polls of the request ends.
 #[derive(Clone, Default)]
 pub struct Batches(Arc<RequestBatches>);
 
 /// What a request's loaders share: its polls and whether they keep what they load.
-#[derive(Default)]
 struct RequestBatches {
     polls: Mutex<Polls>,
     /// Whether loaded values are kept for the rest of the request (a query's).
     keep: AtomicBool,
+    /// Whether batches start in tasks of their own only (the running poll is past its slice).
+    spawn_only: AtomicBool,
+    /// [`INLINE_SLICE`], but for tests.
+    slice: Duration,
+}
+
+impl Default for RequestBatches {
+    fn default() -> Self {
+        Self {
+            polls: Mutex::default(),
+            keep: AtomicBool::new(false),
+            spawn_only: AtomicBool::new(false),
+            slice: INLINE_SLICE,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -89,6 +116,16 @@ impl Batches {
         }
     }
 
+    /// Starts the batches the running polls asked for so far; whether there were any.
+    fn start_waiting(&self) -> bool {
+        let waiting = std::mem::take(&mut lock(&self.0.polls).waiting);
+        let any = !waiting.is_empty();
+        for start in waiting {
+            start();
+        }
+        any
+    }
+
     fn begin(&self) -> PollGuard<'_> {
         lock(&self.0.polls).polling = true;
         PollGuard(self)
@@ -102,6 +139,21 @@ impl Batches {
 
     fn keeps(&self) -> bool {
         self.0.keep.load(Ordering::Relaxed)
+    }
+
+    /// Whether a batch may run on the thread that starts it: not past the running poll's
+    /// slice, nor while a panic unwinds the request (its answer would be thrown away).
+    fn inline(&self) -> bool {
+        !self.0.spawn_only.load(Ordering::Relaxed) && !std::thread::panicking()
+    }
+
+    /// Batches with another time slice than [`INLINE_SLICE`].
+    #[cfg(test)]
+    fn with_slice(slice: Duration) -> Self {
+        Self(Arc::new(RequestBatches {
+            slice,
+            ..RequestBatches::default()
+        }))
     }
 }
 
@@ -180,13 +232,36 @@ impl<S> Batched<S> {
         wakes.polling.store(true, Ordering::SeqCst);
         let _poll = self.batches.begin();
         let mut inner = Context::from_waker(&self.waker);
-        let mut result = Poll::Pending;
-        for _ in 0..POLLS_PER_WAKE_MAX {
+        let mut result;
+        let began = Instant::now();
+        let batches = &self.batches.0;
+        batches.spawn_only.store(false, Ordering::Relaxed);
+        let mut polls = 0;
+        loop {
+            polls += 1;
             wakes.woken.store(false, Ordering::SeqCst);
             result = poll(&mut self.inner, &mut inner);
-            if result.is_ready() || !wakes.woken.load(Ordering::SeqCst) {
+            if result.is_ready() {
                 break;
             }
+            if wakes.woken.load(Ordering::SeqCst) {
+                if polls < POLLS_PER_WAKE_MAX {
+                    continue;
+                }
+                break;
+            }
+            // The request waits: its batches start now, and when one answers at once (a direct
+            // read) it wakes the request, whose next level runs in this same poll of the task.
+            // Past the slice they start in tasks of their own when the poll ends, and the
+            // request is polled again after the other tasks waiting for this thread.
+            if began.elapsed() >= batches.slice {
+                batches.spawn_only.store(true, Ordering::Relaxed);
+                break;
+            }
+            if !(self.batches.start_waiting() && wakes.woken.load(Ordering::SeqCst)) {
+                break;
+            }
+            polls = 0;
         }
         wakes.polling.store(false, Ordering::SeqCst);
         // Woken after the last poll began (or on every one of them): poll again later.
@@ -399,7 +474,8 @@ impl<T: Send + Sync + 'static> Inner<T> {
             (std::mem::take(&mut typed.keys), answer)
         };
         let keys: Vec<K> = keys.into_iter().collect();
-        tokio::spawn(
+        let inline = inner.batches.inline();
+        let mut batch = Box::pin(
             async move {
                 let loads = keys.chunks(inner.max_batch).map(|chunk| {
                     let inner = &inner;
@@ -417,6 +493,20 @@ impl<T: Send + Sync + 'static> Inner<T> {
             }
             .in_current_span(),
         );
+        if !inline {
+            tokio::spawn(batch);
+            return;
+        }
+        // Run on the caller's thread as far as it goes without waiting: a batch of direct reads
+        // answers here, with no task to schedule. What waits goes on in a task of its own,
+        // whose first poll registers its waker (the one given here wakes nothing). A load that
+        // panics is dropped, as its task would be: its callers hear that it stopped.
+        let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            batch.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+        }));
+        if matches!(first, Ok(Poll::Pending)) {
+            tokio::spawn(batch);
+        }
     }
 
     /// Answers every caller of a batch at once, keeping the values first when asked to.
@@ -475,6 +565,34 @@ mod tests {
 
     fn calls(loader: &DataLoader<Doubler>) -> usize {
         loader.loader().calls.load(Ordering::SeqCst)
+    }
+
+    /// A request of two levels over `rows` rows: each row asks for its number, then for the
+    /// value that came back.
+    async fn two_levels<T>(
+        loader: &DataLoader<T>,
+        rows: u32,
+    ) -> Vec<async_graphql::Result<Option<u32>>>
+    where
+        T: Loader<u32, Value = u32, Error = async_graphql::Error> + Send + Sync + 'static,
+    {
+        join_all((0..rows).map(|k| async move {
+            let first = loader.load_one(k).await?.unwrap_or_default();
+            loader.load_one(first).await
+        }))
+        .await
+    }
+
+    /// Polls `request` once, as its task would, with a waker that wakes nothing.
+    fn poll_once<F: Future + Unpin>(request: &mut F) -> Poll<F::Output> {
+        Pin::new(request).poll(&mut Context::from_waker(Waker::noop()))
+    }
+
+    /// Checks that row `k` of [`two_levels`] over a doubling loader ended with `4 * k`.
+    fn assert_doubled_twice(values: Vec<async_graphql::Result<Option<u32>>>) {
+        for (k, v) in values.into_iter().enumerate() {
+            assert_eq!(v.expect("loaded"), Some(k as u32 * 4));
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,7 +693,7 @@ mod tests {
         };
         let both = futures_util::future::join(spinner, asker);
         let run = Batched::new(Box::pin(both), batches);
-        let (spins, value) = tokio::time::timeout(std::time::Duration::from_secs(5), run)
+        let (spins, value) = tokio::time::timeout(Duration::from_secs(5), run)
             .await
             .expect("the batch started although a future kept waking itself");
         assert_eq!(value.expect("loaded"), Some(42));
@@ -606,6 +724,103 @@ mod tests {
         );
         assert_eq!(results[1].as_ref().expect("loaded"), &Some(1));
         assert_eq!(results[2].as_ref().expect("loaded"), &Some(2));
+    }
+
+    #[tokio::test]
+    async fn levels_whose_batches_answer_at_once_all_run_in_one_poll_of_the_request() {
+        // A slice no preempted test thread outlasts.
+        let batches = Batches::with_slice(Duration::from_secs(60));
+        let loader = DataLoader::new(Doubler::default(), &batches);
+        let loader = &loader;
+        // Three levels: each row's next key is asked for once its previous one is answered.
+        let rows = join_all((0..50).map(|k| async move {
+            let first = loader.load_one(k).await?.unwrap_or_default();
+            let second = loader.load_one(first + 1000).await?.unwrap_or_default();
+            loader.load_one(second + 1000).await
+        }));
+        let mut request = Batched::new(Box::pin(rows), batches);
+        let Poll::Ready(values) = poll_once(&mut request) else {
+            panic!("the request waited although every batch answered at once");
+        };
+        assert_eq!(calls(loader), 3, "one batch per level");
+        assert_eq!(
+            values[3].as_ref().expect("loaded"),
+            &Some((3 * 2 + 1000) * 2 * 2 + 2000)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_time_slice_is_polled_again_after_the_other_tasks() {
+        /// Doubles numbers on the calling thread, slower than a time slice, counting its calls.
+        struct Busy(AtomicUsize);
+        impl Loader<u32> for Busy {
+            type Value = u32;
+            type Error = async_graphql::Error;
+            async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+                std::thread::sleep(INLINE_SLICE + Duration::from_millis(1));
+                self.0.fetch_add(1, Ordering::SeqCst);
+                Ok(keys.iter().map(|k| (*k, k * 2)).collect())
+            }
+        }
+        let batches = Batches::default();
+        let loader = DataLoader::new(Busy(AtomicUsize::new(0)), &batches);
+        let mut request = Batched::new(Box::pin(two_levels(&loader, 10)), batches);
+        assert!(
+            poll_once(&mut request).is_pending(),
+            "the second level waits for the next poll"
+        );
+        assert_eq!(
+            loader.loader().0.load(Ordering::SeqCst),
+            1,
+            "the second level's batch was left to a task of its own"
+        );
+        assert_doubled_twice(request.await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_that_waits_goes_on_in_a_task_of_its_own_and_answers_every_caller() {
+        /// Doubles numbers after a sleep, as a load from the pool or a provider waits.
+        struct Slow;
+        impl Loader<u32> for Slow {
+            type Value = u32;
+            type Error = async_graphql::Error;
+            async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok(keys.iter().map(|k| (*k, k * 2)).collect())
+            }
+        }
+        let batches = Batches::default();
+        let loader = DataLoader::new(Slow, &batches);
+        let mut request = Batched::new(Box::pin(two_levels(&loader, 20)), batches);
+        assert!(
+            poll_once(&mut request).is_pending(),
+            "a batch that sleeps cannot answer in the first poll"
+        );
+        let values = tokio::time::timeout(Duration::from_secs(5), request)
+            .await
+            .expect("the waiting batches answered");
+        assert_doubled_twice(values);
+    }
+
+    #[tokio::test]
+    async fn a_load_that_panics_fails_its_callers_and_not_the_request() {
+        struct Panicking;
+        impl Loader<u32> for Panicking {
+            type Value = u32;
+            type Error = async_graphql::Error;
+            async fn load(&self, _: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+                panic!("a bug in a loader")
+            }
+        }
+        let batches = Batches::default();
+        let loader = DataLoader::new(Panicking, &batches);
+        let level = join_all((0..3).map(|k| loader.load_one(k)));
+        for result in Batched::new(Box::pin(level), batches).await {
+            assert_eq!(
+                result.expect_err("failed").message,
+                "a batch load stopped before it answered"
+            );
+        }
     }
 
     #[tokio::test]
