@@ -70,7 +70,7 @@ const POLLS_PER_WAKE_MAX: usize = 64;
 /// reads each take up to their step budget would otherwise hold the thread for all its levels).
 const INLINE_SLICE: Duration = Duration::from_millis(2);
 
-/// The batches of one request's loaders, started when each run of polls of the request ends.
+/// The batches of one request's loaders, started when the request waits for them.
 #[derive(Clone, Default)]
 pub struct Batches(Arc<RequestBatches>);
 
@@ -349,7 +349,7 @@ pub struct DataLoader<T> {
 }
 
 impl<T: Send + Sync + 'static> DataLoader<T> {
-    /// A loader whose batches start at the end of the polls of the request `batches` belongs to.
+    /// A loader whose batches start when the request `batches` belongs to waits for them.
     pub fn new(loader: T, batches: &Batches) -> Self {
         Self {
             inner: Arc::new(Inner {
