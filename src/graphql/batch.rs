@@ -116,9 +116,14 @@ impl Batches {
         }
     }
 
-    /// Starts the batches the running polls asked for so far; whether there were any.
-    fn start_waiting(&self) -> bool {
-        let waiting = std::mem::take(&mut lock(&self.0.polls).waiting);
+    /// Starts the batches the running polls asked for so far, and ends the run of polls unless
+    /// `polling`; whether there were any.
+    fn start_waiting(&self, polling: bool) -> bool {
+        let waiting = {
+            let mut polls = lock(&self.0.polls);
+            polls.polling = polling;
+            std::mem::take(&mut polls.waiting)
+        };
         let any = !waiting.is_empty();
         for start in waiting {
             start();
@@ -162,14 +167,7 @@ struct PollGuard<'a>(&'a Batches);
 
 impl Drop for PollGuard<'_> {
     fn drop(&mut self) {
-        let waiting = {
-            let mut polls = lock(&self.0.0.polls);
-            polls.polling = false;
-            std::mem::take(&mut polls.waiting)
-        };
-        for start in waiting {
-            start();
-        }
+        self.0.start_waiting(false);
     }
 }
 
@@ -258,7 +256,7 @@ impl<S> Batched<S> {
                 batches.spawn_only.store(true, Ordering::Relaxed);
                 break;
             }
-            if !(self.batches.start_waiting() && wakes.woken.load(Ordering::SeqCst)) {
+            if !(self.batches.start_waiting(true) && wakes.woken.load(Ordering::SeqCst)) {
                 break;
             }
             polls = 0;
