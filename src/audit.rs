@@ -180,6 +180,63 @@ impl AuditActor {
     }
 }
 
+/// An audited entity's id: a caregraph id kept as its 16 bytes until its record is written (a
+/// list's reads are mostly coalesced, and then never formatted), or any other text.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum EntityId {
+    /// A caregraph id (or another UUID).
+    Uuid(uuid::Uuid),
+    /// Any other id (a provider's message id, say).
+    Text(String),
+}
+
+/// Implements `From<id>` for [`EntityId`] for each id type.
+macro_rules! uuid_entity_ids {
+    ($($id:ty),+) => {
+        $(
+            impl From<$id> for EntityId {
+                fn from(id: $id) -> Self {
+                    Self::Uuid(id.into())
+                }
+            }
+        )+
+    };
+}
+
+uuid_entity_ids!(
+    uuid::Uuid,
+    crate::domain::AppointmentId,
+    crate::domain::CareTeamId,
+    crate::domain::CareTeamMemberId,
+    crate::domain::CaseId,
+    crate::domain::ChatSessionId,
+    crate::domain::ComplianceGroupId,
+    crate::domain::ConsentId,
+    crate::domain::ExternalMemberId,
+    crate::domain::InvitationId,
+    OrgId,
+    PatientId,
+    UserId
+);
+
+impl From<&str> for EntityId {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl From<&String> for EntityId {
+    fn from(text: &String) -> Self {
+        Self::Text(text.clone())
+    }
+}
+
+impl From<String> for EntityId {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
 /// One thing to record, before the request's context is added.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct AuditEntry {
@@ -190,7 +247,7 @@ pub struct AuditEntry {
     /// To what kind of entity.
     pub entity: AuditEntity,
     /// The entity's id.
-    pub entity_id: Option<String>,
+    pub entity_id: Option<EntityId>,
     /// The patient the entity belongs to, if any.
     pub patient_id: Option<PatientId>,
     /// Allowed or denied.
@@ -199,19 +256,19 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     /// An allowed `action` on `entity` `entity_id`.
-    pub fn new(action: AuditAction, entity: AuditEntity, entity_id: impl ToString) -> Self {
+    pub fn new(action: AuditAction, entity: AuditEntity, entity_id: impl Into<EntityId>) -> Self {
         Self {
             org_id: None,
             action,
             entity,
-            entity_id: Some(entity_id.to_string()),
+            entity_id: Some(entity_id.into()),
             patient_id: None,
             outcome: AuditOutcome::Allowed,
         }
     }
 
     /// An allowed read of `entity` `entity_id`.
-    pub fn read(entity: AuditEntity, entity_id: impl ToString) -> Self {
+    pub fn read(entity: AuditEntity, entity_id: impl Into<EntityId>) -> Self {
         Self::new(AuditAction::Read, entity, entity_id)
     }
 
@@ -271,7 +328,10 @@ impl AuditRecord {
             actor_id: actor_id.map(|a| within(&a, 64)),
             action: self.entry.action.as_str().to_owned(),
             entity_type: self.entry.entity.as_str().to_owned(),
-            entity_id: self.entry.entity_id.as_deref().map(|e| within(e, 128)),
+            entity_id: self.entry.entity_id.as_ref().map(|e| match e {
+                EntityId::Uuid(id) => id.hyphenated().encode_lower(&mut [0; 36]).to_owned(),
+                EntityId::Text(text) => within(text, 128),
+            }),
             patient_id: self.entry.patient_id.map(|p| p.as_string()),
             outcome: self.entry.outcome.as_str().to_owned(),
             request_id: self.request_id.as_deref().map(|r| within(r, 64)),
@@ -471,5 +531,33 @@ impl AuditScope {
             .as_ref()
             .and_then(|inner| inner.buffer.lock().ok().map(|b| b.len()))
             .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(entry: AuditEntry) -> AuditRecord {
+        AuditRecord {
+            id: uuid::Uuid::now_v7(),
+            at: Utc::now(),
+            actor: AuditActor::System,
+            entry,
+            request_id: None,
+            client_address: None,
+            operation_name: None,
+        }
+    }
+
+    #[test]
+    fn an_id_is_stored_as_its_lowercase_hyphenated_text_and_other_text_cut_to_its_column() {
+        let patient = PatientId::new();
+        let row = record(AuditEntry::read(AuditEntity::Patient, patient)).to_model();
+        assert_eq!(row.entity_id, Some(patient.to_string()));
+        assert_eq!(row.entity_id, Some(patient.as_string()));
+        let long = "x".repeat(200);
+        let row = record(AuditEntry::read(AuditEntity::Sms, long.as_str())).to_model();
+        assert_eq!(row.entity_id, Some("x".repeat(128)));
     }
 }

@@ -12,6 +12,6 @@ pub mod sms;
 
 pub use ids::{
     AppointmentId, CareTeamId, CareTeamMemberId, CaseId, ChatSessionId, ComplianceGroupId,
-    ConsentId, ExternalMemberId, InvitationId, OrgId, PatientId, UserId,
+    ConsentId, ExternalMemberId, IdMap, InvitationId, OrgId, PatientId, UserId,
 };
 pub use people::{Email, Membership, OrgRole, Organization, Slug, User};

@@ -2,6 +2,7 @@
 //! `/graphiql`, `/exports/audit/{token}`, `/accept-invitation`, `/healthz`, `/readyz`,
 //! `/metrics`, and the providers' webhooks.
 
+pub mod body;
 pub mod connections;
 pub mod exports;
 pub mod graphiql;

@@ -11,8 +11,10 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState},
+    hash::{BuildHasherDefault, Hash, Hasher},
 };
+
+use siphasher::sip128::{Hasher128, SipHasher13};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -24,17 +26,20 @@ pub const MAX_KEYS: usize = 100_000;
 /// Remembers the allowed reads accepted within the window, by key, and says which later reads
 /// repeat one of them.
 ///
-/// A key is a 128-bit hash of a read's identifying fields: two SipHash-1-3 hashes under
-/// independent random keys drawn when the process starts (std's `RandomState`). Storing the
-/// full fields would cost an allocation per read and several times the memory; 128 bits keep
-/// [`MAX_KEYS`] entries within a few megabytes. Since the keys are secret and SipHash is a
-/// pseudo-random function, a caller cannot choose reads whose hashes collide, and the chance
-/// that any two of 100,000 distinct reads share a key by accident is below 10^-28: a read is
-/// not mistaken for another one in any practical sense.
+/// A key is a 128-bit hash of a read's identifying fields: SipHash-1-3 with its 128-bit output
+/// (one pass over the fields), under a secret key drawn when the coalescer is made from `rand`'s
+/// generator (ChaCha, seeded by the operating system). Storing the full fields would cost an
+/// allocation per read and several times the memory; 128 bits keep [`MAX_KEYS`] entries within
+/// a few megabytes. The key is secret and SipHash is a keyed hash built to resist chosen
+/// collisions (1-3, its reduced-round variant, is what std's own hash maps rely on for that,
+/// and what this coalescer used before), so a caller cannot choose reads whose hashes collide,
+/// and the chance that any two of 100,000 distinct reads share a key by accident is below
+/// 10^-28: a read is not mistaken for another one in any practical sense.
 pub struct ReadCoalescer {
     window: Duration,
     capacity: usize,
-    hashers: (RandomState, RandomState),
+    /// The hash's secret key.
+    keys: (u64, u64),
     /// When each remembered read was accepted.
     seen: HashMap<u128, DateTime<Utc>, BuildHasherDefault<Prehashed>>,
     /// The byte stream of the read being keyed (kept to reuse its allocation).
@@ -56,7 +61,7 @@ impl ReadCoalescer {
         Self {
             window: Duration::from_std(window).unwrap_or(Duration::MAX),
             capacity,
-            hashers: (RandomState::new(), RandomState::new()),
+            keys: (rand::random(), rand::random()),
             seen: HashMap::default(),
             scratch: Collected::default(),
             full_until: None,
@@ -139,9 +144,9 @@ impl ReadCoalescer {
     /// The 128-bit key of a read's identifying fields (everything but its id, time and request
     /// id; the outcome is always `ALLOWED` here).
     ///
-    /// The fields' `Hash` byte stream is collected once into a scratch buffer and each SipHash
-    /// takes it in one write: the same stream (SipHash does not depend on how its input is
-    /// split), without the dozens of small writes per field twice over.
+    /// The fields' `Hash` byte stream is collected once into a scratch buffer and the hash takes
+    /// it in one write (SipHash does not depend on how its input is split), without the dozens
+    /// of small writes per field.
     fn key(&mut self, record: &AuditRecord) -> u128 {
         let fields = (
             &record.actor,
@@ -151,14 +156,9 @@ impl ReadCoalescer {
         );
         self.scratch.0.clear();
         fields.hash(&mut self.scratch);
-        let stream = self.scratch.0.as_slice();
-        let digest = |hashers: &RandomState| {
-            let mut h = hashers.build_hasher();
-            h.write(stream);
-            h.finish()
-        };
-        let (high, low) = (digest(&self.hashers.0), digest(&self.hashers.1));
-        (u128::from(high) << 64) | u128::from(low)
+        let mut hasher = SipHasher13::new_with_keys(self.keys.0, self.keys.1);
+        hasher.write(&self.scratch.0);
+        hasher.finish128().into()
     }
 }
 
@@ -211,8 +211,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        audit::{AuditActor, AuditEntity, AuditEntry},
-        domain::{OrgId, UserId},
+        audit::{AuditActor, AuditEntity, AuditEntry, EntityId},
+        domain::{OrgId, PatientId, UserId},
     };
 
     fn t0() -> DateTime<Utc> {
@@ -232,6 +232,23 @@ mod tests {
     }
 
     const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+    #[test]
+    fn a_read_of_an_id_repeats_a_read_of_the_same_id_only_and_never_one_of_its_text() {
+        let mut c = ReadCoalescer::new(MINUTE);
+        let first = read(AuditActor::User(UserId::new()), "unused", "10.0.0.1");
+        let of = |id: EntityId| {
+            let mut r = first.clone();
+            r.entry.entity_id = Some(id);
+            r
+        };
+        let patient = PatientId::new();
+        assert!(!c.is_repeat(&of(patient.into()), t0()));
+        assert!(c.is_repeat(&of(patient.into()), t0()));
+        assert!(!c.is_repeat(&of(PatientId::new().into()), t0()));
+        // The same id as text is another read: written again, never merged with the id's.
+        assert!(!c.is_repeat(&of(EntityId::Text(patient.as_string())), t0()));
+    }
 
     #[test]
     fn a_repeated_read_is_coalesced_within_the_window_and_accepted_again_after_it() {

@@ -238,6 +238,28 @@ pub async fn members_of(
         .collect()
 }
 
+/// The sessions among `ids` of which `user` is a member (one statement, no other member read).
+pub async fn joined_by(
+    db: &impl super::Source,
+    ids: &[ChatSessionId],
+    user: UserId,
+) -> AppResult<Vec<ChatSessionId>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = member::Entity::find()
+        .select_only()
+        .column(member::Column::SessionId)
+        .filter(member::Column::UserId.eq(user.as_string()))
+        .filter(member::Column::SessionId.is_in(ids.iter().map(ChatSessionId::as_string)))
+        .build(db.get_database_backend());
+    super::columns::rows(db, statement, |c| c.next::<String>())
+        .await?
+        .iter()
+        .map(|id| ChatSessionId::from_db(id))
+        .collect()
+}
+
 /// Closes a session unless it is closed; whether this call closed it.
 pub async fn close(
     db: &impl super::Source,

@@ -28,7 +28,6 @@
 
 use std::{
     any::{Any, TypeId},
-    collections::HashMap,
     hash::Hash,
     pin::Pin,
     sync::{
@@ -39,7 +38,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-pub use async_graphql::dataloader::Loader;
 use futures_util::{
     FutureExt, Stream, StreamExt,
     future::{Shared, join_all},
@@ -286,10 +284,22 @@ impl<S: Stream + Unpin> Stream for Batched<S> {
     }
 }
 
-/// A map of a request's batches. Hashed with foldhash (seeded at random per process) rather than
-/// SipHash: the keys are ids, a map holds at most what a request's limits let it ask for, and
-/// SipHash in these maps was about 3% of the dashboard query's instructions (callgrind).
-pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A map of a request's batches, and what a [`Loader`] answers (see [`crate::domain::IdMap`]).
+pub type Map<K, V> = crate::domain::IdMap<K, V>;
+
+/// Loads the values of many keys in one call (async-graphql's `Loader`, answering a [`Map`]).
+pub trait Loader<K: Send + Sync + Hash + Eq + Clone + 'static>: Send + Sync + 'static {
+    /// What a key loads.
+    type Value: Send + Sync + Clone + 'static;
+    /// What a failed call returns (to every caller of its keys).
+    type Error: Send + Clone + 'static;
+
+    /// The values of `keys` that exist (a key left out has none).
+    fn load(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<Map<K, Self::Value>, Self::Error>> + Send;
+}
 
 /// A set of a request's batches, hashed as [`Map`].
 type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
@@ -483,6 +493,7 @@ impl<T: Send + Sync + 'static> Inner<T> {
                 let mut failed = Map::default();
                 for (chunk, result) in join_all(loads).await {
                     match result {
+                        Ok(loaded) if values.is_empty() => values = loaded,
                         Ok(loaded) => values.extend(loaded),
                         Err(e) => failed.extend(chunk.iter().map(|k| (k.clone(), e.clone()))),
                     }
@@ -552,7 +563,7 @@ mod tests {
         type Value = u32;
         type Error = async_graphql::Error;
 
-        async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+        async fn load(&self, keys: &[u32]) -> Result<Map<u32, u32>, Self::Error> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let mut sorted = keys.to_vec();
             sorted.sort_unstable();
@@ -705,7 +716,7 @@ mod tests {
         impl Loader<u32> for FailsZero {
             type Value = u32;
             type Error = async_graphql::Error;
-            async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+            async fn load(&self, keys: &[u32]) -> Result<Map<u32, u32>, Self::Error> {
                 if keys.contains(&0) {
                     return Err(async_graphql::Error::new("call failed"));
                 }
@@ -754,7 +765,7 @@ mod tests {
         impl Loader<u32> for Busy {
             type Value = u32;
             type Error = async_graphql::Error;
-            async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+            async fn load(&self, keys: &[u32]) -> Result<Map<u32, u32>, Self::Error> {
                 std::thread::sleep(INLINE_SLICE + Duration::from_millis(1));
                 self.0.fetch_add(1, Ordering::SeqCst);
                 Ok(keys.iter().map(|k| (*k, k * 2)).collect())
@@ -782,7 +793,7 @@ mod tests {
         impl Loader<u32> for Slow {
             type Value = u32;
             type Error = async_graphql::Error;
-            async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+            async fn load(&self, keys: &[u32]) -> Result<Map<u32, u32>, Self::Error> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 Ok(keys.iter().map(|k| (*k, k * 2)).collect())
             }
@@ -806,7 +817,7 @@ mod tests {
         impl Loader<u32> for Panicking {
             type Value = u32;
             type Error = async_graphql::Error;
-            async fn load(&self, _: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+            async fn load(&self, _: &[u32]) -> Result<Map<u32, u32>, Self::Error> {
                 panic!("a bug in a loader")
             }
         }
@@ -866,7 +877,7 @@ mod tests {
         impl Loader<u32> for Failing {
             type Value = u32;
             type Error = async_graphql::Error;
-            async fn load(&self, _: &[u32]) -> Result<HashMap<u32, u32>, Self::Error> {
+            async fn load(&self, _: &[u32]) -> Result<Map<u32, u32>, Self::Error> {
                 Err(async_graphql::Error::new("the database is down"))
             }
         }

@@ -1,14 +1,11 @@
 //! Per-request dataloaders: every per-row lookup in a list goes through here, so the number of
 //! SQL statements for a page does not grow with the page size.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::{Arc, Mutex};
 
 use tracing::Instrument;
 
-use super::batch::{Batches, DataLoader, Loader, lock};
+use super::batch::{Batches, DataLoader, Loader, Map, lock};
 use crate::{
     audit::{AuditEntity, AuditEntry},
     domain::{
@@ -136,7 +133,7 @@ macro_rules! loader {
             type Value = $value;
             type Error = async_graphql::Error;
 
-            async fn load(&self, $keys: &[$key]) -> Result<HashMap<$key, $value>, Self::Error> {
+            async fn load(&self, $keys: &[$key]) -> Result<Map<$key, $value>, Self::Error> {
                 let span = batch_span!($key, $keys);
                 async {
                     let $services = &self.services;
@@ -152,7 +149,7 @@ macro_rules! loader {
             type Value = $value;
             type Error = async_graphql::Error;
 
-            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, $value>, Self::Error> {
+            async fn load(&self, keys: &[$key]) -> Result<Map<$key, $value>, Self::Error> {
                 let inner: Vec<$inner> = keys.iter().map(|k| k.0).collect();
                 let found = self
                     .services
@@ -173,7 +170,7 @@ macro_rules! patient_rows {
             type Value = Vec<$value>;
             type Error = async_graphql::Error;
 
-            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$value>>, Self::Error> {
+            async fn load(&self, keys: &[$key]) -> Result<Map<$key, Vec<$value>>, Self::Error> {
                 let patients: Vec<PatientId> = keys.iter().map(|k| k.0).collect();
                 let mut found = self
                     .services
@@ -181,7 +178,7 @@ macro_rules! patient_rows {
                     .$method(&patients)
                     .instrument(batch_span!($key, keys))
                     .await?;
-                let mut out = HashMap::with_capacity(keys.len());
+                let mut out = Map::with_capacity_and_hasher(keys.len(), Default::default());
                 for key in keys {
                     let rows = found.remove(&key.0).unwrap_or_default();
                     self.audit.record_all(rows.iter().map(|$row| {
@@ -209,7 +206,7 @@ impl Loader<PatientId> for AppLoader {
     type Error = async_graphql::Error;
 
     /// Patients reached through a parent (an appointment's, a case's): one READ each.
-    async fn load(&self, keys: &[PatientId]) -> Result<HashMap<PatientId, Patient>, Self::Error> {
+    async fn load(&self, keys: &[PatientId]) -> Result<Map<PatientId, Patient>, Self::Error> {
         let found = self
             .services
             .lookups
@@ -233,7 +230,7 @@ impl Loader<AppointmentId> for AppLoader {
     async fn load(
         &self,
         keys: &[AppointmentId],
-    ) -> Result<HashMap<AppointmentId, Self::Value>, Self::Error> {
+    ) -> Result<Map<AppointmentId, Self::Value>, Self::Error> {
         let found = self
             .services
             .lookups
@@ -254,7 +251,7 @@ macro_rules! owned_rows {
             type Value = Vec<$value>;
             type Error = async_graphql::Error;
 
-            async fn load(&self, keys: &[$key]) -> Result<HashMap<$key, Vec<$value>>, Self::Error> {
+            async fn load(&self, keys: &[$key]) -> Result<Map<$key, Vec<$value>>, Self::Error> {
                 let parents: Vec<$parent> = keys.iter().map(|k| k.0).collect();
                 let mut found = self
                     .services
@@ -262,7 +259,7 @@ macro_rules! owned_rows {
                     .$method(&parents)
                     .instrument(batch_span!($key, keys))
                     .await?;
-                let mut out = HashMap::with_capacity(keys.len());
+                let mut out = Map::with_capacity_and_hasher(keys.len(), Default::default());
                 for key in keys {
                     let rows = found.remove(&key.0).unwrap_or_default();
                     self.audit.record_all(rows.iter().map(|$row| {
@@ -295,7 +292,7 @@ impl Loader<ChatOfAppointment> for AppLoader {
     async fn load(
         &self,
         keys: &[ChatOfAppointment],
-    ) -> Result<HashMap<ChatOfAppointment, Self::Value>, Self::Error> {
+    ) -> Result<Map<ChatOfAppointment, Self::Value>, Self::Error> {
         let ids: Vec<_> = keys.iter().map(|k| k.0).collect();
         let sessions = self.services.chats.of_appointments(&ids).await?;
         Ok(sessions
@@ -311,7 +308,7 @@ impl Loader<CaseId> for AppLoader {
 
     /// Cases reached through a parent (a chat's); the field that shows one checks the read rule
     /// and records the READ.
-    async fn load(&self, keys: &[CaseId]) -> Result<HashMap<CaseId, Self::Value>, Self::Error> {
+    async fn load(&self, keys: &[CaseId]) -> Result<Map<CaseId, Self::Value>, Self::Error> {
         let found = self
             .services
             .lookups
@@ -327,10 +324,7 @@ impl Loader<CareTeamId> for AppLoader {
     type Error = async_graphql::Error;
 
     /// Care teams reached through a parent (a chat's): one READ each.
-    async fn load(
-        &self,
-        keys: &[CareTeamId],
-    ) -> Result<HashMap<CareTeamId, CareTeam>, Self::Error> {
+    async fn load(&self, keys: &[CareTeamId]) -> Result<Map<CareTeamId, CareTeam>, Self::Error> {
         let found = self
             .services
             .lookups
@@ -354,10 +348,7 @@ impl Loader<RoomKeyOf> for AppLoader {
     type Value = crate::domain::chat::SessionKey;
     type Error = async_graphql::Error;
 
-    async fn load(
-        &self,
-        keys: &[RoomKeyOf],
-    ) -> Result<HashMap<RoomKeyOf, Self::Value>, Self::Error> {
+    async fn load(&self, keys: &[RoomKeyOf]) -> Result<Map<RoomKeyOf, Self::Value>, Self::Error> {
         let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
         let found = self
             .services
@@ -383,10 +374,10 @@ impl Loader<ChatMembersOf> for AppLoader {
     async fn load(
         &self,
         keys: &[ChatMembersOf],
-    ) -> Result<HashMap<ChatMembersOf, Self::Value>, Self::Error> {
+    ) -> Result<Map<ChatMembersOf, Self::Value>, Self::Error> {
         let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
         let rows = self.services.chats.members_of(&ids).await?;
-        let mut map: HashMap<ChatMembersOf, Self::Value> =
+        let mut map: Map<ChatMembersOf, Self::Value> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
         for (session, user, role) in rows {
             map.entry(ChatMembersOf(session))
@@ -408,10 +399,10 @@ impl Loader<ExternalMembersOf> for AppLoader {
     async fn load(
         &self,
         keys: &[ExternalMembersOf],
-    ) -> Result<HashMap<ExternalMembersOf, Self::Value>, Self::Error> {
+    ) -> Result<Map<ExternalMembersOf, Self::Value>, Self::Error> {
         let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
         let rows = self.services.chats.external_members_of(&ids).await?;
-        let mut map: HashMap<ExternalMembersOf, Self::Value> =
+        let mut map: Map<ExternalMembersOf, Self::Value> =
             keys.iter().map(|k| (k.clone(), Vec::new())).collect();
         for member in rows {
             map.entry(ExternalMembersOf(member.session_id))
@@ -433,7 +424,7 @@ impl Loader<ProvisioningOf> for AppLoader {
     async fn load(
         &self,
         keys: &[ProvisioningOf],
-    ) -> Result<HashMap<ProvisioningOf, Self::Value>, Self::Error> {
+    ) -> Result<Map<ProvisioningOf, Self::Value>, Self::Error> {
         let ids: Vec<ChatSessionId> = keys.iter().map(|k| k.0).collect();
         let found = self.services.chats.provisioning(&ids).await?;
         Ok(found
@@ -473,7 +464,7 @@ pub struct SessionAccess {
     viewer: crate::auth::Viewer,
     /// Sessions this request has read already (through their appointment, case or care team),
     /// which the rule then need not read again; taken by the batch that checks them.
-    at_hand: Mutex<HashMap<ChatSessionId, ChatSession>>,
+    at_hand: Mutex<Map<ChatSessionId, ChatSession>>,
 }
 
 impl SessionAccess {
@@ -490,7 +481,7 @@ impl Loader<ChatSessionId> for SessionAccess {
     async fn load(
         &self,
         keys: &[ChatSessionId],
-    ) -> Result<HashMap<ChatSessionId, Self::Value>, Self::Error> {
+    ) -> Result<Map<ChatSessionId, Self::Value>, Self::Error> {
         let (read, missing): (Vec<ChatSession>, Vec<ChatSessionId>) = {
             let mut at_hand = lock(&self.at_hand);
             let mut read = Vec::new();
@@ -540,10 +531,7 @@ impl Loader<ChannelRef> for ChannelReads {
     type Value = ChannelState;
     type Error = async_graphql::Error;
 
-    async fn load(
-        &self,
-        keys: &[ChannelRef],
-    ) -> Result<HashMap<ChannelRef, Self::Value>, Self::Error> {
+    async fn load(&self, keys: &[ChannelRef]) -> Result<Map<ChannelRef, Self::Value>, Self::Error> {
         let states = self
             .services
             .chats

@@ -298,7 +298,7 @@ async fn execute(
         (StatusCode::BAD_REQUEST, body)
     } else {
         // Straight to bytes: no intermediate JSON tree per response.
-        (StatusCode::OK, serde_json::to_vec(&response))
+        (StatusCode::OK, super::body::to_vec(&response))
     };
     let body = match body {
         Ok(b) => b,

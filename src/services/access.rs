@@ -168,7 +168,7 @@ pub async fn record_change(
     viewer: &Viewer,
     action: AuditAction,
     entity: AuditEntity,
-    id: impl ToString,
+    id: impl Into<crate::audit::EntityId>,
     org: OrgId,
     patient: Option<crate::domain::PatientId>,
 ) -> AppResult<()> {

@@ -136,7 +136,7 @@ impl AccountService {
         };
         let mut entry = AuditEntry::new(action, AuditEntity::User, "");
         entry.entity_id = match (&user, ok) {
-            (Some(u), true) => Some(u.id.to_string()),
+            (Some(u), true) => Some(u.id.into()),
             _ => None,
         };
         if action == AuditAction::LoginFailed {

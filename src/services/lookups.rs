@@ -1,13 +1,11 @@
 //! Batch lookups behind the per-request dataloaders. They check nothing: a resolver only asks
 //! for rows hanging off a parent the viewer was already allowed to read.
 
-use std::collections::HashMap;
-
 use crate::{
     db,
     domain::{
-        AppointmentId, CareTeamId, CaseId, ComplianceGroupId, Membership, OrgId, Organization,
-        PatientId, User, UserId,
+        AppointmentId, CareTeamId, CaseId, ComplianceGroupId, IdMap, Membership, OrgId,
+        Organization, PatientId, User, UserId,
         care::{
             CareTeam, CareTeamMember, CaseParticipant, ComplianceGroup, Consent, Guardian, Patient,
         },
@@ -20,8 +18,8 @@ fn group<K: std::hash::Hash + Eq + Copy, V>(
     keys: &[K],
     rows: Vec<V>,
     key: impl Fn(&V) -> K,
-) -> HashMap<K, Vec<V>> {
-    let mut map: HashMap<K, Vec<V>> = keys.iter().map(|k| (*k, Vec::new())).collect();
+) -> IdMap<K, Vec<V>> {
+    let mut map: IdMap<K, Vec<V>> = keys.iter().map(|k| (*k, Vec::new())).collect();
     for row in rows {
         map.entry(key(&row)).or_default().push(row);
     }
@@ -41,7 +39,7 @@ impl Lookups {
     }
 
     /// Users by id.
-    pub async fn users(&self, ids: &[UserId]) -> AppResult<HashMap<UserId, User>> {
+    pub async fn users(&self, ids: &[UserId]) -> AppResult<IdMap<UserId, User>> {
         Ok(db::users::find_many(&self.db, ids)
             .await?
             .into_iter()
@@ -50,7 +48,7 @@ impl Lookups {
     }
 
     /// Organisations by id.
-    pub async fn organizations(&self, ids: &[OrgId]) -> AppResult<HashMap<OrgId, Organization>> {
+    pub async fn organizations(&self, ids: &[OrgId]) -> AppResult<IdMap<OrgId, Organization>> {
         Ok(db::organizations::find_many(&self.db, ids)
             .await?
             .into_iter()
@@ -62,7 +60,7 @@ impl Lookups {
     pub async fn appointments(
         &self,
         ids: &[AppointmentId],
-    ) -> AppResult<HashMap<AppointmentId, crate::domain::care::Appointment>> {
+    ) -> AppResult<IdMap<AppointmentId, crate::domain::care::Appointment>> {
         Ok(db::appointments::find_many(&self.db, ids)
             .await?
             .into_iter()
@@ -74,7 +72,7 @@ impl Lookups {
     pub async fn cases(
         &self,
         ids: &[CaseId],
-    ) -> AppResult<HashMap<CaseId, crate::domain::care::Case>> {
+    ) -> AppResult<IdMap<CaseId, crate::domain::care::Case>> {
         Ok(db::cases::find_many(&self.db, ids)
             .await?
             .into_iter()
@@ -86,7 +84,7 @@ impl Lookups {
     pub async fn care_teams_by_id(
         &self,
         ids: &[CareTeamId],
-    ) -> AppResult<HashMap<CareTeamId, CareTeam>> {
+    ) -> AppResult<IdMap<CareTeamId, CareTeam>> {
         Ok(db::care_teams::find_many(&self.db, ids)
             .await?
             .into_iter()
@@ -95,7 +93,7 @@ impl Lookups {
     }
 
     /// Patients by id.
-    pub async fn patients(&self, ids: &[PatientId]) -> AppResult<HashMap<PatientId, Patient>> {
+    pub async fn patients(&self, ids: &[PatientId]) -> AppResult<IdMap<PatientId, Patient>> {
         Ok(db::patients::find_many(&self.db, ids)
             .await?
             .into_iter()
@@ -108,7 +106,7 @@ impl Lookups {
     pub async fn guardians(
         &self,
         ids: &[PatientId],
-    ) -> AppResult<HashMap<PatientId, Vec<(Guardian, User)>>> {
+    ) -> AppResult<IdMap<PatientId, Vec<(Guardian, User)>>> {
         let guardians = db::patients::guardians_of(&self.db, ids).await?;
         let user_ids: Vec<UserId> = guardians.iter().map(|g| g.user_id).collect();
         let users = self.users(&user_ids).await?;
@@ -120,7 +118,7 @@ impl Lookups {
     }
 
     /// Consents of patients.
-    pub async fn consents(&self, ids: &[PatientId]) -> AppResult<HashMap<PatientId, Vec<Consent>>> {
+    pub async fn consents(&self, ids: &[PatientId]) -> AppResult<IdMap<PatientId, Vec<Consent>>> {
         Ok(group(
             ids,
             db::consents::of_patients(&self.db, ids).await?,
@@ -132,7 +130,7 @@ impl Lookups {
     pub async fn care_teams(
         &self,
         ids: &[PatientId],
-    ) -> AppResult<HashMap<PatientId, Vec<CareTeam>>> {
+    ) -> AppResult<IdMap<PatientId, Vec<CareTeam>>> {
         Ok(group(
             ids,
             db::care_teams::of_patients(&self.db, ids).await?,
@@ -144,7 +142,7 @@ impl Lookups {
     pub async fn care_team_members(
         &self,
         ids: &[CareTeamId],
-    ) -> AppResult<HashMap<CareTeamId, Vec<CareTeamMember>>> {
+    ) -> AppResult<IdMap<CareTeamId, Vec<CareTeamMember>>> {
         Ok(group(
             ids,
             db::care_teams::members_of(&self.db, ids).await?,
@@ -156,7 +154,7 @@ impl Lookups {
     pub async fn case_participants(
         &self,
         ids: &[CaseId],
-    ) -> AppResult<HashMap<CaseId, Vec<CaseParticipant>>> {
+    ) -> AppResult<IdMap<CaseId, Vec<CaseParticipant>>> {
         Ok(group(
             ids,
             db::cases::participants_of(&self.db, ids).await?,
@@ -169,8 +167,8 @@ impl Lookups {
     pub async fn support_staff_ids(
         &self,
         ids: &[AppointmentId],
-    ) -> AppResult<HashMap<AppointmentId, Vec<UserId>>> {
-        let mut map: HashMap<AppointmentId, Vec<UserId>> =
+    ) -> AppResult<IdMap<AppointmentId, Vec<UserId>>> {
+        let mut map: IdMap<AppointmentId, Vec<UserId>> =
             ids.iter().map(|k| (*k, Vec::new())).collect();
         for (a, u) in db::appointments::support_staff_of(&self.db, ids).await? {
             map.entry(a).or_default().push(u);
@@ -182,11 +180,11 @@ impl Lookups {
     pub async fn support_staff(
         &self,
         ids: &[AppointmentId],
-    ) -> AppResult<HashMap<AppointmentId, Vec<User>>> {
+    ) -> AppResult<IdMap<AppointmentId, Vec<User>>> {
         let rows = db::appointments::support_staff_of(&self.db, ids).await?;
         let user_ids: Vec<UserId> = rows.iter().map(|(_, u)| *u).collect();
         let users = self.users(&user_ids).await?;
-        let mut map: HashMap<AppointmentId, Vec<User>> =
+        let mut map: IdMap<AppointmentId, Vec<User>> =
             ids.iter().map(|k| (*k, Vec::new())).collect();
         for (a, u) in rows {
             if let Some(user) = users.get(&u) {
@@ -197,7 +195,7 @@ impl Lookups {
     }
 
     /// The guardian links of users (which patients each is guardian of).
-    pub async fn guardianships(&self, ids: &[UserId]) -> AppResult<HashMap<UserId, Vec<Guardian>>> {
+    pub async fn guardianships(&self, ids: &[UserId]) -> AppResult<IdMap<UserId, Vec<Guardian>>> {
         Ok(group(
             ids,
             db::patients::guardianships_of(&self.db, ids).await?,
@@ -206,7 +204,7 @@ impl Lookups {
     }
 
     /// Memberships of users.
-    pub async fn memberships(&self, ids: &[UserId]) -> AppResult<HashMap<UserId, Vec<Membership>>> {
+    pub async fn memberships(&self, ids: &[UserId]) -> AppResult<IdMap<UserId, Vec<Membership>>> {
         Ok(group(
             ids,
             db::organizations::memberships_of_users(&self.db, ids).await?,
@@ -218,7 +216,7 @@ impl Lookups {
     pub async fn compliance_groups(
         &self,
         ids: &[ComplianceGroupId],
-    ) -> AppResult<HashMap<ComplianceGroupId, ComplianceGroup>> {
+    ) -> AppResult<IdMap<ComplianceGroupId, ComplianceGroup>> {
         Ok(db::consents::find_groups(&self.db, ids)
             .await?
             .into_iter()

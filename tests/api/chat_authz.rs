@@ -1018,6 +1018,63 @@ async fn an_org_admin_and_the_members_see_a_chat_through_its_appointment_case_an
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
+/// The chats visible in one page of the clinic's appointments, by session id.
+async fn chats_in_page(app: &TestApp, w: &World, who: Who) -> BTreeMap<String, String> {
+    let page = app
+        .ok(
+            w.token(who).expect("a signed-in caller"),
+            "query($o: ID!) { appointments(orgId: $o, first: 50) { nodes { id chat { id } } } }",
+            json!({"o": w.c.org}),
+            "appointments",
+        )
+        .await;
+    page["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| {
+            let chat = n["chat"]["id"].as_str()?;
+            Some((chat.to_owned(), n["id"].as_str().expect("id").to_owned()))
+        })
+        .collect()
+}
+
+/// A page asks the read rule about all its rows' chats at once: the owner, who manages the
+/// clinic, sees every one; a staff member sees those they still take part in, not the one they
+/// were just taken off, nor does a colleague in none of them see any.
+#[tokio::test]
+async fn one_page_of_appointments_shows_each_caller_only_the_chats_they_may_read_now() {
+    let app = TestApp::spawn_with(quick).await;
+    let w = world(&app, "pagechats").await;
+    let owner_sees = chats_in_page(&app, &w, Who::Owner).await;
+    for s in [&w.s_a, &w.s_b, &w.s_c] {
+        assert!(
+            owner_sees.contains_key(s),
+            "the owner sees {s}: {owner_sees:?}"
+        );
+    }
+    let tech_sees = chats_in_page(&app, &w, Who::Tech).await;
+    assert!(tech_sees.contains_key(&w.s_a) && tech_sees.contains_key(&w.s_c));
+    // The tech is taken off appointment C (its chat's members follow).
+    app.ok(
+        &w.c.owner.token,
+        "mutation($id: ID!, $p: ID!) { assignAppointmentStaff(id: $id, practitionerId: $p, supportStaffIds: []) { id } }",
+        json!({"id": owner_sees[&w.s_c], "p": w.c.vet.id}),
+        "assignAppointmentStaff",
+    )
+    .await;
+    let tech_sees = chats_in_page(&app, &w, Who::Tech).await;
+    assert!(
+        tech_sees.contains_key(&w.s_a),
+        "still in chat A: {tech_sees:?}"
+    );
+    assert!(
+        !tech_sees.contains_key(&w.s_c),
+        "taken off C: {tech_sees:?}"
+    );
+    assert!(chats_in_page(&app, &w, Who::Desk).await.is_empty());
+}
+
 /// The table covers every chat operation the schema has: root fields about chats and every
 /// `chat` field of an object type.
 #[tokio::test]

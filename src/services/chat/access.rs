@@ -99,8 +99,10 @@ impl ChatService {
         }
     }
 
-    /// The sessions among `ids` that the viewer may read, in three statements whatever their
-    /// number (for nested `chat` fields, batched by the loaders); the others are left out.
+    /// The sessions among `ids` that the viewer may read, read in a few statements whatever
+    /// their number (the sessions, the viewer's member rows among those of organisations they do
+    /// not manage, then [`Self::standing`]'s facts; for nested `chat` fields, batched by the
+    /// loaders); the others are left out.
     pub async fn readable(
         &self,
         viewer: &Viewer,
@@ -123,18 +125,17 @@ impl ChatService {
         if !ids.is_empty() {
             sessions.extend(db::chat_sessions::find_many(&self.db, ids).await?);
         }
-        let all: Vec<ChatSessionId> = sessions.iter().map(|s| s.id).collect();
-        let member_of: HashSet<ChatSessionId> = db::chat_sessions::members_of(&self.db, &all)
-            .await?
-            .into_iter()
-            .filter(|(_, u, _)| *u == me.id)
-            .map(|(s, _, _)| s)
-            .collect();
         let memberships = self.memberships_of(viewer).await?;
         // Only a member who does not manage the organisation needs the facts behind their row.
         let (managed, rest): (Vec<ChatSession>, Vec<ChatSession>) = sessions
             .into_iter()
             .partition(|s| manages(&memberships, s.org_id));
+        let others: Vec<ChatSessionId> = rest.iter().map(|s| s.id).collect();
+        let member_of: HashSet<ChatSessionId> =
+            db::chat_sessions::joined_by(&self.db, &others, me.id)
+                .await?
+                .into_iter()
+                .collect();
         let rest: Vec<ChatSession> = rest
             .into_iter()
             .filter(|s| member_of.contains(&s.id))
