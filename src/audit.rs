@@ -329,7 +329,7 @@ impl AuditRecord {
             action: self.entry.action.as_str().to_owned(),
             entity_type: self.entry.entity.as_str().to_owned(),
             entity_id: self.entry.entity_id.as_ref().map(|e| match e {
-                EntityId::Uuid(id) => id.hyphenated().encode_lower(&mut [0; 36]).to_owned(),
+                EntityId::Uuid(id) => crate::domain::ids::uuid_text(*id),
                 EntityId::Text(text) => within(text, 128),
             }),
             patient_id: self.entry.patient_id.map(|p| p.as_string()),

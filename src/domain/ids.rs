@@ -35,7 +35,7 @@ macro_rules! id_type {
 
             /// The canonical lowercase hyphenated form, as stored and sent.
             pub fn as_string(&self) -> String {
-                self.0.hyphenated().encode_lower(&mut [0; 36]).to_owned()
+                uuid_text(self.0)
             }
         }
 
@@ -57,6 +57,11 @@ macro_rules! id_type {
             }
         }
     };
+}
+
+/// The canonical lowercase hyphenated form of `id`, as stored and sent (without `fmt`).
+pub fn uuid_text(id: Uuid) -> String {
+    id.hyphenated().encode_lower(&mut [0; 36]).to_owned()
 }
 
 /// A map keyed by ids, hashed with foldhash (seeded at random per process) rather than SipHash:

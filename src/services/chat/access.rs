@@ -83,10 +83,9 @@ impl ChatService {
         session: ChatSession,
     ) -> AppResult<Readable<ChatSession>> {
         let me = viewer.user()?;
-        let is_member = db::chat_sessions::members_of(&self.db, std::slice::from_ref(&session.id))
+        let is_member = !db::chat_sessions::joined_by(&self.db, &[session.id], me.id)
             .await?
-            .iter()
-            .any(|(_, u, _)| *u == me.id);
+            .is_empty();
         let memberships = self.memberships_of(viewer).await?;
         if self
             .may_read(&session, me.id, is_member, &memberships)
